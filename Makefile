@@ -1,0 +1,44 @@
+# liqstream — every target sets itself up (venv + pinned install) on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+LIQSTREAM_KAFKA_PORT ?= 9092
+
+.PHONY: help setup run test test-fast lint bench broker broker-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# The venv is rebuilt only when the lock or the project metadata change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade "pip==25.3"
+	@echo "installing pinned dependencies into $(VENV) (first run: about a minute)"
+	@$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the pinned dependencies
+
+run: $(STAMP) ## the whole default job: broker, bundled scenario, pipeline, marts, DQ, summary
+	@$(VENV)/bin/liqstream demo
+
+test: $(STAMP) ## the full test suite (starts its own brokers)
+	@$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## unit tests only
+	@$(PY) -m pytest -q -m "not integration and not slow"
+
+lint: $(STAMP) ## ruff
+	@$(VENV)/bin/ruff check schemas connectors pipelines tests
+
+broker: $(STAMP) ## start the local Kafka-protocol broker (Tansu) on 127.0.0.1:$(LIQSTREAM_KAFKA_PORT)
+	@$(VENV)/bin/liqstream broker start --port $(LIQSTREAM_KAFKA_PORT)
+
+broker-stop: $(STAMP) ## stop the local broker started by `make broker`
+	@$(VENV)/bin/liqstream broker stop --port $(LIQSTREAM_KAFKA_PORT)
+
+clean: ## remove the venv and generated data
+	rm -rf $(VENV) data .pytest_cache

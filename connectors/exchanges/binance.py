@@ -1,0 +1,214 @@
+"""Binance USDⓈ-M futures (venue ``binance-futures``).
+
+Websocket payloads arrive bare or inside the combined-stream envelope
+``{"stream": "...", "data": {...}}``; REST payloads are polled. Mapping (docs:
+developers.binance.com, USDⓈ-M Futures "Websocket Market Streams" and
+"Market Data Endpoints"):
+
+* ``aggTrade`` / ``trade`` -> Trade. ``T`` trade time is the event time;
+  ``m`` = buyer is the maker, so the taker sold.
+* ``forceOrder`` -> Liquidation. ``o.S`` is the side of the *liquidation order*:
+  SELL force-sells a long, so ``side = long``; BUY closes a short. Price is the
+  average fill price ``ap`` (order price ``p`` if ``ap`` is 0), size is the
+  filled quantity ``z`` (order quantity ``q`` if nothing was filled yet);
+  event time ``o.T``.
+* ``markPriceUpdate`` -> Funding (mark ``p``, index ``i``, rate ``r``, next
+  funding ``T``); event time ``E``.
+* REST ``openInterest`` ``{"openInterest","symbol","time"}`` -> OpenInterest
+  (no price in it: ``open_interest_usd`` null). REST ``openInterestHist`` (a
+  list) -> one OpenInterest per row with ``sumOpenInterestValue`` as USD.
+* Ignored (counted): ``bookTicker``, ``depthUpdate``, ``kline``,
+  ``24hrTicker``/``24hrMiniTicker``, subscription replies ``{"result","id"}``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
+from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
+
+_IGNORED_EVENTS = frozenset(
+    {"bookTicker", "depthUpdate", "kline", "continuous_kline", "24hrTicker", "24hrMiniTicker",
+     "compositeIndex", "contractInfo", "assetIndexUpdate"}
+)
+_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD")
+_DATED = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<yymmdd>\d{6})$")
+
+
+def _split_pair(pair: str) -> tuple[str, str] | None:
+    for q in _QUOTES:
+        if pair.endswith(q) and len(pair) > len(q):
+            return pair[: -len(q)], q
+    return None
+
+
+def _expiry_ms(yymmdd: str) -> int:
+    from datetime import UTC, datetime
+
+    # Binance quarterly futures settle at 08:00 UTC on the delivery date.
+    d = datetime.strptime(yymmdd, "%y%m%d").replace(hour=8, tzinfo=UTC)
+    return int(d.timestamp() * 1000)
+
+
+def parse_usdm_symbol(symbol: str) -> Instrument | None:
+    """BTCUSDT -> perpetual, BTCUSDT_240329 -> future; quantities are base units."""
+    m = _DATED.match(symbol)
+    pair, expiry = (m["pair"], _expiry_ms(m["yymmdd"])) if m else (symbol, None)
+    split = _split_pair(pair)
+    if split is None:
+        return None
+    base, quote = split
+    return Instrument("binance-futures", symbol, normalize_asset(base), quote,
+                      "future" if expiry else "perpetual", expiry, 1.0, False)
+
+
+class BinanceFuturesNormalizer:
+    venue = "binance-futures"
+
+    def __init__(self, instruments: InstrumentBook | None = None) -> None:
+        self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
+        if isinstance(msg, list):
+            return self._open_interest_hist(msg, received_at_us)
+        if not isinstance(msg, dict):
+            raise Malformed("unknown_message", f"expected a JSON object, got {type(msg).__name__}")
+        if "data" in msg and "stream" in msg:
+            msg = msg["data"]
+            if isinstance(msg, list):  # e.g. !markPrice@arr delivers an array of updates
+                out: list[Normalized] = []
+                for item in msg:
+                    out.extend(self.normalize(item, received_at_us))
+                return out
+            if not isinstance(msg, dict):
+                raise Malformed("unknown_message", "combined-stream data is not an object")
+        event = msg.get("e")
+        if event == "aggTrade" or event == "trade":
+            return [self._trade(msg, received_at_us)]
+        if event == "forceOrder":
+            return [self._liquidation(msg, received_at_us)]
+        if event == "markPriceUpdate":
+            return [self._funding(msg, received_at_us)]
+        if event is None and "openInterest" in msg and "symbol" in msg:
+            return [self._open_interest(msg, received_at_us)]
+        if event in _IGNORED_EVENTS:
+            raise Ignored(str(event))
+        if event is None and "result" in msg and "id" in msg:
+            raise Ignored("subscription_reply")
+        raise Malformed("unknown_message", f"unknown Binance message type e={event!r}")
+
+    # -- per type -----------------------------------------------------------------------------
+    def _instrument(self, symbol: Any, event_type: str) -> Instrument:
+        if not isinstance(symbol, str):
+            raise Malformed("missing_field", "symbol missing", event_type)
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", event_type)
+        return inst
+
+    def _trade(self, m: dict, received_at_us: int) -> Normalized:
+        et = "trade"
+        inst = self._instrument(require(m, "s", et), et)
+        price = to_float(require(m, "p", et), "p", et, positive=True)
+        qty = to_float(require(m, "q", et), "q", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, qty)
+        maker = require(m, "m", et)
+        if not isinstance(maker, bool):
+            raise Malformed("bad_value", f"m={maker!r} is not a boolean", et)
+        trade_id = m.get("a", m.get("t"))
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(m, "T", et), "T", et),
+            "ingest_time": received_at_us,
+            "trade_id": None if trade_id is None else str(trade_id),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": "sell" if maker else "buy",
+        }
+
+    def _liquidation(self, m: dict, received_at_us: int) -> Normalized:
+        et = "liquidation"
+        o = require(m, "o", et)
+        if not isinstance(o, dict):
+            raise Malformed("bad_value", "forceOrder 'o' is not an object", et)
+        inst = self._instrument(require(o, "s", et), et)
+        order_side = require(o, "S", et)
+        if order_side == "SELL":
+            side = "long"
+        elif order_side == "BUY":
+            side = "short"
+        else:
+            raise Malformed("bad_value", f"order side S={order_side!r} is neither BUY nor SELL", et)
+        avg = to_float(o.get("ap", 0), "ap", et)
+        price = avg if avg > 0 else to_float(require(o, "p", et), "p", et, positive=True)
+        filled = to_float(o.get("z", 0), "z", et)
+        qty = filled if filled > 0 else to_float(require(o, "q", et), "q", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, qty)
+        ts = o.get("T", m.get("E"))
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(ts, "T", et),
+            "ingest_time": received_at_us,
+            "side": side,
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "order_id": None,  # forceOrder carries no order id
+        }
+
+    def _funding(self, m: dict, received_at_us: int) -> Normalized:
+        et = "funding"
+        inst = self._instrument(require(m, "s", et), et)
+        rate = m.get("r")
+        nft = m.get("T")
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(m, "E", et), "E", et),
+            "ingest_time": received_at_us,
+            "mark_price": to_float(require(m, "p", et), "p", et, positive=True),
+            "index_price": to_float(m["i"], "i", et) if m.get("i") not in (None, "") else None,
+            # dated futures send r="" and T=0: no funding
+            "funding_rate": to_float(rate, "r", et) if rate not in (None, "") else None,
+            "next_funding_time": int(nft) if nft not in (None, "", 0, "0") else None,
+        }
+
+    def _open_interest(self, m: dict, received_at_us: int) -> Normalized:
+        et = "open_interest"
+        inst = self._instrument(m["symbol"], et)
+        oi = to_float(m["openInterest"], "openInterest", et)
+        if oi < 0:
+            raise Malformed("bad_value", f"openInterest={oi} is negative", et)
+        size, _ = inst.to_base_and_usd(1.0, oi) if not inst.inverse else (oi, None)
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(m, "time", et), "time", et),
+            "ingest_time": received_at_us,
+            "open_interest": size,
+            "open_interest_usd": oi * inst.contract_value if inst.inverse else None,
+        }
+
+    def _open_interest_hist(self, rows: list, received_at_us: int) -> list[Normalized]:
+        et = "open_interest"
+        if not rows:
+            raise Ignored("empty_open_interest_hist")
+        out: list[Normalized] = []
+        for row in rows:
+            if not isinstance(row, dict):
+                raise Malformed("bad_value", "openInterestHist row is not an object", et)
+            inst = self._instrument(row.get("symbol"), et)
+            oi = to_float(require(row, "sumOpenInterest", et), "sumOpenInterest", et)
+            usd = to_float(require(row, "sumOpenInterestValue", et), "sumOpenInterestValue", et)
+            if oi < 0 or usd < 0:
+                raise Malformed("bad_value", "negative open interest", et)
+            out.append((et, {
+                **inst.common_fields(),
+                "event_time": to_epoch_us(require(row, "timestamp", et), "timestamp", et),
+                "ingest_time": received_at_us,
+                "open_interest": oi,
+                "open_interest_usd": usd if inst.quote in USD_QUOTES else None,
+            }))
+        return out

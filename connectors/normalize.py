@@ -1,0 +1,197 @@
+"""The normalizer contract and the router that accounts for every raw message.
+
+A venue normalizer turns one parsed raw message into zero or more normalized
+records ``(event_type, record)``; it raises :class:`Ignored` for a message it
+recognises but liqstream does not use (subscription acks, order-book updates,
+heartbeats) and :class:`Malformed` for a message it cannot trust. The router
+(:func:`route`) wraps the JSON parsing and the normalizer so that every raw
+message ends in exactly one place: normalized records, a dead letter, or a
+counted ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: Kafka topic of each normalized event type.
+TOPICS: dict[str, str] = {
+    "trade": "trades.v1",
+    "liquidation": "liquidations.v1",
+    "open_interest": "open_interest.v1",
+    "funding": "funding.v1",
+}
+#: Dead letters whose event type is unknown (invalid JSON, unknown message).
+UNROUTED_DLQ = "raw.v1.dlq"
+
+
+def dlq_topic(event_type: str | None) -> str:
+    return f"{TOPICS[event_type]}.dlq" if event_type in TOPICS else UNROUTED_DLQ
+
+
+Normalized = tuple[str, dict[str, Any]]
+
+
+class Ignored(Exception):
+    """A recognised message that carries nothing liqstream uses; ``reason`` is counted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Malformed(Exception):
+    """A message that cannot be normalized; it becomes a dead letter."""
+
+    def __init__(self, reason: str, detail: str, event_type: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.event_type = event_type
+
+
+class VenueNormalizer(Protocol):
+    venue: str
+
+    def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
+        """Map one parsed raw message (websocket frame or REST payload) to records."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    exchange: str | None
+    event_type: str | None
+    reason: str
+    detail: str
+    source: str | None
+    received_at: int
+    raw: bytes
+
+    @property
+    def topic(self) -> str:
+        return dlq_topic(self.event_type)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "event_type": self.event_type,
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "received_at": self.received_at,
+            "raw": self.raw,
+        }
+
+
+@dataclass(slots=True)
+class Outcome:
+    records: list[Normalized] = field(default_factory=list)
+    dead: DeadLetter | None = None
+    ignored: str | None = None
+
+
+@dataclass
+class RouteCounters:
+    """Where the raw messages went, per venue: the books must balance."""
+
+    messages: Counter = field(default_factory=Counter)  # venue -> raw messages seen
+    records: Counter = field(default_factory=Counter)  # (venue, event_type) -> normalized records
+    normalized_messages: Counter = field(default_factory=Counter)  # venue -> messages giving >= 1 record
+    dead: Counter = field(default_factory=Counter)  # (venue, reason) -> dead letters
+    ignored: Counter = field(default_factory=Counter)  # (venue, reason) -> ignored messages
+
+    def add(self, venue: str, outcome: Outcome) -> None:
+        self.messages[venue] += 1
+        if outcome.dead is not None:
+            self.dead[(venue, outcome.dead.reason)] += 1
+        elif outcome.ignored is not None:
+            self.ignored[(venue, outcome.ignored)] += 1
+        else:
+            self.normalized_messages[venue] += 1
+            for event_type, _ in outcome.records:
+                self.records[(venue, event_type)] += 1
+
+    @property
+    def balanced(self) -> bool:
+        n_dead = sum(self.dead.values())
+        n_ignored = sum(self.ignored.values())
+        return sum(self.messages.values()) == sum(self.normalized_messages.values()) + n_dead + n_ignored
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "messages": sum(self.messages.values()),
+            "normalized_messages": sum(self.normalized_messages.values()),
+            "records": {f"{v}/{t}": n for (v, t), n in sorted(self.records.items())},
+            "dead_letters": {f"{v}/{r}": n for (v, r), n in sorted(self.dead.items())},
+            "ignored": {f"{v}/{r}": n for (v, r), n in sorted(self.ignored.items())},
+        }
+
+
+def route(
+    normalizer: VenueNormalizer,
+    raw: bytes | str | dict | list,
+    received_at_us: int,
+    source: str | None = None,
+) -> Outcome:
+    """Parse and normalize one raw message; never raises."""
+    venue = normalizer.venue
+    if isinstance(raw, (dict, list)):
+        msg = raw
+        raw_bytes = json.dumps(raw, separators=(",", ":")).encode()
+    else:
+        raw_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
+        try:
+            msg = json.loads(raw_bytes)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return Outcome(dead=DeadLetter(venue, None, "invalid_json", str(exc)[:300], source, received_at_us, raw_bytes))
+    try:
+        records = normalizer.normalize(msg, received_at_us)
+    except Ignored as ign:
+        return Outcome(ignored=ign.reason)
+    except Malformed as bad:
+        return Outcome(dead=DeadLetter(venue, bad.event_type, bad.reason, bad.detail[:500], source, received_at_us, raw_bytes))
+    except Exception as exc:  # a normalizer bug must not kill the job: dead-letter it, loudly named
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        return Outcome(dead=DeadLetter(venue, None, "normalizer_error", detail, source, received_at_us, raw_bytes))
+    if not records:
+        return Outcome(ignored="no_records")
+    return Outcome(records=records)
+
+
+# --- helpers shared by the venue normalizers -------------------------------------------------
+
+
+def to_float(value: Any, name: str, event_type: str | None, *, positive: bool = False) -> float:
+    """Parse a venue number (venues send decimals as strings) or raise Malformed."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise Malformed("bad_value", f"{name}={value!r} is not a number", event_type) from None
+    if not math.isfinite(x) or (positive and x <= 0):
+        raise Malformed("bad_value", f"{name}={value!r} must be a finite{' positive' if positive else ''} number", event_type)
+    return x
+
+
+def to_epoch_us(value: Any, name: str, event_type: str | None, *, unit: str = "ms") -> int:
+    """Venue timestamp (ms, us, ns or s, as int or numeric string) -> epoch microseconds."""
+    try:
+        x = int(value) if not isinstance(value, float) else value
+    except (TypeError, ValueError):
+        raise Malformed("bad_value", f"{name}={value!r} is not a timestamp", event_type) from None
+    scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[unit]
+    us = int(x * scale)
+    # 2009-01-01 .. 2100-01-01: anything else is a unit mix-up or garbage
+    if not 1_230_768_000_000_000 <= us <= 4_102_444_800_000_000:
+        raise Malformed("bad_value", f"{name}={value!r} is not a plausible {unit} timestamp", event_type)
+    return us
+
+
+def require(msg: dict, key: str, event_type: str | None) -> Any:
+    try:
+        return msg[key]
+    except (KeyError, TypeError):
+        raise Malformed("missing_field", f"field {key!r} missing", event_type) from None

@@ -1,0 +1,1 @@
+"""Sources of raw venue messages: capture files (replay), live websockets, the simulator."""
