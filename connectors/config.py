@@ -1,0 +1,83 @@
+"""Kafka connection settings: one typed place, defaults that run, env overrides.
+
+Names follow the Kafka client properties (``bootstrap.servers`` ->
+``KAFKA_BOOTSTRAP_SERVERS``, ``sasl.mechanism`` -> ``KAFKA_SASL_MECHANISM`` ...),
+so a cluster's existing client config maps one to one. Secrets are read from
+the environment (or a file named by ``KAFKA_SASL_PASSWORD_FILE``) and never
+printed: ``repr`` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    client_id: str = "liqstream"
+    #: Topic layout used when liqstream creates topics (existing topics are left as they are).
+    partitions: int = 3
+    replication_factor: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    compression_type: str = "gzip"  # gzip | zstd | none (lz4/snappy need extra codec packages)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> KafkaSettings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = "KAFKA_" + f.name.upper()
+            if key in env and env[key] != "":
+                values[f.name] = _coerce(f.type, env[key])
+        pw_file = env.get("KAFKA_SASL_PASSWORD_FILE")
+        if pw_file and "sasl_password" not in values:
+            values["sasl_password"] = Path(pw_file).read_text().strip()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_bootstrap(self, servers: str) -> KafkaSettings:
+        return replace(self, bootstrap_servers=servers)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (producer, consumer, admin)."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password
+        if self.ssl_ca_location:
+            kw["ssl_cafile"] = self.ssl_ca_location
+        if self.ssl_certificate_location:
+            kw["ssl_certfile"] = self.ssl_certificate_location
+        if self.ssl_key_location:
+            kw["ssl_keyfile"] = self.ssl_key_location
+        return kw
+
+    def describe(self) -> str:
+        """Printable summary, without secrets."""
+        auth = f" sasl={self.sasl_mechanism} user={self.sasl_username}" if self.sasl_mechanism else ""
+        return f"{self.bootstrap_servers} ({self.security_protocol}{auth})"
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    t = str(type_name)
+    if t.startswith("int"):
+        return int(raw)
+    return raw

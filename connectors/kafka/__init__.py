@@ -1,0 +1,1 @@
+"""Kafka I/O: local broker, topics, producer, offset-range reader."""
