@@ -179,12 +179,59 @@ def refresh_bybit(out: Path | None = None) -> Path:
     return write_instrument_file("bybit", convert_bybit(pages), " ".join(urls), _now_iso(), out)
 
 
+# --- Hyperliquid ---------------------------------------------------------------------------
+
+HYPERLIQUID_INFO_URL = "https://api.hyperliquid.xyz/info"
+
+
+def _post_json(url: str, body: dict, timeout: float = HTTP_TIMEOUT_S) -> Any:
+    """POST a JSON body (Hyperliquid's info endpoint takes ``{"type": ...}`` requests)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - fixed https URL
+        return json.loads(resp.read())
+
+
+def convert_hyperliquid(payload: dict) -> list[Instrument]:
+    """``{"meta": <info meta>, "spotMeta": <info spotMeta>}`` -> perpetuals (USDC) and spot pairs."""
+    from connectors.exchanges.hyperliquid import instruments_from_meta
+
+    return instruments_from_meta(payload.get("meta"), payload.get("spotMeta"))
+
+
+def refresh_hyperliquid(out: Path | None = None) -> Path:
+    payload = {"meta": _post_json(HYPERLIQUID_INFO_URL, {"type": "meta"}),
+               "spotMeta": _post_json(HYPERLIQUID_INFO_URL, {"type": "spotMeta"})}
+    return write_instrument_file("hyperliquid", convert_hyperliquid(payload),
+                                 f"{HYPERLIQUID_INFO_URL} meta+spotMeta", _now_iso(), out)
+
+
+# --- Deribit --------------------------------------------------------------------------------
+
+DERIBIT_URLS = tuple(f"https://www.deribit.com/api/v2/public/get_instruments?currency={c}&expired=false"
+                     for c in ("BTC", "ETH", "USDC", "USDT"))
+
+
+def convert_deribit(payload: dict | list[dict]) -> list[Instrument]:
+    """``public/get_instruments`` response(s) -> instruments (contract value 1: see deribit.py)."""
+    from connectors.exchanges.deribit import instruments_from_get_instruments
+
+    return instruments_from_get_instruments(payload)
+
+
+def refresh_deribit(out: Path | None = None) -> Path:
+    pages = [fetch_json(u) for u in DERIBIT_URLS]
+    return write_instrument_file("deribit", convert_deribit(pages), " ".join(DERIBIT_URLS), _now_iso(), out)
+
+
 # --- registry -------------------------------------------------------------------------------
 
 REFRESHERS: dict[str, Callable[[Path | None], Path]] = {
     "binance-delivery": refresh_binance_delivery,
     "bybit": refresh_bybit,
     "okx": refresh_okx,
+    "hyperliquid": refresh_hyperliquid,
+    "deribit": refresh_deribit,
 }
 
 

@@ -17,8 +17,22 @@ def _binance_futures() -> VenueNormalizer:
     return BinanceFuturesNormalizer()
 
 
+def _hyperliquid() -> VenueNormalizer:
+    from connectors.exchanges.hyperliquid import HyperliquidNormalizer
+
+    return HyperliquidNormalizer()
+
+
+def _deribit() -> VenueNormalizer:
+    from connectors.exchanges.deribit import DeribitNormalizer
+
+    return DeribitNormalizer()
+
+
 NORMALIZERS: dict[str, Callable[[], VenueNormalizer]] = {
     "binance-futures": _binance_futures,
+    "hyperliquid": _hyperliquid,
+    "deribit": _deribit,
 }
 
 
