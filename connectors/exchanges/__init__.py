@@ -17,6 +17,24 @@ def _binance_futures() -> VenueNormalizer:
     return BinanceFuturesNormalizer()
 
 
+def _binance_delivery() -> VenueNormalizer:
+    from connectors.exchanges.binance_delivery import BinanceDeliveryNormalizer
+
+    return BinanceDeliveryNormalizer()
+
+
+def _bybit() -> VenueNormalizer:
+    from connectors.exchanges.bybit import BybitNormalizer
+
+    return BybitNormalizer()
+
+
+def _okx() -> VenueNormalizer:
+    from connectors.exchanges.okx import OkxNormalizer
+
+    return OkxNormalizer()
+
+
 def _hyperliquid() -> VenueNormalizer:
     from connectors.exchanges.hyperliquid import HyperliquidNormalizer
 
@@ -31,6 +49,9 @@ def _deribit() -> VenueNormalizer:
 
 NORMALIZERS: dict[str, Callable[[], VenueNormalizer]] = {
     "binance-futures": _binance_futures,
+    "binance-delivery": _binance_delivery,
+    "bybit": _bybit,
+    "okx": _okx,
     "hyperliquid": _hyperliquid,
     "deribit": _deribit,
 }

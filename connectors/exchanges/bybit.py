@@ -1,0 +1,352 @@
+"""Bybit v5 linear and inverse contracts (venue ``bybit``).
+
+Websocket frames ``{"topic", "type", "ts", "data"}`` from
+``wss://stream.bybit.com/v5/public/{linear,inverse}`` and REST ``/v5/market``
+payloads ``{"retCode", "result", "time"}``. Mapping (docs:
+bybit-exchange.github.io/docs/v5, websocket/public/{trade, all-liquidation,
+liquidation, ticker}):
+
+* ``publicTrade.<symbol>`` -> Trade per element of ``data``: ``T`` fill time,
+  ``S`` side of the TAKER (Buy/Sell), ``v`` size, ``p`` price, ``i`` trade id.
+* ``allLiquidation.<symbol>`` -> Liquidation per element: ``T`` time, ``S``,
+  ``v`` executed size, ``p`` bankruptcy price. The v5 docs define ``S`` as the
+  POSITION side with an inverted spelling: "When you receive a Buy update, this
+  means that a long position has been liquidated". So ``Buy -> long``,
+  ``Sell -> short``. The deprecated ``liquidation.<symbol>`` topic (``data`` an
+  object ``{updatedTime, symbol, side, size, price}``) documents ``side`` the
+  same way and maps the same.
+* ``tickers.<symbol>``: a ``snapshot`` then ``delta`` frames that omit every
+  unchanged field. The normalizer keeps the merged ticker per symbol and, for
+  each frame, emits a Funding record when the frame touches a funding field
+  (``markPrice``, ``indexPrice``, ``fundingRate``, ``nextFundingTime``) and an
+  OpenInterest record when it touches ``openInterest``/``openInterestValue``;
+  the record's values come from the merged state, so it is complete. A delta
+  that changes neither (or arrives before any mark price is known) is ignored
+  as ``ticker_no_change`` / ``ticker_incomplete``. Event time is the frame's ``ts``.
+* Units. Linear (USDT/USDC): sizes and ``openInterest`` in base coin,
+  ``openInterestValue`` in the quote (USD 1:1). Inverse (BTCUSD, ETHUSD...):
+  sizes and ``openInterest`` are contracts of 1 USD, so
+  ``notional_usd = contracts`` and base size = USD / price (OI uses the mark).
+* REST ``/v5/market/tickers`` (``result.list``) -> Funding + OpenInterest per
+  row, event time = the response ``time``; REST ``/v5/market/open-interest``
+  (``result.symbol`` + ``list`` of ``{openInterest, timestamp}``) ->
+  OpenInterest (inverse needs a mark price seen before, else dead letter
+  ``no_reference_price``).
+* Legacy v2 frames (``trade.<symbol>`` with ``trade_time_ms``, as in the 2021
+  captures) -> Trade, so old captures replay; ``orderBookL2_*``, ``orderbook.*``,
+  ``kline.*`` and acks/pongs are ignored (counted). A failed subscription
+  (``success: false``) is dead-lettered as ``subscription_failed`` so it is seen.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
+from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
+
+_IGNORED_TOPIC_PREFIXES = ("orderbook.", "orderBookL2", "orderBook_200", "kline.", "klineV2.", "candle.",
+                           "instrument_info.", "tickers_lt.", "kline_lt.", "lt.", "insurance.", "priceLimit.")
+_FUNDING_FIELDS = ("markPrice", "indexPrice", "fundingRate", "nextFundingTime")
+_OI_FIELDS = ("openInterest", "openInterestValue")
+
+_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
+_FUTURE_CODES = dict(zip("FGHJKMNQUVXZ", range(1, 13), strict=True))
+_INVERSE_FUTURE = re.compile(r"^(?P<base>[A-Z0-9]+)USD(?P<m>[FGHJKMNQUVXZ])(?P<yy>\d{2})$")
+_LINEAR_FUTURE = re.compile(r"^(?P<base>[A-Z0-9]+?)(?P<usdt>USDT)?-(?P<d>\d{1,2})(?P<mon>[A-Z]{3})(?P<yy>\d{2})$")
+#: Bybit delivers futures at 08:00 UTC.
+_DELIVERY_HOUR = 8
+
+
+def _last_friday_ms(year: int, month: int) -> int:
+    last = calendar.monthrange(year, month)[1]
+    day = max(d for d in range(last - 6, last + 1) if calendar.weekday(year, month, d) == calendar.FRIDAY)
+    return int(datetime(year, month, day, _DELIVERY_HOUR, tzinfo=UTC).timestamp() * 1000)
+
+
+def parse_bybit_symbol(symbol: str) -> Instrument | None:
+    """Bybit symbol grammar, used when a symbol is missing from the metadata file.
+
+    BTCUSDT / BTCUSDC / BTCPERP -> linear perpetual; BTCUSD -> inverse perpetual
+    (1 USD contracts); BTCUSDH25 -> inverse future (last Friday of the month);
+    BTCUSDT-26DEC25 / BTC-26DEC25 (USDC) -> linear future.
+    """
+    m = _LINEAR_FUTURE.match(symbol)
+    if m:
+        if m["mon"] not in _MONTHS:
+            return None
+        expiry = int(datetime(2000 + int(m["yy"]), _MONTHS[m["mon"]], int(m["d"]), _DELIVERY_HOUR,
+                              tzinfo=UTC).timestamp() * 1000)
+        return Instrument("bybit", symbol, normalize_asset(m["base"]), "USDT" if m["usdt"] else "USDC",
+                          "future", expiry, 1.0, False)
+    m = _INVERSE_FUTURE.match(symbol)
+    if m:
+        expiry = _last_friday_ms(2000 + int(m["yy"]), _FUTURE_CODES[m["m"]])
+        return Instrument("bybit", symbol, normalize_asset(m["base"]), "USD", "future", expiry, 1.0, True)
+    for suffix, quote, inverse in (("USDT", "USDT", False), ("USDC", "USDC", False), ("PERP", "USDC", False),
+                                   ("USD", "USD", True)):
+        if symbol.endswith(suffix) and len(symbol) > len(suffix) and symbol[: -len(suffix)].isalnum():
+            return Instrument("bybit", symbol, normalize_asset(symbol[: -len(suffix)]), quote, "perpetual", None,
+                              1.0, inverse)
+    return None
+
+
+def _side_of_taker(raw: Any, et: str) -> str:
+    if raw == "Buy":
+        return "buy"
+    if raw == "Sell":
+        return "sell"
+    raise Malformed("bad_value", f"side={raw!r} is neither Buy nor Sell", et)
+
+
+def _liquidated_position(raw: Any, et: str) -> str:
+    # v5 docs: "Position side. Buy,Sell. When you receive a Buy update, this means
+    # that a long position has been liquidated".
+    if raw == "Buy":
+        return "long"
+    if raw == "Sell":
+        return "short"
+    raise Malformed("bad_value", f"liquidation side={raw!r} is neither Buy nor Sell", et)
+
+
+def _present(d: dict, key: str) -> bool:
+    return d.get(key) not in (None, "")
+
+
+class BybitNormalizer:
+    venue = "bybit"
+
+    def __init__(self, instruments: InstrumentBook | None = None) -> None:
+        self.instruments = instruments or InstrumentBook.load(self.venue, parse_bybit_symbol)
+        #: merged ``tickers`` state per symbol (deltas omit unchanged fields)
+        self._tickers: dict[str, dict[str, Any]] = {}
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
+        if not isinstance(msg, dict):
+            raise Malformed("unknown_message", f"expected a JSON object, got {type(msg).__name__}")
+        topic = msg.get("topic")
+        if isinstance(topic, str):
+            return self._topic(topic, msg, received_at_us)
+        if "retCode" in msg and isinstance(msg.get("result"), dict):
+            return self._rest(msg, received_at_us)
+        op = msg.get("op")
+        if op in ("ping", "pong") or msg.get("ret_msg") == "pong":
+            raise Ignored("pong")
+        if "success" in msg:
+            if msg["success"] is True:
+                raise Ignored("subscription_reply")
+            raise Malformed("subscription_failed", str(msg.get("ret_msg", ""))[:300])
+        raise Malformed("unknown_message", "Bybit message without topic, retCode or op")
+
+    def _topic(self, topic: str, msg: dict, received_at_us: int) -> list[Normalized]:
+        channel = topic.split(".", 1)[0]
+        if channel == "publicTrade":
+            return [self._trade(t, received_at_us) for t in self._data_list(msg, "trade")]
+        if channel == "allLiquidation":
+            return [self._all_liquidation(x, received_at_us) for x in self._data_list(msg, "liquidation")]
+        if channel == "liquidation":
+            return [self._legacy_liquidation(msg, received_at_us)]
+        if channel == "tickers":
+            return self._ticker_frame(msg, received_at_us)
+        if channel == "trade":  # v2 (2021) public trades
+            return [self._v2_trade(t, received_at_us) for t in self._data_list(msg, "trade")]
+        if topic.startswith(_IGNORED_TOPIC_PREFIXES):
+            raise Ignored(channel)
+        raise Malformed("unknown_message", f"unknown Bybit topic {topic!r}")
+
+    @staticmethod
+    def _data_list(msg: dict, et: str) -> list[dict]:
+        data = require(msg, "data", et)
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise Malformed("bad_value", "'data' is not a list of objects", et)
+        if not data:
+            raise Ignored("empty_data")
+        return data
+
+    def _instrument(self, symbol: Any, et: str) -> Instrument:
+        if not isinstance(symbol, str):
+            raise Malformed("missing_field", "symbol missing", et)
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", et)
+        return inst
+
+    # -- trades and liquidations --------------------------------------------------------------
+    def _trade(self, t: dict, received_at_us: int) -> Normalized:
+        et = "trade"
+        inst = self._instrument(t.get("s"), et)
+        price = to_float(require(t, "p", et), "p", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, to_float(require(t, "v", et), "v", et, positive=True))
+        tid = t.get("i")
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(t, "T", et), "T", et),
+            "ingest_time": received_at_us,
+            "trade_id": None if tid is None else str(tid),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": _side_of_taker(t.get("S"), et),
+        }
+
+    def _v2_trade(self, t: dict, received_at_us: int) -> Normalized:
+        et = "trade"
+        inst = self._instrument(t.get("symbol"), et)
+        price = to_float(require(t, "price", et), "price", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, to_float(require(t, "size", et), "size", et, positive=True))
+        tid = t.get("trade_id")
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(t, "trade_time_ms", et), "trade_time_ms", et),
+            "ingest_time": received_at_us,
+            "trade_id": None if tid is None else str(tid),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": _side_of_taker(t.get("side"), et),
+        }
+
+    def _liquidation_record(self, inst: Instrument, side: str, price: float, qty: float, ts: Any,
+                            received_at_us: int) -> Normalized:
+        size, usd = inst.to_base_and_usd(price, qty)
+        return "liquidation", {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(ts, "T", "liquidation"),
+            "ingest_time": received_at_us,
+            "side": side,
+            "price": price,  # the bankruptcy price: Bybit publishes no fill price
+            "size": size,
+            "notional_usd": usd,
+            "order_id": None,
+        }
+
+    def _all_liquidation(self, x: dict, received_at_us: int) -> Normalized:
+        et = "liquidation"
+        inst = self._instrument(x.get("s"), et)
+        side = _liquidated_position(x.get("S"), et)
+        price = to_float(require(x, "p", et), "p", et, positive=True)
+        qty = to_float(require(x, "v", et), "v", et, positive=True)
+        return self._liquidation_record(inst, side, price, qty, require(x, "T", et), received_at_us)
+
+    def _legacy_liquidation(self, msg: dict, received_at_us: int) -> Normalized:
+        et = "liquidation"
+        d = require(msg, "data", et)
+        if not isinstance(d, dict):
+            raise Malformed("bad_value", "liquidation 'data' is not an object", et)
+        inst = self._instrument(d.get("symbol"), et)
+        side = _liquidated_position(d.get("side"), et)
+        price = to_float(require(d, "price", et), "price", et, positive=True)
+        qty = to_float(require(d, "size", et), "size", et, positive=True)
+        # the docs' table says updateTime, their example updatedTime: accept both
+        ts = d.get("updatedTime", d.get("updateTime", msg.get("ts")))
+        return self._liquidation_record(inst, side, price, qty, ts, received_at_us)
+
+    # -- tickers ------------------------------------------------------------------------------
+    def _ticker_frame(self, msg: dict, received_at_us: int) -> list[Normalized]:
+        data = require(msg, "data", "funding")
+        if not isinstance(data, dict):
+            raise Malformed("bad_value", "tickers 'data' is not an object", "funding")
+        inst = self._instrument(data.get("symbol"), "funding")
+        kind = msg.get("type")
+        if kind == "snapshot" or inst.symbol not in self._tickers:
+            state = self._tickers[inst.symbol] = {}
+        else:
+            state = self._tickers[inst.symbol]
+        state.update({k: v for k, v in data.items() if v is not None})
+        ts = require(msg, "ts", "funding")
+        return self._ticker_records(inst, state, data, ts, received_at_us)
+
+    def _ticker_records(self, inst: Instrument, state: dict, changed: dict, ts: Any,
+                        received_at_us: int) -> list[Normalized]:
+        touches_funding = any(k in changed for k in _FUNDING_FIELDS)
+        touches_oi = any(k in changed for k in _OI_FIELDS)
+        if not touches_funding and not touches_oi:
+            raise Ignored("ticker_no_change")
+        if not _present(state, "markPrice"):
+            raise Ignored("ticker_incomplete")
+        event_time = to_epoch_us(ts, "ts", "funding")
+        mark = to_float(state["markPrice"], "markPrice", "funding", positive=True)
+        out: list[Normalized] = []
+        if touches_funding:
+            nft = state.get("nextFundingTime")
+            out.append(("funding", {
+                **inst.common_fields(),
+                "event_time": event_time,
+                "ingest_time": received_at_us,
+                "mark_price": mark,
+                "index_price": to_float(state["indexPrice"], "indexPrice", "funding")
+                if _present(state, "indexPrice") else None,
+                # dated futures carry fundingRate "" and nextFundingTime "0"/"": no funding
+                "funding_rate": to_float(state["fundingRate"], "fundingRate", "funding")
+                if _present(state, "fundingRate") else None,
+                "next_funding_time": int(to_float(nft, "nextFundingTime", "funding"))
+                if nft not in (None, "", "0", 0) else None,
+            }))
+        if touches_oi and _present(state, "openInterest"):
+            out.append(self._oi_record(inst, state["openInterest"], state.get("openInterestValue"), mark,
+                                       event_time, received_at_us))
+        if not out:
+            raise Ignored("ticker_incomplete")
+        return out
+
+    def _oi_record(self, inst: Instrument, oi_raw: Any, value_raw: Any, mark: float | None, event_time_us: int,
+                   received_at_us: int) -> Normalized:
+        et = "open_interest"
+        oi = to_float(oi_raw, "openInterest", et)
+        if oi < 0:
+            raise Malformed("bad_value", f"openInterest={oi} is negative", et)
+        if inst.inverse:
+            # inverse openInterest counts 1-USD contracts: the USD figure is exact
+            usd: float | None = oi * inst.contract_value
+            if mark is None:
+                raise Malformed("no_reference_price", f"inverse openInterest of {inst.symbol} needs a mark price", et)
+            base = usd / mark
+        else:
+            base = oi * inst.contract_value
+            if value_raw not in (None, "") and inst.quote in USD_QUOTES:
+                usd = to_float(value_raw, "openInterestValue", et)
+            elif mark is not None and inst.quote in USD_QUOTES:
+                usd = base * mark
+            else:
+                usd = None
+        return et, {
+            **inst.common_fields(),
+            "event_time": event_time_us,
+            "ingest_time": received_at_us,
+            "open_interest": base,
+            "open_interest_usd": usd,
+        }
+
+    # -- REST ---------------------------------------------------------------------------------
+    def _rest(self, msg: dict, received_at_us: int) -> list[Normalized]:
+        if msg.get("retCode") != 0:
+            raise Malformed("rest_error", f"retCode={msg.get('retCode')!r} retMsg={msg.get('retMsg')!r}")
+        result = msg["result"]
+        rows = result.get("list")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Malformed("bad_value", "REST result.list is not a list of objects")
+        if not rows:
+            raise Ignored("empty_rest_list")
+        if "symbol" in result:  # /v5/market/open-interest
+            et = "open_interest"
+            inst = self._instrument(result["symbol"], et)
+            state = self._tickers.get(inst.symbol, {})
+            mark = to_float(state["markPrice"], "markPrice", et) if _present(state, "markPrice") else None
+            return [self._oi_record(inst, require(r, "openInterest", et), None, mark,
+                                    to_epoch_us(require(r, "timestamp", et), "timestamp", et), received_at_us)
+                    for r in rows]
+        # /v5/market/tickers: full rows, stamped with the response time
+        ts = require(msg, "time", "funding")
+        out: list[Normalized] = []
+        for r in rows:
+            if "markPrice" not in r:  # spot tickers carry no mark/funding/OI
+                raise Malformed("unknown_message", "REST ticker row without markPrice (spot category?)", "funding")
+            inst = self._instrument(r.get("symbol"), "funding")
+            state = self._tickers.setdefault(inst.symbol, {})
+            state.update({k: v for k, v in r.items() if v is not None})
+            out.extend(self._ticker_records(inst, dict(r), r, ts, received_at_us))
+        return out

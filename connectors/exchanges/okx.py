@@ -1,0 +1,259 @@
+"""OKX v5 swaps, futures and spot (venue ``okx``).
+
+Websocket frames ``{"arg": {"channel", ...}, "data": [...]}`` from
+``wss://ws.okx.com:8443/ws/v5/public`` and REST ``{"code", "msg", "data"}``
+payloads of ``/api/v5/public/*``. Mapping (docs: okx.com/docs-v5, "Public
+Data - WebSocket" and "Order Book Trading - Market Data"):
+
+* Contracts. ``sz``/``oi`` of SWAP and FUTURES are CONTRACTS. Instrument
+  metadata (``instruments/okx.json`` from ``/api/v5/public/instruments``) gives
+  ``ctVal x ctMult``: for ``ctType`` linear a number of base coins per
+  contract (BTC-USDT-SWAP: 0.01 BTC), for inverse a number of USD per contract
+  (BTC-USD-SWAP: 100 USD, others 10 USD). SPOT sizes are base units. Contract
+  values cannot be guessed from a symbol, so a SWAP/FUTURES id missing from the
+  metadata is dead-lettered as ``unknown_symbol`` (refresh the metadata).
+* ``trades`` / ``trades-all`` -> Trade: ``px``, ``sz``, ``side`` = taker side,
+  ``tradeId``, ``ts``.
+* ``liquidation-orders`` -> Liquidation per ``details`` element. ``posSide``
+  long/short (hedge mode) is the closed position's side; in net mode
+  (``posSide`` net or empty) the liquidation ORDER side decides: ``sell``
+  closes a long, ``buy`` closes a short. Price = ``bkPx``; size ``sz``
+  (contracts; base units for MARGIN).
+* ``open-interest`` -> OpenInterest: base units = ``oiCcy`` (coin), USD =
+  ``oiUsd`` when given, else for inverse contracts ``oi x ctVal`` (exact USD),
+  else null (no price in the message).
+* ``mark-price`` -> Funding (``markPx``, ``ts``) carrying the last funding rate
+  seen for the instrument; ``funding-rate`` updates that state (``fundingRate``;
+  ``fundingTime`` is the settlement time of the current rate, so it is the
+  record's ``next_funding_time``) and emits a Funding record with the last
+  mark price; before any mark price is known it is buffered and counted as
+  ignored ``funding_rate_buffered`` (its values go out with the next mark).
+* REST payloads ``/public/open-interest``, ``/public/mark-price``,
+  ``/public/funding-rate``, ``/public/liquidation-orders`` and
+  ``/market/trades`` map like their websocket channels.
+* Ignored (counted): subscribe/unsubscribe acks, ``notice``, connection-count
+  events, ``tickers``, ``books*``, ``bbo-tbt``, candles, ``index-tickers``, the
+  text ``pong``. ``{"event": "error"}`` is dead-lettered as ``subscription_failed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.instruments import Instrument, InstrumentBook, normalize_asset
+from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
+
+_IGNORED_CHANNELS = frozenset({
+    "tickers", "books", "books5", "books50-l2-tbt", "books-l2-tbt", "bbo-tbt", "index-tickers", "instruments",
+    "price-limit", "estimated-price", "opt-summary", "status", "block-tickers", "public-block-trades",
+    "option-trades", "call-auction-details", "economic-calendar", "sprd-tickers", "adl-warning",
+})
+_ACK_EVENTS = frozenset({"subscribe", "unsubscribe", "login", "notice", "channel-conn-count"})
+
+
+def parse_okx_symbol(symbol: str) -> Instrument | None:
+    """Spot ids ``BASE-QUOTE`` only: derivatives need ctVal from the metadata file."""
+    parts = symbol.split("-")
+    if len(parts) != 2 or not all(p.isalnum() for p in parts):
+        return None
+    return Instrument("okx", symbol, normalize_asset(parts[0]), parts[1].upper(), "spot", None, 1.0, False)
+
+
+def _position_side(d: dict, et: str) -> str:
+    pos = d.get("posSide")
+    if pos in ("long", "short"):
+        return pos
+    order_side = d.get("side")
+    if pos in (None, "", "net"):
+        if order_side == "sell":
+            return "long"
+        if order_side == "buy":
+            return "short"
+    raise Malformed("bad_value", f"cannot tell the liquidated side from posSide={pos!r} side={order_side!r}", et)
+
+
+class OkxNormalizer:
+    venue = "okx"
+
+    def __init__(self, instruments: InstrumentBook | None = None) -> None:
+        self.instruments = instruments or InstrumentBook.load(self.venue, parse_okx_symbol)
+        #: per instId: last mark price and funding state, merged across mark-price / funding-rate
+        self._marks: dict[str, float] = {}
+        self._funding: dict[str, tuple[float | None, int | None]] = {}
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
+        if msg in ("pong", "ping"):
+            raise Ignored("pong")
+        if not isinstance(msg, dict):
+            raise Malformed("unknown_message", f"expected a JSON object, got {type(msg).__name__}")
+        event = msg.get("event")
+        if event is not None:
+            if event in _ACK_EVENTS:
+                raise Ignored("subscription_reply" if event in ("subscribe", "unsubscribe") else str(event))
+            if event == "error":
+                raise Malformed("subscription_failed", f"code={msg.get('code')!r} msg={msg.get('msg')!r}")
+            raise Malformed("unknown_message", f"unknown OKX event {event!r}")
+        arg = msg.get("arg")
+        if isinstance(arg, dict):
+            return self._channel(str(arg.get("channel")), msg, received_at_us)
+        if "code" in msg and "data" in msg:
+            return self._rest(msg, received_at_us)
+        raise Malformed("unknown_message", "OKX message without event, arg or code")
+
+    def _channel(self, channel: str, msg: dict, received_at_us: int) -> list[Normalized]:
+        if channel in ("trades", "trades-all"):
+            return [self._trade(r, received_at_us) for r in self._rows(msg, "trade")]
+        if channel == "liquidation-orders":
+            return self._liquidations(self._rows(msg, "liquidation"), received_at_us)
+        if channel == "open-interest":
+            return [self._open_interest(r, received_at_us) for r in self._rows(msg, "open_interest")]
+        if channel == "mark-price":
+            return [self._mark_price(r, received_at_us) for r in self._rows(msg, "funding")]
+        if channel == "funding-rate":
+            return self._funding_rates(self._rows(msg, "funding"), received_at_us)
+        if channel in _IGNORED_CHANNELS or channel.startswith(("candle", "mark-price-candle", "index-candle")):
+            raise Ignored(channel)
+        raise Malformed("unknown_message", f"unknown OKX channel {channel!r}")
+
+    @staticmethod
+    def _rows(msg: dict, et: str) -> list[dict]:
+        data = require(msg, "data", et)
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise Malformed("bad_value", "'data' is not a list of objects", et)
+        if not data:
+            raise Ignored("empty_data")
+        return data
+
+    def _instrument(self, inst_id: Any, et: str) -> Instrument:
+        if not isinstance(inst_id, str):
+            raise Malformed("missing_field", "instId missing", et)
+        inst = self.instruments.get(inst_id)
+        if inst is None:
+            raise Malformed("unknown_symbol", f"no contract metadata for {inst_id!r} (refresh instruments/okx.json)", et)
+        return inst
+
+    # -- per channel --------------------------------------------------------------------------
+    def _trade(self, r: dict, received_at_us: int) -> Normalized:
+        et = "trade"
+        inst = self._instrument(r.get("instId"), et)
+        price = to_float(require(r, "px", et), "px", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, to_float(require(r, "sz", et), "sz", et, positive=True))
+        side = r.get("side")
+        if side not in ("buy", "sell"):
+            raise Malformed("bad_value", f"side={side!r} is neither buy nor sell", et)
+        tid = r.get("tradeId")
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(r, "ts", et), "ts", et),
+            "ingest_time": received_at_us,
+            "trade_id": None if tid is None else str(tid),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": side,
+        }
+
+    def _liquidations(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
+        et = "liquidation"
+        out: list[Normalized] = []
+        for r in rows:
+            inst = self._instrument(r.get("instId"), et)
+            details = require(r, "details", et)
+            if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
+                raise Malformed("bad_value", "'details' is not a list of objects", et)
+            for d in details:
+                price = to_float(require(d, "bkPx", et), "bkPx", et, positive=True)
+                size, usd = inst.to_base_and_usd(price, to_float(require(d, "sz", et), "sz", et, positive=True))
+                out.append((et, {
+                    **inst.common_fields(),
+                    "event_time": to_epoch_us(require(d, "ts", et), "ts", et),
+                    "ingest_time": received_at_us,
+                    "side": _position_side(d, et),
+                    "price": price,
+                    "size": size,
+                    "notional_usd": usd,
+                    "order_id": None,
+                }))
+        if not out:
+            raise Ignored("empty_details")
+        return out
+
+    def _open_interest(self, r: dict, received_at_us: int) -> Normalized:
+        et = "open_interest"
+        inst = self._instrument(r.get("instId"), et)
+        contracts = to_float(require(r, "oi", et), "oi", et)
+        if contracts < 0:
+            raise Malformed("bad_value", f"oi={contracts} is negative", et)
+        if r.get("oiCcy") not in (None, ""):
+            base = to_float(r["oiCcy"], "oiCcy", et)
+        elif not inst.inverse:
+            base = contracts * inst.contract_value
+        else:
+            raise Malformed("missing_field", "inverse open interest without oiCcy", et)
+        if r.get("oiUsd") not in (None, ""):
+            usd: float | None = to_float(r["oiUsd"], "oiUsd", et)
+        elif inst.inverse:
+            usd = contracts * inst.contract_value
+        else:
+            usd = None
+        return et, {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(require(r, "ts", et), "ts", et),
+            "ingest_time": received_at_us,
+            "open_interest": base,
+            "open_interest_usd": usd,
+        }
+
+    def _funding_record(self, inst: Instrument, mark: float, ts: Any, received_at_us: int) -> Normalized:
+        rate, settle_ms = self._funding.get(inst.symbol, (None, None))
+        return "funding", {
+            **inst.common_fields(),
+            "event_time": to_epoch_us(ts, "ts", "funding"),
+            "ingest_time": received_at_us,
+            "mark_price": mark,
+            "index_price": None,  # OKX publishes the index on index-tickers, not joined here
+            "funding_rate": rate,
+            "next_funding_time": settle_ms,
+        }
+
+    def _mark_price(self, r: dict, received_at_us: int) -> Normalized:
+        et = "funding"
+        inst = self._instrument(r.get("instId"), et)
+        mark = to_float(require(r, "markPx", et), "markPx", et, positive=True)
+        self._marks[inst.symbol] = mark
+        return self._funding_record(inst, mark, require(r, "ts", et), received_at_us)
+
+    def _funding_rates(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
+        et = "funding"
+        out: list[Normalized] = []
+        for r in rows:
+            inst = self._instrument(r.get("instId"), et)
+            rate = to_float(require(r, "fundingRate", et), "fundingRate", et)
+            ft = r.get("fundingTime")
+            settle = to_epoch_us(ft, "fundingTime", et) // 1000 if ft not in (None, "") else None
+            self._funding[inst.symbol] = (rate, settle)
+            mark = self._marks.get(inst.symbol)
+            if mark is not None:
+                out.append(self._funding_record(inst, mark, require(r, "ts", et), received_at_us))
+        if not out:
+            raise Ignored("funding_rate_buffered")
+        return out
+
+    # -- REST ---------------------------------------------------------------------------------
+    def _rest(self, msg: dict, received_at_us: int) -> list[Normalized]:
+        if str(msg.get("code")) != "0":
+            raise Malformed("rest_error", f"code={msg.get('code')!r} msg={msg.get('msg')!r}")
+        rows = self._rows(msg, None)  # type: ignore[arg-type]
+        first = rows[0]
+        if "details" in first:
+            return self._liquidations(rows, received_at_us)
+        if "oi" in first:
+            return [self._open_interest(r, received_at_us) for r in rows]
+        if "fundingRate" in first:
+            return self._funding_rates(rows, received_at_us)
+        if "markPx" in first:
+            return [self._mark_price(r, received_at_us) for r in rows]
+        if "tradeId" in first and "px" in first:
+            return [self._trade(r, received_at_us) for r in rows]
+        raise Malformed("unknown_message", "unrecognised OKX REST payload")
