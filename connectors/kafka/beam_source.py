@@ -1,0 +1,106 @@
+"""Beam source for bounded Kafka offset ranges (the local driver of every job).
+
+Offset ranges are tiny descriptors, so they may go through ``beam.Create``;
+the records themselves are read inside the DoFn (ARCHITECTURE.md: Create
+pickles its elements, reading in a DoFn does not). Production runs the same
+downstream graph on ``ReadFromKafka`` instead (infra/production.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+
+from connectors.avro import AvroDecoder, SchemaDecodeError
+from connectors.config import KafkaSettings
+from connectors.kafka.reader import OffsetRange, RangeReader
+from connectors.normalize import TOPICS
+
+#: tag of the rejects output: records that could not be decoded, and dead letters read from DLQ topics
+REJECTS = "rejects"
+_TOPIC_EVENT = {topic: et for et, topic in TOPICS.items()}
+
+
+class ReadDecodedRanges(beam.DoFn):
+    """(OffsetRange) -> decoded records, timestamped by event time, tagged by event type.
+
+    Main topics yield to the output named after the event type; a value that
+    cannot be decoded, and every dead letter read from a ``.dlq`` topic, goes to
+    :data:`REJECTS` as a row with its topic/partition/offset, so it is counted
+    and stored, never dropped and never fatal.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._reader: RangeReader | None = None
+        self._decoders: dict[str, AvroDecoder] = {}
+        self._read = Metrics.counter("liqstream", "records_read")
+        self._rejected = Metrics.counter("liqstream", "records_rejected")
+
+    def setup(self) -> None:
+        self._reader = RangeReader(self._settings)
+        self._decoders = {et: AvroDecoder(et) for et in TOPICS}
+        self._dead = AvroDecoder("dead_letter")
+
+    def teardown(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def process(self, rng: OffsetRange):
+        assert self._reader is not None
+        event_type = _TOPIC_EVENT.get(rng.topic)
+        for rec in self._reader.read(rng):
+            self._read.inc()
+            where = {"topic": rng.topic, "partition": rng.partition, "offset": rec.offset}
+            if event_type is None:  # a dead-letter topic
+                self._rejected.inc()
+                yield pvalue.TaggedOutput(REJECTS, self._dead_letter_row(rec.value, where))
+                continue
+            try:
+                record = self._decoders[event_type].decode(rec.value)
+            except SchemaDecodeError as exc:
+                self._rejected.inc()
+                yield pvalue.TaggedOutput(REJECTS, {
+                    **where, "exchange": _key_exchange(rec.key), "event_type": event_type,
+                    "reason": "decode_error", "detail": str(exc)[:500], "source": f"{rng.topic}[{rng.partition}]@{rec.offset}",
+                    "received_at": (rec.timestamp or 0) * 1000, "raw": rec.value or b"",
+                })
+                continue
+            yield pvalue.TaggedOutput(event_type, TimestampedValue(record, record["event_time"] / 1e6))
+
+    def _dead_letter_row(self, value: bytes | None, where: dict[str, Any]) -> dict[str, Any]:
+        try:
+            d = self._dead.decode(value or b"")
+        except SchemaDecodeError as exc:
+            return {**where, "exchange": None, "event_type": None, "reason": "decode_error", "detail": str(exc)[:500],
+                    "source": None, "received_at": 0, "raw": value or b""}
+        return {**where, **d}
+
+
+def _key_exchange(key: bytes | None) -> str | None:
+    if not key:
+        return None
+    return key.decode(errors="replace").split(":", 1)[0]
+
+
+class ReadKafkaRanges(beam.PTransform):
+    """Offset ranges -> {event_type: PCollection of timestamped records, 'rejects': rows}."""
+
+    def __init__(self, settings: KafkaSettings, ranges: list[OffsetRange]) -> None:
+        super().__init__()
+        self._settings = settings
+        self._ranges = ranges
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "OffsetRanges" >> beam.Create(self._ranges or [], reshuffle=False)
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadAndDecode" >> beam.ParDo(ReadDecodedRanges(self._settings)).with_outputs(
+                REJECTS, *TOPICS.keys()
+            )
+        )

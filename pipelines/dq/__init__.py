@@ -1,0 +1,99 @@
+"""Data-quality gates: a Great Expectations suite per table, run through a checkpoint after each load.
+
+Suites are named after the table they guard and declare one expectation per
+stated property (``suites.py``). Results are stored in ``dq_results`` (one row
+per run and suite, with the full GX validation result as JSON), never printed
+and forgotten. Great Expectations takes ~5 s to import, so it is loaded once
+per process, on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from pipelines.dq.suites import SUITES, SuiteSpec
+
+
+@dataclass(frozen=True)
+class DQResult:
+    suite: str
+    table: str
+    success: bool
+    critical: bool
+    evaluated: int
+    successful: int
+    failed_expectations: tuple[str, ...]
+    rows_checked: int
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.success else ("FAIL (critical)" if self.critical else "WARN")
+
+
+class DataQuality:
+    """Runs expectation suites over DuckDB tables with one ephemeral GX context per process."""
+
+    _instance: DataQuality | None = None
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+
+        self._gx = gx
+        self._ctx = gx.get_context(mode="ephemeral")
+        try:
+            self._ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+        except Exception:  # older/newer GX: progress bars are cosmetic
+            pass
+        self._source = self._ctx.data_sources.add_pandas("liqstream")
+        self._checkpoints: dict[str, Any] = {}
+
+    @classmethod
+    def shared(cls) -> DataQuality:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def _checkpoint(self, spec: SuiteSpec) -> Any:
+        cp = self._checkpoints.get(spec.name)
+        if cp is None:
+            gx = self._gx
+            asset = self._source.add_dataframe_asset(spec.table)
+            batch = asset.add_batch_definition_whole_dataframe(f"{spec.table}_load")
+            suite = self._ctx.suites.add(gx.ExpectationSuite(name=spec.name))
+            for expectation in spec.expectations():
+                suite.add_expectation(expectation)
+            vd = self._ctx.validation_definitions.add(gx.ValidationDefinition(name=spec.name, data=batch, suite=suite))
+            cp = self._ctx.checkpoints.add(gx.Checkpoint(name=f"{spec.name}_checkpoint", validation_definitions=[vd],
+                                                         result_format="SUMMARY"))
+            self._checkpoints[spec.name] = cp
+        return cp
+
+    def validate(self, con: duckdb.DuckDBPyConnection, suite: str, run_id: str,
+                 where: str | None = None, store: bool = True) -> DQResult:
+        """Validate a table (or the rows ``where`` selects) and store the result in dq_results."""
+        spec = SUITES[suite]
+        sql = f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
+        df = con.execute(sql).df()
+        checked_at = datetime.now(UTC)
+        result = self._checkpoint(spec).run(batch_parameters={"dataframe": df})
+        (vres,) = list(result.run_results.values())
+        doc = vres.to_json_dict()
+        stats = doc["statistics"]
+        failed = tuple(sorted({r["expectation_config"]["type"] for r in doc["results"] if not r["success"]}))
+        out = DQResult(suite=spec.name, table=spec.table, success=bool(vres.success), critical=spec.critical,
+                       evaluated=int(stats["evaluated_expectations"]), successful=int(stats["successful_expectations"]),
+                       failed_expectations=failed, rows_checked=len(df))
+        if store:
+            con.execute(
+                "INSERT OR REPLACE INTO dq_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, spec.name, spec.table, checked_at, out.success, spec.critical, out.evaluated, out.successful,
+                 out.evaluated - out.successful, ",".join(failed), json.dumps(doc, default=str)],
+            )
+        return out

@@ -1,0 +1,52 @@
+"""Write PCollections of row dicts to Parquet files that the driver loads into DuckDB.
+
+DuckDB has one writer (the driver): pipeline workers never open the database.
+Each bundle writes its rows to its own file; the driver then loads all files
+of a run in one transaction together with the consumed offsets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class _WriteBundleParquet(beam.DoFn):
+    def __init__(self, out_dir: str, name: str, schema: pa.Schema) -> None:
+        self._out_dir = out_dir
+        self._name = name
+        self._schema = schema
+
+    def start_bundle(self) -> None:
+        self._rows: list[dict] = []
+
+    def process(self, row: dict) -> None:
+        self._rows.append(row)
+
+    def finish_bundle(self) -> None:
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows, schema=self._schema)
+        path = Path(self._out_dir) / f"{self._name}-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, path)
+        self._rows = []
+
+
+class WriteRowsToParquet(beam.PTransform):
+    def __init__(self, out_dir: str | Path, name: str, schema: pa.Schema) -> None:
+        super().__init__()
+        self._out_dir = str(out_dir)
+        self._name = name
+        self._schema = schema
+
+    def expand(self, rows):
+        Path(self._out_dir).mkdir(parents=True, exist_ok=True)
+        return rows | beam.ParDo(_WriteBundleParquet(self._out_dir, self._name, self._schema))
+
+
+def parquet_glob(out_dir: str | Path, name: str) -> list[str]:
+    return sorted(str(p) for p in Path(out_dir).glob(f"{name}-*.parquet"))

@@ -1,0 +1,101 @@
+"""The DuckDB warehouse: connections, versioned migrations, the job's state.
+
+Only the job writes (one process, short transactions); analysts read with
+``read_only=True`` connections (``liqstream query`` does) or from a published
+snapshot. Migrations are the numbered ``pipelines/marts/NNNN_*.sql`` files,
+applied in order once each and recorded in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+MARTS_DIR = Path(__file__).resolve().parent / "marts"
+_MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class ClusterMismatch(RuntimeError):
+    pass
+
+
+def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    path = Path(path)
+    if read_only:
+        if not path.exists():
+            raise FileNotFoundError(f"no database at {path}: run `make run` (or `liqstream load`) first")
+        return duckdb.connect(str(path), read_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def migrations() -> list[tuple[int, str, Path]]:
+    found = []
+    for p in sorted(MARTS_DIR.glob("*.sql")):
+        m = _MIGRATION.match(p.name)
+        if m:
+            found.append((int(m[1]), m[2], p))
+    return found
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply the migrations not applied yet; returns their versions."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+        "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+    )
+    done = {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
+    applied = []
+    for version, name, path in migrations():
+        if version in done:
+            continue
+        con.execute("BEGIN")
+        try:
+            con.execute(path.read_text())
+            con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+def committed_offsets(con: duckdb.DuckDBPyConnection, cluster_id: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    rows = con.execute(
+        "SELECT topic, \"partition\", next_offset, cluster_id FROM kafka_offsets WHERE list_contains(?, topic)",
+        [topics],
+    ).fetchall()
+    others = {c for (_, _, _, c) in rows if c != cluster_id}
+    if others:
+        raise ClusterMismatch(
+            f"the marts were loaded from Kafka cluster {sorted(others)[0]!r} but the broker now is {cluster_id!r} "
+            "(a restarted local broker is a new, empty cluster). Re-read the topics into the marts with "
+            "--reset-offsets, or point KAFKA_BOOTSTRAP_SERVERS at the original cluster."
+        )
+    return {(t, p): o for (t, p, o, _) in rows}
+
+
+def store_offsets(con: duckdb.DuckDBPyConnection, cluster_id: str, next_offsets: dict[tuple[str, int], int]) -> None:
+    now = datetime.now(UTC)
+    for (topic, part), off in sorted(next_offsets.items()):
+        con.execute(
+            "INSERT INTO kafka_offsets VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, \"partition\") "
+            "DO UPDATE SET next_offset = excluded.next_offset, cluster_id = excluded.cluster_id, "
+            "updated_at = excluded.updated_at",
+            [topic, part, off, cluster_id, now],
+        )
+
+
+def reset_state(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    """Forget consumed offsets and empty the marts they fed (for --reset-offsets)."""
+    con.execute("BEGIN")
+    con.execute("DELETE FROM kafka_offsets")
+    for t in tables:
+        con.execute(f"DELETE FROM {t}")
+    con.execute("COMMIT")
