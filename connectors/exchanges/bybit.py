@@ -287,7 +287,9 @@ class BybitNormalizer:
                 if nft not in (None, "", "0", 0) else None,
             }))
         if touches_oi and _present(state, "openInterest"):
-            out.append(self._oi_record(inst, state["openInterest"], state.get("openInterestValue"), mark,
+            # openInterestValue only counts when this frame carries it: a stale value
+            # beside a fresh openInterest would disagree (else base x mark is used)
+            out.append(self._oi_record(inst, state["openInterest"], changed.get("openInterestValue"), mark,
                                        event_time, received_at_us))
         if not out:
             raise Ignored("ticker_incomplete")
