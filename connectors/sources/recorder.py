@@ -145,10 +145,17 @@ async def record(
         tasks.append(asyncio.create_task(flush_regularly()))
         if duration_s is not None:
             tasks.append(asyncio.create_task(stop_after(duration_s)))
+        stop_waiter = asyncio.create_task(stop.wait())
+        failure: BaseException | None = None
         try:
-            await stop.wait()
+            done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop_waiter and not t.cancelled() and t.exception() is not None:
+                    failure = t.exception()
+                    result.stop_reason = "error"
         finally:
             stop.set()
+            stop_waiter.cancel()
             done = await asyncio.gather(*tasks, return_exceptions=True)
             for outcome in done:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
@@ -158,6 +165,8 @@ async def record(
             result.elapsed_s = time.monotonic() - started
             result.feeds = {f.venue: f.summary() for f in feeds}
             result.pollers = {p.venue: p.stats.as_dict() for p in pollers}
+    if failure is not None:
+        raise failure
     return result
 
 
@@ -232,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"capture: {exc}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as exc:  # disk full, unwritable path, handler failure
+        print(f"capture: failed: {exc!r}", file=sys.stderr)
+        return 1
     summary = result.as_dict()
     for feed in summary["feeds"].values():
         feed.pop("connections", None)

@@ -35,6 +35,7 @@ from connectors.sources.live import (
     open_interest_urls,
     spec_for,
 )
+from connectors.sources.live.client import HandlerError
 from connectors.sources.live.venues import bybit_category, okx_inst_type
 from connectors.sources.recorder import add_arguments, record
 from connectors.sources.recorder import run as run_capture
@@ -625,3 +626,19 @@ def test_capture_cli_arguments(tmp_path):
                              "--symbols", "C", "--out", str(tmp_path / "y.jsonl")])
     assert run_capture(bad) == 2
     assert not (tmp_path / "y.jsonl").exists()
+
+
+def test_a_failing_consumer_ends_the_feed_instead_of_reconnecting():
+    lines = fixture_lines("okx.txt")
+
+    def boom(msg: RawMessage) -> None:
+        raise OSError(28, "No space left on device")
+
+    async def main() -> None:
+        async with local_server(_serve_then_hold(lines)) as (url, conns):
+            feed = LiveFeed("okx", ["BTC-USDT-SWAP"], ["trades"], fast(), url, boom)
+            with pytest.raises(HandlerError, match="No space left"):
+                await asyncio.wait_for(feed.run(asyncio.Event()), 3)
+        assert len(conns) == 1 and feed.summary()["disconnects"] == 0
+
+    arun(main())

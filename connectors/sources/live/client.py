@@ -126,6 +126,10 @@ _SUMMED = (
 )
 
 
+class HandlerError(RuntimeError):
+    """The consumer's ``on_message`` raised: ends :meth:`LiveFeed.run` instead of reconnecting."""
+
+
 def _decode_binary(frame: bytes) -> str:
     # A binary frame holding UTF-8 text (some proxies re-frame) stays readable; anything
     # else is mapped byte-for-byte to latin-1 so no information is lost in the capture.
@@ -170,14 +174,23 @@ class LiveFeed:
     # ------------------------------------------------------------------ public API
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run every connection until ``stop`` (or :meth:`stop`) is set; then close cleanly."""
+        """Run every connection until ``stop`` (or :meth:`stop`) is set; then close cleanly.
+
+        Network trouble never ends this; an exception raised by ``on_message`` does
+        (after closing every connection), because it is a consumer bug or a full disk,
+        which reconnecting would not cure.
+        """
         self._stop = asyncio.Event()
         tasks = [asyncio.create_task(self._run_connection(p), name=f"{self.venue}:{p.label}") for p in self.plans]
         waiters = [asyncio.create_task(self._stop.wait())]
         if stop is not None:
             waiters.append(asyncio.create_task(stop.wait()))
+        failed: BaseException | None = None
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*waiters, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t in tasks and not t.cancelled() and t.exception() is not None:
+                    failed = t.exception()
         finally:
             self._stop.set()
             for w in waiters:
@@ -190,6 +203,8 @@ class LiveFeed:
                 st.connected = False
                 if st.gap_open_since_us is not None:
                     log.info("%s %s stopped during a gap open since %d", self.venue, st.label, st.gap_open_since_us)
+        if failed is not None:
+            raise failed
 
     def stop(self) -> None:
         self._stop.set()
@@ -262,7 +277,7 @@ class LiveFeed:
                         await ws.send(frame)
                         st.subscribe_frames_sent += 1
                     await self._serve(ws, plan, st)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, HandlerError):
                 raise
             except ConnectionClosed as exc:
                 st.last_error = f"closed: {exc}"
@@ -329,7 +344,10 @@ class LiveFeed:
                 st.replies_sent += 1
             if spec.is_heartbeat_reply(text):
                 st.heartbeat_replies += 1
-            await self._deliver(RawMessage(self.venue, now_us, text, plan.url, "ws"))
+            try:
+                await self._deliver(RawMessage(self.venue, now_us, text, plan.url, "ws"))
+            except Exception as exc:
+                raise HandlerError(f"{self.venue} message handler failed: {exc!r}") from exc
 
     async def _heartbeat(self, ws: ClientConnection, plan: ConnectionPlan, st: ConnectionStats) -> None:
         hb = plan.heartbeat
