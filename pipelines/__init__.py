@@ -1,0 +1,1 @@
+"""liqstream Beam pipelines: composite transforms, jobs, mart DDL and data-quality suites."""

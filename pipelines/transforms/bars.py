@@ -1,0 +1,640 @@
+"""ComputeBars: normalized events -> ``bars_1m`` (one row per exchange, symbol and minute).
+
+Vectorized as measured in ARCHITECTURE.md: each input element is a pyarrow RecordBatch/Table of
+ONE event type (schemas differ per type); a DoFn aggregates it with ``Table.group_by`` into
+partial bars keyed by (exchange, symbol, minute), and ``CombinePerKey(BarCombineFn)`` merges the
+partials of every batch and every event type. The merge is associative and commutative:
+
+* sums and counts are integers (USD as int64 micro-USD, each event rounded half-to-even once);
+* first/last values are chosen by a total order on (event_time, value...) tuples, so two events
+  with the same event_time resolve the same way whatever the batch or merge order
+  (open = lowest price among the earliest trades, close = highest price among the latest).
+
+The only float sum is ``volume_base`` (base units; not money): it is order-dependent in its
+last bits.
+
+A stored bar can be turned back into a partial (``bar_row_to_partial``), so a streaming cycle
+merges the new events of a minute into the bar already in the mart (``prior_bars``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from functools import cache
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Duration
+
+from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
+
+EPOCH = dt.datetime(1970, 1, 1)
+NEG_INF = float("-inf")
+EVENT_TYPE_META = b"event_type"
+
+
+# ---------------------------------------------------------------------------------------------
+# time helpers: rows carry naive-UTC datetimes (what DuckDB TIMESTAMP round-trips), the maths
+# uses epoch microseconds.
+# ---------------------------------------------------------------------------------------------
+def micros_to_ts(us: int | None) -> dt.datetime | None:
+    return None if us is None else EPOCH + dt.timedelta(microseconds=int(us))
+
+
+def ts_to_micros(value: Any) -> int | None:
+    """Epoch micros from an int (already micros), a naive-UTC or an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        delta = value - EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# record batches
+# ---------------------------------------------------------------------------------------------
+def _avro_to_arrow(avro_type: Any) -> pa.DataType:
+    if isinstance(avro_type, list):  # ["null", X]
+        (inner,) = [t for t in avro_type if t != "null"]
+        return _avro_to_arrow(inner)
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") == "enum":
+            return pa.string()
+        return _avro_to_arrow(avro_type["type"])
+    return {
+        "string": pa.string(),
+        "long": pa.int64(),
+        "int": pa.int32(),
+        "double": pa.float64(),
+        "float": pa.float32(),
+        "boolean": pa.bool_(),
+        "bytes": pa.binary(),
+    }[avro_type]
+
+
+@cache
+def arrow_schema(event_type: str) -> pa.Schema:
+    """Arrow schema of an event type, derived from its newest Avro schema (the contract)."""
+    from schemas import latest
+
+    fields = [pa.field(f["name"], _avro_to_arrow(f["type"])) for f in latest(event_type).raw["fields"]]
+    return pa.schema(fields, metadata={EVENT_TYPE_META: event_type.encode()})
+
+
+def records_to_batches(event_type: str, records: Iterable[dict]) -> pa.RecordBatch:
+    """One RecordBatch of normalized records (dicts as in schemas/*.avsc) of one event type."""
+    return pa.RecordBatch.from_pylist(list(records), schema=arrow_schema(event_type))
+
+
+def event_type_of(batch: pa.RecordBatch | pa.Table) -> str:
+    meta = batch.schema.metadata or {}
+    if EVENT_TYPE_META in meta:
+        return meta[EVENT_TYPE_META].decode()
+    names = set(batch.schema.names)
+    for event_type, marker in (
+        ("trade", "taker_side"),
+        ("liquidation", "side"),
+        ("open_interest", "open_interest"),
+        ("funding", "mark_price"),
+    ):
+        if marker in names:
+            return event_type
+    raise ValueError(f"cannot tell the event type of a batch with columns {sorted(names)}")
+
+
+class BuildRecordBatches(beam.DoFn):
+    """A list of (event_type, record) -> one RecordBatch per event type in it."""
+
+    def process(self, elements: list[tuple[str, dict]]) -> Iterator[pa.RecordBatch]:
+        by_type: dict[str, list[dict]] = {}
+        for event_type, record in elements:
+            by_type.setdefault(event_type, []).append(record)
+        for event_type in sorted(by_type):
+            yield records_to_batches(event_type, by_type[event_type])
+
+
+class RecordsToBatches(beam.PTransform):
+    """(event_type, record) elements -> RecordBatches, for sources that yield one record at a
+    time. BatchElements is window-aware, so batches never straddle event-time windows."""
+
+    def __init__(self, min_batch_size: int = 256, max_batch_size: int = 50_000) -> None:
+        super().__init__()
+        self.min_batch_size = min_batch_size
+        self.max_batch_size = max_batch_size
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=self.min_batch_size, max_batch_size=self.max_batch_size)
+            | "ToArrow" >> beam.ParDo(BuildRecordBatches())
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# partial bars
+# ---------------------------------------------------------------------------------------------
+PartialBar = dict[str, Any]
+BarKey = tuple[str, str, int]  # (exchange, symbol, minute start in epoch micros)
+
+_SUMS = (
+    "volume_usd",
+    "trade_count",
+    "taker_buy_usd",
+    "taker_sell_usd",
+    "long_liq_count",
+    "long_liq_usd",
+    "short_liq_count",
+    "short_liq_usd",
+    "liquidation_events",
+    "oi_events",
+    "funding_events",
+)
+
+
+def _order_key(values: tuple | None) -> tuple:
+    return tuple(NEG_INF if v is None else v for v in values)  # type: ignore[union-attr]
+
+
+def _first(a: tuple | None, b: tuple | None) -> tuple | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if _order_key(a) <= _order_key(b) else b
+
+
+def _last(a: tuple | None, b: tuple | None) -> tuple | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if _order_key(a) >= _order_key(b) else b
+
+
+def _opt(fn, a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return fn(a, b)
+
+
+def empty_partial(exchange: str, symbol: str, minute: int, ident: tuple[str, str, str]) -> PartialBar:
+    p: PartialBar = {s: 0 for s in _SUMS}
+    p.update(
+        exchange=exchange,
+        symbol=symbol,
+        minute=minute,
+        ident=ident,
+        open=None,
+        close=None,
+        high=None,
+        low=None,
+        volume_base=0.0,
+        max_liq_usd=None,
+        oi_first=None,
+        oi_last=None,
+        funding_last=None,
+    )
+    return p
+
+
+def merge_partials(a: PartialBar | None, b: PartialBar | None) -> PartialBar | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    out = {s: a[s] + b[s] for s in _SUMS}
+    out.update(
+        exchange=a["exchange"],
+        symbol=a["symbol"],
+        minute=a["minute"],
+        ident=min(a["ident"], b["ident"]),
+        open=_first(a["open"], b["open"]),
+        close=_last(a["close"], b["close"]),
+        high=_opt(max, a["high"], b["high"]),
+        low=_opt(min, a["low"], b["low"]),
+        volume_base=a["volume_base"] + b["volume_base"],
+        max_liq_usd=_opt(max, a["max_liq_usd"], b["max_liq_usd"]),
+        oi_first=_first(a["oi_first"], b["oi_first"]),
+        oi_last=_last(a["oi_last"], b["oi_last"]),
+        funding_last=_last(a["funding_last"], b["funding_last"]),
+    )
+    return out
+
+
+_GROUP = ["exchange", "symbol", "minute", "base", "quote", "kind"]
+
+
+def _usd_micros(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(pc.round(pc.multiply(col, float(USD_MICROS)), round_mode="half_to_even"), pa.int64())
+
+
+def _grouped(table: pa.Table, bar_us: int, extra: dict[str, Any], sort_cols: list[str], aggs: list) -> list[dict]:
+    minute = pc.multiply(pc.divide(table["event_time"], pa.scalar(bar_us, pa.int64())), pa.scalar(bar_us, pa.int64()))
+    table = table.append_column("minute", minute)
+    for name, col in extra.items():
+        table = table.append_column(name, col(table) if callable(col) else col)
+    # ordered aggregations ("first"/"last") follow input order only single-threaded
+    table = table.sort_by([(c, "ascending") for c in ["exchange", "symbol", "minute", *sort_cols]])
+    return table.group_by(_GROUP, use_threads=False).aggregate(aggs).to_pylist()
+
+
+_KEEP_NULLS = pc.ScalarAggregateOptions(skip_nulls=False)
+
+
+def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> list[tuple[BarKey, PartialBar]]:
+    """Aggregate one batch of one event type into partial bars (vectorized)."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    if table.num_rows == 0:
+        return []
+    event_type = event_type_of(table)
+    out: list[tuple[BarKey, PartialBar]] = []
+
+    if event_type == "trade":
+        usd = _usd_micros(table["notional_usd"])
+        is_buy = pc.equal(table["taker_side"], "buy")
+        groups = _grouped(
+            table,
+            bar_us,
+            {
+                "usd": usd,
+                "buy_usd": pc.if_else(is_buy, usd, 0),
+                "sell_usd": pc.if_else(is_buy, 0, usd),
+            },
+            ["event_time", "price"],
+            [
+                ("event_time", "first"),
+                ("price", "first"),
+                ("event_time", "last"),
+                ("price", "last"),
+                ("price", "max"),
+                ("price", "min"),
+                ("size", "sum"),
+                ("usd", "sum"),
+                ("buy_usd", "sum"),
+                ("sell_usd", "sum"),
+                ("price", "count"),
+            ],
+        )
+        for g in groups:
+            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
+            p.update(
+                open=(g["event_time_first"], g["price_first"]),
+                close=(g["event_time_last"], g["price_last"]),
+                high=g["price_max"],
+                low=g["price_min"],
+                volume_base=g["size_sum"],
+                volume_usd=g["usd_sum"],
+                taker_buy_usd=g["buy_usd_sum"],
+                taker_sell_usd=g["sell_usd_sum"],
+                trade_count=g["price_count"],
+            )
+            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
+
+    elif event_type == "liquidation":
+        usd = _usd_micros(table["notional_usd"])
+        is_long = pc.equal(table["side"], "long")
+        groups = _grouped(
+            table,
+            bar_us,
+            {
+                "usd": usd,
+                "long_usd": pc.if_else(is_long, usd, 0),
+                "short_usd": pc.if_else(is_long, 0, usd),
+                "is_long": pc.cast(is_long, pa.int64()),
+            },
+            ["event_time"],
+            [("usd", "max"), ("usd", "count"), ("long_usd", "sum"), ("short_usd", "sum"), ("is_long", "sum")],
+        )
+        for g in groups:
+            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
+            n = g["usd_count"]
+            p.update(
+                long_liq_count=g["is_long_sum"],
+                short_liq_count=n - g["is_long_sum"],
+                long_liq_usd=g["long_usd_sum"],
+                short_liq_usd=g["short_usd_sum"],
+                max_liq_usd=g["usd_max"],
+                liquidation_events=n,
+            )
+            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
+
+    elif event_type == "open_interest":
+        groups = _grouped(
+            table,
+            bar_us,
+            {"oi_usd_key": pc.fill_null(table["open_interest_usd"], NEG_INF)},
+            ["event_time", "open_interest", "oi_usd_key"],
+            [
+                ("event_time", "first"),
+                ("open_interest", "first"),
+                ("open_interest_usd", "first", _KEEP_NULLS),
+                ("event_time", "last"),
+                ("open_interest", "last"),
+                ("open_interest_usd", "last", _KEEP_NULLS),
+                ("event_time", "count"),
+            ],
+        )
+        for g in groups:
+            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
+            p.update(
+                oi_first=(g["event_time_first"], g["open_interest_first"], g["open_interest_usd_first"]),
+                oi_last=(g["event_time_last"], g["open_interest_last"], g["open_interest_usd_last"]),
+                oi_events=g["event_time_count"],
+            )
+            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
+
+    elif event_type == "funding":
+        groups = _grouped(
+            table,
+            bar_us,
+            {
+                "rate_key": pc.fill_null(table["funding_rate"], NEG_INF),
+                "index_key": pc.fill_null(table["index_price"], NEG_INF),
+            },
+            ["event_time", "mark_price", "rate_key", "index_key"],
+            [
+                ("event_time", "last"),
+                ("mark_price", "last"),
+                ("funding_rate", "last", _KEEP_NULLS),
+                ("index_price", "last", _KEEP_NULLS),
+                ("event_time", "count"),
+            ],
+        )
+        for g in groups:
+            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
+            p.update(
+                funding_last=(g["event_time_last"], g["mark_price_last"], g["funding_rate_last"], g["index_price_last"]),
+                funding_events=g["event_time_count"],
+            )
+            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
+    else:
+        raise ValueError(f"no bars for event type {event_type!r}")
+    return out
+
+
+def _usd(micros: int | None) -> float | None:
+    return None if micros is None else micros / USD_MICROS
+
+
+def partial_to_row(p: PartialBar) -> dict[str, Any]:
+    """The bars_1m row of a (merged) partial bar."""
+    base, quote, kind = p["ident"]
+    close = p["close"][1] if p["close"] else None
+
+    def oi_usd(snap: tuple | None) -> float | None:
+        if snap is None:
+            return None
+        if snap[2] is not None:
+            return snap[2]
+        # OI message without a price: value it at the minute's close, else the mark
+        ref = close if close is not None else (p["funding_last"][1] if p["funding_last"] else None)
+        return None if ref is None else snap[1] * ref
+
+    fl = p["funding_last"]
+    return {
+        "minute_ts": micros_to_ts(p["minute"]),
+        "exchange": p["exchange"],
+        "symbol": p["symbol"],
+        "base": base,
+        "quote": quote,
+        "kind": kind,
+        "open": p["open"][1] if p["open"] else None,
+        "high": p["high"],
+        "low": p["low"],
+        "close": close,
+        "first_trade_ts": micros_to_ts(p["open"][0]) if p["open"] else None,
+        "last_trade_ts": micros_to_ts(p["close"][0]) if p["close"] else None,
+        "volume_base": p["volume_base"],
+        "volume_usd": _usd(p["volume_usd"]),
+        "trade_count": p["trade_count"],
+        "taker_buy_usd": _usd(p["taker_buy_usd"]),
+        "taker_sell_usd": _usd(p["taker_sell_usd"]),
+        "long_liq_count": p["long_liq_count"],
+        "long_liq_usd": _usd(p["long_liq_usd"]),
+        "short_liq_count": p["short_liq_count"],
+        "short_liq_usd": _usd(p["short_liq_usd"]),
+        "max_liq_usd": _usd(p["max_liq_usd"]),
+        "oi_first": p["oi_first"][1] if p["oi_first"] else None,
+        "oi_last": p["oi_last"][1] if p["oi_last"] else None,
+        "oi_first_usd": oi_usd(p["oi_first"]),
+        "oi_last_usd": oi_usd(p["oi_last"]),
+        "oi_first_ts": micros_to_ts(p["oi_first"][0]) if p["oi_first"] else None,
+        "oi_last_ts": micros_to_ts(p["oi_last"][0]) if p["oi_last"] else None,
+        "funding_rate_last": fl[2] if fl else None,
+        "mark_price_last": fl[1] if fl else None,
+        "index_price_last": fl[3] if fl else None,
+        "funding_ts": micros_to_ts(fl[0]) if fl else None,
+        "liquidation_events": p["liquidation_events"],
+        "oi_events": p["oi_events"],
+        "funding_events": p["funding_events"],
+    }
+
+
+BAR_COLUMNS: tuple[str, ...] = tuple(
+    partial_to_row(empty_partial("x", "y", 0, ("B", "Q", "perpetual"))).keys()
+)
+
+
+def _micros_or_none(v: float | None) -> int | None:
+    return None if v is None else int(round(v * USD_MICROS))
+
+
+def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
+    """A stored bars_1m row back to a partial, to merge a streaming cycle's new events into it.
+
+    A stored oi_*_usd that was valued at the close (no price in the OI message) comes back as
+    if the venue had sent it; a later trade in the same minute does not re-value it.
+    """
+    minute = ts_to_micros(row["minute_ts"])
+    p = empty_partial(row["exchange"], row["symbol"], minute, (row["base"], row["quote"], row["kind"]))
+    if row.get("open") is not None:
+        p["open"] = (ts_to_micros(row["first_trade_ts"]), row["open"])
+        p["close"] = (ts_to_micros(row["last_trade_ts"]), row["close"])
+        p["high"], p["low"] = row["high"], row["low"]
+    p["volume_base"] = row.get("volume_base") or 0.0
+    for col in ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd"):
+        p[col] = _micros_or_none(row.get(col)) or 0
+    for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events"):
+        p[col] = int(row.get(col) or 0)
+    p["max_liq_usd"] = _micros_or_none(row.get("max_liq_usd"))
+    if row.get("oi_first") is not None:
+        p["oi_first"] = (ts_to_micros(row["oi_first_ts"]), row["oi_first"], row.get("oi_first_usd"))
+        p["oi_last"] = (ts_to_micros(row["oi_last_ts"]), row["oi_last"], row.get("oi_last_usd"))
+    if row.get("mark_price_last") is not None:
+        p["funding_last"] = (
+            ts_to_micros(row["funding_ts"]),
+            row["mark_price_last"],
+            row.get("funding_rate_last"),
+            row.get("index_price_last"),
+        )
+    return (p["exchange"], p["symbol"], minute), p
+
+
+class BarCombineFn(beam.CombineFn):
+    """Merges partial bars; associative and commutative (see module docstring)."""
+
+    def create_accumulator(self) -> PartialBar | None:
+        return None
+
+    def add_input(self, acc: PartialBar | None, partial: PartialBar) -> PartialBar | None:
+        return merge_partials(acc, partial)
+
+    def merge_accumulators(self, accs: Iterable[PartialBar | None]) -> PartialBar | None:
+        out = None
+        for a in accs:
+            out = merge_partials(out, a)
+        return out
+
+    def extract_output(self, acc: PartialBar | None) -> dict[str, Any] | None:
+        return None if acc is None else partial_to_row(acc)
+
+
+class _PartialBarsFn(beam.DoFn):
+    def __init__(self, bar_us: int) -> None:
+        self.bar_us = bar_us
+
+    def process(self, batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[BarKey, PartialBar]]:
+        yield from partial_bars(batch, self.bar_us)
+
+
+class ComputeBars(beam.PTransform):
+    """RecordBatches of normalized events -> bars_1m rows.
+
+    ``prior_bars``: optional PCollection of bars_1m rows already in the mart for the minutes
+    this run touches; they are merged like one more partial, so a streaming cycle extends a
+    minute instead of replacing it.
+    """
+
+    def __init__(self, config: AnalyticsConfig | None = None, prior_bars: beam.PCollection | None = None) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+        self.prior_bars = prior_bars
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        partials = batches | "PartialBars" >> beam.ParDo(_PartialBarsFn(self.config.bar_us))
+        if self.prior_bars is not None:
+            prior = self.prior_bars | "PriorToPartial" >> beam.Map(bar_row_to_partial)
+            partials = (partials, prior) | "WithPrior" >> beam.Flatten()
+        return (
+            partials
+            | "MergePartials" >> beam.CombinePerKey(BarCombineFn())
+            | "Rows" >> beam.Values()
+        )
+
+
+class WindowIntoBars(beam.PTransform):
+    """Event-time windowing of (event_type, record) elements for an unbounded runner.
+
+    Fixed windows of one bar; the watermark trigger fires the bar once, each late event within
+    ``allowed_lateness_s`` re-fires it with the accumulated (complete) bar, which the sink
+    upserts. Beyond the allowed lateness the runner drops the event, which is why jobs also run
+    ``SplitLateEvents`` upstream: there they are counted in late_events instead.
+    """
+
+    def __init__(self, config: AnalyticsConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "EventTime" >> beam.Map(lambda e: window.TimestampedValue(e, e[1]["event_time"] / 1e6))
+            | "MinuteWindows"
+            >> beam.WindowInto(
+                window.FixedWindows(self.config.bar_seconds),
+                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=Duration(seconds=self.config.allowed_lateness_s),
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# late events
+# ---------------------------------------------------------------------------------------------
+LATE_TAG = "late"
+
+
+def is_late(event_time_us: int, watermark_us: int | None, allowed_lateness_us: int) -> bool:
+    """Late = older than (watermark - allowed lateness). No watermark yet: nothing is late."""
+    return watermark_us is not None and event_time_us < watermark_us - allowed_lateness_us
+
+
+def event_key(record: dict) -> str:
+    """A stable id of one event (natural id when the venue gives one, else a content hash)."""
+    import hashlib
+
+    blob = json.dumps(record, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha1(blob).hexdigest()[:20]
+
+
+def late_event_row(event_type: str, record: dict, watermark_us: int) -> dict[str, Any]:
+    return {
+        "event_type": event_type,
+        "event_key": event_key(record),
+        "exchange": record.get("exchange"),
+        "symbol": record.get("symbol"),
+        "event_ts": micros_to_ts(record["event_time"]),
+        "ingest_ts": micros_to_ts(record.get("ingest_time")),
+        "watermark_ts": micros_to_ts(watermark_us),
+        "lateness_s": (watermark_us - record["event_time"]) / 1e6,
+        "notional_usd": record.get("notional_usd"),
+        "record_json": json.dumps(record, sort_keys=True, default=str),
+    }
+
+
+class SplitLateEvents(beam.DoFn):
+    """(event_type, record) -> main output if on time, tagged output ``late`` (a late_events row)
+    if older than watermark - allowed lateness.
+
+    The watermark is the job's: for a bounded cycle, the max event_time already committed to
+    bars (a side input or a constant); a backfill passes None (nothing is late in a rebuild).
+    """
+
+    def __init__(self, allowed_lateness_s: int) -> None:
+        self.allowed_lateness_us = allowed_lateness_s * 1_000_000
+
+    def process(self, element: tuple[str, dict], watermark_us: int | None = None):
+        event_type, record = element
+        if is_late(record["event_time"], watermark_us, self.allowed_lateness_us):
+            yield beam.pvalue.TaggedOutput(LATE_TAG, late_event_row(event_type, record, watermark_us))
+        else:
+            yield element
+
+
+def split_late_batch(
+    batch: pa.RecordBatch | pa.Table, watermark_us: int | None, allowed_lateness_us: int
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Vectorized split of one event-type batch: (on-time table, late_events rows)."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    if watermark_us is None or table.num_rows == 0:
+        return table, []
+    late_mask = pc.less(table["event_time"], watermark_us - allowed_lateness_us)
+    late = table.filter(late_mask)
+    event_type = event_type_of(table)
+    rows = [late_event_row(event_type, r, watermark_us) for r in late.to_pylist()]
+    return table.filter(pc.invert(late_mask)), rows
+
+
+class SplitLateBatches(beam.DoFn):
+    """Batch version of SplitLateEvents: main output on-time batches, tagged ``late`` rows."""
+
+    def __init__(self, allowed_lateness_s: int) -> None:
+        self.allowed_lateness_us = allowed_lateness_s * 1_000_000
+
+    def process(self, batch: pa.RecordBatch | pa.Table, watermark_us: int | None = None):
+        on_time, late_rows = split_late_batch(batch, watermark_us, self.allowed_lateness_us)
+        if on_time.num_rows:
+            yield on_time
+        for row in late_rows:
+            yield beam.pvalue.TaggedOutput(LATE_TAG, row)

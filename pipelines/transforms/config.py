@@ -1,0 +1,137 @@
+"""AnalyticsConfig: every threshold of the analytics in one typed place.
+
+Defaults run as they are; the CLI/jobs override them with ``AnalyticsConfig.from_env()``
+(``LIQSTREAM_<FIELD>`` environment variables) or ``dataclasses.replace``. Each field's meaning
+is defined in docs/analytics.md under the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+MINUTE_US = 60_000_000
+#: USD sums are accumulated as int64 micro-USD (each event rounded once), so totals are exact
+#: and independent of batching / merge order. 2**63 micro-USD = $9.2 trillion per cell: ample.
+USD_MICROS = 1_000_000
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    # --- bars ---------------------------------------------------------------------------------
+    bar_seconds: int = 60
+    #: events whose event_time is older than (watermark - allowed_lateness_s) go to late_events
+    #: instead of updating bars; within it they update (upsert) the affected minute.
+    allowed_lateness_s: int = 600
+    #: instrument kinds aggregated across venues into bars_1m_symbol (and so into cascades, OI
+    #: deltas per symbol, contagion). Dated futures are left out: their OI converges to 0 at
+    #: expiry and would read as deleveraging.
+    symbol_kinds: tuple[str, ...] = ("perpetual",)
+    #: reference venues for the cross-venue price (first one that has a bar for the base in the
+    #: window wins, forward-filled); a volume-weighted price is published beside it.
+    price_reference_venues: tuple[str, ...] = (
+        "binance-futures",
+        "bybit",
+        "okx",
+        "hyperliquid",
+        "deribit",
+        "binance-delivery",
+    )
+    #: a venue's last OI (and last close) is carried forward at most this many minutes when a
+    #: minute has no OI snapshot (venues poll OI every few seconds to minutes).
+    ffill_max_minutes: int = 30
+
+    # --- cascades -----------------------------------------------------------------------------
+    trigger_window_minutes: int = 5
+    baseline_minutes: int = 60
+    baseline_multiple: float = 5.0
+    floor_usd_symbol: float = 2_000_000.0
+    floor_usd_market: float = 10_000_000.0
+    #: adverse price move over the trigger window, in percent (down for long liquidations)
+    min_adverse_move_pct: float = 0.3
+    #: a minute is quiet when its side's liquidations are below this fraction of the per-minute
+    #: floor (floor / trigger_window_minutes); the episode ends after quiet_gap_minutes of them.
+    quiet_fraction: float = 0.2
+    quiet_gap_minutes: int = 10
+    #: severity levels: cumulative episode liquidated USD crossing each tier raises the level by
+    #: one and emits an escalation alert. Multiples of the scope's floor.
+    severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)
+    #: minutes before the episode start included in the feedback regression
+    feedback_pre_minutes: int = 30
+    feedback_min_points: int = 8
+    market_scope: str = "market"
+
+    # --- OI deltas ----------------------------------------------------------------------------
+    oi_spans_minutes: tuple[tuple[str, int], ...] = (
+        ("1h", 60),
+        ("4h", 240),
+        ("24h", 1_440),
+        ("7d", 10_080),
+        ("30d", 43_200),
+    )
+    oi_every_minutes: int = 5
+    #: |OI change| below this percent is labelled "flat"
+    oi_flat_pct: float = 0.25
+
+    # --- contagion ----------------------------------------------------------------------------
+    reference_base: str = "BTC"
+    beta_window_minutes: int = 240
+    beta_min_points: int = 30
+    contagion_every_minutes: int = 5
+    #: dominance = w * OI dominance + (1 - w) * volume dominance
+    dominance_oi_weight: float = 0.5
+    leverage_exponent: float = 0.5
+    #: funding is per venue interval as sent (see docs); this rate counts as "one unit" of crowding
+    funding_norm: float = 0.0001
+    funding_weight: float = 0.25
+    liq_intensity_weight: float = 1.0
+
+    @property
+    def bar_us(self) -> int:
+        return self.bar_seconds * 1_000_000
+
+    @property
+    def allowed_lateness_us(self) -> int:
+        return self.allowed_lateness_s * 1_000_000
+
+    def floor_usd(self, scope: str) -> float:
+        return self.floor_usd_market if scope == self.market_scope else self.floor_usd_symbol
+
+    def lookback_minutes(self) -> dict[str, int]:
+        """Minutes of bars a job must read back before the first touched minute, per analytic.
+
+        Cascades need the baseline and the longest episode still open; OI deltas need the
+        longest span (+ forward-fill tolerance); contagion its beta window.
+        """
+        cascade = self.baseline_minutes + self.trigger_window_minutes + 24 * 60
+        return {
+            "bars_1m_symbol": self.ffill_max_minutes,
+            "cascades": cascade + self.ffill_max_minutes,
+            "oi_deltas": max(m for _, m in self.oi_spans_minutes) + self.ffill_max_minutes,
+            "contagion": self.beta_window_minutes + 1 + self.ffill_max_minutes,
+        }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> AnalyticsConfig:
+        """Override scalar fields from LIQSTREAM_<FIELD_NAME_UPPER> variables."""
+        env = os.environ if environ is None else environ
+        changes: dict = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"LIQSTREAM_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool):
+                changes[f.name] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                changes[f.name] = int(raw)
+            elif isinstance(default, float):
+                changes[f.name] = float(raw)
+            elif isinstance(default, str):
+                changes[f.name] = raw
+            elif isinstance(default, tuple) and f.name in ("symbol_kinds", "price_reference_venues"):
+                changes[f.name] = tuple(x.strip() for x in raw.split(",") if x.strip())
+            elif f.name == "severity_tiers":
+                changes[f.name] = tuple(float(x) for x in raw.split(","))
+        return dataclasses.replace(cls(), **changes)
