@@ -93,6 +93,8 @@ class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
         return super().normalize(msg, received_at_us)
 
     def _funding(self, m: dict, received_at_us: int) -> Normalized:
+        if m.get("T") not in (None, "", 0, "0"):  # validate before the parent's bare int()
+            to_epoch_us(m["T"], "T", "funding")
         et, rec = super()._funding(m, received_at_us)
         self._last_mark[rec["symbol"]] = rec["mark_price"]
         return et, rec
@@ -113,7 +115,7 @@ class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
             "index_price": to_float(idx, "indexPrice", et) if idx not in (None, "") else None,
             # delivery contracts report lastFundingRate "" and nextFundingTime 0
             "funding_rate": to_float(rate, "lastFundingRate", et) if rate not in (None, "") else None,
-            "next_funding_time": int(to_float(nft, "nextFundingTime", et)) if nft not in (None, "", 0, "0") else None,
+            "next_funding_time": to_epoch_us(nft, "nextFundingTime", et) // 1000 if nft not in (None, "", 0, "0") else None,
         }
 
     def _open_interest(self, m: dict, received_at_us: int) -> Normalized:

@@ -283,7 +283,7 @@ class BybitNormalizer:
                 # dated futures carry fundingRate "" and nextFundingTime "0"/"": no funding
                 "funding_rate": to_float(state["fundingRate"], "fundingRate", "funding")
                 if _present(state, "fundingRate") else None,
-                "next_funding_time": int(to_float(nft, "nextFundingTime", "funding"))
+                "next_funding_time": to_epoch_us(nft, "nextFundingTime", "funding") // 1000
                 if nft not in (None, "", "0", 0) else None,
             }))
         if touches_oi and _present(state, "openInterest"):

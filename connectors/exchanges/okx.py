@@ -89,7 +89,7 @@ class OkxNormalizer:
             raise Malformed("unknown_message", f"expected a JSON object, got {type(msg).__name__}")
         event = msg.get("event")
         if event is not None:
-            if event in _ACK_EVENTS:
+            if isinstance(event, str) and event in _ACK_EVENTS:  # a list/dict "event" is not hashable
                 raise Ignored("subscription_reply" if event in ("subscribe", "unsubscribe") else str(event))
             if event == "error":
                 raise Malformed("subscription_failed", f"code={msg.get('code')!r} msg={msg.get('msg')!r}")
