@@ -245,3 +245,18 @@ def test_convert_instruments_capture() -> None:
 def test_symbol_grammar_only_for_spot() -> None:
     assert parse_okx_symbol("ETH-USDC").quote == "USDC"
     assert parse_okx_symbol("BTC-USDT-SWAP") is None
+
+
+def test_refresh_writes_a_loadable_file_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.instruments_refresh as ir
+    from connectors.instruments import InstrumentBook
+
+    pages = {p["url"]: p["payload"] for p in json.loads((FIX / "instruments.json").read_text())}
+    monkeypatch.setattr(ir, "fetch_json", lambda url, timeout=ir.HTTP_TIMEOUT_S: pages[url])
+    path = ir.refresh("okx", tmp_path / "okx.json")
+    book = InstrumentBook.load("okx", path=path)
+    assert book.get("BTC-USD-220527").contract_value == 100.0
+    assert book.get("BTC-USDT-SWAP").contract_value == 0.01
+    assert {"okx", "bybit", "binance-delivery"} <= set(ir.REFRESHERS)
+    with pytest.raises(KeyError):
+        ir.refresh("no-such-venue", tmp_path / "x.json")
