@@ -169,7 +169,7 @@ def to_float(value: Any, name: str, event_type: str | None, *, positive: bool = 
     """Parse a venue number (venues send decimals as strings) or raise Malformed."""
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer beyond float range
         raise Malformed("bad_value", f"{name}={value!r} is not a number", event_type) from None
     if not math.isfinite(x) or (positive and x <= 0):
         raise Malformed("bad_value", f"{name}={value!r} must be a finite{' positive' if positive else ''} number", event_type)
@@ -183,7 +183,10 @@ def to_epoch_us(value: Any, name: str, event_type: str | None, *, unit: str = "m
     except (TypeError, ValueError):
         raise Malformed("bad_value", f"{name}={value!r} is not a timestamp", event_type) from None
     scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[unit]
-    us = int(x * scale)
+    try:
+        us = int(x * scale)
+    except (OverflowError, ValueError):  # inf / NaN (JSON allows them) or beyond float range
+        raise Malformed("bad_value", f"{name}={value!r} is not a timestamp", event_type) from None
     # 2009-01-01 .. 2100-01-01: anything else is a unit mix-up or garbage
     if not 1_230_768_000_000_000 <= us <= 4_102_444_800_000_000:
         raise Malformed("bad_value", f"{name}={value!r} is not a plausible {unit} timestamp", event_type)

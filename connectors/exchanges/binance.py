@@ -94,7 +94,7 @@ class BinanceFuturesNormalizer:
             return [self._funding(msg, received_at_us)]
         if event is None and "openInterest" in msg and "symbol" in msg:
             return [self._open_interest(msg, received_at_us)]
-        if event in _IGNORED_EVENTS:
+        if isinstance(event, str) and event in _IGNORED_EVENTS:  # a list/dict "e" is not hashable
             raise Ignored(str(event))
         if event is None and "result" in msg and "id" in msg:
             raise Ignored("subscription_reply")
@@ -173,7 +173,7 @@ class BinanceFuturesNormalizer:
             "index_price": to_float(m["i"], "i", et) if m.get("i") not in (None, "") else None,
             # dated futures send r="" and T=0: no funding
             "funding_rate": to_float(rate, "r", et) if rate not in (None, "") else None,
-            "next_funding_time": int(nft) if nft not in (None, "", 0, "0") else None,
+            "next_funding_time": to_epoch_us(nft, "T", et) // 1000 if nft not in (None, "", 0, "0") else None,
         }
 
     def _open_interest(self, m: dict, received_at_us: int) -> Normalized:
