@@ -91,6 +91,10 @@ class InstrumentBook:
     def __len__(self) -> int:
         return len(self._by_symbol)
 
+    def __iter__(self):
+        """The bundled instruments (not the ones parsed from symbols on the fly)."""
+        return iter(self._by_symbol.values())
+
     @classmethod
     def load(cls, venue: str, parse_symbol: Callable[[str], Instrument | None] | None = None,
              path: Path | None = None) -> InstrumentBook:

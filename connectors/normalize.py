@@ -34,6 +34,9 @@ def dlq_topic(event_type: str | None) -> str:
 
 Normalized = tuple[str, dict[str, Any]]
 
+#: plain-text websocket heartbeats some venues send (OKX answers "ping" with "pong")
+TEXT_HEARTBEATS = frozenset({b"ping", b"pong"})
+
 
 class Ignored(Exception):
     """A recognised message that carries nothing liqstream uses; ``reason`` is counted."""
@@ -144,6 +147,8 @@ def route(
         raw_bytes = json.dumps(raw, separators=(",", ":")).encode()
     else:
         raw_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
+        if raw_bytes.strip() in TEXT_HEARTBEATS:
+            return Outcome(ignored="heartbeat")
         try:
             msg = json.loads(raw_bytes)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -68,7 +68,7 @@ def parse_coinm_symbol(symbol: str) -> Instrument | None:
 
 def _book_instruments(book: InstrumentBook) -> list[Instrument]:
     # InstrumentBook exposes lookups only; the quarterly resolution needs the listing.
-    return list(book._by_symbol.values())  # noqa: SLF001
+    return list(book)
 
 
 class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):

@@ -100,13 +100,13 @@ def read_capture(path: str | Path, venue: str | None = None, fmt: str = "auto") 
     fh = open_text(path)
     with fh:
         first_venue = venue or venue_from_filename(name)
+        kind = fmt
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
             src = f"{Path(name).name}:{lineno}"
-            kind = fmt
-            if kind == "auto":
+            if kind == "auto":  # the first line decides for the whole file
                 kind = "jsonl" if line.startswith("{") else "cryptofeed"
             if kind == "jsonl":
                 yield _jsonl_line(line, src, venue)

@@ -43,8 +43,13 @@ class DataQuality:
 
     def __init__(self) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import logging
+
         import great_expectations as gx
 
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("great_expectations"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         self._gx = gx
         self._ctx = gx.get_context(mode="ephemeral")
         try:

@@ -74,7 +74,7 @@ def build_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[OffsetRang
 
 
 def run_beam(settings: JobSettings, ranges: list[OffsetRange], out_dir: Path) -> dict[str, int]:
-    options = PipelineOptions(direct_num_workers=settings.workers, direct_running_mode="in_memory")
+    options = PipelineOptions(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
     p = beam.Pipeline(runner=FnApiRunner(), options=options)
     build_graph(p, settings, ranges, out_dir)
     result = p.run()

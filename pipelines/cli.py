@@ -1,0 +1,374 @@
+"""`liqstream`: the command line of the whole project.
+
+Exit codes: 0 ok, 1 a step failed, 2 usage error, 3 a data-quality gate
+failed, 4 no Kafka broker reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DQ, EXIT_NO_BROKER = 0, 1, 2, 3, 4
+DEMO_CAPTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "demo" / "binance-futures-demo.jsonl.gz"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _settings(args: argparse.Namespace):
+    from pipelines.settings import JobSettings
+
+    overrides = {}
+    if getattr(args, "db", None):
+        overrides["db"] = Path(args.db)
+    s = JobSettings.from_env(**overrides)
+    if getattr(args, "bootstrap_servers", None):
+        s = s.replace(kafka=s.kafka.with_bootstrap(args.bootstrap_servers))
+    return s
+
+
+def _no_broker(bootstrap: str) -> CliError:
+    return CliError(f"no broker at {bootstrap} — run `make broker` or set KAFKA_BOOTSTRAP_SERVERS", EXIT_NO_BROKER)
+
+
+def _check_broker(bootstrap: str) -> None:
+    from connectors.kafka.local_broker import port_open
+
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if port_open(host or "127.0.0.1", int(port)):
+            return
+    raise _no_broker(bootstrap)
+
+
+# ---- broker --------------------------------------------------------------------------------------
+def cmd_broker(args: argparse.Namespace) -> int:
+    from connectors.kafka.local_broker import LocalBroker, port_open
+
+    broker = LocalBroker(port=args.port, run_dir=Path(args.run_dir))
+    if args.action == "start":
+        broker.start()
+        print(f"broker up at {broker.bootstrap} (cluster {broker.cluster_id}); log: {broker.log_path}; "
+              f"stop with `make broker-stop` or `liqstream broker stop --port {args.port}`")
+    elif args.action == "stop":
+        print("broker stopped" if broker.stop() else f"no broker started by liqstream on port {args.port}")
+    else:
+        up = port_open(broker.host, broker.port)
+        print(f"broker at {broker.bootstrap}: {'up' if up else 'down'}")
+        return EXIT_OK if up else EXIT_NO_BROKER
+    return EXIT_OK
+
+
+# ---- replay / normalize --------------------------------------------------------------------------
+def _capture_items(path: str, venue: str | None, speed: float):
+    from connectors.sources.capture import read_capture
+
+    items = read_capture(path, venue=venue)
+    if speed <= 0:
+        return items
+    return _paced(items, speed)
+
+
+def _paced(items, speed: float):
+    t_wall0 = time.monotonic()
+    t_rec0 = None
+    for item in items:
+        t = getattr(item, "received_at_us", 0)
+        if t:
+            if t_rec0 is None:
+                t_rec0 = t
+            delay = (t - t_rec0) / 1e6 / speed - (time.monotonic() - t_wall0)
+            if delay > 0:
+                time.sleep(delay)
+        yield item
+
+
+def print_route_summary(counters, out=sys.stdout) -> None:
+    s = counters.summary()
+    print(f"messages read: {s['messages']:,}  normalized: {s['normalized_messages']:,}  "
+          f"dead letters: {sum(s['dead_letters'].values()):,}  ignored: {sum(s['ignored'].values()):,}  "
+          f"(balanced: {'yes' if counters.balanced else 'NO'})", file=out)
+    for title, key in (("records", "records"), ("dead letters", "dead_letters"), ("ignored", "ignored")):
+        if s[key]:
+            print(f"  {title}: " + ", ".join(f"{k}={v:,}" for k, v in s[key].items()), file=out)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from connectors.kafka.publish import publish_raw_stream
+
+    s = _settings(args)
+    _check_broker(s.kafka.bootstrap_servers)
+    counters = publish_raw_stream(_capture_items(args.file, args.venue, args.speed), s.kafka,
+                                  progress=sys.stderr.isatty() or args.progress)
+    print_route_summary(counters)
+    return EXIT_OK
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from connectors.kafka.publish import account
+    from connectors.normalize import RouteCounters
+
+    counters = RouteCounters()
+    normalizers: dict = {}
+    out = sys.stdout
+    for item in _capture_items(args.file, args.venue, 0):
+        venue, outcome = account(item, normalizers)
+        counters.add(venue, outcome)
+        if outcome.dead is not None:
+            d = outcome.dead.to_record()
+            d["raw"] = d["raw"].decode("utf-8", errors="replace")
+            out.write(json.dumps({"dead_letter": True, **d}) + "\n")
+        for event_type, record in outcome.records:
+            out.write(json.dumps({"event_type": event_type, **record}) + "\n")
+        if args.show_ignored and outcome.ignored:
+            out.write(json.dumps({"ignored": outcome.ignored, "exchange": venue}) + "\n")
+    print_route_summary(counters, out=sys.stderr)
+    return EXIT_OK
+
+
+# ---- load / dq / summary ---------------------------------------------------------------------------
+def cmd_load(args: argparse.Namespace) -> int:
+    from pipelines.jobs.load import run_load
+
+    s = _settings(args)
+    _check_broker(s.kafka.bootstrap_servers)
+    result = run_load(s, reset_offsets=args.reset_offsets, run_dq=not args.no_dq)
+    read = sum(r.size for r in result.ranges)
+    print(f"load {result.run_id}: {result.status}; {read:,} messages from {len(result.ranges)} offset range(s), "
+          f"{result.rejects_in:,} rejected, {result.rows_written:,} mart rows merged in {result.duration_s:.1f}s")
+    for r in result.dq:
+        print(f"  DQ {r.suite}: {r.verdict} ({r.successful}/{r.evaluated} expectations, {r.rows_checked:,} rows)"
+              + (f" failed: {', '.join(r.failed_expectations)}" if r.failed_expectations else ""))
+    return EXIT_OK if result.dq_passed else EXIT_DQ
+
+
+def cmd_dq(args: argparse.Namespace) -> int:
+    from pipelines import warehouse
+    from pipelines.dq import DataQuality
+    from pipelines.dq.suites import SUITES
+
+    s = _settings(args)
+    con = warehouse.connect(s.db)
+    warehouse.migrate(con)
+    run_id = f"dq-{time.strftime('%Y%m%dT%H%M%S')}"
+    ok = True
+    for name in args.suite or list(SUITES):
+        r = DataQuality.shared().validate(con, name, run_id)
+        ok &= r.success or not r.critical
+        print(f"DQ {r.suite}: {r.verdict} ({r.successful}/{r.evaluated} expectations, {r.rows_checked:,} rows)")
+    con.close()
+    return EXIT_OK if ok else EXIT_DQ
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from pipelines.summary import print_summary
+
+    s = _settings(args)
+    return print_summary(s.db)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from pipelines import warehouse
+
+    s = _settings(args)
+    con = warehouse.connect(s.db, read_only=True)
+    try:
+        rel = con.sql(args.sql)
+        if rel is None:
+            return EXIT_OK
+        if args.format == "csv":
+            rel.df().to_csv(sys.stdout, index=False)
+        elif args.format == "json":
+            print(rel.df().to_json(orient="records", date_format="iso"))
+        else:
+            rel.show(max_rows=args.max_rows, max_width=200)
+    except Exception as exc:  # duckdb errors carry a clear message; a read-only db refuses writes
+        raise CliError(f"query failed: {exc}") from exc
+    finally:
+        con.close()
+    return EXIT_OK
+
+
+# ---- demo: the whole default job -------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from connectors.kafka.local_broker import LocalBroker, free_port
+    from connectors.kafka.publish import publish_raw_stream
+    from pipelines.jobs.load import run_load
+    from pipelines.summary import print_summary
+
+    s = _settings(args)
+    own_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.bootstrap_servers
+    broker = None
+    t0 = time.perf_counter()
+    try:
+        if own_broker:
+            broker = LocalBroker(port=args.port or free_port(), run_dir=s.data_dir / "broker")
+            broker.start()
+            s = s.replace(kafka=s.kafka.with_bootstrap(broker.bootstrap))
+            _step(f"local broker up at {broker.bootstrap} (log: {broker.log_path})")
+        else:
+            _check_broker(s.kafka.bootstrap_servers)
+            _step(f"using the Kafka cluster at {s.kafka.describe()}")
+        capture = args.capture or str(DEMO_CAPTURE)
+        _step(f"replaying {capture}")
+        counters = publish_raw_stream(_capture_items(capture, None, 0), s.kafka, progress=sys.stderr.isatty())
+        print_route_summary(counters)
+        _step("running the Beam pipeline (FnApiRunner) over the topics' current offsets")
+        # A fresh local broker is a new, empty cluster: the demo database is rebuilt from it.
+        result = run_load(s, reset_offsets=own_broker)
+        _step(f"load {result.status}: {sum(r.size for r in result.ranges):,} messages, "
+              f"{result.rows_written:,} mart rows, {result.rejects_in:,} rejects, {result.duration_s:.1f}s")
+    finally:
+        if broker is not None:
+            broker.stop()
+            _step("local broker stopped")
+    rc = print_summary(s.db)
+    print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  (try: liqstream query \"SELECT * FROM liquidations_1m LIMIT 5\")")
+    if not result.dq_passed:
+        return EXIT_DQ
+    return rc
+
+
+def quiet_third_party_logs(verbose: bool = False) -> None:
+    """Beam warns about optional GCP clients on import; GX logs its temp docs dir. Neither helps a user."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "apitools not found" not in record.getMessage()
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Drop())
+    if not verbose:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def _step(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+# ---- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="liqstream", formatter_class=fmt,
+        description="Watch crypto liquidation cascades: venue feeds -> Kafka -> Beam -> DuckDB marts.",
+        epilog=textwrap.dedent("""\
+            examples:
+              liqstream demo                         # broker + bundled capture + pipeline + DQ + summary
+              liqstream broker start --port 9092
+              liqstream replay capture.jsonl.gz      # normalize a capture onto Kafka
+              liqstream load                         # consume new offsets into the marts
+              liqstream query "SELECT * FROM liquidations_1m ORDER BY notional_usd DESC LIMIT 10"
+
+            configuration: env KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
+            KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE), LIQSTREAM_DB, LIQSTREAM_DATA_DIR; flags override env.
+            exit codes: 0 ok, 1 failure, 2 usage, 3 data-quality gate failed, 4 no broker."""))
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str, example: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=fmt,
+                            epilog="example:\n  " + example)
+        sp.set_defaults(func=func)
+        return sp
+
+    def kafka_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)")
+
+    def db_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--db", help="DuckDB file (env LIQSTREAM_DB, default data/liqstream.duckdb)")
+
+    sp = add("broker", cmd_broker, "start/stop the local Kafka-protocol broker (Tansu)", "liqstream broker start --port 9092")
+    sp.add_argument("action", choices=["start", "stop", "status"])
+    sp.add_argument("--port", type=int, default=int(os.environ.get("LIQSTREAM_KAFKA_PORT", "9092")))
+    sp.add_argument("--run-dir", default="data/broker", help="where the pid file and the broker log go")
+
+    sp = add("replay", cmd_replay, "normalize a capture file (liqstream JSONL or cryptofeed) and publish it to Kafka",
+             "liqstream replay tests/fixtures/demo/binance-futures-demo.jsonl.gz --speed 10")
+    sp.add_argument("file", help="capture file (.gz allowed)")
+    sp.add_argument("--venue", help="venue id when the file does not say it (cryptofeed captures named otherwise)")
+    sp.add_argument("--speed", type=float, default=0.0, help="replay at recorded speed x SPEED (0 = as fast as possible)")
+    sp.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    kafka_flags(sp)
+
+    sp = add("normalize", cmd_normalize, "print normalized records (and dead letters) of a capture as JSON lines",
+             "liqstream normalize capture.jsonl.gz | head")
+    sp.add_argument("file", nargs="?", default="-", help="capture file or - for stdin")
+    sp.add_argument("--venue", help="venue of raw messages without envelope")
+    sp.add_argument("--show-ignored", action="store_true", help="also print a line per ignored message")
+
+    sp = add("load", cmd_load, "consume the topics' new offsets into the marts (bounded Beam run), then run DQ",
+             "liqstream load")
+    sp.add_argument("--reset-offsets", action="store_true",
+                    help="forget consumed offsets and rebuild the marts from the topics' beginning")
+    sp.add_argument("--no-dq", action="store_true", help="skip the data-quality checkpoint")
+    kafka_flags(sp)
+    db_flag(sp)
+
+    sp = add("dq", cmd_dq, "run the data-quality suites now and store the results", "liqstream dq --suite liquidations_1m")
+    sp.add_argument("--suite", action="append", help="suite name (repeatable; default all)")
+    db_flag(sp)
+
+    sp = add("summary", cmd_summary, "print rows per table, the last DQ verdicts and the top liquidation minutes",
+             "liqstream summary")
+    db_flag(sp)
+
+    sp = add("query", cmd_query, "run SQL against the marts (read-only connection)",
+             'liqstream query "SELECT side, sum(notional_usd) FROM liquidations_1m GROUP BY side"')
+    sp.add_argument("sql")
+    sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sp.add_argument("--max-rows", type=int, default=50)
+    db_flag(sp)
+
+    sp = add("demo", cmd_demo, "the whole default job: local broker, bundled capture, pipeline, DQ, summary (make run)",
+             "liqstream demo")
+    sp.add_argument("--capture", help="capture to replay (default: the bundled demo capture)")
+    sp.add_argument("--port", type=int, help="port of the local broker (default: a free port)")
+    kafka_flags(sp)
+    db_flag(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party_logs(verbose=args.verbose)
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"liqstream {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KafkaTimeoutError as exc:
+        if "bootstrap" not in str(exc):
+            raise
+        s = _settings(args)
+        print(f"liqstream {args.command}: {_no_broker(s.kafka.bootstrap_servers)}", file=sys.stderr)
+        return EXIT_NO_BROKER
+    except KeyboardInterrupt:
+        print(f"liqstream {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from pipelines.errors import explain
+
+        print(f"liqstream {args.command}: {explain(exc)}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

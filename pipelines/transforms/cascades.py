@@ -1,0 +1,405 @@
+"""DetectCascades: bars -> liquidation-cascade episodes (``cascades``) and ``cascade_alerts``.
+
+Definition (docs/analytics.md, every threshold a field of AnalyticsConfig): per scope (a base
+asset across its perpetual venues, and the whole market) and per direction (long liquidation
+cascade / short squeeze), an episode starts at minute t when the trailing
+``trigger_window_minutes`` liquidated USD of that side is >= the scope's floor AND >=
+``baseline_multiple`` x its own trailing baseline AND price moved against the liquidated side by
+>= ``min_adverse_move_pct`` over the same window. It ends after ``quiet_gap_minutes`` quiet
+minutes (hysteresis).
+
+Why GroupByKey + a sequential pass: the episode is a state machine over ORDERED minutes (start,
+escalate, wait out the quiet gap), so each scope's minutes are gathered in one place; the rolling
+sums, baselines and price moves are vectorized numpy, only the state transitions loop.
+
+The input is a window of bars_1m rows (the touched minutes plus ``lookback_minutes()['cascades']``
+read back from the mart), so a streaming cycle and a backfill run the same code and produce the
+same episode ids (hash of scope, direction and start minute).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from pipelines.transforms.bars import micros_to_ts
+from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
+from pipelines.transforms.panel import SymbolPanel, build_symbol_panel
+
+LONG = "long_liquidation"  # longs force-sold, price falling
+SHORT = "short_squeeze"  # shorts force-bought, price rising
+ALERTS_TAG = "alerts"
+_MARKET_PARTS = "market_parts"
+
+
+def episode_id(scope: str, direction: str, start_us: int) -> str:
+    return hashlib.sha1(f"{scope}|{direction}|{start_us}".encode()).hexdigest()[:16]
+
+
+def _nz(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _ols(y: np.ndarray, cols: list[np.ndarray]) -> np.ndarray:
+    x = np.column_stack([np.ones_like(y), *cols])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return coef
+
+
+def feedback_ratio(liq_usd: np.ndarray, adverse_ret_pct: np.ndarray, min_points: int) -> float | None:
+    """Branching ratio of the liquidation -> price -> liquidation loop (discrete self-excitation).
+
+    Two least-squares fits over consecutive minutes (liquidations in $M, returns in %):
+      L_t = mu + alpha * L_{t-1} + gamma * A_{t-1}     (liquidations excited by last minute's
+                                                         liquidations and adverse move)
+      A_t = c + kappa * L_t                            (price impact of liquidations)
+    feedback = alpha + gamma * kappa: the USD of next-minute liquidations caused per USD
+    liquidated now, directly and through the price it moved. > 1 is a self-sustaining cascade.
+    alpha and gamma are not separately identified when A follows L closely, but their sum along
+    kappa is (least squares returns the minimum-norm split), which is why only it is reported.
+    """
+    lm = np.asarray(liq_usd, dtype=float) / 1e6
+    a = np.asarray(adverse_ret_pct, dtype=float)
+    y, x1, x2 = lm[1:], lm[:-1], a[:-1]
+    ok = np.isfinite(y) & np.isfinite(x1) & np.isfinite(x2)
+    if ok.sum() < min_points or np.ptp(x1[ok]) == 0:
+        return None
+    _, alpha, gamma = _ols(y[ok], [x1[ok], x2[ok]])
+    ok2 = np.isfinite(lm) & np.isfinite(a)
+    _, kappa = _ols(a[ok2], [lm[ok2]])
+    return max(0.0, float(alpha + gamma * kappa))
+
+
+def _rolling_sum(x: np.ndarray, win: int) -> np.ndarray:
+    cs = np.concatenate([[0.0], np.cumsum(x)])
+    idx = np.arange(len(x))
+    return cs[idx + 1] - cs[np.maximum(0, idx + 1 - win)]
+
+
+def detect_scope(
+    scope: str,
+    minutes: np.ndarray,
+    long_micros: np.ndarray,
+    short_micros: np.ndarray,
+    long_count: np.ndarray,
+    short_count: np.ndarray,
+    price: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    oi_usd: np.ndarray,
+    venue_names: list[str],
+    venue_long_micros: np.ndarray,
+    venue_short_micros: np.ndarray,
+    config: AnalyticsConfig,
+) -> tuple[list[dict], list[dict]]:
+    """Episodes and alerts of one scope over contiguous minutes (see module docstring)."""
+    episodes: list[dict] = []
+    alerts: list[dict] = []
+    n = len(minutes)
+    if n == 0:
+        return episodes, alerts
+    win, bl, bar_us = config.trigger_window_minutes, config.baseline_minutes, config.bar_us
+    floor = config.floor_usd(scope)
+    quiet_usd = config.quiet_fraction * floor / win
+    idx = np.arange(n)
+    price = np.asarray(price, dtype=float)
+    prev_price = price[np.maximum(0, idx - win)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        move_pct = (price / prev_price - 1.0) * 100.0
+        ret_pct = np.concatenate([[np.nan], (price[1:] / price[:-1] - 1.0) * 100.0])
+
+    def run(direction: str, side_micros: np.ndarray, sign: float) -> None:
+        liq = np.asarray(side_micros, dtype=np.int64)
+        liq_usd = liq / USD_MICROS
+        trailing = _rolling_sum(liq_usd, win)
+        cs = np.concatenate([[0.0], np.cumsum(liq_usd)])
+        b_hi = np.maximum(0, idx - win + 1)  # baseline = the bl minutes before the trigger window
+        b_lo = np.maximum(0, idx - win - bl + 1)
+        b_n = b_hi - b_lo
+        with np.errstate(invalid="ignore", divide="ignore"):
+            baseline = np.where(b_n > 0, (cs[b_hi] - cs[b_lo]) / np.maximum(b_n, 1) * win, 0.0)
+        adverse = sign * move_pct >= config.min_adverse_move_pct
+        trigger = (trailing >= floor) & (trailing >= config.baseline_multiple * baseline) & adverse
+        quiet = liq_usd < quiet_usd
+        venue_side = venue_long_micros if direction == LONG else venue_short_micros
+
+        def level_of(cum_usd: float) -> int:
+            return sum(1 for tier in config.severity_tiers if cum_usd >= tier * floor)
+
+        state: dict[str, Any] | None = None
+        last_end = -1
+
+        def close(st: dict, end: int, status: str) -> None:
+            s = st["start"]
+            sl = slice(s, end + 1)
+            side_usd = int(liq[sl].sum()) / USD_MICROS
+            p0 = price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
+            o0 = oi_usd[s - 1] if s > 0 and np.isfinite(oi_usd[s - 1]) else oi_usd[s]
+            extreme = np.nanmin(low[sl]) if direction == LONG else np.nanmax(high[sl])
+            per_venue = venue_side[:, sl].sum(axis=1)
+            tot = per_venue.sum()
+            share = {}
+            if tot > 0:
+                by_ex: dict[str, int] = {}
+                for name, v in zip(venue_names, per_venue, strict=True):
+                    by_ex[name] = by_ex.get(name, 0) + int(v)
+                share = {k: round(v / tot, 4) for k, v in sorted(by_ex.items()) if v > 0}
+            fb_lo = max(0, s - config.feedback_pre_minutes)
+            # adverse return: the move that hurts the liquidated side, positive when it hurts
+            adverse_ret = sign * ret_pct[fb_lo : end + 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                drawdown = (extreme / p0 - 1.0) * 100.0
+                oi_chg = (oi_usd[end] / o0 - 1.0) * 100.0
+            peak = s + int(np.argmax(liq_usd[sl]))
+            start_us = int(minutes[s])
+            episodes.append(
+                {
+                    "episode_id": episode_id(scope, direction, start_us),
+                    "scope": scope,
+                    "direction": direction,
+                    "status": status,
+                    "start_ts": micros_to_ts(start_us),
+                    "detected_ts": micros_to_ts(int(minutes[st["trigger"]]) + bar_us),
+                    "peak_ts": micros_to_ts(int(minutes[peak])),
+                    "end_ts": micros_to_ts(int(minutes[end]) + bar_us),
+                    "duration_minutes": end - s + 1,
+                    "long_liq_usd": int(long_micros[sl].sum()) / USD_MICROS,
+                    "short_liq_usd": int(short_micros[sl].sum()) / USD_MICROS,
+                    "liq_count": int(long_count[sl].sum() + short_count[sl].sum()),
+                    "peak_minute_liq_usd": float(liq_usd[peak]),
+                    "price_start": _nz(p0),
+                    "price_extreme": _nz(extreme),
+                    "price_end": _nz(price[end]),
+                    "drawdown_pct": _nz(drawdown),
+                    "oi_start_usd": _nz(o0),
+                    "oi_end_usd": _nz(oi_usd[end]),
+                    "oi_change_usd": _nz(oi_usd[end] - o0),
+                    "oi_change_pct": _nz(oi_chg),
+                    "venue_share": json.dumps(share, sort_keys=True),
+                    "severity": side_usd / floor,
+                    "severity_level": level_of(side_usd),
+                    "feedback": feedback_ratio(
+                        liq_usd[fb_lo : end + 1], adverse_ret, config.feedback_min_points
+                    ),
+                }
+            )
+
+        def alert(st: dict, t: int, kind: str, level: int, cum: float) -> None:
+            s = st["start"]
+            p0 = price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mv = (price[t] / p0 - 1.0) * 100.0
+            alerts.append(
+                {
+                    "episode_id": episode_id(scope, direction, int(minutes[s])),
+                    "severity_level": level,
+                    "alert_type": kind,
+                    "scope": scope,
+                    "direction": direction,
+                    "alert_ts": micros_to_ts(int(minutes[t]) + bar_us),
+                    "minute_ts": micros_to_ts(int(minutes[t])),
+                    "start_ts": micros_to_ts(int(minutes[s])),
+                    "liq_usd": cum,
+                    "trailing_liq_usd": float(trailing[t]),
+                    "baseline_usd": float(baseline[t]),
+                    "price_move_pct": _nz(mv),
+                    "severity": cum / floor,
+                }
+            )
+
+        for t in range(n):
+            if state is None:
+                if not trigger[t]:
+                    continue
+                lo = max(t - win + 1, last_end + 1)
+                active = [m for m in range(lo, t + 1) if not quiet[m]]
+                s = active[0] if active else t
+                cum = float(cs[t + 1] - cs[s])
+                state = {"start": s, "trigger": t, "last_active": active[-1] if active else t, "quiet_run": 0,
+                         "level": level_of(cum)}
+                alert(state, t, "start", state["level"], cum)
+                continue
+            if quiet[t]:
+                state["quiet_run"] += 1
+            else:
+                state["quiet_run"] = 0
+                state["last_active"] = t
+            cum = float(cs[t + 1] - cs[state["start"]])
+            lvl = level_of(cum)
+            if lvl > state["level"]:
+                state["level"] = lvl
+                alert(state, t, "escalation", lvl, cum)
+            if state["quiet_run"] >= config.quiet_gap_minutes:
+                close(state, state["last_active"], "closed")
+                last_end = state["last_active"]
+                state = None
+        if state is not None:
+            close(state, n - 1, "open")
+
+    run(LONG, long_micros, -1.0)
+    run(SHORT, short_micros, 1.0)
+    return episodes, alerts
+
+
+def detect_panel(panel: SymbolPanel, config: AnalyticsConfig) -> tuple[list[dict], list[dict]]:
+    return detect_scope(
+        panel.base,
+        panel.minutes,
+        panel.long_liq_usd_micros,
+        panel.short_liq_usd_micros,
+        panel.long_liq_count,
+        panel.short_liq_count,
+        panel.price,
+        panel.low,
+        panel.high,
+        panel.oi_usd,
+        [v[0] for v in panel.venues],
+        panel.venue_long_liq_micros,
+        panel.venue_short_liq_micros,
+        config,
+    )
+
+
+def market_parts(panel: SymbolPanel) -> dict[str, Any]:
+    """What the market scope needs of one base (small: arrays per minute, venues by exchange)."""
+    return {
+        "base": panel.base,
+        "minutes": panel.minutes,
+        "long": panel.long_liq_usd_micros,
+        "short": panel.short_liq_usd_micros,
+        "long_n": panel.long_liq_count,
+        "short_n": panel.short_liq_count,
+        "price": panel.price,
+        "oi": panel.oi_usd,
+        "venues": [v[0] for v in panel.venues],
+        "v_long": panel.venue_long_liq_micros,
+        "v_short": panel.venue_short_liq_micros,
+    }
+
+
+def market_index(prices: np.ndarray, oi: np.ndarray) -> np.ndarray:
+    """OI-weighted market price index (100 at the first minute).
+
+    r_m(t) = sum_b w_b(t-1) r_b(t) / sum_b w_b(t-1), w = OI in USD: a base moves the market index
+    in proportion to the leverage riding on it, which is what liquidations respond to.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = prices[:, 1:] / prices[:, :-1] - 1.0
+    w = np.nan_to_num(oi[:, :-1], nan=0.0)
+    ok = np.isfinite(r) & (w > 0)
+    den = np.where(ok, w, 0.0).sum(axis=0)
+    num = np.where(ok, w * np.nan_to_num(r), 0.0).sum(axis=0)
+    rm = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return 100.0 * np.concatenate([[1.0], np.cumprod(1.0 + rm)])
+
+
+def detect_market(parts: Iterable[dict], config: AnalyticsConfig) -> tuple[list[dict], list[dict]]:
+    parts = sorted(parts, key=lambda p: p["base"])
+    if not parts:
+        return [], []
+    bar_us = config.bar_us
+    m0 = min(int(p["minutes"][0]) for p in parts)
+    m1 = max(int(p["minutes"][-1]) for p in parts)
+    n = (m1 - m0) // bar_us + 1
+    minutes = m0 + np.arange(n, dtype=np.int64) * bar_us
+    exchanges = sorted({v for p in parts for v in p["venues"]})
+    ex_i = {e: i for i, e in enumerate(exchanges)}
+    long_, short_ = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    ln, sn = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    prices, ois = np.full((len(parts), n), np.nan), np.full((len(parts), n), np.nan)
+    v_long = np.zeros((len(exchanges), n), dtype=np.int64)
+    v_short = np.zeros((len(exchanges), n), dtype=np.int64)
+    for k, p in enumerate(parts):
+        o = (int(p["minutes"][0]) - m0) // bar_us
+        sl = slice(o, o + len(p["minutes"]))
+        long_[sl] += p["long"]
+        short_[sl] += p["short"]
+        ln[sl] += p["long_n"]
+        sn[sl] += p["short_n"]
+        prices[k, sl], ois[k, sl] = p["price"], p["oi"]
+        for vi, name in enumerate(p["venues"]):
+            v_long[ex_i[name], sl] += p["v_long"][vi]
+            v_short[ex_i[name], sl] += p["v_short"][vi]
+    index = market_index(prices, ois)
+    oi_total = np.where(np.isfinite(ois).any(axis=0), np.nansum(ois, axis=0), np.nan)
+    return detect_scope(
+        config.market_scope, minutes, long_, short_, ln, sn, index, index, index, oi_total,
+        exchanges, v_long, v_short, config,
+    )
+
+
+class _DetectPerBase(beam.DoFn):
+    def __init__(self, config: AnalyticsConfig) -> None:
+        self.config = config
+
+    def process(self, keyed: tuple[str, Iterable[dict]]):
+        base, rows = keyed
+        panel = build_symbol_panel(base, rows, self.config)
+        if panel is None:
+            return
+        episodes, alerts = detect_panel(panel, self.config)
+        yield from episodes
+        for a in alerts:
+            yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
+        yield beam.pvalue.TaggedOutput(_MARKET_PARTS, (self.config.market_scope, market_parts(panel)))
+
+
+class _DetectMarket(beam.DoFn):
+    def __init__(self, config: AnalyticsConfig) -> None:
+        self.config = config
+
+    def process(self, keyed: tuple[str, Iterable[dict]]):
+        _, parts = keyed
+        episodes, alerts = detect_market(list(parts), self.config)
+        yield from episodes
+        for a in alerts:
+            yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
+
+
+def _emitted(emit_from_us: int | None, col: str):
+    from pipelines.transforms.bars import ts_to_micros
+
+    def keep(row: dict) -> bool:
+        return emit_from_us is None or row.get("status") == "open" or ts_to_micros(row[col]) > emit_from_us
+
+    return keep
+
+
+class DetectCascades(beam.PTransform):
+    """bars_1m rows -> {"cascades": episode rows, "cascade_alerts": alert rows}.
+
+    ``emit_from_us``: rows whose end (episodes) / alert time is at or before it are context from
+    the lookback and are not emitted again (they are already in the mart, unchanged).
+    """
+
+    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+        self.emit_from_us = emit_from_us
+
+    def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
+        kinds = self.config.symbol_kinds
+        per_base = (
+            bars
+            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
+            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
+            | "GroupByBase" >> beam.GroupByKey()
+            | "DetectPerBase"
+            >> beam.ParDo(_DetectPerBase(self.config)).with_outputs(ALERTS_TAG, _MARKET_PARTS, main="episodes")
+        )
+        market = (
+            per_base[_MARKET_PARTS]
+            | "GroupMarket" >> beam.GroupByKey()
+            | "DetectMarket" >> beam.ParDo(_DetectMarket(self.config)).with_outputs(ALERTS_TAG, main="episodes")
+        )
+        episodes = (per_base.episodes, market.episodes) | "Episodes" >> beam.Flatten()
+        alerts = (per_base[ALERTS_TAG], market[ALERTS_TAG]) | "Alerts" >> beam.Flatten()
+        return {
+            "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "end_ts")),
+            "cascade_alerts": alerts | "EmitAlerts" >> beam.Filter(_emitted(self.emit_from_us, "alert_ts")),
+        }
