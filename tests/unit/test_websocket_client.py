@@ -642,3 +642,39 @@ def test_a_failing_consumer_ends_the_feed_instead_of_reconnecting():
         assert len(conns) == 1 and feed.summary()["disconnects"] == 0
 
     arun(main())
+
+
+def test_recorded_okx_session_routes_through_the_normalizer_with_every_frame_accounted(tmp_path):
+    """Record -> read back -> route(): trades normalize, the pong is ignored, garbage is dead-lettered."""
+    from connectors.exchanges import normalizer_for
+    from connectors.normalize import route
+
+    lines = fixture_lines("okx.txt")  # 5 real OKX v5 trade pushes, one trade each
+    out = tmp_path / "okx.jsonl"
+
+    async def handler(conn: ServerConn) -> None:
+        await conn.next_frame()  # subscription
+        for line in lines:
+            await conn.ws.send(line)
+        await conn.ws.send("pong")
+        await conn.ws.send("<html>502 Bad Gateway</html>")
+
+    async def main() -> None:
+        async with local_server(handler) as (url, _):
+            stop = asyncio.Event()
+            task = asyncio.create_task(record(["okx"], ["BTC-USDT-SWAP"], out, None, stop, channels=["trades"],
+                                              config=fast(), url_override=url, flush_interval_s=0.05))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (out.exists() and len(out.read_text().splitlines()) == 7):
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+
+    arun(main())
+    normalizer = normalizer_for("okx")
+    outcomes = [route(normalizer, m.raw, m.received_at_us, m.source) for m in read_capture(out)]
+    assert len(outcomes) == 7
+    assert [len(o.records) for o in outcomes[:5]] == [1, 1, 1, 1, 1]
+    assert outcomes[5].ignored is not None and not outcomes[5].records  # OKX's text "pong" keep-alive answer
+    assert outcomes[6].dead is not None and not outcomes[6].records
+
