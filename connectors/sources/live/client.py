@@ -207,6 +207,7 @@ class LiveFeed:
             raise failed
 
     def stop(self) -> None:
+        """Stop a running feed (a call before :meth:`run` has no effect: run starts afresh)."""
         self._stop.set()
 
     async def messages(self, stop: asyncio.Event | None = None) -> AsyncIterator[RawMessage]:
