@@ -150,7 +150,9 @@ def route(
         if raw_bytes.strip() in TEXT_HEARTBEATS:
             return Outcome(ignored="heartbeat")
         try:
-            msg = json.loads(raw_bytes)
+            # strict UTF-8: json.loads(bytes) would let CESU-8 surrogates through into strings
+            # that the Avro encoder then cannot write
+            msg = json.loads(raw_bytes.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             return Outcome(dead=DeadLetter(venue, None, "invalid_json", str(exc)[:300], source, received_at_us, raw_bytes))
     try:

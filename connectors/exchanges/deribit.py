@@ -250,7 +250,10 @@ class DeribitNormalizer:
             raise Malformed("bad_value", "ticker data is not an object", et)
         inst = self._instrument(d, et)
         event_time = to_epoch_us(require(d, "timestamp", et), "timestamp", et)
-        mark = to_float(require(d, "mark_price", et), "mark_price", et, positive=True)
+        # a far out-of-the-money option can be marked at 0; perpetual/future marks divide OI
+        mark = to_float(require(d, "mark_price", et), "mark_price", et, positive=inst.kind != "option")
+        if mark < 0:
+            raise Malformed("bad_value", f"mark_price={mark} is negative", et)
         index_price = (to_float(d["index_price"], "index_price", et, positive=True)
                        if d.get("index_price") is not None else None)
         oi_raw = to_float(require(d, "open_interest", et), "open_interest", et)

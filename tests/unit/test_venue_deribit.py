@@ -270,3 +270,13 @@ def test_convert_get_instruments_capture() -> None:
         parsed = parse_deribit_symbol(sym)
         assert (parsed.base, parsed.quote, parsed.kind, parsed.expiry_ms, parsed.inverse) == (
             inst.base, inst.quote, inst.kind, inst.expiry_ms, inst.inverse), sym
+
+
+def test_option_marked_at_zero_still_gives_open_interest(norm: DeribitNormalizer) -> None:
+    (recv, raw), = [x for x in _capture_lines("DERIBIT.ws.excerpt.txt") if "\"channel\":\"ticker.BTC-31DEC21-34000-P" in x[1]]
+    msg = json.loads(raw)
+    msg["params"]["data"]["mark_price"] = 0.0
+    [(et, rec)] = norm.normalize(msg, recv)
+    assert et == "open_interest" and rec["open_interest"] == 4.6
+    msg["params"]["data"]["mark_price"] = -0.1
+    assert route(norm, msg, recv).dead.reason == "bad_value"
