@@ -134,7 +134,7 @@ def detect_scope(
         state: dict[str, Any] | None = None
         last_end = -1
 
-        def close(st: dict, end: int, status: str) -> None:
+        def close(st: dict, end: int, status: str, decided: int | None) -> None:
             s = st["start"]
             sl = slice(s, end + 1)
             side_usd = int(liq[sl].sum()) / USD_MICROS
@@ -167,6 +167,8 @@ def detect_scope(
                     "detected_ts": micros_to_ts(int(minutes[st["trigger"]]) + bar_us),
                     "peak_ts": micros_to_ts(int(minutes[peak])),
                     "end_ts": micros_to_ts(int(minutes[end]) + bar_us),
+                    # when the quiet gap confirmed the end (None while open)
+                    "closed_ts": None if decided is None else micros_to_ts(int(minutes[decided]) + bar_us),
                     "duration_minutes": end - s + 1,
                     "long_liq_usd": int(long_micros[sl].sum()) / USD_MICROS,
                     "short_liq_usd": int(short_micros[sl].sum()) / USD_MICROS,
@@ -235,11 +237,11 @@ def detect_scope(
                 state["level"] = lvl
                 alert(state, t, "escalation", lvl, cum)
             if state["quiet_run"] >= config.quiet_gap_minutes:
-                close(state, state["last_active"], "closed")
+                close(state, state["last_active"], "closed", t)
                 last_end = state["last_active"]
                 state = None
         if state is not None:
-            close(state, n - 1, "open")
+            close(state, n - 1, "open", None)
 
     run(LONG, long_micros, -1.0)
     run(SHORT, short_micros, 1.0)
@@ -400,6 +402,6 @@ class DetectCascades(beam.PTransform):
         episodes = (per_base.episodes, market.episodes) | "Episodes" >> beam.Flatten()
         alerts = (per_base[ALERTS_TAG], market[ALERTS_TAG]) | "Alerts" >> beam.Flatten()
         return {
-            "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "end_ts")),
+            "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "closed_ts")),
             "cascade_alerts": alerts | "EmitAlerts" >> beam.Filter(_emitted(self.emit_from_us, "alert_ts")),
         }
