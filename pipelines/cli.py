@@ -199,6 +199,35 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from connectors.sources import recorder
+
+    return recorder.run(args)
+
+
+def cmd_instruments(args: argparse.Namespace) -> int:
+    from connectors.exchanges import NORMALIZERS
+    from connectors.instruments import InstrumentBook
+
+    if args.venue not in NORMALIZERS:
+        raise CliError(f"unknown venue {args.venue!r}; known: {', '.join(sorted(NORMALIZERS))}", EXIT_USAGE)
+    if args.action == "show":
+        book = InstrumentBook.load(args.venue)
+        print(f"{args.venue}: {len(book)} instruments (version {book.version})")
+        for inst in book:
+            print(f"  {inst.symbol:<24} {inst.base:<8} {inst.quote:<6} {inst.kind:<10} "
+                  f"{'inverse' if inst.inverse else 'linear'} contract={inst.contract_value:g}")
+        return EXIT_OK
+    from connectors.instruments_refresh import refresh
+
+    try:
+        path = refresh(args.venue)
+    except OSError as exc:
+        raise CliError(f"could not reach {args.venue}'s instrument endpoint ({exc}); the bundled file is unchanged") from exc
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 # ---- demo: the whole default job -------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from connectors.kafka.local_broker import LocalBroker, free_port
@@ -329,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.add_argument("--max-rows", type=int, default=50)
     db_flag(sp)
+
+    sp = add("capture", cmd_capture, "record live venue websockets to a liqstream JSONL capture",
+             "liqstream capture --venue bybit --symbols BTCUSDT,ETHUSDT --out data/captures/bybit.jsonl.gz --duration 3600")
+    from connectors.sources import recorder
+
+    recorder.add_arguments(sp)
+
+    sp = add("instruments", cmd_instruments, "refresh a venue's bundled instrument metadata from its REST endpoint",
+             "liqstream instruments refresh okx")
+    sp.add_argument("action", choices=["refresh", "show"])
+    sp.add_argument("venue")
 
     sp = add("demo", cmd_demo, "the whole default job: local broker, bundled capture, pipeline, DQ, summary (make run)",
              "liqstream demo")

@@ -9,7 +9,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
-SHARED_CAPTURES = REPO.parent / "shared" / "fixtures" / "exchange-captures"
 
 
 @pytest.fixture(scope="session", autouse=True)

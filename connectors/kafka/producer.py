@@ -49,13 +49,19 @@ class EventProducer:
     def _on_error(self, exc: BaseException) -> None:
         self._errors.append(exc)
 
-    def send_event(self, event_type: str, record: dict[str, Any]) -> None:
+    def encode_event(self, event_type: str, record: dict[str, Any]) -> tuple[str, bytes, bytes, int]:
+        """(topic, key, value, timestamp ms); raises ValueError/TypeError if the record does not fit the schema."""
         value = self._encoders[event_type].encode(record)
         key = f"{record['exchange']}:{record['symbol']}".encode()
-        topic = TOPICS[event_type]
-        fut = self._producer.send(topic, key=key, value=value, timestamp_ms=record["event_time"] // 1000)
+        return TOPICS[event_type], key, value, record["event_time"] // 1000
+
+    def send_encoded(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        fut = self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
         fut.add_errback(self._on_error)
         self.sent[topic] += 1
+
+    def send_event(self, event_type: str, record: dict[str, Any]) -> None:
+        self.send_encoded(*self.encode_event(event_type, record))
 
     def send_dead_letter(self, dead: DeadLetter) -> None:
         value = self._dead_encoder.encode(dead.to_record())

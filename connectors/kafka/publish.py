@@ -54,9 +54,18 @@ def publish_raw_stream(
     with EventProducer(settings) as producer:
         for item in it:
             venue, outcome = account(item, normalizers)
+            encoded = []
+            if outcome.records:
+                try:
+                    encoded = [producer.encode_event(et, rec) for et, rec in outcome.records]
+                except Exception as exc:  # e.g. a lone surrogate in a string: the message, not the job, fails
+                    outcome = Outcome(dead=DeadLetter(
+                        venue, outcome.records[0][0], "unencodable", f"{type(exc).__name__}: {exc}"[:500],
+                        getattr(item, "source", None), getattr(item, "received_at_us", 0),
+                        getattr(item, "raw", "").encode("utf-8", errors="surrogateescape")))
             counters.add(venue, outcome)
             if outcome.dead is not None:
                 producer.send_dead_letter(outcome.dead)
-            for event_type, record in outcome.records:
-                producer.send_event(event_type, record)
+            for msg in encoded:
+                producer.send_encoded(*msg)
     return counters

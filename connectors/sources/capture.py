@@ -165,6 +165,9 @@ class CaptureWriter:
         self._fh.write(json.dumps(doc, separators=(",", ":")) + "\n")
         self.count += 1
 
+    def flush(self) -> None:
+        self._fh.flush()
+
     def close(self) -> None:
         self._fh.close()
 
