@@ -1,0 +1,280 @@
+"""Scenario presets: symbols, venues, leverage build-up and the exogenous shocks of each day.
+
+Every preset stands for the **whole derivatives market** of its day: the four
+simulated venues carry 100% of the market's open interest and liquidations
+(their shares below sum to 1), so the USD figures reported in
+``../shared/MARKET-EVENTS.md`` for "all derivatives venues" are the targets of
+the simulated totals directly. ``market_oi_usd`` is that market's perpetual OI
+at the start; the liquidation totals scale linearly with it (book, depth and
+flows are all expressed as fractions of it, so the price dynamics do not
+depend on it), which is how the presets are calibrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    """One perpetual traded on every simulated venue."""
+
+    base: str
+    price: float  # start price (USD)
+    beta: float  # sensitivity to BTC's move (1 for BTC itself)
+    oi_weight: float  # share of market OI before normalisation (BTC's is its dominance)
+    vol_daily: float  # idiosyncratic daily volatility of the random flow (log)
+    price_decimals: int
+    qty_decimals: int
+    mmr: float = 0.005  # maintenance margin rate
+    crowding: float = 1.0  # multiplies the scenario's long crowding (own leverage build-up)
+    trade_weight: float = 1.0  # share of trade messages
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSpec:
+    name: str
+    oi_share: float
+    volume_share: float
+    liq_share: float  # share of forced orders routed to the venue
+    latency_ms: int  # received_at - event time
+
+
+@dataclass(frozen=True, slots=True)
+class Shock:
+    """An exogenous price move spread evenly over [start_s, start_s + duration_s)."""
+
+    kind: str  # macro | whale_sell | whale_buy | flow
+    start_s: float  # seconds from the scenario start
+    duration_s: float
+    log_return: float  # total exogenous log move on ``symbol`` over the window
+    symbol: str = "BTC"  # macro shocks hit BTC; altcoins follow through the carry
+    note: str = ""
+
+
+DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
+    # base, price, beta, oi_weight, vol_daily, price dec, qty dec, mmr, crowding, trade weight
+    SymbolSpec("BTC", 63_900.0, 1.00, 0.46, 0.012, 1, 3, 0.004, 1.00, 3.0),
+    SymbolSpec("ETH", 3_290.0, 1.05, 0.22, 0.015, 2, 3, 0.005, 1.10, 2.0),
+    SymbolSpec("SOL", 150.0, 1.25, 0.08, 0.020, 3, 1, 0.010, 1.30, 1.2),
+    SymbolSpec("XRP", 0.6000, 1.15, 0.06, 0.020, 4, 0, 0.010, 1.15, 0.8),
+    SymbolSpec("DOGE", 0.12000, 1.30, 0.05, 0.022, 5, 0, 0.010, 1.35, 0.8),
+    SymbolSpec("BNB", 580.0, 0.60, 0.04, 0.010, 2, 2, 0.010, 0.60, 0.6),
+    SymbolSpec("AVAX", 30.0, 1.20, 0.02, 0.022, 3, 1, 0.010, 1.10, 0.4),
+    SymbolSpec("LINK", 15.0, 1.15, 0.02, 0.022, 3, 1, 0.010, 1.05, 0.4),
+)
+
+DEFAULT_VENUES: tuple[VenueSpec, ...] = (
+    VenueSpec("binance-futures", 0.40, 0.42, 0.42, 15),
+    VenueSpec("bybit", 0.25, 0.24, 0.25, 25),
+    VenueSpec("okx", 0.20, 0.20, 0.18, 30),
+    VenueSpec("hyperliquid", 0.15, 0.14, 0.15, 60),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    summary: str
+    start: datetime
+    duration_s: int
+    step_s: float = 2.0
+    symbols: tuple[SymbolSpec, ...] = DEFAULT_SYMBOLS
+    venues: tuple[VenueSpec, ...] = DEFAULT_VENUES
+    shocks: tuple[Shock, ...] = ()
+    #: perpetual OI of the whole market at the start (USD)
+    market_oi_usd: float = 90e9
+    #: share of OI held by leveraged (liquidatable) traders; the rest is hedged / low-risk
+    leveraged_fraction: float = 0.05
+    #: share of the leveraged book that is long (0.5 = balanced; A: crowded longs)
+    long_share: float = 0.5
+    #: spread of past entry prices around the start price (log), shapes the initial book
+    entry_spread: float = 0.03
+    #: strength of the liquidation -> price -> liquidation loop: the price impact of
+    #: forced orders is d log p = -feedback * (depth/leveraged) * net forced USD / depth USD,
+    #: i.e. liquidating 1% of the leveraged book moves price by feedback * 1%
+    feedback: float = 0.12
+    #: share of BTC's forced-order impact that carries into altcoins (with their beta)
+    impact_carry: float = 0.3
+    #: at the start no position is liquidatable within this distance of the price
+    margin_gap: float = 0.015
+    #: order-book depth that absorbs forced orders, as a fraction of the symbol's OI
+    depth_fraction: float = 0.02
+    #: share of an impact that fades out again (liquidity refills), and its e-folding time
+    resilience: float = 0.35
+    resilience_s: float = 1800.0
+    #: how fast the idiosyncratic random flow mean-reverts (1/s); keeps presets near their path
+    noise_reversion: float = 1 / 7200
+    #: per-second rates at which leveraged positions are closed voluntarily / (re)opened,
+    #: as fractions of the leveraged book (open rate 0 -> follows close rate: steady book)
+    close_rate: float = 1 / (3 * 86400)
+    open_rate: float | None = None
+    #: trend-chasing: share of new positions going long moves with the last hour's return
+    momentum: float = 2.0
+    #: unleveraged OI change per second (fraction); negative = deleveraging of hedged OI
+    passive_drift: float = 0.0
+    #: funding per 8h = base + sensitivity * (long - short) / (long + short) of the leveraged book
+    funding_base: float = 0.0001
+    funding_sensitivity: float = 0.0006
+    #: message cadence and density (the scale knobs)
+    trades_per_second: float = 2.0
+    oi_interval_s: float = 15.0
+    mark_interval_s: float = 15.0
+    #: a forced order is published once the pending liquidated USD of a
+    #: venue/symbol/side reaches this size (aggregates the trader-level closes)
+    min_liquidation_usd: float = 20_000.0
+    #: ground-truth episode thresholds (see docs/simulator.md)
+    episode_market_usd_per_min: float = 2_000_000.0
+    episode_symbol_usd_per_min: float = 750_000.0
+    episode_min_total_usd: float = 10_000_000.0
+    episode_max_gap_min: int = 3
+    #: reported targets this preset is calibrated to (checked by the tests)
+    targets: dict = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return int(round(self.duration_s / self.step_s))
+
+    @property
+    def start_us(self) -> int:
+        return int(self.start.timestamp() * 1_000_000)
+
+    def with_overrides(self, **kw: object) -> Scenario:
+        return replace(self, **kw)  # type: ignore[arg-type]
+
+
+def _t(y: int, mo: int, d: int, h: int = 0) -> datetime:
+    return datetime(y, mo, d, h, tzinfo=UTC)
+
+
+H = 3600.0
+
+
+def _preset_a() -> Scenario:
+    # Overnight purge: weeks of positive funding (crowded longs), a macro risk-off move
+    # in the evening, a whale sell through $60k at night, then the cascade.
+    return Scenario(
+        name="A",
+        summary="overnight leverage purge: BTC through $60k to ~$57.5k (-10%), >$750M longs liquidated in 24 h",
+        start=_t(2026, 3, 9, 12),
+        duration_s=86_400,
+        long_share=0.68,
+        entry_spread=0.025,
+        margin_gap=0.02,
+        symbols=tuple(replace(s, crowding=1.0 if s.base == "BTC" else 0.8) for s in DEFAULT_SYMBOLS),
+        shocks=(
+            Shock("macro", 6 * H, 2 * H, -0.022, "BTC", "risk-off macro headline"),
+            Shock("whale_sell", 11 * H, 0.5 * H, -0.026, "BTC", "whale market-sells through $60k"),
+            Shock("flow", 15 * H, 3 * H, 0.004, "BTC", "dip buyers"),
+        ),
+        targets={
+            "btc_low_return_pct": -10.0, "btc_low_usd": 57_500.0,
+            "eth_low_return_max_pct": -12.0, "sol_low_return_max_pct": -15.0,
+            "doge_low_return_max_pct": -15.0, "long_liquidations_usd": 800e6,
+            "long_liquidations_min_usd": 750e6,
+        },
+    )
+
+
+def _preset_b() -> Scenario:
+    # A slow week: no single cascade, persistent de-risking (voluntary closes outpace
+    # opens), drip of long liquidations. One week at 10 s resolution (60,480 steps)
+    # keeps the default run small; --step-s 1 gives the full resolution.
+    start_btc = 72_400.0
+    syms = tuple(
+        replace(s, price=s.price * (start_btc / 63_900.0 if s.base == "BTC" else 1.0))
+        for s in DEFAULT_SYMBOLS
+    )
+    return Scenario(
+        name="B",
+        summary="slow deleveraging week: BTC to ~$67.6k, -1.13% on the last day, perp OI -4.4% in 24 h, BNB most resilient",
+        start=_t(2026, 2, 2, 0),
+        duration_s=7 * 86_400,
+        step_s=10.0,
+        symbols=syms,
+        long_share=0.6,
+        market_oi_usd=590e9,
+        close_rate=1 / (2 * 86400),
+        open_rate=0.93 / (2 * 86400),
+        passive_drift=-0.04 / 86400,
+        trades_per_second=0.5,
+        oi_interval_s=60.0,
+        mark_interval_s=60.0,
+        shocks=(
+            Shock("macro", 0, 6 * 86_400, -0.055, "BTC", "week-long risk-off drift"),
+            Shock("macro", 6 * 86_400, 86_400, -0.0113, "BTC", "last day"),
+        ),
+        targets={
+            "btc_return_24h_pct": -1.13, "eth_return_24h_pct": -1.98, "sol_return_24h_pct": -3.14,
+            "xrp_return_24h_pct": -2.13, "bnb_return_24h_pct": -0.11, "btc_close_usd": 67_570.0,
+            "btc_long_liquidations_24h_usd": 237e6, "btc_long_liquidations_week_usd": 2.16e9,
+            "oi_change_24h_pct": -4.4,
+        },
+    )
+
+
+def _preset_c() -> Scenario:
+    return Scenario(
+        name="C",
+        summary="liquidation waterfall: ~$900M liquidated in 24 h, mostly longs, Binance largest, Hyperliquid heavy",
+        start=_t(2026, 1, 19, 0),
+        duration_s=86_400,
+        long_share=0.66,
+        venues=(
+            VenueSpec("binance-futures", 0.38, 0.40, 0.38, 15),
+            VenueSpec("bybit", 0.24, 0.23, 0.22, 25),
+            VenueSpec("okx", 0.18, 0.18, 0.14, 30),
+            VenueSpec("hyperliquid", 0.20, 0.19, 0.26, 60),
+        ),
+        symbols=tuple(replace(s, crowding=s.crowding * (1.25 if s.base in ("XRP", "DOGE") else 1.0))
+                      for s in DEFAULT_SYMBOLS),
+        shocks=(
+            Shock("macro", 3 * H, 3 * H, -0.02, "BTC", "tariff headline, risk-off"),
+            Shock("whale_sell", 8 * H, 0.75 * H, -0.02, "BTC", "large spot seller"),
+            Shock("whale_sell", 8.2 * H, 0.5 * H, -0.02, "XRP", "XRP whale sell"),
+        ),
+        targets={"liquidations_usd": 900e6, "liquidations_min_usd": 828e6, "liquidations_max_usd": 974e6,
+                 "long_share_min": 0.75},
+    )
+
+
+def _preset_d() -> Scenario:
+    return Scenario(
+        name="D",
+        summary="plunge and short squeeze: BTC to ~$53k, $740M liquidated, then back above $57k within hours",
+        start=_t(2026, 2, 5, 0),
+        duration_s=86_400,
+        symbols=tuple(replace(s, price=s.price * (59_000.0 / 63_900.0)) if s.base == "BTC" else s
+                      for s in DEFAULT_SYMBOLS),
+        long_share=0.6,
+        momentum=6.0,
+        shocks=(
+            Shock("macro", 4 * H, 4 * H, -0.03, "BTC", "ETF outflows, support at $58-60k breaks"),
+            Shock("whale_sell", 9 * H, 0.5 * H, -0.025, "BTC", "capitulation seller"),
+            Shock("whale_buy", 12 * H, 1.0 * H, 0.035, "BTC", "bid returns: squeeze trigger"),
+        ),
+        targets={"btc_low_usd": 53_000.0, "btc_rebound_above_usd": 57_000.0, "liquidations_usd": 740e6},
+    )
+
+
+def _preset_calm() -> Scenario:
+    return Scenario(
+        name="calm",
+        summary="a quiet day: random flow only, no cascade",
+        start=_t(2026, 4, 6, 0),
+        duration_s=86_400,
+        long_share=0.52,
+        targets={"episodes": 0},
+    )
+
+
+PRESETS: dict[str, Scenario] = {s.name: s for s in (_preset_a(), _preset_b(), _preset_c(), _preset_d(), _preset_calm())}
+
+
+def get_scenario(name: str) -> Scenario:
+    key = name if name in PRESETS else name.upper() if name.upper() in PRESETS else name.lower()
+    try:
+        return PRESETS[key]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(PRESETS)}") from None
