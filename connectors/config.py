@@ -33,6 +33,7 @@ class KafkaSettings:
     replication_factor: int = 1
     retention_ms: int = 7 * 24 * 3600 * 1000
     compression_type: str = "gzip"  # gzip | zstd | none (lz4/snappy need extra codec packages)
+    request_timeout_ms: int = 30_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> KafkaSettings:
@@ -57,6 +58,7 @@ class KafkaSettings:
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
             "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
         }
         if self.sasl_mechanism:
             kw["sasl_mechanism"] = self.sasl_mechanism

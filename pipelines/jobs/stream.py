@@ -1,0 +1,202 @@
+"""`liqstream stream`: the local streaming job, as continuous bounded cycles (ADR 003).
+
+Each cycle reads every partition from the offset committed with the marts to
+the current log end, runs the Beam graph over exactly that range and commits
+marts + offsets in one DuckDB transaction (``pipelines.jobs.load.run_load``).
+Between cycles it sleeps ``interval`` seconds. It:
+
+* survives a broker outage or restart of the broker process: the cycle fails,
+  the job logs it and retries with capped backoff (a *new, empty* cluster is
+  refused, see ClusterMismatch: its offsets mean something else);
+* picks up partitions added to a topic (planned from their log start);
+* counts malformed messages (already dead-lettered upstream) into ``rejects``;
+* exposes health on ``/metrics`` (Prometheus text) and in ``pipeline_runs``;
+* stops cleanly on SIGTERM/SIGINT: the running cycle finishes (or, on a second
+  signal, is abandoned before its commit — both leave the marts consistent).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from connectors.kafka.reader import log_bounds
+from pipelines import warehouse
+from pipelines.jobs.load import LOAD_TOPICS, LoadResult, run_load
+from pipelines.settings import JobSettings
+from pipelines.warehouse import ClusterMismatch
+
+log = logging.getLogger("liqstream.stream")
+
+
+@dataclass
+class StreamHealth:
+    """What /metrics shows; updated by the job thread, read by the HTTP thread."""
+
+    started_at: float = field(default_factory=time.time)
+    cycles: int = 0
+    failed_cycles: int = 0
+    events_total: int = 0
+    rejects_total: int = 0
+    last_cycle_end: float = 0.0
+    last_cycle_seconds: float = 0.0
+    last_events_per_second: float = 0.0
+    last_dq_ok: int = 1
+    broker_up: int = 1
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def render(self) -> str:
+        with self.lock:
+            lines = [
+                "# HELP liqstream_cycles_total Bounded cycles completed.",
+                "# TYPE liqstream_cycles_total counter",
+                f"liqstream_cycles_total {self.cycles}",
+                "# TYPE liqstream_cycles_failed_total counter",
+                f"liqstream_cycles_failed_total {self.failed_cycles}",
+                "# TYPE liqstream_events_total counter",
+                f"liqstream_events_total {self.events_total}",
+                "# TYPE liqstream_rejects_total counter",
+                f"liqstream_rejects_total {self.rejects_total}",
+                "# HELP liqstream_last_cycle_timestamp_seconds Unix time the last cycle committed.",
+                "# TYPE liqstream_last_cycle_timestamp_seconds gauge",
+                f"liqstream_last_cycle_timestamp_seconds {self.last_cycle_end:.3f}",
+                "# TYPE liqstream_cycle_duration_seconds gauge",
+                f"liqstream_cycle_duration_seconds {self.last_cycle_seconds:.3f}",
+                "# TYPE liqstream_events_per_second gauge",
+                f"liqstream_events_per_second {self.last_events_per_second:.1f}",
+                "# HELP liqstream_dq_ok 1 if the last data-quality checkpoint passed its critical suites.",
+                "# TYPE liqstream_dq_ok gauge",
+                f"liqstream_dq_ok {self.last_dq_ok}",
+                "# TYPE liqstream_broker_up gauge",
+                f"liqstream_broker_up {self.broker_up}",
+                "# HELP liqstream_consumer_lag Messages between the committed offset and the log end.",
+                "# TYPE liqstream_consumer_lag gauge",
+            ]
+            for (topic, part), lag in sorted(self.lag.items()):
+                lines.append(f'liqstream_consumer_lag{{topic="{topic}",partition="{part}"}} {lag}')
+        return "\n".join(lines) + "\n"
+
+
+def serve_metrics(health: StreamHealth, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if self.path.rstrip("/") not in ("/metrics", ""):
+                self.send_error(404)
+                return
+            body = health.render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+@dataclass
+class StreamOptions:
+    interval_s: float = 1.0
+    dq_every_s: float = 60.0  # data-quality cadence in streaming (0 = every cycle)
+    exit_when_idle: int = 0  # stop after this many consecutive empty cycles (0 = never)
+    max_backoff_s: float = 30.0
+    metrics_port: int | None = None
+    max_cycles: int = 0  # 0 = unbounded
+
+
+class StreamJob:
+    def __init__(self, settings: JobSettings, options: StreamOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.health = StreamHealth()
+        self._stop = threading.Event()
+        self._signals = 0
+
+    def request_stop(self, *_: object) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning("stop requested: finishing the current cycle (signal again to abandon it)")
+            self._stop.set()
+        else:
+            raise KeyboardInterrupt  # abandons the cycle before its commit: marts stay consistent
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> int:
+        opts = self.options
+        server = serve_metrics(self.health, opts.metrics_port) if opts.metrics_port else None
+        if server:
+            log.info("metrics on http://127.0.0.1:%d/metrics", opts.metrics_port)
+        idle = 0
+        backoff = 1.0
+        last_dq = 0.0
+        cycles = 0
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                want_dq = opts.dq_every_s <= 0 or time.monotonic() - last_dq >= opts.dq_every_s
+                try:
+                    result = run_load(self.settings, run_dq=want_dq)
+                except ClusterMismatch:
+                    raise  # not transient: the operator must decide (see the message)
+                except Exception as exc:  # broker down, network: transient, retry
+                    with self.health.lock:
+                        self.health.failed_cycles += 1
+                        self.health.broker_up = 0
+                    log.warning("cycle failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, opts.max_backoff_s)
+                    continue
+                backoff = 1.0
+                if want_dq:
+                    last_dq = time.monotonic()
+                self._record(result, time.perf_counter() - t0)
+                cycles += 1
+                idle = idle + 1 if result.status == "empty" else 0
+                if opts.exit_when_idle and idle >= opts.exit_when_idle:
+                    log.info("no new messages for %d cycle(s): exiting", idle)
+                    break
+                if opts.max_cycles and cycles >= opts.max_cycles:
+                    break
+                self._stop.wait(opts.interval_s)
+        finally:
+            if server:
+                server.shutdown()
+        return 0 if self.health.last_dq_ok else 3
+
+    def _record(self, result: LoadResult, seconds: float) -> None:
+        try:
+            bounds = log_bounds(self.settings.kafka, LOAD_TOPICS)
+            con = warehouse.connect(self.settings.db)
+            committed = dict(((t, p), o) for t, p, o in con.execute(
+                'SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall())
+            con.close()
+            lag = {tp: max(0, end - committed.get(tp, begin)) for tp, (begin, end) in bounds.items()}
+        except Exception:  # lag is best effort; the cycle itself committed
+            lag = self.health.lag
+        with self.health.lock:
+            h = self.health
+            h.cycles += 1
+            h.broker_up = 1
+            h.events_total += result.events_in
+            h.rejects_total += result.rejects_in
+            h.last_cycle_end = time.time()
+            h.last_cycle_seconds = seconds
+            h.last_events_per_second = result.events_in / seconds if seconds > 0 else 0.0
+            if result.dq:
+                h.last_dq_ok = int(result.dq_passed)
+            h.lag = lag
+        if result.status != "empty":
+            log.info("cycle %s: %s, %d events, %d rejects, %.2fs, lag %d",
+                     result.run_id, result.status, result.events_in, result.rejects_in, seconds, sum(lag.values()))

@@ -1,0 +1,52 @@
+"""Test data built independently of liqstream's code: raw venue messages and their expected totals."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from decimal import Decimal
+
+from connectors.sources.capture import RawMessage
+
+T0_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
+
+
+def binance_force_orders(n: int, seed: int, t0_ms: int = T0_MS, span_s: int = 600,
+                         symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")) -> list[RawMessage]:
+    """n Binance forceOrder messages (documented wire format) spread over span_s seconds."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = t0_ms + rng.randrange(span_s * 1000)
+        sym = rng.choice(symbols)
+        price = {"BTCUSDT": 60000, "ETHUSDT": 3000, "SOLUSDT": 150}[sym] * (1 + rng.uniform(-0.05, 0.05))
+        qty = round(rng.uniform(0.001, 5), 3)
+        order = {"s": sym, "S": rng.choice(["SELL", "SELL", "BUY"]), "o": "LIMIT", "f": "IOC", "q": f"{qty}",
+                 "p": f"{price * 0.99:.2f}", "ap": f"{price:.2f}", "X": "FILLED", "l": f"{qty}", "z": f"{qty}", "T": t}
+        raw = json.dumps({"stream": f"{sym.lower()}@forceOrder", "data": {"e": "forceOrder", "E": t + 5, "o": order}})
+        out.append(RawMessage("binance-futures", (t + 50) * 1000, raw, f"gen:{i}"))
+    return out
+
+
+def expected_liquidations(messages: list[RawMessage]) -> dict[tuple, tuple[int, Decimal]]:
+    """(symbol, side, minute epoch s) -> (count, USD) computed with plain json and Decimal."""
+    acc: dict[tuple, list] = defaultdict(lambda: [0, Decimal(0)])
+    for m in messages:
+        o = json.loads(m.raw)["data"]["o"]
+        key = (o["s"], "long" if o["S"] == "SELL" else "short", o["T"] // 60_000 * 60)
+        acc[key][0] += 1
+        acc[key][1] += (Decimal(o["ap"]) * Decimal(o["z"])).quantize(Decimal("0.000001"))
+    return {k: (n, usd) for k, (n, usd) in acc.items()}
+
+
+def mart_liquidations(db) -> dict[tuple, tuple[int, Decimal]]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT symbol, side, epoch(minute)::BIGINT, liq_count, notional_usd FROM liquidations_1m").fetchall()
+    finally:
+        con.close()
+    return {(s, side, m): (n, usd) for s, side, m, n, usd in rows}
