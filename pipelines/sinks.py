@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 
 class _WriteBundleParquet(beam.DoFn):
-    def __init__(self, out_dir: str, name: str, schema: pa.Schema) -> None:
+    def __init__(self, out_dir: str, name: str, schema: pa.Schema | None) -> None:
         self._out_dir = out_dir
         self._name = name
         self._schema = schema
@@ -37,7 +37,10 @@ class _WriteBundleParquet(beam.DoFn):
 
 
 class WriteRowsToParquet(beam.PTransform):
-    def __init__(self, out_dir: str | Path, name: str, schema: pa.Schema) -> None:
+    """Rows -> Parquet files ``<name>-<uuid>.parquet``; ``schema=None`` infers it per bundle
+    (the driver loads them ``BY NAME`` with ``union_by_name``, so DuckDB's DDL decides types)."""
+
+    def __init__(self, out_dir: str | Path, name: str, schema: pa.Schema | None = None) -> None:
         super().__init__()
         self._out_dir = str(out_dir)
         self._name = name
@@ -50,3 +53,23 @@ class WriteRowsToParquet(beam.PTransform):
 
 def parquet_glob(out_dir: str | Path, name: str) -> list[str]:
     return sorted(str(p) for p in Path(out_dir).glob(f"{name}-*.parquet"))
+
+
+class _ReadParquetRows(beam.DoFn):
+    def process(self, path: str):
+        table = pq.read_table(path)
+        for batch in table.to_batches(max_chunksize=10_000):
+            yield from batch.to_pylist()
+
+
+class ReadParquetRows(beam.PTransform):
+    """Rows of Parquet files the driver exported (read inside a DoFn: only the paths are created)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__()
+        self._paths = [str(p) for p in paths]
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Paths" >> beam.Create(self._paths, reshuffle=False)
+                | "ReadRows" >> beam.ParDo(_ReadParquetRows()))

@@ -99,3 +99,16 @@ def reset_state(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
     for t in tables:
         con.execute(f"DELETE FROM {t}")
     con.execute("COMMIT")
+
+
+def get_state(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
+    row = con.execute("SELECT value_us FROM job_state WHERE name = ?", [name]).fetchone()
+    return None if row is None else row[0]
+
+
+def set_state(con: duckdb.DuckDBPyConnection, name: str, value_us: int | None) -> None:
+    con.execute(
+        "INSERT INTO job_state VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET value_us = excluded.value_us, "
+        "updated_at = excluded.updated_at",
+        [name, value_us, datetime.now(UTC)],
+    )

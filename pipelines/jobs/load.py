@@ -1,11 +1,17 @@
-"""One bounded load: Kafka offset ranges -> Beam -> DuckDB marts + offsets in one transaction -> DQ.
+"""One bounded cycle: Kafka offset ranges -> Beam -> DuckDB marts + offsets in one transaction -> DQ.
 
-The run reads every partition from the offset committed with the marts to the
-log end, runs the Beam graph on the FnApiRunner over exactly that range, and
-then, in ONE DuckDB transaction, merges the new partial aggregates into the
-marts, stores the dead letters and advances the offsets. A crash before the
-commit changes nothing; after it, the range is never read again: no loss, no
-double count. Running it again over the same offsets is a no-op.
+Phase A (events): read every partition from the offset committed with the
+marts to the log end; the Beam graph turns events into bars (merged with the
+stored bars of the minutes still open to updates), late events, per-side
+liquidation minutes and rejects. ONE DuckDB transaction then upserts them,
+advances the offsets, the watermark, and marks the touched minutes as needing
+analytics. A crash before the commit changes nothing; after it, the range is
+never read again: no loss, no double count (ADR 003).
+
+Phase B (analytics): the bars of the touched minutes plus each analytic's
+lookback go through the same analytics graph as a backfill; results are
+upserted and the pending mark cleared in one transaction. A crash between the
+phases only delays the analytics to the next cycle (the mark survives).
 """
 
 from __future__ import annotations
@@ -32,13 +38,21 @@ from pipelines import warehouse
 from pipelines.dq import DataQuality, DQResult
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationsPerMinute
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, parquet_glob
+from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, parquet_glob
+from pipelines.transforms.bars import RecordsToBatches
+from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
+from pipelines.transforms.graph import build_analytics, build_bars
 
 log = logging.getLogger(__name__)
 
-#: topics the load consumes: liquidations and every dead-letter topic
-LOAD_TOPICS = [TOPICS["liquidation"]] + [t for t in all_topics() if t.endswith(".dlq")]
-MART_TABLES = ["liquidations_1m", "rejects"]
+#: topics a cycle consumes: the four event topics and every dead-letter topic
+LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".dlq")]
+EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
+ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
+#: what --reset-offsets empties: everything derived from the topics
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state"]
+#: suites run after each load (the DQ cadence of the streaming job decides when)
+DQ_SUITES = ["liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion"]
 
 REJECTS_SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
@@ -56,33 +70,52 @@ class LoadResult:
     events_in: int = 0
     rejects_in: int = 0
     rows_written: int = 0
+    late_events: int = 0
+    analytics_rows: int = 0
     duration_s: float = 0.0
     dq: list[DQResult] = field(default_factory=list)
+    watermark_us: int | None = None
 
     @property
     def dq_passed(self) -> bool:
         return all(r.success or not r.critical for r in self.dq)
 
 
-def build_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[OffsetRange], out_dir: Path) -> None:
-    """The bounded graph: read ranges, window liquidations per minute, write mart partials."""
+def _runner_options(settings: JobSettings) -> PipelineOptions:
+    return PipelineOptions(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
+
+
+def _run(p: beam.Pipeline) -> dict[str, int]:
+    result = p.run()
+    result.wait_until_finish()
+    counts: dict[str, int] = {}
+    for c in result.metrics().query()["counters"]:
+        counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(c.committed or 0)
+    return counts
+
+
+def build_event_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[OffsetRange], out_dir: Path,
+                      config: AnalyticsConfig, watermark_us: int | None, prior_bar_files: list[str]) -> None:
+    """Phase A: read ranges, bars (+ prior bars), late events, liquidation minutes, rejects."""
     events = p | "ReadKafka" >> ReadKafkaRanges(settings.kafka, ranges)
+    tagged = [events[et] | f"Tag_{et}" >> beam.Map(lambda r, et=et: (et, r)) for et in TOPICS]
+    batches = tagged | "AllEvents" >> beam.Flatten() | "ToBatches" >> RecordsToBatches()
+    prior = (p | "PriorBars" >> ReadParquetRows(prior_bar_files)) if prior_bar_files else None
+    bars = build_bars(batches, config, watermark_us=watermark_us, prior_bars=prior)
+    bars["bars_1m"] | "WriteBars" >> WriteRowsToParquet(out_dir, "bars_1m")
+    bars["late_events"] | "WriteLate" >> WriteRowsToParquet(out_dir, "late_events")
     (events["liquidation"]
      | "LiquidationsPerMinute" >> LiquidationsPerMinute()
      | "WriteLiquidations1m" >> WriteRowsToParquet(out_dir, "liquidations_1m", LIQUIDATIONS_1M_SCHEMA))
     events[REJECTS] | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
 
 
-def run_beam(settings: JobSettings, ranges: list[OffsetRange], out_dir: Path) -> dict[str, int]:
-    options = PipelineOptions(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
-    p = beam.Pipeline(runner=FnApiRunner(), options=options)
-    build_graph(p, settings, ranges, out_dir)
-    result = p.run()
-    result.wait_until_finish()
-    counts = {}
-    for c in result.metrics().query()["counters"]:
-        counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(c.committed or 0)
-    return counts
+def build_analytics_graph(p: beam.Pipeline, bar_files: list[str], out_dir: Path, config: AnalyticsConfig,
+                          emit_from_us: int | None) -> None:
+    """Phase B: stored bars (touched minutes + lookback) -> the analytic marts."""
+    bars = p | "Bars" >> ReadParquetRows(bar_files)
+    for name, rows in build_analytics(bars, config, emit_from_us).items():
+        rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
 
 
 _MERGE_LIQUIDATIONS = """
@@ -99,7 +132,25 @@ ON CONFLICT (exchange, symbol, side, minute) DO UPDATE SET
 """
 
 
-def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True) -> LoadResult:
+def _upsert(con, table: str, files: list[str]) -> int:
+    if not files:
+        return 0
+    (n,) = con.execute(f"SELECT count(*) FROM read_parquet(?, union_by_name=true)", [files]).fetchone()
+    con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM read_parquet(?, union_by_name=true)", [files])
+    return int(n)
+
+
+def _export(con, sql: str, params: list, path: Path) -> list[str]:
+    (n,) = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()
+    if not n:
+        return []
+    con.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet)", params)
+    return [str(path)]
+
+
+def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True,
+             config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None) -> LoadResult:
+    config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     run_id = f"load-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -108,38 +159,23 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         warehouse.migrate(con)
         cid = cluster_id(settings.kafka)
         if reset_offsets:
-            warehouse.reset_state(con, MART_TABLES)
+            warehouse.reset_state(con, DERIVED_TABLES)
         committed = warehouse.committed_offsets(con, cid, LOAD_TOPICS)
-        bounds = log_bounds(settings.kafka, LOAD_TOPICS)
-        ranges = plan_ranges(bounds, committed, settings.max_range)
+        ranges = plan_ranges(log_bounds(settings.kafka, LOAD_TOPICS), committed, settings.max_range)
         result = LoadResult(run_id=run_id, status="empty", ranges=ranges)
-        if ranges:
-            with tempfile.TemporaryDirectory(prefix="liqstream-load-", dir=settings.data_dir if settings.data_dir.exists() else None) as tmp:
-                counts = run_beam(settings, ranges, Path(tmp))
-                liq_files = parquet_glob(tmp, "liquidations_1m")
-                rej_files = parquet_glob(tmp, "rejects")
-                next_offsets = {(r.topic, r.partition): r.end for r in ranges}
-                con.execute("BEGIN")
-                try:
-                    if liq_files:
-                        con.execute(_MERGE_LIQUIDATIONS, [liq_files])
-                        result.rows_written += int(con.execute(
-                            "SELECT count(*) FROM read_parquet(?)", [liq_files]).fetchone()[0])
-                    if rej_files:
-                        con.execute("INSERT INTO rejects SELECT * FROM read_parquet(?) ON CONFLICT DO NOTHING", [rej_files])
-                    warehouse.store_offsets(con, cid, next_offsets)
-                    result.events_in = counts.get("records_read", 0)
-                    result.rejects_in = counts.get("records_rejected", 0)
-                    result.status = "ok"
-                    _record_run(con, result, started, t0, "load")
-                    con.execute("COMMIT")
-                except Exception:
-                    con.execute("ROLLBACK")
-                    raise
-        else:
-            _record_run(con, result, started, t0, "load")
+        tmp_parent = settings.data_dir if settings.data_dir.exists() else None
+        with tempfile.TemporaryDirectory(prefix="liqstream-cycle-", dir=tmp_parent) as tmp_str:
+            tmp = Path(tmp_str)
+            if ranges:
+                _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0)
+            else:
+                _record_run(con, result, started, t0, "load")
+            pending = warehouse.get_state(con, "analytics_from_us")
+            if pending is not None:
+                result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics")
         if run_dq:
-            result.dq.append(DataQuality.shared().validate(con, "liquidations_1m", run_id))
+            for suite in dq_suites or DQ_SUITES:
+                result.dq.append(DataQuality.shared().validate(con, suite, run_id))
             if not result.dq_passed:
                 result.status = "dq_failed"
                 con.execute("UPDATE pipeline_runs SET status = 'dq_failed' WHERE run_id = ?", [run_id])
@@ -148,6 +184,75 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         return result
     finally:
         con.close()
+
+
+def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: list[OffsetRange], cid: str,
+                  tmp: Path, result: LoadResult, started: datetime, t0: float) -> None:
+    watermark = warehouse.get_state(con, "watermark_us")
+    prior_files: list[str] = []
+    if watermark is not None:
+        # Only minutes within the allowed lateness can still change: merge new events into them.
+        since = (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US
+        prior_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)", [since],
+                              tmp / "prior_bars.parquet")
+    out = tmp / "events"
+    p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
+    build_event_graph(p, settings, ranges, out, config, watermark, prior_files)
+    counts = _run(p)
+
+    bar_files = parquet_glob(out, "bars_1m")
+    next_offsets = {(r.topic, r.partition): r.end for r in ranges}
+    con.execute("BEGIN")
+    try:
+        result.rows_written += _upsert(con, "bars_1m", bar_files)
+        result.late_events = _upsert(con, "late_events", parquet_glob(out, "late_events"))
+        liq_files = parquet_glob(out, "liquidations_1m")
+        if liq_files:
+            con.execute(_MERGE_LIQUIDATIONS, [liq_files])
+            result.rows_written += int(con.execute("SELECT count(*) FROM read_parquet(?)", [liq_files]).fetchone()[0])
+        rej_files = parquet_glob(out, "rejects")
+        if rej_files:
+            con.execute("INSERT INTO rejects SELECT * FROM read_parquet(?) ON CONFLICT DO NOTHING", [rej_files])
+        if bar_files:
+            first_touched, new_max = con.execute(
+                "SELECT epoch_us(min(minute_ts)), epoch_us(max(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), "
+                "minute_ts))) FROM read_parquet(?, union_by_name=true)", [bar_files]).fetchone()
+            pending = warehouse.get_state(con, "analytics_from_us")
+            warehouse.set_state(con, "analytics_from_us", first_touched if pending is None else min(pending, first_touched))
+            wm = warehouse.get_state(con, "watermark_us")
+            result.watermark_us = new_max if wm is None else max(wm, new_max)
+            warehouse.set_state(con, "watermark_us", result.watermark_us)
+        warehouse.store_offsets(con, cid, next_offsets)
+        result.events_in = counts.get("records_read", 0)
+        result.rejects_in = counts.get("records_rejected", 0)
+        result.status = "ok"
+        _record_run(con, result, started, t0, "load")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path) -> int:
+    lookback = max(config.lookback_minutes().values()) * MINUTE_US
+    tmp.mkdir(parents=True, exist_ok=True)
+    bar_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
+                        [from_us - lookback], tmp / "bars.parquet")
+    if not bar_files:
+        return 0
+    out = tmp / "out"
+    p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
+    build_analytics_graph(p, bar_files, out, config, emit_from_us=from_us)
+    _run(p)
+    con.execute("BEGIN")
+    try:
+        n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
+        warehouse.set_state(con, "analytics_from_us", None)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return n
 
 
 def _record_run(con, result: LoadResult, started: datetime, t0: float, job: str) -> None:
