@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS cascades (
     direction            VARCHAR NOT NULL,      -- long_liquidation | short_squeeze
     status               VARCHAR NOT NULL,      -- open | closed
     start_ts             TIMESTAMPTZ NOT NULL,
-    detected_ts          TIMESTAMPTZ NOT NULL,  -- close of the minute that met the trigger
+    detected_ts          TIMESTAMPTZ NOT NULL,  -- close of the minute the run reached the threshold
     peak_ts              TIMESTAMPTZ NOT NULL,
     end_ts               TIMESTAMPTZ NOT NULL,  -- exclusive: close of the last active minute
     closed_ts            TIMESTAMPTZ,           -- when the quiet gap confirmed the end
@@ -94,8 +94,9 @@ CREATE TABLE IF NOT EXISTS cascades (
     oi_change_usd        DOUBLE,
     oi_change_pct        DOUBLE,
     venue_share          JSON,                  -- {exchange: share of the side's liquidated USD}
-    severity             DOUBLE NOT NULL,       -- side liquidated USD / scope floor
-    severity_level       INTEGER NOT NULL,      -- severity_tiers crossed
+    threshold_usd        DOUBLE NOT NULL,       -- episode threshold: max(floor, episode_oi_bp of OI)
+    severity             DOUBLE NOT NULL,       -- side liquidated USD / threshold_usd
+    severity_level       INTEGER NOT NULL,      -- severity_tiers crossed (x threshold_usd)
     feedback             DOUBLE                 -- branching ratio of liquidation -> price -> liquidation
 );
 
@@ -110,8 +111,8 @@ CREATE TABLE IF NOT EXISTS cascade_alerts (
     minute_ts         TIMESTAMPTZ NOT NULL,
     start_ts          TIMESTAMPTZ NOT NULL,
     liq_usd           DOUBLE NOT NULL,          -- side liquidated USD since start
-    trailing_liq_usd  DOUBLE NOT NULL,
-    baseline_usd      DOUBLE NOT NULL,
+    minute_liq_usd    DOUBLE NOT NULL,          -- side liquidated USD in minute_ts
+    threshold_usd     DOUBLE NOT NULL,
     price_move_pct    DOUBLE,
     severity          DOUBLE NOT NULL,
     PRIMARY KEY (episode_id, severity_level)

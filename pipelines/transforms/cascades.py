@@ -2,11 +2,11 @@
 
 Definition (docs/analytics.md, every threshold a field of AnalyticsConfig): per scope (a base
 asset across its perpetual venues, and the whole market) and per direction (long liquidation
-cascade / short squeeze), an episode starts at minute t when the trailing
-``trigger_window_minutes`` liquidated USD of that side is >= the scope's floor AND >=
-``baseline_multiple`` x its own trailing baseline AND price moved against the liquidated side by
->= ``min_adverse_move_pct`` over the same window. It ends after ``quiet_gap_minutes`` quiet
-minutes (hysteresis).
+cascade / short squeeze), a minute is hot when that side's liquidated USD reaches ``hot_oi_bp``
+of the scope's OI; consecutive hot minutes, bridging gaps shorter than ``quiet_gap_minutes``,
+form a run; a run becomes an episode (start alert) once its liquidated USD reaches
+``episode_oi_bp`` of OI and the scope's floor; the level rises (escalation alerts) at each
+``severity_tiers`` multiple of that threshold.
 
 Why GroupByKey + a sequential pass: the episode is a state machine over ORDERED minutes (start,
 escalate, wait out the quiet gap), so each scope's minutes are gathered in one place; the rolling
@@ -75,12 +75,6 @@ def feedback_ratio(liq_usd: np.ndarray, adverse_ret_pct: np.ndarray, min_points:
     return max(0.0, float(alpha + gamma * kappa))
 
 
-def _rolling_sum(x: np.ndarray, win: int) -> np.ndarray:
-    cs = np.concatenate([[0.0], np.cumsum(x)])
-    idx = np.arange(len(x))
-    return cs[idx + 1] - cs[np.maximum(0, idx + 1 - win)]
-
-
 def detect_scope(
     scope: str,
     minutes: np.ndarray,
@@ -103,47 +97,59 @@ def detect_scope(
     n = len(minutes)
     if n == 0:
         return episodes, alerts
-    win, bl, bar_us = config.trigger_window_minutes, config.baseline_minutes, config.bar_us
+    bar_us = config.bar_us
     floor = config.floor_usd(scope)
-    quiet_usd = config.quiet_fraction * floor / win
-    idx = np.arange(n)
+    hot_floor = floor * config.hot_oi_bp / config.episode_oi_bp
     price = np.asarray(price, dtype=float)
-    prev_price = price[np.maximum(0, idx - win)]
+    oi_usd = np.asarray(oi_usd, dtype=float)
+    # OI the thresholds scale with: as of the minute before (the run's own liquidations lower it)
+    oi_prev = np.concatenate([oi_usd[:1], oi_usd[:-1]])
     with np.errstate(invalid="ignore", divide="ignore"):
-        move_pct = (price / prev_price - 1.0) * 100.0
         ret_pct = np.concatenate([[np.nan], (price[1:] / price[:-1] - 1.0) * 100.0])
+
+    def thresholds(t: int) -> tuple[float, float]:
+        oi = oi_prev[t]
+        if not np.isfinite(oi):
+            return hot_floor, floor
+        return max(hot_floor, config.hot_oi_bp * 1e-4 * oi), max(floor, config.episode_oi_bp * 1e-4 * oi)
+
+    def price_before(s: int) -> float:
+        return price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
 
     def run(direction: str, side_micros: np.ndarray, sign: float) -> None:
         liq = np.asarray(side_micros, dtype=np.int64)
         liq_usd = liq / USD_MICROS
-        trailing = _rolling_sum(liq_usd, win)
         cs = np.concatenate([[0.0], np.cumsum(liq_usd)])
-        b_hi = np.maximum(0, idx - win + 1)  # baseline = the bl minutes before the trigger window
-        b_lo = np.maximum(0, idx - win - bl + 1)
-        b_n = b_hi - b_lo
-        with np.errstate(invalid="ignore", divide="ignore"):
-            baseline = np.where(b_n > 0, (cs[b_hi] - cs[b_lo]) / np.maximum(b_n, 1) * win, 0.0)
-        adverse = sign * move_pct >= config.min_adverse_move_pct
-        trigger = (trailing >= floor) & (trailing >= config.baseline_multiple * baseline) & adverse
-        quiet = liq_usd < quiet_usd
+        if config.baseline_multiple > 0:
+            idx = np.arange(n)
+            lo = np.maximum(0, idx - config.baseline_minutes)
+            cnt = idx - lo
+            base_rate = np.where(cnt > 0, (cs[idx] - cs[lo]) / np.maximum(cnt, 1), 0.0)
+            base_ok = liq_usd >= config.baseline_multiple * base_rate
+        else:
+            base_ok = np.ones(n, dtype=bool)
         venue_side = venue_long_micros if direction == LONG else venue_short_micros
 
-        def level_of(cum_usd: float) -> int:
-            return sum(1 for tier in config.severity_tiers if cum_usd >= tier * floor)
+        def level_of(cum_usd: float, threshold: float) -> int:
+            return sum(1 for tier in config.severity_tiers if cum_usd >= tier * threshold)
 
-        state: dict[str, Any] | None = None
-        last_end = -1
+        def adverse_ok(s: int, t: int) -> bool:
+            if config.min_adverse_move_pct <= 0:
+                return True
+            with np.errstate(invalid="ignore", divide="ignore"):
+                move = (price[t] / price_before(s) - 1.0) * 100.0
+            return bool(np.isfinite(move) and sign * move >= config.min_adverse_move_pct)
 
-        def close(st: dict, end: int, status: str, decided: int | None) -> None:
-            s = st["start"]
+        def close(st: dict, status: str, decided: int | None) -> None:
+            s, end = st["start"], st["last_hot"]
             sl = slice(s, end + 1)
             side_usd = int(liq[sl].sum()) / USD_MICROS
-            p0 = price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
-            o0 = oi_usd[s - 1] if s > 0 and np.isfinite(oi_usd[s - 1]) else oi_usd[s]
+            p0 = price_before(s)
+            o0 = oi_prev[s]
             extreme = np.nanmin(low[sl]) if direction == LONG else np.nanmax(high[sl])
             per_venue = venue_side[:, sl].sum(axis=1)
             tot = per_venue.sum()
-            share = {}
+            share: dict[str, float] = {}
             if tot > 0:
                 by_ex: dict[str, int] = {}
                 for name, v in zip(venue_names, per_venue, strict=True):
@@ -164,7 +170,7 @@ def detect_scope(
                     "direction": direction,
                     "status": status,
                     "start_ts": micros_to_ts(start_us),
-                    "detected_ts": micros_to_ts(int(minutes[st["trigger"]]) + bar_us),
+                    "detected_ts": micros_to_ts(int(minutes[st["confirmed"]]) + bar_us),
                     "peak_ts": micros_to_ts(int(minutes[peak])),
                     "end_ts": micros_to_ts(int(minutes[end]) + bar_us),
                     # when the quiet gap confirmed the end (None while open)
@@ -183,19 +189,17 @@ def detect_scope(
                     "oi_change_usd": _nz(oi_usd[end] - o0),
                     "oi_change_pct": _nz(oi_chg),
                     "venue_share": json.dumps(share, sort_keys=True),
-                    "severity": side_usd / floor,
-                    "severity_level": level_of(side_usd),
-                    "feedback": feedback_ratio(
-                        liq_usd[fb_lo : end + 1], adverse_ret, config.feedback_min_points
-                    ),
+                    "threshold_usd": st["episode_threshold"],
+                    "severity": side_usd / st["episode_threshold"],
+                    "severity_level": level_of(side_usd, st["episode_threshold"]),
+                    "feedback": feedback_ratio(liq_usd[fb_lo : end + 1], adverse_ret, config.feedback_min_points),
                 }
             )
 
         def alert(st: dict, t: int, kind: str, level: int, cum: float) -> None:
             s = st["start"]
-            p0 = price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
             with np.errstate(invalid="ignore", divide="ignore"):
-                mv = (price[t] / p0 - 1.0) * 100.0
+                mv = (price[t] / price_before(s) - 1.0) * 100.0
             alerts.append(
                 {
                     "episode_id": episode_id(scope, direction, int(minutes[s])),
@@ -207,41 +211,41 @@ def detect_scope(
                     "minute_ts": micros_to_ts(int(minutes[t])),
                     "start_ts": micros_to_ts(int(minutes[s])),
                     "liq_usd": cum,
-                    "trailing_liq_usd": float(trailing[t]),
-                    "baseline_usd": float(baseline[t]),
+                    "minute_liq_usd": float(liq_usd[t]),
+                    "threshold_usd": st["episode_threshold"],
                     "price_move_pct": _nz(mv),
-                    "severity": cum / floor,
+                    "severity": cum / st["episode_threshold"],
                 }
             )
 
+        state: dict[str, Any] | None = None
         for t in range(n):
             if state is None:
-                if not trigger[t]:
+                hot_thr, ep_thr = thresholds(t)
+                if not (liq_usd[t] >= hot_thr and base_ok[t]):
                     continue
-                lo = max(t - win + 1, last_end + 1)
-                active = [m for m in range(lo, t + 1) if not quiet[m]]
-                s = active[0] if active else t
-                cum = float(cs[t + 1] - cs[s])
-                state = {"start": s, "trigger": t, "last_active": active[-1] if active else t, "quiet_run": 0,
-                         "level": level_of(cum)}
-                alert(state, t, "start", state["level"], cum)
-                continue
-            if quiet[t]:
-                state["quiet_run"] += 1
+                state = {"start": t, "last_hot": t, "quiet_run": 0, "hot_threshold": hot_thr,
+                         "episode_threshold": ep_thr, "confirmed": None, "level": 0}
+            elif liq_usd[t] >= state["hot_threshold"] and base_ok[t]:
+                state["last_hot"], state["quiet_run"] = t, 0
             else:
-                state["quiet_run"] = 0
-                state["last_active"] = t
-            cum = float(cs[t + 1] - cs[state["start"]])
-            lvl = level_of(cum)
-            if lvl > state["level"]:
+                state["quiet_run"] += 1
+            # the run's USD counts up to its last hot minute (quiet minutes may never be part of it)
+            cum = float(cs[state["last_hot"] + 1] - cs[state["start"]])
+            lvl = level_of(cum, state["episode_threshold"]) if state["last_hot"] == t else state["level"]
+            if state["confirmed"] is None:
+                if lvl >= 1 and adverse_ok(state["start"], t):
+                    state["confirmed"], state["level"] = t, lvl
+                    alert(state, t, "start", lvl, cum)
+            elif lvl > state["level"]:
                 state["level"] = lvl
                 alert(state, t, "escalation", lvl, cum)
             if state["quiet_run"] >= config.quiet_gap_minutes:
-                close(state, state["last_active"], "closed", t)
-                last_end = state["last_active"]
+                if state["confirmed"] is not None:
+                    close(state, "closed", t)
                 state = None
-        if state is not None:
-            close(state, n - 1, "open", None)
+        if state is not None and state["confirmed"] is not None:
+            close(state, "open", None)
 
     run(LONG, long_micros, -1.0)
     run(SHORT, short_micros, 1.0)

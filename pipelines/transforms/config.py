@@ -43,20 +43,29 @@ class AnalyticsConfig:
     ffill_max_minutes: int = 30
 
     # --- cascades -----------------------------------------------------------------------------
-    trigger_window_minutes: int = 5
+    #: a minute is "hot" for a side when its liquidated USD >= hot_oi_bp basis points of the
+    #: scope's OI (as of the minute before) and >= the floor x hot_oi_bp / episode_oi_bp
+    hot_oi_bp: float = 1.0
+    #: a run of hot minutes is an episode once its liquidated USD reaches episode_oi_bp basis
+    #: points of the scope's OI (as of the minute before the run) and the scope's floor
+    episode_oi_bp: float = 5.0
+    floor_usd_symbol: float = 500_000.0
+    floor_usd_market: float = 5_000_000.0
+    #: a run ends after this many consecutive non-hot minutes (shorter gaps are bridged)
+    quiet_gap_minutes: int = 4
+    #: optional filters, 0 = off. Hot minutes must also exceed baseline_multiple x the side's
+    #: mean liquidated USD per minute over the baseline_minutes before; an episode is confirmed
+    #: only once price has moved >= min_adverse_move_pct against the liquidated side since the
+    #: run started. Off by default: on the simulator presets they delay or miss second waves
+    #: (the baseline is still elevated by the first) without removing false episodes.
     baseline_minutes: int = 60
-    baseline_multiple: float = 5.0
-    floor_usd_symbol: float = 2_000_000.0
-    floor_usd_market: float = 10_000_000.0
-    #: adverse price move over the trigger window, in percent (down for long liquidations)
-    min_adverse_move_pct: float = 0.3
-    #: a minute is quiet when its side's liquidations are below this fraction of the per-minute
-    #: floor (floor / trigger_window_minutes); the episode ends after quiet_gap_minutes of them.
-    quiet_fraction: float = 0.2
-    quiet_gap_minutes: int = 10
-    #: severity levels: cumulative episode liquidated USD crossing each tier raises the level by
-    #: one and emits an escalation alert. Multiples of the scope's floor.
+    baseline_multiple: float = 0.0
+    min_adverse_move_pct: float = 0.0
+    #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
+    #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)
+    #: longest episode kept open across cycles (sets the cascades lookback)
+    max_episode_minutes: int = 1_440
     #: minutes before the episode start included in the feedback regression
     feedback_pre_minutes: int = 30
     feedback_min_points: int = 8
@@ -104,7 +113,7 @@ class AnalyticsConfig:
         Cascades need the baseline and the longest episode still open; OI deltas need the
         longest span (+ forward-fill tolerance); contagion its beta window.
         """
-        cascade = self.baseline_minutes + self.trigger_window_minutes + 24 * 60
+        cascade = self.baseline_minutes + self.max_episode_minutes + self.quiet_gap_minutes
         return {
             "bars_1m_symbol": self.ffill_max_minutes,
             "cascades": cascade + self.ffill_max_minutes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -11,18 +12,16 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.transforms.cascades import LONG, DetectCascades, episode_id, feedback_ratio
+from pipelines.transforms.cascades import LONG, SHORT, DetectCascades, episode_id, feedback_ratio
 from pipelines.transforms.config import AnalyticsConfig
+from tests.unit.test_transform_bars import Collect
 
 M0 = dt.datetime(2024, 8, 5, 0, 0)
 CFG = AnalyticsConfig(
-    trigger_window_minutes=3,
-    baseline_minutes=10,
-    baseline_multiple=5.0,
-    floor_usd_symbol=1_000_000.0,
-    floor_usd_market=1_500_000.0,
-    min_adverse_move_pct=0.5,
-    quiet_fraction=0.2,  # quiet minute: < 0.2 * 1M / 3 = 66 666.67 USD (symbol scope)
+    hot_oi_bp=1.0,  # BTC OI 10B -> hot minute >= 1M USD
+    episode_oi_bp=5.0,  # -> episode once the run reaches 5M USD
+    floor_usd_symbol=100_000.0,
+    floor_usd_market=200_000.0,
     quiet_gap_minutes=3,
     severity_tiers=(1.0, 2.0, 4.0),
     feedback_min_points=1000,  # feedback tested on its own below
@@ -30,43 +29,42 @@ CFG = AnalyticsConfig(
 
 
 def bar(m: int, exchange: str, close: float, low: float, long_usd: float, long_n: int, oi_usd: float,
-        base: str = "BTC", short_usd: float = 0.0) -> dict:
+        base: str = "BTC", short_usd: float = 0.0, high: float | None = None) -> dict:
     return {
         "minute_ts": M0 + dt.timedelta(minutes=m), "exchange": exchange, "symbol": f"{base}USDT", "base": base,
-        "quote": "USDT", "kind": "perpetual", "open": close, "high": max(close, low), "low": low, "close": close,
-        "volume_base": 1.0, "volume_usd": close, "trade_count": 1, "taker_buy_usd": 0.0, "taker_sell_usd": close,
-        "long_liq_count": long_n, "long_liq_usd": long_usd, "short_liq_count": 0, "short_liq_usd": short_usd,
-        "max_liq_usd": long_usd, "oi_first": None, "oi_last": oi_usd / close, "oi_first_usd": None,
-        "oi_last_usd": oi_usd, "funding_rate_last": None, "mark_price_last": None, "index_price_last": None,
+        "quote": "USDT", "kind": "perpetual", "open": close, "high": high or max(close, low), "low": low,
+        "close": close, "volume_base": 1.0, "volume_usd": close, "trade_count": 1, "taker_buy_usd": 0.0,
+        "taker_sell_usd": close, "long_liq_count": long_n, "long_liq_usd": long_usd,
+        "short_liq_count": 1 if short_usd else 0, "short_liq_usd": short_usd, "max_liq_usd": long_usd,
+        "oi_first": None, "oi_last": oi_usd / close, "oi_first_usd": None, "oi_last_usd": oi_usd,
+        "funding_rate_last": None, "mark_price_last": None, "index_price_last": None,
     }
 
 
-# binance: price, low, long liquidations (USD, count), OI USD per minute 0..24
-BINANCE = {m: (100.0, 100.0, 10_000.0, 1, 1e9) for m in range(15)}
+# binance BTC: close, low, long liquidations USD (one order each minute), OI USD; bybit: OI 4B
+BINANCE = {m: (100.0, 100.0, 100_000.0, 6e9) for m in range(15)}
 BINANCE.update({
-    15: (99.8, 99.7, 300_000.0, 3, 0.99e9),
-    16: (99.0, 98.9, 500_000.0, 5, 0.97e9),
-    17: (98.5, 97.9, 400_000.0, 4, 0.96e9),
-    18: (98.0, 97.6, 800_000.0, 6, 0.95e9),
+    15: (99.6, 99.5, 2_000_000.0, 6e9),  # hot (>= 1M): the run starts
+    16: (99.0, 98.8, 2_500_000.0, 5.9e9),  # + bybit 0.5M: run = 5.0M -> episode, level 1
+    17: (99.1, 98.9, 300_000.0, 5.9e9),  # quiet
+    18: (99.2, 99.0, 200_000.0, 5.9e9),  # quiet (gap of 2 < 3: bridged)
+    19: (97.5, 97.0, 6_000_000.0, 5.8e9),  # hot: run = 11.5M >= 2 x 5M -> escalation, level 2
 })
-BINANCE.update({m: (98.6, 98.5, 10_000.0, 1, 0.95e9) for m in range(19, 25)})
+BINANCE.update({m: (98.0, 98.0, 100_000.0, 5.8e9) for m in range(20, 26)})  # 20-22 quiet: ends
 
 
-def scenario(price_moves: bool = True) -> list[dict]:
+def scenario(scale: float = 1.0) -> list[dict]:
     rows = []
-    for m, (close, low, usd, n, oi) in BINANCE.items():
-        if not price_moves:
-            close, low = 100.0, 100.0
-        rows.append(bar(m, "binance-futures", close, low, usd, n, oi))
-        rows.append(bar(m, "bybit", close + 0.1, close, 100_000.0 if m == 16 else 0.0, 1 if m == 16 else 0, 5e8))
+    for m, (close, low, usd, oi) in BINANCE.items():
+        rows.append(bar(m, "binance-futures", close, low, usd * scale, 1, oi))
+        rows.append(bar(m, "bybit", close + 0.1, close, 500_000.0 * scale if m == 16 else 0.0, 1 if m == 16 else 0,
+                        4e9))
     return rows
 
 
 def run(rows: list[dict], cfg: AnalyticsConfig = CFG, emit_from_us: int | None = None) -> tuple[list, list]:
     episodes: list = []
     alerts: list = []
-    from tests.unit.test_transform_bars import Collect
-
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(rows) | DetectCascades(cfg, emit_from_us=emit_from_us)
         out["cascades"] | "CE" >> Collect(episodes)
@@ -78,50 +76,55 @@ def _us(m: int) -> int:
     return int((M0 + dt.timedelta(minutes=m) - dt.datetime(1970, 1, 1)).total_seconds()) * 1_000_000
 
 
+def _at(m: int) -> dt.datetime:
+    return M0 + dt.timedelta(minutes=m)
+
+
 def test_long_cascade_episode_by_hand() -> None:
     episodes, _ = run(scenario())
     btc, market = episodes
-    # trigger at minute 17: trailing 3 min = 300k + 600k + 400k = 1.3M >= 1M floor, >= 5 x baseline
-    # (10 quiet minutes of 10k -> 30k per window -> 150k), price 98.5 vs 100 at minute 14 = -1.5%.
-    # start = first non-quiet minute of the window (15); minute 18 (800k) active; 19-21 quiet -> end 18.
     assert btc["scope"] == "BTC" and btc["direction"] == LONG and btc["status"] == "closed"
     assert btc["episode_id"] == episode_id("BTC", LONG, _us(15))
-    assert btc["start_ts"] == M0 + dt.timedelta(minutes=15)
-    assert btc["detected_ts"] == M0 + dt.timedelta(minutes=18)  # close of the trigger minute
-    assert btc["peak_ts"] == M0 + dt.timedelta(minutes=18)  # 800k
-    assert btc["end_ts"] == M0 + dt.timedelta(minutes=19)
-    assert btc["duration_minutes"] == 4
-    assert btc["long_liq_usd"] == 2_100_000.0 and btc["short_liq_usd"] == 0.0
-    assert btc["liq_count"] == 3 + 6 + 4 + 6
-    assert (btc["price_start"], btc["price_extreme"], btc["price_end"]) == (100.0, 97.6, 98.0)
-    assert btc["drawdown_pct"] == pytest.approx(-2.4)
-    # OI: 1.0e9 + 0.5e9 before, 0.95e9 + 0.5e9 at the end
-    assert btc["oi_change_usd"] == pytest.approx(-50e6)
-    assert btc["oi_change_pct"] == pytest.approx(-50 / 1500 * 100)
-    assert json.loads(btc["venue_share"]) == {"binance-futures": round(2.0 / 2.1, 4), "bybit": round(0.1 / 2.1, 4)}
-    assert btc["severity"] == pytest.approx(2.1) and btc["severity_level"] == 2
-    # market: floor 1.5M first reached at minute 18 (600k + 400k + 800k = 1.8M); the OI-weighted
-    # index of a single base is its price: 98.0 / 99.8 - 1 = -1.8%; start = 16.
-    assert market["scope"] == "market"
-    assert market["start_ts"] == M0 + dt.timedelta(minutes=16)
-    assert market["detected_ts"] == M0 + dt.timedelta(minutes=19)
-    assert market["long_liq_usd"] == 1_800_000.0
-    assert market["severity"] == pytest.approx(1.2) and market["severity_level"] == 1
+    assert (btc["start_ts"], btc["detected_ts"], btc["peak_ts"]) == (_at(15), _at(17), _at(19))
+    assert (btc["end_ts"], btc["closed_ts"], btc["duration_minutes"]) == (_at(20), _at(23), 5)
+    assert btc["threshold_usd"] == 5_000_000.0  # 5 bp of 10B (OI of minute 14)
+    assert btc["long_liq_usd"] == 2.0e6 + 3.0e6 + 0.3e6 + 0.2e6 + 6.0e6 and btc["short_liq_usd"] == 0.0
+    assert btc["liq_count"] == 6
+    assert (btc["price_start"], btc["price_extreme"], btc["price_end"]) == (100.0, 97.0, 97.5)
+    assert btc["drawdown_pct"] == pytest.approx(-3.0)
+    assert btc["oi_change_usd"] == pytest.approx(-0.2e9)  # 10.0B -> 5.8B + 4.0B
+    assert btc["oi_change_pct"] == pytest.approx(-2.0)
+    assert json.loads(btc["venue_share"]) == {"binance-futures": round(11.0 / 11.5, 4), "bybit": round(0.5 / 11.5, 4)}
+    assert btc["severity"] == pytest.approx(11.5 / 5) and btc["severity_level"] == 2
+    # market: one base, the same OI, so the same thresholds and run
+    assert market["scope"] == "market" and market["episode_id"] == episode_id("market", LONG, _us(15))
+    assert (market["start_ts"], market["end_ts"], market["long_liq_usd"]) == (_at(15), _at(20), 11.5e6)
 
 
 def test_alerts_at_start_and_escalation() -> None:
     _, alerts = run(scenario())
-    got = [(a["scope"], a["alert_type"], a["severity_level"], a["minute_ts"].minute, a["liq_usd"]) for a in alerts]
+    got = [(a["scope"], a["alert_type"], a["severity_level"], a["minute_ts"], a["liq_usd"]) for a in alerts]
     assert got == [
-        ("BTC", "start", 1, 17, 1_300_000.0),  # 1.3M >= 1 x floor
-        ("BTC", "escalation", 2, 18, 2_100_000.0),  # 2.1M >= 2 x floor
-        ("market", "start", 1, 18, 1_800_000.0),
+        ("BTC", "start", 1, _at(16), 5.0e6),
+        ("BTC", "escalation", 2, _at(19), 11.5e6),
+        ("market", "start", 1, _at(16), 5.0e6),
+        ("market", "escalation", 2, _at(19), 11.5e6),
     ]
+    assert alerts[0]["price_move_pct"] == pytest.approx(-1.0)  # 99.0 vs 100.0
 
 
-def test_no_episode_without_adverse_price_move() -> None:
-    episodes, alerts = run(scenario(price_moves=False))
-    assert episodes == [] and alerts == []
+def test_run_below_threshold_is_no_episode() -> None:
+    # x 0.3: only minute 19 (1.8M) is hot, and 1.8M < 5M
+    assert run(scenario(scale=0.3)) == ([], [])
+
+
+def test_adverse_move_filter_delays_confirmation() -> None:
+    cfg = dataclasses.replace(CFG, min_adverse_move_pct=2.0)
+    episodes, alerts = run(scenario(), cfg)
+    btc = next(e for e in episodes if e["scope"] == "BTC")
+    # at minute 16 the close is only -1 %; at 19 it is -2.5 % and the run is already 11.5M
+    assert (btc["start_ts"], btc["detected_ts"]) == (_at(15), _at(20))
+    assert [(a["alert_type"], a["severity_level"]) for a in alerts if a["scope"] == "BTC"] == [("start", 2)]
 
 
 def test_empty_window() -> None:
@@ -133,32 +136,30 @@ def test_empty_window() -> None:
 
 def test_open_episode_and_stable_id_across_windows() -> None:
     rows = scenario()
-    # a cycle that only saw bars up to minute 19: the episode is still open (1 quiet minute)
-    partial, _ = run([r for r in rows if r["minute_ts"] <= M0 + dt.timedelta(minutes=19)])
+    # a cycle that saw bars up to minute 20 only: one quiet minute, the episode is still open
+    partial, _ = run([r for r in rows if r["minute_ts"] <= _at(20)])
     btc_open = next(e for e in partial if e["scope"] == "BTC")
-    assert btc_open["status"] == "open"
-    # a later cycle reading back from minute 2 (baseline still covered) closes the same id
-    later, _ = run([r for r in rows if r["minute_ts"] >= M0 + dt.timedelta(minutes=2)], emit_from_us=_us(19))
+    assert btc_open["status"] == "open" and btc_open["closed_ts"] is None
+    # a later cycle (touched minutes from 21, bars read back from minute 5) closes the same id
+    later, alerts = run([r for r in rows if r["minute_ts"] >= _at(5)], emit_from_us=_us(21))
     btc_closed = next(e for e in later if e["scope"] == "BTC")
     assert btc_closed["episode_id"] == btc_open["episode_id"] and btc_closed["status"] == "closed"
-    # a window after the episode emits nothing again
-    none, alerts = run(rows, emit_from_us=_us(23))
-    assert none == [] and alerts == []
+    assert alerts == []  # the alerts were emitted by the earlier cycle
+    # a window after the episode was closed emits nothing again
+    assert run(rows, emit_from_us=_us(24)) == ([], [])
 
 
 def test_short_squeeze_direction() -> None:
     rows = []
     for m in range(20):
-        up = m >= 12
-        close = 100.0 + (m - 11) * 1.0 if up else 100.0
-        rows.append(bar(m, "okx", close, close, 0.0, 0, 1e9, base="SOL", short_usd=600_000.0 if 12 <= m <= 13 else 0.0))
+        close = {12: 101.0, 13: 102.0}.get(m, 100.0 if m < 12 else 101.5)
+        short = 300_000.0 if m in (12, 13) else 0.0  # SOL OI 1B: hot >= 100k, episode >= 500k
+        rows.append(bar(m, "okx", close, close, 0.0, 0, 1e9, base="SOL", short_usd=short))
     episodes, _ = run(rows)
     sol = next(e for e in episodes if e["scope"] == "SOL")
-    # trigger at 13: 1.2M, price 102 vs 100 at minute 10 = +2%; extreme = max high = 108 at 19? no:
-    # the episode ends at 13 (14-16 quiet), so the extreme is the high of 12-13 = 102.
-    assert sol["direction"] == "short_squeeze"
-    assert sol["start_ts"] == M0 + dt.timedelta(minutes=12)
-    assert sol["short_liq_usd"] == 1_200_000.0
+    assert sol["direction"] == SHORT
+    assert (sol["start_ts"], sol["end_ts"], sol["detected_ts"]) == (_at(12), _at(14), _at(14))
+    assert sol["short_liq_usd"] == 600_000.0
     assert sol["price_extreme"] == 102.0 and sol["drawdown_pct"] == pytest.approx(2.0)
 
 
