@@ -112,7 +112,7 @@ class Simulation:
         oi_share = np.array([v.oi_share for v in sc.venues])
         tw = np.array([s.trade_weight for s in sc.symbols])
         lam = sc.trades_per_second * sc.step_s * np.outer(tw / tw.sum(), [v.volume_share for v in sc.venues])
-        typical_usd = 4_000.0 * np.sqrt(tw / tw.mean())
+        typical_usd = 4_000.0 * np.sqrt(tw / tw.mean())  # median trade size (USD) per symbol
         sigma_step = np.array([s.vol_daily for s in sc.symbols]) * np.sqrt(sc.step_s / 86_400.0)
         pending = np.zeros((S, V, 2))  # base units of forced closes not yet published
         step_us = int(sc.step_s * 1e6)
@@ -147,10 +147,11 @@ class Simulation:
                 ready = np.argwhere(pending > 0)
             if len(ready):
                 offs = rng.integers(0, step_us, size=len(ready))
+                price_l = price.tolist()
                 for (s, v, side), off in zip(ready.tolist(), offs.tolist(), strict=True):
                     long = side == 0
                     # forced orders fill through the book: a little worse than mid
-                    px = float(price[s]) * (0.9994 if long else 1.0006)
+                    px = price_l[s] * (0.9994 if long else 1.0006)
                     t_us = t0 + off
                     res = writers[v].liquidation(s, t_us // 1000, px, float(pending[s, v, side]), long)
                     if res is None:
@@ -177,13 +178,16 @@ class Simulation:
                 u = rng.random(total)
                 sz = rng.lognormal(0.0, 1.2, size=total)
                 jitter = rng.standard_normal(total)
-                p_buy = 0.5 + 0.45 * np.tanh(dx / (2 * sigma_step))
-                for j, code, off in zip(range(total), sv.tolist(), offs.tolist(), strict=True):
+                p_buy = (0.5 + 0.45 * np.tanh(dx / (2 * sigma_step))).tolist()
+                size_usd = (typical_usd * np.sqrt(activity)).tolist()
+                price_l = price.tolist()
+                # plain Python numbers in the per-message loop: numpy scalars are slow there
+                for code, off, uj, szj, jit in zip(sv.tolist(), offs.tolist(), u.tolist(), sz.tolist(),
+                                                   jitter.tolist(), strict=True):
                     s, v = divmod(code, V)
-                    px = float(price[s]) * (1.0 + 1.5e-5 * float(jitter[j]))
-                    qty = typical_usd[s] * float(activity[s]) ** 0.5 * float(sz[j]) / px
+                    px = price_l[s] * (1.0 + 1.5e-5 * jit)
                     t_us = t0 + off
-                    raw = writers[v].trade(s, t_us // 1000, px, qty, bool(u[j] < p_buy[s]))
+                    raw = writers[v].trade(s, t_us // 1000, px, size_usd[s] * szj / px, uj < p_buy[s])
                     if raw is not None:
                         out.append((t_us + latency_us[v], v, "ws", raw))
 

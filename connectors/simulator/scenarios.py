@@ -144,6 +144,20 @@ class Scenario:
         return replace(self, **kw)  # type: ignore[arg-type]
 
 
+def _with(symbols: tuple[SymbolSpec, ...], **fields: dict[str, float]) -> tuple[SymbolSpec, ...]:
+    """Per-symbol overrides of a preset: ``beta={"ETH": 1.1}``; key ``"*"`` = every other symbol."""
+    out = []
+    for s in symbols:
+        kw = {}
+        for name, by_base in fields.items():
+            if s.base in by_base:
+                kw[name] = by_base[s.base]
+            elif "*" in by_base:
+                kw[name] = by_base["*"]
+        out.append(replace(s, **kw))
+    return tuple(out)
+
+
 def _t(y: int, mo: int, d: int, h: int = 0) -> datetime:
     return datetime(y, mo, d, h, tzinfo=UTC)
 
@@ -161,11 +175,14 @@ def _preset_a() -> Scenario:
         duration_s=86_400,
         long_share=0.68,
         entry_spread=0.025,
-        margin_gap=0.02,
-        symbols=tuple(replace(s, crowding=1.0 if s.base == "BTC" else 0.8) for s in DEFAULT_SYMBOLS),
+        feedback=0.2,
+        margin_gap=0.035,
+        leveraged_fraction=0.0218,
+        symbols=_with(DEFAULT_SYMBOLS, crowding={"*": 0.8, "BTC": 1.0},
+                      beta={"ETH": 1.06, "SOL": 1.5, "XRP": 1.2, "DOGE": 1.6, "BNB": 0.5, "AVAX": 1.3, "LINK": 1.2}),
         shocks=(
-            Shock("macro", 6 * H, 2 * H, -0.022, "BTC", "risk-off macro headline"),
-            Shock("whale_sell", 11 * H, 0.5 * H, -0.026, "BTC", "whale market-sells through $60k"),
+            Shock("macro", 6 * H, 2 * H, -0.0172, "BTC", "risk-off macro headline"),
+            Shock("whale_sell", 11 * H, 0.5 * H, -0.0172, "BTC", "whale market-sells through $60k"),
             Shock("flow", 15 * H, 3 * H, 0.004, "BTC", "dip buyers"),
         ),
         targets={
@@ -181,11 +198,9 @@ def _preset_b() -> Scenario:
     # A slow week: no single cascade, persistent de-risking (voluntary closes outpace
     # opens), drip of long liquidations. One week at 10 s resolution (60,480 steps)
     # keeps the default run small; --step-s 1 gives the full resolution.
-    start_btc = 72_400.0
-    syms = tuple(
-        replace(s, price=s.price * (start_btc / 63_900.0 if s.base == "BTC" else 1.0))
-        for s in DEFAULT_SYMBOLS
-    )
+    # losses scale with pre-crash risk exposure: B's betas are the week's, BNB barely moves
+    syms = _with(DEFAULT_SYMBOLS, price={"BTC": 72_400.0},
+                 beta={"ETH": 1.53, "SOL": 1.47, "XRP": 1.77, "DOGE": 1.8, "BNB": 0.12, "AVAX": 1.9, "LINK": 1.8})
     return Scenario(
         name="B",
         summary="slow deleveraging week: BTC to ~$67.6k, -1.13% on the last day, perp OI -4.4% in 24 h, BNB most resilient",
@@ -194,16 +209,19 @@ def _preset_b() -> Scenario:
         step_s=10.0,
         symbols=syms,
         long_share=0.6,
+        # "-4.4% in 24 h, about $26B of leveraged exposure removed" implies ~$590B of OI
         market_oi_usd=590e9,
+        leveraged_fraction=0.0303,
+        feedback=0.12,
         close_rate=1 / (2 * 86400),
-        open_rate=0.93 / (2 * 86400),
-        passive_drift=-0.04 / 86400,
+        open_rate=0.97 / (2 * 86400),
+        passive_drift=-0.028 / 86400,
         trades_per_second=0.5,
         oi_interval_s=60.0,
         mark_interval_s=60.0,
         shocks=(
-            Shock("macro", 0, 6 * 86_400, -0.055, "BTC", "week-long risk-off drift"),
-            Shock("macro", 6 * 86_400, 86_400, -0.0113, "BTC", "last day"),
+            Shock("macro", 0, 6 * 86_400, -0.0506, "BTC", "week-long risk-off drift"),
+            Shock("macro", 6 * 86_400, 86_400, -0.0081, "BTC", "last day"),
         ),
         targets={
             "btc_return_24h_pct": -1.13, "eth_return_24h_pct": -1.98, "sol_return_24h_pct": -3.14,
@@ -221,6 +239,9 @@ def _preset_c() -> Scenario:
         start=_t(2026, 1, 19, 0),
         duration_s=86_400,
         long_share=0.66,
+        feedback=0.2,
+        margin_gap=0.035,
+        leveraged_fraction=0.0385,
         venues=(
             VenueSpec("binance-futures", 0.38, 0.40, 0.38, 15),
             VenueSpec("bybit", 0.24, 0.23, 0.22, 25),
@@ -248,11 +269,16 @@ def _preset_d() -> Scenario:
         symbols=tuple(replace(s, price=s.price * (59_000.0 / 63_900.0)) if s.base == "BTC" else s
                       for s in DEFAULT_SYMBOLS),
         long_share=0.6,
-        momentum=6.0,
+        feedback=0.2,
+        margin_gap=0.035,
+        # fast turnover and strong trend-chasing: shorts pile in after the plunge (squeeze fuel)
+        momentum=8.0,
+        close_rate=1 / (0.5 * 86400),
+        leveraged_fraction=0.01804,
         shocks=(
-            Shock("macro", 4 * H, 4 * H, -0.03, "BTC", "ETF outflows, support at $58-60k breaks"),
-            Shock("whale_sell", 9 * H, 0.5 * H, -0.025, "BTC", "capitulation seller"),
-            Shock("whale_buy", 12 * H, 1.0 * H, 0.035, "BTC", "bid returns: squeeze trigger"),
+            Shock("macro", 4 * H, 4 * H, -0.0288, "BTC", "ETF outflows, support at $58-60k breaks"),
+            Shock("whale_sell", 9 * H, 0.5 * H, -0.024, "BTC", "capitulation seller"),
+            Shock("whale_buy", 12 * H, 1.0 * H, 0.065, "BTC", "bid returns: squeeze trigger"),
         ),
         targets={"btc_low_usd": 53_000.0, "btc_rebound_above_usd": 57_000.0, "liquidations_usd": 740e6},
     )

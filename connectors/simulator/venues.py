@@ -137,12 +137,15 @@ class BybitWriter(VenueWriter):
         self.seq = [50_000_000_000 + i * 1_000_000_000 for i in range(len(symbols))]
         self.cs = [20_000_000_000 + i * 1_000_000_000 for i in range(len(symbols))]
         self.last_px = [0.0] * len(symbols)
+        self.uuid_prefix = []
+        for i in range(len(symbols)):
+            x = _hex_id((venue_index * 131 + i + 1) * 0x9E3779B97F4A7C15, 20)
+            self.uuid_prefix.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-")
         self.ticker_started = [False] * len(symbols)
 
     def _uuid(self, n: int, s: int) -> str:
-        h = (n * 0x9E3779B97F4A7C15 + s * 0xBF58476D1CE4E5B9) & ((1 << 128) - 1)
-        x = _hex_id(h, 32)
-        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+        # UUID-shaped trade id: a per-symbol random-looking prefix + the counter (cheap to format)
+        return f"{self.uuid_prefix[s]}{n & 0xFFFFFFFFFFFF:012x}"
 
     def trade(self, s: int, t_ms: int, price: float, qty: float, taker_buy: bool) -> str | None:
         q = round(qty, self.qdec[s])
@@ -273,12 +276,16 @@ class HyperliquidWriter(VenueWriter):
         self.qdec = [self._SZ_DECIMALS.get(s.base, s.qty_decimals) for s in symbols]
         self.oid = [90_000_000_000 + i * 1_000_000_000 for i in range(len(symbols))]
         self.n_user = 0
+        # a pool of trader addresses (formatting a fresh 160-bit address per trade is slow)
+        self.addresses = ["0x" + _hex_id((j + 1) * 0x9E3779B97F4A7C15 * 0xBF58476D1CE4E5B9, 40) for j in range(4096)]
+        self.hash_prefix = ["0x" + _hex_id((i + 7) * 0xD6E8FEB86659FD93 * 0x9E3779B97F4A7C15, 48)
+                            for i in range(len(symbols))]
 
     def _addr(self, n: int) -> str:
-        return "0x" + _hex_id(n * 0x9E3779B97F4A7C15 + 0x1234567, 40)
+        return self.addresses[(n * 2654435761) & 4095]
 
     def _hash(self, n: int, s: int) -> str:
-        return "0x" + _hex_id((n * 0xBF58476D1CE4E5B9) ^ (s << 200) ^ (n << 100), 64)
+        return f"{self.hash_prefix[s]}{n & 0xFFFFFFFFFFFFFFFF:016x}"
 
     def trade(self, s: int, t_ms: int, price: float, qty: float, taker_buy: bool) -> str | None:
         q = round(qty, self.qdec[s])
@@ -295,7 +302,7 @@ class HyperliquidWriter(VenueWriter):
             return None
         px = round(price, self.pdec[s])
         self.n_user += 1
-        user = self._addr(10_000_000 + self.n_user)
+        user = "0x" + _hex_id((10_000_000 + self.n_user) * 0x9E3779B97F4A7C15, 40)
         n = self.trade_id[s] = self.trade_id[s] + 1
         self.oid[s] += 1
         pxs = f"{px:.{self.pdec[s]}f}"
