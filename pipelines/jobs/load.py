@@ -30,18 +30,21 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from connectors.kafka.beam_source import REJECTS, ReadKafkaRanges
+from apache_beam.transforms.window import TimestampedValue
+
+from connectors.kafka.beam_source import REJECTS, ReadKafkaRangeBatches
 from connectors.kafka.reader import OffsetRange, log_bounds, plan_ranges
 from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
-from pipelines import warehouse
+from pipelines import archive, warehouse
+from pipelines.archive import WriteArchive
 from pipelines.dq import DataQuality, DQResult
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationsPerMinute
 from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, parquet_glob
-from pipelines.transforms.bars import RecordsToBatches
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from pipelines.transforms.graph import build_analytics, build_bars
+from schemas.arrow import EVENT_TYPE_META
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +100,32 @@ def _run(p: beam.Pipeline) -> dict[str, int]:
 def build_event_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[OffsetRange], out_dir: Path,
                       config: AnalyticsConfig, watermark_us: int | None, prior_bar_files: list[str]) -> None:
     """Phase A: read ranges, bars (+ prior bars), late events, liquidation minutes, rejects."""
-    events = p | "ReadKafka" >> ReadKafkaRanges(settings.kafka, ranges)
-    tagged = [events[et] | f"Tag_{et}" >> beam.Map(lambda r, et=et: (et, r)) for et in TOPICS]
-    batches = tagged | "AllEvents" >> beam.Flatten() | "ToBatches" >> RecordsToBatches()
+    events = p | "ReadKafka" >> ReadKafkaRangeBatches(settings.kafka, ranges)
+    batches = events["batches"]
+    write_event_marts(p, batches, out_dir, config, watermark_us, prior_bar_files)
+    batches | "Archive" >> beam.ParDo(WriteArchive(str(out_dir / "archive")))
+    events[REJECTS] | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
+
+
+def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: AnalyticsConfig,
+                      watermark_us: int | None, prior_bar_files: list[str]) -> None:
+    """Event batches -> bars_1m, late_events and liquidations_1m partials (shared with the backfill)."""
     prior = (p | "PriorBars" >> ReadParquetRows(prior_bar_files)) if prior_bar_files else None
     bars = build_bars(batches, config, watermark_us=watermark_us, prior_bars=prior)
     bars["bars_1m"] | "WriteBars" >> WriteRowsToParquet(out_dir, "bars_1m")
     bars["late_events"] | "WriteLate" >> WriteRowsToParquet(out_dir, "late_events")
-    (events["liquidation"]
+    (batches
+     | "LiquidationRecords" >> beam.FlatMap(liquidation_records)
      | "LiquidationsPerMinute" >> LiquidationsPerMinute()
      | "WriteLiquidations1m" >> WriteRowsToParquet(out_dir, "liquidations_1m", LIQUIDATIONS_1M_SCHEMA))
-    events[REJECTS] | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
+
+
+def liquidation_records(batch):
+    """Liquidations are ~1% of events: back to timestamped records for the per-minute windows."""
+    if (batch.schema.metadata or {}).get(EVENT_TYPE_META) != b"liquidation":
+        return
+    for r in batch.to_pylist():
+        yield TimestampedValue(r, r["event_time"] / 1e6)
 
 
 def build_analytics_graph(p: beam.Pipeline, bar_files: list[str], out_dir: Path, config: AnalyticsConfig,
@@ -202,6 +220,8 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
 
     bar_files = parquet_glob(out, "bars_1m")
     next_offsets = {(r.topic, r.partition): r.end for r in ranges}
+    # publish the archive BEFORE the commit: a crash in between re-reads the range (readers dedup)
+    archive.publish(out / "archive", settings.data_dir / "archive")
     con.execute("BEGIN")
     try:
         result.rows_written += _upsert(con, "bars_1m", bar_files)

@@ -1,0 +1,93 @@
+"""The normalized-event archive: Parquet partitioned by event type and UTC day.
+
+``<data_dir>/archive/<event_type>/date=YYYY-MM-DD/part-<run>-<uuid>.parquet``,
+written by every streaming cycle (and readable by any engine: DuckDB, Spark,
+pandas). Rows carry their Kafka position (``_topic, _partition, _offset``):
+a cycle that crashed after its files were published but before its commit is
+re-read by the next cycle and published again, so readers deduplicate on the
+position (``read_day``); nothing is ever missing, because files are published
+*before* the DuckDB commit that advances the offsets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.arrow import EVENT_TYPE_META
+
+DAY_US = 86_400_000_000
+
+
+def _event_type(batch: pa.RecordBatch | pa.Table) -> str:
+    return (batch.schema.metadata or {})[EVENT_TYPE_META].decode()
+
+
+def day_of(us: int) -> str:
+    return datetime.fromtimestamp(us // DAY_US * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+class WriteArchive(beam.DoFn):
+    """RecordBatch -> one Parquet file per UTC day it covers, under ``out_dir`` (staging)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self._out_dir = out_dir
+
+    def process(self, batch: pa.RecordBatch) -> Iterator[str]:
+        table = pa.Table.from_batches([batch])
+        et = _event_type(table)
+        days = pc.divide(table["event_time"], pa.scalar(DAY_US, pa.int64()))
+        for d in pc.unique(days).to_pylist():
+            part = table.filter(pc.equal(days, d))
+            folder = Path(self._out_dir) / et / f"date={day_of(d * DAY_US)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"part-{uuid.uuid4().hex}.parquet"
+            pq.write_table(part, path, compression="zstd")
+            yield str(path)
+
+
+def publish(staging: Path, archive: Path) -> int:
+    """Move staged files into the archive (same file system: each move is an atomic rename)."""
+    n = 0
+    for f in sorted(staging.rglob("*.parquet")):
+        dest = archive / f.relative_to(staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(f), dest)
+        n += 1
+    return n
+
+
+def days_in(archive: Path, event_type: str, start_day: str, end_day: str) -> list[str]:
+    """Days [start_day, end_day] (inclusive, YYYY-MM-DD) that have files for the event type."""
+    root = archive / event_type
+    if not root.exists():
+        return []
+    days = sorted(p.name.split("=", 1)[1] for p in root.glob("date=*") if any(p.glob("*.parquet")))
+    return [d for d in days if start_day <= d <= end_day]
+
+
+def read_day(archive: Path, event_type: str, day: str) -> pa.Table:
+    """One day of one event type, deduplicated on the Kafka position, in position order."""
+    import duckdb
+
+    files = sorted(str(p) for p in (archive / event_type / f"date={day}").glob("*.parquet"))
+    if not files:
+        return pa.table({})
+    con = duckdb.connect()
+    try:
+        table = con.execute(
+            "SELECT * FROM read_parquet(?, union_by_name=true) "
+            "QUALIFY row_number() OVER (PARTITION BY _topic, _partition, _offset ORDER BY _offset) = 1 "
+            "ORDER BY _topic, _partition, _offset", [files]).arrow()
+    finally:
+        con.close()
+    schema = pq.read_schema(files[0])
+    return table.cast(schema) if table.schema.names == schema.names else table.replace_schema_metadata(schema.metadata)

@@ -1,0 +1,266 @@
+"""`liqstream backfill`: rebuild the marts of a date range with the same graph as the streaming job.
+
+Sources, all turned into the same RecordBatches of normalized events:
+
+* ``archive`` — the Parquet archive the streaming job writes (``pipelines.archive``);
+* ``capture`` — capture files (liqstream JSONL or cryptofeed), normalized in the workers;
+* ``kafka``   — topic offsets found by time (``connectors.kafka.timeindex``).
+
+The days ``[from, to]`` are replaced exactly: in ONE DuckDB transaction the
+rows of every mart whose time falls in the range are deleted and the rebuilt
+rows inserted; the Great Expectations gate runs inside that transaction on the
+rebuilt rows, and a critical failure rolls it back (nothing is published, the
+exit code says so). Running it twice over the same input changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipelines import archive, warehouse
+from pipelines.dq import DataQuality, DQResult
+from pipelines.jobs.load import ANALYTIC_MARTS, _export, _run, build_analytics_graph, write_event_marts
+from pipelines.settings import JobSettings
+from pipelines.sinks import WriteRowsToParquet, parquet_glob
+from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
+from schemas.arrow import arrow_schema
+
+log = logging.getLogger(__name__)
+
+#: the time column that places each mart's rows in a day (what a backfill replaces)
+TIME_COLUMNS = {
+    "bars_1m": "minute_ts", "liquidations_1m": "minute", "bars_1m_symbol": "minute_ts", "cascades": "start_ts",
+    "cascade_alerts": "alert_ts", "oi_deltas": "as_of_ts", "contagion": "as_of_ts",
+}
+EVENT_TYPES = ("trade", "liquidation", "open_interest", "funding")
+BATCH_ROWS = 50_000
+
+
+@dataclass
+class BackfillResult:
+    run_id: str
+    start: date
+    end: date
+    status: str = "empty"
+    events: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    dq: list[DQResult] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def dq_passed(self) -> bool:
+        return all(r.success or not r.critical for r in self.dq)
+
+
+# ---- sources: work items -> RecordBatches -------------------------------------------------------
+class ReadArchiveDays(beam.DoFn):
+    """(event_type, day) -> that day's deduplicated events, in batches."""
+
+    def __init__(self, archive_dir: str) -> None:
+        self._dir = archive_dir
+
+    def process(self, item: tuple[str, str]) -> Iterator[pa.RecordBatch]:
+        event_type, day = item
+        table = archive.read_day(Path(self._dir), event_type, day)
+        if table.num_rows:
+            table = table.replace_schema_metadata(arrow_schema(event_type).metadata)
+            yield from table.to_batches(max_chunksize=BATCH_ROWS)
+
+
+class NormalizeCaptureFile(beam.DoFn):
+    """(path, start_us, end_us) -> RecordBatches of the events whose event time is in range."""
+
+    def process(self, item: tuple[str, int, int]) -> Iterator[pa.RecordBatch]:
+        from connectors.kafka.publish import account
+
+        path, start_us, end_us = item
+        normalizers: dict = {}
+        rows: dict[str, list[dict]] = {et: [] for et in EVENT_TYPES}
+        from connectors.sources.capture import read_capture
+
+        for msg in read_capture(path):
+            _, outcome = account(msg, normalizers)
+            for et, rec in outcome.records:
+                if start_us <= rec["event_time"] < end_us:
+                    rows[et].append(rec)
+                    if len(rows[et]) >= BATCH_ROWS:
+                        yield pa.RecordBatch.from_pylist(rows[et], schema=arrow_schema(et))
+                        rows[et] = []
+        for et, rs in rows.items():
+            if rs:
+                yield pa.RecordBatch.from_pylist(rs, schema=arrow_schema(et))
+
+
+def _day_bounds(start: date, end: date) -> tuple[int, int]:
+    s = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    e = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+    return int(s.timestamp() * 1_000_000), int(e.timestamp() * 1_000_000)
+
+
+# ---- the job ---------------------------------------------------------------------------------------
+def run_backfill(settings: JobSettings, start: date, end: date, source: str = "archive",
+                 captures: list[str] | None = None, config: AnalyticsConfig | None = None,
+                 run_dq: bool = True, progress: bool = False) -> BackfillResult:
+    config = config or AnalyticsConfig.from_env()
+    t0 = time.perf_counter()
+    run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    result = BackfillResult(run_id, start, end)
+    start_us, end_us = _day_bounds(start, end)
+    con = warehouse.connect(settings.db)
+    warehouse.migrate(con)
+    try:
+        with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
+            tmp = Path(tmp_str)
+            out = tmp / "events"
+            # One Beam run per day keeps memory bounded and gives the progress bar its ETA;
+            # within a day, work items (event types, files, offset ranges) spread over both cores.
+            days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+            bar = _progress(days, progress)
+            for day in bar:
+                d0, d1 = _day_bounds(day, day)
+                p = beam.Pipeline(runner=_runner(), options=_options(settings))
+                batches = _source(p, settings, source, captures or [], day, day, d0, d1)
+                write_event_marts(p, batches, out, config, watermark_us=None, prior_bar_files=[])
+                (batches | "CountEvents" >> beam.Map(lambda b: {"events": b.num_rows})
+                 | "WriteCount" >> WriteRowsToParquet(out, "count"))
+                _run(p)
+                count_files = parquet_glob(out, "count")
+                if count_files:
+                    result.events = int(con.execute("SELECT coalesce(sum(events), 0) FROM read_parquet(?)",
+                                                    [count_files]).fetchone()[0])
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(events=f"{result.events:,}")
+            con.execute("BEGIN")
+            try:
+                for table, name in (("bars_1m", "bars_1m"), ("liquidations_1m", "liquidations_1m")):
+                    result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
+                # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
+                lookback = max(config.lookback_minutes().values()) * MINUTE_US
+                bar_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
+                                    [start_us - lookback], tmp / "bars.parquet")
+                if bar_files:
+                    _log_step(progress, "recomputing cascades, OI deltas and contagion")
+                    pa_ = beam.Pipeline(runner=_runner(), options=_options(settings))
+                    build_analytics_graph(pa_, bar_files, tmp / "analytics", config, emit_from_us=start_us)
+                    _run(pa_)
+                for name in ANALYTIC_MARTS:
+                    result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
+                if run_dq:
+                    where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
+                             "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
+                    for suite, col in where.items():
+                        cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
+                        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond))
+                if not result.dq_passed:
+                    con.execute("ROLLBACK")
+                    result.status = "dq_failed"
+                    _store_dq(con, result)
+                else:
+                    result.status = "ok" if result.events else "empty"
+                    con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        result.duration_s = time.perf_counter() - t0
+        con.execute("INSERT INTO pipeline_runs VALUES (?, 'backfill', ?, ?, ?, ?, 0, ?, ?, NULL, ?)",
+                    [run_id, datetime.now(UTC) - timedelta(seconds=result.duration_s), datetime.now(UTC),
+                     result.status, result.events, sum(result.rows.values()), result.duration_s,
+                     f"{source} {start}..{end}"])
+        return result
+    finally:
+        con.close()
+
+
+def _store_dq(con, result: BackfillResult) -> None:
+    """The rollback also removed the dq_results rows: keep the verdict of the refused load."""
+    import json
+
+    for r in result.dq:
+        con.execute(
+            "INSERT OR REPLACE INTO dq_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [result.run_id, r.suite, r.table, datetime.now(UTC), r.success, r.critical, r.evaluated, r.successful,
+             r.evaluated - r.successful, ",".join(r.failed_expectations),
+             json.dumps({"note": "backfill rolled back: critical DQ failure"})])
+
+
+def _replace(con, table: str, files: list[str], start_us: int, end_us: int) -> int:
+    col = TIME_COLUMNS[table]
+    con.execute(f"DELETE FROM {table} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
+                [start_us, end_us])
+    if not files:
+        return 0
+    sel = (f"SELECT * FROM read_parquet(?, union_by_name=true) "
+           f"WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)")
+    (n,) = con.execute(f"SELECT count(*) FROM ({sel})", [files, start_us, end_us]).fetchone()
+    con.execute(f"INSERT OR REPLACE INTO {table} BY NAME {sel}", [files, start_us, end_us])
+    return int(n)
+
+
+def _source(p: beam.Pipeline, settings: JobSettings, source: str, captures: list[str], start: date, end: date,
+            start_us: int, end_us: int):
+    if source == "archive":
+        adir = settings.data_dir / "archive"
+        items = [(et, d) for et in EVENT_TYPES
+                 for d in archive.days_in(adir, et, start.isoformat(), end.isoformat())]
+        if not items:
+            log.warning("no archived events for %s..%s under %s", start, end, adir)
+        return (p | "ArchiveDays" >> beam.Create(items, reshuffle=False) | "Spread" >> beam.Reshuffle()
+                | "ReadArchive" >> beam.ParDo(ReadArchiveDays(str(adir))))
+    if source == "capture":
+        items = [(str(c), start_us, end_us) for c in captures]
+        return (p | "Captures" >> beam.Create(items, reshuffle=False) | "Spread" >> beam.Reshuffle()
+                | "Normalize" >> beam.ParDo(NormalizeCaptureFile()))
+    if source == "kafka":
+        from connectors.kafka.beam_source import ReadKafkaRangeBatches
+        from connectors.kafka.timeindex import ranges_for_time
+        from pipelines.jobs.load import LOAD_TOPICS
+
+        ranges = ranges_for_time(settings.kafka, [t for t in LOAD_TOPICS if not t.endswith(".dlq")],
+                                 start_us // 1000, end_us // 1000, settings.max_range)
+        batches = (p | "ReadKafka" >> ReadKafkaRangeBatches(settings.kafka, ranges))["batches"]
+        return batches | "InRange" >> beam.Map(_filter_time, start_us, end_us)
+    raise ValueError(f"unknown backfill source {source!r}: archive, capture or kafka")
+
+
+def _filter_time(batch: pa.RecordBatch, start_us: int, end_us: int) -> pa.RecordBatch:
+    import pyarrow.compute as pc
+
+    t = batch.column("event_time")
+    return batch.filter(pc.and_(pc.greater_equal(t, start_us), pc.less(t, end_us)))
+
+
+def _runner():
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
+
+
+def _options(settings: JobSettings):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    # both cores: work items (days, files, offset ranges) spread over worker processes
+    workers = max(settings.workers, 2)
+    return PipelineOptions(flags=[], direct_num_workers=workers, direct_running_mode="multi_processing")
+
+
+def _progress(days: list, progress: bool):
+    if not progress:
+        return days
+    from tqdm import tqdm
+
+    return tqdm(days, unit="day", desc="backfill")
+
+
+def _log_step(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"==> {msg}", flush=True)
