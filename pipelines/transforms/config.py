@@ -85,15 +85,19 @@ class AnalyticsConfig:
 
     # --- contagion ----------------------------------------------------------------------------
     reference_base: str = "BTC"
-    beta_window_minutes: int = 240
+    #: trailing windows (minutes) scored at each as-of minute: intraday and the whole day
+    beta_windows_minutes: tuple[int, ...] = (240, 1_440)
     beta_min_points: int = 30
     contagion_every_minutes: int = 5
     #: dominance = w * OI dominance + (1 - w) * volume dominance
     dominance_oi_weight: float = 0.5
-    leverage_exponent: float = 0.5
+    #: weights of the exposure terms; calibrated on simulator preset A (seeds 1-2), where OI/volume
+    #: and funding carry little of the simulated crowding: beta and liquidation intensity rank
+    #: the altcoins, leverage and funding only tilt (docs/analytics.md)
+    leverage_exponent: float = 0.25
     #: funding is per venue interval as sent (see docs); this rate counts as "one unit" of crowding
     funding_norm: float = 0.0001
-    funding_weight: float = 0.25
+    funding_weight: float = 0.1
     liq_intensity_weight: float = 1.0
 
     @property
@@ -118,7 +122,7 @@ class AnalyticsConfig:
             "bars_1m_symbol": self.ffill_max_minutes,
             "cascades": cascade + self.ffill_max_minutes,
             "oi_deltas": max(m for _, m in self.oi_spans_minutes) + self.ffill_max_minutes,
-            "contagion": self.beta_window_minutes + 1 + self.ffill_max_minutes,
+            "contagion": max(self.beta_windows_minutes) + 1 + self.ffill_max_minutes,
         }
 
     @classmethod

@@ -1,6 +1,6 @@
 """ScoreContagion: bars -> ``contagion`` (dominance-weighted BTC contagion per altcoin).
 
-Per altcoin b and as-of minute t, over the trailing ``beta_window_minutes`` (W) of minute bars
+Per altcoin b and as-of minute t, over each trailing window W of ``beta_windows_minutes`` (240 min and a day) of minute bars
 aggregated across perpetual venues (bars_1m_symbol):
 
   beta_b       = cov(r_b, r_BTC) / var(r_BTC) of minute log returns in the window
@@ -56,7 +56,7 @@ def score_contagion(parts: Iterable[dict], config: AnalyticsConfig, emit_from_us
     ref = next((p for p in parts if p["base"] == config.reference_base), None)
     if ref is None:
         return []
-    bar_us, win = config.bar_us, config.beta_window_minutes
+    bar_us = config.bar_us
     m0 = min(int(p["minutes"][0]) for p in parts)
     m1 = max(int(p["minutes"][-1]) for p in parts)
     n = (m1 - m0) // bar_us + 1
@@ -75,7 +75,14 @@ def score_contagion(parts: Iterable[dict], config: AnalyticsConfig, emit_from_us
     ret = np.full((k, n), np.nan)
     ret[:, 1:] = logp[:, 1:] - logp[:, :-1]
     ri = [p["base"] for p in parts].index(config.reference_base)
+    out: list[dict] = []
+    for win in config.beta_windows_minutes:
+        out.extend(_score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, logp, ret, emit_from_us))
+    return out
 
+
+def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, logp, ret, emit_from_us) -> list[dict]:
+    bar_us = config.bar_us
     step = config.contagion_every_minutes * bar_us
     first = m0 + win * bar_us if emit_from_us is None else max(m0 + win * bar_us, emit_from_us)
     first = -(-first // step) * step

@@ -60,3 +60,86 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any]) -> dict[str,
         "missed": [(m["scope"], m["start"], m["direction"]) for m in misses],
         "false": [(f["scope"], str(f["start_ts"]), f["direction"]) for f in false],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# simulator -> Beam graph -> score (used by the slow scoring test and `make bench`)
+# ---------------------------------------------------------------------------------------------
+import apache_beam as beam  # noqa: E402
+
+_RESULTS: dict[str, list] = {}
+TRUTH_TAG = "truth"
+
+
+class SimulatedEvents(beam.DoFn):
+    """Runs a simulator preset inside the pipeline (data is produced where it is read, never
+    shipped through Create) and yields RecordBatches of normalized events; the ground truth goes
+    to the ``truth`` output once the run is exhausted."""
+
+    def __init__(self, preset: str, seed: int, batch_size: int = 50_000, **overrides: Any) -> None:
+        self.preset, self.seed, self.batch_size, self.overrides = preset, seed, batch_size, overrides
+
+    def process(self, _):
+        from connectors.exchanges import normalizer_for
+        from connectors.normalize import route
+        from connectors.simulator import Simulation
+        from pipelines.transforms.bars import records_to_batches
+
+        sim = Simulation(self.preset, seed=self.seed, **self.overrides)
+        normalizers: dict = {}
+        buf: dict[str, list[dict]] = {}
+        for msg in sim.messages():
+            nz = normalizers.get(msg.venue) or normalizers.setdefault(msg.venue, normalizer_for(msg.venue))
+            for event_type, record in route(nz, msg.raw, msg.received_at_us, msg.source).records:
+                recs = buf.setdefault(event_type, [])
+                recs.append(record)
+                if len(recs) >= self.batch_size:
+                    yield records_to_batches(event_type, recs)
+                    buf[event_type] = []
+        for event_type, recs in buf.items():
+            if recs:
+                yield records_to_batches(event_type, recs)
+        yield beam.pvalue.TaggedOutput(TRUTH_TAG, sim.truth.finish())
+
+
+def _keep(element: Any, key: str) -> None:
+    _RESULTS[key].append(element)
+
+
+def run_simulated(preset: str, seed: int, config: Any = None, **overrides: Any) -> dict[str, Any]:
+    """Simulate, run build_bars + build_analytics on the FnApiRunner (in-process), return every
+    mart's rows and the truth. In-process only: results are gathered in a module-level dict."""
+    from pipelines.transforms.config import AnalyticsConfig
+    from pipelines.transforms.graph import build_analytics, build_bars
+
+    config = config or AnalyticsConfig()
+    run_key = f"{preset}:{seed}:{id(config)}"
+    names = ["bars_1m", "bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion", TRUTH_TAG]
+    for n in names:
+        _RESULTS[f"{run_key}:{n}"] = []
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        sim = p | beam.Create([None]) | beam.ParDo(SimulatedEvents(preset, seed, **overrides)).with_outputs(
+            TRUTH_TAG, main="batches")
+        bars = build_bars(sim.batches, config)
+        marts = {"bars_1m": bars["bars_1m"], **build_analytics(bars["bars_1m"], config), TRUTH_TAG: sim[TRUTH_TAG]}
+        for n, pc in marts.items():
+            pc | f"Keep_{n}" >> beam.Map(_keep, f"{run_key}:{n}")
+    out = {n: _RESULTS.pop(f"{run_key}:{n}") for n in names}
+    out[TRUTH_TAG] = out[TRUTH_TAG][0]
+    return out
+
+
+def score_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of score rows (preset, seed, recall, precision, time to alert, USD)."""
+    head = f"{'preset':<6} {'seed':>4} {'true':>5} {'found':>5} {'recall':>7} {'precision':>9} " \
+           f"{'tta_med_s':>9} {'usd_err_med%':>12} {'usd_within5%':>12}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def fmt(v: Any, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+        lines.append(
+            f"{r['preset']:<6} {r['seed']:>4} {r['true_episodes']:>5} {r['detected_episodes']:>5} "
+            f"{r['recall']:>7.3f} {r['precision']:>9.3f} {fmt(r['median_time_to_alert_s'], '>9.0f')} "
+            f"{fmt(r['median_usd_error_pct'], '>12.3f')} {fmt(r['share_usd_within_5pct'], '>12.3f')}"
+        )
+    return "\n".join(lines)

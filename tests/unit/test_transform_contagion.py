@@ -16,7 +16,7 @@ from pipelines.transforms.contagion import ScoreContagion
 from tests.unit.test_transform_bars import Collect
 
 M0 = dt.datetime(2024, 8, 5)
-CFG = AnalyticsConfig(beta_window_minutes=30, beta_min_points=10, contagion_every_minutes=30,
+CFG = AnalyticsConfig(beta_windows_minutes=(30,), beta_min_points=10, contagion_every_minutes=30,
                       dominance_oi_weight=0.5, leverage_exponent=0.5, funding_norm=0.0001, funding_weight=0.25,
                       liq_intensity_weight=1.0)
 

@@ -28,7 +28,7 @@ class _Read(beam.DoFn):
 def test_graph_fills_every_mart_and_rows_fit_the_ddl() -> None:
     events = generate_events(seed=2, n_trades=2000, minutes=40)
     cfg = dataclasses.replace(
-        AnalyticsConfig(), beta_window_minutes=10, beta_min_points=5, contagion_every_minutes=5,
+        AnalyticsConfig(), beta_windows_minutes=(10,), beta_min_points=5, contagion_every_minutes=5,
         oi_spans_minutes=(("1h", 60), ("10m", 10)), allowed_lateness_s=900, floor_usd_symbol=1.0,
         floor_usd_market=1.0, min_adverse_move_pct=0.0, baseline_multiple=0.0, feedback_min_points=3,
     )
