@@ -226,6 +226,9 @@ def detect_scope(
                     continue
                 state = {"start": t, "last_hot": t, "quiet_run": 0, "hot_threshold": hot_thr,
                          "episode_threshold": ep_thr, "confirmed": None, "level": 0}
+                # early warning at the close of the first hot minute: the run may still fizzle
+                # (then no cascades row follows); level 0 in cascade_alerts
+                alert(state, t, "watch", 0, float(liq_usd[t]))
             elif liq_usd[t] >= state["hot_threshold"] and base_ok[t]:
                 state["last_hot"], state["quiet_run"] = t, 0
             else:

@@ -24,13 +24,19 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0))
 
 
-def score_episodes(detected: Iterable[dict], truth: dict[str, Any]) -> dict[str, Any]:
+def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iterable[dict] = ()) -> dict[str, Any]:
+    """Recall/precision, time to first alert (a ``watch`` alert when given, else the start
+    alert = detected_ts) and time to the confirmed start, USD error per recalled episode."""
+    first_alert: dict[str, int] = {}
+    for a in alerts:
+        t = ts_to_micros(a["alert_ts"])
+        first_alert[a["episode_id"]] = min(t, first_alert.get(a["episode_id"], t))
     det = [
         {**d, "_s": ts_to_micros(d["start_ts"]), "_e": ts_to_micros(d["end_ts"]), "_a": ts_to_micros(d["detected_ts"])}
         for d in detected
     ]
     true_eps = truth["episodes"]
-    recalled, delays, usd_err, misses = 0, [], [], []
+    recalled, delays, confirm_delays, usd_err, misses = 0, [], [], [], []
     for te in true_eps:
         cands = [d for d in det if d["scope"] == te["scope"] and d["direction"] == _DIRECTION[te["direction"]]
                  and _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]) > 0]
@@ -39,7 +45,8 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any]) -> dict[str,
             continue
         recalled += 1
         best = max(cands, key=lambda d: _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]))
-        delays.append((min(d["_a"] for d in cands) - te["start_us"]) / 1e6)
+        confirm_delays.append((min(d["_a"] for d in cands) - te["start_us"]) / 1e6)
+        delays.append((min(first_alert.get(d["episode_id"], d["_a"]) for d in cands) - te["start_us"]) / 1e6)
         t_usd = te["liquidated_long_usd"] + te["liquidated_short_usd"]
         d_usd = float(best["long_liq_usd"]) + float(best["short_liq_usd"])
         usd_err.append(abs(d_usd / t_usd - 1.0) * 100.0 if t_usd else 0.0)
@@ -54,6 +61,7 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any]) -> dict[str,
         "precision": (n_det - len(false)) / n_det if n_det else 1.0,
         "median_time_to_alert_s": statistics.median(delays) if delays else None,
         "max_time_to_alert_s": max(delays) if delays else None,
+        "median_time_to_confirm_s": statistics.median(confirm_delays) if confirm_delays else None,
         "median_usd_error_pct": statistics.median(usd_err) if usd_err else None,
         "max_usd_error_pct": max(usd_err) if usd_err else None,
         "share_usd_within_5pct": sum(e <= 5.0 for e in usd_err) / len(usd_err) if usd_err else None,
@@ -132,7 +140,7 @@ def run_simulated(preset: str, seed: int, config: Any = None, **overrides: Any) 
 def score_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of score rows (preset, seed, recall, precision, time to alert, USD)."""
     head = f"{'preset':<6} {'seed':>4} {'true':>5} {'found':>5} {'recall':>7} {'precision':>9} " \
-           f"{'tta_med_s':>9} {'usd_err_med%':>12} {'usd_within5%':>12}"
+           f"{'tta_med_s':>9} {'ttc_med_s':>9} {'usd_err_med%':>12} {'usd_within5%':>12}"
     lines = [head, "-" * len(head)]
     for r in rows:
         def fmt(v: Any, spec: str) -> str:
@@ -140,6 +148,7 @@ def score_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['preset']:<6} {r['seed']:>4} {r['true_episodes']:>5} {r['detected_episodes']:>5} "
             f"{r['recall']:>7.3f} {r['precision']:>9.3f} {fmt(r['median_time_to_alert_s'], '>9.0f')} "
+            f"{fmt(r['median_time_to_confirm_s'], '>9.0f')} "
             f"{fmt(r['median_usd_error_pct'], '>12.3f')} {fmt(r['share_usd_within_5pct'], '>12.3f')}"
         )
     return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Cascade detection scored against the simulator's ground truth.
+
+The fast test checks the scorer itself on hand-made episodes. The slow ones simulate presets
+A-D and calm with 3 seeds each, run the real Beam graph (build_bars + build_analytics on the
+FnApiRunner) over the normalized events, and require recall and precision >= 0.95, a median
+time to first alert <= 60 s of event time, and >= 95 % of recalled episodes with liquidated USD
+within 5 % of the truth; the score table is printed (pytest -m slow -s). About a minute per run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from pipelines.transforms.cascades import LONG, SHORT
+from pipelines.transforms.scoring import run_simulated, score_episodes, score_table
+
+E = dt.datetime(1970, 1, 1)
+
+
+def _us(minute: int) -> int:
+    return minute * 60_000_000
+
+
+def _det(scope, direction, start_m, end_m, confirm_m, usd, eid) -> dict:
+    return {"episode_id": eid, "scope": scope, "direction": direction, "start_ts": E + dt.timedelta(minutes=start_m),
+            "end_ts": E + dt.timedelta(minutes=end_m), "detected_ts": E + dt.timedelta(minutes=confirm_m),
+            "long_liq_usd": usd if direction == LONG else 0.0, "short_liq_usd": usd if direction == SHORT else 0.0}
+
+
+def _true(scope, direction, start_m, end_m, usd) -> dict:
+    return {"scope": scope, "direction": direction, "start_us": _us(start_m), "end_us": _us(end_m),
+            "start": str(start_m), "liquidated_long_usd": usd if direction == "long" else 0.0,
+            "liquidated_short_usd": usd if direction == "short" else 0.0}
+
+
+def test_scorer_by_hand() -> None:
+    truth = {"episodes": [
+        _true("BTC", "long", 10, 20, 100.0),  # found: first alert (watch) at 11, confirmed at 13
+        _true("ETH", "long", 30, 35, 50.0),  # found with 10 % more USD
+        _true("SOL", "short", 50, 52, 10.0),  # missed: detected as the wrong direction
+    ]}
+    detected = [
+        _det("BTC", LONG, 10, 20, 13, 100.0, "a"),
+        _det("ETH", LONG, 31, 36, 32, 55.0, "b"),
+        _det("SOL", LONG, 50, 52, 51, 10.0, "c"),  # false: no true long episode on SOL
+        _det("BNB", LONG, 70, 71, 71, 1.0, "d"),  # false
+    ]
+    alerts = [{"episode_id": "a", "alert_ts": E + dt.timedelta(minutes=11)},
+              {"episode_id": "a", "alert_ts": E + dt.timedelta(minutes=13)}]
+    s = score_episodes(detected, truth, alerts)
+    assert (s["true_episodes"], s["detected_episodes"]) == (3, 4)
+    assert s["recall"] == pytest.approx(2 / 3) and s["precision"] == pytest.approx(2 / 4)
+    # time to first alert: BTC 60 s (watch at 11), ETH 120 s (confirmed at 32) -> median 90 s
+    assert s["median_time_to_alert_s"] == 90.0 and s["max_time_to_alert_s"] == 120.0
+    assert s["median_time_to_confirm_s"] == (180.0 + 120.0) / 2
+    assert s["max_usd_error_pct"] == pytest.approx(10.0) and s["share_usd_within_5pct"] == 0.5
+    assert s["missed"] == [("SOL", "50", "short")]
+    assert {f[0] for f in s["false"]} == {"SOL", "BNB"}
+
+
+# ---------------------------------------------------------------------------------------------
+SCORES: list[dict] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_score_table():
+    yield
+    if SCORES:
+        print("\n" + score_table(SCORES))
+
+
+def _check_marts_against_truth(preset: str, out: dict) -> None:
+    truth = out["truth"]
+    bars = out["bars_1m"]
+    long_usd = sum(float(r["long_liq_usd"]) for r in bars)
+    assert long_usd == pytest.approx(truth["totals"]["liquidated_long_usd"], rel=0.01)
+    sym = {}
+    for r in out["bars_1m_symbol"]:
+        sym.setdefault(r["base"], []).append(r)
+    for base, t in truth["returns"].items():
+        rows = sorted(sym[base], key=lambda r: r["minute_ts"])
+        ret = (rows[-1]["price"] / t["open"] - 1) * 100
+        assert ret == pytest.approx(t["return_pct"], abs=0.3), base
+    if preset == "A":
+        # the day's contagion ranking (mean rank of the intraday windows)
+        ranks: dict[str, list[int]] = {}
+        for r in out["contagion"]:
+            if r["window_minutes"] == 240:
+                ranks.setdefault(r["base"], []).append(r["rank"])
+        mean = {b: float(np.mean(v)) for b, v in ranks.items()}
+        assert max(mean["SOL"], mean["DOGE"]) < mean["ETH"] < mean["BNB"], mean
+    if preset == "B":
+        last = max(r["as_of_ts"] for r in out["oi_deltas"] if r["level"] == "market" and r["span"] == "24h")
+        (mk,) = [r for r in out["oi_deltas"] if r["level"] == "market" and r["span"] == "24h" and r["as_of_ts"] == last]
+        t = truth["totals"]
+        true_pct = (t["oi_usd_end"] / t["oi_usd_24h_before_end"] - 1) * 100
+        assert mk["oi_change_pct"] == pytest.approx(true_pct, abs=0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("preset", ["A", "B", "C", "D", "calm"])
+def test_detection_scores_against_simulator_truth(preset: str, seed: int) -> None:
+    out = run_simulated(preset, seed)
+    s = score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])
+    SCORES.append({"preset": preset, "seed": seed, **s})
+    print(score_table([SCORES[-1]]), "\nmissed:", s["missed"], "\nfalse:", s["false"])
+    assert s["recall"] >= 0.95 and s["precision"] >= 0.95
+    if s["median_time_to_alert_s"] is not None:
+        assert s["median_time_to_alert_s"] <= 60
+        assert s["share_usd_within_5pct"] >= 0.95
+    _check_marts_against_truth(preset, out)
