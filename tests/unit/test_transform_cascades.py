@@ -105,17 +105,23 @@ def test_alerts_at_start_and_escalation() -> None:
     _, alerts = run(scenario())
     got = [(a["scope"], a["alert_type"], a["severity_level"], a["minute_ts"], a["liq_usd"]) for a in alerts]
     assert got == [
+        ("BTC", "watch", 0, _at(15), 2.0e6),  # first hot minute: early warning
         ("BTC", "start", 1, _at(16), 5.0e6),
         ("BTC", "escalation", 2, _at(19), 11.5e6),
+        ("market", "watch", 0, _at(15), 2.0e6),
         ("market", "start", 1, _at(16), 5.0e6),
         ("market", "escalation", 2, _at(19), 11.5e6),
     ]
-    assert alerts[0]["price_move_pct"] == pytest.approx(-1.0)  # 99.0 vs 100.0
+    assert alerts[1]["price_move_pct"] == pytest.approx(-1.0)  # 99.0 vs 100.0
+    assert alerts[0]["alert_ts"] == _at(16)  # the close of minute 15
 
 
 def test_run_below_threshold_is_no_episode() -> None:
-    # x 0.3: only minute 19 (1.8M) is hot, and 1.8M < 5M
-    assert run(scenario(scale=0.3)) == ([], [])
+    # x 0.3: only minute 19 (1.8M) is hot, and 1.8M < 5M: a watch alert, then nothing
+    episodes, alerts = run(scenario(scale=0.3))
+    assert episodes == []
+    assert [(a["scope"], a["alert_type"], a["minute_ts"]) for a in alerts] == [
+        ("BTC", "watch", _at(19)), ("market", "watch", _at(19))]
 
 
 def test_adverse_move_filter_delays_confirmation() -> None:
@@ -124,7 +130,8 @@ def test_adverse_move_filter_delays_confirmation() -> None:
     btc = next(e for e in episodes if e["scope"] == "BTC")
     # at minute 16 the close is only -1 %; at 19 it is -2.5 % and the run is already 11.5M
     assert (btc["start_ts"], btc["detected_ts"]) == (_at(15), _at(20))
-    assert [(a["alert_type"], a["severity_level"]) for a in alerts if a["scope"] == "BTC"] == [("start", 2)]
+    assert [(a["alert_type"], a["severity_level"]) for a in alerts if a["scope"] == "BTC"] == [
+        ("watch", 0), ("start", 2)]
 
 
 def test_empty_window() -> None:
