@@ -35,6 +35,9 @@ _IGNORED_EVENTS = frozenset(
 )
 _QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD")
 _DATED = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<yymmdd>\d{6})$")
+_INF = float("inf")
+#: to_epoch_us' plausible window (2009-01-01 .. 2100-01-01) in epoch milliseconds
+_MIN_EPOCH_MS, _MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
 
 
 def _split_pair(pair: str) -> tuple[str, str] | None:
@@ -69,9 +72,18 @@ class BinanceFuturesNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
+        # symbol -> (Instrument, its common fields as a tuple) for the trade fast path;
+        # tied to the book it was filled from, so swapping ``instruments`` empties it
+        self._trade_terms: dict[str, tuple[Instrument, tuple]] = {}
+        self._terms_book: InstrumentBook | None = None
 
     # -- dispatch -----------------------------------------------------------------------------
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
+        # the hot case first (~all of a trade stream): a combined-stream envelope around an aggTrade
+        if msg.__class__ is dict:
+            data = msg.get("data")
+            if data.__class__ is dict and "stream" in msg and data.get("e") == "aggTrade":
+                return [self._trade(data, received_at_us)]
         if isinstance(msg, list):
             return self._open_interest_hist(msg, received_at_us)
         if not isinstance(msg, dict):
@@ -110,6 +122,49 @@ class BinanceFuturesNormalizer:
         return inst
 
     def _trade(self, m: dict, received_at_us: int) -> Normalized:
+        """Fast path for a well-formed trade; anything unusual goes to :meth:`_trade_checked`.
+
+        The checks below accept exactly what the checked path accepts without
+        raising, and compute the same values (same float operations), so the
+        two paths differ only in speed; the checked path names what is wrong.
+        """
+        try:
+            symbol = m["s"]
+            price = float(m["p"])
+            qty = float(m["q"])
+            maker = m["m"]
+            t = m["T"]
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return self._trade_checked(m, received_at_us)
+        if self._terms_book is not self.instruments:
+            self._trade_terms = {}
+            self._terms_book = self.instruments
+        terms = self._trade_terms.get(symbol) if symbol.__class__ is str else None
+        if terms is None:
+            inst = self.instruments.get(symbol) if symbol.__class__ is str else None
+            if inst is None:
+                return self._trade_checked(m, received_at_us)
+            terms = self._trade_terms[symbol] = (inst, (inst.venue, inst.symbol, inst.base, inst.quote,
+                                                        inst.kind, inst.expiry_ms))
+        # 0 < x < inf is false for NaN too; T: int epoch ms in to_epoch_us' plausible range
+        if not (0.0 < price < _INF and 0.0 < qty < _INF and maker.__class__ is bool and t.__class__ is int
+                and _MIN_EPOCH_MS <= t <= _MAX_EPOCH_MS):
+            return self._trade_checked(m, received_at_us)
+        inst, (exchange, sym, base, quote, kind, expiry) = terms
+        size, usd = inst.to_base_and_usd(price, qty)
+        trade_id = m["a"] if "a" in m else m.get("t")
+        return "trade", {
+            "exchange": exchange, "symbol": sym, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
+            "event_time": t * 1000,
+            "ingest_time": received_at_us,
+            "trade_id": None if trade_id is None else str(trade_id),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": "sell" if maker else "buy",
+        }
+
+    def _trade_checked(self, m: dict, received_at_us: int) -> Normalized:
         et = "trade"
         inst = self._instrument(require(m, "s", et), et)
         price = to_float(require(m, "p", et), "p", et, positive=True)
