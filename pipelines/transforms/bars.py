@@ -187,23 +187,23 @@ def _opt(fn, a, b):
     return fn(a, b)
 
 
+_EMPTY: PartialBar = {
+    **{s: 0 for s in _SUMS},
+    "open": None,
+    "close": None,
+    "high": None,
+    "low": None,
+    "volume_base": 0.0,
+    "max_liq_usd": None,
+    "oi_first": None,
+    "oi_last": None,
+    "funding_last": None,
+}
+
+
 def empty_partial(exchange: str, symbol: str, minute: int, ident: tuple[str, str, str]) -> PartialBar:
-    p: PartialBar = {s: 0 for s in _SUMS}
-    p.update(
-        exchange=exchange,
-        symbol=symbol,
-        minute=minute,
-        ident=ident,
-        open=None,
-        close=None,
-        high=None,
-        low=None,
-        volume_base=0.0,
-        max_liq_usd=None,
-        oi_first=None,
-        oi_last=None,
-        funding_last=None,
-    )
+    p = _EMPTY.copy()  # one C-level copy: this runs once per (instrument, minute) group
+    p["exchange"], p["symbol"], p["minute"], p["ident"] = exchange, symbol, minute, ident
     return p
 
 
