@@ -295,7 +295,7 @@ class _Generator:
             "_join": b"".join, "_header": header, "_long": _long, "_int": _int, "_double": _double,
             "_float": _float, "_boolean": _boolean, "_null": _null, "_string": _string, "_bytes": _bytes,
             "_cached_string": _cached_string, "_bad_enum": _bad_enum, "_as_float": _as_float,
-            "_C": _V14_CONT, "_L": _V14_LAST,
+            "_C": _V14_CONT, "_L": _V14_LAST, "_LEN1": _LEN1, "_varint": _varint,
         }
         self.enums: dict[str, dict] = {}  # named enums, by short and full name, for later references
         self.lines: list[str] = []
@@ -370,13 +370,15 @@ class _Generator:
             self.parts.append(p)
         elif prim == "long":
             # the 8-byte varint of epoch microseconds inlined (zigzag of a positive v is 2v)
-            p = f"p{self.n}"
+            # as four parts of the final join rather than concatenated here: one copy instead of four
+            p = [f"p{self.n}{c}" for c in "abcd"]
             self.lines.append(
                 f"if {v}.__class__ is int and {1 << 48:#x} <= {v} < {1 << 55:#x}: z = {v} << 1; "
-                f"{p} = _C[z & 0x3FFF] + _C[(z >> 14) & 0x3FFF] + _C[(z >> 28) & 0x3FFF] + _L[z >> 42]"
+                f"{p[0]} = _C[z & 0x3FFF]; {p[1]} = _C[(z >> 14) & 0x3FFF]; {p[2]} = _C[(z >> 28) & 0x3FFF]; "
+                f"{p[3]} = _L[z >> 42]"
             )
-            self.lines.append(f"else: {p} = _long({v}, {key})")
-            self.parts.append(p)
+            self.lines.append(f"else: {p[0]} = _long({v}, {key}); {p[1]} = {p[2]} = {p[3]} = b''")
+            self.parts.extend(p)
         elif prim is not None:
             self.parts.append(f"_{prim}({v}, {key})")
         elif isinstance(ftype, dict):  # enum
@@ -391,9 +393,18 @@ class _Generator:
             if isinstance(other, dict):
                 table, symbols = self.enum_table(other, prefix=other_tag)
                 expr = f"({table}.get({v}) or _bad_enum({v}, {key}, {symbols}))"
+                self.parts.append(f"({self.const(null_tag)} if {v} is None else {expr})")
+            elif other == "string":
+                # optional ids (trade_id, order_id): unique values, so encoded inline rather than cached
+                p, b = f"p{self.n}", f"b{self.n}"
+                self.lines.append(f"if {v} is None: {p} = {self.const(null_tag)}; {b} = b''")
+                self.lines.append(f"elif {v}.__class__ is str: {b} = {v}.encode(); {p} = {self.const(other_tag)} + "
+                                  f"(_LEN1[len({b})] if len({b}) < 64 else _varint(len({b}) << 1))")
+                self.lines.append(f"else: {p} = {self.const(other_tag)} + _string({v}, {key}); {b} = b''")
+                self.parts.extend((p, b))
             else:
                 expr = f"{self.const(other_tag)} + _{other}({v}, {key})"
-            self.parts.append(f"({self.const(null_tag)} if {v} is None else {expr})")
+                self.parts.append(f"({self.const(null_tag)} if {v} is None else {expr})")
 
     def enum_table(self, enum: dict, prefix: bytes = b"") -> tuple[str, str]:
         symbols = tuple(enum["symbols"])

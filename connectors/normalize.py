@@ -36,6 +36,7 @@ Normalized = tuple[str, dict[str, Any]]
 
 #: plain-text websocket heartbeats some venues send (OKX answers "ping" with "pong")
 TEXT_HEARTBEATS = frozenset({b"ping", b"pong"})
+_HEARTBEAT_LENGTHS = frozenset(len(h) for h in TEXT_HEARTBEATS)
 
 
 class Ignored(Exception):
@@ -169,7 +170,9 @@ def route(
     else:
         is_text = isinstance(raw, str)
         raw_bytes = raw.encode() if is_text else bytes(raw)
-        if raw_bytes.strip() in TEXT_HEARTBEATS:
+        stripped = raw_bytes.strip()
+        # the length test spares hashing every (long) market message for the set lookup
+        if len(stripped) in _HEARTBEAT_LENGTHS and stripped in TEXT_HEARTBEATS:
             return Outcome(ignored="heartbeat")
         try:
             # strict UTF-8: json.loads(bytes) would let CESU-8 surrogates through into strings

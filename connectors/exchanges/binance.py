@@ -72,9 +72,9 @@ class BinanceFuturesNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
-        # symbol -> (Instrument, its common fields as a tuple) for the trade fast path;
+        # symbol -> the instrument's common fields and contract terms, for the trade fast path;
         # tied to the book it was filled from, so swapping ``instruments`` empties it
-        self._trade_terms: dict[str, tuple[Instrument, tuple]] = {}
+        self._trade_terms: dict[str, tuple] = {}
         self._terms_book: InstrumentBook | None = None
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -139,19 +139,27 @@ class BinanceFuturesNormalizer:
         if self._terms_book is not self.instruments:
             self._trade_terms = {}
             self._terms_book = self.instruments
-        terms = self._trade_terms.get(symbol) if symbol.__class__ is str else None
+        if symbol.__class__ is not str:
+            return self._trade_checked(m, received_at_us)
+        terms = self._trade_terms.get(symbol)
         if terms is None:
-            inst = self.instruments.get(symbol) if symbol.__class__ is str else None
+            inst = self.instruments.get(symbol)
             if inst is None:
                 return self._trade_checked(m, received_at_us)
-            terms = self._trade_terms[symbol] = (inst, (inst.venue, inst.symbol, inst.base, inst.quote,
-                                                        inst.kind, inst.expiry_ms))
+            terms = self._trade_terms[symbol] = (inst.venue, inst.symbol, inst.base, inst.quote, inst.kind,
+                                                 inst.expiry_ms, inst.contract_value, inst.inverse)
         # 0 < x < inf is false for NaN too; T: int epoch ms in to_epoch_us' plausible range
         if not (0.0 < price < _INF and 0.0 < qty < _INF and maker.__class__ is bool and t.__class__ is int
                 and _MIN_EPOCH_MS <= t <= _MAX_EPOCH_MS):
             return self._trade_checked(m, received_at_us)
-        inst, (exchange, sym, base, quote, kind, expiry) = terms
-        size, usd = inst.to_base_and_usd(price, qty)
+        exchange, sym, base, quote, kind, expiry, contract_value, inverse = terms
+        # Instrument.to_base_and_usd, inlined (same operations, same floats)
+        if inverse:
+            usd = qty * contract_value
+            size = usd / price
+        else:
+            size = qty * contract_value
+            usd = size * price
         trade_id = m["a"] if "a" in m else m.get("t")
         return "trade", {
             "exchange": exchange, "symbol": sym, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
