@@ -52,6 +52,8 @@ class AvroEncoder:
 
     def __init__(self, event_type: str, version: int | None = None) -> None:
         sv = schemas.latest(event_type) if version is None else _version(event_type, version)
+        self.event_type = event_type
+        self.version = sv.version
         self.schema = sv.parsed
         self.header = MAGIC + sv.fingerprint
         writer = compile_writer(sv.raw, self.header)
@@ -62,6 +64,10 @@ class AvroEncoder:
 
     def encode(self, record: dict[str, Any]) -> bytes:  # replaced per instance in __init__
         raise NotImplementedError
+
+    def __reduce__(self) -> tuple:
+        # the generated function is rebuilt rather than pickled (e.g. when a runner ships a DoFn)
+        return (AvroEncoder, (self.event_type, self.version))
 
     def _encode_with_fastavro(self, record: dict[str, Any]) -> bytes:
         buf = BytesIO()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from io import BytesIO
 from typing import Any
 
@@ -108,7 +109,7 @@ def test_every_liqstream_schema_and_the_synthetic_one_compile():
 
 
 @pytest.mark.parametrize("name", sorted(ALL_SCHEMAS))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_generated_bytes_equal_fastavro_bytes(name, data):
     schema = ALL_SCHEMAS[name]
@@ -118,7 +119,7 @@ def test_generated_bytes_equal_fastavro_bytes(name, data):
 
 
 @pytest.mark.parametrize("event_type", schemas.EVENT_TYPES + ("dead_letter",))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_decode_of_encode_is_the_record(event_type, data):
     sv = schemas.latest(event_type)
@@ -255,3 +256,9 @@ def test_nan_and_infinities_are_written_like_fastavro():
     for x in (math.nan, math.inf, -math.inf, -0.0):
         rec = {**TRADE, "price": x}
         assert AvroEncoder("trade").encode(rec)[10:] == _fastavro_bytes(schemas.latest("trade").raw, rec)
+
+
+def test_an_encoder_survives_pickling_as_a_runner_would_ship_it():
+    enc = AvroEncoder("trade")
+    clone = pickle.loads(pickle.dumps(enc))
+    assert clone.compiled and clone.encode(TRADE) == enc.encode(TRADE)
