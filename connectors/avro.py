@@ -58,12 +58,13 @@ class AvroEncoder:
         self.header = MAGIC + sv.fingerprint
         writer = compile_writer(sv.raw, self.header)
         self.compiled = writer is not None
-        # Bound as an instance attribute so a hot loop's ``enc.encode(r)`` calls the
-        # generated function directly, without a second Python frame.
-        self.encode = writer if writer is not None else self._encode_with_fastavro  # type: ignore[method-assign]
+        self._write = writer if writer is not None else self._encode_with_fastavro
+        # Also bound as an instance attribute, so that a hot loop's ``enc.encode(r)`` calls
+        # the generated function directly, without this class's method frame in between.
+        self.encode = self._write  # type: ignore[method-assign]
 
-    def encode(self, record: dict[str, Any]) -> bytes:  # replaced per instance in __init__
-        raise NotImplementedError
+    def encode(self, record: dict[str, Any]) -> bytes:
+        return self._write(record)
 
     def __reduce__(self) -> tuple:
         # the generated function is rebuilt rather than pickled (e.g. when a runner ships a DoFn)
