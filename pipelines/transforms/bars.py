@@ -428,6 +428,10 @@ def partial_to_row(p: PartialBar) -> dict[str, Any]:
         "oi_last": p["oi_last"][1] if p["oi_last"] else None,
         "oi_first_usd": oi_usd(p["oi_first"]),
         "oi_last_usd": oi_usd(p["oi_last"]),
+        # the venue's own USD value (null when its message had no price): what a merge starts from,
+        # so a minute finished in a later cycle is valued at its final close, as a backfill values it
+        "oi_first_usd_reported": p["oi_first"][2] if p["oi_first"] else None,
+        "oi_last_usd_reported": p["oi_last"][2] if p["oi_last"] else None,
         "oi_first_ts": micros_to_ts(p["oi_first"][0]) if p["oi_first"] else None,
         "oi_last_ts": micros_to_ts(p["oi_last"][0]) if p["oi_last"] else None,
         "funding_rate_last": fl[2] if fl else None,
@@ -452,8 +456,9 @@ def _micros_or_none(v: float | None) -> int | None:
 def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
     """A stored bars_1m row back to a partial, to merge a streaming cycle's new events into it.
 
-    A stored oi_*_usd that was valued at the close (no price in the OI message) comes back as
-    if the venue had sent it; a later trade in the same minute does not re-value it.
+    The OI USD comes back as the venue reported it (``oi_*_usd_reported``); a value that was
+    derived from the minute's close is derived again from the merged close, so a minute split
+    across streaming cycles ends equal to the same minute computed in one pass (a backfill).
     """
     minute = ts_to_micros(row["minute_ts"])
     p = empty_partial(row["exchange"], row["symbol"], minute, (row["base"], row["quote"], row["kind"]))
@@ -468,8 +473,8 @@ def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
         p[col] = int(row.get(col) or 0)
     p["max_liq_usd"] = _micros_or_none(row.get("max_liq_usd"))
     if row.get("oi_first") is not None:
-        p["oi_first"] = (ts_to_micros(row["oi_first_ts"]), row["oi_first"], row.get("oi_first_usd"))
-        p["oi_last"] = (ts_to_micros(row["oi_last_ts"]), row["oi_last"], row.get("oi_last_usd"))
+        p["oi_first"] = (ts_to_micros(row["oi_first_ts"]), row["oi_first"], row.get("oi_first_usd_reported"))
+        p["oi_last"] = (ts_to_micros(row["oi_last_ts"]), row["oi_last"], row.get("oi_last_usd_reported"))
     if row.get("mark_price_last") is not None:
         p["funding_last"] = (
             ts_to_micros(row["funding_ts"]),

@@ -26,6 +26,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
@@ -102,13 +103,17 @@ def detect_scope(
     hot_floor = floor * config.hot_oi_bp / config.episode_oi_bp
     price = np.asarray(price, dtype=float)
     oi_usd = np.asarray(oi_usd, dtype=float)
-    # OI the thresholds scale with: as of the minute before (the run's own liquidations lower it)
     oi_prev = np.concatenate([oi_usd[:1], oi_usd[:-1]])
+    # OI the thresholds scale with: the highest of the oi_reference_minutes before, so the
+    # leverage a crash just removed still sets the bar for the next wave
+    oi_ref = (
+        pd.Series(oi_prev).rolling(max(1, config.oi_reference_minutes), min_periods=1).max().to_numpy()
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         ret_pct = np.concatenate([[np.nan], (price[1:] / price[:-1] - 1.0) * 100.0])
 
     def thresholds(t: int) -> tuple[float, float]:
-        oi = oi_prev[t]
+        oi = oi_ref[t]
         if not np.isfinite(oi):
             return hot_floor, floor
         return max(hot_floor, config.hot_oi_bp * 1e-4 * oi), max(floor, config.episode_oi_bp * 1e-4 * oi)

@@ -44,13 +44,16 @@ class AnalyticsConfig:
 
     # --- cascades -----------------------------------------------------------------------------
     #: a minute is "hot" for a side when its liquidated USD >= hot_oi_bp basis points of the
-    #: scope's OI (as of the minute before) and >= the floor x hot_oi_bp / episode_oi_bp
+    #: scope's reference OI and >= the floor x hot_oi_bp / episode_oi_bp
     hot_oi_bp: float = 1.0
     #: a run of hot minutes is an episode once its liquidated USD reaches episode_oi_bp basis
-    #: points of the scope's OI (as of the minute before the run) and the scope's floor
+    #: points of the scope's reference OI (before the run) and the scope's floor
     episode_oi_bp: float = 5.0
     floor_usd_symbol: float = 500_000.0
     floor_usd_market: float = 5_000_000.0
+    #: the OI the thresholds scale with: the scope's highest OI over this many minutes before
+    #: (so a crash that just removed leverage does not make the next minute look more severe)
+    oi_reference_minutes: int = 1_440
     #: a run ends after this many consecutive non-hot minutes (shorter gaps are bridged)
     quiet_gap_minutes: int = 4
     #: optional filters, 0 = off. Hot minutes must also exceed baseline_multiple x the side's
@@ -117,7 +120,9 @@ class AnalyticsConfig:
         Cascades need the baseline and the longest episode still open; OI deltas need the
         longest span (+ forward-fill tolerance); contagion its beta window.
         """
-        cascade = self.baseline_minutes + self.max_episode_minutes + self.quiet_gap_minutes
+        cascade = (
+            max(self.baseline_minutes, self.oi_reference_minutes) + self.max_episode_minutes + self.quiet_gap_minutes
+        )
         return {
             "bars_1m_symbol": self.ffill_max_minutes,
             "cascades": cascade + self.ffill_max_minutes,

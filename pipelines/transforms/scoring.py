@@ -36,7 +36,7 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iter
         for d in detected
     ]
     true_eps = truth["episodes"]
-    recalled, delays, confirm_delays, usd_err, misses = 0, [], [], [], []
+    recalled, delays, confirm_delays, usd_err, misses, outliers = 0, [], [], [], [], []
     for te in true_eps:
         cands = [d for d in det if d["scope"] == te["scope"] and d["direction"] == _DIRECTION[te["direction"]]
                  and _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]) > 0]
@@ -50,6 +50,9 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iter
         t_usd = te["liquidated_long_usd"] + te["liquidated_short_usd"]
         d_usd = float(best["long_liq_usd"]) + float(best["short_liq_usd"])
         usd_err.append(abs(d_usd / t_usd - 1.0) * 100.0 if t_usd else 0.0)
+        if usd_err[-1] > 5.0:
+            outliers.append((te["scope"], te["start"], round(t_usd), round(d_usd), str(best["start_ts"]),
+                             str(best["end_ts"])))
     false = [d for d in det if not any(
         d["scope"] == te["scope"] and d["direction"] == _DIRECTION[te["direction"]]
         and _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]) > 0 for te in true_eps)]
@@ -65,6 +68,7 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iter
         "median_usd_error_pct": statistics.median(usd_err) if usd_err else None,
         "max_usd_error_pct": max(usd_err) if usd_err else None,
         "share_usd_within_5pct": sum(e <= 5.0 for e in usd_err) / len(usd_err) if usd_err else None,
+        "usd_outliers": outliers,
         "missed": [(m["scope"], m["start"], m["direction"]) for m in misses],
         "false": [(f["scope"], str(f["start_ts"]), f["direction"]) for f in false],
     }
