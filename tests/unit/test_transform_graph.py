@@ -1,10 +1,9 @@
 """The shared analytics graph end to end: generated events -> every mart, loaded into the
-0002_analytics.sql DDL (column names, types and primary keys must accept the rows)."""
+mart DDL of pipelines/marts/ (column names, types and primary keys must accept the rows)."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import apache_beam as beam
 import duckdb
@@ -12,8 +11,6 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipelines.transforms import AnalyticsConfig, build_analytics, build_bars, records_to_batches
 from tests.unit.test_transform_bars import T0, Collect, generate_events
-
-DDL = Path(__file__).resolve().parents[2] / "pipelines" / "marts" / "0002_analytics.sql"
 
 
 class _Read(beam.DoFn):
@@ -45,7 +42,9 @@ def test_graph_fills_every_mart_and_rows_fit_the_ddl() -> None:
     assert 0 < len(outs["late_events"]) < n_events
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(DDL.read_text())
+    from pipelines.warehouse import migrate
+
+    migrate(con)  # every migration, as the jobs apply them
     for name, rows in outs.items():
         assert rows, f"{name} is empty"
         for r in rows:
@@ -58,3 +57,17 @@ def test_graph_fills_every_mart_and_rows_fit_the_ddl() -> None:
     (early,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts < to_timestamp($1 / 1e6)",
                            [T0 + 10 * 60_000_000]).fetchone()
     assert early == 0
+
+
+def test_config_from_env_and_lookbacks() -> None:
+    cfg = AnalyticsConfig.from_env({
+        "LIQSTREAM_ALLOWED_LATENESS_S": "120", "LIQSTREAM_HOT_OI_BP": "2.5",
+        "LIQSTREAM_SYMBOL_KINDS": "perpetual,future", "LIQSTREAM_SEVERITY_TIERS": "1,10",
+    })
+    assert (cfg.allowed_lateness_s, cfg.hot_oi_bp) == (120, 2.5)
+    assert cfg.symbol_kinds == ("perpetual", "future") and cfg.severity_tiers == (1.0, 10.0)
+    lb = AnalyticsConfig().lookback_minutes()
+    # 30 d span + 30 min carry; a day of OI reference + a day-long episode + the gap + carry
+    assert lb["oi_deltas"] == 43_200 + 30
+    assert lb["cascades"] == 1_440 + 1_440 + 4 + 30
+    assert lb["contagion"] == 1_440 + 1 + 30

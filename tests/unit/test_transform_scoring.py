@@ -107,7 +107,7 @@ def test_detection_scores_against_simulator_truth(preset: str, seed: int) -> Non
     out = run_simulated(preset, seed)
     s = score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])
     SCORES.append({"preset": preset, "seed": seed, **s})
-    print(score_table([SCORES[-1]]), "\nmissed:", s["missed"], "\nfalse:", s["false"])
+    print(score_table([SCORES[-1]]), "\nmissed:", s["missed"], "\nfalse:", s["false"], "\nUSD outliers:", s["usd_outliers"])
     assert s["recall"] >= 0.95 and s["precision"] >= 0.95
     if s["median_time_to_alert_s"] is not None:
         assert s["median_time_to_alert_s"] <= 60
