@@ -164,11 +164,11 @@ def route(
 ) -> Outcome:
     """Parse and normalize one raw message; never raises."""
     venue = normalizer.venue
-    if isinstance(raw, (dict, list)):
+    is_text = isinstance(raw, str)  # the replay case: test it once, first
+    if not is_text and isinstance(raw, (dict, list)):
         msg = raw
         raw_bytes = json.dumps(raw, separators=(",", ":")).encode()
     else:
-        is_text = isinstance(raw, str)
         raw_bytes = raw.encode() if is_text else bytes(raw)
         stripped = raw_bytes.strip()
         # the length test spares hashing every (long) market message for the set lookup
