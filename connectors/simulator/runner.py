@@ -108,10 +108,16 @@ class Simulation:
         writers: list[VenueWriter] = [WRITERS[v.name](sc.symbols, i) for i, v in enumerate(sc.venues)]
         names = [v.name for v in sc.venues]
         latency_us = [v.latency_ms * 1000 for v in sc.venues]
-        liq_share = np.array([v.liq_share for v in sc.venues])
-        oi_share = np.array([v.oi_share for v in sc.venues])
+        # venue shares per symbol; a venue that does not list a symbol gets none of it
+        listed = np.array([[w.lists(s) for w in writers] for s in range(S)], dtype=float)
+        liq_share = listed * np.array([v.liq_share for v in sc.venues])
+        liq_share /= liq_share.sum(axis=1, keepdims=True)
+        oi_share = listed * np.array([v.oi_share for v in sc.venues])
+        oi_share /= oi_share.sum(axis=1, keepdims=True)
+        vol_share = listed * np.array([v.volume_share for v in sc.venues])
+        vol_share /= vol_share.sum(axis=1, keepdims=True)
         tw = np.array([s.trade_weight for s in sc.symbols])
-        lam = sc.trades_per_second * sc.step_s * np.outer(tw / tw.sum(), [v.volume_share for v in sc.venues])
+        lam = sc.trades_per_second * sc.step_s * (tw / tw.sum())[:, None] * vol_share
         typical_usd = 4_000.0 * np.sqrt(tw / tw.mean())  # median trade size (USD) per symbol
         sigma_step = np.array([s.vol_daily for s in sc.symbols]) * np.sqrt(sc.step_s / 86_400.0)
         pending = np.zeros((S, V, 2))  # base units of forced closes not yet published
@@ -137,7 +143,7 @@ class Simulation:
 
             # -- liquidations: route to venues, publish what reached the threshold -----------
             if r.liq_long_base.any() or r.liq_short_base.any():
-                w = liq_share[None, :] * np.exp(0.25 * rng.standard_normal((S, V)))
+                w = liq_share * np.exp(0.25 * rng.standard_normal((S, V)))
                 w /= w.sum(axis=1, keepdims=True)
                 pending[:, :, 0] += r.liq_long_base[:, None] * w
                 pending[:, :, 1] += r.liq_short_base[:, None] * w
@@ -203,13 +209,17 @@ class Simulation:
                     oi = model.open_interest_base()
                     for vi in oi_due:
                         for s in range(S):
+                            if not listed[s, vi]:
+                                continue
                             msgs, base, usd = writers[vi].snapshots(s, t_ms, float(mark[s]), float(price[s]),
-                                                                    float(funding[s]), float(oi[s] * oi_share[vi]))
+                                                                    float(funding[s]), float(oi[s] * oi_share[s, vi]))
                             truth.add_oi(t1, s, vi, base, usd)
                             for ch, raw in msgs:
                                 out.append((t1 + latency_us[vi], vi, ch, raw))
                 for vi in mark_due:
                     for s in range(S):
+                        if not listed[s, vi]:
+                            continue
                         for ch, raw in writers[vi].marks(s, t_ms, float(mark[s]), float(price[s]), float(funding[s])):
                             out.append((t1 + latency_us[vi], vi, ch, raw))
 

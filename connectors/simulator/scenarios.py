@@ -241,7 +241,7 @@ def _preset_c() -> Scenario:
         long_share=0.66,
         feedback=0.2,
         margin_gap=0.035,
-        leveraged_fraction=0.0385,
+        leveraged_fraction=0.02544,
         venues=(
             VenueSpec("binance-futures", 0.38, 0.40, 0.38, 15),
             VenueSpec("bybit", 0.24, 0.23, 0.22, 25),

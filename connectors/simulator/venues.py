@@ -60,6 +60,10 @@ class VenueWriter:
         self.qdec = [s.qty_decimals for s in symbols]
         self.trade_id = [(venue_index + 1) * 1_000_000_000 + i * 50_000_000 for i in range(len(symbols))]
 
+    def lists(self, s: int) -> bool:
+        """Whether the venue lists symbol ``s`` (a venue without it gets no share of it)."""
+        return True
+
     def _px(self, s: int, p: float) -> str:
         return f"{p:.{self.pdec[s]}f}"
 
@@ -210,10 +214,18 @@ class OkxWriter(VenueWriter):
         book = InstrumentBook.load("okx")
         # contract size from the same bundled metadata the OKX normalizer uses
         self.ct_val = []
+        self.listed = []
         for name in self.inst:
             meta = book.get(name)
             self.ct_val.append(meta.contract_value if meta is not None else 1.0)
+            # without bundled contract metadata the normalizer cannot size the contracts:
+            # such a symbol is not simulated on OKX (its share goes to the other venues)
+            self.listed.append(meta is not None)
+
         self.seq = [1_000_000_000 + i * 100_000_000 for i in range(len(symbols))]
+
+    def lists(self, s: int) -> bool:
+        return self.listed[s]
 
     def _contracts(self, s: int, qty: float) -> float:
         return round(qty / self.ct_val[s], 2)

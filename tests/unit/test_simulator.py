@@ -24,13 +24,15 @@ from pathlib import Path
 import pytest
 
 from connectors.simulator import PRESETS, Simulation, simulate, write_capture
+from connectors.simulator.scenarios import Shock
 from connectors.sources.capture import read_capture
 
 # OKX contract sizes (base units per contract) from the bundled instrument metadata, read directly
 _OKX_META = json.loads((Path(__file__).resolve().parents[2] / "connectors/exchanges/instruments/okx.json").read_text())
 OKX_CT_VAL = {r["symbol"]: r["contract_value"] for r in _OKX_META["instruments"]}
 DAY_MS = 86_400_000
-LIGHT = {"trades_per_second": 0.3}  # few ordinary trades: the market path is unchanged
+# few ordinary trades and snapshots each minute: the market path is unchanged, the run is fast
+LIGHT = {"trades_per_second": 0.3, "oi_interval_s": 60.0, "mark_interval_s": 60.0}
 
 
 class RawFigures:
@@ -56,8 +58,8 @@ class RawFigures:
         if venue == "binance-futures":
             if channel == "rest":
                 base = m["symbol"].removesuffix("USDT")
-                last = self.px[base][-1][1]
-                self.oi_usd[(venue, base)].append((m["time"], float(m["openInterest"]) * last))
+                if self.px[base]:  # the REST payload has no price: value it at the last seen price
+                    self.oi_usd[(venue, base)].append((m["time"], float(m["openInterest"]) * self.px[base][-1][1]))
                 return
             d = m["data"]
             if d["e"] == "forceOrder":
@@ -151,6 +153,7 @@ def p0(name: str, base: str) -> float:
 
 
 # -- preset A: overnight purge ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_preset_a_reproduces_the_overnight_purge(tmp_path_factory: pytest.TempPathFactory) -> None:
     fig, truth = run_preset(tmp_path_factory, "A")
     longs = sum(v for (b, s), v in fig.liq.items() if s == "long")
@@ -178,9 +181,11 @@ def test_preset_a_reproduces_the_overnight_purge(tmp_path_factory: pytest.TempPa
     assert biggest["price_low"] < biggest["price_start"] and biggest["oi_end_usd"] < biggest["oi_start_usd"]
 
 
+@pytest.mark.slow
 def test_feedback_is_real_no_price_impact_shrinks_a_at_least_4x(tmp_path_factory: pytest.TempPathFactory) -> None:
-    fig, _ = run_preset(tmp_path_factory, "A")
-    flat, _ = run_preset(tmp_path_factory, "A", price_impact=False)
+    # the first 13 h hold the whole cascade (shocks at 6 h and 11 h)
+    fig, _ = run_preset(tmp_path_factory, "A", duration="13h")
+    flat, _ = run_preset(tmp_path_factory, "A", duration="13h", price_impact=False)
     with_impact = sum(fig.liq.values())
     without = sum(flat.liq.values())
     assert without > 0
@@ -188,6 +193,7 @@ def test_feedback_is_real_no_price_impact_shrinks_a_at_least_4x(tmp_path_factory
 
 
 # -- preset C: $900M waterfall ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_preset_c_waterfall(tmp_path_factory: pytest.TempPathFactory) -> None:
     fig, truth = run_preset(tmp_path_factory, "C")
     total = sum(fig.liq.values())
@@ -205,6 +211,7 @@ def test_preset_c_waterfall(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 # -- preset D: plunge and short squeeze ---------------------------------------------------------------
+@pytest.mark.slow
 def test_preset_d_plunge_then_short_squeeze(tmp_path_factory: pytest.TempPathFactory) -> None:
     fig, truth = run_preset(tmp_path_factory, "D")
     btc = sorted(fig.px["BTC"])
@@ -221,6 +228,7 @@ def test_preset_d_plunge_then_short_squeeze(tmp_path_factory: pytest.TempPathFac
 
 
 # -- preset B: slow deleveraging week -----------------------------------------------------------------
+@pytest.mark.slow
 def test_preset_b_slow_week(tmp_path_factory: pytest.TempPathFactory) -> None:
     fig, truth = run_preset(tmp_path_factory, "B")
     end_ms = truth["start_us"] // 1000 + truth["duration_s"] * 1000
@@ -239,7 +247,7 @@ def test_preset_b_slow_week(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 # -- calm ------------------------------------------------------------------------------------------------
 def test_calm_day_has_no_episode(tmp_path_factory: pytest.TempPathFactory) -> None:
-    fig, truth = run_preset(tmp_path_factory, "calm")
+    fig, truth = run_preset(tmp_path_factory, "calm", duration="6h")
     assert truth["episodes"] == []
     assert abs(fig.low_return("BTC", p0("calm", "BTC"))) < 3.0
 
@@ -282,13 +290,13 @@ def test_generation_streams_in_bounded_memory() -> None:
     def peak(duration: str) -> int:
         tracemalloc.start()
         n = 0
-        for _ in simulate("calm", 5, duration=duration, trades_per_second=5):
+        for _ in simulate("calm", 5, duration=duration, trades_per_second=2):
             n += 1
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return top
 
-    short, long = peak("3m"), peak("24m")
+    short, long = peak("2m"), peak("16m")
     # 8x the messages, the same working set (the truth grows only by a few per-minute rows)
     assert long < short * 1.5 + 2_000_000
 
@@ -300,17 +308,23 @@ def test_normalizers_accept_every_simulated_message() -> None:
     counters = RouteCounters()
     norms = {}
     liq_usd = 0.0
-    sim = Simulation("A", 7, duration="12h", trades_per_second=0.5)
+    # preset A's market with a whale sell right away: 40 minutes with a cascade on every venue
+    shock = Shock("whale_sell", 120, 900, -0.06, "BTC", "test shock")
+    sim = Simulation("A", 7, duration="40m", shocks=(shock,), trades_per_second=2)
     for m in sim.messages():
         if m.venue not in NORMALIZERS:
             continue
-        norm = norms.setdefault(m.venue, normalizer_for(m.venue))
+        if m.venue not in norms:
+            norms[m.venue] = normalizer_for(m.venue)
+        norm = norms[m.venue]
         outcome = route(norm, m.raw, m.received_at_us, m.source)
         counters.add(m.venue, outcome)
         assert outcome.dead is None, (m.venue, outcome.dead.reason, outcome.dead.detail, m.raw[:200])
         liq_usd += sum(r["notional_usd"] for t, r in outcome.records if t == "liquidation")
     assert counters.balanced
     truth = sim.truth.finish()
+    assert set(norms) == {"binance-futures", "bybit", "okx", "hyperliquid"}
+    assert all(v["long_usd"] > 0 for v in truth["totals"]["by_venue"].values())
     expected = sum(v["long_usd"] + v["short_usd"] for k, v in truth["totals"]["by_venue"].items() if k in norms)
     assert expected > 0
     assert math.isclose(liq_usd, expected, rel_tol=1e-6)
