@@ -83,10 +83,10 @@ def read_day(archive: Path, event_type: str, day: str) -> pa.Table:
         return pa.table({})
     con = duckdb.connect()
     try:
-        table = con.execute(
-            "SELECT * FROM read_parquet(?, union_by_name=true) "
-            "QUALIFY row_number() OVER (PARTITION BY _topic, _partition, _offset ORDER BY _offset) = 1 "
-            "ORDER BY _topic, _partition, _offset", [files]).arrow()
+        rel = con.read_parquet(files, union_by_name=True)
+        table = rel.query("events", "SELECT * FROM events QUALIFY row_number() OVER "
+                          "(PARTITION BY _topic, _partition, _offset ORDER BY _offset) = 1 "
+                          "ORDER BY _topic, _partition, _offset").to_arrow_table()
     finally:
         con.close()
     schema = pq.read_schema(files[0])

@@ -22,6 +22,8 @@ class JobSettings:
     max_range: int = 200_000
     #: Beam FnApiRunner workers for bounded runs (1 = in-process, fastest for small cycles)
     workers: int = 1
+    #: worker processes of a backfill (each runs whole days' work items; 2 = both cores here)
+    backfill_workers: int = 2
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     @classmethod

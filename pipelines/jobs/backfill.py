@@ -167,6 +167,9 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     _store_dq(con, result)
                 else:
                     result.status = "ok" if result.events else "empty"
+                    # the rebuilt days passed their gate: lift quarantines that lie inside them
+                    con.execute("DELETE FROM quarantine WHERE from_ts >= make_timestamp(?::BIGINT) "
+                                "AND to_ts <= make_timestamp(?::BIGINT)", [start_us, end_us])
                     con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -248,9 +251,11 @@ def _runner():
 def _options(settings: JobSettings):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    # both cores: work items (days, files, offset ranges) spread over worker processes
-    workers = max(settings.workers, 2)
-    return PipelineOptions(flags=[], direct_num_workers=workers, direct_running_mode="multi_processing")
+    # both cores: work items (event types, files, offset ranges) spread over worker processes
+    if settings.backfill_workers <= 1:
+        return PipelineOptions(flags=[], direct_num_workers=1, direct_running_mode="in_memory")
+    return PipelineOptions(flags=[], direct_num_workers=settings.backfill_workers,
+                           direct_running_mode="multi_processing")
 
 
 def _progress(days: list, progress: bool):

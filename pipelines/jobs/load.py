@@ -29,7 +29,6 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
 from apache_beam.transforms.window import TimestampedValue
 
 from connectors.kafka.beam_source import REJECTS, ReadKafkaRangeBatches
@@ -53,7 +52,7 @@ LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".d
 EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
 ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
 #: what --reset-offsets empties: everything derived from the topics
-DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state"]
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
 DQ_SUITES = ["liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion"]
 
@@ -153,7 +152,7 @@ ON CONFLICT (exchange, symbol, side, minute) DO UPDATE SET
 def _upsert(con, table: str, files: list[str]) -> int:
     if not files:
         return 0
-    (n,) = con.execute(f"SELECT count(*) FROM read_parquet(?, union_by_name=true)", [files]).fetchone()
+    (n,) = con.execute("SELECT count(*) FROM read_parquet(?, union_by_name=true)", [files]).fetchone()
     con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM read_parquet(?, union_by_name=true)", [files])
     return int(n)
 
@@ -192,11 +191,7 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
             if pending is not None:
                 result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics")
         if run_dq:
-            for suite in dq_suites or DQ_SUITES:
-                result.dq.append(DataQuality.shared().validate(con, suite, run_id))
-            if not result.dq_passed:
-                result.status = "dq_failed"
-                con.execute("UPDATE pipeline_runs SET status = 'dq_failed' WHERE run_id = ?", [run_id])
+            run_gate(con, run_id, result, dq_suites or DQ_SUITES)
         result.duration_s = time.perf_counter() - t0
         con.execute("UPDATE pipeline_runs SET duration_s = ? WHERE run_id = ?", [result.duration_s, run_id])
         return result
@@ -237,8 +232,9 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
             first_touched, new_max = con.execute(
                 "SELECT epoch_us(min(minute_ts)), epoch_us(max(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), "
                 "minute_ts))) FROM read_parquet(?, union_by_name=true)", [bar_files]).fetchone()
-            pending = warehouse.get_state(con, "analytics_from_us")
-            warehouse.set_state(con, "analytics_from_us", first_touched if pending is None else min(pending, first_touched))
+            for name in ("analytics_from_us", "dq_from_us"):
+                pending = warehouse.get_state(con, name)
+                warehouse.set_state(con, name, first_touched if pending is None else min(pending, first_touched))
             wm = warehouse.get_state(con, "watermark_us")
             result.watermark_us = new_max if wm is None else max(wm, new_max)
             warehouse.set_state(con, "watermark_us", result.watermark_us)
@@ -251,6 +247,33 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+#: the column that dates each suite's rows: the gate checks only the rows of the loads since the last check
+DQ_TIME_COLUMNS = {"liquidations_1m": "minute", "bars_1m": "minute_ts", "cascades": "start_ts",
+                   "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
+
+
+def run_gate(con, run_id: str, result: LoadResult, suites: list[str]) -> None:
+    """Validate the rows loaded since the last gate; a critical failure quarantines their time range."""
+    since = warehouse.get_state(con, "dq_from_us")
+    if since is None and result.status == "empty":
+        return  # nothing new since the last check
+    for suite in suites:
+        col = DQ_TIME_COLUMNS.get(suite)
+        where = f"{col} >= make_timestamp({since})" if since is not None and col else None
+        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=where))
+    if not result.dq_passed:
+        result.status = "dq_failed"
+        failed = ",".join(r.suite for r in result.dq if r.critical and not r.success)
+        until = (result.watermark_us or warehouse.get_state(con, "watermark_us") or since or 0) // MINUTE_US * MINUTE_US
+        con.execute("INSERT OR REPLACE INTO quarantine VALUES (?, make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), ?, ?)",
+                    [run_id, since if since is not None else 0, until + MINUTE_US, failed, datetime.now(UTC)])
+        con.execute("UPDATE pipeline_runs SET status = 'dq_failed', message = ? WHERE run_id = ?",
+                    [f"quarantined: critical suites failed: {failed}", run_id])
+        log.error("load %s failed its data-quality gate (%s): its rows are quarantined from the analyst views",
+                  run_id, failed)
+    warehouse.set_state(con, "dq_from_us", None)
 
 
 def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path) -> int:
