@@ -131,6 +131,9 @@ class Simulation:
         prev_price = np.array([s.price for s in sc.symbols])
         basis = np.zeros(S)
         n_steps = sc.n_steps
+        sent = [0] * V
+        source = f"sim:{sc.name}:{self.seed}"
+        trade_fns = [w.trade for w in writers]
         for k in range(n_steps):
             r = model.step()
             t1 = r.t_us
@@ -193,7 +196,7 @@ class Simulation:
                     s, v = divmod(code, V)
                     px = price_l[s] * (1.0 + 1.5e-5 * jit)
                     t_us = t0 + off
-                    raw = writers[v].trade(s, t_us // 1000, px, size_usd[s] * szj / px, uj < p_buy[s])
+                    raw = trade_fns[v](s, t_us // 1000, px, size_usd[s] * szj / px, uj < p_buy[s])
                     if raw is not None:
                         out.append((t_us + latency_us[v], v, "ws", raw))
 
@@ -226,9 +229,11 @@ class Simulation:
             if out:
                 out.sort(key=lambda m: m[0])
                 for rec_us, v, ch, raw in out:
-                    truth.count(names[v])
-                    yield RawMessage(names[v], rec_us, raw, f"sim:{sc.name}:{self.seed}", ch)
+                    sent[v] += 1
+                    yield RawMessage(names[v], rec_us, raw, source, ch)
             self.steps_done = k + 1
+        for v, name in enumerate(names):
+            truth.messages[name] = sent[v]
         truth.finish()
 
 

@@ -274,11 +274,11 @@ def _preset_d() -> Scenario:
         # fast turnover and strong trend-chasing: shorts pile in after the plunge (squeeze fuel)
         momentum=8.0,
         close_rate=1 / (0.5 * 86400),
-        leveraged_fraction=0.01804,
+        leveraged_fraction=0.01832,
         shocks=(
             Shock("macro", 4 * H, 4 * H, -0.0288, "BTC", "ETF outflows, support at $58-60k breaks"),
             Shock("whale_sell", 9 * H, 0.5 * H, -0.024, "BTC", "capitulation seller"),
-            Shock("whale_buy", 12 * H, 1.0 * H, 0.065, "BTC", "bid returns: squeeze trigger"),
+            Shock("whale_buy", 12 * H, 0.4 * H, 0.06, "BTC", "bid returns: squeeze trigger"),
         ),
         targets={"btc_low_usd": 53_000.0, "btc_rebound_above_usd": 57_000.0, "liquidations_usd": 740e6},
     )

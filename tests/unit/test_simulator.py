@@ -328,3 +328,26 @@ def test_normalizers_accept_every_simulated_message() -> None:
     expected = sum(v["long_usd"] + v["short_usd"] for k, v in truth["totals"]["by_venue"].items() if k in norms)
     assert expected > 0
     assert math.isclose(liq_usd, expected, rel_tol=1e-6)
+
+
+def test_cli_lists_presets_and_writes_capture_and_truth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from connectors.simulator import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--list"])) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["A", "B", "C", "D", "calm"]
+    out = tmp_path / "run.jsonl.gz"
+    args = parser.parse_args(["--scenario", "calm", "--seed", "3", "--out", str(out), "--duration", "3m",
+                              "--symbols", "BTC,ETH", "--venues", "bybit,okx", "--no-progress"])
+    assert cli.run(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    msgs = list(read_capture(out))
+    assert len(msgs) == summary["messages"] > 0
+    assert {m.venue for m in msgs} == {"bybit", "okx"}
+    truth = json.loads((tmp_path / "run.truth.json").read_text())
+    assert truth["symbols"] == ["BTC", "ETH"] and truth["venues"] == ["bybit", "okx"]
+    assert cli.run(parser.parse_args(["--scenario", "nope", "--out", str(out)])) == 2
