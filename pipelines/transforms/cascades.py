@@ -91,8 +91,14 @@ def detect_scope(
     venue_long_micros: np.ndarray,
     venue_short_micros: np.ndarray,
     config: AnalyticsConfig,
+    oi_reference_before: float | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Episodes and alerts of one scope over contiguous minutes (see module docstring)."""
+    """Episodes and alerts of one scope over contiguous minutes (see module docstring).
+
+    ``oi_reference_before``: the scope's highest OI over the ``oi_reference_minutes`` before the
+    window, when the job supplies it (a streaming cycle does not read days of bars); else the
+    reference is computed from the window alone.
+    """
     episodes: list[dict] = []
     alerts: list[dict] = []
     n = len(minutes)
@@ -109,6 +115,8 @@ def detect_scope(
     oi_ref = (
         pd.Series(oi_prev).rolling(max(1, config.oi_reference_minutes), min_periods=1).max().to_numpy()
     )
+    if oi_reference_before is not None and np.isfinite(oi_reference_before):
+        oi_ref = np.fmax(oi_ref, float(oi_reference_before))
     with np.errstate(invalid="ignore", divide="ignore"):
         ret_pct = np.concatenate([[np.nan], (price[1:] / price[:-1] - 1.0) * 100.0])
 
@@ -260,7 +268,9 @@ def detect_scope(
     return episodes, alerts
 
 
-def detect_panel(panel: SymbolPanel, config: AnalyticsConfig) -> tuple[list[dict], list[dict]]:
+def detect_panel(
+    panel: SymbolPanel, config: AnalyticsConfig, oi_reference_before: float | None = None
+) -> tuple[list[dict], list[dict]]:
     return detect_scope(
         panel.base,
         panel.minutes,
@@ -276,6 +286,7 @@ def detect_panel(panel: SymbolPanel, config: AnalyticsConfig) -> tuple[list[dict
         panel.venue_long_liq_micros,
         panel.venue_short_liq_micros,
         config,
+        oi_reference_before,
     )
 
 
@@ -312,7 +323,9 @@ def market_index(prices: np.ndarray, oi: np.ndarray) -> np.ndarray:
     return 100.0 * np.concatenate([[1.0], np.cumprod(1.0 + rm)])
 
 
-def detect_market(parts: Iterable[dict], config: AnalyticsConfig) -> tuple[list[dict], list[dict]]:
+def detect_market(
+    parts: Iterable[dict], config: AnalyticsConfig, oi_reference_before: float | None = None
+) -> tuple[list[dict], list[dict]]:
     parts = sorted(parts, key=lambda p: p["base"])
     if not parts:
         return [], []
@@ -343,7 +356,7 @@ def detect_market(parts: Iterable[dict], config: AnalyticsConfig) -> tuple[list[
     oi_total = np.where(np.isfinite(ois).any(axis=0), np.nansum(ois, axis=0), np.nan)
     return detect_scope(
         config.market_scope, minutes, long_, short_, ln, sn, index, index, index, oi_total,
-        exchanges, v_long, v_short, config,
+        exchanges, v_long, v_short, config, oi_reference_before,
     )
 
 
@@ -351,12 +364,12 @@ class _DetectPerBase(beam.DoFn):
     def __init__(self, config: AnalyticsConfig) -> None:
         self.config = config
 
-    def process(self, keyed: tuple[str, Iterable[dict]]):
+    def process(self, keyed: tuple[str, Iterable[dict]], oi_reference: dict | None = None):
         base, rows = keyed
         panel = build_symbol_panel(base, rows, self.config)
         if panel is None:
             return
-        episodes, alerts = detect_panel(panel, self.config)
+        episodes, alerts = detect_panel(panel, self.config, (oi_reference or {}).get(base))
         yield from episodes
         for a in alerts:
             yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
@@ -367,9 +380,11 @@ class _DetectMarket(beam.DoFn):
     def __init__(self, config: AnalyticsConfig) -> None:
         self.config = config
 
-    def process(self, keyed: tuple[str, Iterable[dict]]):
+    def process(self, keyed: tuple[str, Iterable[dict]], oi_reference: dict | None = None):
         _, parts = keyed
-        episodes, alerts = detect_market(list(parts), self.config)
+        episodes, alerts = detect_market(
+            list(parts), self.config, (oi_reference or {}).get(self.config.market_scope)
+        )
         yield from episodes
         for a in alerts:
             yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
@@ -389,27 +404,38 @@ class DetectCascades(beam.PTransform):
 
     ``emit_from_us``: rows whose end (episodes) / alert time is at or before it are context from
     the lookback and are not emitted again (they are already in the mart, unchanged).
+    ``oi_reference``: optional PCollection of (scope, highest OI USD over the
+    ``oi_reference_minutes`` before the window), e.g. from ``OI_REFERENCE_SQL``; without it the
+    bars must cover that span (``lookback_minutes()['cascades']``).
     """
 
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
+    def __init__(
+        self,
+        config: AnalyticsConfig | None = None,
+        emit_from_us: int | None = None,
+        oi_reference: beam.PCollection | None = None,
+    ) -> None:
         super().__init__()
         self.config = config or AnalyticsConfig()
         self.emit_from_us = emit_from_us
+        self.oi_reference = oi_reference
 
     def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
         kinds = self.config.symbol_kinds
+        side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
         per_base = (
             bars
             | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
             | "ByBase" >> beam.Map(lambda r: (r["base"], r))
             | "GroupByBase" >> beam.GroupByKey()
             | "DetectPerBase"
-            >> beam.ParDo(_DetectPerBase(self.config)).with_outputs(ALERTS_TAG, _MARKET_PARTS, main="episodes")
+            >> beam.ParDo(_DetectPerBase(self.config), **side).with_outputs(ALERTS_TAG, _MARKET_PARTS, main="episodes")
         )
         market = (
             per_base[_MARKET_PARTS]
             | "GroupMarket" >> beam.GroupByKey()
-            | "DetectMarket" >> beam.ParDo(_DetectMarket(self.config)).with_outputs(ALERTS_TAG, main="episodes")
+            | "DetectMarket"
+            >> beam.ParDo(_DetectMarket(self.config), **side).with_outputs(ALERTS_TAG, main="episodes")
         )
         episodes = (per_base.episodes, market.episodes) | "Episodes" >> beam.Flatten()
         alerts = (per_base[ALERTS_TAG], market[ALERTS_TAG]) | "Alerts" >> beam.Flatten()
@@ -417,3 +443,19 @@ class DetectCascades(beam.PTransform):
             "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "closed_ts")),
             "cascade_alerts": alerts | "EmitAlerts" >> beam.Filter(_emitted(self.emit_from_us, "alert_ts")),
         }
+
+
+#: The job's query for DetectCascades(oi_reference=...): each scope's highest OI over
+#: [window_start - oi_reference_minutes, window_start) from bars_1m_symbol. Parameters:
+#: $window_start (TIMESTAMPTZ), $minutes (oi_reference_minutes), $market (config.market_scope).
+OI_REFERENCE_SQL = """
+SELECT base AS scope, max(oi_usd) AS oi_reference_usd
+FROM bars_1m_symbol
+WHERE minute_ts >= $window_start - to_minutes($minutes) AND minute_ts < $window_start
+GROUP BY base
+UNION ALL
+SELECT $market AS scope, max(total) AS oi_reference_usd
+FROM (SELECT minute_ts, sum(oi_usd) AS total FROM bars_1m_symbol
+      WHERE minute_ts >= $window_start - to_minutes($minutes) AND minute_ts < $window_start
+      GROUP BY minute_ts)
+"""

@@ -52,8 +52,10 @@ class AnalyticsConfig:
     floor_usd_symbol: float = 500_000.0
     floor_usd_market: float = 5_000_000.0
     #: the OI the thresholds scale with: the scope's highest OI over this many minutes before
-    #: (so a crash that just removed leverage does not make the next minute look more severe)
-    oi_reference_minutes: int = 1_440
+    #: (so a slow deleveraging or a crash that just removed leverage does not lower the bar);
+    #: a week, as measured on simulator preset B. Streaming cycles pass it from OI_REFERENCE_SQL
+    #: instead of reading a week of bars.
+    oi_reference_minutes: int = 10_080
     #: a run ends after this many consecutive non-hot minutes (shorter gaps are bridged)
     quiet_gap_minutes: int = 4
     #: optional filters, 0 = off. Hot minutes must also exceed baseline_multiple x the side's
@@ -120,12 +122,12 @@ class AnalyticsConfig:
         Cascades need the baseline and the longest episode still open; OI deltas need the
         longest span (+ forward-fill tolerance); contagion its beta window.
         """
-        cascade = (
-            max(self.baseline_minutes, self.oi_reference_minutes) + self.max_episode_minutes + self.quiet_gap_minutes
-        )
+        cascade = self.baseline_minutes + self.max_episode_minutes + self.quiet_gap_minutes
         return {
             "bars_1m_symbol": self.ffill_max_minutes,
+            # + oi_reference_minutes when DetectCascades gets no oi_reference input (a backfill)
             "cascades": cascade + self.ffill_max_minutes,
+            "cascades_oi_reference": self.oi_reference_minutes,
             "oi_deltas": max(m for _, m in self.oi_spans_minutes) + self.ffill_max_minutes,
             "contagion": max(self.beta_windows_minutes) + 1 + self.ffill_max_minutes,
         }

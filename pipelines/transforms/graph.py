@@ -48,11 +48,18 @@ def build_bars(
 
 
 def build_analytics(
-    p_bars: beam.PCollection, config: AnalyticsConfig | None = None, emit_from_us: int | None = None
+    p_bars: beam.PCollection,
+    config: AnalyticsConfig | None = None,
+    emit_from_us: int | None = None,
+    oi_reference: beam.PCollection | None = None,
 ) -> dict[str, beam.PCollection]:
-    """bars_1m rows -> {"bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"}."""
+    """bars_1m rows -> {"bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"}.
+
+    ``oi_reference``: optional (scope, OI USD) pairs from ``cascades.OI_REFERENCE_SQL`` so a
+    streaming cycle need not read ``oi_reference_minutes`` of bars (see DetectCascades).
+    """
     config = config or AnalyticsConfig()
-    cascades = p_bars | "DetectCascades" >> DetectCascades(config, emit_from_us)
+    cascades = p_bars | "DetectCascades" >> DetectCascades(config, emit_from_us, oi_reference)
     return {
         "bars_1m_symbol": p_bars | "ComputeSymbolBars" >> ComputeSymbolBars(config, emit_from_us),
         "cascades": cascades["cascades"],
@@ -65,10 +72,16 @@ def build_analytics(
 class AnalyticsGraph(beam.PTransform):
     """Composite form of build_analytics (output: dict of PCollections by mart name)."""
 
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
+    def __init__(
+        self,
+        config: AnalyticsConfig | None = None,
+        emit_from_us: int | None = None,
+        oi_reference: beam.PCollection | None = None,
+    ) -> None:
         super().__init__()
         self.config = config or AnalyticsConfig()
         self.emit_from_us = emit_from_us
+        self.oi_reference = oi_reference
 
     def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
-        return build_analytics(bars, self.config, self.emit_from_us)
+        return build_analytics(bars, self.config, self.emit_from_us, self.oi_reference)

@@ -134,6 +134,19 @@ def test_adverse_move_filter_delays_confirmation() -> None:
         ("watch", 0), ("start", 2)]
 
 
+def test_supplied_oi_reference_raises_the_bar() -> None:
+    # the job says BTC held 20B of OI in the week before: hot >= 2M, episode >= 10M. Minutes 15
+    # (2.0M), 16 (3.0M) and 19 (6.0M) are hot; the run reaches 11.5M >= 10M only at minute 19.
+    with TestPipeline(runner="FnApiRunner") as p:
+        ref = p | "Ref" >> beam.Create([("BTC", 20e9), ("market", 20e9)])
+        out = p | beam.Create(scenario()) | DetectCascades(CFG, oi_reference=ref)
+        episodes: list = []
+        out["cascades"] | Collect(episodes)
+    btc = next(e for e in episodes if e["scope"] == "BTC")
+    assert (btc["start_ts"], btc["detected_ts"], btc["threshold_usd"]) == (_at(15), _at(20), 10e6)
+    assert btc["severity_level"] == 1
+
+
 def test_empty_window() -> None:
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create([]) | DetectCascades(CFG)

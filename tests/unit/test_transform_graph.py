@@ -67,7 +67,30 @@ def test_config_from_env_and_lookbacks() -> None:
     assert (cfg.allowed_lateness_s, cfg.hot_oi_bp) == (120, 2.5)
     assert cfg.symbol_kinds == ("perpetual", "future") and cfg.severity_tiers == (1.0, 10.0)
     lb = AnalyticsConfig().lookback_minutes()
-    # 30 d span + 30 min carry; a day of OI reference + a day-long episode + the gap + carry
+    # 30 d span + 30 min carry; baseline + a day-long episode + the gap + carry (+ a week of OI
+    # reference unless the job passes it from OI_REFERENCE_SQL)
     assert lb["oi_deltas"] == 43_200 + 30
-    assert lb["cascades"] == 1_440 + 1_440 + 4 + 30
+    assert lb["cascades"] == 60 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
     assert lb["contagion"] == 1_440 + 1 + 30
+
+
+def test_oi_reference_sql_runs_on_the_ddl() -> None:
+    import datetime as dt
+
+    from pipelines.transforms.cascades import OI_REFERENCE_SQL
+    from pipelines.warehouse import migrate
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    migrate(con)
+    m0 = dt.datetime(2024, 1, 1)
+    # BTC 10 then 12 (max) then 9; ETH 3, 4; one BTC minute after the window start is ignored
+    for m, base, oi in ((0, "BTC", 10.0), (1, "BTC", 12.0), (2, "BTC", 9.0), (0, "ETH", 3.0), (1, "ETH", 4.0),
+                        (10, "BTC", 99.0)):
+        con.execute("INSERT INTO bars_1m_symbol (minute_ts, base, venues, volume_base, volume_usd, trade_count, "
+                    "taker_buy_usd, taker_sell_usd, long_liq_count, long_liq_usd, short_liq_count, short_liq_usd, "
+                    "max_liq_usd, oi_usd, oi_venues) VALUES (?, ?, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?, 1)",
+                    [m0 + dt.timedelta(minutes=m), base, oi])
+    got = dict(con.execute(OI_REFERENCE_SQL, {"window_start": m0 + dt.timedelta(minutes=10), "minutes": 60,
+                                              "market": "market"}).fetchall())
+    assert got == {"BTC": 12.0, "ETH": 4.0, "market": 16.0}  # market: minute 1 = 12 + 4
