@@ -178,25 +178,56 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from pipelines import warehouse
+    from pipelines import queries, warehouse
 
+    if args.list_saved:
+        print(queries.describe_saved())
+        return EXIT_OK
+    if bool(args.saved) == bool(args.sql):
+        raise CliError("give either SQL or --saved NAME (see --list-saved)", EXIT_USAGE)
+    try:
+        saved = queries.load_saved(args.saved) if args.saved else None
+    except KeyError as exc:
+        raise CliError(exc.args[0], EXIT_USAGE) from exc
     s = _settings(args)
     con = warehouse.connect(s.db, read_only=True)
     try:
-        rel = con.sql(args.sql)
-        if rel is None:
-            return EXIT_OK
-        if args.format == "csv":
-            rel.df().to_csv(sys.stdout, index=False)
-        elif args.format == "json":
-            print(rel.df().to_json(orient="records", date_format="iso"))
-        else:
-            rel.show(max_rows=args.max_rows, max_width=200)
-    except Exception as exc:  # duckdb errors carry a clear message; a read-only db refuses writes
+        columns, rows = queries.run_query(con, saved.sql if saved else args.sql)
+    except queries.ReadOnlyQueryError as exc:
+        raise CliError(str(exc)) from exc
+    except Exception as exc:  # duckdb errors carry a clear message
         raise CliError(f"query failed: {exc}") from exc
     finally:
         con.close()
+    if columns:
+        if saved and args.format == "table":
+            print(f"{saved.title}\n{saved.answers}\n")
+        print(queries.render(columns, rows, args.format, args.max_rows))
     return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import parse_bound, write_report
+
+    s = _settings(args)
+    try:
+        start = parse_bound(args.date_from) if args.date_from else None
+        end = parse_bound(args.date_to, end=True) if args.date_to else None
+    except ValueError as exc:
+        raise CliError(f"--from/--to must be dates (2026-03-09) or ISO times (2026-03-09T13:00) ({exc})",
+                       EXIT_USAGE) from exc
+    out = write_report(s.db, Path(args.out) if args.out else s.data_dir / "report.html", start, end)
+    print(f"report written: {out.resolve()}  (open it in a browser: file://{out.resolve()})")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipelines.status import collect_status, format_status
+
+    s = _settings(args)
+    st = collect_status(s, metrics_port=args.metrics_port, stale_after_s=args.stale_after)
+    print(json.dumps(st.to_dict(), indent=2) if args.format == "json" else format_status(st))
+    return st.exit_code
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -313,6 +344,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             broker.stop()
             _step("local broker stopped")
     rc = print_summary(s.db)
+    from pipelines.report import write_report
+
+    report = write_report(s.db, s.data_dir / "report.html")
+    print(f"\nreport: {report.resolve()}  (open in a browser; rebuild with `liqstream report`)")
     print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  (try: liqstream query \"SELECT * FROM liquidations_1m LIMIT 5\")")
     if not result.dq_passed:
         return EXIT_DQ
@@ -430,11 +465,36 @@ def build_parser() -> argparse.ArgumentParser:
              "liqstream summary")
     db_flag(sp)
 
-    sp = add("query", cmd_query, "run SQL against the marts (read-only connection)",
-             'liqstream query "SELECT side, sum(notional_usd) FROM liquidations_1m GROUP BY side"')
-    sp.add_argument("sql")
-    sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sp.add_argument("--max-rows", type=int, default=50)
+    sp = add("query", cmd_query, "run SQL or a saved analyst query against the marts (read-only connection)",
+             'liqstream query "SELECT side, sum(notional_usd) FROM liquidations_1m GROUP BY side"\n'
+             "  liqstream query --saved largest_cascades\n"
+             "  liqstream query --saved liquidations_by_venue_24h --format csv\n"
+             "  liqstream query --list-saved")
+    sp.add_argument("sql", nargs="?", help="SQL to run (omit with --saved / --list-saved)")
+    sp.add_argument("--saved", metavar="NAME", help="run a saved query from pipelines/queries/ (see --list-saved)")
+    sp.add_argument("--list-saved", action="store_true", help="list the saved queries and what each answers")
+    sp.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                    help="table: aligned, for people; csv / json: every row, for scripts")
+    sp.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (0 = all)")
+    db_flag(sp)
+
+    sp = add("report", cmd_report, "write a self-contained HTML report of the marts (plots, episodes, DQ)",
+             "liqstream report --from 2026-03-09 --to 2026-03-10 --out data/report.html")
+    sp.add_argument("--from", dest="date_from", help="start (UTC date or ISO time; default: the data's first minute)")
+    sp.add_argument("--to", dest="date_to", help="end, exclusive (a date means up to its end; default: the data's last)")
+    sp.add_argument("--out", default=None, help="HTML file to write (default: LIQSTREAM_DATA_DIR/report.html)")
+    db_flag(sp)
+
+    sp = add("status", cmd_status, "is the broker up, the streaming job running, its lag, the last cycle, the DQ verdict",
+             "liqstream status --metrics-port 9108\n"
+             "exit codes: 0 healthy, 1 no database or the last run failed, 3 data quality failing or quarantined,\n"
+             "  4 no broker, 5 no streaming cycle within --stale-after seconds")
+    sp.add_argument("--metrics-port", type=int, default=None,
+                    help="also read the streaming job's Prometheus /metrics on this port")
+    sp.add_argument("--stale-after", type=float, default=120.0,
+                    help="seconds after which the last cycle means the streaming job is not running (default 120)")
+    sp.add_argument("--format", choices=["table", "json"], default="table")
+    kafka_flags(sp)
     db_flag(sp)
 
     sp = add("capture", cmd_capture, "record live venue websockets to a liqstream JSONL capture",
