@@ -118,9 +118,9 @@ class Scenario:
     funding_base: float = 0.0001
     funding_sensitivity: float = 0.0006
     #: message cadence and density (the scale knobs)
-    trades_per_second: float = 2.0
-    oi_interval_s: float = 15.0
-    mark_interval_s: float = 15.0
+    trades_per_second: float = 1.5
+    oi_interval_s: float = 30.0
+    mark_interval_s: float = 30.0
     #: a forced order is published once the pending liquidated USD of a
     #: venue/symbol/side reaches this size (aggregates the trader-level closes)
     min_liquidation_usd: float = 20_000.0

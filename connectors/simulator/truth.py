@@ -66,7 +66,7 @@ class GroundTruthBuilder:
     """Collects per-minute figures while a run is generated; ``finish()`` -> the truth dict."""
 
     def __init__(self, sc: Scenario, seed: int, price_impact: bool, overrides: dict[str, Any],
-                 *, hot_bp: float = 1.0, min_total_bp: float = 5.0, max_gap_min: int = 3) -> None:
+                 *, hot_bp: float = 0.5, min_total_bp: float = 5.0, max_gap_min: int = 3) -> None:
         self.sc = sc
         self.seed = seed
         self.price_impact = price_impact
