@@ -1,0 +1,160 @@
+"""End-to-end backfill from the normalized archive, its peak memory, and the DuckDB SQL reference.
+
+The backfill (``pipelines.jobs.backfill.run_backfill(source="archive")``, with
+its default two worker processes and the GX gate) runs in a child process
+(``python -m bench.backfill <settings json>``) so its memory is its own; this
+process samples the resident set of the child *and all its descendants* (the
+Beam workers) every 0.2 s and reports the peak of their sum.
+
+The reference computes the same ``bars_1m`` (OHLC by (event_time, price)
+order, volumes and USD sums in micro-USD, taker buy/sell, liquidation counts
+and USD per side, OI first/last, funding last) from the same archive Parquet
+with one DuckDB SQL query, materialized into a table; both results are
+compared on row count and totals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+REFERENCE_SQL = """
+CREATE OR REPLACE TABLE ref_bars AS
+WITH t AS (
+  SELECT exchange, symbol, event_time // 60000000 AS m,
+         arg_min(price, (event_time, price)) AS open, max(price) AS high, min(price) AS low,
+         arg_max(price, (event_time, price)) AS close, sum(size) AS volume_base,
+         sum(round(notional_usd * 1e6)::BIGINT) AS volume_usd, count(*) AS trade_count,
+         sum(CASE WHEN taker_side = 'buy' THEN round(notional_usd * 1e6)::BIGINT ELSE 0 END) AS taker_buy_usd,
+         sum(CASE WHEN taker_side = 'sell' THEN round(notional_usd * 1e6)::BIGINT ELSE 0 END) AS taker_sell_usd
+  FROM read_parquet({trades}) GROUP BY ALL),
+l AS (
+  SELECT exchange, symbol, event_time // 60000000 AS m,
+         count(*) FILTER (WHERE side = 'long') AS long_liq_count,
+         coalesce(sum(round(notional_usd * 1e6)::BIGINT) FILTER (WHERE side = 'long'), 0) AS long_liq_usd,
+         count(*) FILTER (WHERE side = 'short') AS short_liq_count,
+         coalesce(sum(round(notional_usd * 1e6)::BIGINT) FILTER (WHERE side = 'short'), 0) AS short_liq_usd
+  FROM read_parquet({liqs}) GROUP BY ALL),
+o AS (
+  SELECT exchange, symbol, event_time // 60000000 AS m,
+         arg_min(open_interest, (event_time, open_interest)) AS oi_first,
+         arg_max(open_interest, (event_time, open_interest)) AS oi_last
+  FROM read_parquet({ois}) GROUP BY ALL),
+f AS (
+  SELECT exchange, symbol, event_time // 60000000 AS m,
+         arg_max(mark_price, (event_time, mark_price)) AS mark_price_last
+  FROM read_parquet({funding}) GROUP BY ALL)
+SELECT * FROM t FULL JOIN l USING (exchange, symbol, m) FULL JOIN o USING (exchange, symbol, m)
+               FULL JOIN f USING (exchange, symbol, m)
+"""
+
+
+def duckdb_reference(archive: Path) -> dict[str, Any]:
+    import duckdb
+
+    def files(et: str) -> str:
+        return f"'{archive / et}/*/*.parquet'"
+
+    con = duckdb.connect()
+    try:
+        t = time.perf_counter()
+        con.execute(REFERENCE_SQL.format(trades=files("trade"), liqs=files("liquidation"), ois=files("open_interest"),
+                                         funding=files("funding")))
+        s = time.perf_counter() - t
+        bars, trades, usd = con.execute(
+            "SELECT count(*), sum(trade_count), sum(volume_usd) FROM ref_bars").fetchone()
+    finally:
+        con.close()
+    return {"seconds": s, "bars": int(bars), "trade_count": int(trades or 0), "volume_usd_micros": int(usd or 0),
+            "threads": os.cpu_count()}
+
+
+# ---- the child ------------------------------------------------------------------------------------------------
+
+
+def _child(args: dict[str, Any]) -> None:
+    import logging
+
+    logging.disable(logging.INFO)
+    from pipelines.jobs.backfill import run_backfill
+    from pipelines.settings import JobSettings
+
+    settings = JobSettings(db=Path(args["db"]), data_dir=Path(args["data_dir"]),
+                           backfill_workers=args.get("workers", 2))
+    t = time.perf_counter()
+    r = run_backfill(settings, date.fromisoformat(args["start"]), date.fromisoformat(args["end"]), source="archive",
+                     run_dq=args.get("run_dq", True))
+    s = time.perf_counter() - t
+    import duckdb
+
+    con = duckdb.connect(str(settings.db), read_only=True)
+    try:
+        bars, trades, usd = con.execute("SELECT count(*), sum(trade_count), "
+                                        "sum(round(volume_usd * 1e6)::BIGINT) FROM bars_1m").fetchone()
+    finally:
+        con.close()
+    print(json.dumps({"status": r.status, "events": r.events, "seconds": s, "rows": r.rows, "dq_passed": r.dq_passed,
+                      "bars": int(bars), "trade_count": int(trades or 0), "volume_usd_micros": int(usd or 0)}))
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and every descendant (from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            rss[int(d)] = int(Path(f"/proc/{d}/statm").read_text().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def run_backfill_measured(archive_root: Path, db: Path, start: str, end: str, workers: int = 2,
+                          run_dq: bool = True) -> dict[str, Any]:
+    """The backfill in a child process; adds ``peak_rss_mb`` (child + Beam workers) and ``events_per_s``."""
+    args = {"db": str(db), "data_dir": str(archive_root), "start": start, "end": end, "workers": workers,
+            "run_dq": run_dq}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.backfill", json.dumps(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            stop.wait(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    stop.set()
+    th.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"backfill child failed ({proc.returncode}): {err[-2000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["peak_rss_mb"] = peak / 2**20
+    res["events_per_s"] = res["events"] / res["seconds"] if res["seconds"] else None
+    return res
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))

@@ -1,0 +1,248 @@
+"""`make bench`: every stage's throughput (and the streaming latency), with references run side by side.
+
+    .venv/bin/python -m bench.run            # full run (~10-15 min): writes bench/results.json
+    .venv/bin/python -m bench.run --quick    # tiny sizes, < 1 min, checks the harness: bench/out/results.json
+
+Data: the cascade simulator (scenario, seed, duration, trade rate stated in the
+config) for normalize/Kafka; synthetic normalized events (``bench.data``,
+seeded) where the simulator is too slow: ComputeBars, analytics, upserts,
+streaming input and the archive backfills. The machine is shared: the load
+average at start and end is recorded beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import data, stages
+
+ROOT = Path(__file__).resolve().parent
+
+FULL: dict[str, Any] = {
+    "sim": {"scenario": "A", "seed": 7, "duration": "10m", "trades_per_second": 400.0},
+    "normalize_seconds": 2.0, "agg_trades": 20_000,
+    "kafka_events": 50_000,
+    "bars_events": 2_000_000, "naive_events": 50_000,
+    "mart_events": 500_000, "analytics_hours": 6,
+    "stream_rates": [2_000, 10_000, 25_000], "stream_seconds": 15.0,
+    # same events per day at two sizes: peak RSS must not grow with the number of days
+    "backfill": [{"events": 1_000_000, "days": 1}, {"events": 2_000_000, "days": 2}],
+    "seed": 42,
+}
+QUICK: dict[str, Any] = {
+    "sim": {"scenario": "A", "seed": 7, "duration": "3m", "trades_per_second": 20.0},
+    "normalize_seconds": 0.1, "agg_trades": 1_000,
+    "kafka_events": 2_000,
+    "bars_events": 20_000, "naive_events": 5_000,
+    "mart_events": 20_000, "analytics_hours": 1,
+    "stream_rates": [300], "stream_seconds": 2.0,
+    "backfill": [{"events": 20_000, "days": 1, "workers": 1, "run_dq": False}],
+    "seed": 42,
+}
+
+#: the issue's targets on this 2-core machine
+TARGETS = {
+    "normalize_encode_per_core": 100_000, "streaming_rate": 25_000, "streaming_p95_s": 5.0,
+    "streaming_vs_raw_reader": 0.6, "backfill_events_per_s": 500_000, "backfill_vs_duckdb": 3.0,
+}
+
+
+def _target(name: str, value: float | None, unit: str, target: float, op: str) -> dict[str, Any]:
+    met = value is not None and (value >= target if op == ">=" else value <= target)
+    return {"name": name, "value": value, "unit": unit, "target": target, "op": op, "met": bool(met)}
+
+
+def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Every stage with ``cfg`` sizes; returns the stages dict (figures only, no targets)."""
+    def say(msg: str) -> None:
+        if progress:
+            print(f"==> {msg}", flush=True)
+
+    out: dict[str, Any] = {}
+    seed = cfg["seed"]
+    say("simulator: generate + normalize the raw messages")
+    pool = data.simulator_pool(**cfg["sim"])
+    out["simulator"] = pool.config()
+
+    say("normalize + Avro encode vs json.loads")
+    out["normalize"] = stages.stage_normalize(pool, cfg["normalize_seconds"], cfg["agg_trades"])
+
+    say("Kafka produce / consume vs raw kafka-python + fastavro")
+    records = (pool.records * (cfg["kafka_events"] // max(1, len(pool.records)) + 1))[: cfg["kafka_events"]]
+    from connectors.kafka.local_broker import LocalBroker, free_port
+
+    if broker_bootstrap:
+        out["kafka"] = stages.stage_kafka(broker_bootstrap, records)
+    else:
+        with LocalBroker(port=free_port(), run_dir=workdir / "broker") as broker:
+            out["kafka"] = stages.stage_kafka(broker.bootstrap, records)
+
+    say("ComputeBars (batched) vs naive per-element Beam")
+    big = data.synth_tables(cfg["bars_events"], data.SYNTH_START_US, data.DAY_US, seed)
+    small = data.synth_tables(cfg["naive_events"], data.SYNTH_START_US, data.DAY_US // 4, seed + 1)
+    small = {et: t.drop_columns(["_topic", "_partition", "_offset"]) for et, t in small.items()}
+    out["compute_bars"] = stages.stage_compute_bars(big, small)
+    del big
+
+    say("bars_1m for the mart stages")
+    hours = cfg["analytics_hours"]
+    mart_events = data.synth_tables(cfg["mart_events"], data.SYNTH_START_US, hours * 3_600_000_000, seed + 2)
+    bar_files = stages.make_bar_files(mart_events, workdir / "marts")
+    del mart_events
+    say("analytics transforms")
+    out["analytics"] = stages.stage_analytics(bar_files, workdir)
+    out["analytics"]["hours_of_bars"] = hours
+    say("DuckDB upserts")
+    out["duckdb_upserts"] = stages.stage_duckdb_upserts(bar_files, workdir / "upserts.duckdb")
+    say("Great Expectations checkpoint")
+    out["gx_checkpoint"] = stages.stage_gx(workdir / "upserts.duckdb")
+
+    say(f"end-to-end streaming at {cfg['stream_rates']} events/s, {cfg['stream_seconds']:g}s each")
+    from bench.streaming import stage_streaming
+
+    out["streaming"] = stage_streaming(cfg["stream_rates"], cfg["stream_seconds"], workdir / "stream")
+
+    from bench.backfill import duckdb_reference, run_backfill_measured
+
+    runs = []
+    for size in cfg["backfill"]:
+        say(f"end-to-end backfill: {size['events']:,} events over {size['days']} day(s)")
+        root = workdir / f"backfill-{size['events']}"
+        info = data.write_synth_archive(root / "archive", size["events"], size["days"], seed)
+        first = info["first_day"]
+        last = str(__import__("datetime").date.fromisoformat(first) + __import__("datetime").timedelta(days=size["days"] - 1))
+        res = run_backfill_measured(root, root / "backfill.duckdb", first, last, workers=size.get("workers", 2),
+                                    run_dq=size.get("run_dq", True))
+        ref = duckdb_reference(root / "archive")
+        res.update(archive=info, duckdb_reference=ref, ratio_to_duckdb=res["seconds"] / ref["seconds"],
+                   bars_match=res["bars"] == ref["bars"] and res["trade_count"] == ref["trade_count"]
+                   and abs(res["volume_usd_micros"] - ref["volume_usd_micros"]) <= res["bars"])
+        runs.append(res)
+    out["backfill"] = {"runs": runs}
+    return out
+
+
+def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
+    t = TARGETS
+    stream = st["streaming"]
+    best = stream["at_max"] or {}
+    raw = st["kafka"]["raw_consume_decode_per_s"]
+    sustained_tp = best.get("throughput_per_s") if stream["max_sustained_rate"] else None
+    largest = max(st["backfill"]["runs"], key=lambda r: r["events"])
+    return [
+        _target("normalize + Avro encode, simulator mix (msg/s per core)",
+                st["normalize"]["normalize_encode_cpu_per_s"], "msg/s/core", t["normalize_encode_per_core"], ">="),
+        _target("streaming: highest sustained input rate", stream["max_sustained_rate"], "events/s",
+                t["streaming_rate"], ">="),
+        _target("streaming: p95 event-to-mart latency at that rate", best.get("p95_s"), "s", t["streaming_p95_s"], "<="),
+        _target("streaming throughput / raw kafka-python + fastavro consume rate",
+                (sustained_tp / raw) if sustained_tp else 0.0, "ratio", t["streaming_vs_raw_reader"], ">="),
+        _target(f"backfill from archive ({largest['events']:,} events)", largest["events_per_s"], "events/s",
+                t["backfill_events_per_s"], ">="),
+        _target("backfill time / DuckDB SQL reference time", largest["ratio_to_duckdb"], "ratio",
+                t["backfill_vs_duckdb"], "<="),
+    ]
+
+
+def _f(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def format_table(res: dict[str, Any]) -> str:
+    st = res["stages"]
+    rows: list[tuple[str, str, str, str]] = []
+    n = st["normalize"]
+    rows.append(("normalize + encode (sim mix)", _f(n["normalize_encode_cpu_per_s"]) + " msg/CPU-s",
+                 "json.loads " + _f(n["json_loads_cpu_per_s"]), _f(n["ratio_to_json_loads"], 2)))
+    a = n["binance_aggtrade"]
+    rows.append(("  binance aggTrade", _f(a["normalize_encode_per_s"]) + " msg/CPU-s",
+                 "json.loads " + _f(a["json_loads_per_s"]), _f(a["ratio"], 2)))
+    k = st["kafka"]
+    rows.append(("kafka produce (EventProducer)", _f(k["produce_per_s"]) + " ev/s", "", ""))
+    rows.append(("kafka consume+decode (RangeReader)", _f(k["range_reader_decode_per_s"]) + " ev/s",
+                 "raw+fastavro " + _f(k["raw_consume_decode_per_s"]),
+                 _f(k["range_reader_decode_per_s"] / k["raw_consume_decode_per_s"], 2)))
+    rows.append(("  stream reader -> Arrow batches", _f(k["reader_batches_per_s"]) + " ev/s",
+                 "raw+fastavro " + _f(k["raw_consume_decode_per_s"]), _f(k["reader_ratio_to_raw"], 2)))
+    b = st["compute_bars"]
+    rows.append((f"ComputeBars ({b['events']:,} ev)", _f(b["events_per_s"]) + " ev/s",
+                 f"naive per-element {_f(b['naive_events_per_s'])}", _f(b["speedup_vs_naive_rate"], 1) + "x"))
+    rows.append((f"  same {b['small_events']:,} ev", _f(b["small_events_per_s"]) + " ev/s",
+                 f"naive {_f(b['naive_seconds'], 1)} s vs {_f(b['small_seconds'], 1)} s",
+                 _f(b["speedup_vs_naive_same_input"], 1) + "x"))
+    an = st["analytics"]
+    rows.append((f"analytics ({an['bars_in']:,} bars)", _f(an["bars_per_s"]) + " bars/s", "", ""))
+    u = st["duckdb_upserts"]
+    rows.append(("DuckDB upsert bars_1m", _f(u["insert_rows_per_s"]) + " rows/s",
+                 "conflicting " + _f(u["replace_rows_per_s"]), ""))
+    g = st["gx_checkpoint"]["suites"]["bars_1m"]
+    rows.append(("GX checkpoint bars_1m", _f(g["rows_per_s"]) + " rows/s", f"{g['rows']:,} rows {g['seconds']:.2f} s",
+                 ""))
+    for s in st["streaming"]["steps"]:
+        rows.append((f"streaming @ {s['target_rate']:,.0f}/s in",
+                     f"p50/95/99 {_f(s.get('p50_s'), 2)}/{_f(s.get('p95_s'), 2)}/{_f(s.get('p99_s'), 2)} s",
+                     f"in {_f(s['achieved_input_rate'])}/s, out {_f(s['throughput_per_s'])}/s",
+                     "sustained" if s["sustained"] else "NOT sustained"))
+    for r in st["backfill"]["runs"]:
+        rows.append((f"backfill {r['events']:,} ev / {r['archive']['days']} d", _f(r["events_per_s"]) + " ev/s",
+                     f"DuckDB SQL {r['duckdb_reference']['seconds']:.1f} s vs {r['seconds']:.1f} s, "
+                     f"peak RSS {r['peak_rss_mb']:,.0f} MB", _f(r["ratio_to_duckdb"], 1) + "x"))
+    header = ("stage", "figure", "reference", "ratio")
+    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append("")
+    lines.append("targets:")
+    for t in res["targets"]:
+        v = t["value"]
+        lines.append(f"  [{'met' if t['met'] else 'MISSED'}] {t['name']}: {_f(v, 2) if isinstance(v, float) else v} "
+                     f"{t['op']} {t['target']:,} {t['unit']}")
+    return "\n".join(lines)
+
+
+def run(quick: bool = False, out: Path | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    cfg = QUICK if quick else FULL
+    out = out or (ROOT / "out" / "results.json" if quick else ROOT / "results.json")
+    logging.disable(logging.WARNING)  # Beam's INFO chatter would bury the table
+    t0 = time.perf_counter()
+    machine = stages.machine_info()
+    with tempfile.TemporaryDirectory(prefix="liqstream-bench-") as tmp:
+        st = run_stages(cfg, workdir or Path(tmp))
+    machine["load_average_end"] = list(os.getloadavg())
+    res = {"machine": machine, "config": {**cfg, "mode": "quick" if quick else "full",
+                                          "total_seconds": time.perf_counter() - t0}, "stages": st}
+    res["targets"] = targets(st)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, < 1 min: checks the harness (CI)")
+    ap.add_argument("--out", type=Path, help="results file (default bench/results.json; --quick: bench/out/)")
+    args = ap.parse_args(argv)
+    if not args.quick and args.out is None and os.environ.get("BENCH_ALLOW_OVERWRITE", "1") != "1":
+        raise SystemExit("refusing to overwrite bench/results.json")
+    res = run(args.quick, args.out)
+    print(format_table(res))
+    print(f"\nload average {res['machine']['load_average_start']} -> {res['machine']['load_average_end']} "
+          f"on {res['machine']['cores']} cores; total {res['config']['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
