@@ -34,6 +34,9 @@ test-fast: $(STAMP) ## unit tests only
 lint: $(STAMP) ## ruff
 	@$(VENV)/bin/ruff check schemas connectors pipelines tests
 
+bench: $(STAMP) ## benchmarks: throughput and latency with references run side by side (--quick: BENCH_ARGS=--quick)
+	@$(PY) -m bench.run $(BENCH_ARGS)
+
 broker: $(STAMP) ## start the local Kafka-protocol broker (Tansu) on 127.0.0.1:$(LIQSTREAM_KAFKA_PORT)
 	@$(VENV)/bin/liqstream broker start --port $(LIQSTREAM_KAFKA_PORT)
 
