@@ -33,6 +33,8 @@ the raw messages recovers.
 
 from __future__ import annotations
 
+import hashlib
+
 from connectors.instruments import InstrumentBook
 from connectors.simulator.scenarios import SymbolSpec
 
@@ -44,8 +46,9 @@ def next_funding_ms(t_ms: int, period_ms: int = _EIGHT_H_MS) -> int:
     return (t_ms // period_ms + 1) * period_ms
 
 
-def _hex_id(n: int, width: int) -> str:
-    return format(n & ((1 << (4 * width)) - 1), f"0{width}x")
+def _digest(key: str, width: int) -> str:
+    """Deterministic random-looking hex (ids, addresses, tx hashes) of ``width`` digits."""
+    return hashlib.sha256(key.encode()).hexdigest()[:width]
 
 
 class VenueWriter:
@@ -143,7 +146,7 @@ class BybitWriter(VenueWriter):
         self.last_px = [0.0] * len(symbols)
         self.uuid_prefix = []
         for i in range(len(symbols)):
-            x = _hex_id((venue_index * 131 + i + 1) * 0x9E3779B97F4A7C15, 20)
+            x = _digest(f"bybit-uuid-{i}", 20)
             self.uuid_prefix.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-")
         self.ticker_started = [False] * len(symbols)
 
@@ -289,9 +292,8 @@ class HyperliquidWriter(VenueWriter):
         self.oid = [90_000_000_000 + i * 1_000_000_000 for i in range(len(symbols))]
         self.n_user = 0
         # a pool of trader addresses (formatting a fresh 160-bit address per trade is slow)
-        self.addresses = ["0x" + _hex_id((j + 1) * 0x9E3779B97F4A7C15 * 0xBF58476D1CE4E5B9, 40) for j in range(4096)]
-        self.hash_prefix = ["0x" + _hex_id((i + 7) * 0xD6E8FEB86659FD93 * 0x9E3779B97F4A7C15, 48)
-                            for i in range(len(symbols))]
+        self.addresses = ["0x" + _digest(f"hl-trader-{j}", 40) for j in range(4096)]
+        self.hash_prefix = ["0x" + _digest(f"hl-tx-{i}", 48) for i in range(len(symbols))]
 
     def _addr(self, n: int) -> str:
         return self.addresses[(n * 2654435761) & 4095]
@@ -314,7 +316,7 @@ class HyperliquidWriter(VenueWriter):
             return None
         px = round(price, self.pdec[s])
         self.n_user += 1
-        user = "0x" + _hex_id((10_000_000 + self.n_user) * 0x9E3779B97F4A7C15, 40)
+        user = "0x" + _digest(f"hl-liquidated-{self.n_user}", 40)
         n = self.trade_id[s] = self.trade_id[s] + 1
         self.oid[s] += 1
         pxs = f"{px:.{self.pdec[s]}f}"
