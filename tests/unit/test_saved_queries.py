@@ -21,8 +21,8 @@ from tests.unit.test_report_day import GeneratedDay, copy_db, get_generated_day
 
 
 @pytest.fixture(scope="session")
-def generated_day(tmp_path_factory: pytest.TempPathFactory) -> GeneratedDay:
-    return get_generated_day(tmp_path_factory)
+def generated_day(pytestconfig: pytest.Config) -> GeneratedDay:
+    return get_generated_day(pytestconfig)
 
 
 NAMES = ["biggest_oi_drops", "contagion_leaders", "dq_latest", "largest_cascades", "liquidations_by_venue_24h",
