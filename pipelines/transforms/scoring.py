@@ -156,3 +156,15 @@ def score_table(rows: list[dict[str, Any]]) -> str:
             f"{fmt(r['median_usd_error_pct'], '>12.3f')} {fmt(r['share_usd_within_5pct'], '>12.3f')}"
         )
     return "\n".join(lines)
+
+
+def bench(presets: tuple[str, ...] = ("A", "B", "C", "D", "calm"), seeds: tuple[int, ...] = (1, 2, 3)) -> str:
+    """Score every preset x seed through the Beam graph and return the table (for `make bench`:
+    ``python -c "from pipelines.transforms.scoring import bench; print(bench())"``)."""
+    rows = []
+    for preset in presets:
+        for seed in seeds:
+            out = run_simulated(preset, seed)
+            rows.append({"preset": preset, "seed": seed,
+                         **score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])})
+    return score_table(rows)
