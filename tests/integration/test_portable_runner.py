@@ -54,12 +54,12 @@ CONFIG = dataclasses.replace(
 )
 #: analytics every 10 minutes: each bar lands in about 4 sliding windows per analytic
 PERIOD = 10
-MINUTES = 30
+MINUTES = 25
 
 
 @pytest.fixture(scope="module")
 def events() -> dict[str, list[dict]]:
-    return generate_events(seed=5, n_trades=800, minutes=MINUTES)
+    return generate_events(seed=5, n_trades=600, minutes=MINUTES)
 
 
 def kafka_records(events: dict[str, list[dict]]) -> list[KafkaRecord]:
@@ -240,7 +240,7 @@ def test_sliding_window_analytics_equal_the_backfill_graph(marts, events) -> Non
     migrate(con)
     for name, rows in outs.items():
         for r in rows:
-            r = {k: (__import__("json").dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()}
+            r = {k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()}
             con.execute(f"INSERT INTO {name} ({', '.join(r)}) VALUES ({', '.join('?' * len(r))})", list(r.values()))
     for name in ("bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"):
         expected = table_rows(con, name)
