@@ -178,7 +178,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from pipelines import queries, warehouse
+    from pipelines import queries
 
     if args.list_saved:
         print(queries.describe_saved())
@@ -190,7 +190,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise CliError(exc.args[0], EXIT_USAGE) from exc
     s = _settings(args)
-    con = warehouse.connect(s.db, read_only=True)
+    con = queries.connect_read_only(s.db)
     try:
         columns, rows = queries.run_query(con, saved.sql if saved else args.sql)
     except queries.ReadOnlyQueryError as exc:

@@ -149,7 +149,7 @@ def _fmt_age(seconds: float | None) -> str:
 def collect_status(settings: JobSettings, metrics_port: int | None = None, stale_after_s: float = 120.0,
                    timeout_s: float = 5.0, now: datetime | None = None) -> Status:
     """Run every check; never raises for an unhealthy system (that is what the checks report)."""
-    from pipelines.report import connect_read_only
+    from pipelines.queries import connect_read_only
 
     now = now or datetime.now(UTC)
     st = Status(checked_at=now.isoformat(timespec="seconds"))

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -103,6 +104,25 @@ def describe_saved(queries: list[SavedQuery] | None = None) -> str:
 
 
 # ---- running and printing ------------------------------------------------------------------------
+def connect_read_only(db: str | Path, attempts: int = 5, wait_s: float = 0.4) -> Any:
+    """A read-only connection in UTC; retried briefly because DuckDB refuses other processes while a
+    writer holds the file (the streaming job commits in short transactions between cycles)."""
+    from pipelines import warehouse
+
+    for i in range(attempts):
+        try:
+            con = warehouse.connect(db, read_only=True)
+            con.execute("SET TimeZone = 'UTC'")
+            return con
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # duckdb.IOException: "Could not set lock on file ..."
+            if "lock" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(wait_s * (i + 1))
+    raise AssertionError("unreachable")
+
+
 class ReadOnlyQueryError(RuntimeError):
     """A statement tried to change the marts through a read-only connection."""
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipelines import warehouse
-from pipelines.queries import format_value
+from pipelines.queries import connect_read_only, format_value
 from pipelines.report import svg
 
 __all__ = ["connect_read_only", "parse_bound", "render_report", "write_report"]
@@ -29,23 +27,6 @@ __all__ = ["connect_read_only", "parse_bound", "render_report", "write_report"]
 _BUCKETS_MIN = (1, 2, 5, 10, 15, 30, 60, 120, 240, 360, 720, 1440)
 _MAX_HEAT_COLUMNS = 160
 _MAX_LINE_POINTS = 1500
-
-
-def connect_read_only(db: str | Path, attempts: int = 5, wait_s: float = 0.4) -> Any:
-    """A read-only connection; retried briefly because DuckDB refuses readers while a writer
-    process holds the file (the streaming job commits in short transactions between cycles)."""
-    for i in range(attempts):
-        try:
-            con = warehouse.connect(db, read_only=True)
-            con.execute("SET TimeZone = 'UTC'")
-            return con
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # duckdb.IOException: "Could not set lock on file"
-            if "lock" not in str(exc).lower() or i == attempts - 1:
-                raise
-            time.sleep(wait_s * (i + 1))
-    raise AssertionError("unreachable")
 
 
 def parse_bound(text: str, end: bool = False) -> datetime:
