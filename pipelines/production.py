@@ -646,7 +646,9 @@ def options_from_yaml(path: str | Path, environ: dict[str, str] | None = None) -
             for item in value:
                 flags.append(f"--{key}={_expand(str(item), env)}")
             continue
-        flags.append(f"--{key}={_expand(str(value), env)}")
+        expanded = _expand(str(value), env)
+        if expanded != "":  # ${VAR:-} left empty: the option is not set
+            flags.append(f"--{key}={expanded}")
     return flags
 
 

@@ -41,6 +41,9 @@ from pipelines.transforms import AnalyticsConfig, build_analytics, build_bars, r
 from pipelines.warehouse import migrate
 from tests.unit.test_transform_bars import T0, Collect, generate_events
 
+#: ~25 s of CPU (two pipeline runs with event-time triggers, the job service, the batch graph)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
