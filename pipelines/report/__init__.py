@@ -197,7 +197,7 @@ def _oi_section(con: Any, t0: datetime, t1: datetime) -> tuple[list[str], list[d
             color = "#222222" if name == "all venues" else svg.PALETTE[i % len(svg.PALETTE)]
             series.append(svg.Series(name, xs, ys, color))
         plots.append(svg.line_chart(f"oi-deltas-{base}", f"{base}: open-interest change over {span}, % (per venue and all venues)",
-                                    series, x_range=(t0.timestamp(), t1.timestamp()), y_fmt=svg.fmt_pct,
+                                    series, x_range=(t0.timestamp(), t1.timestamp()), y_unit="%",
                                     zero_line=True, height=200))
     latest = _rows(con, """
         SELECT level, exchange, symbol, as_of_ts, oi_end_usd, oi_change_usd, oi_change_pct, price_change_pct, regime

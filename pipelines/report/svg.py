@@ -53,6 +53,24 @@ def fmt_num(v: float) -> str:
     return f"{v:.3g}"
 
 
+def tick_formatter(ticks: Sequence[float], suffix_unit: str = "") -> Callable[[float], str]:
+    """Axis labels with just enough decimals for the tick step (7.605, 7.610 rather than 7.61, 7.61)."""
+    if len(ticks) < 2:
+        return lambda v: fmt_num(v) + suffix_unit
+    step = abs(ticks[1] - ticks[0]) or 1.0
+    top = max(abs(t) for t in ticks)
+    div, suffix = next(((d, x) for d, x in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")) if top >= 10 * d),
+                       (1.0, ""))
+    decimals = 0
+    while decimals < 8 and abs(round(step / div, decimals) - step / div) > 1e-9 * max(step / div, 1e-12):
+        decimals += 1
+
+    def fmt(v: float) -> str:
+        return f"{v / div:,.{decimals}f}{suffix}{suffix_unit}"
+
+    return fmt
+
+
 def fmt_usd(v: float) -> str:
     return ("-$" if v < 0 else "$") + fmt_num(abs(v))
 
@@ -171,9 +189,9 @@ def no_data(plot_id: str, title: str, reason: str, width: int = 1100, height: in
 
 
 def line_chart(plot_id: str, title: str, series: Sequence[Series], *, bands: Sequence[Band] = (),
-               width: int = 1100, height: int = 230, y_fmt: Callable[[float], str] = fmt_num,
+               width: int = 1100, height: int = 230, y_fmt: Callable[[float], str] | None = None,
                x_range: tuple[float, float] | None = None, invert: bool = False, integer_y: bool = False,
-               markers: bool = False, zero_line: bool = False) -> str:
+               markers: bool = False, zero_line: bool = False, y_unit: str = "") -> str:
     """Lines (gaps where y is None) over time, with shaded bands drawn beneath them."""
     ys = [y for s in series for y in s.ys if y is not None and math.isfinite(y)]
     xs = [x for s in series for x in s.xs]
@@ -192,7 +210,7 @@ def line_chart(plot_id: str, title: str, series: Sequence[Series], *, bands: Seq
         lo, hi = min(ticks[0], lo - pad), max(ticks[-1], hi + pad)
     fr = _Frame(x0, x1, lo, hi, width, height, invert=invert)
     out = _open(plot_id, title, width, height)
-    _value_axis(fr, ticks, y_fmt, out)
+    _value_axis(fr, ticks, y_fmt or tick_formatter(ticks, y_unit), out)
     _time_axis(fr, out)
     for b in bands:
         a, z = max(b.x0, fr.x0), min(b.x1, fr.x1)
