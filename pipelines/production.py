@@ -143,6 +143,7 @@ def kafka_read_transforms(
     expansion_service: str | None = None,
     read_dead_letters: bool = True,
     group_id: str = DEFAULT_GROUP_ID,
+    partition_poll_seconds: int | None = 300,
 ) -> dict[str, beam.PTransform]:
     """One ``ReadFromKafka`` per event topic (+ one for every .dlq topic), not yet expanded.
 
@@ -150,6 +151,8 @@ def kafka_read_transforms(
     (``connectors.kafka.producer``), so the source watermark follows event time per partition;
     WindowIntoBars then re-stamps each element with its exact event_time in microseconds.
     Expansion (the Java service) happens only when a transform is applied to a pipeline.
+    ``partition_poll_seconds``: how often KafkaIO looks for partitions added to the topics
+    (None: the partitions found at start only).
     """
     from apache_beam.io.kafka import ReadFromKafka
 
@@ -167,6 +170,7 @@ def kafka_read_transforms(
             with_metadata=True,
             timestamp_policy=ReadFromKafka.create_time_policy,
             commit_offset_in_finalize=True,
+            dynamic_read_poll_interval_seconds=partition_poll_seconds,
             expansion_service=service,
         )
         for name, names in topics.items()
@@ -330,7 +334,10 @@ class AnalyticsInSlidingWindows(beam.PTransform):
         out: dict[str, beam.PCollection] = {}
         out["bars_1m_symbol"] = (self._windowed(bars, "SymbolBars", lookback["bars_1m_symbol"])
                                  | "ComputeSymbolBars" >> ComputeSymbolBars(cfg))
-        cascades = self._windowed(bars, "Cascades", lookback["cascades"]) | "DetectCascades" >> DetectCascades(cfg)
+        # no oi_reference side input here: the window itself holds the oi_reference_minutes of
+        # bars the thresholds scale with (as in a backfill); docs/deployment.md discusses the cost
+        cascades_minutes = lookback["cascades"] + lookback.get("cascades_oi_reference", 0)
+        cascades = self._windowed(bars, "Cascades", cascades_minutes) | "DetectCascades" >> DetectCascades(cfg)
         out["cascades"], out["cascade_alerts"] = cascades["cascades"], cascades["cascade_alerts"]
         out["oi_deltas"] = self._windowed(bars, "OIDeltas", lookback["oi_deltas"]) | "ComputeOIDeltas" >> ComputeOIDeltas(cfg)
         out["contagion"] = (self._windowed(bars, "Contagion", lookback["contagion"])
