@@ -193,9 +193,11 @@ def _oi_section(con: Any, t0: datetime, t1: datetime) -> tuple[list[str], list[d
     plots = []
     for base in order:
         series = []
-        for i, (name, (xs, ys)) in enumerate(sorted(by_base.get(base, {}).items(), key=lambda kv: kv[0] != "all venues")):
-            color = "#222222" if name == "all venues" else svg.PALETTE[i % len(svg.PALETTE)]
-            series.append(svg.Series(name, xs, ys, color))
+        # venues first, the base's total last and dashed: venues often move together and would hide it
+        for i, (name, (xs, ys)) in enumerate(sorted(by_base.get(base, {}).items(), key=lambda kv: kv[0] == "all venues")):
+            total = name == "all venues"
+            series.append(svg.Series(name, xs, ys, "#222222" if total else svg.PALETTE[i % len(svg.PALETTE)],
+                                     dash="6 4" if total else ""))
         plots.append(svg.line_chart(f"oi-deltas-{base}", f"{base}: open-interest change over {span}, % (per venue and all venues)",
                                     series, x_range=(t0.timestamp(), t1.timestamp()), y_unit="%",
                                     zero_line=True, height=200))
@@ -359,7 +361,7 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         "time bucket, summed over venues; long and short positions separately, log colour scale.</p>"
         + "".join(heat_plots) + "</section>",
         f"<section id='oi'><h2>Open-interest deltas per base and venue</h2><p class='note'>Change of open interest "
-        f"over the trailing {escape(oi_span or '-')} at each as-of minute (v_oi_deltas); black: the base across its "
+        f"over the trailing {escape(oi_span or '-')} at each as-of minute (v_oi_deltas); black dashed: the base across its "
         "perpetual venues.</p>" + "".join(oi_plots)
         + "<h3>Latest per series</h3>" + _table(oi_latest, ["level", "exchange", "symbol", "as_of_ts", "oi_end_usd",
                                                             "oi_change_usd", "oi_change_pct", "price_change_pct", "regime"],

@@ -27,6 +27,7 @@ class Series:
     xs: Sequence[float]
     ys: Sequence[float | None]
     color: str
+    dash: str = ""  # SVG stroke-dasharray, e.g. "5 3": a total drawn over the lines it sums
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,9 @@ def _legend(items: list[tuple[str, str]], width: int, out: list[str], y: int = 1
     x = width - 12
     for name, color in reversed(items):
         label = escape(name)
-        out.append(f"<text x='{x}' y='{y}' font-size='11' fill='#333' text-anchor='end'>{label}</text>")
-        x -= 7 * len(name) + 4
-        out.append(f"<rect x='{x - 10}' y='{y - 9}' width='10' height='10' fill='{color}'/>")
+        out.append(f"<text x='{x:.1f}' y='{y}' font-size='11' fill='#333' text-anchor='end'>{label}</text>")
+        x -= 6.2 * len(name) + 4
+        out.append(f"<rect x='{x - 10:.1f}' y='{y - 9}' width='10' height='10' fill='{color}'/>")
         x -= 22
 
 
@@ -239,8 +240,9 @@ def line_chart(plot_id: str, title: str, series: Sequence[Series], *, bands: Seq
                 cx, cy = seg[0].split(",")
                 out.append(f"<circle cx='{cx}' cy='{cy}' r='2' fill='{s.color}'/>")
             else:
+                dash = f" stroke-dasharray='{s.dash}'" if s.dash else ""
                 out.append(f"<polyline points='{' '.join(seg)}' fill='none' stroke='{s.color}' stroke-width='1.6' "
-                           f"stroke-linejoin='round'><title>{escape(s.name)}</title></polyline>")
+                           f"stroke-linejoin='round'{dash}><title>{escape(s.name)}</title></polyline>")
         if markers:
             for x, y in zip(s.xs, s.ys, strict=True):
                 if y is not None and math.isfinite(y) and fr.x0 <= x <= fr.x1:
