@@ -45,7 +45,7 @@ class AnalyticsConfig:
     # --- cascades -----------------------------------------------------------------------------
     #: a minute is "hot" for a side when its liquidated USD >= hot_oi_bp basis points of the
     #: scope's reference OI and >= the floor x hot_oi_bp / episode_oi_bp
-    hot_oi_bp: float = 1.0
+    hot_oi_bp: float = 0.5  # the simulator truth's definition since 7c452bb (docs/simulator.md)
     #: a run of hot minutes is an episode once its liquidated USD reaches episode_oi_bp basis
     #: points of the scope's reference OI (before the run) and the scope's floor
     episode_oi_bp: float = 5.0
