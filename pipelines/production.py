@@ -557,13 +557,12 @@ def list_window_files(root: str | Path) -> dict[str, list[tuple[int, int, str]]]
     return out
 
 
-def load_window_files(con: Any, root: str | Path, run_dq: bool = False) -> dict[str, int]:
+def load_window_files(con: Any, root: str | Path) -> dict[str, int]:
     """Upserts the sink's files not loaded yet into the marts, in ONE transaction; returns rows per mart.
 
     Within a load, per natural key the row of the latest (window end, pane) wins; the files
-    loaded are recorded in ``production_loaded_files``, so a re-run loads nothing twice. Then the
-    data-quality gate of the local jobs runs over the rows loaded (``run_dq``), quarantining them
-    on a critical failure (pipelines.jobs.load.run_gate).
+    loaded are recorded in ``production_loaded_files``, so a re-run loads nothing twice. The
+    rows' time range is added to ``job_state.dq_from_us`` for the next gate (``gate_load``).
     """
     import pyarrow.fs  # noqa: F401  (the filesystem registry, for object-storage URIs)
 
@@ -572,8 +571,11 @@ def load_window_files(con: Any, root: str | Path, run_dq: bool = False) -> dict[
     warehouse.migrate(con)
     con.execute(_LEDGER_DDL)
     done = {p for (p,) in con.execute("SELECT path FROM production_loaded_files").fetchall()}
+    from pipelines.jobs.backfill import TIME_COLUMNS
+
     loaded: dict[str, int] = {}
     min_time_us: int | None = None
+    max_time_us: int | None = None
     con.execute("BEGIN")
     try:
         for mart, files in list_window_files(root).items():
@@ -585,10 +587,14 @@ def load_window_files(con: Any, root: str | Path, run_dq: bool = False) -> dict[
                 t = _read_file(root, path)
                 tables.append(t.append_column("_w", pa.array([end] * t.num_rows, pa.int64()))
                               .append_column("_p", pa.array([pane] * t.num_rows, pa.int32())))
-                if mart != REJECTS and end:
-                    min_time_us = end if min_time_us is None else min(min_time_us, end)
             batch = pa.concat_tables(tables, promote_options="permissive")
             con.register("_production_batch", batch)
+            if mart in TIME_COLUMNS:  # the rows' own times: what the DQ gate and a quarantine cover
+                lo, hi = con.execute(f"SELECT epoch_us(min({TIME_COLUMNS[mart]})), epoch_us(max({TIME_COLUMNS[mart]})) "
+                                     "FROM _production_batch").fetchone()
+                if lo is not None:
+                    min_time_us = lo if min_time_us is None else min(min_time_us, lo)
+                    max_time_us = hi if max_time_us is None else max(max_time_us, hi)
             keys = ", ".join(f'"{k}"' for k in MART_KEYS[mart])
             con.execute(
                 f"INSERT OR REPLACE INTO {mart} BY NAME SELECT * EXCLUDE (_w, _p, _rn) FROM ("
@@ -602,24 +608,31 @@ def load_window_files(con: Any, root: str | Path, run_dq: bool = False) -> dict[
                             [[path, mart, end, pane, now] for end, pane, path in new])
         if min_time_us is not None:
             pending = warehouse.get_state(con, "dq_from_us")
-            # the window end bounds the rows from above; a day of margin covers the analytics'
-            # sliding windows (their rows date up to one window size before its end)
-            since = min_time_us - 24 * 60 * MINUTE_US
-            warehouse.set_state(con, "dq_from_us", since if pending is None else min(pending, since))
+            warehouse.set_state(con, "dq_from_us", min_time_us if pending is None else min(pending, min_time_us))
+            # as in the local stream: the latest time committed (a failed gate quarantines up to it)
+            wm = warehouse.get_state(con, "watermark_us")
+            warehouse.set_state(con, "watermark_us", max_time_us if wm is None else max(wm, max_time_us))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    if run_dq and loaded:
-        from pipelines.jobs.load import DQ_SUITES, LoadResult, run_gate
-
-        run_id = f"production-load-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        result = LoadResult(run_id=run_id, status="ok", rows_written=sum(loaded.values()))
-        con.execute("INSERT INTO pipeline_runs VALUES (?, 'production-load', ?, ?, 'ok', NULL, ?, ?, NULL, NULL, NULL)",
-                    [run_id, dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC), loaded.get(REJECTS, 0),
-                     result.rows_written])
-        run_gate(con, run_id, result, DQ_SUITES)
     return loaded
+
+
+def gate_load(con: Any, loaded: dict[str, int]) -> Any:
+    """Records the load in ``pipeline_runs`` and runs the local jobs' data-quality gate over the rows
+    loaded since the last gate (pipelines.jobs.load.run_gate): a critical failure quarantines
+    them. Returns the LoadResult (``dq_passed``)."""
+    from pipelines.jobs.load import DQ_SUITES, LoadResult, run_gate
+
+    now = dt.datetime.now(dt.UTC)
+    run_id = f"production-load-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    result = LoadResult(run_id=run_id, status="ok" if loaded else "empty", rows_written=sum(loaded.values()),
+                        rejects_in=loaded.get(REJECTS, 0))
+    con.execute("INSERT INTO pipeline_runs VALUES (?, 'production-load', ?, ?, ?, NULL, ?, ?, NULL, NULL, NULL)",
+                [run_id, now, dt.datetime.now(dt.UTC), result.status, result.rejects_in, result.rows_written])
+    run_gate(con, run_id, result, DQ_SUITES)
+    return result
 
 
 def _read_file(root: str | Path, path: str) -> pa.Table:
@@ -692,13 +705,12 @@ def main(argv: Iterable[str] | None = None) -> int:
 
         con = warehouse.connect(args.db)
         try:
-            loaded = load_window_files(con, args.sink_root, run_dq=not args.no_dq)
-            failed = con.execute("SELECT count(*) FROM quarantine WHERE created_at > now() - INTERVAL 1 MINUTE"
-                                 ).fetchone()[0] if loaded and not args.no_dq else 0
+            loaded = load_window_files(con, args.sink_root)
+            passed = True if args.no_dq else gate_load(con, loaded).dq_passed
         finally:
             con.close()
-        log.info("loaded %s", loaded)
-        return 3 if failed else 0
+        log.info("loaded %s rows per mart; data quality %s", loaded, "passed" if passed else "FAILED (quarantined)")
+        return 0 if passed else 3  # 3: the CLI's code for a failed data-quality gate
 
     flags = (options_from_yaml(args.options_file) if args.options_file else []) + beam_flags
     settings = KafkaSettings.from_env()

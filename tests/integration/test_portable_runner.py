@@ -41,9 +41,6 @@ from pipelines.transforms import AnalyticsConfig, build_analytics, build_bars, r
 from pipelines.warehouse import migrate
 from tests.unit.test_transform_bars import T0, Collect, generate_events
 
-#: ~25 s of CPU (two pipeline runs with event-time triggers, the job service, the batch graph)
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -167,6 +164,7 @@ def _run_fnapi(records: list[KafkaRecord], sink_root: Path) -> None:
                                  analytics_period_minutes=PERIOD)
 
 
+@pytest.mark.slow  # the module's `marts`: ~25 s of CPU for two runs + the job service
 def test_portable_job_service_gives_the_fnapi_marts(marts) -> None:
     fn, portable = marts["fnapi"], marts["portable"]
     for table in MART_KEYS:
@@ -178,6 +176,7 @@ def test_portable_job_service_gives_the_fnapi_marts(marts) -> None:
         assert {p.name for p in root.iterdir()} == set(MART_KEYS)
 
 
+@pytest.mark.slow  # the module's `marts`: ~25 s of CPU for two runs + the job service
 def test_rejects_keep_position_and_reason(marts) -> None:
     rows = marts["fnapi"].execute('SELECT topic, "partition", "offset", exchange, reason FROM rejects '
                                   'ORDER BY "offset"').fetchall()
@@ -202,6 +201,7 @@ FROM t FULL JOIN l USING (exchange, symbol, minute_ts)
 """
 
 
+@pytest.mark.slow  # the module's `marts`: ~25 s of CPU for two runs + the job service
 def test_bars_match_a_plain_sql_reference(marts, events) -> None:
     """bars_1m of the unbounded graph vs a GROUP BY over the raw events (minutes with trades or
     liquidations; OI/funding-only minutes are left out of the reference)."""
@@ -227,6 +227,7 @@ def test_bars_match_a_plain_sql_reference(marts, events) -> None:
     assert liq_usd == pytest.approx(sum(round(r["notional_usd"] * 1e6) for r in events["liquidation"]) / 1e6, abs=1e-4)
 
 
+@pytest.mark.slow  # the module's `marts`: ~25 s of CPU for two runs + the job service
 def test_sliding_window_analytics_equal_the_backfill_graph(marts, events) -> None:
     """Each analytic row, taken from the one sliding window whose tail holds it, equals the row of
     the bounded graph (the backfill's) run once over the whole range."""
@@ -290,3 +291,98 @@ def test_unbounded_kafka_pipeline_expands(tmp_path) -> None:
     assert set(marts) == set(MART_KEYS)
     names = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
     assert {f"Read_{topic}" for topic in TOPICS.values()} <= names
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_local_ranges_source_runs_the_same_graph(marts, events, fresh_broker, tmp_path) -> None:
+    """``--source local-ranges``: the records produced to a real broker, read back as bounded offset
+    ranges by ReadKafkaRangeBatches, give the same marts as the records handed in directly."""
+    from connectors.kafka.producer import EventProducer
+    from connectors.kafka.reader import log_bounds, plan_ranges
+    from connectors.kafka.topics import all_topics, ensure_topics
+
+    settings = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    ensure_topics(settings)
+    records = kafka_records(events)
+    with EventProducer(settings) as producer:
+        for r in records:
+            producer.send_encoded(r.topic, r.key, r.value, r.timestamp)
+    ranges = plan_ranges(log_bounds(settings, all_topics()), {}, 200_000)
+    assert sum(r.end - r.start for r in ranges) == len(records)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        build_unbounded_pipeline(p, settings, CONFIG, ParquetWindowSink(tmp_path / "files"), source="local-ranges",
+                                 ranges=ranges, analytics_period_minutes=PERIOD)
+    con = load(tmp_path / "files")
+    for table in MART_KEYS:
+        if table != "rejects":  # positions differ: the producer partitions by key
+            assert table_rows(con, table) == table_rows(marts["fnapi"], table), table
+    assert con.execute("SELECT topic, exchange, reason FROM rejects ORDER BY exchange").fetchall() == [
+        ("trades.v1", "bybit", "decode_error"), ("trades.v1", "okx", "decode_error")]
+
+
+def _write_pane(root: Path, mart: str, rows: list[dict], window_start_us: int, pane_index: int) -> None:
+    """Rows of one (window, pane) through the sink DoFn, the way a runner drives it."""
+    from apache_beam.transforms.window import IntervalWindow
+    from apache_beam.utils.timestamp import Timestamp
+    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+    from pipelines.production import ParquetWindowSink
+
+    fn = ParquetWindowSink(root).for_mart(mart).fn
+    fn.setup()
+    fn.start_bundle()
+    win = IntervalWindow(Timestamp(micros=window_start_us), Timestamp(micros=window_start_us + 60_000_000))
+    timing = PaneInfoTiming.ON_TIME if pane_index == 0 else PaneInfoTiming.LATE
+    for row in rows:
+        fn.process(row, win=win, pane=PaneInfo(pane_index == 0, False, timing, pane_index, pane_index))
+    fn.finish_bundle()
+
+
+def _liq_row(minute_us: int, count: int, usd: str) -> dict:
+    from decimal import Decimal
+
+    return {"exchange": "bybit", "symbol": "BTCUSDT", "side": "long", "minute": minute_us, "base": "BTC",
+            "quote": "USDT", "liq_count": count, "notional_usd": Decimal(usd), "max_notional_usd": Decimal("10"),
+            "first_event_time": minute_us + 1_000_000, "last_event_time": minute_us + 2_000_000}
+
+
+def test_loader_applies_panes_in_order_and_loads_each_file_once(tmp_path) -> None:
+    m1, m2 = T0, T0 + 60_000_000
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    _write_pane(tmp_path, "liquidations_1m", [_liq_row(m1, 1, "10")], m1, 0)
+    assert load_window_files(con, tmp_path) == {"liquidations_1m": 1}
+    # a late event re-fires the minute: pane 1 holds the accumulated (complete) row
+    _write_pane(tmp_path, "liquidations_1m", [_liq_row(m1, 2, "25.5")], m1, 1)
+    # another minute with both panes in the same load: the later pane wins
+    _write_pane(tmp_path, "liquidations_1m", [_liq_row(m2, 3, "40")], m2, 1)
+    _write_pane(tmp_path, "liquidations_1m", [_liq_row(m2, 1, "5")], m2, 0)
+    assert load_window_files(con, tmp_path) == {"liquidations_1m": 3}
+    assert load_window_files(con, tmp_path) == {}  # every file is in the ledger
+    rows = con.execute("SELECT epoch_us(minute), liq_count, notional_usd::VARCHAR FROM liquidations_1m "
+                       "ORDER BY minute").fetchall()
+    assert rows == [(m1, 2, "25.500000"), (m2, 3, "40.000000")]
+    state = dict(con.execute("SELECT name, value_us FROM job_state").fetchall())
+    assert (state["dq_from_us"], state["watermark_us"]) == (m1, m2)  # what the next DQ gate covers
+
+
+@pytest.mark.slow  # Great Expectations: ~5 s to import
+def test_loader_gate_quarantines_a_bad_load(tmp_path) -> None:
+    """The loader's data-quality gate: a clean load passes; a load holding a liquidation with an
+    impossible side fails the critical liquidations_1m suite and is hidden from the analyst view."""
+    from pipelines.production import gate_load
+
+    m1, m2 = T0, T0 + 60_000_000
+    con = duckdb.connect(str(tmp_path / "marts.duckdb"))
+    con.execute("SET TimeZone = 'UTC'")
+    _write_pane(tmp_path / "files", "liquidations_1m", [_liq_row(m1, 1, "10")], m1, 0)
+    assert gate_load(con, load_window_files(con, tmp_path / "files")).dq_passed
+    bad = {**_liq_row(m2, 1, "10"), "side": "sideways"}
+    _write_pane(tmp_path / "files", "liquidations_1m", [bad], m2, 0)
+    result = gate_load(con, load_window_files(con, tmp_path / "files"))
+    assert not result.dq_passed and result.status == "dq_failed"
+    assert con.execute("SELECT suites FROM quarantine").fetchall() == [("liquidations_1m",)]
+    assert con.execute("SELECT count(*) FROM liquidations_1m").fetchone() == (2,)  # kept for investigation
+    # the quarantine covers the failed load's minute only: the earlier, passed minute stays published
+    assert con.execute("SELECT epoch_us(minute) FROM v_liquidations_1m").fetchall() == [(m1,)]
