@@ -367,6 +367,17 @@ def test_loader_applies_panes_in_order_and_loads_each_file_once(tmp_path) -> Non
     assert (state["dq_from_us"], state["watermark_us"]) == (m1, m2)  # what the next DQ gate covers
 
 
+def test_loader_command_line(tmp_path) -> None:
+    from pipelines.production import main
+
+    db = tmp_path / "marts.duckdb"
+    _write_pane(tmp_path / "files", "liquidations_1m", [_liq_row(T0, 4, "12.25")], T0, 0)
+    assert main(["load", "--sink-root", str(tmp_path / "files"), "--db", str(db), "--no-dq"]) == 0
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT liq_count, notional_usd::VARCHAR FROM liquidations_1m").fetchall() == [(4, "12.250000")]
+    assert con.execute("SELECT count(*) FROM production_loaded_files").fetchone() == (1,)
+
+
 @pytest.mark.slow  # Great Expectations: ~5 s to import
 def test_loader_gate_quarantines_a_bad_load(tmp_path) -> None:
     """The loader's data-quality gate: a clean load passes; a load holding a liquidation with an
