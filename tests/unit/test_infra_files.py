@@ -42,6 +42,7 @@ def test_flink_options_become_beam_pipeline_options() -> None:
     flink = opts.view_as(FlinkRunnerOptions)
     assert flink.flink_master == "jm.internal:8081"
     assert flink.parallelism == 12 and flink.flink_submit_uber_jar is True
+    assert flink.flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS  # one the pinned Beam runs on
     std = opts.view_as(StandardOptions)
     assert std.runner == "FlinkRunner" and std.streaming is True
     # Java-side Flink options travel as flags (forwarded to the runner with the uber jar)
