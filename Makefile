@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
-.PHONY: help setup run test test-fast lint bench broker broker-stop clean
+.PHONY: help setup run test test-fast lint bench broker broker-stop clean chromium
+CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,7 +26,7 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 run: $(STAMP) ## the whole default job: broker, bundled scenario, pipeline, marts, DQ, summary
 	@$(VENV)/bin/liqstream demo
 
-test: $(STAMP) ## the full test suite (starts its own brokers)
+test: $(STAMP) chromium ## the full test suite (starts its own brokers; renders the report in headless Chromium)
 	@$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## unit tests only
@@ -42,6 +43,11 @@ broker: $(STAMP) ## start the local Kafka-protocol broker (Tansu) on 127.0.0.1:$
 
 broker-stop: $(STAMP) ## stop the local broker started by `make broker`
 	@$(VENV)/bin/liqstream broker stop --port $(LIQSTREAM_KAFKA_PORT)
+
+chromium: ## Debian's headless Chromium for the report's browser test (skipped with a reason if it cannot be installed)
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the report's browser test will be skipped"; }
 
 clean: ## remove the venv and generated data
 	rm -rf $(VENV) data .pytest_cache

@@ -1,7 +1,7 @@
 """`liqstream`: the command line of the whole project.
 
 Exit codes: 0 ok, 1 a step failed, 2 usage error, 3 a data-quality gate
-failed, 4 no Kafka broker reachable.
+failed, 4 no Kafka broker reachable, 5 (status) no recent streaming cycle.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DQ, EXIT_NO_BROKER = 0, 1, 2, 3, 4
-DEMO_CAPTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "demo" / "binance-futures-demo.jsonl.gz"
 
 
 class CliError(Exception):
@@ -230,6 +229,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return st.exit_code
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from connectors.simulator import cli as sim_cli
+
+    return sim_cli.run(args)
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from connectors.sources import recorder
 
@@ -312,46 +317,103 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 # ---- demo: the whole default job -------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Broker + simulated preset replayed to Kafka while the streaming job consumes it + DQ + summary."""
+    import threading
+
     from connectors.kafka.local_broker import LocalBroker, free_port
     from connectors.kafka.publish import publish_raw_stream
-    from pipelines.jobs.load import run_load
+    from connectors.kafka.topics import ensure_topics
+    from pipelines.jobs.stream import StreamJob, StreamOptions
     from pipelines.summary import print_summary
 
     s = _settings(args)
     own_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.bootstrap_servers
     broker = None
     t0 = time.perf_counter()
+    capture = Path(args.capture) if args.capture else _demo_capture(s.data_dir, args.scenario, args.seed)
     try:
         if own_broker:
             broker = LocalBroker(port=args.port or free_port(), run_dir=s.data_dir / "broker")
             broker.start()
             s = s.replace(kafka=s.kafka.with_bootstrap(broker.bootstrap))
             _step(f"local broker up at {broker.bootstrap} (log: {broker.log_path})")
+            # a fresh local broker is a new, empty cluster: rebuild the demo marts from it
+            from pipelines import warehouse
+            from pipelines.jobs.load import DERIVED_TABLES
+
+            con = warehouse.connect(s.db)
+            warehouse.migrate(con)
+            warehouse.reset_state(con, DERIVED_TABLES)
+            con.close()
         else:
             _check_broker(s.kafka.bootstrap_servers)
             _step(f"using the Kafka cluster at {s.kafka.describe()}")
-        capture = args.capture or str(DEMO_CAPTURE)
-        _step(f"replaying {capture}")
-        counters = publish_raw_stream(_capture_items(capture, None, 0), s.kafka, progress=sys.stderr.isatty())
-        print_route_summary(counters)
-        _step("running the Beam pipeline (FnApiRunner) over the topics' current offsets")
-        # A fresh local broker is a new, empty cluster: the demo database is rebuilt from it.
-        result = run_load(s, reset_offsets=own_broker)
-        _step(f"load {result.status}: {sum(r.size for r in result.ranges):,} messages, "
-              f"{result.rows_written:,} mart rows, {result.rejects_in:,} rejects, {result.duration_s:.1f}s")
+        ensure_topics(s.kafka)
+        _step(f"replaying {capture} to Kafka while the streaming job consumes it")
+        replay: dict = {}
+
+        def produce() -> None:
+            try:
+                replay["counters"] = publish_raw_stream(_capture_items(str(capture), None, 0), s.kafka,
+                                                        create_topics=False, progress=sys.stderr.isatty())
+            except BaseException as exc:  # reported below; the job must not wait forever
+                replay["error"] = exc
+            finally:
+                replay["done"] = True
+
+        producer = threading.Thread(target=produce, name="replay", daemon=True)
+        producer.start()
+        job = StreamJob(s, StreamOptions(interval_s=1.0, dq_every_s=0, exit_when_idle=2, analytics_every_s=3600,
+                                         done=lambda: replay.get("done", False)))
+        rc = job.run()
+        producer.join()
+        if "error" in replay:
+            raise CliError(f"replay failed: {replay['error']}")
+        print_route_summary(replay["counters"])
+        h = job.health
+        _step(f"streaming job consumed {h.events_total:,} events in {h.cycles} cycles "
+              f"({h.rejects_total:,} rejects, lag {sum(h.lag.values()):,})")
     finally:
         if broker is not None:
             broker.stop()
             _step("local broker stopped")
-    rc = print_summary(s.db)
-    from pipelines.report import write_report
-
-    report = write_report(s.db, s.data_dir / "report.html")
-    print(f"\nreport: {report.resolve()}  (open in a browser; rebuild with `liqstream report`)")
-    print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  (try: liqstream query \"SELECT * FROM liquidations_1m LIMIT 5\")")
-    if not result.dq_passed:
-        return EXIT_DQ
+    print_summary(s.db)
+    _demo_report(s)
+    print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  "
+          f"(try: liqstream query \"SELECT * FROM v_cascades_latest LIMIT 5\")")
     return rc
+
+
+def _demo_capture(data_dir: Path, scenario: str, seed: int) -> Path:
+    """The simulated day, generated once per (scenario, seed, simulator version) and reused."""
+    import hashlib
+
+    from connectors.simulator import capture as sim_capture
+
+    src = Path(sim_capture.__file__).parent
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(src.glob("*.py")))).hexdigest()[:12]
+    out = data_dir / "sim" / f"{scenario}-{seed}-{digest}.jsonl.gz"
+    if not out.exists():
+        _step(f"simulating scenario {scenario} (seed {seed}) -> {out}")
+        tmp = out.with_suffix(".part.gz")
+        summary = sim_capture.write_capture(str(tmp), scenario, seed,
+                                            truth_path=str(out.with_name(out.name.replace(".jsonl.gz", ".truth.json"))),
+                                            progress=sys.stderr.isatty())
+        tmp.rename(out)
+        _step(f"{summary['messages']:,} raw venue messages, {summary['episodes']} true cascade episodes, "
+              f"${summary['liquidated_long_usd'] / 1e6:,.0f}M longs liquidated")
+    else:
+        _step(f"reusing the simulated day {out}")
+    return out
+
+
+def _demo_report(s) -> None:
+    try:
+        from pipelines.report import write_report
+    except ImportError:
+        return
+    path = write_report(s.db, s.data_dir / "report.html")
+    _step(f"report: {path}")
 
 
 def quiet_third_party_logs(verbose: bool = False) -> None:
@@ -389,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
 
             configuration: env KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
             KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE), LIQSTREAM_DB, LIQSTREAM_DATA_DIR; flags override env.
-            exit codes: 0 ok, 1 failure, 2 usage, 3 data-quality gate failed, 4 no broker."""))
+            exit codes: 0 ok, 1 failure, 2 usage, 3 data-quality gate failed, 4 no broker,
+            5 (status) the streaming job has not completed a cycle recently."""))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -497,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_flags(sp)
     db_flag(sp)
 
+    sp = add("simulate", cmd_simulate, "generate a market day with liquidation cascades as raw venue messages "
+             "(+ ground truth)", "liqstream simulate --scenario A --seed 7 --out data/sim/A.jsonl.gz")
+    from connectors.simulator import cli as sim_cli
+
+    sim_cli.add_arguments(sp)
+
     sp = add("capture", cmd_capture, "record live venue websockets to a liqstream JSONL capture",
              "liqstream capture --venue bybit --symbols BTCUSDT,ETHUSDT --out data/captures/bybit.jsonl.gz --duration 3600")
     from connectors.sources import recorder
@@ -508,9 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["refresh", "show"])
     sp.add_argument("venue")
 
-    sp = add("demo", cmd_demo, "the whole default job: local broker, bundled capture, pipeline, DQ, summary (make run)",
-             "liqstream demo")
-    sp.add_argument("--capture", help="capture to replay (default: the bundled demo capture)")
+    sp = add("demo", cmd_demo, "the whole default job (make run): local broker, simulated preset replayed to Kafka, "
+             "streaming job until consumed, DQ, summary, report", "liqstream demo --scenario A --seed 7")
+    sp.add_argument("--capture", help="capture to replay instead of the simulated day")
+    sp.add_argument("--scenario", default="A", help="simulator preset (liqstream simulate --list), default A")
+    sp.add_argument("--seed", type=int, default=7, help="simulator seed, default 7")
     sp.add_argument("--port", type=int, help="port of the local broker (default: a free port)")
     kafka_flags(sp)
     db_flag(sp)

@@ -55,15 +55,34 @@ def parquet_glob(out_dir: str | Path, name: str) -> list[str]:
     return sorted(str(p) for p in Path(out_dir).glob(f"{name}-*.parquet"))
 
 
+def plain_columns(table: pa.Table) -> pa.Table:
+    """Timestamps -> epoch-microsecond ints, decimals -> floats.
+
+    Rows crossing a Beam stage boundary are encoded per value; ints, floats and
+    strings have fast coders, while datetime and Decimal fall back to pickle per
+    value (measured: 4.4M pickle calls, 130 s of 300 s, for 45k bar rows).
+    """
+    cols = []
+    for field, col in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            col = col.cast(pa.timestamp("us", tz=field.type.tz)).cast(pa.int64())
+        elif pa.types.is_decimal(field.type):
+            col = col.cast(pa.float64())
+        cols.append(col)
+    return pa.Table.from_arrays(cols, names=table.schema.names)
+
+
 class _ReadParquetRows(beam.DoFn):
     def process(self, path: str):
-        table = pq.read_table(path)
+        table = plain_columns(pq.read_table(path))
         for batch in table.to_batches(max_chunksize=10_000):
             yield from batch.to_pylist()
 
 
 class ReadParquetRows(beam.PTransform):
-    """Rows of Parquet files the driver exported (read inside a DoFn: only the paths are created)."""
+    """Rows of Parquet files the driver exported (read inside a DoFn: only the paths are created).
+
+    Times arrive as epoch microseconds and money as floats (see :func:`plain_columns`)."""
 
     def __init__(self, paths: list[str]) -> None:
         super().__init__()

@@ -166,7 +166,8 @@ def _export(con, sql: str, params: list, path: Path) -> list[str]:
 
 
 def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True,
-             config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None) -> LoadResult:
+             config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
+             run_analytics: bool = True) -> LoadResult:
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -187,7 +188,7 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
                 _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0)
             else:
                 _record_run(con, result, started, t0, "load")
-            pending = warehouse.get_state(con, "analytics_from_us")
+            pending = warehouse.get_state(con, "analytics_from_us") if run_analytics else None
             if pending is not None:
                 result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics")
         if run_dq:

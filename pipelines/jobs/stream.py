@@ -111,6 +111,11 @@ class StreamOptions:
     max_backoff_s: float = 30.0
     metrics_port: int | None = None
     max_cycles: int = 0  # 0 = unbounded
+    #: analytics cadence in seconds (0 = every cycle). Deferred analytics are never lost: the
+    #: touched minutes stay marked in job_state until a cycle recomputes them.
+    analytics_every_s: float = 0.0
+    #: an extra stop condition checked after each cycle (e.g. "the replay feeding me is done")
+    done: object = None
 
 
 class StreamJob:
@@ -141,13 +146,16 @@ class StreamJob:
         idle = 0
         backoff = 1.0
         last_dq = 0.0
+        last_analytics = time.monotonic()
         cycles = 0
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
                 want_dq = opts.dq_every_s <= 0 or time.monotonic() - last_dq >= opts.dq_every_s
+                want_analytics = (opts.analytics_every_s <= 0 or idle > 0
+                                  or time.monotonic() - last_analytics >= opts.analytics_every_s)
                 try:
-                    result = run_load(self.settings, run_dq=want_dq)
+                    result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
@@ -161,10 +169,13 @@ class StreamJob:
                 backoff = 1.0
                 if want_dq:
                     last_dq = time.monotonic()
+                if want_analytics:
+                    last_analytics = time.monotonic()
                 self._record(result, time.perf_counter() - t0)
                 cycles += 1
                 idle = idle + 1 if result.status == "empty" else 0
-                if opts.exit_when_idle and idle >= opts.exit_when_idle:
+                done = opts.done() if callable(opts.done) else True
+                if opts.exit_when_idle and idle >= opts.exit_when_idle and done:
                     log.info("no new messages for %d cycle(s): exiting", idle)
                     break
                 if opts.max_cycles and cycles >= opts.max_cycles:
