@@ -3,7 +3,7 @@
 Offset ranges are tiny descriptors, so they may go through ``beam.Create``;
 the records themselves are read inside the DoFn (ARCHITECTURE.md: Create
 pickles its elements, reading in a DoFn does not). Production runs the same
-downstream graph on ``ReadFromKafka`` instead (infra/production.md).
+downstream graph on ``ReadFromKafka`` instead (pipelines/production.py, docs/deployment.md).
 """
 
 from __future__ import annotations
