@@ -272,7 +272,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     logging.getLogger("liqstream").setLevel(logging.INFO)
     job = StreamJob(s, StreamOptions(interval_s=args.interval, dq_every_s=args.dq_every,
                                      exit_when_idle=args.exit_when_idle, metrics_port=args.metrics_port,
-                                     max_cycles=args.max_cycles))
+                                     max_cycles=args.max_cycles, snapshot_every_s=args.snapshot_every,
+                                     analytics_every_s=args.analytics_every))
     job.install_signal_handlers()
     print(f"streaming from {s.kafka.describe()} into {s.db} every {args.interval:g}s"
           + (f"; metrics on http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port else "")
@@ -504,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop after N consecutive cycles without new messages (0 = run until stopped)")
     sp.add_argument("--max-cycles", type=int, default=0, help="stop after this many cycles (0 = unbounded)")
     sp.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    sp.add_argument("--snapshot-every", type=float, default=30.0,
+                    help="seconds between read snapshots published for analysts (0 = only at stop)")
+    sp.add_argument("--analytics-every", type=float, default=0.0,
+                    help="seconds between analytics recomputations (0 = every cycle)")
     kafka_flags(sp)
     db_flag(sp)
 

@@ -1,8 +1,10 @@
 """The DuckDB warehouse: connections, versioned migrations, the job's state.
 
-Only the job writes (one process, short transactions); analysts read with
-``read_only=True`` connections (``liqstream query`` does) or from a published
-snapshot. Migrations are the numbered ``pipelines/marts/NNNN_*.sql`` files,
+Only the job writes (one process, short transactions). DuckDB blocks other
+processes while one holds the file for writing, so the streaming job publishes
+a snapshot between cycles and readers (``connect(read_only=True)``: ``liqstream
+query``, ``report``, ``status``) read the snapshot while a job is running, the
+database itself otherwise. Migrations are the numbered ``pipelines/marts/NNNN_*.sql`` files,
 applied in order once each and recorded in ``schema_version``.
 """
 
@@ -22,12 +24,68 @@ class ClusterMismatch(RuntimeError):
     pass
 
 
+def snapshot_path(db: str | Path) -> Path:
+    db = Path(db)
+    return db.with_name(db.stem + ".snapshot" + db.suffix)
+
+
+def writer_pid_path(db: str | Path) -> Path:
+    db = Path(db)
+    return db.with_name(db.name + ".writer.pid")
+
+
+def writer_running(db: str | Path) -> int | None:
+    """The pid of a live streaming job writing ``db``, if any."""
+    import os
+
+    try:
+        pid = int(writer_pid_path(db).read_text().split()[0])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def publish_snapshot(db: str | Path) -> Path:
+    """Copy the checkpointed database to ``<db>.snapshot`` atomically, for readers.
+
+    DuckDB lets one process hold a database file for writing and blocks other
+    processes meanwhile (readers included), so while the streaming job runs,
+    analysts read this snapshot: a rename never disturbs a reader that has the
+    previous snapshot open. The job calls this between cycles, where it holds
+    no connection.
+    """
+    import os
+    import shutil
+
+    db = Path(db)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    snap = snapshot_path(db)
+    tmp = snap.with_name(snap.name + ".tmp")
+    shutil.copyfile(db, tmp)
+    os.replace(tmp, snap)
+    return snap
+
+
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     path = Path(path)
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"no database at {path}: run `make run` (or `liqstream load`) first")
-        return duckdb.connect(str(path), read_only=True)
+        snap = snapshot_path(path)
+        if writer_running(path) and snap.exists():
+            # never take the file the streaming job writes: read its latest published snapshot
+            return duckdb.connect(str(snap), read_only=True)
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException:
+            if snap.exists():
+                return duckdb.connect(str(snap), read_only=True)
+            raise
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")

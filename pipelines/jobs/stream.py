@@ -18,6 +18,7 @@ Between cycles it sleeps ``interval`` seconds. It:
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -114,6 +115,8 @@ class StreamOptions:
     #: analytics cadence in seconds (0 = every cycle). Deferred analytics are never lost: the
     #: touched minutes stay marked in job_state until a cycle recomputes them.
     analytics_every_s: float = 0.0
+    #: seconds between snapshots published for readers (0 = only when the job stops)
+    snapshot_every_s: float = 30.0
     #: an extra stop condition checked after each cycle (e.g. "the replay feeding me is done")
     done: object = None
 
@@ -145,6 +148,10 @@ class StreamJob:
             log.info("metrics on http://127.0.0.1:%d/metrics", opts.metrics_port)
         idle = 0
         backoff = 1.0
+        last_snapshot = 0.0
+        pid_file = warehouse.writer_pid_path(self.settings.db)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
         last_dq = 0.0
         last_analytics = time.monotonic()
         cycles = 0
@@ -172,6 +179,9 @@ class StreamJob:
                 if want_analytics:
                     last_analytics = time.monotonic()
                 self._record(result, time.perf_counter() - t0)
+                if result.status != "empty" and time.monotonic() - last_snapshot >= opts.snapshot_every_s > 0:
+                    warehouse.publish_snapshot(self.settings.db)
+                    last_snapshot = time.monotonic()
                 cycles += 1
                 idle = idle + 1 if result.status == "empty" else 0
                 done = opts.done() if callable(opts.done) else True
@@ -184,6 +194,11 @@ class StreamJob:
         finally:
             if server:
                 server.shutdown()
+            try:
+                if self.settings.db.exists():
+                    warehouse.publish_snapshot(self.settings.db)
+            finally:
+                pid_file.unlink(missing_ok=True)
         return 0 if self.health.last_dq_ok else 3
 
     def _record(self, result: LoadResult, seconds: float) -> None:

@@ -197,3 +197,42 @@ def _wait_for(cond, timeout: float) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def test_analysts_query_while_the_job_runs_without_disturbing_it(fresh_broker, tmp_path):
+    """Readers get the published snapshot while the job runs; a reader holding it open blocks nothing."""
+    import duckdb
+
+    from pipelines import warehouse
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    first, second = binance_force_orders(400, seed=21), binance_force_orders(400, seed=22, t0_ms=1_767_229_200_000)
+    publish_raw_stream(first, kafka)
+    db = tmp_path / "live.duckdb"
+    from connectors.kafka.local_broker import free_port
+
+    port = free_port()
+    proc = _stream_proc(db, fresh_broker.bootstrap, "--snapshot-every", "0.5", metrics_port=port)
+    try:
+        _wait_for(lambda: _metric(port, "liqstream_events_total") >= 400 and warehouse.snapshot_path(db).exists(), 60)
+        assert warehouse.writer_running(db) == proc.pid
+        reader = warehouse.connect(db, read_only=True)  # held open across the job's next cycles
+        n_before = reader.execute("SELECT sum(liq_count) FROM liquidations_1m").fetchone()[0]
+        assert n_before == 400
+        cli = subprocess.run([sys.executable, "-m", "pipelines.cli", "query", "--db", str(db), "--format", "csv",
+                              "SELECT sum(liq_count) AS n FROM liquidations_1m"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        assert cli.stdout.split() == ["n", "400"]
+        publish_raw_stream(second, kafka)
+        _wait_for(lambda: _metric(port, "liqstream_events_total") >= 800, 90)
+        assert _metric(port, "liqstream_cycles_failed_total") == 0
+        reader.close()
+        _wait_for(lambda: duckdb.connect(str(warehouse.snapshot_path(db)), read_only=True).execute(
+            "SELECT sum(liq_count) FROM liquidations_1m").fetchone()[0] == 800, 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-2000:]
+    assert warehouse.writer_running(db) is None
+    assert mart_liquidations(db) == expected_liquidations(first + second)
