@@ -81,6 +81,9 @@ def read_day(archive: Path, event_type: str, day: str) -> pa.Table:
     files = sorted(str(p) for p in (archive / event_type / f"date={day}").glob("*.parquet"))
     if not files:
         return pa.table({})
+    disjoint = _read_disjoint(files)
+    if disjoint is not None:
+        return disjoint
     con = duckdb.connect()
     try:
         rel = con.read_parquet(files, union_by_name=True)
@@ -91,3 +94,41 @@ def read_day(archive: Path, event_type: str, day: str) -> pa.Table:
         con.close()
     schema = pq.read_schema(files[0])
     return table.cast(schema) if table.schema.names == schema.names else table.replace_schema_metadata(schema.metadata)
+
+
+def _read_disjoint(files: list[str]) -> pa.Table | None:
+    """The files concatenated in position order, if no position can occur twice; else None.
+
+    The common case: every archive file holds one batch of one Kafka range (one topic and
+    partition, strictly increasing offsets), and duplicates exist only where a crashed cycle's
+    range was published again. When the files' offset spans do not overlap, concatenating
+    them in (topic, partition, first offset) order equals the deduplicating, sorting query
+    below, without sorting a whole day (profiled: that query was ~20% of a backfill's event
+    phase). Anything else (overlap, mixed partitions in a file, differing schemas) -> None.
+    """
+    import numpy as np
+
+    spans = []
+    for f in files:
+        t = pq.read_table(f)
+        if not t.num_rows:
+            continue
+        if not {"_topic", "_partition", "_offset"} <= set(t.schema.names):
+            return None
+        topics, parts = pc.unique(t["_topic"]), pc.unique(t["_partition"])
+        if len(topics) != 1 or len(parts) != 1 or topics.null_count or parts.null_count:
+            return None
+        off = t["_offset"].to_numpy()
+        if len(off) > 1 and not bool(np.all(np.diff(off) > 0)):
+            return None
+        spans.append((topics[0].as_py(), parts[0].as_py(), int(off[0]), int(off[-1]), t))
+    if not spans:
+        return None
+    spans.sort(key=lambda s: s[:3])
+    for a, b in zip(spans, spans[1:], strict=False):
+        if a[:2] == b[:2] and b[2] <= a[3]:
+            return None
+    try:
+        return pa.concat_tables([s[4] for s in spans])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None

@@ -99,3 +99,59 @@ class LiquidationsPerMinute(beam.PTransform):
             | "SumPerMinute" >> beam.CombinePerKey(LiquidationStats())
             | "ToRow" >> beam.ParDo(_MinuteRow())
         )
+
+
+class _MergeStats(LiquidationStats):
+    """Combines per-batch LiquidationStats accumulators (the inputs are already partial sums)."""
+
+    def add_input(self, acc, partial):
+        return self.merge_accumulators([acc, partial])
+
+
+def liquidation_partials(batch: pa.RecordBatch | pa.Table):
+    """One batch of events -> ((exchange, symbol, side, minute start us), LiquidationStats accumulator).
+
+    Batches of other event types yield nothing. Liquidations are rare (well under 1% of
+    events), so the per-record Python here is cheap; what this avoids is Beam's windowed
+    combine on the FnApiRunner, whose trigger driver revisits every window of a key on each
+    timer (measured ~1-3 ms per liquidation at a day's worth of minutes per key).
+    """
+    meta = batch.schema.metadata or {}
+    if meta.get(b"event_type") != b"liquidation" or batch.num_rows == 0:
+        return []
+    stats = LiquidationStats()
+    accs: dict = {}
+    cols = batch.select(["exchange", "symbol", "side", "event_time", "notional_usd", "base", "quote"]).to_pydict()
+    minute_us = MINUTE_S * MICRO
+    for ex, sym, side, t, usd_, base, quote in zip(*cols.values(), strict=True):
+        key = (ex, sym, side, t // minute_us * minute_us)
+        acc = accs.get(key)
+        accs[key] = stats.add_input(stats.create_accumulator() if acc is None else acc,
+                                    {"notional_usd": usd_, "event_time": t, "base": base, "quote": quote})
+    return list(accs.items())
+
+
+def _minute_row(element):
+    (exchange, symbol, side, minute), (n, total, mx, first, last, base, quote) = element
+    return {
+        "exchange": exchange, "symbol": symbol, "side": side, "minute": minute, "base": base, "quote": quote,
+        "liq_count": n, "notional_usd": usd(total), "max_notional_usd": usd(mx),
+        "first_event_time": first, "last_event_time": last,
+    }
+
+
+class LiquidationBatchesPerMinute(beam.PTransform):
+    """RecordBatches of events (any type) -> liquidations_1m rows, without Beam windows.
+
+    The same rows as ``LiquidationsPerMinute`` over the batches' liquidation records (minute =
+    event_time floored to the minute in integer micros, as bars_1m does), for the bounded jobs;
+    the unbounded graph keeps the windowed form.
+    """
+
+    def expand(self, batches):
+        return (
+            batches
+            | "LiquidationPartials" >> beam.FlatMap(liquidation_partials)
+            | "MergePerMinute" >> beam.CombinePerKey(_MergeStats())
+            | "ToRow" >> beam.Map(_minute_row)
+        )

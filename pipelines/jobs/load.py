@@ -38,7 +38,7 @@ from connectors.normalize import TOPICS
 from pipelines import archive, warehouse
 from pipelines.archive import WriteArchive
 from pipelines.dq import DataQuality, DQResult
-from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationsPerMinute
+from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
 from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, parquet_glob
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
@@ -114,8 +114,7 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
     bars["bars_1m"] | "WriteBars" >> WriteRowsToParquet(out_dir, "bars_1m")
     bars["late_events"] | "WriteLate" >> WriteRowsToParquet(out_dir, "late_events")
     (batches
-     | "LiquidationRecords" >> beam.FlatMap(liquidation_records)
-     | "LiquidationsPerMinute" >> LiquidationsPerMinute()
+     | "LiquidationsPerMinute" >> LiquidationBatchesPerMinute()  # no Beam windows: see its docstring
      | "WriteLiquidations1m" >> WriteRowsToParquet(out_dir, "liquidations_1m", LIQUIDATIONS_1M_SCHEMA))
 
 
