@@ -10,8 +10,8 @@ Two sources, both seeded:
   NumPy, for the sizes the simulator is too slow for (it formats every message in
   Python, ~110k msg/s, and normalizing costs about as much again): ComputeBars at
   millions of events and the 10M-50M event backfills. The instrument list is the
-  simulator's (4 venues x 8 symbols); the event mix is 94% trades, 2% liquidations,
-  2% OI snapshots, 2% mark/funding updates; prices follow a random walk per
+  simulator's (4 venues x 8 symbols); the event mix is 97.5% trades, 0.5% liquidations,
+  1% OI snapshots, 1% mark/funding updates (liquidations are rarer still in real feeds); prices follow a random walk per
   instrument, sizes are log-normal.
 """
 
@@ -35,7 +35,7 @@ DAY_US = 86_400_000_000
 SYNTH_START_US = 1_704_067_200_000_000
 EVENT_TYPES = ("trade", "liquidation", "open_interest", "funding")
 #: share of each event type in the synthetic mix
-MIX = {"trade": 0.94, "liquidation": 0.02, "open_interest": 0.02, "funding": 0.02}
+MIX = {"trade": 0.975, "liquidation": 0.005, "open_interest": 0.01, "funding": 0.01}
 
 # (exchange, symbol template, quote): the simulator's venues
 _VENUES = [("binance-futures", "{b}USDT", "USDT"), ("bybit", "{b}USDT", "USDT"),
@@ -126,13 +126,14 @@ def synth_tables(n: int, start_us: int, span_us: int, seed: int, inst: Instrumen
     return out
 
 
-def write_synth_archive(archive: Path, n_events: int, days: int, seed: int,
-                        chunk: int = 2_000_000) -> dict[str, object]:
+def write_synth_archive(archive: Path, n_events: int, days: int, seed: int, chunk: int = 2_000_000,
+                        hours_per_day: int = 24) -> dict[str, object]:
     """A normalized-event archive (``pipelines.archive`` layout) of ``n_events`` spread over ``days`` UTC days.
 
     Written a chunk at a time (memory stays flat whatever ``n_events``), one
     Parquet file per event type, day and chunk, zstd as the streaming job writes.
-    Returns the size, first day and file count.
+    Events fall in the first ``hours_per_day`` hours of each day (fewer bars per
+    day at the same events per bar). Returns the size, first day and file count.
     """
     inst = instruments()
     files = 0
@@ -141,7 +142,7 @@ def write_synth_archive(archive: Path, n_events: int, days: int, seed: int,
         day_start = SYNTH_START_US + d * DAY_US
         in_day = n_events // days + (n_events % days if d == days - 1 else 0)
         n_chunks = max(1, -(-in_day // chunk))
-        span = DAY_US // n_chunks
+        span = hours_per_day * 3_600_000_000 // n_chunks
         for part in range(n_chunks):
             k = in_day // n_chunks + (in_day % n_chunks if part == n_chunks - 1 else 0)
             tables = synth_tables(k, day_start + part * span, span, seed * 100_003 + d * 1_009 + part, inst)
@@ -157,7 +158,8 @@ def write_synth_archive(archive: Path, n_events: int, days: int, seed: int,
                 pq.write_table(table, folder / f"part-bench-{uuid.uuid4().hex}.parquet", compression="zstd")
                 files += 1
     first = np.datetime64(SYNTH_START_US // 1_000_000, "s").astype("datetime64[D]")
-    return {"events": n_events, "days": days, "first_day": str(first), "files": files}
+    return {"events": n_events, "days": days, "hours_per_day": hours_per_day, "first_day": str(first),
+            "files": files}
 
 
 # ---- simulator ---------------------------------------------------------------------------------
