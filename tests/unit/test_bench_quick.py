@@ -97,7 +97,7 @@ def _fake_stages() -> dict:
 
 def test_targets_compare_values_with_the_issue_targets():
     targets = run.targets(_fake_stages())
-    assert len(targets) == 6
+    assert len(targets) == 7
     for t in targets:
         assert set(t) == {"name", "value", "unit", "target", "op", "met"}
         assert t["op"] in (">=", "<=")
@@ -109,6 +109,7 @@ def test_targets_compare_values_with_the_issue_targets():
     assert named("streaming: highest")["value"] == 1000.0 and named("streaming: highest")["met"] is False  # < 25k
     assert named("streaming: p95")["met"] is True  # 2 s <= 5 s
     assert named("backfill from")["met"] is False  # 50 < 500k
+    assert named("backfill peak RSS")["value"] is None and named("backfill peak RSS")["met"] is False  # one size
     ratio = next(t for t in targets if t["name"].startswith("streaming throughput"))
     assert ratio["value"] == pytest.approx(0.9) and ratio["met"] is True  # 900 / 1000 >= 0.6
     bf = next(t for t in targets if t["name"].startswith("backfill time"))
