@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
-.PHONY: help setup run test test-fast lint bench broker broker-stop clean chromium
+.PHONY: help setup run test test-heavy test-fast lint bench broker broker-stop clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
@@ -26,8 +26,11 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 run: $(STAMP) ## the whole default job: broker, bundled scenario, pipeline, marts, DQ, summary
 	@$(VENV)/bin/liqstream demo
 
-test: $(STAMP) chromium ## the full test suite (starts its own brokers; renders the report in headless Chromium)
-	@$(PY) -m pytest -q
+test: $(STAMP) chromium ## the test suite (starts its own brokers; renders the report in headless Chromium)
+	@$(PY) -m pytest -q -m "not heavy"
+
+test-heavy: $(STAMP) ## the full preset x seed scoring matrix against the simulator's ground truth (~1 h)
+	@$(PY) -m pytest -q -s -m heavy tests/unit/test_transform_scoring.py
 
 test-fast: $(STAMP) ## unit tests only
 	@$(PY) -m pytest -q -m "not integration and not slow"

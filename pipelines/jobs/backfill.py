@@ -29,10 +29,18 @@ import pyarrow as pa
 
 from pipelines import archive, warehouse
 from pipelines.dq import DataQuality, DQResult
-from pipelines.jobs.load import ANALYTIC_MARTS, _export, _run, build_analytics_graph, write_event_marts
+from pipelines.jobs.load import (
+    ANALYTIC_MARTS,
+    _export,
+    _run,
+    analytics_lookback_us,
+    build_analytics_graph,
+    oi_reference,
+    write_event_marts,
+)
 from pipelines.settings import JobSettings
 from pipelines.sinks import WriteRowsToParquet, parquet_glob
-from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
+from pipelines.transforms.config import AnalyticsConfig
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -145,13 +153,14 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 for table, name in (("bars_1m", "bars_1m"), ("liquidations_1m", "liquidations_1m")):
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
-                lookback = max(config.lookback_minutes().values()) * MINUTE_US
+                window_start = start_us - analytics_lookback_us(config)
                 bar_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
-                                    [start_us - lookback], tmp / "bars.parquet")
+                                    [window_start], tmp / "bars.parquet")
                 if bar_files:
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")
                     pa_ = beam.Pipeline(runner=_runner(), options=_options(settings))
-                    build_analytics_graph(pa_, bar_files, tmp / "analytics", config, emit_from_us=start_us)
+                    build_analytics_graph(pa_, bar_files, tmp / "analytics", config, emit_from_us=start_us,
+                                          oi_reference=oi_reference(con, window_start, config))
                     _run(pa_)
                 for name in ANALYTIC_MARTS:
                     result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)

@@ -29,7 +29,6 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.window import TimestampedValue
 
 from connectors.kafka.beam_source import REJECTS, ReadKafkaRangeBatches
 from connectors.kafka.reader import OffsetRange, log_bounds, plan_ranges
@@ -43,7 +42,6 @@ from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, parquet_glob
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from pipelines.transforms.graph import build_analytics, build_bars
-from schemas.arrow import EVENT_TYPE_META
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +116,30 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
      | "WriteLiquidations1m" >> WriteRowsToParquet(out_dir, "liquidations_1m", LIQUIDATIONS_1M_SCHEMA))
 
 
-def liquidation_records(batch):
-    """Liquidations are ~1% of events: back to timestamped records for the per-minute windows."""
-    if (batch.schema.metadata or {}).get(EVENT_TYPE_META) != b"liquidation":
-        return
-    for r in batch.to_pylist():
-        yield TimestampedValue(r, r["event_time"] / 1e6)
-
-
 def build_analytics_graph(p: beam.Pipeline, bar_files: list[str], out_dir: Path, config: AnalyticsConfig,
-                          emit_from_us: int | None) -> None:
+                          emit_from_us: int | None, oi_reference: list[tuple[str, float]] | None = None) -> None:
     """Phase B: stored bars (touched minutes + lookback) -> the analytic marts."""
     bars = p | "Bars" >> ReadParquetRows(bar_files)
-    for name, rows in build_analytics(bars, config, emit_from_us).items():
+    ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
+    for name, rows in build_analytics(bars, config, emit_from_us, oi_reference=ref).items():
         rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
+
+
+def analytics_lookback_us(config: AnalyticsConfig) -> int:
+    """Bars to read back before the first touched minute (the OI reference comes from SQL instead)."""
+    spans = {k: v for k, v in config.lookback_minutes().items() if k != "cascades_oi_reference"}
+    return max(spans.values()) * MINUTE_US
+
+
+def oi_reference(con, window_start_us: int, config: AnalyticsConfig) -> list[tuple[str, float]]:
+    """Each scope's highest OI USD over the oi_reference_minutes before the bars window (cascade thresholds
+    scale with it), from the stored bars_1m_symbol: a cycle need not read a week of bars."""
+    from pipelines.transforms.cascades import OI_REFERENCE_SQL
+
+    rows = con.execute(OI_REFERENCE_SQL, {"window_start": datetime.fromtimestamp(window_start_us / 1e6, UTC),
+                                          "minutes": config.oi_reference_minutes,
+                                          "market": config.market_scope}).fetchall()
+    return [(scope, float(usd)) for scope, usd in rows if usd is not None]
 
 
 _MERGE_LIQUIDATIONS = """
@@ -277,15 +285,16 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str]) -> None:
 
 
 def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path) -> int:
-    lookback = max(config.lookback_minutes().values()) * MINUTE_US
+    window_start = from_us - analytics_lookback_us(config)
     tmp.mkdir(parents=True, exist_ok=True)
     bar_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
-                        [from_us - lookback], tmp / "bars.parquet")
+                        [window_start], tmp / "bars.parquet")
     if not bar_files:
         return 0
     out = tmp / "out"
     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
-    build_analytics_graph(p, bar_files, out, config, emit_from_us=from_us)
+    build_analytics_graph(p, bar_files, out, config, emit_from_us=from_us,
+                          oi_reference=oi_reference(con, window_start, config))
     _run(p)
     con.execute("BEGIN")
     try:

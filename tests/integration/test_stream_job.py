@@ -107,9 +107,9 @@ def test_partition_that_starts_receiving_data_later_is_read_from_its_start(fresh
     from kafka import KafkaProducer
 
     from connectors.avro import AvroEncoder
+    from connectors.exchanges import normalizer_for
     from connectors.kafka.topics import ensure_topics
     from connectors.normalize import route
-    from connectors.exchanges import normalizer_for
 
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap, partitions=3)
     ensure_topics(kafka)

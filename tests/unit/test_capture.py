@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import gzip
 
-from connectors.sources.capture import CaptureLineError, CaptureWriter, RawMessage, read_capture, venue_from_filename
+from connectors.sources.capture import (
+    CaptureLineError,
+    CaptureWriter,
+    RawMessage,
+    read_capture,
+    venue_from_filename,
+)
 from tests.conftest import FIXTURES
 
 EXCERPT = FIXTURES / "venues" / "binance-futures" / "BINANCE_FUTURES.ws.excerpt"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.liquidations import LiquidationsPerMinute
 
