@@ -7,37 +7,29 @@ sizes in the captured exchangeInfo (BTC 100 USD, others 10 USD per contract).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from connectors.avro import AvroEncoder
 from connectors.exchanges import normalizer_for
 from connectors.exchanges.binance_delivery import BinanceDeliveryNormalizer, parse_coinm_symbol
 from connectors.instruments import InstrumentBook
 from connectors.instruments_refresh import convert_binance_delivery
 from connectors.normalize import Ignored, Malformed, route
+from tests.venue_helpers import assert_all_encode, capture_lines, epoch_ms
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venues" / "binance-delivery"
 RECV = 1_700_000_000_123_456
 
 
 def _lines() -> list[tuple[int, dict]]:
-    out = []
-    for line in (FIX / "ws_excerpt.txt").read_text().splitlines():
-        t, _, js = line.partition(": ")
-        out.append((int(round(float(t) * 1e6)), json.loads(js)))
-    return out
+    return capture_lines(FIX / "ws_excerpt.txt")
 
 
-def _ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+_ms = epoch_ms
 
 
-def _encode(records: list) -> None:
-    for et, rec in records:
-        assert AvroEncoder(et).encode(rec)[:2] == b"\xc3\x01"
+_encode = assert_all_encode
 
 
 @pytest.fixture

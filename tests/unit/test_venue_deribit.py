@@ -10,34 +10,23 @@ import json
 from pathlib import Path
 
 import pytest
-from fastavro.validation import validate
 
-import schemas
-from connectors.avro import AvroEncoder
 from connectors.exchanges import NORMALIZERS
 from connectors.exchanges.deribit import DeribitNormalizer, liquidated_sides, parse_deribit_symbol
 from connectors.instruments_refresh import REFRESHERS, convert_deribit
 from connectors.normalize import route
+from tests.venue_helpers import assert_encodes, capture_raw_lines, doc_example
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venues" / "deribit"
 RECV = 1_700_000_000_000_000
 
 
 def _capture_lines(name: str) -> list[tuple[int, str]]:
-    """cryptofeed ``T: JSON`` lines -> (received_at_us, raw JSON text)."""
-    out = []
-    for line in (FIX / name).read_text().splitlines():
-        t, raw = line.split(": ", 1)
-        out.append((round(float(t) * 1_000_000), raw))
-    return out
+    return capture_raw_lines(FIX / name)
 
 
 def _doc(name: str) -> dict:
-    for line in (FIX / "doc_examples.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["name"] == name:
-            return row["raw"]
-    raise KeyError(name)
+    return doc_example(FIX, name)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +34,7 @@ def norm() -> DeribitNormalizer:
     return DeribitNormalizer()
 
 
-def _encodes(event_type: str, record: dict) -> None:
-    assert validate(record, schemas.latest(event_type).parsed, raise_errors=True)
-    assert AvroEncoder(event_type).encode(record)[:2] == b"\xc3\x01"
+_encodes = assert_encodes
 
 
 def test_registered() -> None:

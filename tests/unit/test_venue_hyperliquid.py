@@ -3,14 +3,10 @@ every normalized field asserted against values computed by hand from the raw fie
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from fastavro.validation import validate
 
-import schemas
-from connectors.avro import AvroEncoder
 from connectors.exchanges import NORMALIZERS
 from connectors.exchanges.hyperliquid import (
     HyperliquidNormalizer,
@@ -20,17 +16,14 @@ from connectors.exchanges.hyperliquid import (
 )
 from connectors.instruments_refresh import REFRESHERS, convert_hyperliquid
 from connectors.normalize import route
+from tests.venue_helpers import assert_encodes, doc_example
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venues" / "hyperliquid"
 RECV = 1_733_800_000_500_000  # 2024-12-10T03:06:40.5Z in epoch microseconds
 
 
 def _doc(name: str) -> dict:
-    for line in (FIX / "doc_examples.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["name"] == name:
-            return row["raw"]
-    raise KeyError(name)
+    return doc_example(FIX, name)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +31,7 @@ def norm() -> HyperliquidNormalizer:
     return HyperliquidNormalizer()
 
 
-def _encodes(event_type: str, record: dict) -> None:
-    assert validate(record, schemas.latest(event_type).parsed, raise_errors=True)
-    assert AvroEncoder(event_type).encode(record)[:2] == b"\xc3\x01"
+_encodes = assert_encodes
 
 
 def test_registered() -> None:

@@ -10,27 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from connectors.avro import AvroEncoder
 from connectors.exchanges import normalizer_for
 from connectors.exchanges.okx import OkxNormalizer, parse_okx_symbol
 from connectors.instruments_refresh import convert_okx
 from connectors.normalize import Ignored, route
+from tests.venue_helpers import assert_all_encode, capture_lines
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venues" / "okx"
 RECV = 1_700_000_000_111_222
 
 
 def _lines() -> list[tuple[int, dict]]:
-    out = []
-    for line in (FIX / "ws_excerpt.txt").read_text().splitlines():
-        t, _, js = line.partition(": ")
-        out.append((int(round(float(t) * 1e6)), json.loads(js)))
-    return out
+    return capture_lines(FIX / "ws_excerpt.txt")
 
 
-def _encode(records: list) -> None:
-    for et, rec in records:
-        assert AvroEncoder(et).encode(rec)[:2] == b"\xc3\x01"
+_encode = assert_all_encode
 
 
 @pytest.fixture
