@@ -451,10 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
               liqstream query "SELECT * FROM liquidations_1m ORDER BY notional_usd DESC LIMIT 10"
 
             configuration: env KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
-            KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE), LIQSTREAM_DB, LIQSTREAM_DATA_DIR; flags override env.
+            KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE), LIQSTREAM_DB, LIQSTREAM_DATA_DIR, ...;
+            the same names in a TOML file (--config, $LIQSTREAM_CONFIG or ./liqstream.toml);
+            flags override env, env overrides the file.
             exit codes: 0 ok, 1 failure, 2 usage, 3 data-quality gate failed, 4 no broker,
             5 (status) the streaming job has not completed a cycle recently."""))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML file of settings named like the environment variables (default: $LIQSTREAM_CONFIG, "
+                        "else ./liqstream.toml if present); flags > environment > file")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str, example: str) -> argparse.ArgumentParser:
@@ -594,6 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.config_file import ConfigFileError, apply_config, find_config
+
+    # the config file feeds the environment before the parser reads its env-based defaults
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        path = find_config(known.config)
+        if path is not None:
+            apply_config(path)
+    except ConfigFileError as exc:
+        print(f"liqstream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
