@@ -54,7 +54,7 @@ def _check_broker(bootstrap: str) -> None:
 def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.kafka.local_broker import LocalBroker, port_open
 
-    broker = LocalBroker(port=args.port, run_dir=Path(args.run_dir))
+    broker = LocalBroker(port=args.port, run_dir=Path(args.run_dir), die_with_parent=False)
     if args.action == "start":
         broker.start()
         print(f"broker up at {broker.bootstrap} (cluster {broker.cluster_id}); log: {broker.log_path}; "
@@ -366,6 +366,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         producer.start()
         job = StreamJob(s, StreamOptions(interval_s=1.0, dq_every_s=0, exit_when_idle=2, analytics_every_s=3600,
                                          done=lambda: replay.get("done", False)))
+        job.install_signal_handlers()  # Ctrl-C / SIGTERM: finish the cycle, stop the broker, exit
         rc = job.run()
         producer.join()
         if "error" in replay:

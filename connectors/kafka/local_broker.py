@@ -65,6 +65,8 @@ class LocalBroker:
     run_dir: Path = Path("data/broker")
     cluster_id: str | None = None
     process: subprocess.Popen | None = None
+    #: stop the broker if the process that started it dies (tests, `make run`); `make broker` keeps it
+    die_with_parent: bool = True
 
     @property
     def bootstrap(self) -> str:
@@ -92,6 +94,7 @@ class LocalBroker:
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--cluster-id", self.cluster_id, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         log.close()
         self.pid_path.write_text(f"{self.process.pid}\n{self.cluster_id}\n")
@@ -125,6 +128,17 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG), so a
+    killed test run or `make run` never leaves an orphaned broker behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:  # not Linux/glibc: the pid file and `liqstream broker stop` remain
+        pass
 
 
 def _read_pid(path: Path) -> int | None:

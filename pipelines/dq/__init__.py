@@ -69,8 +69,8 @@ class DataQuality:
         cp = self._checkpoints.get(spec.name)
         if cp is None:
             gx = self._gx
-            asset = self._source.add_dataframe_asset(spec.table)
-            batch = asset.add_batch_definition_whole_dataframe(f"{spec.table}_load")
+            asset = self._source.add_dataframe_asset(spec.name)
+            batch = asset.add_batch_definition_whole_dataframe(f"{spec.name}_load")
             suite = self._ctx.suites.add(gx.ExpectationSuite(name=spec.name))
             for expectation in spec.expectations():
                 suite.add_expectation(expectation)
@@ -81,24 +81,36 @@ class DataQuality:
         return cp
 
     def validate(self, con: duckdb.DuckDBPyConnection, suite: str, run_id: str,
-                 where: str | None = None, store: bool = True) -> DQResult:
-        """Validate a table (or the rows ``where`` selects) and store the result in dq_results."""
+                 where: str | None = None, store: bool = True, since_us: int | None = None) -> DQResult:
+        """Validate a table (or the rows ``where`` selects; a derived suite: the rows since
+        ``since_us``) and store the result in dq_results."""
         spec = SUITES[suite]
-        sql = f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
-        df = con.execute(sql).df()
+        if spec.query is not None:
+            since = f"make_timestamp({int(since_us)})" if since_us is not None else "'-infinity'::TIMESTAMPTZ"
+            sql = spec.query.format(since=since)
+        else:
+            sql = f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
         checked_at = datetime.now(UTC)
-        result = self._checkpoint(spec).run(batch_parameters={"dataframe": df})
-        (vres,) = list(result.run_results.values())
-        doc = vres.to_json_dict()
-        stats = doc["statistics"]
-        failed = tuple(sorted({r["expectation_config"]["type"] for r in doc["results"] if not r["success"]}))
-        out = DQResult(suite=spec.name, table=spec.table, success=bool(vres.success), critical=spec.critical,
-                       evaluated=int(stats["evaluated_expectations"]), successful=int(stats["successful_expectations"]),
-                       failed_expectations=failed, rows_checked=len(df))
+        try:
+            df = con.execute(sql).df()
+            result = self._checkpoint(spec).run(batch_parameters={"dataframe": df})
+        except Exception as exc:  # a check that cannot run is a failed check, never a crashed job
+            doc = {"error": f"{type(exc).__name__}: {exc}"[:2000], "sql": sql}
+            out = DQResult(suite=spec.name, table=spec.table, success=False, critical=spec.critical, evaluated=0,
+                           successful=0, failed_expectations=("check_error",), rows_checked=0)
+        else:
+            (vres,) = list(result.run_results.values())
+            doc = vres.to_json_dict()
+            stats = doc["statistics"]
+            failed = tuple(sorted({r["expectation_config"]["type"] for r in doc["results"] if not r["success"]}))
+            out = DQResult(suite=spec.name, table=spec.table, success=bool(vres.success), critical=spec.critical,
+                           evaluated=int(stats["evaluated_expectations"]),
+                           successful=int(stats["successful_expectations"]),
+                           failed_expectations=failed, rows_checked=len(df))
         if store:
             con.execute(
                 "INSERT OR REPLACE INTO dq_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, spec.name, spec.table, checked_at, out.success, spec.critical, out.evaluated, out.successful,
-                 out.evaluated - out.successful, ",".join(failed), json.dumps(doc, default=str)],
+                 out.evaluated - out.successful, ",".join(out.failed_expectations), json.dumps(doc, default=str)],
             )
         return out

@@ -13,6 +13,9 @@ class SuiteSpec:
     table: str
     critical: bool
     expectations: Callable[[], list[Any]]
+    #: a derived check: SQL whose ``{since}`` is the first time the gate checks (a TIMESTAMPTZ
+    #: expression); ``table`` then names what it guards. Plain suites validate ``SELECT * FROM table``.
+    query: str | None = None
 
 
 def _liquidations_1m() -> list[Any]:
@@ -79,7 +82,60 @@ def _contagion() -> list[Any]:
     ]
 
 
+# bars are continuous in time per active venue symbol: the largest gap between consecutive minutes
+# with a bar, per series, over the checked rows (a venue that stops sending shows up here)
+BAR_CONTINUITY_SQL = """
+SELECT exchange, symbol, count(*) AS bars,
+       coalesce(max(gap_minutes), 1) AS max_gap_minutes
+FROM (SELECT exchange, symbol,
+             (epoch(minute_ts) - epoch(lag(minute_ts) OVER (PARTITION BY exchange, symbol ORDER BY minute_ts))) / 60
+                 AS gap_minutes
+      FROM bars_1m WHERE minute_ts >= {since})
+GROUP BY exchange, symbol
+"""
+
+# row counts against the source: liquidations_1m (per side, from the raw events) and bars_1m
+# (from event batches) are two aggregations of the same liquidation events; per venue symbol
+# and minute their counts must agree (minutes with late liquidations excepted: bars drop those).
+LIQUIDATION_RECONCILIATION_SQL = """
+WITH l AS (SELECT exchange, symbol, minute AS minute_ts, sum(liq_count) AS n, sum(notional_usd) AS usd
+           FROM liquidations_1m WHERE minute >= {since} GROUP BY ALL),
+     b AS (SELECT exchange, symbol, minute_ts, long_liq_count + short_liq_count AS n,
+                  long_liq_usd + short_liq_usd AS usd
+           FROM bars_1m WHERE minute_ts >= {since} AND long_liq_count + short_liq_count > 0),
+     late AS (SELECT DISTINCT exchange, symbol, time_bucket(INTERVAL 1 MINUTE, event_ts) AS minute_ts
+              FROM late_events WHERE event_type = 'liquidation')
+SELECT coalesce(l.exchange, b.exchange) AS exchange, coalesce(l.symbol, b.symbol) AS symbol,
+       coalesce(l.minute_ts, b.minute_ts) AS minute_ts,
+       coalesce(l.n, 0) - coalesce(b.n, 0) AS count_difference,
+       abs(coalesce(l.usd, 0) - coalesce(b.usd, 0)) AS usd_difference
+FROM l FULL JOIN b USING (exchange, symbol, minute_ts)
+WHERE NOT EXISTS (SELECT 1 FROM late WHERE late.exchange = coalesce(l.exchange, b.exchange)
+                  AND late.symbol = coalesce(l.symbol, b.symbol) AND late.minute_ts = coalesce(l.minute_ts, b.minute_ts))
+"""
+
+
+def _bar_continuity() -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectColumnValuesToBeBetween(column="max_gap_minutes", min_value=1, max_value=5)]
+
+
+def _liquidation_reconciliation() -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="count_difference", min_value=0, max_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="usd_difference", min_value=0, max_value=0.01),
+    ]
+
+
 SUITES: dict[str, SuiteSpec] = {
+    "bars_1m_continuity": SuiteSpec("bars_1m_continuity", "bars_1m", critical=False, expectations=_bar_continuity,
+                                    query=BAR_CONTINUITY_SQL),
+    "liquidations_reconciliation": SuiteSpec("liquidations_reconciliation", "liquidations_1m", critical=True,
+                                             expectations=_liquidation_reconciliation,
+                                             query=LIQUIDATION_RECONCILIATION_SQL),
     "liquidations_1m": SuiteSpec("liquidations_1m", "liquidations_1m", critical=True, expectations=_liquidations_1m),
     "bars_1m": SuiteSpec("bars_1m", "bars_1m", critical=True, expectations=_bars_1m),
     "cascades": SuiteSpec("cascades", "cascades", critical=True, expectations=_cascades),

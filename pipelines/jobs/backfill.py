@@ -170,6 +170,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     for suite, col in where.items():
                         cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond))
+                    for suite in ("bars_1m_continuity", "liquidations_reconciliation"):
+                        result.dq.append(DataQuality.shared().validate(con, suite, run_id, since_us=start_us))
                 if not result.dq_passed:
                     con.execute("ROLLBACK")
                     result.status = "dq_failed"

@@ -52,7 +52,8 @@ ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "
 #: what --reset-offsets empties: everything derived from the topics
 DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
-DQ_SUITES = ["liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion"]
+DQ_SUITES = ["liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion", "bars_1m_continuity",
+             "liquidations_reconciliation"]
 
 REJECTS_SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
@@ -270,7 +271,7 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str]) -> None:
     for suite in suites:
         col = DQ_TIME_COLUMNS.get(suite)
         where = f"{col} >= make_timestamp({since})" if since is not None and col else None
-        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=where))
+        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=where, since_us=since))
     if not result.dq_passed:
         result.status = "dq_failed"
         failed = ",".join(r.suite for r in result.dq if r.critical and not r.success)

@@ -74,8 +74,8 @@ def test_replay_then_load_matches_the_capture_and_is_idempotent(fresh_broker, tm
     offsets = dict(((t, p), o) for t, p, o in con.execute("SELECT topic, \"partition\", next_offset FROM kafka_offsets").fetchall())
     con.close()
     assert rejects == [("raw.v1.dlq", "bad_capture_line"), ("raw.v1.dlq", "unknown_message")]
-    assert dq == [("bars_1m", True), ("cascades", True), ("contagion", True), ("liquidations_1m", True),
-                  ("oi_deltas", True)]
+    assert dq == [("bars_1m", True), ("bars_1m_continuity", True), ("cascades", True), ("contagion", True),
+                  ("liquidations_1m", True), ("liquidations_reconciliation", True), ("oi_deltas", True)]
     assert sum(o for (t, _), o in offsets.items() if t == "liquidations.v1") == 76
 
 
