@@ -9,10 +9,12 @@ per process, on first use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -57,7 +59,8 @@ class DataQuality:
         except Exception:  # older/newer GX: progress bars are cosmetic
             pass
         self._source = self._ctx.data_sources.add_pandas("liqstream")
-        self._checkpoints: dict[str, Any] = {}
+        self._checkpoints: dict[tuple[str, str | None], Any] = {}
+        self._sites: set[str] = set()
 
     @classmethod
     def shared(cls) -> DataQuality:
@@ -65,8 +68,28 @@ class DataQuality:
             cls._instance = cls()
         return cls._instance
 
-    def _checkpoint(self, spec: SuiteSpec) -> Any:
-        cp = self._checkpoints.get(spec.name)
+    def _site(self, docs_dir: Path) -> str:
+        """The Data Docs site writing under ``docs_dir`` (registered once per directory)."""
+        name = "liqstream_" + hashlib.sha1(str(docs_dir.resolve()).encode()).hexdigest()[:10]
+        if name not in self._sites:
+            docs_dir.mkdir(parents=True, exist_ok=True)
+            self._ctx.add_data_docs_site(site_name=name, site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            })
+            self._sites.add(name)
+        return name
+
+    def _checkpoint(self, spec: SuiteSpec, docs_dir: Path | None = None) -> Any:
+        site = self._site(docs_dir) if docs_dir is not None else None
+        cp = self._checkpoints.get((spec.name, site))
+        if cp is None and (spec.name, None) in self._checkpoints and site is not None:
+            vd = self._checkpoints[(spec.name, None)].validation_definitions
+            cp = self._ctx.checkpoints.add(self._gx.Checkpoint(
+                name=f"{spec.name}_{site}", validation_definitions=vd, result_format="SUMMARY",
+                actions=[self._gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[site])]))
+            self._checkpoints[(spec.name, site)] = cp
         if cp is None:
             gx = self._gx
             asset = self._source.add_dataframe_asset(spec.name)
@@ -77,13 +100,17 @@ class DataQuality:
             vd = self._ctx.validation_definitions.add(gx.ValidationDefinition(name=spec.name, data=batch, suite=suite))
             cp = self._ctx.checkpoints.add(gx.Checkpoint(name=f"{spec.name}_checkpoint", validation_definitions=[vd],
                                                          result_format="SUMMARY"))
-            self._checkpoints[spec.name] = cp
+            self._checkpoints[(spec.name, None)] = cp
+            if site is not None:
+                return self._checkpoint(spec, docs_dir)
         return cp
 
     def validate(self, con: duckdb.DuckDBPyConnection, suite: str, run_id: str,
-                 where: str | None = None, store: bool = True, since_us: int | None = None) -> DQResult:
+                 where: str | None = None, store: bool = True, since_us: int | None = None,
+                 docs_dir: Path | None = None) -> DQResult:
         """Validate a table (or the rows ``where`` selects; a derived suite: the rows since
-        ``since_us``) and store the result in dq_results."""
+        ``since_us``), store the result in dq_results and, with ``docs_dir``, update the GX Data
+        Docs HTML there (``<docs_dir>/index.html``)."""
         spec = SUITES[suite]
         if spec.query is not None:
             since = f"make_timestamp({int(since_us)})" if since_us is not None else "'-infinity'::TIMESTAMPTZ"
@@ -93,7 +120,7 @@ class DataQuality:
         checked_at = datetime.now(UTC)
         try:
             df = con.execute(sql).df()
-            result = self._checkpoint(spec).run(batch_parameters={"dataframe": df})
+            result = self._checkpoint(spec, docs_dir).run(batch_parameters={"dataframe": df})
         except Exception as exc:  # a check that cannot run is a failed check, never a crashed job
             doc = {"error": f"{type(exc).__name__}: {exc}"[:2000], "sql": sql}
             out = DQResult(suite=spec.name, table=spec.table, success=False, critical=spec.critical, evaluated=0,

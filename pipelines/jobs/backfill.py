@@ -169,9 +169,11 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                              "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
                     for suite, col in where.items():
                         cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
-                        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond))
+                        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond,
+                                                                       docs_dir=settings.data_dir / "gx_docs"))
                     for suite in ("bars_1m_continuity", "liquidations_reconciliation"):
-                        result.dq.append(DataQuality.shared().validate(con, suite, run_id, since_us=start_us))
+                        result.dq.append(DataQuality.shared().validate(con, suite, run_id, since_us=start_us,
+                                                                       docs_dir=settings.data_dir / "gx_docs"))
                 if not result.dq_passed:
                     con.execute("ROLLBACK")
                     result.status = "dq_failed"

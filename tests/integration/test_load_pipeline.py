@@ -77,6 +77,10 @@ def test_replay_then_load_matches_the_capture_and_is_idempotent(fresh_broker, tm
     assert dq == [("bars_1m", True), ("bars_1m_continuity", True), ("cascades", True), ("contagion", True),
                   ("liquidations_1m", True), ("liquidations_reconciliation", True), ("oi_deltas", True)]
     assert sum(o for (t, _), o in offsets.items() if t == "liquidations.v1") == 76
+    # the checkpoint results are also published as Great Expectations Data Docs
+    docs = tmp_path / "gx_docs"
+    assert (docs / "index.html").exists()
+    assert {p.name for p in (docs / "validations").iterdir()} >= {"liquidations_1m", "bars_1m", "cascades"}
 
 
 def test_incremental_loads_merge_partial_minutes_exactly(fresh_broker, tmp_path):
