@@ -162,7 +162,8 @@ def cmd_dq(args: argparse.Namespace) -> int:
     run_id = f"dq-{time.strftime('%Y%m%dT%H%M%S')}"
     ok = True
     for name in args.suite or list(SUITES):
-        r = DataQuality.shared().validate(con, name, run_id, docs_dir=s.data_dir / "gx_docs")
+        r = DataQuality.shared().validate(con, name, run_id, docs_dir=s.data_dir / "gx_docs",
+                                          archive_dir=s.data_dir / "archive")
         ok &= r.success or not r.critical
         print(f"DQ {r.suite}: {r.verdict} ({r.successful}/{r.evaluated} expectations, {r.rows_checked:,} rows)")
     con.close()

@@ -115,6 +115,49 @@ WHERE NOT EXISTS (SELECT 1 FROM late WHERE late.exchange = coalesce(l.exchange, 
 """
 
 
+# staging: every archived trade and liquidation since the check (the normalized events themselves):
+# notional_usd must equal price x size, where size is already in base units (contract value applied,
+# inverse contracts converted), per venue symbol the largest relative difference. {archive_files} is
+# the list of the archive's Parquet files of the days checked (the suite is skipped when there are none).
+STAGING_NOTIONAL_SQL = """
+SELECT exchange, symbol, event_type, count(*) AS events,
+       max(abs(notional_usd - price * size) / greatest(abs(notional_usd), 1e-9)) AS max_rel_error,
+       min(price) AS min_price, min(size) AS min_size
+FROM (SELECT *, regexp_extract(filename, '/([a-z_]+)/date=', 1) AS event_type
+      FROM read_parquet({archive_files}, union_by_name=true, hive_partitioning=true, filename=true))
+WHERE notional_usd IS NOT NULL AND kind <> 'option'  -- option notional is the underlying's value
+  AND event_time >= epoch_us({since})
+GROUP BY ALL
+"""
+
+# freshness: seconds between now and the newest bar (WARN only: a replay of history is stale by design)
+FRESHNESS_SQL = """
+SELECT epoch(now()) - epoch(max(minute_ts) + INTERVAL 1 MINUTE) AS staleness_s, count(*) AS bars
+FROM bars_1m WHERE minute_ts >= {since}
+HAVING count(*) > 0
+"""
+
+
+def _staging_notional() -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="max_rel_error", min_value=0, max_value=1e-9),
+        gxe.ExpectColumnValuesToBeBetween(column="min_price", min_value=0, strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="min_size", min_value=0, strict_min=True),
+        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=["trade", "liquidation"]),
+    ]
+
+
+def _freshness() -> list[Any]:
+    import os
+
+    import great_expectations.expectations as gxe
+
+    limit = float(os.environ.get("LIQSTREAM_FRESHNESS_S", "300"))
+    return [gxe.ExpectColumnValuesToBeBetween(column="staleness_s", max_value=limit)]
+
+
 def _bar_continuity() -> list[Any]:
     import great_expectations.expectations as gxe
 
@@ -131,6 +174,10 @@ def _liquidation_reconciliation() -> list[Any]:
 
 
 SUITES: dict[str, SuiteSpec] = {
+    "stg_events_notional": SuiteSpec("stg_events_notional", "archive", critical=True,
+                                     expectations=_staging_notional, query=STAGING_NOTIONAL_SQL),
+    "bars_1m_freshness": SuiteSpec("bars_1m_freshness", "bars_1m", critical=False, expectations=_freshness,
+                                   query=FRESHNESS_SQL),
     "bars_1m_continuity": SuiteSpec("bars_1m_continuity", "bars_1m", critical=False, expectations=_bar_continuity,
                                     query=BAR_CONTINUITY_SQL),
     "liquidations_reconciliation": SuiteSpec("liquidations_reconciliation", "liquidations_1m", critical=True,

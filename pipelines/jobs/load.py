@@ -52,8 +52,8 @@ ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "
 #: what --reset-offsets empties: everything derived from the topics
 DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
-DQ_SUITES = ["liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion", "bars_1m_continuity",
-             "liquidations_reconciliation"]
+DQ_SUITES = ["stg_events_notional", "liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion",
+             "bars_1m_continuity", "bars_1m_freshness", "liquidations_reconciliation"]
 
 REJECTS_SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
@@ -200,7 +200,8 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
             if pending is not None:
                 result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics")
         if run_dq:
-            run_gate(con, run_id, result, dq_suites or DQ_SUITES, docs_dir=settings.data_dir / "gx_docs")
+            run_gate(con, run_id, result, dq_suites or DQ_SUITES, docs_dir=settings.data_dir / "gx_docs",
+                     archive_dir=settings.data_dir / "archive")
         result.duration_s = time.perf_counter() - t0
         con.execute("UPDATE pipeline_runs SET duration_s = ? WHERE run_id = ?", [result.duration_s, run_id])
         return result
@@ -263,7 +264,8 @@ DQ_TIME_COLUMNS = {"liquidations_1m": "minute", "bars_1m": "minute_ts", "cascade
                    "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
 
 
-def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: Path | None = None) -> None:
+def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: Path | None = None,
+             archive_dir: Path | None = None) -> None:
     """Validate the rows loaded since the last gate; a critical failure quarantines their time range."""
     since = warehouse.get_state(con, "dq_from_us")
     if since is None and result.status == "empty":
@@ -272,7 +274,7 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
         col = DQ_TIME_COLUMNS.get(suite)
         where = f"{col} >= make_timestamp({since})" if since is not None and col else None
         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=where, since_us=since,
-                                                       docs_dir=docs_dir))
+                                                       docs_dir=docs_dir, archive_dir=archive_dir))
     if not result.dq_passed:
         result.status = "dq_failed"
         failed = ",".join(r.suite for r in result.dq if r.critical and not r.success)

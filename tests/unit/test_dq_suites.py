@@ -64,3 +64,36 @@ def test_a_check_that_cannot_run_is_a_stored_failure_not_a_crash(con):
     assert not r.success and r.failed_expectations == ("check_error",)
     assert con.execute("SELECT success, failed_expectations FROM dq_results WHERE run_id = 'e1'").fetchone() == (
         False, "check_error")
+
+
+def test_staging_notional_checks_the_archived_events_of_the_checked_days(con, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.arrow import arrow_schema
+
+    day = tmp_path / "archive" / "liquidation" / "date=2026-01-01"
+    day.mkdir(parents=True)
+    base = {"exchange": "okx", "symbol": "BTC-USD-SWAP", "base": "BTC", "quote": "USD", "kind": "perpetual",
+            "expiry": None, "event_time": 1_767_225_660_000_000, "ingest_time": 1_767_225_660_100_000,
+            "side": "long", "order_id": None, "_topic": "liquidations.v1", "_partition": 0, "_offset": 0}
+    good = {**base, "price": 50_000.0, "size": 0.02, "notional_usd": 1_000.0}  # 10 contracts x 100 USD
+    schema = arrow_schema("liquidation", with_position=True)
+    pq.write_table(pa.Table.from_pylist([good], schema=schema), day / "part-a.parquet")
+    dq = DataQuality.shared()
+    r = dq.validate(con, "stg_events_notional", "s1", store=False, since_us=0, archive_dir=tmp_path / "archive")
+    assert r.success and r.rows_checked == 1
+    bad = {**base, "_offset": 1, "price": 50_000.0, "size": 0.02, "notional_usd": 100_000.0}  # multiplier applied twice
+    pq.write_table(pa.Table.from_pylist([bad], schema=schema), day / "part-b.parquet")
+    r = dq.validate(con, "stg_events_notional", "s2", store=False, since_us=0, archive_dir=tmp_path / "archive")
+    assert not r.success and r.critical
+    # days before the check are not read again
+    r = dq.validate(con, "stg_events_notional", "s3", store=False, since_us=1_767_312_000_000_000,
+                    archive_dir=tmp_path / "archive")
+    assert r.success and r.rows_checked == 0
+
+
+def test_freshness_warns_on_stale_bars(con):
+    _bar(con, 0)  # 2026-01-01: stale against the wall clock
+    r = DataQuality.shared().validate(con, "bars_1m_freshness", "f1", store=False)
+    assert not r.success and not r.critical
