@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import SymbolPanel, build_symbol_panel
+from pipelines.transforms.panel import PerpetualBarsByBase, SymbolPanel, build_symbol_panel
 
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
@@ -421,13 +421,10 @@ class DetectCascades(beam.PTransform):
         self.oi_reference = oi_reference
 
     def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
-        kinds = self.config.symbol_kinds
         side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
         per_base = (
             bars
-            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
-            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
-            | "GroupByBase" >> beam.GroupByKey()
+            | "PerpetualsByBase" >> PerpetualBarsByBase(self.config)
             | "DetectPerBase"
             >> beam.ParDo(_DetectPerBase(self.config), **side).with_outputs(ALERTS_TAG, _MARKET_PARTS, main="episodes")
         )

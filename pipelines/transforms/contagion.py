@@ -32,7 +32,7 @@ import numpy as np
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import build_symbol_panel
+from pipelines.transforms.panel import PerpetualBarsByBase, build_symbol_panel
 
 
 def _f(v: float) -> float | None:
@@ -185,12 +185,9 @@ class ScoreContagion(beam.PTransform):
         self.emit_from_us = emit_from_us
 
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
-        kinds = self.config.symbol_kinds
         return (
             bars
-            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
-            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
-            | "GroupBase" >> beam.GroupByKey()
+            | "PerpetualsByBase" >> PerpetualBarsByBase(self.config)
             | "Panel" >> beam.ParDo(_PanelParts(self.config))
             | "GroupMarket" >> beam.GroupByKey()
             | "Score" >> beam.ParDo(_Score(self.config, self.emit_from_us))

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines.transforms.bars import micros_to_ts, ts_to_micros
 from pipelines.transforms.config import AnalyticsConfig
-from pipelines.transforms.panel import build_symbol_panel, ffill_limited
+from pipelines.transforms.panel import PerpetualBarsByBase, build_symbol_panel, ffill_limited
 
 _MARKET = "market_parts"
 
@@ -187,12 +187,9 @@ class ComputeOIDeltas(beam.PTransform):
             | "GroupVenue" >> beam.GroupByKey()
             | "VenueDeltas" >> beam.FlatMap(_VenueDeltas(cfg, emit))
         )
-        kinds = cfg.symbol_kinds
         symbol = (
             bars
-            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
-            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
-            | "GroupBase" >> beam.GroupByKey()
+            | "PerpetualsByBase" >> PerpetualBarsByBase(cfg)
             | "SymbolDeltas" >> beam.ParDo(_SymbolDeltas(cfg, emit)).with_outputs(_MARKET, main="rows")
         )
         market = (

@@ -23,6 +23,24 @@ from pipelines.transforms.bars import micros_to_ts, ts_to_micros
 from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
 
 
+class PerpetualBarsByBase(beam.PTransform):
+    """bars_1m rows -> (base, rows of its configured kinds across venues): the grouping every
+    cross-venue analytic (symbol bars, cascades, OI deltas, contagion) starts from."""
+
+    def __init__(self, config: AnalyticsConfig) -> None:
+        super().__init__()
+        self.kinds = config.symbol_kinds
+
+    def expand(self, bars: beam.PCollection) -> beam.PCollection:
+        kinds = self.kinds
+        return (
+            bars
+            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
+            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
+            | "GroupByBase" >> beam.GroupByKey()
+        )
+
+
 def ffill_limited(values: np.ndarray, limit: int) -> np.ndarray:
     """Forward-fill NaNs along the last axis, at most ``limit`` steps past the last value."""
     values = np.asarray(values, dtype=float)
@@ -255,11 +273,8 @@ class ComputeSymbolBars(beam.PTransform):
         self.emit_from_us = emit_from_us
 
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
-        kinds = self.config.symbol_kinds
         return (
             bars
-            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
-            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
-            | "GroupByBase" >> beam.GroupByKey()
+            | "PerpetualsByBase" >> PerpetualBarsByBase(self.config)
             | "Aggregate" >> beam.FlatMap(_SymbolBarsFn(self.config, self.emit_from_us))
         )
