@@ -79,7 +79,8 @@ class DataQuality:
 
     def _site(self, docs_dir: Path) -> str:
         """The Data Docs site writing under ``docs_dir`` (registered once per directory)."""
-        name = "liqstream_" + hashlib.sha1(str(docs_dir.resolve()).encode()).hexdigest()[:10]
+        docs_dir = docs_dir.resolve()  # GX's filesystem store refuses a relative base_directory (data/ by default)
+        name = "liqstream_" + hashlib.sha1(str(docs_dir).encode()).hexdigest()[:10]
         if name not in self._sites:
             docs_dir.mkdir(parents=True, exist_ok=True)
             self._ctx.add_data_docs_site(site_name=name, site_config={

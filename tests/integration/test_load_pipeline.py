@@ -120,10 +120,9 @@ def test_new_broker_is_detected_and_reset_offsets_rebuilds(tmp_path):
     assert mart(settings.db) == expected_from_capture(DEMO)
 
 
-def _demo(db: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    env["LIQSTREAM_DB"] = str(db)
-    env["LIQSTREAM_DATA_DIR"] = str(db.parent)
+def _demo(cwd: Path) -> subprocess.CompletedProcess:
+    # the defaults `make run` uses: paths relative to the working directory (data/liqstream.duckdb)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LIQSTREAM_"))}
     # the bundled capture (real Binance lines + a malformed and an unknown message) keeps this fast;
     # the default simulated day goes through the same command in tests/e2e
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "demo", "--capture", str(DEMO)], cwd=cwd, env=env,
@@ -131,8 +130,8 @@ def _demo(db: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_demo_twice_gives_identical_marts_counts_bad_lines_and_stops_its_broker(tmp_path):
-    db = tmp_path / "demo.duckdb"
-    runs = [_demo(db, REPO) for _ in range(2)]
+    db = tmp_path / "data" / "liqstream.duckdb"
+    runs = [_demo(tmp_path) for _ in range(2)]
     snapshots = []
     for r in runs:
         assert r.returncode == 0, r.stderr[-3000:]
@@ -142,7 +141,7 @@ def test_demo_twice_gives_identical_marts_counts_bad_lines_and_stops_its_broker(
         snapshots.append(con.execute("SELECT * FROM liquidations_1m ORDER BY ALL").fetchall())
         con.close()
         port = r.stdout.split("local broker up at 127.0.0.1:")[1].split()[0]
-        pid_file = tmp_path / "broker" / f"tansu-{port}.pid"
+        pid_file = tmp_path / "data" / "broker" / f"tansu-{port}.pid"
         assert not pid_file.exists()
         alive = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True)
         assert alive.returncode == 1, "the demo left its broker running"
