@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import PerpetualBarsByBase, SymbolPanel, build_symbol_panel
+from pipelines.transforms.panel import BaseBars, BasePanels, SymbolPanel
 
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
@@ -364,9 +364,9 @@ class _DetectPerBase(beam.DoFn):
     def __init__(self, config: AnalyticsConfig) -> None:
         self.config = config
 
-    def process(self, keyed: tuple[str, Iterable[dict]], oi_reference: dict | None = None):
-        base, rows = keyed
-        panel = build_symbol_panel(base, rows, self.config)
+    def process(self, keyed: tuple[str, BaseBars], oi_reference: dict | None = None):
+        base, bb = keyed
+        panel = bb.panel
         if panel is None:
             return
         episodes, alerts = detect_panel(panel, self.config, (oi_reference or {}).get(base))
@@ -399,6 +399,42 @@ def _emitted(emit_from_us: int | None, col: str):
     return keep
 
 
+class DetectCascadesOnPanels(beam.PTransform):
+    """(base, BaseBars) -> {"cascades": episode rows, "cascade_alerts": alert rows}.
+
+    Each base's scope is detected where its panel is; the market scope gathers the bases' small
+    per-minute parts (:func:`market_parts`) with one GroupByKey. Arguments as DetectCascades.
+    """
+
+    def __init__(
+        self,
+        config: AnalyticsConfig | None = None,
+        emit_from_us: int | None = None,
+        oi_reference: beam.PCollection | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+        self.emit_from_us = emit_from_us
+        self.oi_reference = oi_reference
+
+    def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
+        side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
+        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config), **side).with_outputs(
+            ALERTS_TAG, _MARKET_PARTS, main="episodes")
+        market = (
+            per_base[_MARKET_PARTS]
+            | "GroupMarket" >> beam.GroupByKey()
+            | "DetectMarket"
+            >> beam.ParDo(_DetectMarket(self.config), **side).with_outputs(ALERTS_TAG, main="episodes")
+        )
+        episodes = (per_base.episodes, market.episodes) | "Episodes" >> beam.Flatten()
+        alerts = (per_base[ALERTS_TAG], market[ALERTS_TAG]) | "Alerts" >> beam.Flatten()
+        return {
+            "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "closed_ts")),
+            "cascade_alerts": alerts | "EmitAlerts" >> beam.Filter(_emitted(self.emit_from_us, "alert_ts")),
+        }
+
+
 class DetectCascades(beam.PTransform):
     """bars_1m rows -> {"cascades": episode rows, "cascade_alerts": alert rows}.
 
@@ -421,25 +457,11 @@ class DetectCascades(beam.PTransform):
         self.oi_reference = oi_reference
 
     def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
-        side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
-        per_base = (
+        return (
             bars
-            | "PerpetualsByBase" >> PerpetualBarsByBase(self.config)
-            | "DetectPerBase"
-            >> beam.ParDo(_DetectPerBase(self.config), **side).with_outputs(ALERTS_TAG, _MARKET_PARTS, main="episodes")
+            | "BasePanels" >> BasePanels(self.config)
+            | "Detect" >> DetectCascadesOnPanels(self.config, self.emit_from_us, self.oi_reference)
         )
-        market = (
-            per_base[_MARKET_PARTS]
-            | "GroupMarket" >> beam.GroupByKey()
-            | "DetectMarket"
-            >> beam.ParDo(_DetectMarket(self.config), **side).with_outputs(ALERTS_TAG, main="episodes")
-        )
-        episodes = (per_base.episodes, market.episodes) | "Episodes" >> beam.Flatten()
-        alerts = (per_base[ALERTS_TAG], market[ALERTS_TAG]) | "Alerts" >> beam.Flatten()
-        return {
-            "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "closed_ts")),
-            "cascade_alerts": alerts | "EmitAlerts" >> beam.Filter(_emitted(self.emit_from_us, "alert_ts")),
-        }
 
 
 #: The job's query for DetectCascades(oi_reference=...): each scope's highest OI over

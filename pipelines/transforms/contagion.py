@@ -32,7 +32,7 @@ import numpy as np
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import PerpetualBarsByBase, build_symbol_panel
+from pipelines.transforms.panel import BaseBars, BasePanels
 
 
 def _f(v: float) -> float | None:
@@ -154,12 +154,8 @@ def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, log
 
 
 class _PanelParts(beam.DoFn):
-    def __init__(self, config: AnalyticsConfig) -> None:
-        self.config = config
-
-    def process(self, keyed: tuple[str, Iterable[dict]]):
-        base, rows = keyed
-        panel = build_symbol_panel(base, rows, self.config)
+    def process(self, keyed: tuple[str, BaseBars]):
+        panel = keyed[1].panel
         if panel is not None:
             yield ("market", _parts(panel))
 
@@ -172,12 +168,28 @@ class _Score(beam.DoFn):
         yield from score_contagion(list(keyed[1]), self.config, self.emit_from_us)
 
 
-class ScoreContagion(beam.PTransform):
-    """bars_1m rows (touched minutes + ``lookback_minutes()['contagion']``) -> contagion rows.
+class ScoreContagionOnPanels(beam.PTransform):
+    """(base, BaseBars) -> contagion rows: the bases' small per-minute parts gathered with one
+    GroupByKey, because beta, dominance and the ranking compare every base with BTC at the same
+    minute."""
 
-    Two GroupByKeys: per base (cross-venue panel), then all bases together, because beta,
-    dominance and the ranking compare every base with BTC at the same minute.
-    """
+    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+        self.emit_from_us = emit_from_us
+
+    def expand(self, panels: beam.PCollection) -> beam.PCollection:
+        return (
+            panels
+            | "Panel" >> beam.ParDo(_PanelParts())
+            | "GroupMarket" >> beam.GroupByKey()
+            | "Score" >> beam.ParDo(_Score(self.config, self.emit_from_us))
+        )
+
+
+class ScoreContagion(beam.PTransform):
+    """bars_1m rows (touched minutes + ``lookback_minutes()['contagion']``) -> contagion rows
+    (BasePanels, then ScoreContagionOnPanels)."""
 
     def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
         super().__init__()
@@ -187,8 +199,6 @@ class ScoreContagion(beam.PTransform):
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
         return (
             bars
-            | "PerpetualsByBase" >> PerpetualBarsByBase(self.config)
-            | "Panel" >> beam.ParDo(_PanelParts(self.config))
-            | "GroupMarket" >> beam.GroupByKey()
-            | "Score" >> beam.ParDo(_Score(self.config, self.emit_from_us))
+            | "BasePanels" >> BasePanels(self.config)
+            | "Score" >> ScoreContagionOnPanels(self.config, self.emit_from_us)
         )

@@ -3,10 +3,14 @@
     events (RecordBatches) --SplitLateBatches--> late_events
                            --ComputeBars--------> bars_1m
     bars_1m window (touched minutes + lookback, read back from the mart by the job)
-        --ComputeSymbolBars--> bars_1m_symbol
-        --DetectCascades-----> cascades, cascade_alerts
-        --ComputeOIDeltas----> oi_deltas
-        --ScoreContagion-----> contagion
+        --BasePanels (rows) or ReadBasePanels (per-base Parquet, the jobs)--> (base, BaseBars)
+            --SymbolBarsFromPanels----> bars_1m_symbol
+            --DetectCascadesOnPanels--> cascades, cascade_alerts
+            --OIDeltasFromPanels------> oi_deltas
+            --ScoreContagionOnPanels--> contagion
+
+Each base's bars are grouped and aggregated into its panel once; the four analytics share it
+(each gathers only small per-base arrays for its market level).
 
 A backfill passes ``watermark_us=None`` (nothing is late in a rebuild) and the whole range's bars;
 a streaming cycle passes the committed watermark and the bars of the touched minutes plus
@@ -20,11 +24,11 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines.transforms.bars import LATE_TAG, ComputeBars, SplitLateBatches
-from pipelines.transforms.cascades import DetectCascades
+from pipelines.transforms.cascades import DetectCascadesOnPanels
 from pipelines.transforms.config import AnalyticsConfig
-from pipelines.transforms.contagion import ScoreContagion
-from pipelines.transforms.oi import ComputeOIDeltas
-from pipelines.transforms.panel import ComputeSymbolBars
+from pipelines.transforms.contagion import ScoreContagionOnPanels
+from pipelines.transforms.oi import OIDeltasFromPanels
+from pipelines.transforms.panel import BasePanels, SymbolBarsFromPanels
 
 
 def build_bars(
@@ -59,13 +63,26 @@ def build_analytics(
     streaming cycle need not read ``oi_reference_minutes`` of bars (see DetectCascades).
     """
     config = config or AnalyticsConfig()
-    cascades = p_bars | "DetectCascades" >> DetectCascades(config, emit_from_us, oi_reference)
+    panels = p_bars | "BasePanels" >> BasePanels(config)
+    return build_analytics_on_panels(panels, config, emit_from_us, oi_reference)
+
+
+def build_analytics_on_panels(
+    panels: beam.PCollection,
+    config: AnalyticsConfig | None = None,
+    emit_from_us: int | None = None,
+    oi_reference: beam.PCollection | None = None,
+) -> dict[str, beam.PCollection]:
+    """(base, BaseBars) elements (``BasePanels`` or ``ReadBasePanels``) -> the analytic marts, as
+    :func:`build_analytics`."""
+    config = config or AnalyticsConfig()
+    cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference)
     return {
-        "bars_1m_symbol": p_bars | "ComputeSymbolBars" >> ComputeSymbolBars(config, emit_from_us),
+        "bars_1m_symbol": panels | "ComputeSymbolBars" >> SymbolBarsFromPanels(emit_from_us),
         "cascades": cascades["cascades"],
         "cascade_alerts": cascades["cascade_alerts"],
-        "oi_deltas": p_bars | "ComputeOIDeltas" >> ComputeOIDeltas(config, emit_from_us),
-        "contagion": p_bars | "ScoreContagion" >> ScoreContagion(config, emit_from_us),
+        "oi_deltas": panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us),
+        "contagion": panels | "ScoreContagion" >> ScoreContagionOnPanels(config, emit_from_us),
     }
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipelines.transforms.bars import micros_to_ts, ts_to_micros
+from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import AnalyticsConfig
-from pipelines.transforms.panel import PerpetualBarsByBase, build_symbol_panel, ffill_limited
+from pipelines.transforms.panel import BaseBars, BasePanels, columns_from_rows, venue_series_from_columns
 
 _MARKET = "market_parts"
 
@@ -97,45 +97,25 @@ def delta_rows(
 
 
 def venue_series(rows: list[dict], config: AnalyticsConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(minutes, oi_usd, oi_base, price) of one venue symbol, carried forward."""
-    bar_us = config.bar_us
-    mins = np.array([ts_to_micros(r["minute_ts"]) for r in rows], dtype=np.int64)
-    m0 = int(mins.min())
-    n = (int(mins.max()) - m0) // bar_us + 1
-    minutes = m0 + np.arange(n, dtype=np.int64) * bar_us
-    oi_usd, oi_base, price = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    for r, m in zip(rows, mins, strict=True):
-        j = (int(m) - m0) // bar_us
-        if r.get("oi_last_usd") is not None:
-            oi_usd[j] = r["oi_last_usd"]
-        if r.get("oi_last") is not None:
-            oi_base[j] = r["oi_last"]
-        px = r.get("close") if r.get("close") is not None else r.get("mark_price_last")
-        if px is not None:
-            price[j] = px
-    lim = config.ffill_max_minutes
-    return minutes, ffill_limited(oi_usd, lim), ffill_limited(oi_base, lim), ffill_limited(price, lim)
+    """(minutes, oi_usd, oi_base, price) of one venue symbol's rows, carried forward."""
+    rows = [{**r, "kind": "perpetual"} for r in rows]  # the caller chose the rows: keep every one
+    (vs,) = venue_series_from_columns(rows[0]["base"], columns_from_rows(rows), config)
+    return vs.minutes, vs.oi_usd, vs.oi_base, vs.price
 
 
-class _VenueDeltas:
+class _BaseDeltas(beam.DoFn):
+    """Venue rows (each perpetual/future venue symbol of the base) and symbol rows (its panel);
+    the panel's OI and price go on to the market level."""
+
     def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
         self.config, self.emit_from_us = config, emit_from_us
 
-    def __call__(self, keyed: tuple[tuple[str, str], Iterable[dict]]) -> list[dict]:
-        (exchange, symbol), rows = keyed
-        rows = list(rows)
-        minutes, oi_usd, oi_base, price = venue_series(rows, self.config)
-        return delta_rows("venue", exchange, symbol, rows[0]["base"], minutes, oi_usd, oi_base, price,
-                          self.config, self.emit_from_us)
-
-
-class _SymbolDeltas(beam.DoFn):
-    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
-        self.config, self.emit_from_us = config, emit_from_us
-
-    def process(self, keyed: tuple[str, Iterable[dict]]):
-        base, rows = keyed
-        panel = build_symbol_panel(base, rows, self.config)
+    def process(self, keyed: tuple[str, BaseBars]):
+        base, bb = keyed
+        for vs in bb.venue_series:
+            yield from delta_rows("venue", vs.exchange, vs.symbol, vs.base, vs.minutes, vs.oi_usd, vs.oi_base,
+                                  vs.price, self.config, self.emit_from_us)
+        panel = bb.panel
         if panel is None:
             return
         yield from delta_rows("symbol", "all", base, base, panel.minutes, panel.oi_usd, panel.oi_base, panel.price,
@@ -170,6 +150,26 @@ class _MarketDeltas(beam.DoFn):
                               self.emit_from_us)
 
 
+class OIDeltasFromPanels(beam.PTransform):
+    """(base, BaseBars) -> oi_deltas rows for every level (the market level: one GroupByKey of
+    each base's OI and price arrays)."""
+
+    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+        self.emit_from_us = emit_from_us
+
+    def expand(self, panels: beam.PCollection) -> beam.PCollection:
+        cfg, emit = self.config, self.emit_from_us
+        per_base = panels | "BaseDeltas" >> beam.ParDo(_BaseDeltas(cfg, emit)).with_outputs(_MARKET, main="rows")
+        market = (
+            per_base[_MARKET]
+            | "GroupMarket" >> beam.GroupByKey()
+            | "MarketDeltas" >> beam.ParDo(_MarketDeltas(cfg, emit))
+        )
+        return (per_base.rows, market) | "AllLevels" >> beam.Flatten()
+
+
 class ComputeOIDeltas(beam.PTransform):
     """bars_1m rows (touched minutes + lookback) -> oi_deltas rows for every level."""
 
@@ -179,22 +179,8 @@ class ComputeOIDeltas(beam.PTransform):
         self.emit_from_us = emit_from_us
 
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
-        cfg, emit = self.config, self.emit_from_us
-        venue = (
+        return (
             bars
-            | "WithOI" >> beam.Filter(lambda r: r["kind"] in ("perpetual", "future"))
-            | "ByVenueSymbol" >> beam.Map(lambda r: ((r["exchange"], r["symbol"]), r))
-            | "GroupVenue" >> beam.GroupByKey()
-            | "VenueDeltas" >> beam.FlatMap(_VenueDeltas(cfg, emit))
+            | "BasePanels" >> BasePanels(self.config)
+            | "Deltas" >> OIDeltasFromPanels(self.config, self.emit_from_us)
         )
-        symbol = (
-            bars
-            | "PerpetualsByBase" >> PerpetualBarsByBase(cfg)
-            | "SymbolDeltas" >> beam.ParDo(_SymbolDeltas(cfg, emit)).with_outputs(_MARKET, main="rows")
-        )
-        market = (
-            symbol[_MARKET]
-            | "GroupMarket" >> beam.GroupByKey()
-            | "MarketDeltas" >> beam.ParDo(_MarketDeltas(cfg, emit))
-        )
-        return (venue, symbol.rows, market) | "AllLevels" >> beam.Flatten()

@@ -8,24 +8,50 @@ ComputeOIDeltas and ScoreContagion, so every analytic sees the same cross-venue 
   send OI every few seconds to minutes), then summed in USD across venues.
 * price: the close of the reference venue (first of ``price_reference_venues`` present for the
   base), forward-filled; where it has none, the minute's volume-weighted price across venues.
+
+Each base's bars are grouped and turned into a panel ONCE (:class:`BasePanels` from bar rows,
+:class:`ReadBasePanels` from the per-base Parquet files a job exports) and the four analytics run
+on the resulting ``(base, BaseBars)`` elements. Why: Beam's data plane pickles row dicts at every
+GroupByKey; four GroupByKeys of 40-column rows cost ~70% of the analytics phase (issue 7).
+The panel is built vectorized from columns (numpy over Arrow, times as int micros); bar rows are
+first turned into the same columns, so both entry points share one implementation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 
 from pipelines.transforms.bars import micros_to_ts, ts_to_micros
 from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
 
+#: kinds whose per-venue OI series feed oi_deltas' venue level (whatever config.symbol_kinds says)
+OI_VENUE_KINDS = ("perpetual", "future")
+#: bars_1m columns the analytics read (what a job exports per base)
+FLOAT_COLUMNS = ("close", "high", "low", "mark_price_last", "oi_last_usd", "oi_last", "funding_rate_last",
+                 "volume_base")
+USD_COLUMNS = ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd", "max_liq_usd")
+COUNT_COLUMNS = ("trade_count", "long_liq_count", "short_liq_count")
+KEY_COLUMNS = ("base", "exchange", "symbol", "kind", "minute_ts")
+ANALYTICS_BAR_COLUMNS = KEY_COLUMNS + FLOAT_COLUMNS + USD_COLUMNS + COUNT_COLUMNS
+
+Columns = dict[str, np.ndarray]
+
+
+def bar_kinds(config: AnalyticsConfig) -> tuple[str, ...]:
+    """Instrument kinds the analytics read: the panel's and the OI venue series'."""
+    return tuple(sorted(set(config.symbol_kinds) | set(OI_VENUE_KINDS)))
+
 
 class PerpetualBarsByBase(beam.PTransform):
-    """bars_1m rows -> (base, rows of its configured kinds across venues): the grouping every
-    cross-venue analytic (symbol bars, cascades, OI deltas, contagion) starts from."""
+    """bars_1m rows -> (base, rows of its configured kinds across venues).
+
+    Kept for callers grouping rows themselves; the analytics use :class:`BasePanels`."""
 
     def __init__(self, config: AnalyticsConfig) -> None:
         super().__init__()
@@ -52,12 +78,87 @@ def ffill_limited(values: np.ndarray, limit: int) -> np.ndarray:
     return np.where(ok, filled, np.nan)
 
 
-def _micros(v: Any) -> int:
-    return 0 if v is None else int(round(float(v) * USD_MICROS))
+def usd_micros(values: np.ndarray) -> np.ndarray:
+    """USD floats -> int64 micro-USD, NaN (a null) -> 0: ``int(round(v * 1e6))`` per value
+    (numpy's round is half-to-even like Python's, so the sums match the row path exactly)."""
+    v = np.asarray(values, dtype=float)
+    return np.where(np.isnan(v), 0.0, np.round(v * USD_MICROS)).astype(np.int64)
 
 
-def _f(v: Any) -> float:
-    return np.nan if v is None else float(v)
+# ---- columns: the one input shape of the panel builder -------------------------------------------
+def _empty_columns() -> Columns:
+    cols: Columns = {k: np.array([], dtype=object) for k in ("exchange", "symbol", "kind")}
+    cols["minute"] = np.array([], dtype=np.int64)
+    for k in FLOAT_COLUMNS + USD_COLUMNS:
+        cols[k] = np.array([], dtype=float)
+    for k in COUNT_COLUMNS:
+        cols[k] = np.array([], dtype=np.int64)
+    return cols
+
+
+def columns_from_rows(rows: Iterable[dict]) -> Columns:
+    """Bar row dicts -> columns (None -> NaN for values, 0 for counts; times -> epoch micros)."""
+    rows = list(rows)
+    if not rows:
+        return _empty_columns()
+    cols: Columns = {k: np.array([r[k] for r in rows], dtype=object) for k in ("exchange", "symbol", "kind")}
+    cols["minute"] = np.array([ts_to_micros(r["minute_ts"]) for r in rows], dtype=np.int64)
+    for k in FLOAT_COLUMNS + USD_COLUMNS:
+        # None -> NaN (numpy converts it for a float dtype); a missing column reads as None
+        cols[k] = np.array([r.get(k) for r in rows], dtype=float)
+    for k in COUNT_COLUMNS:
+        cols[k] = np.array([r.get(k) or 0 for r in rows], dtype=np.int64)
+    return cols
+
+
+def columns_from_arrow(table: pa.Table) -> Columns:
+    """A bars_1m Arrow table (any subset of its columns beyond the keys) -> columns.
+
+    Timestamps become epoch micros and decimals float64 exactly as :func:`pipelines.sinks.plain_columns`
+    turns them for the row path, so both paths see the same values."""
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    names = set(table.column_names)
+
+    def arr(name: str) -> pa.ChunkedArray | None:
+        if name not in names:
+            return None
+        col = table.column(name)
+        t = col.type
+        if pa.types.is_dictionary(t):  # e.g. a hive partition column
+            col = col.cast(t.value_type)
+        elif pa.types.is_timestamp(t):
+            col = col.cast(pa.timestamp("us", tz=t.tz)).cast(pa.int64())
+        elif pa.types.is_decimal(t):
+            col = col.cast(pa.float64())
+        return col
+
+    cols: Columns = {}
+    for k in ("exchange", "symbol", "kind"):
+        cols[k] = np.asarray(arr(k).to_numpy(zero_copy_only=False), dtype=object)
+    cols["minute"] = arr("minute_ts").to_numpy().astype(np.int64)
+    for k in FLOAT_COLUMNS + USD_COLUMNS:
+        a = arr(k)
+        cols[k] = np.full(n, np.nan) if a is None else np.asarray(
+            pc.fill_null(a.cast(pa.float64()), np.nan).to_numpy(), dtype=float)
+    for k in COUNT_COLUMNS:
+        a = arr(k)
+        cols[k] = np.zeros(n, dtype=np.int64) if a is None else np.asarray(
+            pc.fill_null(a.cast(pa.int64()), 0).to_numpy(), dtype=np.int64)
+    return cols
+
+
+def _select(cols: Columns, mask: np.ndarray) -> Columns:
+    return {k: v[mask] for k, v in cols.items()}
+
+
+def _venue_index(cols: Columns) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Sorted distinct (exchange, symbol) pairs and each row's index into them."""
+    pairs = list(zip(cols["exchange"].tolist(), cols["symbol"].tolist(), strict=True))
+    venues = sorted(set(pairs))
+    vidx = {v: i for i, v in enumerate(venues)}
+    return venues, np.fromiter((vidx[p] for p in pairs), dtype=np.int64, count=len(pairs))
 
 
 @dataclass
@@ -107,43 +208,33 @@ class SymbolPanel:
         return int((minute_us - int(self.minutes[0])) // MINUTE_US)
 
 
-def build_symbol_panel(base: str, rows: Iterable[dict], config: AnalyticsConfig) -> SymbolPanel | None:
-    rows = [r for r in rows if r["kind"] in config.symbol_kinds]
-    if not rows:
+def panel_from_columns(base: str, cols: Columns, config: AnalyticsConfig) -> SymbolPanel | None:
+    """The panel of one base from its bar columns (rows of other kinds than symbol_kinds are ignored)."""
+    cols = _select(cols, np.isin(cols["kind"], list(config.symbol_kinds)))
+    if len(cols["minute"]) == 0:
         return None
     bar_us = config.bar_us
-    mins = [ts_to_micros(r["minute_ts"]) for r in rows]
-    m0, m1 = min(mins), max(mins)
+    mins = cols["minute"]
+    m0, m1 = int(mins.min()), int(mins.max())
     n = (m1 - m0) // bar_us + 1
     minutes = m0 + np.arange(n, dtype=np.int64) * bar_us
-    venues = sorted({(r["exchange"], r["symbol"]) for r in rows})
-    vidx = {v: i for i, v in enumerate(venues)}
+    venues, vi = _venue_index(cols)
     nv = len(venues)
+    j = (mins - m0) // bar_us
 
-    def mat(fill: float = np.nan) -> np.ndarray:
-        return np.full((nv, n), fill)
+    def mat(values: np.ndarray, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
+        m = np.full((nv, n), fill, dtype=dtype)
+        m[vi, j] = values  # one bar per (venue symbol, minute): the mart's key
+        return m
 
-    close, high, low = mat(), mat(), mat()
-    oi_usd, oi_base, funding = mat(), mat(), mat()
-    has = np.zeros((nv, n), dtype=bool)
-    ints = {k: np.zeros((nv, n), dtype=np.int64) for k in (
-        "volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd", "max_liq_usd",
-        "trade_count", "long_liq_count", "short_liq_count",
-    )}
-    vol_base = np.zeros((nv, n))
-    for r, m in zip(rows, mins, strict=True):
-        i, j = vidx[(r["exchange"], r["symbol"])], (m - m0) // bar_us
-        has[i, j] = True
-        close[i, j], high[i, j], low[i, j] = _f(r.get("close")), _f(r.get("high")), _f(r.get("low"))
-        if r.get("close") is None and r.get("mark_price_last") is not None:
-            close[i, j] = float(r["mark_price_last"])  # a minute without trades: the venue's mark
-        oi_usd[i, j], oi_base[i, j] = _f(r.get("oi_last_usd")), _f(r.get("oi_last"))
-        funding[i, j] = _f(r.get("funding_rate_last"))
-        for k in ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd", "max_liq_usd"):
-            ints[k][i, j] = _micros(r.get(k))
-        for k in ("trade_count", "long_liq_count", "short_liq_count"):
-            ints[k][i, j] = int(r.get(k) or 0)
-        vol_base[i, j] = float(r.get("volume_base") or 0.0)
+    # a minute without trades has no close: the venue's mark price stands in
+    close = mat(np.where(np.isnan(cols["close"]), cols["mark_price_last"], cols["close"]))
+    high, low = mat(cols["high"]), mat(cols["low"])
+    oi_usd, oi_base, funding = mat(cols["oi_last_usd"]), mat(cols["oi_last"]), mat(cols["funding_rate_last"])
+    has = mat(np.ones(len(mins), dtype=bool), False, bool)
+    ints = {k: mat(usd_micros(cols[k]), 0, np.int64) for k in USD_COLUMNS}
+    ints.update({k: mat(cols[k], 0, np.int64) for k in COUNT_COLUMNS})
+    vol_base = mat(np.nan_to_num(cols["volume_base"], nan=0.0), 0.0)
 
     lim = config.ffill_max_minutes
     close_ff = ffill_limited(close, lim)
@@ -210,6 +301,175 @@ def build_symbol_panel(base: str, rows: Iterable[dict], config: AnalyticsConfig)
     )
 
 
+def build_symbol_panel(base: str, rows: Iterable[dict], config: AnalyticsConfig) -> SymbolPanel | None:
+    """The panel of one base from bar row dicts (the row entry point of :func:`panel_from_arrow`)."""
+    return panel_from_columns(base, columns_from_rows(rows), config)
+
+
+def panel_from_arrow(base: str, table: pa.Table, config: AnalyticsConfig) -> SymbolPanel | None:
+    """The panel of one base from an Arrow table of its bars_1m rows (minute_ts a timestamp or
+    int micros; money as decimal or float), vectorized: the same panel as :func:`build_symbol_panel`."""
+    return panel_from_columns(base, columns_from_arrow(table), config)
+
+
+# ---- the per-base element every analytic consumes ------------------------------------------------
+@dataclass
+class VenueSeries:
+    """One venue symbol's (perpetual or future) OI and price per contiguous minute, carried forward
+    ``ffill_max_minutes``: what oi_deltas' venue level needs."""
+
+    exchange: str
+    symbol: str
+    base: str
+    minutes: np.ndarray
+    oi_usd: np.ndarray
+    oi_base: np.ndarray
+    price: np.ndarray
+
+
+def venue_series_from_columns(base: str, cols: Columns, config: AnalyticsConfig) -> list[VenueSeries]:
+    cols = _select(cols, np.isin(cols["kind"], list(OI_VENUE_KINDS)))
+    if len(cols["minute"]) == 0:
+        return []
+    bar_us, lim = config.bar_us, config.ffill_max_minutes
+    venues, vi = _venue_index(cols)
+    price_all = np.where(np.isnan(cols["close"]), cols["mark_price_last"], cols["close"])
+    out = []
+    for k, (exchange, symbol) in enumerate(venues):
+        sel = vi == k
+        mins = cols["minute"][sel]
+        m0 = int(mins.min())
+        n = (int(mins.max()) - m0) // bar_us + 1
+        j = (mins - m0) // bar_us
+
+        def series(values: np.ndarray, j: np.ndarray = j, n: int = n) -> np.ndarray:
+            s = np.full(n, np.nan)
+            s[j] = values
+            return ffill_limited(s, lim)
+
+        out.append(VenueSeries(exchange, symbol, base, m0 + np.arange(n, dtype=np.int64) * bar_us,
+                               series(cols["oi_last_usd"][sel]), series(cols["oi_last"][sel]),
+                               series(price_all[sel])))
+    return out
+
+
+@dataclass
+class BaseBars:
+    """One base's analytics input: its cross-venue panel (None when it has no bar of
+    ``symbol_kinds``) and its perpetual/future venue series."""
+
+    base: str
+    panel: SymbolPanel | None
+    venue_series: list[VenueSeries]
+
+
+def base_bars_from_columns(base: str, cols: Columns, config: AnalyticsConfig) -> BaseBars:
+    return BaseBars(base, panel_from_columns(base, cols, config), venue_series_from_columns(base, cols, config))
+
+
+def base_bars_from_arrow(base: str, table: pa.Table, config: AnalyticsConfig) -> BaseBars:
+    return base_bars_from_columns(base, columns_from_arrow(table), config)
+
+
+class _ColumnsCombineFn(beam.CombineFn):
+    """Bar rows of one base -> its columns. A CombineFn rather than a GroupByKey of rows: the runner
+    lifts it before the shuffle, so what crosses the data plane is a few numpy arrays per base and
+    bundle (``compact``), not one pickled 40-column dict per bar."""
+
+    _STR = ("exchange", "symbol", "kind")
+
+    def create_accumulator(self) -> list:
+        return [[]]  # [pending rows (only the analytics' fields), columns chunks...]
+
+    def add_input(self, acc: list, row: dict) -> list:
+        acc[0].append(row)
+        return acc
+
+    def compact(self, acc: list) -> list:
+        if acc[0]:
+            acc = [[], *acc[1:], columns_from_rows(acc[0])]
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[list]) -> list:
+        merged: list = [[]]
+        for a in accs:
+            merged[0].extend(a[0])
+            merged.extend(a[1:])
+        return merged
+
+    def extract_output(self, acc: list) -> Columns:
+        chunks = self.compact(acc)[1:]
+        if not chunks:
+            return _empty_columns()
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+class _BaseBarsFn:
+    def __init__(self, config: AnalyticsConfig) -> None:
+        self.config = config
+
+    def __call__(self, keyed: tuple[str, Columns]) -> tuple[str, BaseBars]:
+        base, cols = keyed
+        return base, base_bars_from_columns(base, cols, self.config)
+
+
+class BasePanels(beam.PTransform):
+    """bars_1m rows -> (base, BaseBars): every base grouped and aggregated once, for all analytics.
+
+    Keeps rows of ``symbol_kinds`` (the panel) and of perpetuals/futures (OI venue series)."""
+
+    def __init__(self, config: AnalyticsConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+
+    def expand(self, bars: beam.PCollection) -> beam.PCollection:
+        kinds = bar_kinds(self.config)
+        return (
+            bars
+            | "AnalyticsKinds" >> beam.Filter(lambda r: r["kind"] in kinds)
+            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
+            | "ColumnsPerBase" >> beam.CombinePerKey(_ColumnsCombineFn())
+            | "BaseBars" >> beam.Map(_BaseBarsFn(self.config))
+        )
+
+
+def read_bar_files(paths: Iterable[str]) -> pa.Table:
+    """One base's exported bar files as one Arrow table (each file read as written: no hive
+    partition discovery from its directory name)."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.ParquetFile(p).read() for p in paths]
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+class _ReadBaseBars(beam.DoFn):
+    def __init__(self, config: AnalyticsConfig) -> None:
+        self.config = config
+
+    def process(self, item: tuple[str, list[str]]) -> Iterator[tuple[str, BaseBars]]:
+        base, paths = item
+        table = read_bar_files(paths)
+        if table.num_rows:
+            yield base, base_bars_from_arrow(base, table, self.config)
+
+
+class ReadBasePanels(beam.PTransform):
+    """{base: [Parquet files of its bars]} -> (base, BaseBars), read and aggregated inside a DoFn:
+    only the paths are created, no bar row goes through Beam (see ``export_bars_by_base`` in
+    pipelines/jobs/load.py for the files)."""
+
+    def __init__(self, files_by_base: dict[str, list[str]], config: AnalyticsConfig | None = None) -> None:
+        super().__init__()
+        self._items = sorted((b, [str(p) for p in ps]) for b, ps in files_by_base.items() if ps)
+        self.config = config or AnalyticsConfig()
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (pbegin
+                | "BaseFiles" >> beam.Create(self._items, reshuffle=False)
+                | "ReadBaseBars" >> beam.ParDo(_ReadBaseBars(self.config)))
+
+
+# ---- bars_1m_symbol -------------------------------------------------------------------------------
 def _none(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
@@ -250,21 +510,30 @@ def symbol_bar_rows(panel: SymbolPanel, emit_from_us: int | None = None) -> list
 
 
 class _SymbolBarsFn:
-    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
-        self.config = config
+    def __init__(self, emit_from_us: int | None) -> None:
         self.emit_from_us = emit_from_us
 
-    def __call__(self, keyed: tuple[str, Iterable[dict]]) -> list[dict[str, Any]]:
-        base, rows = keyed
-        panel = build_symbol_panel(base, rows, self.config)
+    def __call__(self, keyed: tuple[str, BaseBars]) -> list[dict[str, Any]]:
+        panel = keyed[1].panel
         return [] if panel is None else symbol_bar_rows(panel, self.emit_from_us)
+
+
+class SymbolBarsFromPanels(beam.PTransform):
+    """(base, BaseBars) -> bars_1m_symbol rows."""
+
+    def __init__(self, emit_from_us: int | None = None) -> None:
+        super().__init__()
+        self.emit_from_us = emit_from_us
+
+    def expand(self, panels: beam.PCollection) -> beam.PCollection:
+        return panels | "SymbolRows" >> beam.FlatMap(_SymbolBarsFn(self.emit_from_us))
 
 
 class ComputeSymbolBars(beam.PTransform):
     """bars_1m rows -> bars_1m_symbol rows (one per base and minute, perpetuals across venues).
 
-    Grouped per base (GroupByKey) because the OI carry-forward is sequential over minutes; the
-    input should hold ``ffill_max_minutes`` of lookback before ``emit_from_us``.
+    Grouped per base because the OI carry-forward is sequential over minutes; the input should
+    hold ``ffill_max_minutes`` of lookback before ``emit_from_us``.
     """
 
     def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
@@ -275,6 +544,6 @@ class ComputeSymbolBars(beam.PTransform):
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
         return (
             bars
-            | "PerpetualsByBase" >> PerpetualBarsByBase(self.config)
-            | "Aggregate" >> beam.FlatMap(_SymbolBarsFn(self.config, self.emit_from_us))
+            | "BasePanels" >> BasePanels(self.config)
+            | "Aggregate" >> SymbolBarsFromPanels(self.emit_from_us)
         )
