@@ -23,6 +23,7 @@ Decoding stays with fastavro's C reader, which also performs schema resolution.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import struct
 from collections.abc import Callable
@@ -189,6 +190,16 @@ def _long(v: Any, field: str) -> bytes:
     return _varint(z)
 
 
+def _long_high(cache: dict, v: int) -> bytes:
+    """The two high varint bytes of an 8-byte long (2**48 <= v < 2**55), cached by ``v >> 27``."""
+    z = v << 1
+    encoded = _V14_CONT[(z >> 28) & 0x3FFF] + _V14_LAST[z >> 42]
+    if len(cache) >= _STR_CACHE_MAX:
+        cache.clear()
+    cache[v >> 27] = encoded
+    return encoded
+
+
 def _int(v: Any, field: str) -> bytes:
     v = _as_int(v, field, _INT_MIN, _INT_MAX, "int")
     return _varint((v << 1) ^ (v >> 31))
@@ -255,6 +266,26 @@ def _cached_string(cache: dict, v: Any, field: str) -> bytes:
     return encoded
 
 
+def _check_string(field: str, v: Any) -> bytes:
+    return _string(v, field)
+
+
+def _check_enum(table: dict, symbols: tuple[str, ...], field: str, v: Any) -> bytes:
+    encoded = table.get(v)
+    if encoded is None:
+        _bad_enum(v, field, symbols)
+    return encoded
+
+
+def _encode_prefix(cache: dict, values: tuple, writers: tuple) -> bytes:
+    """Encode the leading identity fields (see ``_Generator.leading_identity``) and remember them."""
+    encoded = b"".join([write(v) for write, v in zip(writers, values, strict=True)])
+    if len(cache) >= _STR_CACHE_MAX:
+        cache.clear()
+    cache[values] = encoded
+    return encoded
+
+
 def _bytes(v: Any, field: str) -> bytes:
     if v.__class__ is not bytes:
         if not isinstance(v, (bytes, bytearray, memoryview)):
@@ -302,7 +333,7 @@ class _Generator:
             "_join": b"".join, "_header": header, "_long": _long, "_int": _int, "_double": _double,
             "_float": _float, "_boolean": _boolean, "_null": _null, "_string": _string, "_bytes": _bytes,
             "_cached_string": _cached_string, "_bad_enum": _bad_enum, "_as_float": _as_float,
-            "_C": _V14_CONT, "_L": _V14_LAST, "_LEN1": _LEN1, "_varint": _varint,
+            "_C": _V14_CONT, "_L": _V14_LAST, "_long_high": _long_high, "_encode_prefix": _encode_prefix, "_LEN1": _LEN1, "_varint": _varint,
         }
         self.enums: dict[str, dict] = {}  # named enums, by short and full name, for later references
         self.lines: list[str] = []
@@ -319,7 +350,8 @@ class _Generator:
         fields = self.schema.get("fields")
         if not isinstance(fields, list):
             raise _Unsupported("record without fields")
-        for f in fields:
+        n_lead = self.leading_identity(fields)
+        for f in fields[n_lead:]:
             self.field(f)
         self.flush_struct()
         name = "".join(c if c.isalnum() else "_" for c in str(self.schema.get("name", "record")))
@@ -338,6 +370,40 @@ class _Generator:
         fn = self.namespace[f"encode_{name}"]
         fn.__doc__ = f"Generated Avro writer for {self.schema.get('name')}.\n\n{src}"
         return fn
+
+    def leading_identity(self, fields: list) -> int:
+        """One cache lookup for the leading run of required string / enum fields; returns its length.
+
+        Every liqstream event starts with exchange, symbol, base, quote, kind: a few
+        hundred distinct combinations, so their encoding is looked up by the tuple of
+        values (one hash of a tuple of already-hashed strings) instead of field by field.
+        A miss encodes each field with the same checks as :meth:`field` would.
+        """
+        writers: list[Callable[[Any], bytes]] = []
+        for f in fields:
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str) or "default" in f:
+                break
+            ftype = self.resolve(f.get("type"))
+            if ftype == "string":
+                writers.append(functools.partial(_check_string, f["name"]))
+            elif isinstance(ftype, dict):
+                table, _ = self.enum_table(ftype)
+                writers.append(functools.partial(_check_enum, self.namespace[table], tuple(ftype["symbols"]), f["name"]))
+            else:
+                break
+        if len(writers) < 2:
+            return 0
+        names = []
+        for f in fields[: len(writers)]:
+            self.n += 1
+            names.append(f"v{self.n}")
+            self.lines.append(f"v{self.n} = r[{f['name']!r}]")
+        cache: dict = {}
+        key = f"({', '.join(names)},)"
+        self.lines.append(f"p0 = {self.const(cache.get)}({key})")
+        self.lines.append(f"if p0 is None: p0 = _encode_prefix({self.const(cache)}, {key}, {self.const(tuple(writers))})")
+        self.parts.append("p0")
+        return len(writers)
 
     def flush_struct(self) -> None:
         if not self.pending_struct:
@@ -376,15 +442,18 @@ class _Generator:
             self.lines.append(f"if {p} is None: {p} = _cached_string({cache_name}, {v}, {key})")
             self.parts.append(p)
         elif prim == "long":
-            # the 8-byte varint of epoch microseconds inlined (zigzag of a positive v is 2v)
-            # as four parts of the final join rather than concatenated here: one copy instead of four
-            p = [f"p{self.n}{c}" for c in "abcd"]
-            self.lines.append(
-                f"if {v}.__class__ is int and {1 << 48:#x} <= {v} < {1 << 55:#x}: z = {v} << 1; "
-                f"{p[0]} = _C[z & 0x3FFF]; {p[1]} = _C[(z >> 14) & 0x3FFF]; {p[2]} = _C[(z >> 28) & 0x3FFF]; "
-                f"{p[3]} = _L[z >> 42]"
-            )
-            self.lines.append(f"else: {p[0]} = _long({v}, {key}); {p[1]} = {p[2]} = {p[3]} = b''")
+            # the 8-byte varint of epoch microseconds inlined (zigzag of a positive v is 2v), as parts
+            # of the final join rather than concatenated here. Its two high groups (bits 28.. of 2v)
+            # change every 2**27 us (~134 s), so they come from a small per-field cache keyed v >> 27:
+            # fewer operations on two-digit ints, the costly part of this field
+            p = [f"p{self.n}{c}" for c in "abc"]
+            hi_cache = {}
+            get = self.const(hi_cache.get)
+            self.lines.append(f"if {v}.__class__ is int and {1 << 48:#x} <= {v} < {1 << 55:#x}:")
+            self.lines.append(f"    z = ({v} & 0x7FFFFFF) << 1; {p[0]} = _C[z & 0x3FFF]; {p[1]} = _C[z >> 14]; "
+                              f"{p[2]} = {get}({v} >> 27)")
+            self.lines.append(f"    if {p[2]} is None: {p[2]} = _long_high({self.const(hi_cache)}, {v})")
+            self.lines.append(f"else: {p[0]} = _long({v}, {key}); {p[1]} = {p[2]} = b''")
             self.parts.extend(p)
         elif prim is not None:
             self.parts.append(f"_{prim}({v}, {key})")
