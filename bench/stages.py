@@ -327,23 +327,29 @@ def make_bar_files(tables: dict[str, pa.Table], out: Path) -> list[str]:
 
 
 def stage_analytics(bar_files: list[str], workdir: Path) -> dict[str, Any]:
+    """The jobs' analytics phase: the bars exported per base (as the jobs export them from the
+    mart; timed apart as ``export_seconds``), then the Beam graph (``seconds``)."""
     import duckdb
 
-    from pipelines.jobs.load import build_analytics_graph
+    from pipelines.jobs.load import build_analytics_graph, export_bars_by_base
     from pipelines.sinks import parquet_glob
     from pipelines.transforms.config import AnalyticsConfig
 
     con = duckdb.connect()
     (bars,) = con.execute("SELECT count(*) FROM read_parquet(?)", [bar_files]).fetchone()
+    config = AnalyticsConfig()
+    by_base, export_s = _timed(export_bars_by_base, con, workdir / "analytics_bars", config,
+                               source="read_parquet(?)", params=[bar_files])
     p = _fn_runner_pipeline()
-    build_analytics_graph(p, bar_files, workdir / "analytics", AnalyticsConfig(), emit_from_us=None)
+    build_analytics_graph(p, by_base, workdir / "analytics", config, emit_from_us=None)
     _, s = _timed(lambda: p.run().wait_until_finish())
     rows = {}
     for name in ("bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"):
         files = parquet_glob(workdir / "analytics", name)
         rows[name] = int(con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0]) if files else 0
     con.close()
-    return {"bars_in": int(bars), "seconds": s, "bars_per_s": bars / s, "rows_out": rows}
+    return {"bars_in": int(bars), "seconds": s, "bars_per_s": bars / s, "export_seconds": export_s,
+            "bases": len(by_base), "rows_out": rows}
 
 
 def stage_duckdb_upserts(bar_files: list[str], db: Path) -> dict[str, Any]:

@@ -31,10 +31,10 @@ from pipelines import archive, warehouse
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
     ANALYTIC_MARTS,
-    _export,
     _run,
     analytics_lookback_us,
     build_analytics_graph,
+    export_bars_by_base,
     oi_reference,
     write_event_marts,
 )
@@ -154,12 +154,11 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
                 window_start = start_us - analytics_lookback_us(config)
-                bar_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
-                                    [window_start], tmp / "bars.parquet")
-                if bar_files:
+                bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
+                if bars_by_base:
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")
                     pa_ = beam.Pipeline(runner=_runner(), options=_options(settings))
-                    build_analytics_graph(pa_, bar_files, tmp / "analytics", config, emit_from_us=start_us,
+                    build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
                                           oi_reference=oi_reference(con, window_start, config))
                     _run(pa_)
                 for name in ANALYTIC_MARTS:

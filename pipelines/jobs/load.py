@@ -41,7 +41,8 @@ from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPer
 from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, parquet_glob
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
-from pipelines.transforms.graph import build_analytics, build_bars
+from pipelines.transforms.graph import build_analytics_on_panels, build_bars
+from pipelines.transforms.panel import ANALYTICS_BAR_COLUMNS, ReadBasePanels, bar_kinds
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,42 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
      | "WriteLiquidations1m" >> WriteRowsToParquet(out_dir, "liquidations_1m", LIQUIDATIONS_1M_SCHEMA))
 
 
-def build_analytics_graph(p: beam.Pipeline, bar_files: list[str], out_dir: Path, config: AnalyticsConfig,
-                          emit_from_us: int | None, oi_reference: list[tuple[str, float]] | None = None) -> None:
-    """Phase B: stored bars (touched minutes + lookback) -> the analytic marts."""
-    bars = p | "Bars" >> ReadParquetRows(bar_files)
+def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], out_dir: Path,
+                          config: AnalyticsConfig, emit_from_us: int | None,
+                          oi_reference: list[tuple[str, float]] | None = None) -> None:
+    """Phase B: stored bars (touched minutes + lookback), one set of Parquet files per base
+    (:func:`export_bars_by_base`) -> the analytic marts. Each base's files are read into Arrow and
+    aggregated inside a DoFn: no bar row crosses Beam's data plane."""
+    panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
     ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
-    for name, rows in build_analytics(bars, config, emit_from_us, oi_reference=ref).items():
+    for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref).items():
         rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
+
+
+def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: int | None = None,
+                        source: str = "bars_1m", params: list | None = None) -> dict[str, list[str]]:
+    """The analytics' bars (their columns, the kinds they read, minute_ts >= ``since_us``) of
+    ``source`` (a table, or e.g. ``read_parquet(?)`` with ``params``) -> {base: [Parquet files]},
+    written in one pass (hive partitions ``base=<url-encoded base>``)."""
+    from urllib.parse import unquote
+
+    where, args = ["list_contains(?::VARCHAR[], kind)"], [*(params or []), list(bar_kinds(config))]
+    if since_us is not None:
+        where.append("minute_ts >= make_timestamp(?::BIGINT)")
+        args.append(since_us)
+    sql = f"SELECT {', '.join(ANALYTICS_BAR_COLUMNS)} FROM {source} WHERE {' AND '.join(where)}"
+    (n,) = con.execute(f"SELECT count(*) FROM ({sql})", args).fetchone()
+    if not n:
+        return {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY ({sql}) TO '{out_dir}' (FORMAT parquet, PARTITION_BY (base), WRITE_PARTITION_COLUMNS true,"
+                " OVERWRITE_OR_IGNORE true)", args)
+    by_base: dict[str, list[str]] = {}
+    for d in sorted(out_dir.glob("base=*")):
+        files = sorted(str(f) for f in d.glob("*.parquet"))
+        if files:
+            by_base[unquote(d.name[len("base="):])] = files
+    return by_base
 
 
 def analytics_lookback_us(config: AnalyticsConfig) -> int:
@@ -294,15 +324,17 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
 def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path) -> int:
     window_start = from_us - analytics_lookback_us(config)
     tmp.mkdir(parents=True, exist_ok=True)
-    bar_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
-                        [window_start], tmp / "bars.parquet")
-    if not bar_files:
+    (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
+                            [window_start]).fetchone()
+    if not n_bars:
         return 0
+    bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
     out = tmp / "out"
-    p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
-    build_analytics_graph(p, bar_files, out, config, emit_from_us=from_us,
-                          oi_reference=oi_reference(con, window_start, config))
-    _run(p)
+    if bars_by_base:
+        p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
+        build_analytics_graph(p, bars_by_base, out, config, emit_from_us=from_us,
+                              oi_reference=oi_reference(con, window_start, config))
+        _run(p)
     con.execute("BEGIN")
     try:
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
