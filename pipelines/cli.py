@@ -167,6 +167,8 @@ def cmd_dq(args: argparse.Namespace) -> int:
         ok &= r.success or not r.critical
         print(f"DQ {r.suite}: {r.verdict} ({r.successful}/{r.evaluated} expectations, {r.rows_checked:,} rows)")
     con.close()
+    DataQuality.shared().publish_docs()
+    print(f"Data Docs: {s.data_dir / 'gx_docs' / 'index.html'}")
     return EXIT_OK if ok else EXIT_DQ
 
 

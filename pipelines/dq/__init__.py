@@ -47,6 +47,10 @@ def archive_files(archive_dir: Path | None, since_us: int | None) -> list[str]:
                   if f.parent.name.split("=", 1)[1] >= first_day)
 
 
+#: validation results per suite kept in GX's store and shown in Data Docs (dq_results keeps all)
+DOCS_HISTORY = 5
+
+
 class DataQuality:
     """Runs expectation suites over DuckDB tables with one ephemeral GX context per process."""
 
@@ -68,8 +72,10 @@ class DataQuality:
         except Exception:  # older/newer GX: progress bars are cosmetic
             pass
         self._source = self._ctx.data_sources.add_pandas("liqstream")
-        self._checkpoints: dict[tuple[str, str | None], Any] = {}
+        self._checkpoints: dict[str, Any] = {}
         self._sites: set[str] = set()
+        self._recent: dict[str, list[Any]] = {}
+        self._pending_docs: dict[Path, list[Any]] = {}
 
     @classmethod
     def shared(cls) -> DataQuality:
@@ -91,15 +97,8 @@ class DataQuality:
             self._sites.add(name)
         return name
 
-    def _checkpoint(self, spec: SuiteSpec, docs_dir: Path | None = None) -> Any:
-        site = self._site(docs_dir) if docs_dir is not None else None
-        cp = self._checkpoints.get((spec.name, site))
-        if cp is None and (spec.name, None) in self._checkpoints and site is not None:
-            vd = self._checkpoints[(spec.name, None)].validation_definitions
-            cp = self._ctx.checkpoints.add(self._gx.Checkpoint(
-                name=f"{spec.name}_{site}", validation_definitions=vd, result_format="SUMMARY",
-                actions=[self._gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[site])]))
-            self._checkpoints[(spec.name, site)] = cp
+    def _checkpoint(self, spec: SuiteSpec) -> Any:
+        cp = self._checkpoints.get(spec.name)
         if cp is None:
             gx = self._gx
             asset = self._source.add_dataframe_asset(spec.name)
@@ -110,17 +109,43 @@ class DataQuality:
             vd = self._ctx.validation_definitions.add(gx.ValidationDefinition(name=spec.name, data=batch, suite=suite))
             cp = self._ctx.checkpoints.add(gx.Checkpoint(name=f"{spec.name}_checkpoint", validation_definitions=[vd],
                                                          result_format="SUMMARY"))
-            self._checkpoints[(spec.name, None)] = cp
-            if site is not None:
-                return self._checkpoint(spec, docs_dir)
+            self._checkpoints[spec.name] = cp
         return cp
+
+    def _keep_recent(self, suite: str, key: Any) -> None:
+        """GX keeps every validation result of the process in its (here in-memory) store: a
+        streaming job validating every minute would grow without bound, and each Data Docs build
+        would render more. Keep the last ``DOCS_HISTORY`` per suite (dq_results keeps them all)."""
+        recent = self._recent.setdefault(suite, [])
+        recent.append(key)
+        store = self._ctx.validation_results_store
+        while len(recent) > DOCS_HISTORY:
+            old = recent.pop(0)
+            try:
+                store.remove_key(old)
+            except Exception:  # already gone: nothing to free
+                pass
+
+    def publish_docs(self) -> list[Path]:
+        """Render the validations since the last call into their Data Docs sites (the pages of
+        results no longer kept are removed from the site's index). Returns the sites updated."""
+        done = []
+        live = set(self._ctx.validation_results_store.list_keys())
+        for docs_dir, keys in list(self._pending_docs.items()):
+            keys = [k for k in keys if k in live]
+            if keys:
+                self._ctx.build_data_docs(site_names=[self._site(docs_dir)], resource_identifiers=keys)
+                done.append(docs_dir)
+            del self._pending_docs[docs_dir]
+        return done
 
     def validate(self, con: duckdb.DuckDBPyConnection, suite: str, run_id: str,
                  where: str | None = None, store: bool = True, since_us: int | None = None,
                  docs_dir: Path | None = None, archive_dir: Path | None = None) -> DQResult:
         """Validate a table (or the rows ``where`` selects; a derived suite: the rows since
-        ``since_us``), store the result in dq_results and, with ``docs_dir``, update the GX Data
-        Docs HTML there (``<docs_dir>/index.html``)."""
+        ``since_us``) and store the result in dq_results. With ``docs_dir``, the result goes to the
+        GX Data Docs there (``<docs_dir>/index.html``) at the next :meth:`publish_docs` (one build
+        per gate, not one per suite)."""
         spec = SUITES[suite]
         if spec.query is not None:
             since = f"make_timestamp({int(since_us) if since_us is not None else 0})"
@@ -135,13 +160,16 @@ class DataQuality:
         checked_at = datetime.now(UTC)
         try:
             df = con.execute(sql).df()
-            result = self._checkpoint(spec, docs_dir).run(batch_parameters={"dataframe": df})
+            result = self._checkpoint(spec).run(batch_parameters={"dataframe": df})
         except Exception as exc:  # a check that cannot run is a failed check, never a crashed job
             doc = {"error": f"{type(exc).__name__}: {exc}"[:2000], "sql": sql}
             out = DQResult(suite=spec.name, table=spec.table, success=False, critical=spec.critical, evaluated=0,
                            successful=0, failed_expectations=("check_error",), rows_checked=0)
         else:
-            (vres,) = list(result.run_results.values())
+            ((key, vres),) = list(result.run_results.items())
+            self._keep_recent(spec.name, key)
+            if docs_dir is not None:
+                self._pending_docs.setdefault(Path(docs_dir).resolve(), []).append(key)
             doc = vres.to_json_dict()
             stats = doc["statistics"]
             failed = tuple(sorted({r["expectation_config"]["type"] for r in doc["results"] if not r["success"]}))

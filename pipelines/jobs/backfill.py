@@ -173,6 +173,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     for suite in ("bars_1m_continuity", "liquidations_reconciliation"):
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, since_us=start_us,
                                                                        docs_dir=settings.data_dir / "gx_docs"))
+                    DataQuality.shared().publish_docs()
                 if not result.dq_passed:
                     con.execute("ROLLBACK")
                     result.status = "dq_failed"

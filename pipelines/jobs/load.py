@@ -308,6 +308,7 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
         where = f"{col} >= make_timestamp({since})" if since is not None and col else None
         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=where, since_us=since,
                                                        docs_dir=docs_dir, archive_dir=archive_dir))
+    DataQuality.shared().publish_docs()  # one Data Docs build per gate
     if not result.dq_passed:
         result.status = "dq_failed"
         failed = ",".join(r.suite for r in result.dq if r.critical and not r.success)

@@ -97,3 +97,29 @@ def test_freshness_warns_on_stale_bars(con):
     _bar(con, 0)  # 2026-01-01: stale against the wall clock
     r = DataQuality.shared().validate(con, "bars_1m_freshness", "f1", store=False)
     assert not r.success and not r.critical
+
+
+def test_data_docs_build_once_per_publish_with_bounded_history(con, tmp_path, monkeypatch):
+    """A long-running job validates every cycle: GX's in-memory result store and the Data Docs
+    site keep only the last DOCS_HISTORY results per suite, and a relative docs path works."""
+    import pipelines.dq as dq_mod
+
+    dq = DataQuality.shared()
+    monkeypatch.chdir(tmp_path)
+    docs = dq_mod.Path("gx_docs")  # relative, as under `make run`'s default data/
+    _bar(con, 0, long_n=1, long_usd=10.0)
+    _liq(con, 0, 1, 10.0)
+    runs = dq_mod.DOCS_HISTORY + 3
+    for i in range(runs):
+        assert dq.validate(con, "liquidations_reconciliation", f"docs-{i}", store=False, docs_dir=docs).success
+    assert not (tmp_path / "gx_docs" / "index.html").exists()  # nothing rendered until published
+    assert dq.publish_docs() == [tmp_path / "gx_docs"]
+    assert (tmp_path / "gx_docs" / "index.html").exists()
+    kept = [k for k in dq._ctx.validation_results_store.list_keys()
+            if k.expectation_suite_identifier.name == "liquidations_reconciliation"]
+    assert len(kept) == dq_mod.DOCS_HISTORY
+    pages = list((tmp_path / "gx_docs" / "validations" / "liquidations_reconciliation").rglob("*.html"))
+    assert len(pages) == dq_mod.DOCS_HISTORY
+    index = (tmp_path / "gx_docs" / "index.html").read_text()
+    assert index.count("validations/liquidations_reconciliation/") == dq_mod.DOCS_HISTORY
+    assert dq.publish_docs() == []  # nothing new since
