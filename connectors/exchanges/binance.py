@@ -24,7 +24,10 @@ developers.binance.com, USDⓈ-M Futures "Websocket Market Streams" and
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET
 
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
@@ -38,6 +41,32 @@ _DATED = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<yymmdd>\d{6})$")
 _INF = float("inf")
 #: to_epoch_us' plausible window (2009-01-01 .. 2100-01-01) in epoch milliseconds
 _MIN_EPOCH_MS, _MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
+
+
+class _Trade(msgspec.Struct):
+    """The fields of an aggTrade / trade payload that a Trade uses, as :meth:`BinanceFuturesNormalizer._trade` reads them.
+
+    Unknown fields are skipped; a field of another JSON type fails the decode
+    (the general path then handles the message). ``a``/``t`` stay untyped: the
+    trade id is whatever JSON value the venue sent, as in the general path.
+    """
+
+    e: Literal["aggTrade", "trade"]
+    s: str
+    p: str
+    q: str
+    m: bool
+    T: int
+    a: Any = UNSET
+    t: Any = UNSET
+
+
+class _TradeFrame(msgspec.Struct):
+    stream: Any  # the general path only requires the key; its value is never read
+    data: _Trade
+
+
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
 
 
 def _split_pair(pair: str) -> tuple[str, str] | None:
@@ -72,10 +101,6 @@ class BinanceFuturesNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
-        # symbol -> the instrument's common fields and contract terms, for the trade fast path;
-        # tied to the book it was filled from, so swapping ``instruments`` empties it
-        self._trade_terms: dict[str, tuple] = {}
-        self._terms_book: InstrumentBook | None = None
 
     # -- dispatch -----------------------------------------------------------------------------
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
@@ -121,12 +146,37 @@ class BinanceFuturesNormalizer:
             raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", event_type)
         return inst
 
+    def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
+        """The trade stream's hot case straight from the bytes, or None: ``route`` then parses and normalizes.
+
+        A combined-stream envelope around an aggTrade/trade is decoded by msgspec
+        into :class:`_TradeFrame` (only the fields a Trade needs, typed, so no
+        dicts are built); the record is then the one :meth:`normalize` gives for
+        the same message (tests/unit/test_ingest_fast_path.py checks both on
+        random and edge trades). Anything else — another message type, a bare
+        payload, a field of another type, a value the fast checks refuse — is
+        None, and the general path decides (records, dead letter or ignore).
+        """
+        try:
+            d = _decode_trade_frame(raw).data
+        except (ValueError, RecursionError):  # msgspec.ValidationError / DecodeError are ValueErrors
+            return None
+        trade_id = d.a if d.a is not UNSET else (None if d.t is UNSET else d.t)
+        try:
+            price = float(d.p)
+            qty = float(d.q)
+        except ValueError:
+            return None
+        record = self._trade_record(d.s, price, qty, d.m, d.T, trade_id, received_at_us)
+        return None if record is None else [record]
+
     def _trade(self, m: dict, received_at_us: int) -> Normalized:
         """Fast path for a well-formed trade; anything unusual goes to :meth:`_trade_checked`.
 
-        The checks below accept exactly what the checked path accepts without
-        raising, and compute the same values (same float operations), so the
-        two paths differ only in speed; the checked path names what is wrong.
+        The checks in :meth:`_trade_record` accept exactly what the checked path
+        accepts without raising, and compute the same values (same float
+        operations), so the two paths differ only in speed; the checked path
+        names what is wrong.
         """
         try:
             symbol = m["s"]
@@ -136,22 +186,24 @@ class BinanceFuturesNormalizer:
             t = m["T"]
         except (KeyError, TypeError, ValueError, OverflowError):
             return self._trade_checked(m, received_at_us)
-        if self._terms_book is not self.instruments:
-            self._trade_terms = {}
-            self._terms_book = self.instruments
+        record = self._trade_record(symbol, price, qty, maker, t, m["a"] if "a" in m else m.get("t"), received_at_us)
+        return self._trade_checked(m, received_at_us) if record is None else record
+
+    def _trade_record(self, symbol: Any, price: float, qty: float, maker: Any, t: Any, trade_id: Any,
+                      received_at_us: int) -> Normalized | None:
+        """The Trade of well-formed values, or None when any check of the checked path would fail."""
         if symbol.__class__ is not str:
-            return self._trade_checked(m, received_at_us)
-        terms = self._trade_terms.get(symbol)
+            return None
+        book = self.instruments
+        terms = book.trade_terms.get(symbol)
         if terms is None:
-            inst = self.instruments.get(symbol)
-            if inst is None:
-                return self._trade_checked(m, received_at_us)
-            terms = self._trade_terms[symbol] = (inst.venue, inst.symbol, inst.base, inst.quote, inst.kind,
-                                                 inst.expiry_ms, inst.contract_value, inst.inverse)
+            terms = book.fill_trade_terms(symbol)
+            if terms is None:
+                return None
         # 0 < x < inf is false for NaN too; T: int epoch ms in to_epoch_us' plausible range
         if not (0.0 < price < _INF and 0.0 < qty < _INF and maker.__class__ is bool and t.__class__ is int
                 and _MIN_EPOCH_MS <= t <= _MAX_EPOCH_MS):
-            return self._trade_checked(m, received_at_us)
+            return None
         exchange, sym, base, quote, kind, expiry, contract_value, inverse = terms
         # Instrument.to_base_and_usd, inlined (same operations, same floats)
         if inverse:
@@ -160,7 +212,6 @@ class BinanceFuturesNormalizer:
         else:
             size = qty * contract_value
             usd = size * price
-        trade_id = m["a"] if "a" in m else m.get("t")
         return "trade", {
             "exchange": exchange, "symbol": sym, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
             "event_time": t * 1000,
