@@ -43,8 +43,11 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
+
+from connectors.exchanges.fast_trades import trade_record
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -94,6 +97,26 @@ def parse_bybit_symbol(symbol: str) -> Instrument | None:
     return None
 
 
+class _Trade(msgspec.Struct):
+    """A ``publicTrade`` element, the fields :meth:`BybitNormalizer._trade` reads (others skipped)."""
+
+    s: str
+    p: str
+    v: str
+    T: int
+    S: Literal["Buy", "Sell"]
+    i: Any = None  # the general path's t.get("i"): absent and null are both no id
+
+
+class _TradeFrame(msgspec.Struct):
+    topic: str
+    data: list[_Trade]
+
+
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+_TAKER = {"Buy": "buy", "Sell": "sell"}
+
+
 def _side_of_taker(raw: Any, et: str) -> str:
     if raw == "Buy":
         return "buy"
@@ -125,6 +148,27 @@ class BybitNormalizer:
         self._tickers: dict[str, dict[str, Any]] = {}
 
     # -- dispatch -----------------------------------------------------------------------------
+    def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
+        """A ``publicTrade`` frame straight from the bytes (see connectors/exchanges/fast_trades.py), else None."""
+        try:
+            frame = _decode_trade_frame(raw)
+        except (ValueError, RecursionError):  # not a trade frame of the usual shape: the general path decides
+            return None
+        topic = frame.topic
+        if not frame.data or not (topic.startswith("publicTrade.") or topic == "publicTrade"):
+            return None
+        book = self.instruments
+        out = []
+        for t in frame.data:
+            terms = book.trade_terms.get(t.s) or book.fill_trade_terms(t.s)
+            if terms is None:
+                return None
+            record = trade_record(terms, t.p, t.v, t.T, t.i, _TAKER[t.S], received_at_us)
+            if record is None:
+                return None
+            out.append(record)
+        return out
+
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
         if not isinstance(msg, dict):
             raise Malformed("unknown_message", f"expected a JSON object, got {type(msg).__name__}")

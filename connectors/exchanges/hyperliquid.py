@@ -43,8 +43,11 @@ Mapping:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
+
+from connectors.exchanges.fast_trades import trade_record
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -95,6 +98,26 @@ def instruments_from_meta(meta: Any, spot_meta: Any = None) -> list[Instrument]:
     return out
 
 
+class _Trade(msgspec.Struct):
+    """A ``WsTrade``, the fields :meth:`HyperliquidNormalizer._trades` reads (``users``, ``hash`` skipped)."""
+
+    coin: str
+    side: Literal["B", "A"]
+    px: str
+    sz: str
+    time: int
+    tid: Any = None  # the general path's t.get("tid")
+
+
+class _TradeFrame(msgspec.Struct):
+    channel: Literal["trades"]
+    data: list[_Trade]
+
+
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+_TAKER = {"B": "buy", "A": "sell"}
+
+
 def next_funding_time_ms(at_us: int) -> int:
     """Hyperliquid pays funding every hour on the hour: the first full hour after ``at_us``."""
     return (at_us // _HOUR_US + 1) * _HOUR_US // 1000
@@ -105,6 +128,27 @@ class HyperliquidNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_hyperliquid_coin)
+
+    def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
+        """A ``trades`` frame straight from the bytes (see connectors/exchanges/fast_trades.py), else None."""
+        try:
+            frame = _decode_trade_frame(raw)
+        except (ValueError, RecursionError):  # not a trade frame of the usual shape: the general path decides
+            return None
+        if not frame.data:
+            return None
+        book = self.instruments
+        out = []
+        for t in frame.data:
+            terms = book.trade_terms.get(t.coin) or book.fill_trade_terms(t.coin)
+            # the general path: a USD(-like) quote, and notional = px * sz (linear coins, contract value 1)
+            if terms is None or terms[3] not in _HL_USD_QUOTES or terms[6] != 1.0 or terms[7]:
+                return None
+            record = trade_record(terms, t.px, t.sz, t.time, t.tid, _TAKER[t.side], received_at_us)
+            if record is None:
+                return None
+            out.append(record)
+        return out
 
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
         if not isinstance(msg, dict):

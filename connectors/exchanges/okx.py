@@ -38,8 +38,11 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
+
+from connectors.exchanges.fast_trades import trade_record
 from connectors.instruments import Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -57,6 +60,30 @@ def parse_okx_symbol(symbol: str) -> Instrument | None:
     if len(parts) != 2 or not all(p.isalnum() for p in parts):
         return None
     return Instrument("okx", symbol, normalize_asset(parts[0]), parts[1].upper(), "spot", None, 1.0, False)
+
+
+class _Trade(msgspec.Struct):
+    """A ``trades`` row, the fields :meth:`OkxNormalizer._trade` reads (others skipped)."""
+
+    instId: str  # noqa: N815 - OKX's field names
+    px: str
+    sz: str
+    side: Literal["buy", "sell"]
+    ts: str
+    tradeId: Any = None  # noqa: N815 - the general path's r.get("tradeId")
+
+
+class _TradeArg(msgspec.Struct):
+    channel: Literal["trades", "trades-all"]
+
+
+class _TradeFrame(msgspec.Struct):
+    arg: _TradeArg
+    data: list[_Trade]
+    event: Any = None  # the general path treats any non-null "event" as an ack or error
+
+
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
 
 
 def _position_side(d: dict, et: str) -> str:
@@ -82,6 +109,30 @@ class OkxNormalizer:
         self._funding: dict[str, tuple[float | None, int | None]] = {}
 
     # -- dispatch -----------------------------------------------------------------------------
+    def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
+        """A ``trades`` frame straight from the bytes (see connectors/exchanges/fast_trades.py), else None."""
+        try:
+            frame = _decode_trade_frame(raw)
+        except (ValueError, RecursionError):  # not a trade frame of the usual shape: the general path decides
+            return None
+        if not frame.data or frame.event is not None:
+            return None
+        book = self.instruments
+        out = []
+        for r in frame.data:
+            terms = book.trade_terms.get(r.instId) or book.fill_trade_terms(r.instId)
+            if terms is None:
+                return None
+            try:
+                t_ms = int(r.ts)  # to_epoch_us' int() of OKX's string milliseconds
+            except ValueError:
+                return None
+            record = trade_record(terms, r.px, r.sz, t_ms, r.tradeId, r.side, received_at_us)
+            if record is None:
+                return None
+            out.append(record)
+        return out
+
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
         if msg in ("pong", "ping"):
             raise Ignored("pong")

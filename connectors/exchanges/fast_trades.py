@@ -1,0 +1,65 @@
+"""Trade fast paths shared by the venue normalizers (``normalize_raw``, see connectors/normalize.py).
+
+Trades are ~97% of what a venue sends, and the general path spends most of its
+time building dicts (JSON objects, the record from ``common_fields()``) and
+naming what is wrong with a message that has nothing wrong. A venue's
+``normalize_raw`` decodes its trade frame with msgspec into a typed struct (the
+fields a Trade needs, nothing else) and hands each trade to :func:`trade_record`,
+which returns the record the checked path would build, or None as soon as a
+value is one the checked path would refuse; the whole frame then goes to the
+general path, which dead-letters it with the reason. Same float operations as
+``Instrument.to_base_and_usd`` and ``to_float``/``to_epoch_us``, so the records
+are equal, not just close (tests/unit/test_ingest_fast_path.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.instruments import InstrumentBook, TradeTerms
+from connectors.normalize import Normalized
+
+_INF = float("inf")
+#: to_epoch_us' plausible window (2009-01-01 .. 2100-01-01) in epoch milliseconds
+MIN_EPOCH_MS, MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
+
+
+def terms_of(book: InstrumentBook, symbol: str) -> TradeTerms | None:
+    """The book's cached terms of ``symbol`` (None: unknown symbol); hot loops inline the first lookup."""
+    return book.trade_terms.get(symbol) or book.fill_trade_terms(symbol)
+
+
+def trade_record(terms: TradeTerms, price_text: str, qty_text: str, t_ms: int, trade_id: Any, taker_side: str,
+                 received_at_us: int) -> Normalized | None:
+    """The Trade of one well-formed venue trade, or None when the checked path would dead-letter it.
+
+    ``price_text``/``qty_text`` are the venue's decimal strings (quantity in the
+    venue's unit: contracts or base units, as ``terms`` say), ``t_ms`` the trade
+    time in epoch ms, ``trade_id`` the venue's id as sent (None: no id).
+    """
+    try:
+        price = float(price_text)
+        qty = float(qty_text)
+    except ValueError:
+        return None
+    # to_float(positive=True): finite and > 0 (0 < x < inf is false for NaN too); to_epoch_us' window
+    if not (0.0 < price < _INF and 0.0 < qty < _INF and MIN_EPOCH_MS <= t_ms <= MAX_EPOCH_MS):
+        return None
+    exchange, symbol, base, quote, kind, expiry, contract_value, inverse = terms
+    # Instrument.to_base_and_usd, inlined (same operations, same floats)
+    if inverse:
+        usd = qty * contract_value
+        size = usd / price
+    else:
+        size = qty * contract_value
+        usd = size * price
+    return "trade", {
+        "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
+        "event_time": t_ms * 1000,
+        "ingest_time": received_at_us,
+        "trade_id": None if trade_id is None else str(trade_id),
+        "price": price,
+        "size": size,
+        "notional_usd": usd,
+        "taker_side": taker_side,
+    }
