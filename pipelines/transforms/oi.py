@@ -15,6 +15,7 @@ down (or unchanged) -> deleveraging; OI down with price up -> short_squeeze.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,8 +25,6 @@ import numpy as np
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.panel import BaseBars, BasePanels, columns_from_rows, venue_series_from_columns
-
-_MARKET = "market_parts"
 
 
 def regime(oi_change_pct: float, price_change_pct: float | None, flat_pct: float) -> str:
@@ -42,6 +41,11 @@ def _f(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
+def _opt(values: np.ndarray) -> list[float | None]:
+    """Floats as Python values, non-finite -> None (``_f`` per value)."""
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
 def delta_rows(
     level: str,
     exchange: str,
@@ -54,43 +58,68 @@ def delta_rows(
     config: AnalyticsConfig,
     emit_from_us: int | None,
 ) -> list[dict[str, Any]]:
-    """Rows for one series; arrays are per contiguous minute and already carried forward."""
+    """Rows for one series; arrays are per contiguous minute and already carried forward.
+
+    Vectorized over the as-of minutes of each span (elementwise numpy arithmetic rounds exactly
+    as the same expression on scalars, so the values are those of a per-minute loop)."""
     out: list[dict[str, Any]] = []
     if len(minutes) == 0:
         return out
     bar_us = config.bar_us
     step = config.oi_every_minutes * bar_us
-    first = int(minutes[0]) if emit_from_us is None else max(int(minutes[0]), emit_from_us)
+    m0 = int(minutes[0])
+    first = m0 if emit_from_us is None else max(m0, emit_from_us)
     first = -(-first // step) * step  # align up
-    for t_us in range(first, int(minutes[-1]) + 1, step):
-        j = (t_us - int(minutes[0])) // bar_us
-        if not np.isfinite(oi_usd[j]):
+    t_us = np.arange(first, int(minutes[-1]) + 1, step, dtype=np.int64)
+    oi_usd = np.asarray(oi_usd, dtype=float)
+    price = np.asarray(price, dtype=float)
+    jj = (t_us - m0) // bar_us
+    keep = np.isfinite(oi_usd[jj])
+    t_us, jj = t_us[keep], jj[keep]
+    stamps: dict[int, Any] = {}
+    for span, span_min in config.oi_spans_minutes:
+        ii = jj - span_min
+        ok = ii >= 0
+        start = oi_usd[np.where(ok, ii, 0)]
+        ok &= np.isfinite(start) & (start != 0)
+        if not ok.any():
             continue
-        for span, span_min in config.oi_spans_minutes:
-            i = j - span_min
-            if i < 0 or not np.isfinite(oi_usd[i]) or oi_usd[i] == 0:
-                continue
-            chg_pct = (oi_usd[j] / oi_usd[i] - 1.0) * 100.0
-            p_chg = (price[j] / price[i] - 1.0) * 100.0 if np.isfinite(price[j]) and np.isfinite(price[i]) else None
+        i, j = ii[ok], jj[ok]
+        o0, o1, p0, p1 = oi_usd[i], oi_usd[j], price[i], price[j]
+        chg = (o1 / o0 - 1.0) * 100.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_chg = (p1 / p0 - 1.0) * 100.0
+        p_ok = (np.isfinite(p1) & np.isfinite(p0)).tolist()
+        none = [None] * len(i)
+        b0 = none if oi_base is None else _opt(np.asarray(oi_base, dtype=float)[i])
+        b1 = none if oi_base is None else _opt(np.asarray(oi_base, dtype=float)[j])
+        for t, s_usd, e_usd, d_usd, c, sb, eb, ps, pe, pc_raw, pc_ok in zip(
+            t_us[ok].tolist(), o0.tolist(), o1.tolist(), (o1 - o0).tolist(), chg.tolist(), b0, b1, _opt(p0),
+            _opt(p1), p_chg.tolist(), p_ok, strict=True,
+        ):
+            pc = pc_raw if pc_ok else None
+            ts = stamps.get(t)
+            if ts is None:
+                ts = stamps[t] = micros_to_ts(t)
             out.append(
                 {
                     "level": level,
                     "exchange": exchange,
                     "symbol": symbol,
                     "base": base,
-                    "as_of_ts": micros_to_ts(t_us),
+                    "as_of_ts": ts,
                     "span": span,
                     "span_minutes": span_min,
-                    "oi_start_usd": float(oi_usd[i]),
-                    "oi_end_usd": float(oi_usd[j]),
-                    "oi_change_usd": float(oi_usd[j] - oi_usd[i]),
-                    "oi_change_pct": float(chg_pct),
-                    "oi_start_base": None if oi_base is None else _f(oi_base[i]),
-                    "oi_end_base": None if oi_base is None else _f(oi_base[j]),
-                    "price_start": _f(price[i]),
-                    "price_end": _f(price[j]),
-                    "price_change_pct": _f(p_chg) if p_chg is not None else None,
-                    "regime": regime(chg_pct, p_chg, config.oi_flat_pct),
+                    "oi_start_usd": s_usd,
+                    "oi_end_usd": e_usd,
+                    "oi_change_usd": d_usd,
+                    "oi_change_pct": c,
+                    "oi_start_base": sb,
+                    "oi_end_base": eb,
+                    "price_start": ps,
+                    "price_end": pe,
+                    "price_change_pct": _f(pc) if pc is not None else None,
+                    "regime": regime(c, pc, config.oi_flat_pct),
                 }
             )
     return out
@@ -103,56 +132,63 @@ def venue_series(rows: list[dict], config: AnalyticsConfig) -> tuple[np.ndarray,
     return vs.minutes, vs.oi_usd, vs.oi_base, vs.price
 
 
-class _BaseDeltas(beam.DoFn):
-    """Venue rows (each perpetual/future venue symbol of the base) and symbol rows (its panel);
-    the panel's OI and price go on to the market level."""
-
-    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
-        self.config, self.emit_from_us = config, emit_from_us
+class _BaseParts(beam.DoFn):
+    """One base's venue series and panel arrays, on to the one market-level element: every
+    oi_deltas row is made after the GroupByKey, so rows go straight to the sink (a Flatten of
+    per-base and market rows is materialized by the runner: every row pickled)."""
 
     def process(self, keyed: tuple[str, BaseBars]):
         base, bb = keyed
-        for vs in bb.venue_series:
-            yield from delta_rows("venue", vs.exchange, vs.symbol, vs.base, vs.minutes, vs.oi_usd, vs.oi_base,
-                                  vs.price, self.config, self.emit_from_us)
         panel = bb.panel
-        if panel is None:
-            return
-        yield from delta_rows("symbol", "all", base, base, panel.minutes, panel.oi_usd, panel.oi_base, panel.price,
-                              self.config, self.emit_from_us)
-        yield beam.pvalue.TaggedOutput(_MARKET, ("market", (base, panel.minutes, panel.oi_usd, panel.price)))
+        sym = None if panel is None else (panel.minutes, panel.oi_usd, panel.oi_base, panel.price)
+        if sym is not None or bb.venue_series:
+            yield ("market", (base, sym, bb.venue_series))
 
 
-class _MarketDeltas(beam.DoFn):
+class _Deltas(beam.DoFn):
     def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
         self.config, self.emit_from_us = config, emit_from_us
 
     def process(self, keyed: tuple[str, Iterable[tuple]]):
+        cfg, emit = self.config, self.emit_from_us
         parts = sorted(keyed[1], key=lambda p: p[0])
-        bar_us = self.config.bar_us
-        m0 = min(int(p[1][0]) for p in parts)
-        m1 = max(int(p[1][-1]) for p in parts)
-        n = (m1 - m0) // bar_us + 1
-        oi = np.full((len(parts), n), np.nan)
-        price = np.full(n, np.nan)
-        for k, (base, minutes, oi_usd, px) in enumerate(parts):
-            o = (int(minutes[0]) - m0) // bar_us
-            oi[k, o : o + len(minutes)] = oi_usd
-            if base == self.config.reference_base:
-                price[o : o + len(minutes)] = px
-        # a base without an OI value at a minute would read as a drop: the market total needs
-        # every base that has OI anywhere in the window to have a (carried) value
-        has_any = np.isfinite(oi).any(axis=1)
-        complete = np.isfinite(oi[has_any]).all(axis=0)
-        total = np.where(complete, np.nansum(oi[has_any], axis=0), np.nan)
-        minutes = m0 + np.arange(n, dtype=np.int64) * bar_us
-        yield from delta_rows("market", "all", "market", "market", minutes, total, None, price, self.config,
-                              self.emit_from_us)
+        for base, sym, venues in parts:
+            for vs in venues:
+                yield from delta_rows("venue", vs.exchange, vs.symbol, vs.base, vs.minutes, vs.oi_usd, vs.oi_base,
+                                      vs.price, cfg, emit)
+            if sym is not None:
+                minutes, oi_usd, oi_base, price = sym
+                yield from delta_rows("symbol", "all", base, base, minutes, oi_usd, oi_base, price, cfg, emit)
+        market = [(base, sym[0], sym[1], sym[3]) for base, sym, _ in parts if sym is not None]
+        if market:
+            yield from market_delta_rows(market, cfg, emit)
+
+
+def market_delta_rows(parts: list[tuple], config: AnalyticsConfig, emit_from_us: int | None) -> list[dict]:
+    """The market level from each base's (base, minutes, oi_usd, price), sorted by base."""
+    bar_us = config.bar_us
+    m0 = min(int(p[1][0]) for p in parts)
+    m1 = max(int(p[1][-1]) for p in parts)
+    n = (m1 - m0) // bar_us + 1
+    oi = np.full((len(parts), n), np.nan)
+    price = np.full(n, np.nan)
+    for k, (base, minutes, oi_usd, px) in enumerate(parts):
+        o = (int(minutes[0]) - m0) // bar_us
+        oi[k, o : o + len(minutes)] = oi_usd
+        if base == config.reference_base:
+            price[o : o + len(minutes)] = px
+    # a base without an OI value at a minute would read as a drop: the market total needs
+    # every base that has OI anywhere in the window to have a (carried) value
+    has_any = np.isfinite(oi).any(axis=1)
+    complete = np.isfinite(oi[has_any]).all(axis=0)
+    total = np.where(complete, np.nansum(oi[has_any], axis=0), np.nan)
+    minutes = m0 + np.arange(n, dtype=np.int64) * bar_us
+    return delta_rows("market", "all", "market", "market", minutes, total, None, price, config, emit_from_us)
 
 
 class OIDeltasFromPanels(beam.PTransform):
-    """(base, BaseBars) -> oi_deltas rows for every level (the market level: one GroupByKey of
-    each base's OI and price arrays)."""
+    """(base, BaseBars) -> oi_deltas rows for every level: each base's venue series and panel
+    arrays gathered with one GroupByKey, every row made after it (see ``_BaseParts``)."""
 
     def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
         super().__init__()
@@ -160,14 +196,12 @@ class OIDeltasFromPanels(beam.PTransform):
         self.emit_from_us = emit_from_us
 
     def expand(self, panels: beam.PCollection) -> beam.PCollection:
-        cfg, emit = self.config, self.emit_from_us
-        per_base = panels | "BaseDeltas" >> beam.ParDo(_BaseDeltas(cfg, emit)).with_outputs(_MARKET, main="rows")
-        market = (
-            per_base[_MARKET]
+        return (
+            panels
+            | "BaseParts" >> beam.ParDo(_BaseParts())
             | "GroupMarket" >> beam.GroupByKey()
-            | "MarketDeltas" >> beam.ParDo(_MarketDeltas(cfg, emit))
+            | "Deltas" >> beam.ParDo(_Deltas(self.config, self.emit_from_us))
         )
-        return (per_base.rows, market) | "AllLevels" >> beam.Flatten()
 
 
 class ComputeOIDeltas(beam.PTransform):

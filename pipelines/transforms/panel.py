@@ -476,39 +476,53 @@ def _none(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
 
+def _opt(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in np.asarray(values, dtype=float).tolist()]  # NaN -> None
+
+
 def symbol_bar_rows(panel: SymbolPanel, emit_from_us: int | None = None) -> list[dict[str, Any]]:
-    """bars_1m_symbol rows: one per base and minute that has at least one venue bar."""
-    out = []
-    for j, m in enumerate(panel.minutes):
-        if not panel.has_bar[j] or (emit_from_us is not None and m < emit_from_us):
-            continue
-        out.append(
-            {
-                "minute_ts": micros_to_ts(int(m)),
-                "base": panel.base,
-                "venues": int(panel.venues_with_bar[j]),
-                "reference_venue": panel.reference_venue,
-                "price": _none(panel.price[j]),
-                "price_vwap": _none(panel.price_vwap[j]),
-                "high": _none(panel.high[j]),
-                "low": _none(panel.low[j]),
-                "volume_base": float(panel.volume_base[j]),
-                "volume_usd": int(panel.volume_usd_micros[j]) / USD_MICROS,
-                "trade_count": int(panel.trade_count[j]),
-                "taker_buy_usd": int(panel.taker_buy_usd_micros[j]) / USD_MICROS,
-                "taker_sell_usd": int(panel.taker_sell_usd_micros[j]) / USD_MICROS,
-                "long_liq_count": int(panel.long_liq_count[j]),
-                "long_liq_usd": int(panel.long_liq_usd_micros[j]) / USD_MICROS,
-                "short_liq_count": int(panel.short_liq_count[j]),
-                "short_liq_usd": int(panel.short_liq_usd_micros[j]) / USD_MICROS,
-                "max_liq_usd": int(panel.max_liq_usd_micros[j]) / USD_MICROS,
-                "oi_usd": _none(panel.oi_usd[j]),
-                "oi_base": _none(panel.oi_base[j]),
-                "oi_venues": int(panel.oi_venues[j]),
-                "funding_rate": _none(panel.funding_rate[j]),
-            }
-        )
-    return out
+    """bars_1m_symbol rows: one per base and minute that has at least one venue bar.
+
+    Columns are turned into Python values once (``tolist``) rather than per row and field."""
+    keep = panel.has_bar.copy()
+    if emit_from_us is not None:
+        keep &= panel.minutes >= emit_from_us
+    if not keep.any():
+        return []
+
+    def usd(micros: np.ndarray) -> list[float]:
+        return [v / USD_MICROS for v in micros[keep].tolist()]  # int / int: the row path's rounding
+
+    def ints(a: np.ndarray) -> list[int]:
+        return [int(v) for v in a[keep].tolist()]
+
+    cols = {
+        "venues": ints(panel.venues_with_bar),
+        "price": _opt(panel.price[keep]),
+        "price_vwap": _opt(panel.price_vwap[keep]),
+        "high": _opt(panel.high[keep]),
+        "low": _opt(panel.low[keep]),
+        "volume_base": np.asarray(panel.volume_base[keep], dtype=float).tolist(),
+        "volume_usd": usd(panel.volume_usd_micros),
+        "trade_count": ints(panel.trade_count),
+        "taker_buy_usd": usd(panel.taker_buy_usd_micros),
+        "taker_sell_usd": usd(panel.taker_sell_usd_micros),
+        "long_liq_count": ints(panel.long_liq_count),
+        "long_liq_usd": usd(panel.long_liq_usd_micros),
+        "short_liq_count": ints(panel.short_liq_count),
+        "short_liq_usd": usd(panel.short_liq_usd_micros),
+        "max_liq_usd": usd(panel.max_liq_usd_micros),
+        "oi_usd": _opt(panel.oi_usd[keep]),
+        "oi_base": _opt(panel.oi_base[keep]),
+        "oi_venues": ints(panel.oi_venues),
+        "funding_rate": _opt(panel.funding_rate[keep]),
+    }
+    names = list(cols)
+    base, ref = panel.base, panel.reference_venue
+    return [
+        {"minute_ts": micros_to_ts(m), "base": base, "reference_venue": ref, **dict(zip(names, vals, strict=True))}
+        for m, *vals in zip(panel.minutes[keep].tolist(), *cols.values(), strict=True)
+    ]
 
 
 class _SymbolBarsFn:
