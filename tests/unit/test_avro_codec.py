@@ -262,3 +262,45 @@ def test_an_encoder_survives_pickling_as_a_runner_would_ship_it():
     enc = AvroEncoder("trade")
     clone = pickle.loads(pickle.dumps(enc))
     assert clone.compiled and clone.encode(TRADE) == enc.encode(TRADE)
+
+
+# --- the writer's caches: one writer, many records, as a replay uses it ------------------------------
+
+_IDENTITY = st.tuples(st.sampled_from(["binance-futures", "okx"]), st.sampled_from(["BTCUSDT", "BTC-USD-SWAP"]),
+                      st.sampled_from(["BTC", "ETH"]), st.sampled_from(["USDT", "USD"]),
+                      st.sampled_from(["perpetual", "future"]))
+#: epoch micros around 2**27-us boundaries (where the cached high varint bytes change) and the 8-byte edges
+_EPOCH_US = st.one_of(st.integers(2**48, 2**55 - 1),
+                      st.builds(lambda k, d: k * 2**27 + d, st.integers(2**21, 2**28 - 1), st.integers(-3, 3)),
+                      st.sampled_from([2**48 - 1, 2**48, 2**55 - 1, 2**55, 1_700_000_000_000_000]))
+
+
+_WARM_WRITER = compile_writer(schemas.latest("trade").raw, b"")
+
+
+@settings(max_examples=300, deadline=None)
+@given(identity=_IDENTITY, event_time=_EPOCH_US, ingest_time=_EPOCH_US)
+def test_a_warm_writer_still_equals_fastavro(identity, event_time, ingest_time):
+    # the same writer across examples: its identity-prefix and high-varint caches are hit and missed,
+    # and a record sharing exchange+symbol with a cached one but not base/quote/kind gets its own bytes
+    exchange, symbol, base, quote, kind = identity
+    rec = {**TRADE, "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "kind": kind,
+           "event_time": event_time, "ingest_time": ingest_time}
+    assert _WARM_WRITER(rec) == _fastavro_bytes(schemas.latest("trade").raw, rec)
+
+
+def test_identity_prefix_cache_checks_values_and_stays_bounded():
+    from connectors import avro
+
+    write = compile_writer(schemas.latest("trade").raw, b"")
+    assert write({**TRADE, "kind": "future"}) == _fastavro_bytes(schemas.latest("trade").raw, {**TRADE, "kind": "future"})
+    with pytest.raises(ValueError, match="enum"):  # a miss validates each field as the field writers do
+        write({**TRADE, "kind": "swap"})
+    with pytest.raises(TypeError):
+        write({**TRADE, "base": 5})
+    for i in range(avro._STR_CACHE_MAX + 10):  # many symbols: the cache is cleared, never grows past its bound
+        rec = {**TRADE, "symbol": f"S{i}"}
+        assert write(rec) == _fastavro_bytes(schemas.latest("trade").raw, rec)
+    cache = next(v for k, v in write.__globals__.items() if isinstance(v, dict) and k.startswith("_k")
+                 and v and isinstance(next(iter(v)), tuple))
+    assert len(cache) <= avro._STR_CACHE_MAX
