@@ -36,6 +36,9 @@ FULL: dict[str, Any] = {
     # each day (11,520 bars/day) keeps the analytics step, the slowest (see docs), within the run
     "backfill": [{"events": 1_000_000, "days": 1, "hours_per_day": 6},
                  {"events": 2_000_000, "days": 2, "hours_per_day": 6}],
+    # detection scored against the simulator's ground truth (issue 5): every preset x seed,
+    # two runs at a time in worker processes, after the timed stages
+    "scoring": {"presets": ["A", "B", "C", "D", "calm"], "seeds": [1, 2, 3], "overrides": {}},
     "seed": 42,
 }
 QUICK: dict[str, Any] = {
@@ -46,6 +49,8 @@ QUICK: dict[str, Any] = {
     "mart_events": 20_000, "analytics_hours": 1,
     "stream_rates": [300], "stream_seconds": 2.0,
     "backfill": [{"events": 20_000, "days": 1, "workers": 1, "run_dq": False}],
+    # checks the scoring harness only: an hour of preset A at a low trade rate
+    "scoring": {"presets": ["A"], "seeds": [1], "overrides": {"duration": "1h", "trades_per_second": 5.0}},
     "seed": 42,
 }
 
@@ -132,7 +137,41 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
                    and abs(res["volume_usd_micros"] - ref["volume_usd_micros"]) <= res["bars"])
         runs.append(res)
     out["backfill"] = {"runs": runs}
+
+    sc = cfg["scoring"]
+    say(f"cascade detection scored against the simulator's truth: presets {sc['presets']} x seeds {sc['seeds']}")
+    out["scoring"] = stage_scoring(sc["presets"], sc["seeds"], sc.get("overrides") or {})
     return out
+
+
+def _score_one(preset: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.transforms.scoring import run_simulated, score_episodes
+
+    logging.disable(logging.WARNING)
+    t0 = time.perf_counter()
+    res = run_simulated(preset, seed, **overrides)
+    s = score_episodes(res["cascades"], res["truth"], res["cascade_alerts"])
+    return {"preset": preset, "seed": seed, "seconds": time.perf_counter() - t0,
+            **{k: v for k, v in s.items() if not isinstance(v, list)}, "missed": len(s["missed"]),
+            "false": len(s["false"])}
+
+
+def stage_scoring(presets: list[str], seeds: list[int], overrides: dict[str, Any],
+                  workers: int = 2) -> dict[str, Any]:
+    """Recall, precision, time to alert and USD error of DetectCascades per preset and seed (the
+    same function as tests/unit/test_transform_scoring.py), in ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    jobs = [(p, s) for p in presets for s in seeds]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        rows = list(pool.map(_score_one, [p for p, _ in jobs], [s for _, s in jobs], [overrides] * len(jobs)))
+    detected = [r for r in rows if r["median_time_to_alert_s"] is not None]
+    return {"rows": rows, "seconds": time.perf_counter() - t0, "overrides": overrides,
+            "min_recall": min(r["recall"] for r in rows), "min_precision": min(r["precision"] for r in rows),
+            "max_median_time_to_alert_s": max((r["median_time_to_alert_s"] for r in detected), default=None),
+            "min_share_usd_within_5pct": min((r["share_usd_within_5pct"] for r in detected), default=None)}
 
 
 def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
@@ -209,11 +248,21 @@ def format_table(res: dict[str, Any]) -> str:
         rows.append((f"backfill {r['events']:,} ev / {r['archive']['days']} d", _f(r["events_per_s"]) + " ev/s",
                      f"DuckDB SQL {r['duckdb_reference']['seconds']:.1f} s vs {r['seconds']:.1f} s, "
                      f"peak RSS {r['peak_rss_mb']:,.0f} MB", _f(r["ratio_to_duckdb"], 1) + "x"))
+    if "scoring" in st:
+        sc = st["scoring"]
+        rows.append((f"cascade scoring ({len(sc['rows'])} runs)",
+                     f"recall >= {sc['min_recall']:.3f}, precision >= {sc['min_precision']:.3f}",
+                     f"worst median time to alert {_f(sc['max_median_time_to_alert_s'])} s", f"{sc['seconds']:.0f} s"))
     header = ("stage", "figure", "reference", "ratio")
     widths = [max(len(x[i]) for x in [header, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if "scoring" in st:
+        from pipelines.transforms.scoring import score_table
+
+        lines += ["", "cascade detection vs the simulator's ground truth (issue 5: recall and precision >= 0.95, "
+                  "median time to alert <= 60 s, USD within 5 %):", score_table(st["scoring"]["rows"])]
     lines.append("")
     lines.append("targets:")
     for t in res["targets"]:

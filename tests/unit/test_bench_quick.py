@@ -135,3 +135,16 @@ def test_quick_never_targets_the_committed_results(tmp_path, monkeypatch):
     res = run.run(quick=True, out=tmp_path / "r.json")
     assert res["config"]["mode"] == "quick" and res["config"]["bars_events"] == run.QUICK["bars_events"]
     assert json.loads((tmp_path / "r.json").read_text())["targets"] == res["targets"]
+
+
+def test_scoring_stage_runs_the_real_graph_and_prints_the_score_table():
+    """The quick scoring config (an hour of preset A, no cascade in it) through the real Beam
+    graph in a worker process: the harness works and the table lists the run."""
+    sc = run.QUICK["scoring"]
+    got = run.stage_scoring(sc["presets"], sc["seeds"], sc["overrides"], workers=1)
+    (row,) = got["rows"]
+    assert (row["preset"], row["seed"], row["true_episodes"], row["detected_episodes"]) == ("A", 1, 0, 0)
+    st = {**_fake_stages(), "scoring": got}
+    table = run.format_table({"stages": st, "targets": run.targets(st)})
+    assert "cascade detection vs the simulator's ground truth" in table
+    assert any(line.split()[:2] == ["A", "1"] for line in table.splitlines())
