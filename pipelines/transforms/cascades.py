@@ -126,6 +126,9 @@ def detect_scope(
             return hot_floor, floor
         return max(hot_floor, config.hot_oi_bp * 1e-4 * oi), max(floor, config.episode_oi_bp * 1e-4 * oi)
 
+    with np.errstate(invalid="ignore"):
+        hot_min = np.where(np.isfinite(oi_ref), np.maximum(hot_floor, config.hot_oi_bp * 1e-4 * oi_ref), hot_floor)
+
     def price_before(s: int) -> float:
         return price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
 
@@ -142,6 +145,8 @@ def detect_scope(
         else:
             base_ok = np.ones(n, dtype=bool)
         venue_side = venue_long_micros if direction == LONG else venue_short_micros
+        # minutes that can start a run (the loop's own test, vectorized): idle minutes skip it
+        can_start = ((liq_usd >= hot_min) & base_ok).tolist()
 
         def level_of(cum_usd: float, threshold: float) -> int:
             return sum(1 for tier in config.severity_tiers if cum_usd >= tier * threshold)
@@ -234,6 +239,8 @@ def detect_scope(
         state: dict[str, Any] | None = None
         for t in range(n):
             if state is None:
+                if not can_start[t]:
+                    continue
                 hot_thr, ep_thr = thresholds(t)
                 if not (liq_usd[t] >= hot_thr and base_ok[t]):
                     continue

@@ -24,6 +24,9 @@ already running. Everything relative to BTC keeps the score unit-free and compar
 
 from __future__ import annotations
 
+import math
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,6 +40,16 @@ from pipelines.transforms.panel import BaseBars, BasePanels
 
 def _f(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _nan_to_num(v: float) -> float:
+    """``np.nan_to_num`` of one value without its array round trip (~50x faster on a scalar)."""
+    v = float(v)
+    if v != v:
+        return 0.0
+    if v in (math.inf, -math.inf):
+        return math.copysign(sys.float_info.max, v)
+    return v
 
 
 def _parts(panel) -> dict[str, Any]:
@@ -103,7 +116,10 @@ def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, log
             lev = oi_t / (vol_w / win * 1440.0)
             li_pct = liq[:, sl].sum(axis=1) / oi_t * 100.0
             move = (np.exp(logp[:, j] - logp[:, j - win]) - 1.0) * 100.0
-        f_mean = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in fund[:, sl]])
+        f_win = fund[:, sl]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a base without funding in the window
+            f_mean = np.where(np.isfinite(f_win).any(axis=1), np.nanmean(f_win, axis=1), np.nan)
         rb = ret[ri, sl]
         rows = []
         for i, p in enumerate(parts):
@@ -117,8 +133,8 @@ def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, log
             beta = cov[0, 1] / cov[1, 1]
             corr = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]) if cov[0, 0] > 0 else np.nan
             lev_rel = lev[i] / lev[ri] if np.isfinite(lev[i]) and lev[ri] > 0 else np.nan
-            crowd = 1.0 + config.funding_weight * max(np.nan_to_num(f_mean[i]), 0.0) / config.funding_norm
-            liq_mult = 1.0 + config.liq_intensity_weight * np.nan_to_num(li_pct[i])
+            crowd = 1.0 + config.funding_weight * max(_nan_to_num(f_mean[i]), 0.0) / config.funding_norm
+            liq_mult = 1.0 + config.liq_intensity_weight * _nan_to_num(li_pct[i])
             lev_term = lev_rel**config.leverage_exponent if np.isfinite(lev_rel) else 1.0
             exposure = lev_term * crowd * liq_mult
             score = beta * dom * exposure
