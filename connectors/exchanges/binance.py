@@ -43,7 +43,7 @@ _INF = float("inf")
 _MIN_EPOCH_MS, _MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     """The fields of an aggTrade / trade payload that a Trade uses, as :meth:`BinanceFuturesNormalizer._trade` reads them.
 
     Unknown fields are skipped; a field of another JSON type fails the decode
@@ -61,7 +61,7 @@ class _Trade(msgspec.Struct):
     t: Any = UNSET
 
 
-class _TradeFrame(msgspec.Struct):
+class _TradeFrame(msgspec.Struct, gc=False):
     stream: Any  # the general path only requires the key; its value is never read
     data: _Trade
 

@@ -97,7 +97,7 @@ def parse_bybit_symbol(symbol: str) -> Instrument | None:
     return None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     """A ``publicTrade`` element, the fields :meth:`BybitNormalizer._trade` reads (others skipped)."""
 
     s: str
@@ -108,7 +108,7 @@ class _Trade(msgspec.Struct):
     i: Any = None  # the general path's t.get("i"): absent and null are both no id
 
 
-class _TradeFrame(msgspec.Struct):
+class _TradeFrame(msgspec.Struct, gc=False):
     topic: str
     data: list[_Trade]
 

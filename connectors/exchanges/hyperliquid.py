@@ -98,7 +98,7 @@ def instruments_from_meta(meta: Any, spot_meta: Any = None) -> list[Instrument]:
     return out
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     """A ``WsTrade``, the fields :meth:`HyperliquidNormalizer._trades` reads (``users``, ``hash`` skipped)."""
 
     coin: str
@@ -109,7 +109,7 @@ class _Trade(msgspec.Struct):
     tid: Any = None  # the general path's t.get("tid")
 
 
-class _TradeFrame(msgspec.Struct):
+class _TradeFrame(msgspec.Struct, gc=False):
     channel: Literal["trades"]
     data: list[_Trade]
 

@@ -62,7 +62,7 @@ def parse_okx_symbol(symbol: str) -> Instrument | None:
     return Instrument("okx", symbol, normalize_asset(parts[0]), parts[1].upper(), "spot", None, 1.0, False)
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     """A ``trades`` row, the fields :meth:`OkxNormalizer._trade` reads (others skipped)."""
 
     instId: str  # noqa: N815 - OKX's field names
@@ -73,11 +73,11 @@ class _Trade(msgspec.Struct):
     tradeId: Any = None  # noqa: N815 - the general path's r.get("tradeId")
 
 
-class _TradeArg(msgspec.Struct):
+class _TradeArg(msgspec.Struct, gc=False):
     channel: Literal["trades", "trades-all"]
 
 
-class _TradeFrame(msgspec.Struct):
+class _TradeFrame(msgspec.Struct, gc=False):
     arg: _TradeArg
     data: list[_Trade]
     event: Any = None  # the general path treats any non-null "event" as an ack or error

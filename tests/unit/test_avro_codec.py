@@ -289,6 +289,17 @@ def test_a_warm_writer_still_equals_fastavro(identity, event_time, ingest_time):
     assert _WARM_WRITER(rec) == _fastavro_bytes(schemas.latest("trade").raw, rec)
 
 
+def test_successive_times_across_cache_buckets_equal_fastavro():
+    # a stream's times: steps of 1 us .. 5 ms over many 8192-us buckets of the upper-bytes cache,
+    # with ids of 1..70 characters (one- and two-byte length prefixes)
+    write = compile_writer(schemas.latest("trade").raw, b"")
+    t = 2**48 - 20_000  # starts below the 8-byte range, so the general varint path is crossed too
+    for i in range(6_000):
+        t += (i * 7919) % 5_000 + 1
+        rec = {**TRADE, "event_time": t, "ingest_time": t + 1_000 + i % 3, "trade_id": "9" * (1 + i % 70)}
+        assert write(rec) == _fastavro_bytes(schemas.latest("trade").raw, rec), (i, t)
+
+
 def test_identity_prefix_cache_checks_values_and_stays_bounded():
     from connectors import avro
 
