@@ -1,9 +1,12 @@
 """ComputeBars: normalized events -> ``bars_1m`` (one row per exchange, symbol and minute).
 
 Vectorized as measured in ARCHITECTURE.md: each input element is a pyarrow RecordBatch/Table of
-ONE event type (schemas differ per type); a DoFn aggregates it with ``Table.group_by`` into
-partial bars keyed by (exchange, symbol, minute), and ``CombinePerKey(BarCombineFn)`` merges the
-partials of every batch and every event type. The merge is associative and commutative:
+ONE event type (schemas differ per type). Beam moves few, large Arrow elements, never one element
+per bar: a DoFn splits each batch into per-instrument sub-tables (``split_by_instrument``), a
+``GroupByKey`` on (exchange, symbol) gathers an instrument's tables of every batch and event type,
+and ``instrument_bars`` aggregates each event type once with ``Table.group_by`` into partial bars
+(``partial_bars``) and merges them per minute (``merge_partials``). The merge is associative and
+commutative, so neither the batching nor the merge order changes a bar:
 
 * sums and counts are integers (USD as int64 micro-USD, each event rounded half-to-even once);
 * first/last values are chosen by a total order on (event_time, value...) tuples, so two events
@@ -504,12 +507,112 @@ class BarCombineFn(beam.CombineFn):
         return None if acc is None else partial_to_row(acc)
 
 
-class _PartialBarsFn(beam.DoFn):
+# ---------------------------------------------------------------------------------------------
+# per instrument: whole Arrow sub-tables through the data plane instead of one dict per bar
+# ---------------------------------------------------------------------------------------------
+InstrumentKey = tuple[str, str]  # (exchange, symbol)
+
+_IDENT_COLUMNS = ("exchange", "symbol", "base", "quote", "kind", "event_time")
+#: the columns partial_bars reads, per event type: only these cross the data plane
+BAR_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "trade": (*_IDENT_COLUMNS, "price", "size", "notional_usd", "taker_side"),
+    "liquidation": (*_IDENT_COLUMNS, "notional_usd", "side"),
+    "open_interest": (*_IDENT_COLUMNS, "open_interest", "open_interest_usd"),
+    "funding": (*_IDENT_COLUMNS, "mark_price", "funding_rate", "index_price"),
+}
+
+
+def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[Any, list]:
+    """Dictionary codes (numpy) and the dictionary (Python values) of a string column; a null
+    is a value of its own, as it is a group of its own in ``Table.group_by``."""
+    import numpy as np
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    enc = pc.dictionary_encode(col, null_encoding="encode")
+    return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64), enc.dictionary.to_pylist()
+
+
+def split_by_instrument(batch: pa.RecordBatch | pa.Table) -> list[tuple[InstrumentKey, pa.Table]]:
+    """One batch of one event type -> ((exchange, symbol), sub-table) per instrument in it.
+
+    Vectorized (dictionary codes, one stable argsort, one ``take`` per instrument), never a
+    Python loop over rows. The sub-tables keep only the columns ``partial_bars`` reads and are
+    compact copies: a slice would pickle its parent's whole buffers when Beam encodes it.
+    """
+    import numpy as np
+
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    if table.num_rows == 0:
+        return []
+    event_type = event_type_of(table)
+    table = table.select(list(BAR_INPUT_COLUMNS[event_type])).replace_schema_metadata(
+        {EVENT_TYPE_META: event_type.encode()}
+    )
+    ex_codes, exchanges = _codes(table["exchange"])
+    sym_codes, symbols = _codes(table["symbol"])
+    instrument = ex_codes * len(symbols) + sym_codes
+    order = np.argsort(instrument, kind="stable")
+    sorted_ids = instrument[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_ids)) + 1))
+    ends = np.append(starts[1:], len(order))
+    out = []
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        ex_code, sym_code = divmod(int(sorted_ids[start]), len(symbols))
+        out.append(((exchanges[ex_code], symbols[sym_code]), table.take(pa.array(order[start:end]))))
+    return out
+
+
+_TABLE, _PRIOR = "t", "p"  # tags of the values grouped per instrument
+
+
+def instrument_bars(
+    tables: Iterable[pa.Table], prior_rows: Iterable[dict[str, Any]] = (), bar_us: int = MINUTE_US
+) -> list[dict[str, Any]]:
+    """bars_1m rows of ONE instrument from its event tables (any event types, any order) and
+    its stored bars (``prior_rows``, merged like one more partial), sorted by minute.
+
+    Each event type is aggregated once over all its rows (``partial_bars``); the event types'
+    and the prior bars' partials of a minute are then merged with ``merge_partials``.
+    """
+    by_type: dict[str, list[pa.Table]] = {}
+    for table in tables:
+        if table.num_rows:
+            by_type.setdefault(event_type_of(table), []).append(table)
+    merged: dict[BarKey, PartialBar] = {}
+    partials: list[tuple[BarKey, PartialBar]] = []
+    for event_type in sorted(by_type):
+        parts = [t.select(list(BAR_INPUT_COLUMNS[event_type])) for t in by_type[event_type]]
+        # permissive: batches from different readers may differ in string/large_string widths
+        whole = pa.concat_tables(parts, promote_options="permissive")
+        whole = whole.replace_schema_metadata({EVENT_TYPE_META: event_type.encode()})
+        partials.extend(partial_bars(whole, bar_us))
+    partials.extend(bar_row_to_partial(row) for row in prior_rows)
+    for key, partial in partials:
+        merged[key] = merge_partials(merged.get(key), partial)
+    return [partial_to_row(merged[key]) for key in sorted(merged, key=lambda k: k[2])]
+
+
+class _SplitByInstrumentFn(beam.DoFn):
+    def process(self, batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[InstrumentKey, tuple[str, Any]]]:
+        for key, table in split_by_instrument(batch):
+            yield key, (_TABLE, table)
+
+
+def _tag_prior(row: dict[str, Any]) -> tuple[InstrumentKey, tuple[str, Any]]:
+    return (row["exchange"], row["symbol"]), (_PRIOR, row)
+
+
+class _InstrumentBarsFn(beam.DoFn):
     def __init__(self, bar_us: int) -> None:
         self.bar_us = bar_us
 
-    def process(self, batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[BarKey, PartialBar]]:
-        yield from partial_bars(batch, self.bar_us)
+    def process(self, element: tuple[InstrumentKey, Iterable[tuple[str, Any]]]) -> Iterator[dict[str, Any]]:
+        _, values = element
+        tables, prior = [], []
+        for tag, value in values:
+            (tables if tag == _TABLE else prior).append(value)
+        yield from instrument_bars(tables, prior, self.bar_us)
 
 
 class ComputeBars(beam.PTransform):
@@ -518,6 +621,14 @@ class ComputeBars(beam.PTransform):
     ``prior_bars``: optional PCollection of bars_1m rows already in the mart for the minutes
     this run touches; they are merged like one more partial, so a streaming cycle extends a
     minute instead of replacing it.
+
+    Shape: batches are split per instrument and grouped by (exchange, symbol), so Beam moves a
+    few hundred Arrow tables per day instead of one pickled dict per partial bar. Memory: the
+    group holds, per window (a bounded job has one: a cycle, or a backfill day), the events of
+    that input in the columns of ``BAR_INPUT_COLUMNS`` (~100 bytes per trade encoded), and one
+    instrument's events plus its bars while ``instrument_bars`` runs. On the unbounded path
+    (``WindowIntoBars``: one-minute windows, accumulating), a firing regroups the window's
+    events so far and recomputes the whole bar, as ``BarCombineFn`` did.
     """
 
     def __init__(self, config: AnalyticsConfig | None = None, prior_bars: beam.PCollection | None = None) -> None:
@@ -526,14 +637,14 @@ class ComputeBars(beam.PTransform):
         self.prior_bars = prior_bars
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        partials = batches | "PartialBars" >> beam.ParDo(_PartialBarsFn(self.config.bar_us))
+        keyed = batches | "SplitByInstrument" >> beam.ParDo(_SplitByInstrumentFn())
         if self.prior_bars is not None:
-            prior = self.prior_bars | "PriorToPartial" >> beam.Map(bar_row_to_partial)
-            partials = (partials, prior) | "WithPrior" >> beam.Flatten()
+            prior = self.prior_bars | "KeyPriorByInstrument" >> beam.Map(_tag_prior)
+            keyed = (keyed, prior) | "WithPrior" >> beam.Flatten()
         return (
-            partials
-            | "MergePartials" >> beam.CombinePerKey(BarCombineFn())
-            | "Rows" >> beam.Values()
+            keyed
+            | "GroupByInstrument" >> beam.GroupByKey()
+            | "InstrumentBars" >> beam.ParDo(_InstrumentBarsFn(self.config.bar_us))
         )
 
 
