@@ -189,7 +189,9 @@ def route(
         msg = raw
         raw_bytes = json.dumps(raw, separators=(",", ":")).encode()
     else:
-        raw_bytes = raw.encode() if is_text else bytes(raw)
+        # surrogatepass: a text holding a lone surrogate (json.loads reads "\\ud800" escapes into one) still
+        # gets bytes, which strict UTF-8 parsing below then refuses: a dead letter, not an escaped error
+        raw_bytes = raw.encode("utf-8", "surrogatepass") if is_text else bytes(raw)
         stripped = raw_bytes.strip()
         # the length test spares hashing every (long) market message for the set lookup
         if len(stripped) in _HEARTBEAT_LENGTHS and stripped in TEXT_HEARTBEATS:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
+
 #: cryptofeed's exchange ids -> liqstream venue ids
 CRYPTOFEED_VENUES = {
     "BINANCE_FUTURES": "binance-futures",
@@ -40,6 +42,7 @@ CRYPTOFEED_VENUES = {
     "GATEIO_FUTURES": "gateio-futures",
 }
 
+_decode_json = msgspec.json.Decoder().decode
 _CF_RECEIVED = re.compile(r"^(?P<t>\d+(?:\.\d+)?): (?P<json>.*)$", re.S)
 _CF_REST = re.compile(r"^(?P<url>\S+) -> (?P<t>\d+(?:\.\d+)?): (?P<json>.*)$", re.S)
 _CF_CLIENT = re.compile(r"^\S+ (?:<->|<-) \d+(?:\.\d+)?")
@@ -116,11 +119,16 @@ def read_capture(path: str | Path, venue: str | None = None, fmt: str = "auto") 
 
 def _jsonl_line(line: str, src: str, venue: str | None) -> RawMessage | CaptureLineError:
     try:
-        doc = json.loads(line)
+        try:
+            # msgspec (ADR 005) gives json.loads' value wherever it accepts; the stdlib reads the rest
+            # (NaN / Infinity, lone surrogate escapes) and raises the errors, as before
+            doc = _decode_json(line)
+        except (ValueError, RecursionError):
+            doc = json.loads(line)
         exchange = venue or doc["exchange"]
         received = _received_us(doc["received_at"])
         raw = doc["raw"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
         return CaptureLineError(venue, "bad_capture_line", f"not a liqstream capture line: {exc}", src, line)
     if not isinstance(exchange, str):
         return CaptureLineError(None, "bad_capture_line", "exchange is not a string", src, line)

@@ -44,3 +44,24 @@ def test_jsonl_writer_gzip_roundtrip_and_bad_lines_are_reported(tmp_path):
     assert items[0] == RawMessage("bybit", 1_700_000_000_123_456, '{"topic":"x"}', "cap.jsonl.gz:1", "ws")
     assert items[1].raw == '{"arg":{"channel":"trades"}}' and items[1].channel == "rest"
     assert {i.reason for i in items[2:]} == {"bad_capture_line"}
+
+
+def test_jsonl_lines_read_as_json_loads_reads_them(tmp_path):
+    # the inputs where the capture line parser (msgspec, ADR 005) and json.loads differ: the stdlib's
+    # reading wins for each (NaN, a 30-digit int, the last duplicate key, a lone surrogate escape)
+    path = tmp_path / "edge.jsonl"
+    lines = [
+        '{"exchange":"okx","received_at":1700000000.5,"raw":{"px":NaN,"n":123456789012345678901234567890}}',
+        '{"exchange":"okx","received_at":1700000000.5,"raw":{"a":1,"a":2}}',
+        '{"exchange":"okx","received_at":1700000000000000,"raw":"{\\"id\\":\\"\\ud800\\"}"}',
+        '{"exchange":"okx","received_at":1700000000.5,"raw":' + "[" * 50_000 + "]" * 50_000 + "}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    items = list(read_capture(path))
+    assert [type(i).__name__ for i in items] == ["RawMessage", "RawMessage", "RawMessage", "CaptureLineError"]
+    assert items[0].raw == '{"px":NaN,"n":123456789012345678901234567890}'
+    assert items[0].received_at_us == 1_700_000_000_500_000
+    assert items[1].raw == '{"a":2}'
+    # a string raw is the message text; its \\ud800 escape decodes, as json.loads does, to a lone surrogate
+    assert items[2].raw == '{"id":"\ud800"}' and items[2].received_at_us == 1_700_000_000_000_000
+    assert items[3].reason == "bad_capture_line"  # nested deeper than the parsers go: counted, not raised

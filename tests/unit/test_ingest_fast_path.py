@@ -185,6 +185,7 @@ def _well_formed_btc(trade_id: str | None = "26129", price: float = 40000.5, siz
     (_text(_agg(s="BTC\u00e9USDT")).encode("utf-8").replace(b"\\u00e9", b"\xed\xa0\x80"), ("dead", "invalid_json")),
     ("[" * 100_000 + "]" * 100_000, ("dead", "invalid_json")),  # deeper than either parser: a dead letter
     ("NaN", ("dead", "unknown_message")),
+    ('{"stream":"x","data":{"e":"\ud800"}}', ("dead", "invalid_json")),  # text holding a lone surrogate itself
     (" ping ", ("ignored", "heartbeat")),
     (_text({"result": None, "id": 1}), ("ignored", "subscription_reply")),
 ])
