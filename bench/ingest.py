@@ -8,6 +8,10 @@ the codec cost on top of merely parsing the JSON, which is the floor any
 Python ingest pays. Kafka I/O is left out on purpose (it is batched and runs on
 the producer's own thread).
 
+A second reference, plain ``msgspec.json.decode`` of the same lines, is the
+parser route itself uses (ADR 005): the floor of this ingest, where json.loads
+is the floor of one built on the standard library.
+
 Rates are messages per CPU second of this process (``time.process_time``), so
 other processes sharing the machine's cores do not count against them; each
 side runs in alternating rounds and the fastest round is reported (the
@@ -28,6 +32,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from connectors.avro import AvroEncoder
 from connectors.exchanges import NORMALIZERS, normalizer_for
@@ -143,6 +149,12 @@ def bench_normalize(venue: str, lines: list[str], seconds: float = 2.0) -> dict[
             loads(line)
         return 0
 
+    def msgspec_only(batch: list[str]) -> int:
+        decode = msgspec.json.Decoder().decode
+        for line in batch:
+            decode(line)
+        return 0
+
     # one accounted pass: what the lines are, and a check that every record encodes
     records: Counter = Counter()
     dead: Counter = Counter()
@@ -158,11 +170,11 @@ def bench_normalize(venue: str, lines: list[str], seconds: float = 2.0) -> dict[
             ignored[outcome.ignored] += 1
 
     batch = lines * max(1, -(-_MIN_ROUND // len(lines)))
-    best = {"route": float("inf"), "json": float("inf")}
+    best = {"route": float("inf"), "json": float("inf"), "msgspec": float("inf")}
     deadline = time.monotonic() + seconds
     rounds = 0
     while rounds < 2 or time.monotonic() < deadline:
-        for name, fn in (("json", parse_only), ("route", normalize_and_encode)):
+        for name, fn in (("json", parse_only), ("route", normalize_and_encode), ("msgspec", msgspec_only)):
             t0 = time.process_time()
             fn(batch)
             best[name] = min(best[name], time.process_time() - t0)
@@ -178,6 +190,7 @@ def bench_normalize(venue: str, lines: list[str], seconds: float = 2.0) -> dict[
         "ignored": dict(ignored),
         "rounds": rounds,
         "json_loads_per_s": json_rate,
+        "msgspec_decode_per_s": len(batch) / best["msgspec"],
         "normalize_encode_per_s": route_rate,
         "ratio": route_rate / json_rate,
         "records_per_s": route_rate * n_records / len(lines),
@@ -194,9 +207,11 @@ def _mix(result: dict[str, Any]) -> str:
 
 
 def format_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    header = ("case", "lines", "outcomes", "json.loads msg/s", "route+encode msg/s", "ratio", "records/s")
+    header = ("case", "lines", "outcomes", "json.loads msg/s", "route+encode msg/s", "ratio", "records/s",
+              "msgspec.decode msg/s")
     body = [(label, str(r["lines"]), _mix(r), f"{r['json_loads_per_s']:,.0f}", f"{r['normalize_encode_per_s']:,.0f}",
-             f"{r['ratio']:.2f}", f"{r['records_per_s']:,.0f}") for label, r in rows]
+             f"{r['ratio']:.2f}", f"{r['records_per_s']:,.0f}", f"{r['msgspec_decode_per_s']:,.0f}")
+            for label, r in rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in body)])
@@ -219,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((f"{venue} fixtures", bench_normalize(venue, lines, args.seconds)))
     print(format_table(rows))
     print("\nmsg/s = raw messages per CPU second of this process (time.process_time), best round; "
-          "ratio = route+encode rate / json.loads rate on the same lines.")
+          "ratio = route+encode rate / json.loads rate on the same lines; msgspec.decode = the parser "
+          "route uses (ADR 005), plain decode of the same lines.")
     if rows and rows[0][0].startswith("binance-futures aggTrade"):
         rate = rows[0][1]["normalize_encode_per_s"]
         print(f"Binance USDⓈ-M aggTrade: {rate:,.0f} msg/s against a target of {TARGET_BINANCE_TRADES:,}/s.")
