@@ -35,7 +35,6 @@ from pipelines.transforms.panel import BaseBars, BasePanels, SymbolPanel
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
 ALERTS_TAG = "alerts"
-_MARKET_PARTS = "market_parts"
 
 
 def episode_id(scope: str, direction: str, start_us: int) -> str:
@@ -368,6 +367,10 @@ def detect_market(
 
 
 class _DetectPerBase(beam.DoFn):
+    """One base's scope, detected where its panel is; its episodes and alerts travel with its
+    market parts to the one market element (no Flatten of per-base and market rows: the runner
+    materializes a Flatten, pickling every row)."""
+
     def __init__(self, config: AnalyticsConfig) -> None:
         self.config = config
 
@@ -377,24 +380,23 @@ class _DetectPerBase(beam.DoFn):
         if panel is None:
             return
         episodes, alerts = detect_panel(panel, self.config, (oi_reference or {}).get(base))
-        yield from episodes
-        for a in alerts:
-            yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
-        yield beam.pvalue.TaggedOutput(_MARKET_PARTS, (self.config.market_scope, market_parts(panel)))
+        yield self.config.market_scope, (market_parts(panel), episodes, alerts)
 
 
 class _DetectMarket(beam.DoFn):
-    def __init__(self, config: AnalyticsConfig) -> None:
+    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
         self.config = config
+        self.keep_episode = _emitted(emit_from_us, "closed_ts")
+        self.keep_alert = _emitted(emit_from_us, "alert_ts")
 
-    def process(self, keyed: tuple[str, Iterable[dict]], oi_reference: dict | None = None):
-        _, parts = keyed
-        episodes, alerts = detect_market(
-            list(parts), self.config, (oi_reference or {}).get(self.config.market_scope)
-        )
-        yield from episodes
-        for a in alerts:
-            yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
+    def process(self, keyed: tuple[str, Iterable[tuple]], oi_reference: dict | None = None):
+        items = list(keyed[1])
+        market = detect_market([parts for parts, _, _ in items], self.config,
+                               (oi_reference or {}).get(self.config.market_scope))
+        for episodes, alerts in [(e, a) for _, e, a in items] + [market]:
+            yield from filter(self.keep_episode, episodes)
+            for a in filter(self.keep_alert, alerts):
+                yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
 
 
 def _emitted(emit_from_us: int | None, col: str):
@@ -410,7 +412,8 @@ class DetectCascadesOnPanels(beam.PTransform):
     """(base, BaseBars) -> {"cascades": episode rows, "cascade_alerts": alert rows}.
 
     Each base's scope is detected where its panel is; the market scope gathers the bases' small
-    per-minute parts (:func:`market_parts`) with one GroupByKey. Arguments as DetectCascades.
+    per-minute parts (:func:`market_parts`) and their rows with one GroupByKey, where every row is
+    emitted. Arguments as DetectCascades.
     """
 
     def __init__(
@@ -426,20 +429,15 @@ class DetectCascadesOnPanels(beam.PTransform):
 
     def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
         side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
-        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config), **side).with_outputs(
-            ALERTS_TAG, _MARKET_PARTS, main="episodes")
+        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config), **side)
         market = (
-            per_base[_MARKET_PARTS]
+            per_base
             | "GroupMarket" >> beam.GroupByKey()
             | "DetectMarket"
-            >> beam.ParDo(_DetectMarket(self.config), **side).with_outputs(ALERTS_TAG, main="episodes")
+            >> beam.ParDo(_DetectMarket(self.config, self.emit_from_us), **side).with_outputs(
+                ALERTS_TAG, main="episodes")
         )
-        episodes = (per_base.episodes, market.episodes) | "Episodes" >> beam.Flatten()
-        alerts = (per_base[ALERTS_TAG], market[ALERTS_TAG]) | "Alerts" >> beam.Flatten()
-        return {
-            "cascades": episodes | "EmitEpisodes" >> beam.Filter(_emitted(self.emit_from_us, "closed_ts")),
-            "cascade_alerts": alerts | "EmitAlerts" >> beam.Filter(_emitted(self.emit_from_us, "alert_ts")),
-        }
+        return {"cascades": market.episodes, "cascade_alerts": market[ALERTS_TAG]}
 
 
 class DetectCascades(beam.PTransform):

@@ -466,8 +466,6 @@ class ReadBasePanels(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin
                 | "BaseFiles" >> beam.Create(self._items, reshuffle=False)
-                # only paths: lets a multi-process runner spread the bases over its workers
-                | "Spread" >> beam.Reshuffle()
                 | "ReadBaseBars" >> beam.ParDo(_ReadBaseBars(self.config)))
 
 
