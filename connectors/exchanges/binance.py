@@ -29,6 +29,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET
 
+from connectors.exchanges.fast_trades import LAX_FLOATS
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -53,10 +54,10 @@ class _Trade(msgspec.Struct, gc=False):
 
     e: Literal["aggTrade", "trade"]
     s: str
-    p: str
-    q: str
-    m: bool
-    T: int
+    p: float  # decimal strings (or numbers), read in C: see fast_trades.LAX_FLOATS
+    q: float
+    m: Any  # checked in _trade_record: lax decoding would turn "true" into True
+    T: Any
     a: Any = UNSET
     t: Any = UNSET
 
@@ -66,7 +67,7 @@ class _TradeFrame(msgspec.Struct, gc=False):
     data: _Trade
 
 
-_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame, **LAX_FLOATS).decode
 
 
 def _split_pair(pair: str) -> tuple[str, str] | None:
@@ -162,12 +163,7 @@ class BinanceFuturesNormalizer:
         except (ValueError, RecursionError):  # msgspec.ValidationError / DecodeError are ValueErrors
             return None
         trade_id = d.a if d.a is not UNSET else (None if d.t is UNSET else d.t)
-        try:
-            price = float(d.p)
-            qty = float(d.q)
-        except ValueError:
-            return None
-        record = self._trade_record(d.s, price, qty, d.m, d.T, trade_id, received_at_us)
+        record = self._trade_record(d.s, d.p, d.q, d.m, d.T, trade_id, received_at_us)
         return None if record is None else [record]
 
     def _trade(self, m: dict, received_at_us: int) -> Normalized:

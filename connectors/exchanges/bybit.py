@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from connectors.exchanges.fast_trades import trade_record
+from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -101,9 +101,9 @@ class _Trade(msgspec.Struct, gc=False):
     """A ``publicTrade`` element, the fields :meth:`BybitNormalizer._trade` reads (others skipped)."""
 
     s: str
-    p: str
-    v: str
-    T: int
+    p: float  # decimal strings, read in C: see fast_trades.LAX_FLOATS
+    v: float
+    T: Any  # an int is checked in trade_record (lax decoding would read "12" as 12)
     S: Literal["Buy", "Sell"]
     i: Any = None  # the general path's t.get("i"): absent and null are both no id
 
@@ -113,7 +113,7 @@ class _TradeFrame(msgspec.Struct, gc=False):
     data: list[_Trade]
 
 
-_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame, **LAX_FLOATS).decode
 _TAKER = {"Buy": "buy", "Sell": "sell"}
 
 

@@ -20,6 +20,15 @@ from connectors.instruments import InstrumentBook, TradeTerms
 from connectors.normalize import Normalized
 
 _INF = float("inf")
+#: The typed decoders run with ``strict=False`` so that a ``float`` field reads the venues' decimal
+#: strings in C. Where it accepts a string, the value is ``float(string)``'s (the same correctly
+#: rounded parse; ``"-0"`` gives 0.0, not -0.0, and NaN/inf spellings read as NaN/inf: all three
+#: are refused below as not > 0, as the checked path refuses them); what it refuses (``" 1.5"``,
+#: ``"1_000"``, ``"1e400"``) goes to the general path. Lax mode would also turn ``"true"`` into a
+#: bool and ``"12"`` into an int, so the structs declare no bool or int field: flags and times
+#: are ``Any`` and checked here, as the checked path checks them. The structs are ``gc=False``:
+#: decoded JSON holds no reference cycles, so tracking them is wasted work.
+LAX_FLOATS = {"strict": False}
 #: to_epoch_us' plausible window (2009-01-01 .. 2100-01-01) in epoch milliseconds
 MIN_EPOCH_MS, MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
 
@@ -29,21 +38,17 @@ def terms_of(book: InstrumentBook, symbol: str) -> TradeTerms | None:
     return book.trade_terms.get(symbol) or book.fill_trade_terms(symbol)
 
 
-def trade_record(terms: TradeTerms, price_text: str, qty_text: str, t_ms: int, trade_id: Any, taker_side: str,
+def trade_record(terms: TradeTerms, price: float, qty: float, t_ms: Any, trade_id: Any, taker_side: str,
                  received_at_us: int) -> Normalized | None:
     """The Trade of one well-formed venue trade, or None when the checked path would dead-letter it.
 
-    ``price_text``/``qty_text`` are the venue's decimal strings (quantity in the
-    venue's unit: contracts or base units, as ``terms`` say), ``t_ms`` the trade
-    time in epoch ms, ``trade_id`` the venue's id as sent (None: no id).
+    ``price``/``qty`` are the venue's decimals as msgspec read them (see
+    :data:`LAX_FLOATS`), quantity in the venue's unit (contracts or base units,
+    as ``terms`` say); ``t_ms`` the trade time in epoch ms as sent (only an int
+    is taken), ``trade_id`` the venue's id as sent (None: no id).
     """
-    try:
-        price = float(price_text)
-        qty = float(qty_text)
-    except ValueError:
-        return None
     # to_float(positive=True): finite and > 0 (0 < x < inf is false for NaN too); to_epoch_us' window
-    if not (0.0 < price < _INF and 0.0 < qty < _INF and MIN_EPOCH_MS <= t_ms <= MAX_EPOCH_MS):
+    if not (0.0 < price < _INF and 0.0 < qty < _INF and t_ms.__class__ is int and MIN_EPOCH_MS <= t_ms <= MAX_EPOCH_MS):
         return None
     exchange, symbol, base, quote, kind, expiry, contract_value, inverse = terms
     # Instrument.to_base_and_usd, inlined (same operations, same floats)

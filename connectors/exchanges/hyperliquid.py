@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from connectors.exchanges.fast_trades import trade_record
+from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -103,9 +103,9 @@ class _Trade(msgspec.Struct, gc=False):
 
     coin: str
     side: Literal["B", "A"]
-    px: str
-    sz: str
-    time: int
+    px: float  # decimal strings, read in C: see fast_trades.LAX_FLOATS
+    sz: float
+    time: Any  # an int is checked in trade_record (lax decoding would read "12" as 12)
     tid: Any = None  # the general path's t.get("tid")
 
 
@@ -114,7 +114,7 @@ class _TradeFrame(msgspec.Struct, gc=False):
     data: list[_Trade]
 
 
-_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame, **LAX_FLOATS).decode
 _TAKER = {"B": "buy", "A": "sell"}
 
 

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from connectors.exchanges.fast_trades import trade_record
+from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.instruments import Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -66,10 +66,10 @@ class _Trade(msgspec.Struct, gc=False):
     """A ``trades`` row, the fields :meth:`OkxNormalizer._trade` reads (others skipped)."""
 
     instId: str  # noqa: N815 - OKX's field names
-    px: str
-    sz: str
+    px: float  # decimal strings, read in C: see fast_trades.LAX_FLOATS
+    sz: float
     side: Literal["buy", "sell"]
-    ts: str
+    ts: str  # string milliseconds: int() below, as to_epoch_us does (lax str fields take only strings)
     tradeId: Any = None  # noqa: N815 - the general path's r.get("tradeId")
 
 
@@ -83,7 +83,7 @@ class _TradeFrame(msgspec.Struct, gc=False):
     event: Any = None  # the general path treats any non-null "event" as an ack or error
 
 
-_decode_trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+_decode_trade_frame = msgspec.json.Decoder(_TradeFrame, **LAX_FLOATS).decode
 
 
 def _position_side(d: dict, et: str) -> str:

@@ -24,6 +24,7 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 from connectors.avro import AvroEncoder
 from connectors.exchanges import NORMALIZERS
 from connectors.exchanges.binance import BinanceFuturesNormalizer
+from connectors.exchanges.fast_trades import LAX_FLOATS
 from connectors.normalize import Ignored, Malformed, Outcome, parse_json, route
 
 RECV = 1_700_000_000_000_000
@@ -128,6 +130,28 @@ def test_parse_json_edge_values(raw: bytes, expected: Any) -> None:
 def test_parse_json_errors_are_the_stdlib_errors(raw: bytes, error: type) -> None:
     with pytest.raises(error):
         parse_json(raw)
+
+
+class _LaxFloat(msgspec.Struct):
+    p: float
+
+
+_decode_lax = msgspec.json.Decoder(_LaxFloat, **LAX_FLOATS).decode
+
+
+@settings(max_examples=400, **_SETTINGS)
+@given(text=st.one_of(_number_texts, st.text(alphabet="0123456789.eE+-_ infatyINFATY\u0661", max_size=12),
+                      st.floats().map(repr), st.sampled_from(["-0", "-0.0", "+1", "1.", ".5", " 1", "1 ", "1_0"])))
+def test_lax_float_fields_read_strings_as_float_does(text: str) -> None:
+    # the typed trade decoders read decimal strings into floats (fast_trades.LAX_FLOATS): where they take
+    # a string, float() takes it too and gives the same value, or both values are refused as not > 0
+    try:
+        lax = _decode_lax(json.dumps({"p": text}).encode()).p
+    except msgspec.ValidationError:
+        return
+    expected = float(text)  # must not raise: msgspec accepted nothing float() refuses
+    if 0.0 < expected < math.inf or 0.0 < lax < math.inf:
+        assert repr(lax) == repr(expected), text
 
 
 # --- where edge inputs land: exactly one place, by hand -------------------------------------------
