@@ -183,15 +183,16 @@ def route(
     source: str | None = None,
 ) -> Outcome:
     """Parse and normalize one raw message; never raises."""
-    venue = normalizer.venue
-    is_text = isinstance(raw, str)  # the replay case: test it once, first
-    if not is_text and isinstance(raw, (dict, list)):
-        msg = raw
-        raw_bytes = json.dumps(raw, separators=(",", ":")).encode()
-    else:
-        # surrogatepass: a text holding a lone surrogate (json.loads reads "\\ud800" escapes into one) still
-        # gets bytes, which strict UTF-8 parsing below then refuses: a dead letter, not an escaped error
-        raw_bytes = raw.encode("utf-8", "surrogatepass") if is_text else bytes(raw)
+    if raw.__class__ is str or not isinstance(raw, (dict, list)):  # text (replay) first, then bytes
+        if isinstance(raw, str):
+            try:
+                raw_bytes = raw.encode()
+            except UnicodeEncodeError:
+                # a text holding a lone surrogate (json.loads reads "\\ud800" escapes into one) still gets
+                # bytes, which strict UTF-8 parsing below refuses: a dead letter, not an escaped error
+                raw_bytes = raw.encode("utf-8", "surrogatepass")
+        else:
+            raw_bytes = bytes(raw)
         stripped = raw_bytes.strip()
         # the length test spares hashing every (long) market message for the set lookup
         if len(stripped) in _HEARTBEAT_LENGTHS and stripped in TEXT_HEARTBEATS:
@@ -214,17 +215,20 @@ def route(
             try:
                 msg = json.loads(raw_bytes.decode("utf-8"))
             except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parsers go
-                return Outcome(dead=DeadLetter(venue, None, "invalid_json", str(exc)[:300], source, received_at_us,
-                                               raw_bytes))
+                return Outcome(dead=DeadLetter(normalizer.venue, None, "invalid_json", str(exc)[:300], source,
+                                               received_at_us, raw_bytes))
+    else:  # an already-parsed object or array (a transport that decoded it)
+        msg = raw
+        raw_bytes = json.dumps(raw, separators=(",", ":")).encode()
     try:
         records = normalizer.normalize(msg, received_at_us)
     except Ignored as ign:
         return Outcome(ignored=ign.reason)
     except Malformed as bad:
-        return Outcome(dead=DeadLetter(venue, bad.event_type, bad.reason, bad.detail[:500], source, received_at_us, raw_bytes))
+        return Outcome(dead=DeadLetter(normalizer.venue, bad.event_type, bad.reason, bad.detail[:500], source, received_at_us, raw_bytes))
     except Exception as exc:  # a normalizer bug must not kill the job: dead-letter it, loudly named
         detail = f"{type(exc).__name__}: {exc}"[:500]
-        return Outcome(dead=DeadLetter(venue, None, "normalizer_error", detail, source, received_at_us, raw_bytes))
+        return Outcome(dead=DeadLetter(normalizer.venue, None, "normalizer_error", detail, source, received_at_us, raw_bytes))
     if not records:
         return Outcome(ignored="no_records")
     return Outcome(records=records)
