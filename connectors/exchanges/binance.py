@@ -47,9 +47,11 @@ _MIN_EPOCH_MS, _MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
 class _Trade(msgspec.Struct, gc=False):
     """The fields of an aggTrade / trade payload that a Trade uses, as :meth:`BinanceFuturesNormalizer._trade` reads them.
 
-    Unknown fields are skipped; a field of another JSON type fails the decode
-    (the general path then handles the message). ``a``/``t`` stay untyped: the
-    trade id is whatever JSON value the venue sent, as in the general path.
+    Unknown fields are skipped; a symbol that is not a string, or a price or
+    quantity that is neither a number nor a decimal string msgspec reads, fails
+    the decode (the general path then handles the message). ``m``/``T`` are
+    checked by :meth:`BinanceFuturesNormalizer._trade_record`; ``a``/``t`` stay
+    untyped: the trade id is whatever JSON value the venue sent, as in the general path.
     """
 
     e: Literal["aggTrade", "trade"]
