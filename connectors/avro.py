@@ -192,16 +192,21 @@ def _long(v: Any, field: str) -> bytes:
     return _varint(z)
 
 
-def _long_upper(cache: dict, u: int) -> bytes:
-    """Varint bytes 3..8 of an 8-byte long v (2**48 <= v < 2**55) from ``u = v >> 13``, remembered.
+def _long_parts(cache: dict, v: Any, field: str) -> tuple[bytes, bytes]:
+    """A long as (first two varint bytes, the rest): the generated writers' path off their cache.
 
-    ``2v >> 14 == u``: the three 14-bit groups above the first are u's groups.
+    An 8-byte long (2**48 <= v < 2**55: epoch micros) is split at v's 13th bit and its upper six
+    bytes (from ``u = v >> 13``: ``2v >> 14 == u``, u's three 14-bit groups) are remembered under
+    u; any other value is written whole by :func:`_long`, with its checks.
     """
-    encoded = _V14_CONT[u & 0x3FFF] + _V14_CONT[(u >> 14) & 0x3FFF] + _V14_LAST[u >> 28]
-    if len(cache) >= _STR_CACHE_MAX:
-        cache.clear()
-    cache[u] = encoded
-    return encoded
+    if v.__class__ is int and 1 << 48 <= v < 1 << 55:
+        u = v >> 13
+        upper = _V14_CONT[u & 0x3FFF] + _V14_CONT[(u >> 14) & 0x3FFF] + _V14_LAST[u >> 28]
+        if len(cache) >= _STR_CACHE_MAX:
+            cache.clear()
+        cache[u] = upper
+        return _V13_ZIGZAG[v & 0x1FFF], upper
+    return _long(v, field), b""
 
 
 def _int(v: Any, field: str) -> bytes:
@@ -337,7 +342,7 @@ class _Generator:
             "_join": b"".join, "_header": header, "_long": _long, "_int": _int, "_double": _double,
             "_float": _float, "_boolean": _boolean, "_null": _null, "_string": _string, "_bytes": _bytes,
             "_cached_string": _cached_string, "_bad_enum": _bad_enum, "_as_float": _as_float,
-            "_C": _V14_CONT, "_L": _V14_LAST, "_long_upper": _long_upper, "_CZ": _V13_ZIGZAG, "_encode_prefix": _encode_prefix, "_LEN1": _LEN1, "_varint": _varint,
+            "_C": _V14_CONT, "_L": _V14_LAST, "_long_parts": _long_parts, "_CZ": _V13_ZIGZAG, "_encode_prefix": _encode_prefix, "_LEN1": _LEN1, "_varint": _varint,
         }
         self.enums: dict[str, dict] = {}  # named enums, by short and full name, for later references
         self.lines: list[str] = []
@@ -449,14 +454,13 @@ class _Generator:
             # the 8-byte varint of epoch microseconds (zigzag of a positive v is 2v), inlined: its first
             # byte pair from a table by v's low 13 bits, the other six bytes (v >> 13: they change
             # every 8.192 ms of event time) from a small per-field cache, since the times of a
-            # stream's successive events are close; operations on two-digit ints are this field's cost
+            # stream's successive events are close. Only in-range values are ever cached, so a hit
+            # is also the range check; anything else goes through _long_parts
             p = [f"p{self.n}{c}" for c in "ab"]
             upper_cache = {}
-            get = self.const(upper_cache.get)
-            self.lines.append(f"if {v}.__class__ is int and {1 << 48:#x} <= {v} < {1 << 55:#x}:")
-            self.lines.append(f"    {p[0]} = _CZ[{v} & 0x1FFF]; {p[1]} = {get}({v} >> 13)")
-            self.lines.append(f"    if {p[1]} is None: {p[1]} = _long_upper({self.const(upper_cache)}, {v} >> 13)")
-            self.lines.append(f"else: {p[0]} = _long({v}, {key}); {p[1]} = b''")
+            self.lines.append(f"{p[1]} = {self.const(upper_cache.get)}({v} >> 13) if {v}.__class__ is int else None")
+            self.lines.append(f"if {p[1]} is not None: {p[0]} = _CZ[{v} & 0x1FFF]")
+            self.lines.append(f"else: {p[0]}, {p[1]} = _long_parts({self.const(upper_cache)}, {v}, {key})")
             self.parts.extend(p)
         elif prim is not None:
             self.parts.append(f"_{prim}({v}, {key})")
