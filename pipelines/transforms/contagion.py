@@ -39,7 +39,18 @@ from pipelines.transforms.panel import BaseBars, BasePanels
 
 
 def _f(v: float) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _cov(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cov(a, b, ddof=1)`` step for step (same array layout, mean, BLAS dot and scaling, so
+    bit-identical) without its argument handling, which cost 2/3 of its time on these small
+    windows (tens of thousands of calls a week)."""
+    x = np.array([a, b], dtype=float)
+    x -= x.mean(axis=1)[:, None]
+    c = np.dot(x, x.T.conj())
+    c *= np.true_divide(1, x.shape[1] - 1)
+    return c
 
 
 def _nan_to_num(v: float) -> float:
@@ -121,6 +132,7 @@ def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, log
             warnings.simplefilter("ignore", RuntimeWarning)  # a base without funding in the window
             f_mean = np.where(np.isfinite(f_win).any(axis=1), np.nanmean(f_win, axis=1), np.nan)
         rb = ret[ri, sl]
+        as_of = micros_to_ts(t_us)
         rows = []
         for i, p in enumerate(parts):
             if i == ri:
@@ -129,7 +141,7 @@ def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, log
             ok = np.isfinite(ra) & np.isfinite(rb)
             if ok.sum() < config.beta_min_points or np.var(rb[ok]) == 0 or not oi_ok[i]:
                 continue
-            cov = np.cov(ra[ok], rb[ok], ddof=1)
+            cov = _cov(ra[ok], rb[ok])
             beta = cov[0, 1] / cov[1, 1]
             corr = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]) if cov[0, 0] > 0 else np.nan
             lev_rel = lev[i] / lev[ri] if np.isfinite(lev[i]) and lev[ri] > 0 else np.nan
@@ -140,7 +152,7 @@ def _score_window(parts, config, win, ri, m0, m1, price, oi, vol, liq, fund, log
             score = beta * dom * exposure
             rows.append({
                 "base": p["base"],
-                "as_of_ts": micros_to_ts(t_us),
+                "as_of_ts": as_of,
                 "window_minutes": win,
                 "beta": float(beta),
                 "correlation": _f(corr),

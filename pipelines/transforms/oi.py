@@ -38,7 +38,7 @@ def regime(oi_change_pct: float, price_change_pct: float | None, flat_pct: float
 
 
 def _f(v: float) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
+    return None if v is None or not math.isfinite(v) else float(v)
 
 
 def _opt(values: np.ndarray) -> list[float | None]:
