@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
 
@@ -241,38 +242,35 @@ def _usd_micros(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(pc.round(pc.multiply(col, float(USD_MICROS)), round_mode="half_to_even"), pa.int64())
 
 
-def _grouped(table: pa.Table, bar_us: int, extra: dict[str, Any], sort_cols: list[str], aggs: list) -> list[dict]:
+def _grouped(
+    table: pa.Table, bar_us: int, extra: dict[str, Any], sort_cols: list[str], aggs: list, keys: list[str]
+) -> pa.Table:
     minute = pc.multiply(pc.divide(table["event_time"], pa.scalar(bar_us, pa.int64())), pa.scalar(bar_us, pa.int64()))
     table = table.append_column("minute", minute)
     for name, col in extra.items():
         table = table.append_column(name, col(table) if callable(col) else col)
-    # ordered aggregations ("first"/"last") follow input order only single-threaded
-    table = table.sort_by([(c, "ascending") for c in ["exchange", "symbol", "minute", *sort_cols]])
-    return table.group_by(_GROUP, use_threads=False).aggregate(aggs).to_pylist()
+    # ordered aggregations ("first"/"last") follow input order only single-threaded; a group's
+    # rows keep the order of the sort whatever the other keys, so sorting by minute first
+    # suffices (and spares comparing venue strings)
+    table = table.sort_by([(c, "ascending") for c in ["minute", *sort_cols]])
+    return table.group_by(keys, use_threads=False).aggregate(aggs)
 
 
 _KEEP_NULLS = pc.ScalarAggregateOptions(skip_nulls=False)
 
 
-def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> list[tuple[BarKey, PartialBar]]:
-    """Aggregate one batch of one event type into partial bars (vectorized)."""
-    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    if table.num_rows == 0:
-        return []
-    event_type = event_type_of(table)
-    out: list[tuple[BarKey, PartialBar]] = []
-
+def bar_aggregates(table: pa.Table, event_type: str, bar_us: int = MINUTE_US, keys: list[str] | None = None) -> pa.Table:
+    """The per-minute aggregates of one event type's events (``Table.group_by``), one row per
+    ``keys`` (default: exchange, symbol, minute, base, quote, kind): what ``partial_bars``
+    turns into partial bars and ``instrument_bars`` assembles column-wise."""
+    keys = keys or _GROUP
     if event_type == "trade":
         usd = _usd_micros(table["notional_usd"])
         is_buy = pc.equal(table["taker_side"], "buy")
-        groups = _grouped(
+        return _grouped(
             table,
             bar_us,
-            {
-                "usd": usd,
-                "buy_usd": pc.if_else(is_buy, usd, 0),
-                "sell_usd": pc.if_else(is_buy, 0, usd),
-            },
+            {"usd": usd, "buy_usd": pc.if_else(is_buy, usd, 0), "sell_usd": pc.if_else(is_buy, 0, usd)},
             ["event_time", "price"],
             [
                 ("event_time", "first"),
@@ -287,26 +285,12 @@ def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> l
                 ("sell_usd", "sum"),
                 ("price", "count"),
             ],
+            keys,
         )
-        for g in groups:
-            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
-            p.update(
-                open=(g["event_time_first"], g["price_first"]),
-                close=(g["event_time_last"], g["price_last"]),
-                high=g["price_max"],
-                low=g["price_min"],
-                volume_base=g["size_sum"],
-                volume_usd=g["usd_sum"],
-                taker_buy_usd=g["buy_usd_sum"],
-                taker_sell_usd=g["sell_usd_sum"],
-                trade_count=g["price_count"],
-            )
-            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
-
-    elif event_type == "liquidation":
+    if event_type == "liquidation":
         usd = _usd_micros(table["notional_usd"])
         is_long = pc.equal(table["side"], "long")
-        groups = _grouped(
+        return _grouped(
             table,
             bar_us,
             {
@@ -317,22 +301,10 @@ def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> l
             },
             ["event_time"],
             [("usd", "max"), ("usd", "count"), ("long_usd", "sum"), ("short_usd", "sum"), ("is_long", "sum")],
+            keys,
         )
-        for g in groups:
-            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
-            n = g["usd_count"]
-            p.update(
-                long_liq_count=g["is_long_sum"],
-                short_liq_count=n - g["is_long_sum"],
-                long_liq_usd=g["long_usd_sum"],
-                short_liq_usd=g["short_usd_sum"],
-                max_liq_usd=g["usd_max"],
-                liquidation_events=n,
-            )
-            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
-
-    elif event_type == "open_interest":
-        groups = _grouped(
+    if event_type == "open_interest":
+        return _grouped(
             table,
             bar_us,
             {"oi_usd_key": pc.fill_null(table["open_interest_usd"], NEG_INF)},
@@ -346,18 +318,10 @@ def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> l
                 ("open_interest_usd", "last", _KEEP_NULLS),
                 ("event_time", "count"),
             ],
+            keys,
         )
-        for g in groups:
-            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
-            p.update(
-                oi_first=(g["event_time_first"], g["open_interest_first"], g["open_interest_usd_first"]),
-                oi_last=(g["event_time_last"], g["open_interest_last"], g["open_interest_usd_last"]),
-                oi_events=g["event_time_count"],
-            )
-            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
-
-    elif event_type == "funding":
-        groups = _grouped(
+    if event_type == "funding":
+        return _grouped(
             table,
             bar_us,
             {
@@ -372,16 +336,55 @@ def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> l
                 ("index_price", "last", _KEEP_NULLS),
                 ("event_time", "count"),
             ],
+            keys,
         )
-        for g in groups:
-            p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
+    raise ValueError(f"no bars for event type {event_type!r}")
+
+
+def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> list[tuple[BarKey, PartialBar]]:
+    """Aggregate one batch of one event type into partial bars (vectorized)."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    if table.num_rows == 0:
+        return []
+    event_type = event_type_of(table)
+    groups = bar_aggregates(table, event_type, bar_us).to_pylist()
+    out: list[tuple[BarKey, PartialBar]] = []
+    for g in groups:
+        p = empty_partial(g["exchange"], g["symbol"], g["minute"], (g["base"], g["quote"], g["kind"]))
+        if event_type == "trade":
+            p.update(
+                open=(g["event_time_first"], g["price_first"]),
+                close=(g["event_time_last"], g["price_last"]),
+                high=g["price_max"],
+                low=g["price_min"],
+                volume_base=g["size_sum"],
+                volume_usd=g["usd_sum"],
+                taker_buy_usd=g["buy_usd_sum"],
+                taker_sell_usd=g["sell_usd_sum"],
+                trade_count=g["price_count"],
+            )
+        elif event_type == "liquidation":
+            n = g["usd_count"]
+            p.update(
+                long_liq_count=g["is_long_sum"],
+                short_liq_count=n - g["is_long_sum"],
+                long_liq_usd=g["long_usd_sum"],
+                short_liq_usd=g["short_usd_sum"],
+                max_liq_usd=g["usd_max"],
+                liquidation_events=n,
+            )
+        elif event_type == "open_interest":
+            p.update(
+                oi_first=(g["event_time_first"], g["open_interest_first"], g["open_interest_usd_first"]),
+                oi_last=(g["event_time_last"], g["open_interest_last"], g["open_interest_usd_last"]),
+                oi_events=g["event_time_count"],
+            )
+        else:  # funding
             p.update(
                 funding_last=(g["event_time_last"], g["mark_price_last"], g["funding_rate_last"], g["index_price_last"]),
                 funding_events=g["event_time_count"],
             )
-            out.append(((g["exchange"], g["symbol"], g["minute"]), p))
-    else:
-        raise ValueError(f"no bars for event type {event_type!r}")
+        out.append(((g["exchange"], g["symbol"], g["minute"]), p))
     return out
 
 
@@ -511,34 +514,34 @@ class BarCombineFn(beam.CombineFn):
 # per instrument: whole Arrow sub-tables through the data plane instead of one dict per bar
 # ---------------------------------------------------------------------------------------------
 InstrumentKey = tuple[str, str]  # (exchange, symbol)
+Ident = tuple[str, str, str]  # (base, quote, kind)
 
-_IDENT_COLUMNS = ("exchange", "symbol", "base", "quote", "kind", "event_time")
-#: the columns partial_bars reads, per event type: only these cross the data plane
-BAR_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "trade": (*_IDENT_COLUMNS, "price", "size", "notional_usd", "taker_side"),
-    "liquidation": (*_IDENT_COLUMNS, "notional_usd", "side"),
-    "open_interest": (*_IDENT_COLUMNS, "open_interest", "open_interest_usd"),
-    "funding": (*_IDENT_COLUMNS, "mark_price", "funding_rate", "index_price"),
+_IDENT_COLUMNS = ("exchange", "symbol", "base", "quote", "kind")
+#: the columns of each event type that bars read besides the instrument's: only these cross
+#: the data plane (the instrument's strings ride once per table, in the key and the ident)
+BAR_EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "trade": ("event_time", "price", "size", "notional_usd", "taker_side"),
+    "liquidation": ("event_time", "notional_usd", "side"),
+    "open_interest": ("event_time", "open_interest", "open_interest_usd"),
+    "funding": ("event_time", "mark_price", "funding_rate", "index_price"),
 }
 
 
-def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[Any, list]:
-    """Dictionary codes (numpy) and the dictionary (Python values) of a string column; a null
-    is a value of its own, as it is a group of its own in ``Table.group_by``."""
-    import numpy as np
-
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    enc = pc.dictionary_encode(col, null_encoding="encode")
-    return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64), enc.dictionary.to_pylist()
+def _plain(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(col, col.type.value_type) if pa.types.is_dictionary(col.type) else col
 
 
-def split_by_instrument(batch: pa.RecordBatch | pa.Table) -> list[tuple[InstrumentKey, pa.Table]]:
-    """One batch of one event type -> ((exchange, symbol), sub-table) per instrument in it.
+def _with_event_type(table: pa.Table, event_type: str) -> pa.Table:
+    return table.replace_schema_metadata({EVENT_TYPE_META: event_type.encode()})
+
+
+def split_by_instrument(batch: pa.RecordBatch | pa.Table) -> list[tuple[InstrumentKey, Ident, pa.Table]]:
+    """One batch of one event type -> ((exchange, symbol), (base, quote, kind), sub-table) per
+    instrument (and, should a venue's metadata change within the batch, per ident) in it.
 
     Vectorized (dictionary codes, one stable argsort, one ``take`` per instrument), never a
-    Python loop over rows. The sub-tables keep only the columns ``partial_bars`` reads and are
-    compact copies: a slice would pickle its parent's whole buffers when Beam encodes it.
+    Python loop over rows. A sub-table holds the ``BAR_EVENT_COLUMNS`` of its event type, as a
+    compact copy: a slice would pickle its parent's whole buffers when Beam encodes it.
     """
     import numpy as np
 
@@ -546,57 +549,220 @@ def split_by_instrument(batch: pa.RecordBatch | pa.Table) -> list[tuple[Instrume
     if table.num_rows == 0:
         return []
     event_type = event_type_of(table)
-    table = table.select(list(BAR_INPUT_COLUMNS[event_type])).replace_schema_metadata(
-        {EVENT_TYPE_META: event_type.encode()}
+    codes, names, radix = [], [], 1
+    for name in _IDENT_COLUMNS:
+        # a null is a value of its own, as it is a group of its own in Table.group_by
+        enc = pc.dictionary_encode(_plain(table[name]).combine_chunks(), null_encoding="encode")
+        codes.append(enc.indices.to_numpy().astype(np.int64))
+        names.append(enc.dictionary.to_pylist())
+        radix *= len(names[-1])
+    if radix < 2**62:  # one mixed-radix int64 per row; else (absurd batches) a row-wise unique
+        group = codes[0]
+        for code, values in zip(codes[1:], names[1:], strict=True):
+            group = group * len(values) + code
+    else:
+        group = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    order = np.argsort(group, kind="stable")
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(group[order])) + 1)).tolist()
+    ends = [*starts[1:], len(order)]
+    events = _with_event_type(
+        pa.table([_plain(table[c]) for c in BAR_EVENT_COLUMNS[event_type]], names=list(BAR_EVENT_COLUMNS[event_type])),
+        event_type,
     )
-    ex_codes, exchanges = _codes(table["exchange"])
-    sym_codes, symbols = _codes(table["symbol"])
-    instrument = ex_codes * len(symbols) + sym_codes
-    order = np.argsort(instrument, kind="stable")
-    sorted_ids = instrument[order]
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_ids)) + 1))
-    ends = np.append(starts[1:], len(order))
     out = []
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        ex_code, sym_code = divmod(int(sorted_ids[start]), len(symbols))
-        out.append(((exchanges[ex_code], symbols[sym_code]), table.take(pa.array(order[start:end]))))
+    for start, end in zip(starts, ends, strict=True):
+        row = int(order[start])
+        exchange, symbol, base, quote, kind = (values[code[row]] for code, values in zip(codes, names, strict=True))
+        out.append(((exchange, symbol), (base, quote, kind), events.take(pa.array(order[start:end]))))
     return out
 
 
-_TABLE, _PRIOR = "t", "p"  # tags of the values grouped per instrument
+def _py_values(col: pa.Array) -> list:
+    """Python values of an int/float/timestamp[us] column, nulls as None (NumPy's tolist is
+    several times faster than Arrow's to_pylist; timestamp[us] -> naive datetime, NaT -> None)."""
+    import numpy as np
+
+    if pa.types.is_timestamp(col.type):
+        return col.to_numpy(zero_copy_only=False).tolist()
+    values = pc.fill_null(col, 0).to_numpy(zero_copy_only=False).tolist() if col.null_count else col.to_numpy().tolist()
+    if col.null_count:
+        for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)).tolist():
+            values[i] = None
+    return values
+
+
+def _vectorized_rows(
+    exchange: str, symbol: str, ident: tuple, wholes: dict[str, pa.Table], bar_us: int
+) -> list[dict[str, Any]]:
+    """bars_1m rows of one instrument whose events all carry one (base, quote, kind), with no
+    stored bars to merge: every column of a minute comes from one event type's aggregates, so
+    the rows are assembled column-wise (what ``partial_to_row(merge_partials(...))`` gives)."""
+    import numpy as np
+
+    aggs = {et: bar_aggregates(t, et, bar_us, keys=["minute"]) for et, t in wholes.items()}
+    minutes = pa.array(np.unique(np.concatenate([a["minute"].to_numpy() for a in aggs.values()])))
+    n = len(minutes)
+    where = {et: pc.index_in(minutes, value_set=a["minute"]) for et, a in aggs.items()}
+
+    def agg(et: str, name: str, typ: pa.DataType) -> pa.Array:
+        """aggregate ``name`` of event type ``et`` per minute, null where it had no event."""
+        if et not in aggs:
+            return pa.nulls(n, typ)
+        return pc.cast(aggs[et][name].combine_chunks().take(where[et]), typ)
+
+    f64, i64, ts = pa.float64(), pa.int64(), pa.timestamp("us")
+
+    def usd(et: str, name: str) -> pa.Array:
+        # float(micros) / 1e6 == Python's micros / 1_000_000 below 2**53 micro-USD ($9e9)
+        return pc.divide(agg(et, name, f64), float(USD_MICROS))
+
+    def count(et: str, name: str) -> pa.Array:
+        return pc.fill_null(agg(et, name, i64), 0)
+
+    close = agg("trade", "price_last", f64)
+    oi_first, oi_last = agg("open_interest", "open_interest_first", f64), agg("open_interest", "open_interest_last", f64)
+    oi_first_rep = agg("open_interest", "open_interest_usd_first", f64)
+    oi_last_rep = agg("open_interest", "open_interest_usd_last", f64)
+    mark = agg("funding", "mark_price_last", f64)
+    # OI message without a price: valued at the minute's close, else the mark (as partial_to_row)
+    reference = pc.coalesce(close, mark)
+    liq_events, long_count = count("liquidation", "usd_count"), count("liquidation", "is_long_sum")
+    base, quote, kind = ident
+    columns: dict[str, pa.Array | list] = {
+        "minute_ts": pc.cast(minutes, ts),
+        "exchange": [exchange] * n,
+        "symbol": [symbol] * n,
+        "base": [base] * n,
+        "quote": [quote] * n,
+        "kind": [kind] * n,
+        "open": agg("trade", "price_first", f64),
+        "high": agg("trade", "price_max", f64),
+        "low": agg("trade", "price_min", f64),
+        "close": close,
+        "first_trade_ts": agg("trade", "event_time_first", ts),
+        "last_trade_ts": agg("trade", "event_time_last", ts),
+        "volume_base": pc.fill_null(agg("trade", "size_sum", f64), 0.0),
+        "volume_usd": pc.fill_null(usd("trade", "usd_sum"), 0.0),
+        "trade_count": count("trade", "price_count"),
+        "taker_buy_usd": pc.fill_null(usd("trade", "buy_usd_sum"), 0.0),
+        "taker_sell_usd": pc.fill_null(usd("trade", "sell_usd_sum"), 0.0),
+        "long_liq_count": long_count,
+        "long_liq_usd": pc.fill_null(usd("liquidation", "long_usd_sum"), 0.0),
+        "short_liq_count": pc.subtract(liq_events, long_count),
+        "short_liq_usd": pc.fill_null(usd("liquidation", "short_usd_sum"), 0.0),
+        "max_liq_usd": usd("liquidation", "usd_max"),
+        "oi_first": oi_first,
+        "oi_last": oi_last,
+        "oi_first_usd": pc.coalesce(oi_first_rep, pc.multiply(oi_first, reference)),
+        "oi_last_usd": pc.coalesce(oi_last_rep, pc.multiply(oi_last, reference)),
+        "oi_first_usd_reported": oi_first_rep,
+        "oi_last_usd_reported": oi_last_rep,
+        "oi_first_ts": agg("open_interest", "event_time_first", ts),
+        "oi_last_ts": agg("open_interest", "event_time_last", ts),
+        "funding_rate_last": agg("funding", "funding_rate_last", f64),
+        "mark_price_last": mark,
+        "index_price_last": agg("funding", "index_price_last", f64),
+        "funding_ts": agg("funding", "event_time_last", ts),
+        "liquidation_events": liq_events,
+        "oi_events": count("open_interest", "event_time_count"),
+        "funding_events": count("funding", "event_time_count"),
+    }
+    if tuple(columns) != BAR_COLUMNS:
+        raise AssertionError("column-wise bars drifted from partial_to_row's columns")
+    values = [v if isinstance(v, list) else _py_values(v) for v in columns.values()]
+    return [dict(zip(BAR_COLUMNS, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _with_instrument(instrument: InstrumentKey, ident: Ident, table: pa.Table) -> pa.Table:
+    """An event sub-table with its instrument's string columns back (``partial_bars``' input)."""
+    n = table.num_rows
+    for name, value in zip(_IDENT_COLUMNS, (*instrument, *ident), strict=True):
+        table = table.append_column(name, pa.repeat(pa.scalar(value, pa.string()), n))
+    return table
 
 
 def instrument_bars(
-    tables: Iterable[pa.Table], prior_rows: Iterable[dict[str, Any]] = (), bar_us: int = MINUTE_US
+    instrument: InstrumentKey,
+    parts: Iterable[tuple[Ident, pa.Table]],
+    prior_rows: Iterable[dict[str, Any]] = (),
+    bar_us: int = MINUTE_US,
 ) -> list[dict[str, Any]]:
-    """bars_1m rows of ONE instrument from its event tables (any event types, any order) and
-    its stored bars (``prior_rows``, merged like one more partial), sorted by minute.
+    """bars_1m rows of ONE instrument from its event sub-tables (``(ident, table)`` as
+    ``split_by_instrument`` makes them: any event types, batches and order) and its stored bars
+    (``prior_rows``, merged like one more partial), sorted by minute.
 
-    Each event type is aggregated once over all its rows (``partial_bars``); the event types'
-    and the prior bars' partials of a minute are then merged with ``merge_partials``.
+    Each event type is aggregated once over all its rows. With one (base, quote, kind) (the
+    rule: the instrument book fixes them) and no stored bars, the rows are assembled
+    column-wise; otherwise each event type's ``partial_bars`` and the stored bars'
+    ``bar_row_to_partial`` are merged per minute with ``merge_partials``. Both give the same rows.
     """
-    by_type: dict[str, list[pa.Table]] = {}
-    for table in tables:
+    by_type: dict[str, list[tuple[Ident, pa.Table]]] = {}
+    for ident, table in parts:
         if table.num_rows:
-            by_type.setdefault(event_type_of(table), []).append(table)
-    merged: dict[BarKey, PartialBar] = {}
+            by_type.setdefault(event_type_of(table), []).append((tuple(ident), table))
+    prior_rows = list(prior_rows)
+    idents = {ident for typed in by_type.values() for ident, _ in typed}
+    if len(idents) == 1 and not prior_rows:
+        wholes = {
+            et: _with_event_type(
+                pa.concat_tables([t.select(list(BAR_EVENT_COLUMNS[et])) for _, t in typed], promote_options="permissive"),
+                et,
+            )
+            for et, typed in sorted(by_type.items())
+        }
+        return _vectorized_rows(*instrument, idents.pop(), wholes, bar_us)
     partials: list[tuple[BarKey, PartialBar]] = []
-    for event_type in sorted(by_type):
-        parts = [t.select(list(BAR_INPUT_COLUMNS[event_type])) for t in by_type[event_type]]
-        # permissive: batches from different readers may differ in string/large_string widths
-        whole = pa.concat_tables(parts, promote_options="permissive")
-        whole = whole.replace_schema_metadata({EVENT_TYPE_META: event_type.encode()})
-        partials.extend(partial_bars(whole, bar_us))
+    for et, typed in sorted(by_type.items()):
+        whole = pa.concat_tables(
+            [_with_instrument(instrument, ident, t.select(list(BAR_EVENT_COLUMNS[et]))) for ident, t in typed],
+            promote_options="permissive",
+        )
+        partials.extend(partial_bars(_with_event_type(whole, et), bar_us))
     partials.extend(bar_row_to_partial(row) for row in prior_rows)
+    merged: dict[BarKey, PartialBar] = {}
     for key, partial in partials:
         merged[key] = merge_partials(merged.get(key), partial)
     return [partial_to_row(merged[key]) for key in sorted(merged, key=lambda k: k[2])]
 
 
+_TABLE, _PRIOR = "t", "p"  # tags of the values grouped per instrument
+
+
 class _SplitByInstrumentFn(beam.DoFn):
-    def process(self, batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[InstrumentKey, tuple[str, Any]]]:
-        for key, table in split_by_instrument(batch):
-            yield key, (_TABLE, table)
+    """Batches -> (instrument, table) per instrument, event type and window of a bundle.
+
+    A bundle's batches are buffered per (window, event type) and split at the end of the bundle
+    (or every ``max_buffered_rows``), so Beam encodes a few large tables (tens per bundle)
+    rather than one small table per batch and instrument: the per-element and per-array cost
+    of the data plane is what made ComputeBars slow.
+    """
+
+    def __init__(self, max_buffered_rows: int = 2_000_000) -> None:
+        self.max_buffered_rows = max_buffered_rows
+
+    def start_bundle(self) -> None:
+        self._buffers: dict[tuple[Any, str], list[pa.Table]] = {}
+        self._rows = 0
+
+    def process(self, batch: pa.RecordBatch | pa.Table, win=beam.DoFn.WindowParam) -> Iterator[WindowedValue]:
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        if table.num_rows:
+            self._buffers.setdefault((win, event_type_of(table)), []).append(table)
+            self._rows += table.num_rows
+            if self._rows >= self.max_buffered_rows:
+                yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[WindowedValue]:
+        buffers, self._buffers, self._rows = self._buffers, {}, 0
+        for (win, event_type), parts in buffers.items():
+            # only the columns bars read, so batches of readers with different extra columns concat
+            wanted = [*_IDENT_COLUMNS, *BAR_EVENT_COLUMNS[event_type]]
+            table = pa.concat_tables([t.select(wanted) for t in parts], promote_options="permissive")
+            for key, ident, events in split_by_instrument(_with_event_type(table, event_type)):
+                yield WindowedValue((key, (_TABLE, (ident, events))), win.max_timestamp(), [win])
 
 
 def _tag_prior(row: dict[str, Any]) -> tuple[InstrumentKey, tuple[str, Any]]:
@@ -608,11 +774,11 @@ class _InstrumentBarsFn(beam.DoFn):
         self.bar_us = bar_us
 
     def process(self, element: tuple[InstrumentKey, Iterable[tuple[str, Any]]]) -> Iterator[dict[str, Any]]:
-        _, values = element
-        tables, prior = [], []
+        instrument, values = element
+        parts, prior = [], []
         for tag, value in values:
-            (tables if tag == _TABLE else prior).append(value)
-        yield from instrument_bars(tables, prior, self.bar_us)
+            (parts if tag == _TABLE else prior).append(value)
+        yield from instrument_bars(instrument, parts, prior, self.bar_us)
 
 
 class ComputeBars(beam.PTransform):
@@ -622,13 +788,15 @@ class ComputeBars(beam.PTransform):
     this run touches; they are merged like one more partial, so a streaming cycle extends a
     minute instead of replacing it.
 
-    Shape: batches are split per instrument and grouped by (exchange, symbol), so Beam moves a
-    few hundred Arrow tables per day instead of one pickled dict per partial bar. Memory: the
-    group holds, per window (a bounded job has one: a cycle, or a backfill day), the events of
-    that input in the columns of ``BAR_INPUT_COLUMNS`` (~100 bytes per trade encoded), and one
-    instrument's events plus its bars while ``instrument_bars`` runs. On the unbounded path
-    (``WindowIntoBars``: one-minute windows, accumulating), a firing regroups the window's
-    events so far and recomputes the whole bar, as ``BarCombineFn`` did.
+    Shape: each bundle's batches are split per instrument (``split_by_instrument``) and grouped
+    by (exchange, symbol), so Beam moves one Arrow table per instrument, event type and bundle
+    (~130 per backfill day of 32 instruments) instead of one pickled dict per partial bar;
+    ``instrument_bars`` then makes each instrument's rows. Memory: the group holds, per window
+    (a bounded job has one: its cycle, or one backfill day), all the input's events in the
+    ``BAR_EVENT_COLUMNS`` of their type (~40 bytes per trade encoded) plus the prior bars; the
+    last step holds one instrument's events and rows at a time. On the unbounded path
+    (``WindowIntoBars``: one-minute windows, accumulating) each firing regroups the window's
+    events so far and recomputes the whole bar, as the accumulating ``BarCombineFn`` did.
     """
 
     def __init__(self, config: AnalyticsConfig | None = None, prior_bars: beam.PCollection | None = None) -> None:
