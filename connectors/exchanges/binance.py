@@ -67,6 +67,10 @@ class _Trade(msgspec.Struct, gc=False):
 class _TradeFrame(msgspec.Struct, gc=False):
     stream: Any  # the general path only requires the key; its value is never read
     data: _Trade
+    # present only in a REST premiumIndex, which COIN-M's normalize() reads before any envelope
+    markPrice: Any = UNSET  # noqa: N815 - Binance's field name
+    symbol: Any = UNSET
+    e: Any = UNSET
 
 
 _decode_trade_frame = msgspec.json.Decoder(_TradeFrame, **LAX_FLOATS).decode
@@ -101,6 +105,9 @@ def parse_usdm_symbol(symbol: str) -> Instrument | None:
 
 class BinanceFuturesNormalizer:
     venue = "binance-futures"
+    #: whether normalize() takes {"markPrice","symbol"} without "e" as a premiumIndex before looking
+    #: for an envelope (COIN-M does): normalize_raw must then leave such a message alone
+    _premium_index_first = False
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
@@ -161,9 +168,13 @@ class BinanceFuturesNormalizer:
         None, and the general path decides (records, dead letter or ignore).
         """
         try:
-            d = _decode_trade_frame(raw).data
+            frame = _decode_trade_frame(raw)
         except (ValueError, RecursionError):  # msgspec.ValidationError / DecodeError are ValueErrors
             return None
+        if self._premium_index_first and frame.markPrice is not UNSET and frame.symbol is not UNSET \
+                and frame.e is UNSET:
+            return None
+        d = frame.data
         trade_id = d.a if d.a is not UNSET else (None if d.t is UNSET else d.t)
         record = self._trade_record(d.s, d.p, d.q, d.m, d.T, trade_id, received_at_us)
         return None if record is None else [record]

@@ -73,6 +73,7 @@ def _book_instruments(book: InstrumentBook) -> list[Instrument]:
 
 class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
     venue = "binance-delivery"
+    _premium_index_first = True
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         super().__init__(instruments or InstrumentBook.load(self.venue, parse_coinm_symbol))

@@ -459,3 +459,18 @@ def test_normalize_raw_values_by_hand() -> None:
 def test_normalize_raw_leaves_other_messages_to_the_general_path(raw: str) -> None:
     for venue in _VENUE_TRADE:
         assert NORMALIZERS[venue]().normalize_raw(raw.encode(), RECV) is None, venue
+
+
+def test_coin_m_premium_index_keys_beside_an_envelope_keep_the_general_reading() -> None:
+    # COIN-M's normalize() reads top-level markPrice + symbol (no "e") as a REST premiumIndex before any
+    # envelope, so its fast path must not take the aggTrade inside; USDⓈ-M reads the envelope first
+    frame = {**_frame("binance-delivery", [_VENUE_TRADE["binance-delivery"][0]]), "markPrice": "40000.5",
+             "symbol": "BTCUSD_PERP", "time": T_MS}
+    raw = _text(frame).encode()
+    delivery = NORMALIZERS["binance-delivery"]()
+    assert delivery.normalize_raw(raw, RECV) is None
+    [(et, rec)] = route(delivery, raw, RECV).records
+    assert (et, rec["mark_price"]) == ("funding", 40000.5)
+    futures_frame = {**_agg(), "markPrice": "40000.5", "symbol": "BTCUSDT"}
+    [(et, _)] = NORMALIZERS["binance-futures"]().normalize_raw(_text(futures_frame).encode(), RECV)
+    assert et == "trade" and _place(route(NORMALIZERS["binance-futures"](), futures_frame, RECV))[0] == "records"
