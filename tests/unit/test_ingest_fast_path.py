@@ -357,6 +357,9 @@ _VENUE_TRADE = {  # (a well-formed trade, symbols to draw from) per venue with a
     "hyperliquid": ({"coin": "BTC", "side": "A", "px": "40000.5", "sz": "0.25", "time": T_MS, "hash": "0x0",
                      "tid": 29331, "users": ["0xa", "0xb"]}, "coin", ["BTC", "ETH", "PURR/USDC", "@1", "NOPE"]),
 }
+#: top-level keys the venues' normalize() dispatch on (a fast path must read a frame holding them as normalize does)
+_DISPATCH_KEYS = ["markPrice", "symbol", "e", "event", "topic", "channel", "arg", "retCode", "result", "id", "op",
+                  "success", "code", "stream", "data", "type", "ret_msg", "jsonrpc", "method", "params"]
 _edge_values = st.one_of(_prices, _times, _ids, st.sampled_from(["Buy", "Sell", "buy", "sell", "A", "B", "X"]))
 
 
@@ -374,6 +377,8 @@ def venue_frames(draw: st.DrawFn, venue: str) -> bytes:
                 t[key] = draw(_edge_values)
         trades.append(t)
     frame = _frame(venue, trades)
+    for key in draw(st.lists(st.sampled_from(_DISPATCH_KEYS), max_size=3)):  # keys any dispatcher reads first
+        frame[key] = draw(st.one_of(st.sampled_from([None, "1", "trades", "subscribe", True, 0]), st.just(frame.get(key))))
     if draw(st.integers(0, 9)) == 0:  # the frame itself: another channel, an ack key, no data
         key = draw(st.sampled_from(sorted(frame)))
         frame[key] = draw(st.sampled_from([None, [], "trades", "publicTrade", "allLiquidation.BTCUSDT", {}]))
