@@ -1,13 +1,14 @@
 """Trade fast paths shared by the venue normalizers (``normalize_raw``, see connectors/normalize.py).
 
-Trades are ~97% of what a venue sends, and the general path spends most of its
+Trades are the bulk of what a venue sends (97.5% of the simulator's mix), and the general path spends most of its
 time building dicts (JSON objects, the record from ``common_fields()``) and
 naming what is wrong with a message that has nothing wrong. A venue's
 ``normalize_raw`` decodes its trade frame with msgspec into a typed struct (the
 fields a Trade needs, nothing else) and hands each trade to :func:`trade_record`,
 which returns the record the checked path would build, or None as soon as a
 value is one the checked path would refuse; the whole frame then goes to the
-general path, which dead-letters it with the reason. Same float operations as
+general path, which dead-letters it with the reason. The symbol's terms come from
+``InstrumentBook.trade_terms`` (one dict lookup; ``fill_trade_terms`` on a miss). Same float operations as
 ``Instrument.to_base_and_usd`` and ``to_float``/``to_epoch_us``, so the records
 are equal, not just close (tests/unit/test_ingest_fast_path.py).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.instruments import InstrumentBook, TradeTerms
+from connectors.instruments import TradeTerms
 from connectors.normalize import Normalized
 
 _INF = float("inf")
@@ -31,11 +32,6 @@ _INF = float("inf")
 LAX_FLOATS = {"strict": False}
 #: to_epoch_us' plausible window (2009-01-01 .. 2100-01-01) in epoch milliseconds
 MIN_EPOCH_MS, MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
-
-
-def terms_of(book: InstrumentBook, symbol: str) -> TradeTerms | None:
-    """The book's cached terms of ``symbol`` (None: unknown symbol); hot loops inline the first lookup."""
-    return book.trade_terms.get(symbol) or book.fill_trade_terms(symbol)
 
 
 def trade_record(terms: TradeTerms, price: float, qty: float, t_ms: Any, trade_id: Any, taker_side: str,
