@@ -1,16 +1,17 @@
 """Trade fast paths shared by the venue normalizers (``normalize_raw``, see connectors/normalize.py).
 
-Trades are the bulk of what a venue sends (97.5% of the simulator's mix), and the general path spends most of its
-time building dicts (JSON objects, the record from ``common_fields()``) and
-naming what is wrong with a message that has nothing wrong. A venue's
-``normalize_raw`` decodes its trade frame with msgspec into a typed struct (the
-fields a Trade needs, nothing else) and hands each trade to :func:`trade_record`,
-which returns the record the checked path would build, or None as soon as a
-value is one the checked path would refuse; the whole frame then goes to the
-general path, which dead-letters it with the reason. The symbol's terms come from
-``InstrumentBook.trade_terms`` (one dict lookup; ``fill_trade_terms`` on a miss). Same float operations as
-``Instrument.to_base_and_usd`` and ``to_float``/``to_epoch_us``, so the records
-are equal, not just close (tests/unit/test_ingest_fast_path.py).
+Trades are the bulk of what a venue sends (97.5% of the simulator's mix), and
+the general path spends most of its time building dicts (JSON objects, the
+record from ``common_fields()``) and naming what is wrong with a message that
+has nothing wrong. A venue's ``normalize_raw`` decodes its trade frame with
+msgspec into a typed struct (the fields a Trade needs, nothing else), looks the
+symbol's terms up in ``InstrumentBook.trade_terms`` (``fill_trade_terms`` on a
+miss) and hands each trade to :func:`trade_record`, which returns the record the
+checked path would build, or None as soon as a value is one the checked path
+would refuse; the whole frame then goes to the general path, which dead-letters
+it with the reason. Same float operations as ``Instrument.to_base_and_usd`` and
+``to_float``/``to_epoch_us``, so the records are equal, not just close
+(tests/unit/test_ingest_fast_path.py).
 """
 
 from __future__ import annotations
