@@ -562,6 +562,12 @@ def split_by_instrument(batch: pa.RecordBatch | pa.Table) -> list[tuple[Instrume
             group = group * len(values) + code
     else:
         group = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    if group.max() < 2**24:
+        # renumbered densely (a batch holds a few dozen instruments), the groups fit uint16, which
+        # NumPy's stable argsort radix-sorts: ~5x faster than on the int64 codes
+        group = (np.cumsum(np.bincount(group) > 0) - 1)[group]
+        if group.max() < 2**16:
+            group = group.astype(np.uint16)
     order = np.argsort(group, kind="stable")
     starts = np.concatenate(([0], np.flatnonzero(np.diff(group[order])) + 1)).tolist()
     ends = [*starts[1:], len(order)]
@@ -613,8 +619,13 @@ def _vectorized_rows(
     f64, i64, ts = pa.float64(), pa.int64(), pa.timestamp("us")
 
     def usd(et: str, name: str) -> pa.Array:
-        # float(micros) / 1e6 == Python's micros / 1_000_000 below 2**53 micro-USD ($9e9)
-        return pc.divide(agg(et, name, f64), float(USD_MICROS))
+        micros = agg(et, name, i64)
+        biggest = pc.max(pc.abs(micros)).as_py()
+        if biggest is not None and biggest > 2**53:
+            # beyond float64's exact integers ($9e9 in a minute): Python's exact int division
+            return pa.array([_usd(m) for m in micros.to_pylist()], f64)
+        # below 2**53, float(micros) / 1e6 is exactly Python's micros / 1_000_000 (_usd)
+        return pc.divide(pc.cast(micros, f64), float(USD_MICROS))
 
     def count(et: str, name: str) -> pa.Array:
         return pc.fill_null(agg(et, name, i64), 0)
@@ -670,7 +681,8 @@ def _vectorized_rows(
     if tuple(columns) != BAR_COLUMNS:
         raise AssertionError("column-wise bars drifted from partial_to_row's columns")
     values = [v if isinstance(v, list) else _py_values(v) for v in columns.values()]
-    return [dict(zip(BAR_COLUMNS, row, strict=True)) for row in zip(*values, strict=True)]
+    # each row has len(BAR_COLUMNS) values (checked above); strict= on 46k short zips costs ~50%
+    return [dict(zip(BAR_COLUMNS, row, strict=False)) for row in zip(*values, strict=True)]
 
 
 def _with_instrument(instrument: InstrumentKey, ident: Ident, table: pa.Table) -> pa.Table:

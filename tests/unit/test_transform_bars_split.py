@@ -241,3 +241,13 @@ def test_column_wise_rows_equal_the_merge_of_partials() -> None:
                 assert a[col] == pytest.approx(b[col], rel=1e-12)
             else:
                 assert (col, a[col], type(a[col])) == (col, b[col], type(b[col]))
+
+
+def test_usd_beyond_float_exact_integers_is_divided_exactly() -> None:
+    # 9,007,199,254.740993 USD = 2**53 + 1 micro-USD in one minute: float(micros) would round
+    # to 2**53, so the column-wise path divides those in Python, like partial_to_row
+    recs = [{**trade(BTC, T0 + S, 1.0, 1.0, "sell"), "notional_usd": 9_007_199_254.740993}]
+    parts = [(ident, t) for _, ident, t in split_by_instrument(records_to_batches("trade", recs))]
+    (row,) = instrument_bars(("binance-futures", "BTCUSDT"), parts)
+    assert row["volume_usd"] == row["taker_sell_usd"] == (2**53 + 1) / 1_000_000
+    assert row["taker_buy_usd"] == 0.0
