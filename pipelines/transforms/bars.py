@@ -4,9 +4,11 @@ Vectorized as measured in ARCHITECTURE.md: each input element is a pyarrow Recor
 ONE event type (schemas differ per type). Beam moves few, large Arrow elements, never one element
 per bar: a DoFn splits each batch into per-instrument sub-tables (``split_by_instrument``), a
 ``GroupByKey`` on (exchange, symbol) gathers an instrument's tables of every batch and event type,
-and ``instrument_bars`` aggregates each event type once with ``Table.group_by`` into partial bars
-(``partial_bars``) and merges them per minute (``merge_partials``). The merge is associative and
-commutative, so neither the batching nor the merge order changes a bar:
+and ``instrument_bars`` aggregates each event type once with ``Table.group_by`` (``bar_aggregates``)
+and assembles the instrument's rows column-wise; where stored bars (``prior_bars``) or several
+(base, quote, kind) meet, the aggregates become partial bars (``partial_bars``) merged per minute
+(``merge_partials``), the semantics both paths share. The merge is associative and commutative,
+so neither the batching nor the merge order changes a bar:
 
 * sums and counts are integers (USD as int64 micro-USD, each event rounded half-to-even once);
 * first/last values are chosen by a total order on (event_time, value...) tuples, so two events
