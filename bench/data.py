@@ -216,5 +216,7 @@ def records_to_tables(records: list[tuple[str, dict]]) -> dict[str, pa.Table]:
 
 
 def iter_batches(tables: dict[str, pa.Table], rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+    from pipelines.sinks import compact_batches
+
     for table in tables.values():
-        yield from table.to_batches(max_chunksize=rows)
+        yield from compact_batches(table, rows)

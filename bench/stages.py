@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.data import SimPool
+from pipelines.sinks import compact_batches
 
 # ---- machine -----------------------------------------------------------------------------------
 
@@ -176,8 +177,7 @@ class _ReadParquetBatches(beam.DoFn):
         self._rows = rows
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
-        table = pq.read_table(path)
-        yield from table.to_batches(max_chunksize=self._rows)
+        yield from compact_batches(pq.read_table(path), self._rows)
 
 
 class _ReadParquetRecords(beam.DoFn):

@@ -39,7 +39,7 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, parquet_glob
+from pipelines.sinks import WriteRowsToParquet, compact_batches, parquet_glob
 from pipelines.transforms.config import AnalyticsConfig
 from schemas.arrow import arrow_schema
 
@@ -82,7 +82,7 @@ class ReadArchiveDays(beam.DoFn):
         table = archive.read_day(Path(self._dir), event_type, day)
         if table.num_rows:
             table = table.replace_schema_metadata(arrow_schema(event_type).metadata)
-            yield from table.to_batches(max_chunksize=BATCH_ROWS)
+            yield from compact_batches(table, BATCH_ROWS)
 
 
 class NormalizeCaptureFile(beam.DoFn):

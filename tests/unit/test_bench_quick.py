@@ -148,3 +148,20 @@ def test_scoring_stage_runs_the_real_graph_and_prints_the_score_table():
     table = run.format_table({"stages": st, "targets": run.targets(st)})
     assert "cascade detection vs the simulator's ground truth" in table
     assert any(line.split()[:2] == ["A", "1"] for line in table.splitlines())
+
+
+def test_compact_batches_own_their_buffers():
+    """A to_batches() slice pickles its parent's whole buffers; compact_batches must not."""
+    import pickle
+
+    import pyarrow as pa
+
+    from pipelines.sinks import compact_batches
+
+    table = pa.table({"x": list(range(100_000))}).replace_schema_metadata({b"event_type": b"trade"})
+    batches = list(compact_batches(table, 10_000))
+    assert [b.num_rows for b in batches] == [10_000] * 10
+    assert pa.Table.from_batches(batches).equals(table) and batches[3].schema.metadata == {b"event_type": b"trade"}
+    whole = len(pickle.dumps(table))
+    assert len(pickle.dumps(batches[3])) < whole / 5  # a plain slice pickles at ~whole size
+    assert len(pickle.dumps(table.to_batches(max_chunksize=10_000)[3])) > whole / 2
