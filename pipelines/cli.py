@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("stream", cmd_stream, "the streaming job: consume new offsets in continuous bounded cycles, exactly once",
              "liqstream stream --interval 1 --metrics-port 9108")
     sp.add_argument("--interval", type=float, default=float(os.environ.get("LIQSTREAM_INTERVAL", "1")),
-                    help="seconds between cycles (env LIQSTREAM_INTERVAL, default 1)")
+                    help="cycle period in seconds: a busy cycle is followed at once, an empty one waits the rest (env LIQSTREAM_INTERVAL, default 1)")
     sp.add_argument("--dq-every", type=float, default=60.0, help="seconds between data-quality checkpoints (0 = every cycle)")
     sp.add_argument("--exit-when-idle", type=int, default=0, metavar="N",
                     help="stop after N consecutive cycles without new messages (0 = run until stopped)")

@@ -106,7 +106,7 @@ def serve_metrics(health: StreamHealth, port: int, host: str = "127.0.0.1") -> T
 
 @dataclass
 class StreamOptions:
-    interval_s: float = 1.0
+    interval_s: float = 1.0  # cycle period: an empty cycle waits out the rest of it, a busy one does not
     dq_every_s: float = 60.0  # data-quality cadence in streaming (0 = every cycle)
     exit_when_idle: int = 0  # stop after this many consecutive empty cycles (0 = never)
     max_backoff_s: float = 30.0
@@ -190,7 +190,8 @@ class StreamJob:
                     break
                 if opts.max_cycles and cycles >= opts.max_cycles:
                     break
-                self._stop.wait(opts.interval_s)
+                # interval_s is the cycle period: a busy cycle longer than it is followed at once
+                self._stop.wait(max(0.0, opts.interval_s - (time.perf_counter() - t0)))
         finally:
             if server:
                 server.shutdown()
