@@ -29,8 +29,8 @@ run: $(STAMP) ## the whole default job: broker, bundled scenario, pipeline, mart
 test: $(STAMP) chromium ## the test suite (starts its own brokers; renders the report in headless Chromium)
 	@$(PY) -m pytest -q -m "not heavy"
 
-test-heavy: $(STAMP) ## the full preset x seed scoring matrix against the simulator's ground truth (~1 h)
-	@$(PY) -m pytest -q -s -m heavy tests/unit/test_transform_scoring.py
+test-heavy: $(STAMP) ## the full preset x seed scoring matrix against the simulator's ground truth (~10 min)
+	@$(PY) -m pytest -q -s -m "slow or heavy" tests/unit/test_transform_scoring.py
 
 test-fast: $(STAMP) ## unit tests only
 	@$(PY) -m pytest -q -m "not integration and not slow"
