@@ -29,7 +29,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET
 
-from connectors.exchanges.fast_trades import LAX_FLOATS
+from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -39,9 +39,6 @@ _IGNORED_EVENTS = frozenset(
 )
 _QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD")
 _DATED = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<yymmdd>\d{6})$")
-_INF = float("inf")
-#: to_epoch_us' plausible window (2009-01-01 .. 2100-01-01) in epoch milliseconds
-_MIN_EPOCH_MS, _MAX_EPOCH_MS = 1_230_768_000_000, 4_102_444_800_000
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -209,28 +206,9 @@ class BinanceFuturesNormalizer:
             terms = book.fill_trade_terms(symbol)
             if terms is None:
                 return None
-        # 0 < x < inf is false for NaN too; T: int epoch ms in to_epoch_us' plausible range
-        if not (0.0 < price < _INF and 0.0 < qty < _INF and maker.__class__ is bool and t.__class__ is int
-                and _MIN_EPOCH_MS <= t <= _MAX_EPOCH_MS):
+        if maker.__class__ is not bool:  # the checked path refuses a non-boolean "m"
             return None
-        exchange, sym, base, quote, kind, expiry, contract_value, inverse = terms
-        # Instrument.to_base_and_usd, inlined (same operations, same floats)
-        if inverse:
-            usd = qty * contract_value
-            size = usd / price
-        else:
-            size = qty * contract_value
-            usd = size * price
-        return "trade", {
-            "exchange": exchange, "symbol": sym, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
-            "event_time": t * 1000,
-            "ingest_time": received_at_us,
-            "trade_id": None if trade_id is None else str(trade_id),
-            "price": price,
-            "size": size,
-            "notional_usd": usd,
-            "taker_side": "sell" if maker else "buy",
-        }
+        return trade_record(terms, price, qty, t, trade_id, "sell" if maker else "buy", received_at_us)
 
     def _trade_checked(self, m: dict, received_at_us: int) -> Normalized:
         et = "trade"
