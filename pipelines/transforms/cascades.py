@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import BaseBars, BasePanels, SymbolPanel
+from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels, SymbolPanel
 
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
@@ -408,24 +408,13 @@ def _emitted(emit_from_us: int | None, col: str):
     return keep
 
 
-class DetectCascadesOnPanels(beam.PTransform):
+class DetectCascadesOnPanels(AnalyticsTransform):
     """(base, BaseBars) -> {"cascades": episode rows, "cascade_alerts": alert rows}.
 
     Each base's scope is detected where its panel is; the market scope gathers the bases' small
     per-minute parts (:func:`market_parts`) and their rows with one GroupByKey, where every row is
     emitted. Arguments as DetectCascades.
     """
-
-    def __init__(
-        self,
-        config: AnalyticsConfig | None = None,
-        emit_from_us: int | None = None,
-        oi_reference: beam.PCollection | None = None,
-    ) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
-        self.oi_reference = oi_reference
 
     def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
         side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
@@ -440,7 +429,7 @@ class DetectCascadesOnPanels(beam.PTransform):
         return {"cascades": market.episodes, "cascade_alerts": market[ALERTS_TAG]}
 
 
-class DetectCascades(beam.PTransform):
+class DetectCascades(AnalyticsTransform):
     """bars_1m rows -> {"cascades": episode rows, "cascade_alerts": alert rows}.
 
     ``emit_from_us``: rows whose end (episodes) / alert time is at or before it are context from
@@ -449,17 +438,6 @@ class DetectCascades(beam.PTransform):
     ``oi_reference_minutes`` before the window), e.g. from ``OI_REFERENCE_SQL``; without it the
     bars must cover that span (``lookback_minutes()['cascades']``).
     """
-
-    def __init__(
-        self,
-        config: AnalyticsConfig | None = None,
-        emit_from_us: int | None = None,
-        oi_reference: beam.PCollection | None = None,
-    ) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
-        self.oi_reference = oi_reference
 
     def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
         return (

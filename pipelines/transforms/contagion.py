@@ -35,7 +35,7 @@ import numpy as np
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import BaseBars, BasePanels
+from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels
 
 
 def _f(v: float) -> float | None:
@@ -196,15 +196,10 @@ class _Score(beam.DoFn):
         yield from score_contagion(list(keyed[1]), self.config, self.emit_from_us)
 
 
-class ScoreContagionOnPanels(beam.PTransform):
+class ScoreContagionOnPanels(AnalyticsTransform):
     """(base, BaseBars) -> contagion rows: the bases' small per-minute parts gathered with one
     GroupByKey, because beta, dominance and the ranking compare every base with BTC at the same
     minute."""
-
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
 
     def expand(self, panels: beam.PCollection) -> beam.PCollection:
         return (
@@ -215,14 +210,9 @@ class ScoreContagionOnPanels(beam.PTransform):
         )
 
 
-class ScoreContagion(beam.PTransform):
+class ScoreContagion(AnalyticsTransform):
     """bars_1m rows (touched minutes + ``lookback_minutes()['contagion']``) -> contagion rows
     (BasePanels, then ScoreContagionOnPanels)."""
-
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
 
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
         return (

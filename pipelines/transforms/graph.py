@@ -28,7 +28,7 @@ from pipelines.transforms.cascades import DetectCascadesOnPanels
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.contagion import ScoreContagionOnPanels
 from pipelines.transforms.oi import OIDeltasFromPanels
-from pipelines.transforms.panel import BasePanels, SymbolBarsFromPanels
+from pipelines.transforms.panel import AnalyticsTransform, BasePanels, SymbolBarsFromPanels
 
 
 def build_bars(
@@ -86,19 +86,8 @@ def build_analytics_on_panels(
     }
 
 
-class AnalyticsGraph(beam.PTransform):
+class AnalyticsGraph(AnalyticsTransform):
     """Composite form of build_analytics (output: dict of PCollections by mart name)."""
-
-    def __init__(
-        self,
-        config: AnalyticsConfig | None = None,
-        emit_from_us: int | None = None,
-        oi_reference: beam.PCollection | None = None,
-    ) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
-        self.oi_reference = oi_reference
 
     def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
         return build_analytics(bars, self.config, self.emit_from_us, self.oi_reference)

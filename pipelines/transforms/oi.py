@@ -24,7 +24,13 @@ import numpy as np
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import AnalyticsConfig
-from pipelines.transforms.panel import BaseBars, BasePanels, columns_from_rows, venue_series_from_columns
+from pipelines.transforms.panel import (
+    AnalyticsTransform,
+    BaseBars,
+    BasePanels,
+    columns_from_rows,
+    venue_series_from_columns,
+)
 
 
 def regime(oi_change_pct: float, price_change_pct: float | None, flat_pct: float) -> str:
@@ -186,14 +192,9 @@ def market_delta_rows(parts: list[tuple], config: AnalyticsConfig, emit_from_us:
     return delta_rows("market", "all", "market", "market", minutes, total, None, price, config, emit_from_us)
 
 
-class OIDeltasFromPanels(beam.PTransform):
+class OIDeltasFromPanels(AnalyticsTransform):
     """(base, BaseBars) -> oi_deltas rows for every level: each base's venue series and panel
     arrays gathered with one GroupByKey, every row made after it (see ``_BaseParts``)."""
-
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
 
     def expand(self, panels: beam.PCollection) -> beam.PCollection:
         return (
@@ -204,13 +205,8 @@ class OIDeltasFromPanels(beam.PTransform):
         )
 
 
-class ComputeOIDeltas(beam.PTransform):
+class ComputeOIDeltas(AnalyticsTransform):
     """bars_1m rows (touched minutes + lookback) -> oi_deltas rows for every level."""
-
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
 
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
         return (

@@ -48,6 +48,23 @@ def bar_kinds(config: AnalyticsConfig) -> tuple[str, ...]:
     return tuple(sorted(set(config.symbol_kinds) | set(OI_VENUE_KINDS)))
 
 
+class AnalyticsTransform(beam.PTransform):
+    """Base of the analytic composites: ``config`` (default AnalyticsConfig()), ``emit_from_us``
+    (rows at or before it are lookback context, not emitted again) and, for the cascade
+    detector, ``oi_reference`` (see DetectCascades)."""
+
+    def __init__(
+        self,
+        config: AnalyticsConfig | None = None,
+        emit_from_us: int | None = None,
+        oi_reference: beam.PCollection | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or AnalyticsConfig()
+        self.emit_from_us = emit_from_us
+        self.oi_reference = oi_reference
+
+
 class PerpetualBarsByBase(beam.PTransform):
     """bars_1m rows -> (base, rows of its configured kinds across venues).
 
@@ -543,17 +560,12 @@ class SymbolBarsFromPanels(beam.PTransform):
         return panels | "SymbolRows" >> beam.FlatMap(_SymbolBarsFn(self.emit_from_us))
 
 
-class ComputeSymbolBars(beam.PTransform):
+class ComputeSymbolBars(AnalyticsTransform):
     """bars_1m rows -> bars_1m_symbol rows (one per base and minute, perpetuals across venues).
 
     Grouped per base because the OI carry-forward is sequential over minutes; the input should
     hold ``ffill_max_minutes`` of lookback before ``emit_from_us``.
     """
-
-    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None) -> None:
-        super().__init__()
-        self.config = config or AnalyticsConfig()
-        self.emit_from_us = emit_from_us
 
     def expand(self, bars: beam.PCollection) -> beam.PCollection:
         return (
