@@ -215,6 +215,9 @@ def format_table(res: dict[str, Any]) -> str:
     n = st["normalize"]
     rows.append(("normalize + encode (sim mix)", _f(n["normalize_encode_cpu_per_s"]) + " msg/CPU-s",
                  "json.loads " + _f(n["json_loads_cpu_per_s"]), _f(n["ratio_to_json_loads"], 2)))
+    for venue, r in sorted(n.get("per_venue", {}).items()):
+        rows.append((f"  {venue} (sim lines)", _f(r["normalize_encode_per_s"]) + " msg/CPU-s",
+                     "json.loads " + _f(r["json_loads_per_s"]), _f(r["ratio"], 2)))
     a = n["binance_aggtrade"]
     rows.append(("  binance aggTrade", _f(a["normalize_encode_per_s"]) + " msg/CPU-s",
                  "json.loads " + _f(a["json_loads_per_s"]), _f(a["ratio"], 2)))
