@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,11 +78,30 @@ class DataQuality:
         self._recent: dict[str, list[Any]] = {}
         self._pending_docs: dict[Path, list[Any]] = {}
 
+    _lock = threading.Lock()
+
     @classmethod
     def shared(cls) -> DataQuality:
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    @classmethod
+    def warm_up(cls) -> threading.Thread:
+        """Load Great Expectations in a background thread (5-10 s of imports and context set-up)
+        while the caller's Beam pipeline runs; :meth:`shared` then waits for it, if still loading.
+        A failure there is not swallowed: the next ``shared()`` tries again and raises."""
+        th = threading.Thread(target=lambda: cls._try_shared(), name="gx-warm-up", daemon=True)
+        th.start()
+        return th
+
+    @classmethod
+    def _try_shared(cls) -> None:
+        try:
+            cls.shared()
+        except Exception:  # reported by the caller's own shared() call
+            pass
 
     def _site(self, docs_dir: Path) -> str:
         """The Data Docs site writing under ``docs_dir`` (registered once per directory)."""

@@ -126,6 +126,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
     start_us, end_us = _day_bounds(start, end)
     con = warehouse.connect(settings.db)
     warehouse.migrate(con)
+    if run_dq:
+        DataQuality.warm_up()  # GX loads while the first day's pipeline runs
     try:
         with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
             tmp = Path(tmp_str)

@@ -123,3 +123,23 @@ def test_data_docs_build_once_per_publish_with_bounded_history(con, tmp_path, mo
     index = (tmp_path / "gx_docs" / "index.html").read_text()
     assert index.count("validations/liquidations_reconciliation/") == dq_mod.DOCS_HISTORY
     assert dq.publish_docs() == []  # nothing new since
+
+
+def test_warm_up_loads_gx_once_while_the_caller_goes_on(monkeypatch):
+    """The backfill starts loading GX in a thread; a concurrent shared() waits for that one
+    instance instead of building a second context."""
+    import pipelines.dq as dq_mod
+
+    built = []
+    real_init = dq_mod.DataQuality.__init__
+
+    def counting_init(self):
+        built.append(self)
+        real_init(self)
+
+    monkeypatch.setattr(dq_mod.DataQuality, "_instance", None)
+    monkeypatch.setattr(dq_mod.DataQuality, "__init__", counting_init)
+    th = dq_mod.DataQuality.warm_up()
+    got = dq_mod.DataQuality.shared()
+    th.join(timeout=120)
+    assert not th.is_alive() and len(built) == 1 and got is built[0] is dq_mod.DataQuality.shared()
