@@ -50,3 +50,18 @@ def mart_liquidations(db) -> dict[tuple, tuple[int, Decimal]]:
     finally:
         con.close()
     return {(s, side, m): (n, usd) for s, side, m, n, usd in rows}
+
+
+def read_batches_fn(groups: list[tuple[str, list[dict]]]):
+    """A DoFn yielding RecordBatches of (event_type, records) groups: builds the batches inside
+    the pipeline (the way the real reader does), not via Create."""
+    import apache_beam as beam
+
+    from pipelines.transforms.bars import records_to_batches
+
+    class _ReadBatches(beam.DoFn):
+        def process(self, _):
+            for event_type, records in groups:
+                yield records_to_batches(event_type, records)
+
+    return _ReadBatches()

@@ -29,6 +29,7 @@ from pipelines.transforms.bars import (
 )
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.panel import ComputeSymbolBars
+from tests.helpers import read_batches_fn
 
 T0 = 1_700_000_040_000_000  # 2023-11-14 22:14:00 UTC, a minute boundary (epoch micros)
 assert T0 % 60_000_000 == 0
@@ -112,21 +113,10 @@ def _pick(rows, cols):
     return [tuple(r[c] for c in cols) for r in rows]
 
 
-class _ReadBatches(beam.DoFn):
-    """Builds the batches inside the pipeline (the way the real reader does), not via Create."""
-
-    def __init__(self, groups: list[tuple[str, list[dict]]]) -> None:
-        self.groups = groups
-
-    def process(self, _):
-        for event_type, records in self.groups:
-            yield records_to_batches(event_type, records)
-
-
 def run_bars(groups: list[tuple[str, list[dict]]], prior: list[dict] | None = None) -> list[dict]:
     out: list[dict] = []
     with TestPipeline(runner="FnApiRunner") as p:
-        batches = p | beam.Create([None]) | beam.ParDo(_ReadBatches(groups))
+        batches = p | beam.Create([None]) | beam.ParDo(read_batches_fn(groups))
         prior_pc = p | "Prior" >> beam.Create(prior) if prior else None
         bars = batches | ComputeBars(AnalyticsConfig(), prior_bars=prior_pc)
         bars | Collect(out)
@@ -262,7 +252,7 @@ def test_split_late_events_per_record_and_per_batch() -> None:
         split = (
             p
             | beam.Create([None])
-            | beam.ParDo(_ReadBatches([("trade", [on_time, late])]))
+            | beam.ParDo(read_batches_fn([("trade", [on_time, late])]))
             | beam.ParDo(SplitLateBatches(cfg.allowed_lateness_s), watermark_us=watermark).with_outputs(
                 LATE_TAG, main="on_time"
             )

@@ -19,6 +19,7 @@ from pipelines.transforms.bars import (
     split_by_instrument,
 )
 from pipelines.transforms.config import AnalyticsConfig
+from tests.helpers import read_batches_fn
 
 T0 = 1_700_000_040_000_000  # 2023-11-14 22:14:00 UTC, a minute boundary (epoch micros)
 M0 = dt.datetime(2023, 11, 14, 22, 14)
@@ -102,15 +103,6 @@ PRIOR_ETH_M5 = stored_bar(
 )
 
 
-class _ReadBatches(beam.DoFn):
-    def __init__(self, groups: list[tuple[str, list[dict]]]) -> None:
-        self.groups = groups
-
-    def process(self, _):
-        for event_type, records in self.groups:
-            yield records_to_batches(event_type, records)
-
-
 _SINK: dict[str, list] = {}  # FnApiRunner runs in this process: the pipeline appends here
 
 
@@ -122,7 +114,7 @@ def run_bars(prior: list[dict] | None = None) -> dict[tuple, dict]:
     rows: list[dict] = []
     _SINK[str(id(rows))] = rows
     with TestPipeline(runner="FnApiRunner") as p:
-        batches = p | beam.Create([None]) | beam.ParDo(_ReadBatches(BATCHES))
+        batches = p | beam.Create([None]) | beam.ParDo(read_batches_fn(BATCHES))
         prior_pc = p | "Prior" >> beam.Create(prior) if prior else None
         bars = batches | ComputeBars(AnalyticsConfig(), prior_bars=prior_pc)
         bars | beam.Map(_append, str(id(rows)))
