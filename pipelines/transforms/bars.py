@@ -493,25 +493,6 @@ def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
     return (p["exchange"], p["symbol"], minute), p
 
 
-class BarCombineFn(beam.CombineFn):
-    """Merges partial bars; associative and commutative (see module docstring)."""
-
-    def create_accumulator(self) -> PartialBar | None:
-        return None
-
-    def add_input(self, acc: PartialBar | None, partial: PartialBar) -> PartialBar | None:
-        return merge_partials(acc, partial)
-
-    def merge_accumulators(self, accs: Iterable[PartialBar | None]) -> PartialBar | None:
-        out = None
-        for a in accs:
-            out = merge_partials(out, a)
-        return out
-
-    def extract_output(self, acc: PartialBar | None) -> dict[str, Any] | None:
-        return None if acc is None else partial_to_row(acc)
-
-
 # ---------------------------------------------------------------------------------------------
 # per instrument: whole Arrow sub-tables through the data plane instead of one dict per bar
 # ---------------------------------------------------------------------------------------------
@@ -810,7 +791,7 @@ class ComputeBars(beam.PTransform):
     ``BAR_EVENT_COLUMNS`` of their type (~40 bytes per trade encoded) plus the prior bars; the
     last step holds one instrument's events and rows at a time. On the unbounded path
     (``WindowIntoBars``: one-minute windows, accumulating) each firing regroups the window's
-    events so far and recomputes the whole bar, as the accumulating ``BarCombineFn`` did.
+    events so far and recomputes the whole bar, as the former accumulating CombineFn of partial bars did.
     """
 
     def __init__(self, config: AnalyticsConfig | None = None, prior_bars: beam.PCollection | None = None) -> None:

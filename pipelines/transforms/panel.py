@@ -65,25 +65,6 @@ class AnalyticsTransform(beam.PTransform):
         self.oi_reference = oi_reference
 
 
-class PerpetualBarsByBase(beam.PTransform):
-    """bars_1m rows -> (base, rows of its configured kinds across venues).
-
-    Kept for callers grouping rows themselves; the analytics use :class:`BasePanels`."""
-
-    def __init__(self, config: AnalyticsConfig) -> None:
-        super().__init__()
-        self.kinds = config.symbol_kinds
-
-    def expand(self, bars: beam.PCollection) -> beam.PCollection:
-        kinds = self.kinds
-        return (
-            bars
-            | "Perpetuals" >> beam.Filter(lambda r: r["kind"] in kinds)
-            | "ByBase" >> beam.Map(lambda r: (r["base"], r))
-            | "GroupByBase" >> beam.GroupByKey()
-        )
-
-
 def ffill_limited(values: np.ndarray, limit: int) -> np.ndarray:
     """Forward-fill NaNs along the last axis, at most ``limit`` steps past the last value."""
     values = np.asarray(values, dtype=float)
