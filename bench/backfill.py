@@ -101,46 +101,56 @@ def _child(args: dict[str, Any]) -> None:
     finally:
         con.close()
     print(json.dumps({"status": r.status, "events": r.events, "seconds": s, "rows": r.rows, "dq_passed": r.dq_passed,
+                      "timings": r.timings,
                       "bars": int(bars), "trade_count": int(trades or 0), "volume_usd_micros": int(usd or 0)}))
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and every descendant (from /proc)."""
+def _tree_memory(root: int) -> tuple[int, int]:
+    """(RSS, PSS) bytes of ``root`` and every descendant (from /proc).
+
+    RSS counts a page shared by several processes in each of them (the backfill's day workers
+    are forked, so they share the parent's pages until written); PSS splits each shared page
+    among its sharers, so the PSS of a tree is the memory it really holds."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             stat = Path(f"/proc/{d}/stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            rss[int(d)] = int(Path(f"/proc/{d}/statm").read_text().split()[1]) * page
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(d))
-    total, stack = 0, [root]
+    rss = pss = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return rss, pss
 
 
 def run_backfill_measured(archive_root: Path, db: Path, start: str, end: str, workers: int = 2,
                           run_dq: bool = True) -> dict[str, Any]:
-    """The backfill in a child process; adds ``peak_rss_mb`` (child + Beam workers) and ``events_per_s``."""
+    """The backfill in a child process; adds ``peak_rss_mb`` and ``peak_pss_mb`` (the child and its
+    worker processes, see :func:`_tree_memory`) and ``events_per_s``."""
     args = {"db": str(db), "data_dir": str(archive_root), "start": start, "end": end, "workers": workers,
             "run_dq": run_dq}
     proc = subprocess.Popen([sys.executable, "-m", "bench.backfill", json.dumps(args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-    peak = 0
+    peak = [0, 0]
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not stop.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
+            peak[:] = map(max, peak, _tree_memory(proc.pid))
             stop.wait(0.2)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -151,7 +161,7 @@ def run_backfill_measured(archive_root: Path, db: Path, start: str, end: str, wo
     if proc.returncode != 0:
         raise RuntimeError(f"backfill child failed ({proc.returncode}): {err[-2000:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    res["peak_rss_mb"] = peak / 2**20
+    res["peak_rss_mb"], res["peak_pss_mb"] = peak[0] / 2**20, peak[1] / 2**20
     res["events_per_s"] = res["events"] / res["seconds"] if res["seconds"] else None
     return res
 

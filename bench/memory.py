@@ -6,8 +6,8 @@
 
 Writes a seeded synthetic archive (``bench.data.write_synth_archive``, memory flat whatever the
 size) in a temporary directory, runs ``liqstream backfill``'s code in a child process
-(``bench.backfill.run_backfill_measured``: peak RSS of the child and its Beam workers, sampled
-every 0.2 s), checks the bars against the DuckDB SQL reference and writes ``bench/memory.json``.
+(``bench.backfill.run_backfill_measured``: peak PSS and RSS of the child and its day workers,
+sampled every 0.2 s), checks the bars against the DuckDB SQL reference and writes ``bench/memory.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                    load_average_start=list(load0), load_average_end=list(os.getloadavg()))
     args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(f"{res['events']:,} events in {res['seconds']:.0f} s = {res['events_per_s']:,.0f} ev/s; "
-          f"peak RSS {res['peak_rss_mb']:,.0f} MB; DuckDB SQL {ref['seconds']:.1f} s "
+          f"peak PSS {res['peak_pss_mb']:,.0f} MB (RSS {res['peak_rss_mb']:,.0f} MB); DuckDB SQL {ref['seconds']:.1f} s "
           f"({res['ratio_to_duckdb']:.0f}x); bars match: {res['bars_match']}")
     return 0
 

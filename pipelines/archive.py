@@ -76,14 +76,32 @@ def days_in(archive: Path, event_type: str, start_day: str, end_day: str) -> lis
 
 def read_day(archive: Path, event_type: str, day: str) -> pa.Table:
     """One day of one event type, deduplicated on the Kafka position, in position order."""
-    import duckdb
+    batches = list(iter_day(archive, event_type, day))
+    return pa.Table.from_batches(batches) if batches else pa.table({})
 
+
+def iter_day(archive: Path, event_type: str, day: str, rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+    """:func:`read_day` as batches of at most ``rows`` rows, each owning its buffers (a slice would
+    pickle its parent's whole buffers: see ``pipelines.sinks.compact_batches``).
+
+    In the common case (:func:`_disjoint_order`) the files are streamed one row batch at a time,
+    in position order, without reading a whole day first or copying it again."""
     files = sorted(str(p) for p in (archive / event_type / f"date={day}").glob("*.parquet"))
     if not files:
-        return pa.table({})
-    disjoint = _read_disjoint(files)
-    if disjoint is not None:
-        return disjoint
+        return
+    order = _disjoint_order(files)
+    if order is not None:
+        for f in order:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=rows)
+        return
+    from pipelines.sinks import compact_batches
+
+    yield from compact_batches(_deduplicated(files), rows)
+
+
+def _deduplicated(files: list[str]) -> pa.Table:
+    import duckdb
+
     con = duckdb.connect()
     try:
         rel = con.read_parquet(files, union_by_name=True)
@@ -96,39 +114,44 @@ def read_day(archive: Path, event_type: str, day: str) -> pa.Table:
     return table.cast(schema) if table.schema.names == schema.names else table.replace_schema_metadata(schema.metadata)
 
 
-def _read_disjoint(files: list[str]) -> pa.Table | None:
-    """The files concatenated in position order, if no position can occur twice; else None.
+def _disjoint_order(files: list[str]) -> list[str] | None:
+    """The non-empty files in position order, if no position can occur twice; else None.
 
     The common case: every archive file holds one batch of one Kafka range (one topic and
     partition, strictly increasing offsets), and duplicates exist only where a crashed cycle's
     range was published again. When the files' offset spans do not overlap, concatenating
     them in (topic, partition, first offset) order equals the deduplicating, sorting query
-    below, without sorting a whole day (profiled: that query was ~20% of a backfill's event
-    phase). Anything else (overlap, mixed partitions in a file, differing schemas) -> None.
+    above, without sorting a whole day (profiled: that query was ~20% of a backfill's event
+    phase). Only the position columns are read to decide. Anything else (overlap, mixed
+    partitions in a file, differing schemas) -> None.
     """
     import numpy as np
 
+    key = ["_topic", "_partition", "_offset"]
+    schema = None
     spans = []
     for f in files:
-        t = pq.read_table(f)
+        s = pq.read_schema(f)
+        if not set(key) <= set(s.names):
+            return None
+        if schema is None:
+            schema = s
+        elif not s.equals(schema):
+            return None
+        t = pq.read_table(f, columns=key)
         if not t.num_rows:
             continue
-        if not {"_topic", "_partition", "_offset"} <= set(t.schema.names):
-            return None
         topics, parts = pc.unique(t["_topic"]), pc.unique(t["_partition"])
         if len(topics) != 1 or len(parts) != 1 or topics.null_count or parts.null_count:
             return None
         off = t["_offset"].to_numpy()
         if len(off) > 1 and not bool(np.all(np.diff(off) > 0)):
             return None
-        spans.append((topics[0].as_py(), parts[0].as_py(), int(off[0]), int(off[-1]), t))
+        spans.append((topics[0].as_py(), parts[0].as_py(), int(off[0]), int(off[-1]), f))
     if not spans:
         return None
     spans.sort(key=lambda s: s[:3])
     for a, b in zip(spans, spans[1:], strict=False):
         if a[:2] == b[:2] and b[2] <= a[3]:
             return None
-    try:
-        return pa.concat_tables([s[4] for s in spans])
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
+    return [s[4] for s in spans]

@@ -39,7 +39,7 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, compact_batches, parquet_glob
+from pipelines.sinks import parquet_glob
 from pipelines.transforms.config import AnalyticsConfig
 from schemas.arrow import arrow_schema
 
@@ -64,6 +64,8 @@ class BackfillResult:
     rows: dict[str, int] = field(default_factory=dict)
     dq: list[DQResult] = field(default_factory=list)
     duration_s: float = 0.0
+    #: wall seconds per phase ("events", "replace", "analytics", "dq", "commit"), for the summary and the bench
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def dq_passed(self) -> bool:
@@ -79,10 +81,10 @@ class ReadArchiveDays(beam.DoFn):
 
     def process(self, item: tuple[str, str]) -> Iterator[pa.RecordBatch]:
         event_type, day = item
-        table = archive.read_day(Path(self._dir), event_type, day)
-        if table.num_rows:
-            table = table.replace_schema_metadata(arrow_schema(event_type).metadata)
-            yield from compact_batches(table, BATCH_ROWS)
+        meta = arrow_schema(event_type).metadata
+        for batch in archive.iter_day(Path(self._dir), event_type, day, BATCH_ROWS):
+            if batch.num_rows:
+                yield batch.replace_schema_metadata(meta)
 
 
 class NormalizeCaptureFile(beam.DoFn):
@@ -126,45 +128,50 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
     start_us, end_us = _day_bounds(start, end)
     con = warehouse.connect(settings.db)
     warehouse.migrate(con)
-    if run_dq:
-        DataQuality.warm_up()  # GX loads while the first day's pipeline runs
     try:
         with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
             tmp = Path(tmp_str)
             out = tmp / "events"
-            # One Beam run per day keeps memory bounded and gives the progress bar its ETA;
-            # within a day, work items (event types, files, offset ranges) spread over both cores.
+            # One Beam run per day keeps memory bounded and gives the progress bar its ETA (ADR 007).
             days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-            bar = _progress(days, progress)
-            for day in bar:
-                d0, d1 = _day_bounds(day, day)
-                p = beam.Pipeline(runner=_runner(), options=_options(settings))
-                batches = _source(p, settings, source, captures or [], day, day, d0, d1)
-                write_event_marts(p, batches, out, config, watermark_us=None, prior_bar_files=[])
-                (batches | "CountEvents" >> beam.Map(lambda b: {"events": b.num_rows})
-                 | "WriteCount" >> WriteRowsToParquet(out, "count"))
-                _run(p)
-                count_files = parquet_glob(out, "count")
-                if count_files:
-                    result.events = int(con.execute("SELECT coalesce(sum(events), 0) FROM read_parquet(?)",
-                                                    [count_files]).fetchone()[0])
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(events=f"{result.events:,}")
+            tick = time.perf_counter()
+            if _day_parallel(settings, source, len(days)):
+                # each day in its own forked process on the in-process runner, while this process
+                # loads Great Expectations for the gate (see _days_in_pool)
+                result.events = _days_in_pool(settings, source, captures or [], days, out, config,
+                                              min(settings.backfill_workers, len(days)), progress,
+                                              warm_up=run_dq)
+            else:
+                if run_dq:
+                    DataQuality.warm_up()  # GX loads while the first day's pipeline runs
+                bar = _progress(days, progress)
+                for day in bar:
+                    result.events += backfill_day(settings, source, captures or [], day, out, config,
+                                                  within_day_workers=settings.backfill_workers)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(events=f"{result.events:,}")
+            _took(result, "events", tick)
             con.execute("BEGIN")
             try:
+                tick = time.perf_counter()
                 for table, name in (("bars_1m", "bars_1m"), ("liquidations_1m", "liquidations_1m")):
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
+                tick = _took(result, "replace", tick)
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
                 window_start = start_us - analytics_lookback_us(config)
                 bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
                 if bars_by_base:
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")
-                    pa_ = beam.Pipeline(runner=_runner(), options=_options(settings))
+                    # in-process: the per-base panels are vectorized, and worker processes cost more
+                    # (start-up, pickling the panels) than they save up to a month of bars (ADR 007)
+                    pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
                     build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
                                           oi_reference=oi_reference(con, window_start, config))
                     _run(pa_)
+                tick = _took(result, "analytics", tick)
                 for name in ANALYTIC_MARTS:
                     result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
+                tick = _took(result, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
                              "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
@@ -176,6 +183,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, since_us=start_us,
                                                                        docs_dir=settings.data_dir / "gx_docs"))
                     DataQuality.shared().publish_docs()
+                tick = _took(result, "dq", tick)
                 if not result.dq_passed:
                     con.execute("ROLLBACK")
                     result.status = "dq_failed"
@@ -186,6 +194,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     con.execute("DELETE FROM quarantine WHERE from_ts >= make_timestamp(?::BIGINT) "
                                 "AND to_ts <= make_timestamp(?::BIGINT)", [start_us, end_us])
                     con.execute("COMMIT")
+                _took(result, "commit", tick)
             except Exception:
                 con.execute("ROLLBACK")
                 raise
@@ -197,6 +206,73 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
         return result
     finally:
         con.close()
+
+
+def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,
+                 config: AnalyticsConfig, within_day_workers: int = 1) -> int:
+    """One day's event pipeline: its events -> bars_1m, late_events and liquidations_1m Parquet
+    files under ``out``; returns the number of events read. The archive is read on the in-process
+    runner (its work is vectorized: worker processes only add start-up and data-plane copies);
+    captures and Kafka ranges (Python parsing per message) spread over ``within_day_workers``."""
+    d0, d1 = _day_bounds(day, day)
+    workers = 1 if source == "archive" else within_day_workers
+    p = beam.Pipeline(runner=_runner(), options=_options(workers))
+    batches = _source(p, settings, source, captures, day, day, d0, d1)
+    write_event_marts(p, batches, out, config, watermark_us=None, prior_bar_files=[])
+    batches | "CountEvents" >> beam.ParDo(_CountEvents())
+    return _run(p).get(_CountEvents.NAME, 0)
+
+
+class _CountEvents(beam.DoFn):
+    NAME = "backfill_events"
+
+    def __init__(self) -> None:
+        self._events = beam.metrics.Metrics.counter("backfill", self.NAME)
+
+    def process(self, batch: pa.RecordBatch) -> None:
+        self._events.inc(batch.num_rows)
+
+
+def _day_parallel(settings: JobSettings, source: str, days: int) -> bool:
+    """Days side by side in worker processes, or one day at a time here?
+
+    The archive's work is vectorized: a day runs best on the in-process runner, in a forked
+    process (even a single day: this process meanwhile loads GX for the gate). Captures and
+    Kafka ranges are parsed message by message in Python: with fewer days than workers, they
+    spread one day's files or ranges over Beam's worker processes instead."""
+    if settings.backfill_workers <= 1:
+        return False
+    return source == "archive" or days >= settings.backfill_workers
+
+
+def _days_in_pool(settings: JobSettings, source: str, captures: list[str], days: list[date], out: Path,
+                  config: AnalyticsConfig, workers: int, progress: bool, warm_up: bool) -> int:
+    """Run :func:`backfill_day` for ``days``, ``workers`` at a time, in forked processes.
+
+    Fork, not spawn: the children start with Beam, pyarrow and the project already imported
+    (a spawned interpreter spends ~1.5 s importing them). The pool forks all its processes at the
+    first submit, before any thread of ours exists (GX's warm-up starts after), and each child
+    runs in-process pipelines only (no gRPC channel is ever opened before the fork)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    events = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        futures = [pool.submit(backfill_day, settings, source, captures, day, out, config) for day in days]
+        if warm_up:
+            DataQuality.warm_up()  # GX loads in this process while the days run in the others
+        bar = _progress(as_completed(futures), progress, total=len(days))
+        for fut in bar:
+            events += fut.result()
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(events=f"{events:,}")
+    return events
+
+
+def _took(result: BackfillResult, phase: str, since: float) -> float:
+    now = time.perf_counter()
+    result.timings[phase] = result.timings.get(phase, 0.0) + now - since
+    return now
 
 
 def _store_dq(con, result: BackfillResult) -> None:
@@ -263,22 +339,21 @@ def _runner():
     return FnApiRunner()
 
 
-def _options(settings: JobSettings):
+def _options(workers: int):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    # both cores: work items (event types, files, offset ranges) spread over worker processes
-    if settings.backfill_workers <= 1:
+    if workers <= 1:
         return PipelineOptions(flags=[], direct_num_workers=1, direct_running_mode="in_memory")
-    return PipelineOptions(flags=[], direct_num_workers=settings.backfill_workers,
-                           direct_running_mode="multi_processing")
+    # work items (event types, files, offset ranges, bases) spread over worker processes
+    return PipelineOptions(flags=[], direct_num_workers=workers, direct_running_mode="multi_processing")
 
 
-def _progress(days: list, progress: bool):
+def _progress(items, progress: bool, total: int | None = None):
     if not progress:
-        return days
+        return items
     from tqdm import tqdm
 
-    return tqdm(days, unit="day", desc="backfill")
+    return tqdm(items, unit="day", desc="backfill", total=total)
 
 
 def _log_step(progress: bool, msg: str) -> None:

@@ -19,7 +19,7 @@ from connectors.kafka.publish import publish_raw_stream
 from connectors.sources.capture import read_capture
 from pipelines.jobs.load import run_load
 from pipelines.settings import JobSettings
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.integration
 DEMO = FIXTURES / "demo" / "binance-futures-demo.jsonl.gz"
