@@ -308,6 +308,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                      progress=True)
     print(f"backfill {r.run_id}: {r.status}; {r.events:,} events, {start}..{end} from {args.source}, "
           f"{r.duration_s:.1f}s ({r.events / max(r.duration_s, 1e-9):,.0f} events/s)")
+    if r.timings:
+        print("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items()))
     for table, n in r.rows.items():
         print(f"  {table:<18} {n:>10,} rows replaced")
     for d in r.dq:
