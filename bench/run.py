@@ -31,7 +31,7 @@ FULL: dict[str, Any] = {
     "kafka_events": 50_000,
     "bars_events": 2_000_000, "naive_events": 40_000,
     "mart_events": 500_000, "analytics_hours": 3,
-    "stream_rates": [2_000, 10_000, 25_000], "stream_seconds": 15.0,
+    "stream_rates": [2_000, 10_000, 25_000, 30_000], "stream_seconds": 15.0, "stream_catch_up": 300_000,
     # same events per day at two sizes, both with at least as many days as the backfill runs at
     # once (2 workers): peak memory must not grow with the number of days; 6 h of each day
     # (11,520 bars/day) keeps the analytics step within the run
@@ -48,7 +48,7 @@ QUICK: dict[str, Any] = {
     "kafka_events": 2_000,
     "bars_events": 20_000, "naive_events": 5_000,
     "mart_events": 20_000, "analytics_hours": 1,
-    "stream_rates": [300], "stream_seconds": 2.0,
+    "stream_rates": [300], "stream_seconds": 2.0, "stream_catch_up": 3_000,
     "backfill": [{"events": 20_000, "days": 1, "workers": 1, "run_dq": False}],
     # checks the scoring harness only: an hour of preset A at a low trade rate
     "scoring": {"presets": ["A"], "seeds": [1], "overrides": {"duration": "1h", "trades_per_second": 5.0}},
@@ -118,7 +118,8 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
     say(f"end-to-end streaming at {cfg['stream_rates']} events/s, {cfg['stream_seconds']:g}s each")
     from bench.streaming import stage_streaming
 
-    out["streaming"] = stage_streaming(cfg["stream_rates"], cfg["stream_seconds"], workdir / "stream")
+    out["streaming"] = stage_streaming(cfg["stream_rates"], cfg["stream_seconds"], workdir / "stream",
+                                       catch_up_events=cfg.get("stream_catch_up", 0))
 
     from bench.backfill import duckdb_reference, run_backfill_measured
 
@@ -179,8 +180,15 @@ def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
     t = TARGETS
     stream = st["streaming"]
     best = stream["at_max"] or {}
-    raw = st["kafka"]["raw_consume_decode_per_s"]
-    sustained_tp = best.get("throughput_per_s") if stream["max_sustained_rate"] else None
+    # the job's own rate vs the raw reader's on the same topics: the catch-up of a backlog (a live
+    # step's throughput is capped by what the producers send); without it (older results), the
+    # throughput at the highest sustained step over the kafka stage's raw loop
+    catch_up = stream.get("catch_up") or {}
+    if catch_up.get("ratio_to_raw") is not None:
+        job_vs_raw = catch_up["ratio_to_raw"]
+    else:
+        sustained_tp = best.get("throughput_per_s") if stream["max_sustained_rate"] else None
+        job_vs_raw = sustained_tp / st["kafka"]["raw_consume_decode_per_s"] if sustained_tp else 0.0
     runs = sorted(st["backfill"]["runs"], key=lambda r: r["events"])
     largest = runs[-1]
     # memory: peak PSS (see bench.backfill._tree_memory) must not grow with the size (same events
@@ -192,8 +200,8 @@ def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
         _target("streaming: highest sustained input rate", stream["max_sustained_rate"], "events/s",
                 t["streaming_rate"], ">="),
         _target("streaming: p95 event-to-mart latency at that rate", best.get("p95_s"), "s", t["streaming_p95_s"], "<="),
-        _target("streaming throughput / raw kafka-python + fastavro consume rate",
-                (sustained_tp / raw) if sustained_tp else 0.0, "ratio", t["streaming_vs_raw_reader"], ">="),
+        _target("streaming job catch-up rate / raw kafka-python + fastavro consume rate, same topics",
+                job_vs_raw, "ratio", t["streaming_vs_raw_reader"], ">="),
         _target(f"backfill from archive ({largest['events']:,} events)", largest["events_per_s"], "events/s",
                 t["backfill_events_per_s"], ">="),
         _target("backfill time / DuckDB SQL reference time", largest["ratio_to_duckdb"], "ratio",
@@ -249,6 +257,10 @@ def format_table(res: dict[str, Any]) -> str:
                      f"p50/95/99 {_f(s.get('p50_s'), 2)}/{_f(s.get('p95_s'), 2)}/{_f(s.get('p99_s'), 2)} s",
                      f"in {_f(s['achieved_input_rate'])}/s, out {_f(s['throughput_per_s'])}/s",
                      "sustained" if s["sustained"] else "NOT sustained"))
+    c = st["streaming"].get("catch_up")
+    if c:
+        rows.append((f"stream job catch-up, {c['events']:,} ev backlog", _f(c["job_events_per_s"]) + " ev/s",
+                     f"raw kafka-python + fastavro {_f(c['raw_consume_decode_per_s'])} ev/s", _f(c["ratio_to_raw"], 2)))
     for r in st["backfill"]["runs"]:
         rows.append((f"backfill {r['events']:,} ev / {r['archive']['days']} d", _f(r["events_per_s"]) + " ev/s",
                      f"DuckDB SQL {r['duckdb_reference']['seconds']:.1f} s vs {r['seconds']:.1f} s, "

@@ -87,19 +87,13 @@ def stage_normalize(pool: SimPool, seconds: float = 2.0, agg_trades: int = 20_00
 
 def stage_kafka(bootstrap: str, records: list[tuple[str, dict]]) -> dict[str, Any]:
     """EventProducer produce, RangeReader consume (+ decode, + Arrow batches), raw consume + fastavro reference."""
-    from io import BytesIO
-
-    from fastavro import parse_schema, schemaless_reader
-    from kafka import KafkaConsumer, TopicPartition
-
-    from connectors.avro import HEADER_LEN, AvroDecoder, _strip_logical_types
+    from connectors.avro import AvroDecoder
     from connectors.config import KafkaSettings
     from connectors.kafka.beam_source import ReadRangeBatches
     from connectors.kafka.producer import EventProducer
     from connectors.kafka.reader import RangeReader, log_bounds, plan_ranges
     from connectors.kafka.topics import ensure_topics
     from connectors.normalize import TOPICS
-    from schemas import latest
 
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     ensure_topics(kafka)
@@ -140,13 +134,29 @@ def stage_kafka(bootstrap: str, records: list[tuple[str, dict]]) -> dict[str, An
         fn.teardown()
 
     # reference: a plain kafka-python consume + fastavro schemaless decode loop over the same topics
+    out["raw_consume_decode_per_s"] = raw_consume_decode(bootstrap, ranges, n)
+    out["reader_ratio_to_raw"] = out["reader_batches_per_s"] / out["raw_consume_decode_per_s"]
+    return out
+
+
+def raw_consume_decode(bootstrap: str, ranges: list, n: int) -> float:
+    """The reference reader: a plain kafka-python consumer + fastavro schemaless decode loop over the
+    partitions of ``ranges`` from their beginning, until ``n`` records; returns records/s."""
+    from io import BytesIO
+
+    from fastavro import parse_schema, schemaless_reader
+    from kafka import KafkaConsumer, TopicPartition
+
+    from connectors.avro import HEADER_LEN, _strip_logical_types
+    from connectors.normalize import TOPICS
+    from schemas import latest
+
     schemas_ = {t: parse_schema(_strip_logical_types(latest(et).raw)) for et, t in TOPICS.items()}
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_records=5000,
                              fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
-        tps = [TopicPartition(r.topic, r.partition) for r in ranges]
-        consumer.assign(tps)
+        consumer.assign([TopicPartition(r.topic, r.partition) for r in ranges])
         consumer.seek_to_beginning()
         t = time.perf_counter()
         seen = 0
@@ -160,11 +170,9 @@ def stage_kafka(bootstrap: str, records: list[tuple[str, dict]]) -> dict[str, An
                 seen += len(recs)
             if time.perf_counter() - t > 120:
                 raise RuntimeError("reference consumer stalled")
-        out["raw_consume_decode_per_s"] = seen / (time.perf_counter() - t)
+        return seen / (time.perf_counter() - t)
     finally:
         consumer.close()
-    out["reader_ratio_to_raw"] = out["reader_batches_per_s"] / out["raw_consume_decode_per_s"]
-    return out
 
 
 # ---- ComputeBars, batched and naive ------------------------------------------------------------------------

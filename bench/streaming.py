@@ -173,10 +173,83 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
         broker.stop()
 
 
-def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = None) -> dict[str, Any]:
-    """Step the input rate up; report each step and the highest sustained rate."""
+def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
+    """The job's own rate, against the reference reader's, on the same topics.
+
+    A live step cannot show it: the job never gets more than the producer sends, and here the
+    producers, the broker and the job share two cores. So a backlog of ``events`` (10 minutes of
+    synthetic events, in time order) is published first, with nothing reading; then the raw
+    kafka-python + fastavro loop reads it all (``stages.raw_consume_decode``), and then the stream
+    job (warmed up by one cycle on the empty topics, as in :func:`run_rate`) drains it into the
+    marts, its DQ gate included, until a cycle finds nothing new. Both rates are events over
+    wall seconds."""
+    import duckdb
+    import pyarrow as pa
+
+    from bench.data import synth_tables
+    from bench.stages import raw_consume_decode
+    from connectors.config import KafkaSettings
+    from connectors.kafka.local_broker import LocalBroker, free_port
+    from connectors.kafka.producer import EventProducer
+    from connectors.kafka.reader import log_bounds, plan_ranges
+    from connectors.kafka.topics import ensure_topics
+    from pipelines.jobs.load import LOAD_TOPICS, run_load
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+    from pipelines.settings import JobSettings
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = LocalBroker(port=free_port(), run_dir=workdir / "broker").start()
+    try:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        ensure_topics(kafka)
+        (workdir / "data").mkdir(exist_ok=True)
+        settings = JobSettings(db=workdir / "stream.duckdb", data_dir=workdir / "data", kafka=kafka)
+        run_load(settings)  # warm-up on empty topics: imports, GX, the mart's migrations
+        start_us = int(time.time() * 1_000_000) - 600_000_000
+        tables = synth_tables(events, start_us, 600_000_000, seed)
+        merged = pa.concat_tables([t.drop_columns(["_topic", "_partition", "_offset"])
+                                   .append_column("_et", pa.array([et] * t.num_rows)) for et, t in tables.items()],
+                                  promote_options="permissive").sort_by("event_time")
+        t = time.perf_counter()
+        with EventProducer(kafka) as producer:
+            for rec in merged.to_pylist():
+                producer.send_encoded(*producer.encode_event(rec.pop("_et"), rec))
+            producer.flush()
+        produce_s = time.perf_counter() - t
+        ranges = plan_ranges(log_bounds(kafka, [t for t in LOAD_TOPICS if not t.endswith(".dlq")]), {})
+        raw = raw_consume_decode(broker.bootstrap, ranges, events)
+        job = StreamJob(settings, StreamOptions(interval_s=0.5, dq_every_s=60.0, exit_when_idle=1))
+        t0 = time.time()
+        job.run()
+        con = duckdb.connect(str(settings.db), read_only=True)
+        try:
+            n, last, cycles = con.execute(
+                "SELECT sum(events_in), epoch_us(max(finished_at)), count(*) FROM pipeline_runs "
+                "WHERE job = 'load' AND events_in > 0 AND finished_at >= make_timestamp(?::BIGINT)",
+                [int(t0 * 1_000_000)]).fetchone()
+        finally:
+            con.close()
+        seconds = last / 1e6 - t0
+        return {"events": events, "produce_per_s": events / produce_s, "raw_consume_decode_per_s": raw,
+                "job_events": int(n or 0), "job_seconds": seconds, "job_cycles": int(cycles),
+                "job_events_per_s": (n or 0) / seconds if seconds > 0 else None,
+                "ratio_to_raw": (n or 0) / seconds / raw if seconds > 0 and raw else None}
+    finally:
+        broker.stop()
+
+
+def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = None,
+                    catch_up_events: int = 0) -> dict[str, Any]:
+    """Step the input rate up; report each step and the highest sustained rate; then the job's
+    catch-up rate against the raw reader's (:func:`run_catch_up`)."""
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         base = workdir or Path(tmp)
+        catch_up = None
+        if catch_up_events:
+            catch_up = run_catch_up(catch_up_events, base / "catch-up")
+            print(f"  streaming catch-up of {catch_up_events:,} events: job {catch_up['job_events_per_s']:,.0f}/s, "
+                  f"raw kafka-python + fastavro loop {catch_up['raw_consume_decode_per_s']:,.0f}/s "
+                  f"({catch_up['ratio_to_raw']:.2f})", flush=True)
         steps = []
         for rate in rates:
             res = run_rate(rate, seconds, base / f"rate-{int(rate)}")
@@ -188,4 +261,4 @@ def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = N
     sustained = [s for s in steps if s["sustained"]]
     best = max(sustained, key=lambda s: s["target_rate"]) if sustained else None
     return {"steps": steps, "max_sustained_rate": best["target_rate"] if best else 0.0,
-            "at_max": best or (steps[-1] if steps else None)}
+            "at_max": best or (steps[-1] if steps else None), "catch_up": catch_up}

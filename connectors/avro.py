@@ -94,6 +94,11 @@ class AvroDecoder:
         self._writers = {fp: parse_schema(_strip_logical_types(w.raw))
                          for fp, w in schemas.by_fingerprint().items() if w.event_type == event_type}
         self._reader_fp = sv.fingerprint
+        #: for batch readers (connectors.kafka.beam_source): a value starting with ``fast_header``
+        #: was written with the reader schema itself and decodes with
+        #: ``schemaless_reader(body, fast_schema, None)``; anything else goes through decode()
+        self.fast_header = MAGIC + sv.fingerprint
+        self.fast_schema = self._writers[sv.fingerprint]
         self._other_types = {fp: w.event_type for fp, w in schemas.by_fingerprint().items()}
 
     def decode(self, value: bytes) -> dict[str, Any]:

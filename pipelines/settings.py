@@ -24,6 +24,8 @@ class JobSettings:
     workers: int = 1
     #: worker processes of a backfill (each runs whole days' work items; 2 = both cores here)
     backfill_workers: int = 2
+    #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
+    fetch_workers: int = 2
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     @classmethod

@@ -8,14 +8,16 @@ downstream graph on ``ReadFromKafka`` instead (pipelines/production.py, docs/dep
 
 from __future__ import annotations
 
+from io import BytesIO
 from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
+from fastavro import schemaless_reader
 
-from connectors.avro import AvroDecoder, SchemaDecodeError
+from connectors.avro import HEADER_LEN, AvroDecoder, SchemaDecodeError
 from connectors.config import KafkaSettings
 from connectors.kafka.reader import OffsetRange, RangeReader
 from connectors.normalize import TOPICS
@@ -110,32 +112,56 @@ class ReadRangeBatches(ReadDecodedRanges):
         if event_type is None:  # dead letters: few, row by row
             yield from super().process(rng)
             return
-        decode = self._decoders[event_type].decode
-        schema = arrow_schema(event_type, with_position=True)
+        decoder = self._decoders[event_type]
+        decode, header, fast_schema = decoder.decode, decoder.fast_header, decoder.fast_schema
+        schema = arrow_schema(event_type)
         rows: list[dict] = []
+        offsets: list[int] = []
         for rec in self._reader.read(rng):
+            value = rec.value
             try:
-                record = decode(rec.value)
+                # the fast path (the writer is the reader schema): what AvroDecoder.decode does
+                # after its checks; any doubt, including a garbled body, goes through decode()
+                if value is not None and value[:HEADER_LEN] == header:
+                    buf = BytesIO(value)
+                    buf.seek(HEADER_LEN)
+                    try:
+                        record = schemaless_reader(buf, fast_schema, None)
+                    except Exception:
+                        record = decode(value)
+                else:
+                    record = decode(value or b"")
             except SchemaDecodeError as exc:
                 self._rejected.inc()
                 yield pvalue.TaggedOutput(REJECTS, {
                     "topic": rng.topic, "partition": rng.partition, "offset": rec.offset,
                     "exchange": _key_exchange(rec.key), "event_type": event_type, "reason": "decode_error",
                     "detail": str(exc)[:500], "source": f"{rng.topic}[{rng.partition}]@{rec.offset}",
-                    "received_at": (rec.timestamp or 0) * 1000, "raw": rec.value or b"",
+                    "received_at": (rec.timestamp or 0) * 1000, "raw": value or b"",
                 })
                 continue
-            record["_topic"] = rng.topic
-            record["_partition"] = rng.partition
-            record["_offset"] = rec.offset
             rows.append(record)
+            offsets.append(rec.offset)
             if len(rows) >= self._batch_size:
                 self._read.inc(len(rows))
-                yield pa.RecordBatch.from_pylist(rows, schema=schema)
-                rows = []
+                yield _with_position(pa.RecordBatch.from_pylist(rows, schema=schema), rng, offsets)
+                rows, offsets = [], []
         if rows:
             self._read.inc(len(rows))
-            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+            yield _with_position(pa.RecordBatch.from_pylist(rows, schema=schema), rng, offsets)
+
+
+def _with_position(batch, rng: OffsetRange, offsets: list[int]):
+    """The batch + its Kafka position columns (constant topic and partition: built once, not per row)."""
+    import pyarrow as pa
+
+    from schemas.arrow import POSITION_FIELDS
+
+    n = batch.num_rows
+    cols = [*batch.columns, pa.array([rng.topic] * n, POSITION_FIELDS[0].type),
+            pa.array([rng.partition] * n, POSITION_FIELDS[1].type), pa.array(offsets, POSITION_FIELDS[2].type)]
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema.append(POSITION_FIELDS[0])
+                                      .append(POSITION_FIELDS[1]).append(POSITION_FIELDS[2]))
 
 
 class ReadKafkaRangeBatches(beam.PTransform):

@@ -31,6 +31,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.kafka.beam_source import REJECTS, ReadKafkaRangeBatches
+from connectors.kafka.fetch import Fetched, ParallelFetcher
 from connectors.kafka.reader import OffsetRange, log_bounds, plan_ranges
 from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
@@ -80,10 +81,18 @@ class LoadResult:
     duration_s: float = 0.0
     dq: list[DQResult] = field(default_factory=list)
     watermark_us: int | None = None
+    #: wall seconds per phase: "plan" (offsets, log bounds), "events" (the Beam pipeline),
+    #: "commit" (archive + upserts + offsets), "analytics", "dq"
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def dq_passed(self) -> bool:
         return all(r.success or not r.critical for r in self.dq)
+
+    def took(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - since
+        return now
 
 
 def _runner_options(settings: JobSettings) -> PipelineOptions:
@@ -100,13 +109,34 @@ def _run(p: beam.Pipeline) -> dict[str, int]:
 
 
 def build_event_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[OffsetRange], out_dir: Path,
-                      config: AnalyticsConfig, watermark_us: int | None, prior_bar_files: list[str]) -> None:
-    """Phase A: read ranges, bars (+ prior bars), late events, liquidation minutes, rejects."""
-    events = p | "ReadKafka" >> ReadKafkaRangeBatches(settings.kafka, ranges)
-    batches = events["batches"]
+                      config: AnalyticsConfig, watermark_us: int | None, prior_bar_files: list[str],
+                      fetched: Fetched | None = None) -> None:
+    """Phase A: read ranges, bars (+ prior bars), late events, liquidation minutes, rejects.
+
+    ``fetched``: the ranges already read by the job's reader processes (connectors.kafka.fetch)
+    into Arrow IPC files; else the pipeline reads Kafka itself."""
+    if fetched is None:
+        events = p | "ReadKafka" >> ReadKafkaRangeBatches(settings.kafka, ranges)
+        batches, rejects = events["batches"], events[REJECTS]
+    else:
+        batches = (p | "FetchedFiles" >> beam.Create(fetched.files, reshuffle=False)
+                   | "ReadFetched" >> beam.ParDo(ReadArrowFile()))
+        rejects = p | "FetchedRejects" >> beam.Create(fetched.rejects, reshuffle=False)
     write_event_marts(p, batches, out_dir, config, watermark_us, prior_bar_files)
     batches | "Archive" >> beam.ParDo(WriteArchive(str(out_dir / "archive")))
-    events[REJECTS] | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
+    rejects | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
+
+
+class ReadArrowFile(beam.DoFn):
+    """An Arrow IPC file -> its RecordBatches (each owns its buffers: nothing large to pickle)."""
+
+    def process(self, path: str):
+        import pyarrow as pa
+
+        with pa.OSFile(path) as f:
+            reader = pa.ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
 
 
 def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: AnalyticsConfig,
@@ -208,7 +238,11 @@ def _export(con, sql: str, params: list, path: Path) -> list[str]:
 
 def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True,
              config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
-             run_analytics: bool = True) -> LoadResult:
+             run_analytics: bool = True, fetcher: ParallelFetcher | None = None) -> LoadResult:
+    """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
+
+    ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
+    the ranges in parallel; without one the Beam pipeline reads them."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -222,19 +256,23 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         committed = warehouse.committed_offsets(con, cid, LOAD_TOPICS)
         ranges = plan_ranges(log_bounds(settings.kafka, LOAD_TOPICS), committed, settings.max_range)
         result = LoadResult(run_id=run_id, status="empty", ranges=ranges)
+        tick = result.took("plan", t0)
         tmp_parent = settings.data_dir if settings.data_dir.exists() else None
         with tempfile.TemporaryDirectory(prefix="liqstream-cycle-", dir=tmp_parent) as tmp_str:
             tmp = Path(tmp_str)
             if ranges:
-                _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0)
+                _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0, fetcher)
             else:
                 _record_run(con, result, started, t0, "load")
+            tick = time.perf_counter()
             pending = warehouse.get_state(con, "analytics_from_us") if run_analytics else None
             if pending is not None:
                 result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics")
+                tick = result.took("analytics", tick)
         if run_dq:
             run_gate(con, run_id, result, dq_suites or DQ_SUITES, docs_dir=settings.data_dir / "gx_docs",
                      archive_dir=settings.data_dir / "archive")
+            result.took("dq", tick)
         result.duration_s = time.perf_counter() - t0
         con.execute("UPDATE pipeline_runs SET duration_s = ? WHERE run_id = ?", [result.duration_s, run_id])
         return result
@@ -243,7 +281,9 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
 
 
 def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: list[OffsetRange], cid: str,
-                  tmp: Path, result: LoadResult, started: datetime, t0: float) -> None:
+                  tmp: Path, result: LoadResult, started: datetime, t0: float,
+                  fetcher: ParallelFetcher | None = None) -> None:
+    t_events = time.perf_counter()
     watermark = warehouse.get_state(con, "watermark_us")
     prior_files: list[str] = []
     if watermark is not None:
@@ -252,9 +292,16 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         prior_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)", [since],
                               tmp / "prior_bars.parquet")
     out = tmp / "events"
+    fetched = None
+    if fetcher is not None:
+        fetched = fetcher.fetch(ranges, tmp / "fetched")
+        t_events = result.took("fetch", t_events)
     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
-    build_event_graph(p, settings, ranges, out, config, watermark, prior_files)
+    build_event_graph(p, settings, ranges, out, config, watermark, prior_files, fetched)
     counts = _run(p)
+    if fetched is not None:
+        counts["records_read"], counts["records_rejected"] = fetched.records, fetched.rejected
+    tick = result.took("events", t_events)
 
     bar_files = parquet_glob(out, "bars_1m")
     next_offsets = {(r.topic, r.partition): r.end for r in ranges}
@@ -287,6 +334,7 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         result.status = "ok"
         _record_run(con, result, started, t0, "load")
         con.execute("COMMIT")
+        result.took("commit", tick)
     except Exception:
         con.execute("ROLLBACK")
         raise

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from connectors.kafka.fetch import ParallelFetcher
 from connectors.kafka.reader import log_bounds
 from pipelines import warehouse
 from pipelines.jobs.load import LOAD_TOPICS, LoadResult, run_load
@@ -155,6 +156,11 @@ class StreamJob:
         last_dq = 0.0
         last_analytics = time.monotonic()
         cycles = 0
+        # reader processes kept across cycles (see connectors.kafka.fetch)
+        fetcher = (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers)
+                   if self.settings.fetch_workers > 1 else None)
+        if fetcher is not None:
+            fetcher.start()
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
@@ -162,7 +168,8 @@ class StreamJob:
                 want_analytics = (opts.analytics_every_s <= 0 or idle > 0
                                   or time.monotonic() - last_analytics >= opts.analytics_every_s)
                 try:
-                    result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics)
+                    result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics,
+                                      fetcher=fetcher)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
@@ -193,6 +200,8 @@ class StreamJob:
                 # interval_s is the cycle period: a busy cycle longer than it is followed at once
                 self._stop.wait(max(0.0, opts.interval_s - (time.perf_counter() - t0)))
         finally:
+            if fetcher is not None:
+                fetcher.close()
             if server:
                 server.shutdown()
             try:
@@ -225,5 +234,6 @@ class StreamJob:
                 h.last_dq_ok = int(result.dq_passed)
             h.lag = lag
         if result.status != "empty":
-            log.info("cycle %s: %s, %d events, %d rejects, %.2fs, lag %d",
-                     result.run_id, result.status, result.events_in, result.rejects_in, seconds, sum(lag.values()))
+            log.info("cycle %s: %s, %d events, %d rejects, %.2fs (%s), lag %d",
+                     result.run_id, result.status, result.events_in, result.rejects_in, seconds,
+                     ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()), sum(lag.values()))

@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from connectors.config import KafkaSettings
+from connectors.kafka.fetch import ParallelFetcher
 from connectors.kafka.publish import publish_raw_stream
 from connectors.sources.capture import read_capture
 from pipelines.jobs.load import run_load
@@ -52,19 +53,26 @@ def mart(db: Path) -> dict[tuple, tuple[int, Decimal]]:
     return {(s, side, m): (n, usd) for s, side, m, n, usd in rows}
 
 
-def test_replay_then_load_matches_the_capture_and_is_idempotent(fresh_broker, tmp_path):
+@pytest.mark.parametrize("reader", ["beam", "reader-processes"])
+def test_replay_then_load_matches_the_capture_and_is_idempotent(fresh_broker, tmp_path, reader):
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
     counters = publish_raw_stream(read_capture(DEMO), kafka)
     assert counters.balanced
     settings = JobSettings(db=tmp_path / "l.duckdb", data_dir=tmp_path, kafka=kafka)
+    # the stream job's reader processes (connectors.kafka.fetch), in small chunks, or Beam's own source
+    fetcher = ParallelFetcher(kafka, workers=2, chunk=40) if reader == "reader-processes" else None
 
-    first = run_load(settings)
-    assert first.status == "ok" and first.dq_passed
-    expected = expected_from_capture(DEMO)
-    assert sum(n for n, _ in expected.values()) == 76
-    assert mart(settings.db) == expected
+    try:
+        first = run_load(settings, fetcher=fetcher)
+        assert first.status == "ok" and first.dq_passed
+        expected = expected_from_capture(DEMO)
+        assert sum(n for n, _ in expected.values()) == 76
+        assert mart(settings.db) == expected
 
-    second = run_load(settings)  # same offsets again: nothing new, nothing changes
+        second = run_load(settings, fetcher=fetcher)  # same offsets again: nothing new, nothing changes
+    finally:
+        if fetcher is not None:
+            fetcher.close()
     assert second.status == "empty" and second.ranges == []
     assert mart(settings.db) == expected
 

@@ -110,8 +110,12 @@ def test_targets_compare_values_with_the_issue_targets():
     assert named("streaming: p95")["met"] is True  # 2 s <= 5 s
     assert named("backfill from")["met"] is False  # 50 < 500k
     assert named("backfill peak memory")["value"] is None and named("backfill peak memory")["met"] is False  # one size
-    ratio = next(t for t in targets if t["name"].startswith("streaming throughput"))
+    ratio = named("streaming job catch-up")  # no catch-up run: sustained throughput / the kafka stage's raw loop
     assert ratio["value"] == pytest.approx(0.9) and ratio["met"] is True  # 900 / 1000 >= 0.6
+    st = _fake_stages()
+    st["streaming"]["catch_up"] = {"ratio_to_raw": 0.5, "job_events_per_s": 500.0}
+    ratio = next(t for t in run.targets(st) if t["name"].startswith("streaming job catch-up"))
+    assert ratio["value"] == 0.5 and ratio["met"] is False  # the catch-up ratio wins when measured
     bf = next(t for t in targets if t["name"].startswith("backfill time"))
     assert bf["value"] == 2.0 and bf["met"] is True  # 2.0 <= 3
 

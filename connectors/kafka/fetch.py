@@ -1,0 +1,149 @@
+"""Parallel fetch of offset ranges into Arrow IPC files, by reader processes kept across cycles.
+
+Reading Kafka is the one per-message Python step of a streaming cycle (kafka-python's
+record parsing, the Avro decode, building Arrow rows): ~12 µs per event, two thirds of a
+cycle's work when it catches up a backlog (docs/performance.md). Beam's local runner can
+spread it over worker processes only by starting them anew for every pipeline (each cycle)
+and by pickling every batch through its data plane, which measured slower than one process.
+So the stream job keeps ``workers`` reader processes alive (spawned once, each with its
+long-lived consumer) and hands them the cycle's ranges, cut into chunks; each chunk is read
+by :class:`~connectors.kafka.beam_source.ReadRangeBatches` — the same code the Beam source
+runs — and written to one Arrow IPC file, which the cycle's Beam pipeline then reads
+(``ReadArrowFiles``). Nothing changes for exactly-once: the files live in the cycle's
+temporary directory, and offsets are committed with the marts as before; a cycle that fails
+(a reader process dying included) is retried from the committed offsets.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.config import KafkaSettings
+from connectors.kafka.reader import OffsetRange
+
+#: largest range one task reads: enough chunks for the workers to share a partition's backlog
+CHUNK = 50_000
+
+
+@dataclass
+class Fetched:
+    """What a fetch produced: IPC files of event batches, the rejected rows, the counts."""
+
+    files: list[str] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    records: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+
+class ParallelFetcher:
+    """``fetch(ranges, out_dir)`` with ``workers`` reader processes (started at the first fetch)."""
+
+    def __init__(self, settings: KafkaSettings, workers: int = 2, chunk: int = CHUNK) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.settings = settings
+        self.workers = workers
+        self.chunk = chunk
+        self._pool: ProcessPoolExecutor | None = None
+
+    def fetch(self, ranges: list[OffsetRange], out_dir: Path) -> Fetched:
+        t0 = time.perf_counter()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        chunks = [c for r in ranges for c in r.split(self.chunk)]
+        pool = self.start()
+        try:
+            futures = [pool.submit(_fetch_chunk, c, str(out_dir)) for c in chunks]
+            parts = [f.result() for f in futures]
+        except BrokenProcessPool:
+            self.close()  # a reader died: the next fetch starts new ones (the cycle is retried)
+            raise
+        out = Fetched(seconds=0.0)
+        for path, rows, rejects in parts:
+            if path:
+                out.files.append(path)
+            out.records += rows
+            out.rejects.extend(rejects)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def start(self) -> ProcessPoolExecutor:
+        """Start the reader processes now (they take ~1 s to import and connect), not at the first fetch."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=_worker_init, initargs=(self.settings, os.getpid()))
+            for _ in range(self.workers):
+                self._pool.submit(int)  # a no-op task per worker makes the pool spawn them all
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ParallelFetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- in the reader processes ----------------------------------------------------------------------
+_READER: Any = None
+
+
+def _worker_init(settings: KafkaSettings, parent_pid: int) -> None:
+    global _READER
+    import logging
+
+    from connectors.kafka.beam_source import ReadRangeBatches
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # clean closes log tracebacks (README)
+    _READER = ReadRangeBatches(settings)
+    _READER.setup()
+    # a worker outlives a parent killed with -9 (the pool cannot tell it): leave with it
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _fetch_chunk(rng: OffsetRange, out_dir: str) -> tuple[str | None, int, list[dict[str, Any]]]:
+    """One chunk -> (its IPC file or None, records read, reject rows), counted as the Beam source
+    counts them: a dead-letter topic's records are read and rejected, a main topic's decoded
+    events are read, its undecodable ones rejected."""
+    from connectors.kafka.beam_source import _TOPIC_EVENT
+
+    rows, rejects, writer, path = 0, [], None, None
+    try:
+        for item in _READER.process(rng):
+            if isinstance(item, pa.RecordBatch):
+                if writer is None:
+                    path = str(Path(out_dir) / f"fetch-{rng.topic}-{rng.partition}-{rng.start}.arrow")
+                    writer = pa.ipc.new_file(path, item.schema)
+                writer.write_batch(item)
+                rows += item.num_rows
+            else:  # a TaggedOutput(REJECTS, row)
+                rejects.append(item.value)
+    finally:
+        if writer is not None:
+            writer.close()
+    if _TOPIC_EVENT.get(rng.topic) is None:
+        rows += len(rejects)
+    return path, rows, rejects

@@ -1,0 +1,131 @@
+"""The stream job's reader processes (connectors.kafka.fetch) against a real broker.
+
+Checked against what was produced (every event once, field for field, at its position),
+not against the in-process reader's output; plus the failure modes a long-lived process
+pool brings: a reader dying mid-job, and the job dying under its readers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import pyarrow as pa
+import pytest
+
+from bench.data import SYNTH_START_US, synth_tables
+from connectors.config import KafkaSettings
+from connectors.kafka.fetch import ParallelFetcher
+from connectors.kafka.producer import EventProducer
+from connectors.kafka.reader import log_bounds, plan_ranges
+from connectors.kafka.topics import ensure_topics
+from connectors.normalize import TOPICS
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+MAIN_TOPICS = list(TOPICS.values())
+
+
+def _produce(kafka: KafkaSettings, n: int, seed: int) -> dict[tuple[str, int], dict]:
+    """n synthetic events + one garbled value on the trades topic; -> {(event_type, i): record}."""
+    ensure_topics(kafka)
+    tables = synth_tables(n, SYNTH_START_US, 600_000_000, seed)
+    sent = {}
+    with EventProducer(kafka) as producer:
+        for et, t in tables.items():
+            for i, rec in enumerate(t.drop_columns(["_topic", "_partition", "_offset"]).to_pylist()):
+                if et == "trade":
+                    rec["trade_id"] = f"t{i}"  # every trade distinct
+                producer.send_event(et, rec)
+                sent[(et, i)] = rec
+        producer._producer.send(TOPICS["trade"], key=b"binance-futures:BTCUSDT", value=b"\xc3\x01garbled")
+        producer.flush()
+    return sent
+
+
+def _read_all(files: list[str]) -> dict[str, pa.Table]:
+    by_type: dict[str, list[pa.Table]] = {}
+    for f in files:
+        t = pa.ipc.open_file(pa.OSFile(f)).read_all()
+        by_type.setdefault(t.schema.metadata[b"event_type"].decode(), []).append(t)
+    return {et: pa.concat_tables(ts) for et, ts in by_type.items()}
+
+
+def test_fetch_reads_every_event_once_and_rejects_the_garbled_one(fresh_broker, tmp_path):
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    sent = _produce(kafka, 3_000, seed=4)
+    ranges = plan_ranges(log_bounds(kafka, MAIN_TOPICS), {})
+    with ParallelFetcher(kafka, workers=2, chunk=97) as fetcher:  # many chunks, odd sizes
+        got = fetcher.fetch(ranges, tmp_path / "f")
+    assert got.records == len(sent)
+    tables = _read_all(got.files)
+    assert sum(t.num_rows for t in tables.values()) == len(sent)
+    for et, t in tables.items():
+        pos = list(zip(t["_topic"].to_pylist(), t["_partition"].to_pylist(), t["_offset"].to_pylist(), strict=True))
+        assert len(set(pos)) == len(pos) and {p[0] for p in pos} == {TOPICS[et]}
+        produced = sorted((r for (e, _), r in sent.items() if e == et), key=lambda r: sorted(map(str, r.items())))
+        fetched = sorted(t.drop_columns(["_topic", "_partition", "_offset"]).to_pylist(),
+                         key=lambda r: sorted(map(str, r.items())))
+        assert fetched == produced
+    (rej,) = got.rejects
+    assert rej["topic"] == TOPICS["trade"] and rej["reason"] == "decode_error" and rej["raw"] == b"\xc3\x01garbled"
+    assert rej["exchange"] == "binance-futures"
+
+
+def test_a_reader_that_dies_fails_the_fetch_and_the_next_fetch_recovers(fresh_broker, tmp_path):
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    sent = _produce(kafka, 500, seed=5)
+    ranges = plan_ranges(log_bounds(kafka, MAIN_TOPICS), {})
+    fetcher = ParallelFetcher(kafka, workers=2, chunk=50)
+    try:
+        pool = fetcher.start()
+        pids = list(pool._processes)
+        os.kill(pids[0], signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            for _ in range(20):  # the pool notices the death at its next task
+                fetcher.fetch(ranges, tmp_path / "a")
+                time.sleep(0.2)
+        again = fetcher.fetch(ranges, tmp_path / "b")
+        assert again.records == len(sent) and set(fetcher._pool._processes).isdisjoint(pids)
+    finally:
+        fetcher.close()
+
+
+def test_readers_leave_when_the_job_is_killed(fresh_broker, tmp_path):
+    """kill -9 of the job cannot tell its pool; the readers watch their parent and exit."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from connectors.config import KafkaSettings
+        from connectors.kafka.fetch import ParallelFetcher
+        f = ParallelFetcher(KafkaSettings(bootstrap_servers={fresh_broker.bootstrap!r}), workers=2)
+        pool = f.start()
+        while len(pool._processes) < 2:
+            time.sleep(0.1)
+        print(*pool._processes, flush=True)
+        time.sleep(600)
+    """)
+    job = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        readers = [int(p) for p in job.stdout.readline().split()]
+        assert len(readers) == 2
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in readers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in readers)
+    finally:
+        job.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
