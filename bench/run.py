@@ -31,7 +31,7 @@ FULL: dict[str, Any] = {
     "kafka_events": 50_000,
     "bars_events": 2_000_000, "naive_events": 40_000,
     "mart_events": 500_000, "analytics_hours": 3,
-    "stream_rates": [2_000, 10_000, 25_000, 30_000], "stream_seconds": 15.0, "stream_catch_up": 300_000,
+    "stream_rates": [2_000, 10_000, 25_000, 30_000, 35_000], "stream_seconds": 15.0, "stream_catch_up": 300_000,
     # same events per day at two sizes, both with at least as many days as the backfill runs at
     # once (2 workers): peak memory must not grow with the number of days; 6 h of each day
     # (11,520 bars/day) keeps the analytics step within the run
