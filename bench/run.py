@@ -298,6 +298,7 @@ def run(quick: bool = False, out: Path | None = None, workdir: Path | None = Non
     cfg = QUICK if quick else FULL
     out = out or default_out(quick)
     logging.disable(logging.WARNING)  # Beam's INFO chatter would bury the table
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # kafka-python logs clean closes as ERRORs (README)
     t0 = time.perf_counter()
     machine = stages.machine_info()
     with tempfile.TemporaryDirectory(prefix="liqstream-bench-") as tmp:

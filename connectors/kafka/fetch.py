@@ -33,6 +33,10 @@ from connectors.kafka.reader import OffsetRange
 
 #: largest range one task reads: enough chunks for the workers to share a partition's backlog
 CHUNK = 50_000
+#: smallest cycle (in offsets) worth the readers: below it the cycle reads in its own process.
+#: A reader's first fetch of a topic costs ~0.1 s more than in the job's process (measured, cause
+#: not found: docs/performance.md), which parallel reading only repays from ~50k events on
+MIN_OFFSETS = 50_000
 
 
 @dataclass
@@ -52,13 +56,19 @@ class Fetched:
 class ParallelFetcher:
     """``fetch(ranges, out_dir)`` with ``workers`` reader processes (started at the first fetch)."""
 
-    def __init__(self, settings: KafkaSettings, workers: int = 2, chunk: int = CHUNK) -> None:
+    def __init__(self, settings: KafkaSettings, workers: int = 2, chunk: int = CHUNK,
+                 min_offsets: int = MIN_OFFSETS) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.settings = settings
         self.workers = workers
         self.chunk = chunk
+        self.min_offsets = min_offsets
         self._pool: ProcessPoolExecutor | None = None
+
+    def worth_it(self, ranges: list[OffsetRange]) -> bool:
+        """Whether these ranges should go to the readers (else the caller reads them itself)."""
+        return sum(r.size for r in ranges) >= self.min_offsets
 
     def fetch(self, ranges: list[OffsetRange], out_dir: Path) -> Fetched:
         t0 = time.perf_counter()

@@ -293,7 +293,7 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
                               tmp / "prior_bars.parquet")
     out = tmp / "events"
     fetched = None
-    if fetcher is not None:
+    if fetcher is not None and fetcher.worth_it(ranges):
         fetched = fetcher.fetch(ranges, tmp / "fetched")
         t_events = result.took("fetch", t_events)
     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))

@@ -129,3 +129,14 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_catch_up_bench_measures_the_whole_backlog(tmp_path):
+    """bench.streaming.run_catch_up (make bench's job-vs-raw-reader figure): both readers go over
+    exactly the backlog it produced, and the ratio is the quotient of the two rates."""
+    from bench.streaming import run_catch_up
+
+    res = run_catch_up(2_000, tmp_path)
+    assert res["events"] == 2_000 and res["job_events"] == 2_000 and res["job_cycles"] >= 1
+    assert res["raw_consume_decode_per_s"] > 0 and res["job_events_per_s"] > 0
+    assert res["ratio_to_raw"] == pytest.approx(res["job_events_per_s"] / res["raw_consume_decode_per_s"])
