@@ -23,6 +23,8 @@ import multiprocessing as mp
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +103,12 @@ def latencies(db: Path, archive: Path) -> dict[str, Any]:
             "max_cycle_events": max((r[3] for r in busy), default=0)}
 
 
-def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interval_s: float = 0.5) -> dict[str, Any]:
-    """One input rate through a fresh broker and a fresh mart; latency, throughput, sustained or not."""
+@contextmanager
+def _fresh_broker_and_mart(workdir: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """A fresh local broker with the topics, and job settings on a fresh mart under ``workdir``."""
     from connectors.config import KafkaSettings
     from connectors.kafka.local_broker import LocalBroker, free_port
     from connectors.kafka.topics import ensure_topics
-    from pipelines.jobs.stream import StreamJob, StreamOptions
     from pipelines.settings import JobSettings
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,16 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         ensure_topics(kafka)
         (workdir / "data").mkdir(exist_ok=True)
-        settings = JobSettings(db=workdir / "stream.duckdb", data_dir=workdir / "data", kafka=kafka)
+        yield broker, kafka, JobSettings(db=workdir / "stream.duckdb", data_dir=workdir / "data", kafka=kafka)
+    finally:
+        broker.stop()
+
+
+def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interval_s: float = 0.5) -> dict[str, Any]:
+    """One input rate through a fresh broker and a fresh mart; latency, throughput, sustained or not."""
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
         job = StreamJob(settings, StreamOptions(interval_s=interval_s, dq_every_s=60.0))
         errors: list[BaseException] = []
 
@@ -169,8 +180,6 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
             and lat["p95_s"] <= P95_LIMIT_S and produced["rate"] >= 0.95 * rate
             and lat["events"] == produced["sent"])
         return out
-    finally:
-        broker.stop()
 
 
 def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
@@ -188,22 +197,12 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
 
     from bench.data import synth_tables
     from bench.stages import raw_consume_decode
-    from connectors.config import KafkaSettings
-    from connectors.kafka.local_broker import LocalBroker, free_port
     from connectors.kafka.producer import EventProducer
     from connectors.kafka.reader import log_bounds, plan_ranges
-    from connectors.kafka.topics import ensure_topics
     from pipelines.jobs.load import LOAD_TOPICS, run_load
     from pipelines.jobs.stream import StreamJob, StreamOptions
-    from pipelines.settings import JobSettings
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    broker = LocalBroker(port=free_port(), run_dir=workdir / "broker").start()
-    try:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        ensure_topics(kafka)
-        (workdir / "data").mkdir(exist_ok=True)
-        settings = JobSettings(db=workdir / "stream.duckdb", data_dir=workdir / "data", kafka=kafka)
+    with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
         run_load(settings)  # warm-up on empty topics: imports, GX, the mart's migrations
         start_us = int(time.time() * 1_000_000) - 600_000_000
         tables = synth_tables(events, start_us, 600_000_000, seed)
@@ -234,8 +233,6 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
                 "job_events": int(n or 0), "job_seconds": seconds, "job_cycles": int(cycles),
                 "job_events_per_s": (n or 0) / seconds if seconds > 0 else None,
                 "ratio_to_raw": (n or 0) / seconds / raw if seconds > 0 and raw else None}
-    finally:
-        broker.stop()
 
 
 def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = None,
