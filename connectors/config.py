@@ -59,6 +59,10 @@ class KafkaSettings:
             "security_protocol": self.security_protocol,
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
+            # kafka-python waits up to bootstrap_timeout_ms (30 s) to bootstrap each new client, apart
+            # from the request timeout: with a frozen broker, the stream job's lag probe and its next
+            # cycle each waited 30 s before failing. A bootstrap is a few requests: same bound.
+            "bootstrap_timeout_ms": self.request_timeout_ms,
         }
         if self.sasl_mechanism:
             kw["sasl_mechanism"] = self.sasl_mechanism

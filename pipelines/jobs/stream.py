@@ -219,12 +219,14 @@ class StreamJob:
                 'SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall())
             con.close()
             lag = {tp: max(0, end - committed.get(tp, begin)) for tp, (begin, end) in bounds.items()}
+            probe_ok = True
         except Exception:  # lag is best effort; the cycle itself committed
             lag = self.health.lag
+            probe_ok = False  # the broker did not answer the lag probe: /metrics says so at once
         with self.health.lock:
             h = self.health
             h.cycles += 1
-            h.broker_up = 1
+            h.broker_up = int(probe_ok)
             h.events_total += result.events_in
             h.rejects_total += result.rejects_in
             h.last_cycle_end = time.time()

@@ -163,7 +163,12 @@ def detect_scope(
             side_usd = int(liq[sl].sum()) / USD_MICROS
             p0 = price_before(s)
             o0 = oi_prev[s]
-            extreme = np.nanmin(low[sl]) if direction == LONG else np.nanmax(high[sl])
+            window = low[sl] if direction == LONG else high[sl]
+            # minutes without a trade have no price: an episode of only those has no extreme (NaN)
+            if np.isnan(window).all():
+                extreme = np.nan
+            else:
+                extreme = np.nanmin(window) if direction == LONG else np.nanmax(window)
             per_venue = venue_side[:, sl].sum(axis=1)
             tot = per_venue.sum()
             share: dict[str, float] = {}

@@ -84,6 +84,7 @@ def test_broker_outage_is_waited_out_and_metrics_show_it(fresh_broker, tmp_path)
     db = tmp_path / "outage.duckdb"
     port = free_port()
     proc = _stream_proc(db, fresh_broker.bootstrap, metrics_port=port)
+    failure = None
     try:
         _wait_for(lambda: _metric(port, "liqstream_events_total") >= 500, 60)
         os.kill(fresh_broker.process.pid, signal.SIGSTOP)
@@ -95,9 +96,13 @@ def test_broker_outage_is_waited_out_and_metrics_show_it(fresh_broker, tmp_path)
         publish_raw_stream(second, kafka)
         _wait_for(lambda: _metric(port, "liqstream_events_total") >= 1000, 90)
         assert _metric(port, "liqstream_broker_up") == 1
+    except AssertionError as exc:
+        failure = exc
     finally:
         proc.send_signal(signal.SIGTERM)  # graceful stop
         out, _ = proc.communicate(timeout=60)
+    if failure is not None:  # what the job was doing says more than the metric that did not move
+        raise AssertionError(f"{failure}; the job's log ends with:\n{out[-4000:]}") from failure
     assert proc.returncode == 0, out[-2000:]
     assert "cycle failed" in out and "stream stopped" in out
     assert mart_liquidations(db) == expected_liquidations(first + second)
