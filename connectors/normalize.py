@@ -231,7 +231,35 @@ def route(
         return Outcome(dead=DeadLetter(normalizer.venue, None, "normalizer_error", detail, source, received_at_us, raw_bytes))
     if not records:
         return Outcome(ignored="no_records")
+    bad = out_of_range(records)
+    if bad is not None:
+        return Outcome(dead=DeadLetter(normalizer.venue, bad[0], "bad_value", bad[1], source, received_at_us, raw_bytes))
     return Outcome(records=records)
+
+
+#: amounts every record must hold finite and >= 0, and those that may be negative but finite
+NON_NEGATIVE_FIELDS = ("price", "size", "notional_usd", "open_interest", "open_interest_usd", "mark_price",
+                       "index_price")
+FINITE_FIELDS = ("funding_rate",)
+_INF = float("inf")
+
+
+def out_of_range(records: list[Normalized]) -> tuple[str, str] | None:
+    """(event type, what) of the first amount out of range, else None.
+
+    The normalizers parse each venue number as finite, but what they derive from two of them can
+    still leave the float range: px 9e306 x sz 20 is inf (found by the property tests), a size
+    divided by a tiny price too. One check here covers every venue and derived field."""
+    for event_type, rec in records:
+        for name in NON_NEGATIVE_FIELDS:
+            v = rec.get(name)
+            if v is not None and not 0.0 <= v < _INF:  # NaN fails both comparisons
+                return event_type, f"{name}={v!r} is out of range (derived from the message's numbers)"
+        for name in FINITE_FIELDS:
+            v = rec.get(name)
+            if v is not None and not -_INF < v < _INF:
+                return event_type, f"{name}={v!r} is out of range (derived from the message's numbers)"
+    return None
 
 
 # --- helpers shared by the venue normalizers -------------------------------------------------

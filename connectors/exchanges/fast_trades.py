@@ -55,6 +55,8 @@ def trade_record(terms: TradeTerms, price: float, qty: float, t_ms: Any, trade_i
     else:
         size = qty * contract_value
         usd = size * price
+    if not (0.0 < usd < _INF and 0.0 < size < _INF):  # overflow/underflow: the checked path dead-letters it
+        return None
     return "trade", {
         "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
         "event_time": t_ms * 1000,

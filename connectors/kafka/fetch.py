@@ -75,11 +75,15 @@ class ParallelFetcher:
         out_dir.mkdir(parents=True, exist_ok=True)
         chunks = [c for r in ranges for c in r.split(self.chunk)]
         pool = self.start()
+        futures = [pool.submit(_fetch_chunk, c, str(out_dir)) for c in chunks]
         try:
-            futures = [pool.submit(_fetch_chunk, c, str(out_dir)) for c in chunks]
             parts = [f.result() for f in futures]
         except BrokenProcessPool:
             self.close()  # a reader died: the next fetch starts new ones (the cycle is retried)
+            raise
+        except BaseException:
+            for f in futures:  # e.g. a read timed out (broker down): drop the chunks not started yet
+                f.cancel()
             raise
         out = Fetched(seconds=0.0)
         for path, rows, rejects in parts:

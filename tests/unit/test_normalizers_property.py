@@ -391,3 +391,22 @@ def test_every_registered_venue_is_covered() -> None:
     # the parametrization reads the registry: a venue added to NORMALIZERS is tested automatically
     assert set(VENUES) == set(NORMALIZERS)
     assert {"binance-futures", "hyperliquid", "deribit"} <= set(VENUES)
+
+
+@pytest.mark.parametrize(("venue", "raw"), [
+    # found by test_mutated_real_messages_never_escape[hyperliquid]: two finite numbers, an infinite product
+    ("hyperliquid", {"channel": "userFills", "data": {"user": "0xabc", "fills": [
+        {"coin": "SOL", "px": 8.98846567431158e306, "sz": "20", "side": "A", "time": 1_733_800_003_000,
+         "tid": 777, "liquidation": {"liquidatedUser": "0xabc", "markPx": "180.7", "method": "market"}}]}}),
+    ("hyperliquid", {"channel": "trades", "data": [
+        {"coin": "BTC", "side": "B", "px": "1e300", "sz": "1e10", "time": 1_733_800_003_000, "tid": 1}]}),
+    # the Binance aggTrade fast path (msgspec frames) and its checked path must agree on it too
+    ("binance-futures", {"stream": "btcusdt@aggTrade", "data": {
+        "e": "aggTrade", "E": 1_733_800_003_000, "s": "BTCUSDT", "a": 1, "p": "1e300", "q": "1e10",
+        "f": 1, "l": 1, "T": 1_733_800_003_000, "m": False}}),
+])
+def test_amounts_that_overflow_are_dead_letters(venue: str, raw: dict) -> None:
+    for form in (raw, json.dumps(raw).encode()):  # an object, and bytes (the fast paths take those)
+        out = route(NORMALIZERS[venue](), copy.deepcopy(form) if isinstance(form, dict) else form, RECV)
+        assert out.dead is not None and out.dead.reason == "bad_value", out
+        assert "out of range" in out.dead.detail
