@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
-.PHONY: help setup run test test-heavy test-fast lint bench broker broker-stop clean chromium
+.PHONY: help setup run test test-heavy test-explore test-fast lint bench broker broker-stop clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
@@ -31,6 +31,10 @@ test: $(STAMP) chromium ## the test suite (starts its own brokers; renders the r
 
 test-heavy: $(STAMP) ## the full preset x seed scoring matrix against the simulator's ground truth (~10 min)
 	@$(PY) -m pytest -q -s -m "slow or heavy" tests/unit/test_transform_scoring.py
+
+test-explore: $(STAMP) ## property tests with fresh random examples each run (make test draws fixed ones)
+	@LIQSTREAM_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/unit/test_normalizers_property.py \
+		tests/unit/test_ingest_fast_path.py tests/unit/test_avro_codec.py
 
 test-fast: $(STAMP) ## unit tests only
 	@$(PY) -m pytest -q -m "not integration and not slow"

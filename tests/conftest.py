@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw their examples. `make test` (CI) draws the same ones every run, so a run
+# passes or fails on the code, not on the draw; `make test-explore` draws new ones each time to
+# look for counterexamples (one found a real overflow: tests/unit/test_normalizers_property.py).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("LIQSTREAM_HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
