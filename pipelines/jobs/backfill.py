@@ -32,6 +32,7 @@ from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
     ANALYTIC_MARTS,
     _run,
+    add_phase_time,
     analytics_lookback_us,
     build_analytics_graph,
     export_bars_by_base,
@@ -150,13 +151,13 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                                                   within_day_workers=settings.backfill_workers)
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(events=f"{result.events:,}")
-            _took(result, "events", tick)
+            add_phase_time(result.timings, "events", tick)
             con.execute("BEGIN")
             try:
                 tick = time.perf_counter()
                 for table, name in (("bars_1m", "bars_1m"), ("liquidations_1m", "liquidations_1m")):
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
-                tick = _took(result, "replace", tick)
+                tick = add_phase_time(result.timings, "replace", tick)
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
                 window_start = start_us - analytics_lookback_us(config)
                 bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
@@ -168,10 +169,10 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
                                           oi_reference=oi_reference(con, window_start, config))
                     _run(pa_)
-                tick = _took(result, "analytics", tick)
+                tick = add_phase_time(result.timings, "analytics", tick)
                 for name in ANALYTIC_MARTS:
                     result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
-                tick = _took(result, "replace", tick)
+                tick = add_phase_time(result.timings, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
                              "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
@@ -183,7 +184,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, since_us=start_us,
                                                                        docs_dir=settings.data_dir / "gx_docs"))
                     DataQuality.shared().publish_docs()
-                tick = _took(result, "dq", tick)
+                tick = add_phase_time(result.timings, "dq", tick)
                 if not result.dq_passed:
                     con.execute("ROLLBACK")
                     result.status = "dq_failed"
@@ -194,7 +195,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     con.execute("DELETE FROM quarantine WHERE from_ts >= make_timestamp(?::BIGINT) "
                                 "AND to_ts <= make_timestamp(?::BIGINT)", [start_us, end_us])
                     con.execute("COMMIT")
-                _took(result, "commit", tick)
+                add_phase_time(result.timings, "commit", tick)
             except Exception:
                 con.execute("ROLLBACK")
                 raise
@@ -267,12 +268,6 @@ def _days_in_pool(settings: JobSettings, source: str, captures: list[str], days:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(events=f"{events:,}")
     return events
-
-
-def _took(result: BackfillResult, phase: str, since: float) -> float:
-    now = time.perf_counter()
-    result.timings[phase] = result.timings.get(phase, 0.0) + now - since
-    return now
 
 
 def _store_dq(con, result: BackfillResult) -> None:

@@ -90,9 +90,14 @@ class LoadResult:
         return all(r.success or not r.critical for r in self.dq)
 
     def took(self, phase: str, since: float) -> float:
-        now = time.perf_counter()
-        self.timings[phase] = self.timings.get(phase, 0.0) + now - since
-        return now
+        return add_phase_time(self.timings, phase, since)
+
+
+def add_phase_time(timings: dict[str, float], phase: str, since: float) -> float:
+    """Add the wall seconds since ``since`` (a perf_counter reading) to ``phase``; return now."""
+    now = time.perf_counter()
+    timings[phase] = timings.get(phase, 0.0) + now - since
+    return now
 
 
 def _runner_options(settings: JobSettings) -> PipelineOptions:
