@@ -81,8 +81,8 @@ class LoadResult:
     duration_s: float = 0.0
     dq: list[DQResult] = field(default_factory=list)
     watermark_us: int | None = None
-    #: wall seconds per phase: "plan" (offsets, log bounds), "events" (the Beam pipeline),
-    #: "commit" (archive + upserts + offsets), "analytics", "dq"
+    #: wall seconds per phase: "plan" (offsets, log bounds), "fetch" (the reader processes, big
+    #: cycles only), "events" (the Beam pipeline), "commit" (archive + upserts + offsets), "analytics", "dq"
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
