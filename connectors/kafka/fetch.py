@@ -46,7 +46,6 @@ class Fetched:
     files: list[str] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
     records: int = 0
-    seconds: float = 0.0
 
     @property
     def rejected(self) -> int:
@@ -71,7 +70,6 @@ class ParallelFetcher:
         return sum(r.size for r in ranges) >= self.min_offsets
 
     def fetch(self, ranges: list[OffsetRange], out_dir: Path) -> Fetched:
-        t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
         chunks = [c for r in ranges for c in r.split(self.chunk)]
         pool = self.start()
@@ -85,13 +83,12 @@ class ParallelFetcher:
             for f in futures:  # e.g. a read timed out (broker down): drop the chunks not started yet
                 f.cancel()
             raise
-        out = Fetched(seconds=0.0)
+        out = Fetched()
         for path, rows, rejects in parts:
             if path:
                 out.files.append(path)
             out.records += rows
             out.rejects.extend(rejects)
-        out.seconds = time.perf_counter() - t0
         return out
 
     def start(self) -> ProcessPoolExecutor:
