@@ -26,8 +26,10 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
   seen for the instrument; ``funding-rate`` updates that state (``fundingRate``;
   ``fundingTime`` is the settlement time of the current rate, so it is the
   record's ``next_funding_time``) and emits a Funding record with the last
-  mark price; before any mark price is known it is buffered and counted as
-  ignored ``funding_rate_buffered`` (its values go out with the next mark).
+  mark price; before any mark price is known, or when the row has no ``ts``
+  (the older shape of the channel), it is buffered and counted as ignored
+  ``funding_rate_buffered`` (its values go out with the next mark), so the
+  outcome does not depend on which of the two channels came first.
 * REST payloads ``/public/open-interest``, ``/public/mark-price``,
   ``/public/funding-rate``, ``/public/liquidation-orders`` and
   ``/market/trades`` map like their websocket channels.
@@ -285,8 +287,10 @@ class OkxNormalizer:
             settle = to_epoch_us(ft, "fundingTime", et) // 1000 if ft not in (None, "") else None
             self._funding[inst.symbol] = (rate, settle)
             mark = self._marks.get(inst.symbol)
-            if mark is not None:
-                out.append(self._funding_record(inst, mark, require(r, "ts", et), received_at_us))
+            # the older funding-rate shape has no ts: with no time of its own the rate can only go out with
+            # the next mark-price, whichever came first (ADR 014), never be dead-lettered for a missing ts
+            if mark is not None and r.get("ts") not in (None, ""):
+                out.append(self._funding_record(inst, mark, r["ts"], received_at_us))
         if not out:
             raise Ignored("funding_rate_buffered")
         return out
