@@ -40,7 +40,7 @@ import msgspec
 from msgspec import UNSET
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
+from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_EVENTS = frozenset(
@@ -188,7 +188,8 @@ class BinanceFuturesNormalizer:
             raise Malformed("missing_field", "symbol missing", event_type)
         inst = self.instruments.get(symbol)
         if inst is None:
-            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", event_type)
+            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}: "
+                            + REFRESH_HINT.format(venue=self.venue), event_type)
         return inst
 
     def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:

@@ -75,8 +75,8 @@ def parse_coinm_symbol(symbol: str) -> Instrument | None:
 
 
 def _book_instruments(book: InstrumentBook) -> list[Instrument]:
-    # InstrumentBook exposes lookups only; the quarterly resolution needs the listing.
-    return list(book)
+    # the quarterly resolution needs the listing, and for an old day the quarterlies since expired
+    return book.known()
 
 
 class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):

@@ -48,7 +48,7 @@ from typing import Any, Literal
 import msgspec
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
+from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_TOPIC_PREFIXES = ("orderbook.", "orderBookL2", "orderBook_200", "kline.", "klineV2.", "candle.",
@@ -216,7 +216,8 @@ class BybitNormalizer:
             raise Malformed("missing_field", "symbol missing", et)
         inst = self.instruments.get(symbol)
         if inst is None:
-            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", et)
+            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}: "
+                            + REFRESH_HINT.format(venue=self.venue), et)
         return inst
 
     # -- trades and liquidations --------------------------------------------------------------

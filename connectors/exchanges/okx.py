@@ -11,7 +11,10 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
   contract (BTC-USDT-SWAP: 0.01 BTC), for inverse a number of USD per contract
   (BTC-USD-SWAP: 100 USD, others 10 USD). SPOT sizes are base units. Contract
   values cannot be guessed from a symbol, so a SWAP/FUTURES id missing from the
-  metadata is dead-lettered as ``unknown_symbol`` (refresh the metadata).
+  metadata (current listing and history) is dead-lettered as ``unknown_symbol``
+  (its detail names ``liqstream instruments refresh okx``); the one inference is
+  a dated future of a series whose futures in the metadata all share their
+  terms (``series_future``).
 * ``trades`` / ``trades-all`` -> Trade: ``px``, ``sz``, ``side`` = taker side,
   ``tradeId``, ``ts``.
 * ``liquidation-orders`` -> Liquidation per ``details`` element. ``posSide``
@@ -40,12 +43,14 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import Instrument, InstrumentBook, normalize_asset
+from connectors.instruments import REFRESH_HINT, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_CHANNELS = frozenset({
@@ -62,6 +67,32 @@ def parse_okx_symbol(symbol: str) -> Instrument | None:
     if len(parts) != 2 or not all(p.isalnum() for p in parts):
         return None
     return Instrument("okx", symbol, normalize_asset(parts[0]), parts[1].upper(), "spot", None, 1.0, False)
+
+
+_DATED_FUTURE = re.compile(r"^(?P<series>[A-Z0-9]+-[A-Z0-9]+)-(?P<yymmdd>\d{6})$")
+#: OKX futures deliver at 08:00 UTC on the date of their id
+_DELIVERY_HOUR = 8
+
+
+def series_future(book: InstrumentBook, symbol: str) -> Instrument | None:
+    """A dated future missing from the book (listed after the bundled file, or expired before it), e.g.
+    ``BTC-USD-230630``: OKX lists every expiry of a series (``BTC-USD-*``, ``BTC-USDT-*``) with the same
+    contract terms, so it takes the terms the book's futures of that series agree on. None when the book
+    has no future of the series or its futures disagree: a contract value is never guessed."""
+    m = _DATED_FUTURE.match(symbol)
+    if m is None:
+        return None
+    try:
+        expiry = datetime.strptime(m["yymmdd"], "%y%m%d").replace(hour=_DELIVERY_HOUR, tzinfo=UTC)
+    except ValueError:
+        return None
+    prefix = m["series"] + "-"
+    terms = {(i.base, i.quote, i.contract_value, i.inverse) for i in book.known()
+             if i.kind == "future" and i.symbol.startswith(prefix) and _DATED_FUTURE.match(i.symbol)}
+    if len(terms) != 1:
+        return None
+    base, quote, contract_value, inverse = terms.pop()
+    return Instrument("okx", symbol, base, quote, "future", int(expiry.timestamp() * 1000), contract_value, inverse)
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -105,7 +136,8 @@ class OkxNormalizer:
     venue = "okx"
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
-        self.instruments = instruments or InstrumentBook.load(self.venue, parse_okx_symbol)
+        self.instruments = book = instruments or InstrumentBook.load(self.venue)
+        book.set_parser(lambda symbol: parse_okx_symbol(symbol) or series_future(book, symbol))
         #: per instId: last mark price and funding state, merged across mark-price / funding-rate
         self._marks: dict[str, float] = {}
         self._funding: dict[str, tuple[float | None, int | None]] = {}
@@ -183,7 +215,8 @@ class OkxNormalizer:
             raise Malformed("missing_field", "instId missing", et)
         inst = self.instruments.get(inst_id)
         if inst is None:
-            raise Malformed("unknown_symbol", f"no contract metadata for {inst_id!r} (refresh instruments/okx.json)", et)
+            raise Malformed("unknown_symbol", f"no contract metadata for {inst_id!r}: "
+                            + REFRESH_HINT.format(venue=self.venue), et)
         return inst
 
     # -- per channel --------------------------------------------------------------------------
