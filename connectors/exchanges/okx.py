@@ -36,6 +36,11 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
 * REST payloads ``/public/open-interest``, ``/public/mark-price``,
   ``/public/funding-rate``, ``/public/liquidation-orders`` and
   ``/market/trades`` map like their websocket channels.
+* v3 (2019-2021) ``{"table": "<swap|futures|spot>/<channel>", "data": [...]}``,
+  told apart from v5 by ``table``: ``trade`` -> Trade, ``liquidation`` ->
+  Liquidation (``type`` 3 closes a long, 4 a short), ``mark_price`` -> Funding,
+  ``funding_rate`` buffered (no time of its own), ``ticker`` -> OpenInterest
+  when it carries ``open_interest``; times are ISO strings.
 * Ignored (counted): subscribe/unsubscribe acks, ``notice``, connection-count
   events, ``tickers``, ``books*``, ``bbo-tbt``, candles, ``index-tickers``, the
   text ``pong``. ``{"event": "error"}`` is dead-lettered as ``subscription_failed``.
@@ -50,7 +55,8 @@ from typing import Any, Literal
 import msgspec
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import REFRESH_HINT, Instrument, InstrumentBook, normalize_asset
+from connectors.exchanges.isotime import iso_to_epoch_us
+from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_CHANNELS = frozenset({
@@ -59,6 +65,14 @@ _IGNORED_CHANNELS = frozenset({
     "option-trades", "call-auction-details", "economic-calendar", "sprd-tickers", "adl-warning",
 })
 _ACK_EVENTS = frozenset({"subscribe", "unsubscribe", "login", "notice", "channel-conn-count"})
+#: v3 tables are ``<market>/<channel>``
+_V3_MARKETS = frozenset({"spot", "swap", "futures", "option", "index", "margin"})
+_V3_IGNORED = frozenset({"depth", "depth5", "depth_l2_tbt", "price_range", "estimated_price", "instruments",
+                         "summary", "account", "position", "order", "order_algo"})
+#: v3 liquidation ``type``: 3 = close long, 4 = close short (the closed position)
+_V3_LIQUIDATED = {"3": "long", "4": "short"}
+
+
 
 
 def parse_okx_symbol(symbol: str) -> Instrument | None:
@@ -182,6 +196,9 @@ class OkxNormalizer:
         arg = msg.get("arg")
         if isinstance(arg, dict):
             return self._channel(str(arg.get("channel")), msg, received_at_us)
+        table = msg.get("table")
+        if isinstance(table, str):  # v3 (2019-2021): {"table": "swap/trade", "data": [...]}
+            return self._v3_table(table, msg, received_at_us)
         if "code" in msg and "data" in msg:
             return self._rest(msg, received_at_us)
         raise Malformed("unknown_message", "OKX message without event, arg or code")
@@ -291,11 +308,11 @@ class OkxNormalizer:
             "open_interest_usd": usd,
         }
 
-    def _funding_record(self, inst: Instrument, mark: float, ts: Any, received_at_us: int) -> Normalized:
+    def _funding_record(self, inst: Instrument, mark: float, event_time_us: int, received_at_us: int) -> Normalized:
         rate, settle_ms = self._funding.get(inst.symbol, (None, None))
         return "funding", {
             **inst.common_fields(),
-            "event_time": to_epoch_us(ts, "ts", "funding"),
+            "event_time": event_time_us,
             "ingest_time": received_at_us,
             "mark_price": mark,
             "index_price": None,  # OKX publishes the index on index-tickers, not joined here
@@ -308,7 +325,7 @@ class OkxNormalizer:
         inst = self._instrument(r.get("instId"), et)
         mark = to_float(require(r, "markPx", et), "markPx", et, positive=True)
         self._marks[inst.symbol] = mark
-        return self._funding_record(inst, mark, require(r, "ts", et), received_at_us)
+        return self._funding_record(inst, mark, to_epoch_us(require(r, "ts", et), "ts", et), received_at_us)
 
     def _funding_rates(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
         et = "funding"
@@ -323,9 +340,114 @@ class OkxNormalizer:
             # the older funding-rate shape has no ts: with no time of its own the rate can only go out with
             # the next mark-price, whichever came first (ADR 014), never be dead-lettered for a missing ts
             if mark is not None and r.get("ts") not in (None, ""):
-                out.append(self._funding_record(inst, mark, r["ts"], received_at_us))
+                out.append(self._funding_record(inst, mark, to_epoch_us(r["ts"], "ts", et), received_at_us))
         if not out:
             raise Ignored("funding_rate_buffered")
+        return out
+
+    # -- v3 (the archives of 2019-2021) --------------------------------------------------------
+    def _v3_table(self, table: str, msg: dict, received_at_us: int) -> list[Normalized]:
+        market, _, channel = table.partition("/")
+        if market not in _V3_MARKETS:
+            raise Malformed("unknown_message", f"unknown OKX v3 table {table!r}")
+        if channel == "trade":
+            return [self._v3_trade(r, received_at_us) for r in self._rows(msg, "trade")]
+        if channel == "liquidation":
+            return [self._v3_liquidation(r, received_at_us) for r in self._rows(msg, "liquidation")]
+        if channel == "mark_price":
+            return [self._v3_mark_price(r, received_at_us) for r in self._rows(msg, "funding")]
+        if channel == "funding_rate":
+            return self._v3_funding_rates(self._rows(msg, "funding"))
+        if channel == "ticker":
+            return self._v3_tickers(self._rows(msg, "open_interest"), received_at_us)
+        if channel in _V3_IGNORED or channel.startswith("candle"):
+            raise Ignored(f"v3_{channel}")
+        raise Malformed("unknown_message", f"unknown OKX v3 table {table!r}")
+
+    def _v3_trade(self, r: dict, received_at_us: int) -> Normalized:
+        et = "trade"
+        inst = self._instrument(r.get("instrument_id"), et)
+        price = to_float(require(r, "price", et), "price", et, positive=True)
+        # futures/trade of 2019 sends qty, swap and spot size
+        qty_key = "qty" if "qty" in r else "size"
+        size, usd = inst.to_base_and_usd(price, to_float(require(r, qty_key, et), qty_key, et, positive=True))
+        side = r.get("side")
+        if side not in ("buy", "sell"):
+            raise Malformed("bad_value", f"side={side!r} is neither buy nor sell", et)
+        tid = r.get("trade_id")
+        return et, {
+            **inst.common_fields(),
+            "event_time": iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
+            "ingest_time": received_at_us,
+            "trade_id": None if tid is None else str(tid),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": side,
+        }
+
+    def _v3_liquidation(self, r: dict, received_at_us: int) -> Normalized:
+        et = "liquidation"
+        inst = self._instrument(r.get("instrument_id"), et)
+        kind = str(r.get("type"))
+        if kind not in _V3_LIQUIDATED:
+            raise Malformed("bad_value", f"liquidation type={r.get('type')!r} is neither 3 (close long) nor 4", et)
+        price = to_float(require(r, "price", et), "price", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, to_float(require(r, "size", et), "size", et, positive=True))
+        return et, {
+            **inst.common_fields(),
+            "event_time": iso_to_epoch_us(require(r, "created_at", et), "created_at", et),
+            "ingest_time": received_at_us,
+            "side": _V3_LIQUIDATED[kind],
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "order_id": None,
+        }
+
+    def _v3_mark_price(self, r: dict, received_at_us: int) -> Normalized:
+        et = "funding"
+        inst = self._instrument(r.get("instrument_id"), et)
+        mark = to_float(require(r, "mark_price", et), "mark_price", et, positive=True)
+        self._marks[inst.symbol] = mark
+        return self._funding_record(inst, mark, iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
+                                    received_at_us)
+
+    def _v3_funding_rates(self, rows: list[dict]) -> list[Normalized]:
+        # {funding_rate, funding_time, estimated_rate, interest_rate, instrument_id}: no time of its own, so
+        # like the v5 rows without ts it is buffered and goes out with the next mark price
+        et = "funding"
+        for r in rows:
+            inst = self._instrument(r.get("instrument_id"), et)
+            rate = to_float(require(r, "funding_rate", et), "funding_rate", et)
+            ft = r.get("funding_time")
+            settle = iso_to_epoch_us(ft, "funding_time", et) // 1000 if ft not in (None, "") else None
+            self._funding[inst.symbol] = (rate, settle)
+        raise Ignored("funding_rate_buffered")
+
+    def _v3_tickers(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
+        # v3 has no open-interest channel: swap/futures tickers carry open_interest (contracts) from 2020;
+        # the ticker's own last price converts it. Spot tickers and the older ones without it are ignored.
+        et = "open_interest"
+        out: list[Normalized] = []
+        for r in rows:
+            if r.get("open_interest") in (None, ""):
+                continue
+            inst = self._instrument(r.get("instrument_id"), et)
+            contracts = to_float(r["open_interest"], "open_interest", et)
+            if contracts < 0:
+                raise Malformed("bad_value", f"open_interest={contracts} is negative", et)
+            last = to_float(require(r, "last", et), "last", et, positive=True)
+            base, usd = inst.to_base_and_usd(last, contracts)
+            out.append((et, {
+                **inst.common_fields(),
+                "event_time": iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
+                "ingest_time": received_at_us,
+                "open_interest": base,
+                "open_interest_usd": usd if inst.inverse or inst.quote in USD_QUOTES else None,
+            }))
+        if not out:
+            raise Ignored("v3_ticker")
         return out
 
     # -- REST ---------------------------------------------------------------------------------
