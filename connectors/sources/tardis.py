@@ -29,14 +29,13 @@ symbol, a file whose name or header is not a tardis dataset's).
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from connectors.exchanges import normalizer_for
 from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument
-from connectors.normalize import DeadLetter, Malformed, Normalized, Outcome
+from connectors.normalize import DeadLetter, Malformed, Normalized, Outcome, to_epoch_us, to_float
 from connectors.sources.capture import TARDIS_VENUES, open_text
 
 #: tardis data type -> liqstream event type of a dead letter, and the columns each row must have
@@ -108,23 +107,14 @@ def _number(cells: dict, name: str, et: str, *, positive: bool = False, optional
         if optional:
             return None
         raise Malformed("missing_field", f"{name} is empty", et)
-    try:
-        x = float(text)
-    except ValueError:
-        raise Malformed("bad_value", f"{name}={text!r} is not a number", et) from None
-    if not math.isfinite(x) or (positive and x <= 0):
-        raise Malformed("bad_value", f"{name}={text!r} must be a finite{' positive' if positive else ''} number", et)
-    return x
+    return to_float(text, name, et, positive=positive)
 
 
 def _micros(cells: dict, name: str, et: str) -> int:
     text = cells.get(name, "")
     if not text.isdigit():
         raise Malformed("bad_value" if text else "missing_field", f"{name}={text!r} is not epoch microseconds", et)
-    us = int(text)
-    if not 1_230_768_000_000_000 <= us <= 4_102_444_800_000_000:  # 2009..2100, as to_epoch_us
-        raise Malformed("bad_value", f"{name}={text!r} is not a plausible epoch-µs time", et)
-    return us
+    return to_epoch_us(int(text), name, et, unit="us")
 
 
 def _safe_micros(cells: dict) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 import apache_beam as beam
 import pyarrow as pa
 
+from connectors.normalize import DeadLetter, Outcome
 from pipelines import archive, warehouse
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
@@ -97,23 +98,27 @@ class NormalizeCaptureFile(beam.DoFn):
 
     def process(self, item: tuple[str, int, int]) -> Iterator[pa.RecordBatch]:
         from connectors.kafka.publish import account
+        from connectors.sources.capture import read_capture
 
         path, start_us, end_us = item
         normalizers: dict = {}
-        rows: dict[str, list[dict]] = {et: [] for et in EVENT_TYPES}
-        from connectors.sources.capture import read_capture
+        outcomes = (account(msg, normalizers)[1] for msg in read_capture(path))
+        yield from _batches_in_range(outcomes, start_us, end_us)
 
-        for msg in read_capture(path):
-            _, outcome = account(msg, normalizers)
-            for et, rec in outcome.records:
-                if start_us <= rec["event_time"] < end_us:
-                    rows[et].append(rec)
-                    if len(rows[et]) >= BATCH_ROWS:
-                        yield pa.RecordBatch.from_pylist(rows[et], schema=arrow_schema(et))
-                        rows[et] = []
-        for et, rs in rows.items():
-            if rs:
-                yield pa.RecordBatch.from_pylist(rs, schema=arrow_schema(et))
+
+def _batches_in_range(outcomes: Iterator[Outcome], start_us: int, end_us: int) -> Iterator[pa.RecordBatch]:
+    """RecordBatches (per event type, BATCH_ROWS at most) of the records whose event time is in range."""
+    rows: dict[str, list[dict]] = {et: [] for et in EVENT_TYPES}
+    for outcome in outcomes:
+        for et, rec in outcome.records:
+            if start_us <= rec["event_time"] < end_us:
+                rows[et].append(rec)
+                if len(rows[et]) >= BATCH_ROWS:
+                    yield pa.RecordBatch.from_pylist(rows[et], schema=arrow_schema(et))
+                    rows[et] = []
+    for et, rs in rows.items():
+        if rs:
+            yield pa.RecordBatch.from_pylist(rs, schema=arrow_schema(et))
 
 
 class NormalizeTardisCsvFile(beam.DoFn):
@@ -129,24 +134,20 @@ class NormalizeTardisCsvFile(beam.DoFn):
         from connectors.sources.tardis import read_tardis_csv
 
         path, start_us, end_us = item
-        rows: dict[str, list[dict]] = {et: [] for et in EVENT_TYPES}
-        first_dead = None
-        for _, outcome in read_tardis_csv(path):
-            if outcome.dead is not None:
-                self._dead.inc()
-                first_dead = first_dead or outcome.dead
-            for et, rec in outcome.records:
-                if start_us <= rec["event_time"] < end_us:
-                    rows[et].append(rec)
-                    if len(rows[et]) >= BATCH_ROWS:
-                        yield pa.RecordBatch.from_pylist(rows[et], schema=arrow_schema(et))
-                        rows[et] = []
-        if first_dead is not None:
-            log.warning("tardis dataset %s: dead letters, the first %s: %s (%s)", path, first_dead.source,
-                        first_dead.reason, first_dead.detail)
-        for et, rs in rows.items():
-            if rs:
-                yield pa.RecordBatch.from_pylist(rs, schema=arrow_schema(et))
+        dead: list[DeadLetter] = []
+
+        def outcomes() -> Iterator[Outcome]:
+            for _, outcome in read_tardis_csv(path):
+                if outcome.dead is not None:
+                    self._dead.inc()
+                    if not dead:  # the first is logged with its file and line
+                        dead.append(outcome.dead)
+                yield outcome
+
+        yield from _batches_in_range(outcomes(), start_us, end_us)
+        if dead:
+            log.warning("tardis dataset %s: dead letters, the first %s: %s (%s)", path, dead[0].source,
+                        dead[0].reason, dead[0].detail)
 
 
 def tardis_files(directory: str | Path, source: str) -> list[str]:
