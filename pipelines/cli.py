@@ -252,7 +252,8 @@ def cmd_instruments(args: argparse.Namespace) -> int:
         raise CliError(f"unknown venue {args.venue!r}; known: {', '.join(sorted(NORMALIZERS))}", EXIT_USAGE)
     if args.action == "show":
         book = InstrumentBook.load(args.venue)
-        print(f"{args.venue}: {len(book)} instruments (version {book.version})")
+        print(f"{args.venue}: {len(book)} instruments (version {book.version}), "
+              f"{len(book.history)} more in the history of expired listings")
         for inst in book:
             print(f"  {inst.symbol:<24} {inst.base:<8} {inst.quote:<6} {inst.kind:<10} "
                   f"{'inverse' if inst.inverse else 'linear'} contract={inst.contract_value:g}")
