@@ -8,6 +8,14 @@ stored as a versioned JSON file per venue in ``connectors/exchanges/instruments/
 offline. A symbol missing from the file falls back to the venue's symbol
 grammar (``parse_symbol``) with contract value 1, which is exact for linear
 contracts quoted in base units (Binance USDⓈ-M, Bybit linear, Hyperliquid).
+
+Instrument history (ADR 014). A backfill of an old day needs the terms of
+instruments that have since expired and left the venue's listing, so a refresh
+never forgets: an instrument the new listing no longer holds, or holds with other
+terms, moves to the file's ``history`` with ``listed_until`` = the refresh that
+no longer saw it (the key is instrument + listing period). Lookups try the
+current listing, then the history (the latest period of that symbol), then the
+venue's grammar.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from functools import cache
 from pathlib import Path
 
 INSTRUMENT_DIR = Path(__file__).resolve().parent / "exchanges" / "instruments"
+
+#: What an unknown-instrument dead letter tells the operator to run (venue filled in).
+REFRESH_HINT = "run `liqstream instruments refresh {venue}` to bring its metadata up to date"
 
 #: Aliases some venues use for a base asset.
 BASE_ALIASES = {"XBT": "BTC"}
@@ -82,12 +93,17 @@ class InstrumentBook:
         self._by_symbol = instruments
         self._parse_symbol = parse_symbol
         self.version = version
+        #: symbol -> the instrument of its latest listing period among those no longer listed
+        self.history: dict[str, Instrument] = {}
         self._parsed: dict[str, Instrument | None] = {}
         #: symbol -> :data:`TradeTerms` of the instruments the trade fast paths have looked up
         self.trade_terms: dict[str, TradeTerms] = {}
 
     def get(self, symbol: str) -> Instrument | None:
         inst = self._by_symbol.get(symbol)
+        if inst is not None:
+            return inst
+        inst = self.history.get(symbol)
         if inst is not None:
             return inst
         if symbol not in self._parsed:
@@ -107,6 +123,15 @@ class InstrumentBook:
                                             inst.expiry_ms, inst.contract_value, inst.inverse)
         return terms
 
+    def set_parser(self, parse_symbol: Callable[[str], Instrument | None]) -> None:
+        """Replace the grammar fallback (a venue whose grammar reads the book itself sets it after loading)."""
+        self._parse_symbol = parse_symbol
+        self._parsed.clear()
+
+    def known(self) -> list[Instrument]:
+        """Every instrument of the file: the current listing and the latest period of each expired one."""
+        return [*self._by_symbol.values(), *(i for s, i in self.history.items() if s not in self._by_symbol)]
+
     def __len__(self) -> int:
         return len(self._by_symbol)
 
@@ -123,28 +148,64 @@ class InstrumentBook:
         doc = json.loads(path.read_text())
         insts = {}
         for row in doc["instruments"]:
-            row = dict(row)
-            row.setdefault("venue", venue)
-            inst = Instrument(**row)
+            inst = _instrument_of(venue, row)
             insts[inst.symbol] = inst
-        return cls(venue, insts, parse_symbol, doc.get("version"))
+        book = cls(venue, insts, parse_symbol, doc.get("version"))
+        # periods sorted by listed_until: the last one of a symbol wins
+        for row in sorted(doc.get("history", []), key=lambda r: (r["symbol"], r["listed_until"])):
+            book.history[row["symbol"]] = _instrument_of(venue, row)
+        return book
+
+
+def _instrument_of(venue: str, row: dict) -> Instrument:
+    row = {k: v for k, v in row.items() if k != "listed_until"}
+    row.setdefault("venue", venue)
+    return Instrument(**row)
+
+
+def _row(inst: Instrument) -> dict:
+    r = asdict(inst)
+    r.pop("venue", None)
+    return r
+
+
+def merge_history(old_doc: dict | None, instruments: list[Instrument], fetched_at: str) -> list[dict]:
+    """The history rows of a refreshed file: the old history, plus every instrument of the old listing
+    that the new one lacks or lists with other terms (``listed_until`` = this refresh). Never shrinks."""
+    if not old_doc:
+        return []
+    history = [dict(r) for r in old_doc.get("history", [])]
+    seen = {json.dumps({k: v for k, v in r.items() if k != "listed_until"}, sort_keys=True) for r in history}
+    new_rows = {i.symbol: _row(i) for i in instruments}
+    for row in old_doc.get("instruments", []):
+        row = {k: v for k, v in row.items() if k != "venue"}
+        if new_rows.get(row["symbol"]) == row:
+            continue  # still listed with the same terms
+        key = json.dumps(row, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            history.append({**row, "listed_until": fetched_at})
+    return sorted(history, key=lambda r: (r["symbol"], r["listed_until"]))
 
 
 def write_instrument_file(venue: str, instruments: list[Instrument], source: str, fetched_at: str,
                           path: Path | None = None) -> Path:
     """Store refreshed metadata (sorted, one instrument per line for readable diffs)."""
     path = path or INSTRUMENT_DIR / f"{venue}.json"
-    rows = sorted((asdict(i) for i in instruments), key=lambda r: r["symbol"])
-    for r in rows:
-        r.pop("venue", None)
+    old_doc = json.loads(path.read_text()) if path.exists() else None
+    history = merge_history(old_doc, instruments, fetched_at)
+    rows = sorted((_row(i) for i in instruments), key=lambda r: r["symbol"])
     body = ",\n".join("    " + json.dumps(r, sort_keys=True) for r in rows)
-    path.write_text(
+    text = (
         "{\n"
         f'  "venue": {json.dumps(venue)},\n'
         f'  "version": {json.dumps(fetched_at)},\n'
         f'  "source": {json.dumps(source)},\n'
-        '  "instruments": [\n' + body + "\n  ]\n}\n"
+        '  "instruments": [\n' + body + "\n  ]"
     )
+    if history:
+        text += ',\n  "history": [\n' + ",\n".join("    " + json.dumps(r, sort_keys=True) for r in history) + "\n  ]"
+    path.write_text(text + "\n}\n")
     return path
 
 

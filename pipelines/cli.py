@@ -252,7 +252,8 @@ def cmd_instruments(args: argparse.Namespace) -> int:
         raise CliError(f"unknown venue {args.venue!r}; known: {', '.join(sorted(NORMALIZERS))}", EXIT_USAGE)
     if args.action == "show":
         book = InstrumentBook.load(args.venue)
-        print(f"{args.venue}: {len(book)} instruments (version {book.version})")
+        print(f"{args.venue}: {len(book)} instruments (version {book.version}), "
+              f"{len(book.history)} more in the history of expired listings")
         for inst in book:
             print(f"  {inst.symbol:<24} {inst.base:<8} {inst.quote:<6} {inst.kind:<10} "
                   f"{'inverse' if inst.inverse else 'linear'} contract={inst.contract_value:g}")
@@ -302,9 +303,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise CliError("--to is before --from", EXIT_USAGE)
     if args.source == "capture" and not args.capture:
         raise CliError("--source capture needs one or more --capture FILE", EXIT_USAGE)
+    captures = args.capture
+    if args.source in ("tardis", "tardis-raw"):
+        from pipelines.jobs.backfill import tardis_files
+
+        if not args.tardis_dir or not Path(args.tardis_dir).is_dir():
+            raise CliError(f"--source {args.source} needs --tardis-dir DIR (a directory)", EXIT_USAGE)
+        captures = tardis_files(args.tardis_dir, args.source)
+        if not captures:
+            raise CliError(f"no {'CSV dataset' if args.source == 'tardis' else 'raw replay'} files in "
+                           f"{args.tardis_dir}", EXIT_USAGE)
     if args.source == "kafka":
         _check_broker(s.kafka.bootstrap_servers)
-    r = run_backfill(s, start, end, source=args.source, captures=args.capture, run_dq=not args.no_dq,
+    r = run_backfill(s, start, end, source=args.source, captures=captures, run_dq=not args.no_dq,
                      progress=True)
     print(f"backfill {r.run_id}: {r.status}; {r.events:,} events, {start}..{end} from {args.source}, "
           f"{r.duration_s:.1f}s ({r.events / max(r.duration_s, 1e-9):,.0f} events/s)")
@@ -534,10 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
              "liqstream backfill --from 2024-08-05 --to 2024-08-06 --source archive")
     sp.add_argument("--from", dest="date_from", required=True, help="first UTC day (YYYY-MM-DD)")
     sp.add_argument("--to", dest="date_to", help="last UTC day, inclusive (default: --from)")
-    sp.add_argument("--source", choices=["archive", "capture", "kafka"], default="archive",
+    sp.add_argument("--source", choices=["archive", "capture", "kafka", "tardis", "tardis-raw"], default="archive",
                     help="archive: the normalized Parquet archive under LIQSTREAM_DATA_DIR/archive (default); "
-                         "capture: --capture files; kafka: the topics, offsets found by time")
+                         "capture: --capture files; kafka: the topics, offsets found by time; tardis: tardis.dev "
+                         "CSV datasets (trades, liquidations, derivative_ticker) in --tardis-dir; tardis-raw: "
+                         "tardis.dev raw replay files in --tardis-dir")
     sp.add_argument("--capture", action="append", help="capture file for --source capture (repeatable)")
+    sp.add_argument("--tardis-dir", help="directory of tardis.dev files for --source tardis / tardis-raw "
+                                         "(named <exchange>_<data type>_<date>_<symbol>.csv.gz, raw: <exchange>_...)")
     sp.add_argument("--no-dq", action="store_true", help="skip the data-quality gate")
     kafka_flags(sp)
     db_flag(sp)

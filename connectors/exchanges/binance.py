@@ -6,16 +6,26 @@ developers.binance.com, USDⓈ-M Futures "Websocket Market Streams" and
 "Market Data Endpoints"):
 
 * ``aggTrade`` / ``trade`` -> Trade. ``T`` trade time is the event time;
-  ``m`` = buyer is the maker, so the taker sold.
+  ``m`` = buyer is the maker, so the taker sold. A ``trade`` carries ``X``, the
+  fill type: ``MARKET`` is a book trade; ``INSURANCE_FUND``, ``ADL`` and ``NA``
+  are off-book fills (the insurance fund taking a liquidated position, an
+  auto-deleveraging, a fill of no order type) that are not taker volume: they
+  are ignored, counted as ``off_book_trade_<type>`` (ADR 014); an unknown ``X``
+  is dead-lettered ``bad_value``.
 * ``forceOrder`` -> Liquidation. ``o.S`` is the side of the *liquidation order*:
   SELL force-sells a long, so ``side = long``; BUY closes a short. Price is the
   average fill price ``ap`` (order price ``p`` if ``ap`` is 0), size is the
   filled quantity ``z`` (order quantity ``q`` if nothing was filled yet);
   event time ``o.T``.
 * ``markPriceUpdate`` -> Funding (mark ``p``, index ``i``, rate ``r``, next
-  funding ``T``); event time ``E``.
+  funding ``T``); event time ``E``. A dated future has no funding: its
+  ``r`` is ``""`` or ``"0.00000000"`` with ``T`` 0, stored as null, never 0.0.
+* ``indexPriceUpdate`` (COIN-M ``<pair>@indexPrice``; ``i`` is the pair):
+  remembered per pair and ignored as ``index_price_update``; it fills the
+  ``index_price`` of the pair's next Funding records whose message has no ``i``.
 * REST ``openInterest`` ``{"openInterest","symbol","time"}`` -> OpenInterest
-  (no price in it: ``open_interest_usd`` null). REST ``openInterestHist`` (a
+  (no price in it: ``open_interest_usd`` null). Older responses have no
+  ``time``: the receive time stands in, flagged by ``event_time == ingest_time``. REST ``openInterestHist`` (a
   list) -> one OpenInterest per row with ``sumOpenInterestValue`` as USD.
 * Ignored (counted): ``bookTicker``, ``depthUpdate``, ``kline``,
   ``24hrTicker``/``24hrMiniTicker``, subscription replies ``{"result","id"}``.
@@ -30,7 +40,7 @@ import msgspec
 from msgspec import UNSET
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
+from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_EVENTS = frozenset(
@@ -39,6 +49,9 @@ _IGNORED_EVENTS = frozenset(
 )
 _QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD")
 _DATED = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<yymmdd>\d{6})$")
+#: ``X`` of a ``trade`` event: the off-book fill types (not taker volume) and the ignore reason of each
+OFF_BOOK_TRADES = {"INSURANCE_FUND": "off_book_trade_insurance_fund", "ADL": "off_book_trade_adl",
+                   "NA": "off_book_trade_na"}
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -59,6 +72,7 @@ class _Trade(msgspec.Struct, gc=False):
     T: Any
     a: Any = UNSET
     t: Any = UNSET
+    X: Any = UNSET  # fill type of a ``trade`` event: only MARKET (or none) is a book trade
 
 
 class _TradeFrame(msgspec.Struct, gc=False):
@@ -88,6 +102,26 @@ def _expiry_ms(yymmdd: str) -> int:
     return int(d.timestamp() * 1000)
 
 
+def funding_rate(inst: Instrument, rate: Any, next_funding: Any, name: str) -> float | None:
+    """The funding rate of a mark-price message, or None where the contract has no funding.
+
+    Dated futures have none, yet Binance sends them ``r`` as ``""`` or ``"0.00000000"``
+    with next funding ``T`` 0: that zero is "no funding", not a rate of 0.0 (which
+    would drag funding averages toward zero).
+    """
+    if inst.kind == "future" or rate in (None, "") or next_funding in (0, "0"):
+        return None
+    return to_float(rate, name, "funding")
+
+
+def open_interest_time(m: dict, received_at_us: int) -> int:
+    """Event time of a REST openInterest: its ``time``; older responses have none, so the receive time
+    stands in and ``event_time == ingest_time`` flags it (as for Hyperliquid's activeAssetCtx)."""
+    if "time" not in m:
+        return received_at_us
+    return to_epoch_us(m["time"], "time", "open_interest")
+
+
 def parse_usdm_symbol(symbol: str) -> Instrument | None:
     """BTCUSDT -> perpetual, BTCUSDT_240329 -> future; quantities are base units."""
     m = _DATED.match(symbol)
@@ -108,6 +142,8 @@ class BinanceFuturesNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
+        #: last ``indexPriceUpdate`` per pair (COIN-M), for Funding records whose message has no ``i``
+        self._index_by_pair: dict[str, float] = {}
 
     # -- dispatch -----------------------------------------------------------------------------
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
@@ -136,6 +172,8 @@ class BinanceFuturesNormalizer:
             return [self._liquidation(msg, received_at_us)]
         if event == "markPriceUpdate":
             return [self._funding(msg, received_at_us)]
+        if event == "indexPriceUpdate":
+            self._index_price(msg)
         if event is None and "openInterest" in msg and "symbol" in msg:
             return [self._open_interest(msg, received_at_us)]
         if isinstance(event, str) and event in _IGNORED_EVENTS:  # a list/dict "e" is not hashable
@@ -150,7 +188,8 @@ class BinanceFuturesNormalizer:
             raise Malformed("missing_field", "symbol missing", event_type)
         inst = self.instruments.get(symbol)
         if inst is None:
-            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", event_type)
+            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}: "
+                            + REFRESH_HINT.format(venue=self.venue), event_type)
         return inst
 
     def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
@@ -172,6 +211,8 @@ class BinanceFuturesNormalizer:
                 and frame.e is UNSET:
             return None
         d = frame.data
+        if d.X is not UNSET and d.X is not None and d.X != "MARKET":  # off-book or unknown: the checked path says
+            return None
         trade_id = d.a if d.a is not UNSET else (None if d.t is UNSET else d.t)
         record = self._trade_record(d.s, d.p, d.q, d.m, d.T, trade_id, received_at_us)
         return None if record is None else [record]
@@ -184,6 +225,9 @@ class BinanceFuturesNormalizer:
         operations), so the two paths differ only in speed; the checked path
         names what is wrong.
         """
+        fill_type = m.get("X")
+        if fill_type is not None and fill_type != "MARKET":
+            return self._trade_checked(m, received_at_us)
         try:
             symbol = m["s"]
             price = float(m["p"])
@@ -212,6 +256,12 @@ class BinanceFuturesNormalizer:
 
     def _trade_checked(self, m: dict, received_at_us: int) -> Normalized:
         et = "trade"
+        fill_type = m.get("X")
+        if fill_type is not None and fill_type != "MARKET":
+            reason = OFF_BOOK_TRADES.get(fill_type) if isinstance(fill_type, str) else None
+            if reason is None:
+                raise Malformed("bad_value", f"trade type X={fill_type!r} is not MARKET/INSURANCE_FUND/ADL/NA", et)
+            raise Ignored(reason)
         inst = self._instrument(require(m, "s", et), et)
         price = to_float(require(m, "p", et), "p", et, positive=True)
         qty = to_float(require(m, "q", et), "q", et, positive=True)
@@ -264,18 +314,29 @@ class BinanceFuturesNormalizer:
     def _funding(self, m: dict, received_at_us: int) -> Normalized:
         et = "funding"
         inst = self._instrument(require(m, "s", et), et)
-        rate = m.get("r")
         nft = m.get("T")
+        if m.get("i") not in (None, ""):
+            index: float | None = to_float(m["i"], "i", et)
+        else:  # COIN-M marks may come without an index: the pair's last indexPriceUpdate, if any
+            index = self._index_by_pair.get(inst.symbol.partition("_")[0])
         return et, {
             **inst.common_fields(),
             "event_time": to_epoch_us(require(m, "E", et), "E", et),
             "ingest_time": received_at_us,
             "mark_price": to_float(require(m, "p", et), "p", et, positive=True),
-            "index_price": to_float(m["i"], "i", et) if m.get("i") not in (None, "") else None,
-            # dated futures send r="" and T=0: no funding
-            "funding_rate": to_float(rate, "r", et) if rate not in (None, "") else None,
+            "index_price": index,
+            "funding_rate": funding_rate(inst, m.get("r"), nft, "r"),
             "next_funding_time": to_epoch_us(nft, "T", et) // 1000 if nft not in (None, "", 0, "0") else None,
         }
+
+    def _index_price(self, m: dict) -> None:
+        et = "funding"
+        pair = require(m, "i", et)
+        if not isinstance(pair, str):
+            raise Malformed("bad_value", f"indexPriceUpdate i={pair!r} is not a pair name", et)
+        to_epoch_us(require(m, "E", et), "E", et)  # a message with a broken time is not remembered
+        self._index_by_pair[pair] = to_float(require(m, "p", et), "p", et, positive=True)
+        raise Ignored("index_price_update")
 
     def _open_interest(self, m: dict, received_at_us: int) -> Normalized:
         et = "open_interest"
@@ -286,7 +347,7 @@ class BinanceFuturesNormalizer:
         size, _ = inst.to_base_and_usd(1.0, oi) if not inst.inverse else (oi, None)
         return et, {
             **inst.common_fields(),
-            "event_time": to_epoch_us(require(m, "time", et), "time", et),
+            "event_time": open_interest_time(m, received_at_us),
             "ingest_time": received_at_us,
             "open_interest": size,
             "open_interest_usd": oi * inst.contract_value if inst.inverse else None,

@@ -28,6 +28,9 @@ Streams and Market Data endpoints):
   (per the docs' field notes). PERPETUAL maps to ``<pair>_PERP``;
   CURRENT_QUARTER / NEXT_QUARTER to the first / second future of the pair in
   the instrument book still unexpired at the row's timestamp.
+* ``indexPriceUpdate`` (``<pair>@indexPrice``): the pair's index, kept for the
+  ``index_price`` of Funding records whose mark message has no ``i`` (ignored,
+  counted as ``index_price_update``).
 * REST ``premiumIndex`` (object or list) -> Funding (``markPrice``,
   ``indexPrice``, ``lastFundingRate``, ``nextFundingTime``, ``time``).
 * A bare JSON array of ``markPriceUpdate`` objects (the ``<pair>@markPrice``
@@ -38,7 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.exchanges.binance import BinanceFuturesNormalizer, _expiry_ms
+from connectors.exchanges.binance import (
+    BinanceFuturesNormalizer,
+    _expiry_ms,
+    funding_rate,
+    open_interest_time,
+)
 from connectors.instruments import Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -67,8 +75,8 @@ def parse_coinm_symbol(symbol: str) -> Instrument | None:
 
 
 def _book_instruments(book: InstrumentBook) -> list[Instrument]:
-    # InstrumentBook exposes lookups only; the quarterly resolution needs the listing.
-    return list(book)
+    # the quarterly resolution needs the listing, and for an old day the quarterlies since expired
+    return book.known()
 
 
 class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
@@ -104,7 +112,6 @@ class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
         et = "funding"
         inst = self._instrument(m.get("symbol"), et)
         mark = to_float(m["markPrice"], "markPrice", et, positive=True)
-        rate = m.get("lastFundingRate")
         nft = m.get("nextFundingTime")
         idx = m.get("indexPrice")
         self._last_mark[inst.symbol] = mark
@@ -114,8 +121,8 @@ class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
             "ingest_time": received_at_us,
             "mark_price": mark,
             "index_price": to_float(idx, "indexPrice", et) if idx not in (None, "") else None,
-            # delivery contracts report lastFundingRate "" and nextFundingTime 0
-            "funding_rate": to_float(rate, "lastFundingRate", et) if rate not in (None, "") else None,
+            # delivery contracts report lastFundingRate "" (or zero) and nextFundingTime 0: no funding
+            "funding_rate": funding_rate(inst, m.get("lastFundingRate"), nft, "lastFundingRate"),
             "next_funding_time": to_epoch_us(nft, "nextFundingTime", et) // 1000 if nft not in (None, "", 0, "0") else None,
         }
 
@@ -132,7 +139,7 @@ class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
                             f"openInterest of {inst.symbol} is in contracts; no mark price seen yet to convert it", et)
         return et, {
             **inst.common_fields(),
-            "event_time": to_epoch_us(require(m, "time", et), "time", et),
+            "event_time": open_interest_time(m, received_at_us),
             "ingest_time": received_at_us,
             "open_interest": usd / mark,
             "open_interest_usd": usd,

@@ -32,8 +32,13 @@ liquidation, ticker}):
   (``result.symbol`` + ``list`` of ``{openInterest, timestamp}``) ->
   OpenInterest (inverse needs a mark price seen before, else dead letter
   ``no_reference_price``).
-* Legacy v2 frames (``trade.<symbol>`` with ``trade_time_ms``, as in the 2021
-  captures) -> Trade, so old captures replay; ``orderBookL2_*``, ``orderbook.*``,
+* v2 frames (2019-2022, the archives of those years), told apart by topic and
+  fields, never by date: ``trade.<symbol>`` -> Trade (``trade_time_ms``, or the
+  ISO ``timestamp``); ``liquidation.<symbol>`` with ``qty``/``time`` (or a list
+  of REST rows with ``id``) -> Liquidation, side as in v5;
+  ``instrument_info.100ms.<symbol>`` snapshot/delta -> its fields translated to
+  v5 ticker names (``_e4``/``_e6``/``_e8`` scaled) and merged as a v5 ticker,
+  event time ``timestamp_e6``. ``orderBookL2_*``, ``orderbook.*``,
   ``kline.*`` and acks/pongs are ignored (counted). A failed subscription
   (``success: false``) is dead-lettered as ``subscription_failed`` so it is seen.
 """
@@ -48,11 +53,21 @@ from typing import Any, Literal
 import msgspec
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
+from connectors.exchanges.isotime import iso_to_epoch_us
+from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_TOPIC_PREFIXES = ("orderbook.", "orderBookL2", "orderBook_200", "kline.", "klineV2.", "candle.",
-                           "instrument_info.", "tickers_lt.", "kline_lt.", "lt.", "insurance.", "priceLimit.")
+                           "tickers_lt.", "kline_lt.", "lt.", "insurance.", "priceLimit.")
+#: v2 ``instrument_info`` fields -> the v5 ticker field each becomes, with the power of ten it is scaled by
+#: (``mark_price_e4`` 1905000 = 190.5). Snake case until 2021, camel case in 2022 (USDC contracts).
+_V2_TICKER_FIELDS = (
+    ("markPrice", (("mark_price", 0), ("markPrice", 0), ("mark_price_e4", 4), ("markPriceE4", 4))),
+    ("indexPrice", (("index_price", 0), ("indexPrice", 0), ("index_price_e4", 4), ("indexPriceE4", 4))),
+    ("fundingRate", (("funding_rate_e6", 6), ("fundingRateE6", 6))),
+    # inverse: contracts of 1 USD; linear: base coin x 1e8
+    ("openInterest", (("open_interest", 0), ("open_interest_e8", 8), ("openInterestE8", 8))),
+)
 _FUNDING_FIELDS = ("markPrice", "indexPrice", "fundingRate", "nextFundingTime")
 _OI_FIELDS = ("openInterest", "openInterestValue")
 
@@ -139,6 +154,23 @@ def _present(d: dict, key: str) -> bool:
     return d.get(key) not in (None, "")
 
 
+def _v2_ticker_fields(u: dict) -> dict[str, Any]:
+    """The v5 ticker fields (values as floats, nextFundingTime in ms) of one v2 instrument_info update."""
+    out: dict[str, Any] = {}
+    for target, sources in _V2_TICKER_FIELDS:
+        for key, power in sources:
+            if _present(u, key):
+                x = to_float(u[key], key, "funding")
+                out[target] = x / 10**power if power else x  # int / 1e4: correctly rounded, as float("190.5")
+                break
+    for key in ("next_funding_time", "nextFundingTime"):
+        if _present(u, key):
+            if not str(u[key]).startswith("1970-01-01"):  # the zero time: no funding (dated futures)
+                out["nextFundingTime"] = iso_to_epoch_us(u[key], key, "funding") // 1000
+            break
+    return out
+
+
 class BybitNormalizer:
     venue = "bybit"
 
@@ -193,11 +225,13 @@ class BybitNormalizer:
         if channel == "allLiquidation":
             return [self._all_liquidation(x, received_at_us) for x in self._data_list(msg, "liquidation")]
         if channel == "liquidation":
-            return [self._legacy_liquidation(msg, received_at_us)]
+            return self._legacy_liquidations(msg, received_at_us)
         if channel == "tickers":
             return self._ticker_frame(msg, received_at_us)
-        if channel == "trade":  # v2 (2021) public trades
+        if channel == "trade":  # v2 (2019-2022) public trades
             return [self._v2_trade(t, received_at_us) for t in self._data_list(msg, "trade")]
+        if channel == "instrument_info":  # v2 tickers
+            return self._v2_instrument_info(msg, received_at_us)
         if topic.startswith(_IGNORED_TOPIC_PREFIXES):
             raise Ignored(channel)
         raise Malformed("unknown_message", f"unknown Bybit topic {topic!r}")
@@ -216,7 +250,8 @@ class BybitNormalizer:
             raise Malformed("missing_field", "symbol missing", et)
         inst = self.instruments.get(symbol)
         if inst is None:
-            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}", et)
+            raise Malformed("unknown_symbol", f"cannot normalize symbol {symbol!r}: "
+                            + REFRESH_HINT.format(venue=self.venue), et)
         return inst
 
     # -- trades and liquidations --------------------------------------------------------------
@@ -242,10 +277,14 @@ class BybitNormalizer:
         inst = self._instrument(t.get("symbol"), et)
         price = to_float(require(t, "price", et), "price", et, positive=True)
         size, usd = inst.to_base_and_usd(price, to_float(require(t, "size", et), "size", et, positive=True))
-        tid = t.get("trade_id")
+        tid = t.get("trade_id", t.get("tradeId"))
+        # trade_time_ms from 2020 (tradeTimeMs in 2022); before, only the ISO timestamp (whole seconds)
+        time_key = next((k for k in ("trade_time_ms", "tradeTimeMs") if k in t), None)
+        event_time = to_epoch_us(t[time_key], time_key, et) if time_key else \
+            iso_to_epoch_us(require(t, "timestamp", et), "timestamp", et)
         return et, {
             **inst.common_fields(),
-            "event_time": to_epoch_us(require(t, "trade_time_ms", et), "trade_time_ms", et),
+            "event_time": event_time,
             "ingest_time": received_at_us,
             "trade_id": None if tid is None else str(tid),
             "price": price,
@@ -276,18 +315,67 @@ class BybitNormalizer:
         qty = to_float(require(x, "v", et), "v", et, positive=True)
         return self._liquidation_record(inst, side, price, qty, require(x, "T", et), received_at_us)
 
-    def _legacy_liquidation(self, msg: dict, received_at_us: int) -> Normalized:
+    def _legacy_liquidations(self, msg: dict, received_at_us: int) -> list[Normalized]:
+        """``liquidation.<symbol>``: v5 (deprecated) ``data`` ``{updatedTime, symbol, side, size, price}``;
+        v2 ``{symbol, side, price, qty, time}``, or a list of those with ``id`` (the v2 REST
+        ``liquidated-orders`` rows as archives store them). ``side`` Buy = a long liquidated in both."""
         et = "liquidation"
         d = require(msg, "data", et)
+        if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+            return [self._legacy_liquidation(x, msg, received_at_us) for x in d]
         if not isinstance(d, dict):
             raise Malformed("bad_value", "liquidation 'data' is not an object", et)
+        return [self._legacy_liquidation(d, msg, received_at_us)]
+
+    def _legacy_liquidation(self, d: dict, msg: dict, received_at_us: int) -> Normalized:
+        et = "liquidation"
         inst = self._instrument(d.get("symbol"), et)
         side = _liquidated_position(d.get("side"), et)
         price = to_float(require(d, "price", et), "price", et, positive=True)
-        qty = to_float(require(d, "size", et), "size", et, positive=True)
-        # the docs' table says updateTime, their example updatedTime: accept both
-        ts = d.get("updatedTime", d.get("updateTime", msg.get("ts")))
-        return self._liquidation_record(inst, side, price, qty, ts, received_at_us)
+        qty_key = "qty" if "qty" in d else "size"  # v2 qty, v5 size
+        qty = to_float(require(d, qty_key, et), qty_key, et, positive=True)
+        # v2 time; v5: the docs' table says updateTime, their example updatedTime: accept both
+        ts = d.get("time", d.get("updatedTime", d.get("updateTime", msg.get("ts"))))
+        et_, rec = self._liquidation_record(inst, side, price, qty, ts, received_at_us)
+        if d.get("id") is not None:
+            rec["order_id"] = str(d["id"])
+        return et_, rec
+
+    # -- v2 instrument_info -------------------------------------------------------------------
+    def _v2_instrument_info(self, msg: dict, received_at_us: int) -> list[Normalized]:
+        """v2 ``instrument_info.100ms.<symbol>``: a snapshot ``data`` object, then deltas
+        ``data: {delete, update: [...], insert}`` holding only the changed fields. Each update is
+        translated to the v5 ticker fields (:data:`_V2_TICKER_FIELDS`) and merged like a v5 ticker;
+        event time = the frame's ``timestamp_e6`` (µs), else the update's ``updated_at``."""
+        data = require(msg, "data", "funding")
+        if isinstance(data, dict) and "symbol" in data:
+            updates, snapshot = [data], True
+        elif isinstance(data, dict):
+            updates, snapshot = [*(data.get("update") or []), *(data.get("insert") or [])], False
+        else:
+            raise Malformed("bad_value", "instrument_info 'data' is not an object", "funding")
+        out: list[Normalized] = []
+        reason = "ticker_no_change"
+        for u in updates:
+            if not isinstance(u, dict):
+                raise Malformed("bad_value", "instrument_info update is not an object", "funding")
+            inst = self._instrument(u.get("symbol"), "funding")
+            changed = _v2_ticker_fields(u)
+            if snapshot or inst.symbol not in self._tickers:
+                self._tickers[inst.symbol] = {}
+            state = self._tickers[inst.symbol]
+            state.update(changed)
+            if "timestamp_e6" in msg or "timestampE6" in msg:
+                ts, unit = msg.get("timestamp_e6", msg.get("timestampE6")), "us"
+            else:
+                ts, unit = iso_to_epoch_us(require(u, "updated_at", "funding"), "updated_at", "funding"), "us"
+            try:
+                out.extend(self._ticker_records(inst, state, changed, ts, received_at_us, unit))
+            except Ignored as ign:  # this update changed nothing liqstream keeps; others in the frame may
+                reason = ign.reason
+        if not out:
+            raise Ignored(reason)
+        return out
 
     # -- tickers ------------------------------------------------------------------------------
     def _ticker_frame(self, msg: dict, received_at_us: int) -> list[Normalized]:
@@ -305,14 +393,14 @@ class BybitNormalizer:
         return self._ticker_records(inst, state, data, ts, received_at_us)
 
     def _ticker_records(self, inst: Instrument, state: dict, changed: dict, ts: Any,
-                        received_at_us: int) -> list[Normalized]:
+                        received_at_us: int, unit: str = "ms") -> list[Normalized]:
         touches_funding = any(k in changed for k in _FUNDING_FIELDS)
         touches_oi = any(k in changed for k in _OI_FIELDS)
         if not touches_funding and not touches_oi:
             raise Ignored("ticker_no_change")
         if not _present(state, "markPrice"):
             raise Ignored("ticker_incomplete")
-        event_time = to_epoch_us(ts, "ts", "funding")
+        event_time = to_epoch_us(ts, "ts", "funding", unit=unit)
         mark = to_float(state["markPrice"], "markPrice", "funding", positive=True)
         out: list[Normalized] = []
         if touches_funding:

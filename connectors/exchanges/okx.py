@@ -11,7 +11,10 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
   contract (BTC-USDT-SWAP: 0.01 BTC), for inverse a number of USD per contract
   (BTC-USD-SWAP: 100 USD, others 10 USD). SPOT sizes are base units. Contract
   values cannot be guessed from a symbol, so a SWAP/FUTURES id missing from the
-  metadata is dead-lettered as ``unknown_symbol`` (refresh the metadata).
+  metadata (current listing and history) is dead-lettered as ``unknown_symbol``
+  (its detail names ``liqstream instruments refresh okx``); the one inference is
+  a dated future of a series whose futures in the metadata all share their
+  terms (``series_future``).
 * ``trades`` / ``trades-all`` -> Trade: ``px``, ``sz``, ``side`` = taker side,
   ``tradeId``, ``ts``.
 * ``liquidation-orders`` -> Liquidation per ``details`` element. ``posSide``
@@ -26,11 +29,18 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
   seen for the instrument; ``funding-rate`` updates that state (``fundingRate``;
   ``fundingTime`` is the settlement time of the current rate, so it is the
   record's ``next_funding_time``) and emits a Funding record with the last
-  mark price; before any mark price is known it is buffered and counted as
-  ignored ``funding_rate_buffered`` (its values go out with the next mark).
+  mark price; before any mark price is known, or when the row has no ``ts``
+  (the older shape of the channel), it is buffered and counted as ignored
+  ``funding_rate_buffered`` (its values go out with the next mark), so the
+  outcome does not depend on which of the two channels came first.
 * REST payloads ``/public/open-interest``, ``/public/mark-price``,
   ``/public/funding-rate``, ``/public/liquidation-orders`` and
   ``/market/trades`` map like their websocket channels.
+* v3 (2019-2021) ``{"table": "<swap|futures|spot>/<channel>", "data": [...]}``,
+  told apart from v5 by ``table``: ``trade`` -> Trade, ``liquidation`` ->
+  Liquidation (``type`` 3 closes a long, 4 a short), ``mark_price`` -> Funding,
+  ``funding_rate`` buffered (no time of its own), ``ticker`` -> OpenInterest
+  when it carries ``open_interest``; times are ISO strings.
 * Ignored (counted): subscribe/unsubscribe acks, ``notice``, connection-count
   events, ``tickers``, ``books*``, ``bbo-tbt``, candles, ``index-tickers``, the
   text ``pong``. ``{"event": "error"}`` is dead-lettered as ``subscription_failed``.
@@ -38,12 +48,15 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
-from connectors.instruments import Instrument, InstrumentBook, normalize_asset
+from connectors.exchanges.isotime import iso_to_epoch_us
+from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_CHANNELS = frozenset({
@@ -52,6 +65,14 @@ _IGNORED_CHANNELS = frozenset({
     "option-trades", "call-auction-details", "economic-calendar", "sprd-tickers", "adl-warning",
 })
 _ACK_EVENTS = frozenset({"subscribe", "unsubscribe", "login", "notice", "channel-conn-count"})
+#: v3 tables are ``<market>/<channel>``
+_V3_MARKETS = frozenset({"spot", "swap", "futures", "option", "index", "margin"})
+_V3_IGNORED = frozenset({"depth", "depth5", "depth_l2_tbt", "price_range", "estimated_price", "instruments",
+                         "summary", "account", "position", "order", "order_algo"})
+#: v3 liquidation ``type``: 3 = close long, 4 = close short (the closed position)
+_V3_LIQUIDATED = {"3": "long", "4": "short"}
+
+
 
 
 def parse_okx_symbol(symbol: str) -> Instrument | None:
@@ -60,6 +81,32 @@ def parse_okx_symbol(symbol: str) -> Instrument | None:
     if len(parts) != 2 or not all(p.isalnum() for p in parts):
         return None
     return Instrument("okx", symbol, normalize_asset(parts[0]), parts[1].upper(), "spot", None, 1.0, False)
+
+
+_DATED_FUTURE = re.compile(r"^(?P<series>[A-Z0-9]+-[A-Z0-9]+)-(?P<yymmdd>\d{6})$")
+#: OKX futures deliver at 08:00 UTC on the date of their id
+_DELIVERY_HOUR = 8
+
+
+def series_future(book: InstrumentBook, symbol: str) -> Instrument | None:
+    """A dated future missing from the book (listed after the bundled file, or expired before it), e.g.
+    ``BTC-USD-230630``: OKX lists every expiry of a series (``BTC-USD-*``, ``BTC-USDT-*``) with the same
+    contract terms, so it takes the terms the book's futures of that series agree on. None when the book
+    has no future of the series or its futures disagree: a contract value is never guessed."""
+    m = _DATED_FUTURE.match(symbol)
+    if m is None:
+        return None
+    try:
+        expiry = datetime.strptime(m["yymmdd"], "%y%m%d").replace(hour=_DELIVERY_HOUR, tzinfo=UTC)
+    except ValueError:
+        return None
+    prefix = m["series"] + "-"
+    terms = {(i.base, i.quote, i.contract_value, i.inverse) for i in book.known()
+             if i.kind == "future" and i.symbol.startswith(prefix) and _DATED_FUTURE.match(i.symbol)}
+    if len(terms) != 1:
+        return None
+    base, quote, contract_value, inverse = terms.pop()
+    return Instrument("okx", symbol, base, quote, "future", int(expiry.timestamp() * 1000), contract_value, inverse)
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -103,7 +150,8 @@ class OkxNormalizer:
     venue = "okx"
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
-        self.instruments = instruments or InstrumentBook.load(self.venue, parse_okx_symbol)
+        self.instruments = book = instruments or InstrumentBook.load(self.venue)
+        book.set_parser(lambda symbol: parse_okx_symbol(symbol) or series_future(book, symbol))
         #: per instId: last mark price and funding state, merged across mark-price / funding-rate
         self._marks: dict[str, float] = {}
         self._funding: dict[str, tuple[float | None, int | None]] = {}
@@ -148,6 +196,9 @@ class OkxNormalizer:
         arg = msg.get("arg")
         if isinstance(arg, dict):
             return self._channel(str(arg.get("channel")), msg, received_at_us)
+        table = msg.get("table")
+        if isinstance(table, str):  # v3 (2019-2021): {"table": "swap/trade", "data": [...]}
+            return self._v3_table(table, msg, received_at_us)
         if "code" in msg and "data" in msg:
             return self._rest(msg, received_at_us)
         raise Malformed("unknown_message", "OKX message without event, arg or code")
@@ -181,7 +232,8 @@ class OkxNormalizer:
             raise Malformed("missing_field", "instId missing", et)
         inst = self.instruments.get(inst_id)
         if inst is None:
-            raise Malformed("unknown_symbol", f"no contract metadata for {inst_id!r} (refresh instruments/okx.json)", et)
+            raise Malformed("unknown_symbol", f"no contract metadata for {inst_id!r}: "
+                            + REFRESH_HINT.format(venue=self.venue), et)
         return inst
 
     # -- per channel --------------------------------------------------------------------------
@@ -256,11 +308,11 @@ class OkxNormalizer:
             "open_interest_usd": usd,
         }
 
-    def _funding_record(self, inst: Instrument, mark: float, ts: Any, received_at_us: int) -> Normalized:
+    def _funding_record(self, inst: Instrument, mark: float, event_time_us: int, received_at_us: int) -> Normalized:
         rate, settle_ms = self._funding.get(inst.symbol, (None, None))
         return "funding", {
             **inst.common_fields(),
-            "event_time": to_epoch_us(ts, "ts", "funding"),
+            "event_time": event_time_us,
             "ingest_time": received_at_us,
             "mark_price": mark,
             "index_price": None,  # OKX publishes the index on index-tickers, not joined here
@@ -273,7 +325,7 @@ class OkxNormalizer:
         inst = self._instrument(r.get("instId"), et)
         mark = to_float(require(r, "markPx", et), "markPx", et, positive=True)
         self._marks[inst.symbol] = mark
-        return self._funding_record(inst, mark, require(r, "ts", et), received_at_us)
+        return self._funding_record(inst, mark, to_epoch_us(require(r, "ts", et), "ts", et), received_at_us)
 
     def _funding_rates(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
         et = "funding"
@@ -285,10 +337,117 @@ class OkxNormalizer:
             settle = to_epoch_us(ft, "fundingTime", et) // 1000 if ft not in (None, "") else None
             self._funding[inst.symbol] = (rate, settle)
             mark = self._marks.get(inst.symbol)
-            if mark is not None:
-                out.append(self._funding_record(inst, mark, require(r, "ts", et), received_at_us))
+            # the older funding-rate shape has no ts: with no time of its own the rate can only go out with
+            # the next mark-price, whichever came first (ADR 014), never be dead-lettered for a missing ts
+            if mark is not None and r.get("ts") not in (None, ""):
+                out.append(self._funding_record(inst, mark, to_epoch_us(r["ts"], "ts", et), received_at_us))
         if not out:
             raise Ignored("funding_rate_buffered")
+        return out
+
+    # -- v3 (the archives of 2019-2021) --------------------------------------------------------
+    def _v3_table(self, table: str, msg: dict, received_at_us: int) -> list[Normalized]:
+        market, _, channel = table.partition("/")
+        if market not in _V3_MARKETS:
+            raise Malformed("unknown_message", f"unknown OKX v3 table {table!r}")
+        if channel == "trade":
+            return [self._v3_trade(r, received_at_us) for r in self._rows(msg, "trade")]
+        if channel == "liquidation":
+            return [self._v3_liquidation(r, received_at_us) for r in self._rows(msg, "liquidation")]
+        if channel == "mark_price":
+            return [self._v3_mark_price(r, received_at_us) for r in self._rows(msg, "funding")]
+        if channel == "funding_rate":
+            return self._v3_funding_rates(self._rows(msg, "funding"))
+        if channel == "ticker":
+            return self._v3_tickers(self._rows(msg, "open_interest"), received_at_us)
+        if channel in _V3_IGNORED or channel.startswith("candle"):
+            raise Ignored(f"v3_{channel}")
+        raise Malformed("unknown_message", f"unknown OKX v3 table {table!r}")
+
+    def _v3_trade(self, r: dict, received_at_us: int) -> Normalized:
+        et = "trade"
+        inst = self._instrument(r.get("instrument_id"), et)
+        price = to_float(require(r, "price", et), "price", et, positive=True)
+        # futures/trade of 2019 sends qty, swap and spot size
+        qty_key = "qty" if "qty" in r else "size"
+        size, usd = inst.to_base_and_usd(price, to_float(require(r, qty_key, et), qty_key, et, positive=True))
+        side = r.get("side")
+        if side not in ("buy", "sell"):
+            raise Malformed("bad_value", f"side={side!r} is neither buy nor sell", et)
+        tid = r.get("trade_id")
+        return et, {
+            **inst.common_fields(),
+            "event_time": iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
+            "ingest_time": received_at_us,
+            "trade_id": None if tid is None else str(tid),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": side,
+        }
+
+    def _v3_liquidation(self, r: dict, received_at_us: int) -> Normalized:
+        et = "liquidation"
+        inst = self._instrument(r.get("instrument_id"), et)
+        kind = str(r.get("type"))
+        if kind not in _V3_LIQUIDATED:
+            raise Malformed("bad_value", f"liquidation type={r.get('type')!r} is neither 3 (close long) nor 4", et)
+        price = to_float(require(r, "price", et), "price", et, positive=True)
+        size, usd = inst.to_base_and_usd(price, to_float(require(r, "size", et), "size", et, positive=True))
+        return et, {
+            **inst.common_fields(),
+            "event_time": iso_to_epoch_us(require(r, "created_at", et), "created_at", et),
+            "ingest_time": received_at_us,
+            "side": _V3_LIQUIDATED[kind],
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "order_id": None,
+        }
+
+    def _v3_mark_price(self, r: dict, received_at_us: int) -> Normalized:
+        et = "funding"
+        inst = self._instrument(r.get("instrument_id"), et)
+        mark = to_float(require(r, "mark_price", et), "mark_price", et, positive=True)
+        self._marks[inst.symbol] = mark
+        return self._funding_record(inst, mark, iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
+                                    received_at_us)
+
+    def _v3_funding_rates(self, rows: list[dict]) -> list[Normalized]:
+        # {funding_rate, funding_time, estimated_rate, interest_rate, instrument_id}: no time of its own, so
+        # like the v5 rows without ts it is buffered and goes out with the next mark price
+        et = "funding"
+        for r in rows:
+            inst = self._instrument(r.get("instrument_id"), et)
+            rate = to_float(require(r, "funding_rate", et), "funding_rate", et)
+            ft = r.get("funding_time")
+            settle = iso_to_epoch_us(ft, "funding_time", et) // 1000 if ft not in (None, "") else None
+            self._funding[inst.symbol] = (rate, settle)
+        raise Ignored("funding_rate_buffered")
+
+    def _v3_tickers(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
+        # v3 has no open-interest channel: swap/futures tickers carry open_interest (contracts) from 2020;
+        # the ticker's own last price converts it. Spot tickers and the older ones without it are ignored.
+        et = "open_interest"
+        out: list[Normalized] = []
+        for r in rows:
+            if r.get("open_interest") in (None, ""):
+                continue
+            inst = self._instrument(r.get("instrument_id"), et)
+            contracts = to_float(r["open_interest"], "open_interest", et)
+            if contracts < 0:
+                raise Malformed("bad_value", f"open_interest={contracts} is negative", et)
+            last = to_float(require(r, "last", et), "last", et, positive=True)
+            base, usd = inst.to_base_and_usd(last, contracts)
+            out.append((et, {
+                **inst.common_fields(),
+                "event_time": iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
+                "ingest_time": received_at_us,
+                "open_interest": base,
+                "open_interest_usd": usd if inst.inverse or inst.quote in USD_QUOTES else None,
+            }))
+        if not out:
+            raise Ignored("v3_ticker")
         return out
 
     # -- REST ---------------------------------------------------------------------------------

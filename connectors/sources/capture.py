@@ -12,6 +12,11 @@ Two formats are read, optionally gzip-compressed (detected by magic bytes):
   from the file name (``BINANCE_FUTURES.ws.1.0.gz`` -> ``binance-futures``) or
   the caller.
 
+* tardis.dev raw replay files: one ``<ISO local timestamp> <venue JSON>`` line per
+  message (``2020-12-18T00:30:58.3740000Z {"table":...}``), as tardis.dev's raw data
+  API serves them. The venue comes from the caller or the file name's tardis exchange
+  id (``okex-swap_2020-12-18.json.gz`` -> ``okx``; :data:`TARDIS_VENUES`).
+
 Every line yields a :class:`RawMessage` or a :class:`CaptureLineError`; nothing
 is dropped without being counted.
 """
@@ -24,6 +29,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,7 +48,21 @@ CRYPTOFEED_VENUES = {
     "GATEIO_FUTURES": "gateio-futures",
 }
 
+#: tardis.dev exchange ids -> liqstream venue ids (tardis names OKX "okex", per market until 2021)
+TARDIS_VENUES = {
+    "binance-futures": "binance-futures",
+    "binance-delivery": "binance-delivery",
+    "bybit": "bybit",
+    "okex": "okx",
+    "okex-swap": "okx",
+    "okex-futures": "okx",
+    "deribit": "deribit",
+    "hyperliquid": "hyperliquid",
+}
+
 _decode_json = msgspec.json.Decoder().decode
+_TARDIS_LINE = re.compile(r"^(?P<t>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z) (?P<json>.*)$", re.S)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CF_RECEIVED = re.compile(r"^(?P<t>\d+(?:\.\d+)?): (?P<json>.*)$", re.S)
 _CF_REST = re.compile(r"^(?P<url>\S+) -> (?P<t>\d+(?:\.\d+)?): (?P<json>.*)$", re.S)
 _CF_CLIENT = re.compile(r"^\S+ (?:<->|<-) \d+(?:\.\d+)?")
@@ -87,8 +107,16 @@ def open_text(path: str | Path | IO[bytes]) -> IO[str]:
 
 
 def venue_from_filename(path: str | Path) -> str | None:
-    name = Path(str(path)).name.split(".")[0].upper()
-    return CRYPTOFEED_VENUES.get(name)
+    """cryptofeed's ``BINANCE_FUTURES.ws.1.0.gz`` or tardis.dev's ``okex-swap_<...>`` file names."""
+    name = Path(str(path)).name
+    return CRYPTOFEED_VENUES.get(name.split(".")[0].upper()) or TARDIS_VENUES.get(name.split("_")[0].lower())
+
+
+def iso_local_us(text: str) -> int:
+    """tardis.dev's ISO local timestamp (7 fractional digits: beyond µs is dropped) -> epoch µs, exactly."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    d = datetime.fromisoformat(head).replace(tzinfo=UTC) - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + int((frac + "000000")[:6])
 
 
 def _received_us(value: Any) -> int:
@@ -110,9 +138,11 @@ def read_capture(path: str | Path, venue: str | None = None, fmt: str = "auto") 
                 continue
             src = f"{Path(name).name}:{lineno}"
             if kind == "auto":  # the first line decides for the whole file
-                kind = "jsonl" if line.startswith("{") else "cryptofeed"
+                kind = "jsonl" if line.startswith("{") else "tardis" if _TARDIS_LINE.match(line) else "cryptofeed"
             if kind == "jsonl":
                 yield _jsonl_line(line, src, venue)
+            elif kind == "tardis":
+                yield _tardis_line(line, src, first_venue)
             else:
                 yield _cryptofeed_line(line, src, first_venue)
 
@@ -152,6 +182,20 @@ def _cryptofeed_line(line: str, src: str, venue: str | None) -> RawMessage | Cap
     if m:
         return RawMessage(venue, _received_us(m["t"]), m["json"], src, "ws")
     return CaptureLineError(venue, "bad_capture_line", "neither 'T: JSON' nor a URL line", src, line)
+
+
+def _tardis_line(line: str, src: str, venue: str | None) -> RawMessage | CaptureLineError:
+    if venue is None:
+        return CaptureLineError(None, "unknown_venue", "cannot tell the venue: pass --venue or name the file "
+                                "<tardis exchange id>_...", src, line)
+    m = _TARDIS_LINE.match(line)
+    if m is None:
+        return CaptureLineError(venue, "bad_capture_line", "not '<ISO local timestamp> <JSON>'", src, line)
+    try:
+        received = iso_local_us(m["t"])
+    except ValueError as exc:
+        return CaptureLineError(venue, "bad_capture_line", f"bad local timestamp: {exc}", src, line)
+    return RawMessage(venue, received, m["json"], src, "ws")
 
 
 class CaptureWriter:

@@ -4,7 +4,11 @@ Sources, all turned into the same RecordBatches of normalized events:
 
 * ``archive`` — the Parquet archive the streaming job writes (``pipelines.archive``);
 * ``capture`` — capture files (liqstream JSONL or cryptofeed), normalized in the workers;
-* ``kafka``   — topic offsets found by time (``connectors.kafka.timeindex``).
+* ``kafka``   — topic offsets found by time (``connectors.kafka.timeindex``);
+* ``tardis``  — tardis.dev CSV datasets (``trades``, ``liquidations``, ``derivative_ticker``) in a
+  directory, read by ``connectors.sources.tardis``;
+* ``tardis-raw`` — tardis.dev raw replay files (``<ISO time> <venue JSON>`` lines) in a directory,
+  through the venue normalizers like a capture.
 
 The days ``[from, to]`` are replaced exactly: in ONE DuckDB transaction the
 rows of every mart whose time falls in the range are deleted and the rebuilt
@@ -27,6 +31,7 @@ from pathlib import Path
 import apache_beam as beam
 import pyarrow as pa
 
+from connectors.normalize import DeadLetter, Outcome
 from pipelines import archive, warehouse
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
@@ -93,23 +98,64 @@ class NormalizeCaptureFile(beam.DoFn):
 
     def process(self, item: tuple[str, int, int]) -> Iterator[pa.RecordBatch]:
         from connectors.kafka.publish import account
+        from connectors.sources.capture import read_capture
 
         path, start_us, end_us = item
         normalizers: dict = {}
-        rows: dict[str, list[dict]] = {et: [] for et in EVENT_TYPES}
-        from connectors.sources.capture import read_capture
+        outcomes = (account(msg, normalizers)[1] for msg in read_capture(path))
+        yield from _batches_in_range(outcomes, start_us, end_us)
 
-        for msg in read_capture(path):
-            _, outcome = account(msg, normalizers)
-            for et, rec in outcome.records:
-                if start_us <= rec["event_time"] < end_us:
-                    rows[et].append(rec)
-                    if len(rows[et]) >= BATCH_ROWS:
-                        yield pa.RecordBatch.from_pylist(rows[et], schema=arrow_schema(et))
-                        rows[et] = []
-        for et, rs in rows.items():
-            if rs:
-                yield pa.RecordBatch.from_pylist(rs, schema=arrow_schema(et))
+
+def _batches_in_range(outcomes: Iterator[Outcome], start_us: int, end_us: int) -> Iterator[pa.RecordBatch]:
+    """RecordBatches (per event type, BATCH_ROWS at most) of the records whose event time is in range."""
+    rows: dict[str, list[dict]] = {et: [] for et in EVENT_TYPES}
+    for outcome in outcomes:
+        for et, rec in outcome.records:
+            if start_us <= rec["event_time"] < end_us:
+                rows[et].append(rec)
+                if len(rows[et]) >= BATCH_ROWS:
+                    yield pa.RecordBatch.from_pylist(rows[et], schema=arrow_schema(et))
+                    rows[et] = []
+    for et, rs in rows.items():
+        if rs:
+            yield pa.RecordBatch.from_pylist(rs, schema=arrow_schema(et))
+
+
+class NormalizeTardisCsvFile(beam.DoFn):
+    """(path, start_us, end_us) -> RecordBatches of a tardis CSV dataset's events in range.
+
+    The backfill has no dead-letter topic: rows that cannot be read are counted
+    (``tardis_dead_letters``) and the first of each file logged with its file and line."""
+
+    def __init__(self) -> None:
+        self._dead = beam.metrics.Metrics.counter("backfill", "tardis_dead_letters")
+
+    def process(self, item: tuple[str, int, int]) -> Iterator[pa.RecordBatch]:
+        from connectors.sources.tardis import read_tardis_csv
+
+        path, start_us, end_us = item
+        dead: list[DeadLetter] = []
+
+        def outcomes() -> Iterator[Outcome]:
+            for _, outcome in read_tardis_csv(path):
+                if outcome.dead is not None:
+                    self._dead.inc()
+                    if not dead:  # the first is logged with its file and line
+                        dead.append(outcome.dead)
+                yield outcome
+
+        yield from _batches_in_range(outcomes(), start_us, end_us)
+        if dead:
+            log.warning("tardis dataset %s: dead letters, the first %s: %s (%s)", path, dead[0].source,
+                        dead[0].reason, dead[0].detail)
+
+
+def tardis_files(directory: str | Path, source: str) -> list[str]:
+    """The files of ``directory`` a tardis backfill reads: CSV datasets (``tardis``) or raw replay files
+    (``tardis-raw``, every other file), sorted by name."""
+    files = sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith("."))
+    is_csv = [p.name.endswith((".csv", ".csv.gz")) for p in files]
+    return [str(p) for p, c in zip(files, is_csv, strict=True) if c == (source == "tardis")]
 
 
 def _day_bounds(start: date, end: date) -> tuple[int, int]:
@@ -305,10 +351,11 @@ def _source(p: beam.Pipeline, settings: JobSettings, source: str, captures: list
             log.warning("no archived events for %s..%s under %s", start, end, adir)
         return (p | "ArchiveDays" >> beam.Create(items, reshuffle=False) | "Spread" >> beam.Reshuffle()
                 | "ReadArchive" >> beam.ParDo(ReadArchiveDays(str(adir))))
-    if source == "capture":
+    if source in ("capture", "tardis-raw", "tardis"):  # files; a tardis raw file reads as a capture
         items = [(str(c), start_us, end_us) for c in captures]
+        reader = NormalizeTardisCsvFile() if source == "tardis" else NormalizeCaptureFile()
         return (p | "Captures" >> beam.Create(items, reshuffle=False) | "Spread" >> beam.Reshuffle()
-                | "Normalize" >> beam.ParDo(NormalizeCaptureFile()))
+                | "Normalize" >> beam.ParDo(reader))
     if source == "kafka":
         from connectors.kafka.beam_source import ReadKafkaRangeBatches
         from connectors.kafka.timeindex import ranges_for_time
@@ -318,7 +365,7 @@ def _source(p: beam.Pipeline, settings: JobSettings, source: str, captures: list
                                  start_us // 1000, end_us // 1000, settings.max_range)
         batches = (p | "ReadKafka" >> ReadKafkaRangeBatches(settings.kafka, ranges))["batches"]
         return batches | "InRange" >> beam.Map(_filter_time, start_us, end_us)
-    raise ValueError(f"unknown backfill source {source!r}: archive, capture or kafka")
+    raise ValueError(f"unknown backfill source {source!r}: archive, capture, kafka, tardis or tardis-raw")
 
 
 def _filter_time(batch: pa.RecordBatch, start_us: int, end_us: int) -> pa.RecordBatch:

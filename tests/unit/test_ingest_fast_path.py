@@ -271,6 +271,10 @@ def agg_trade_payloads(draw: st.DrawFn) -> dict:
         "m": pick(_makers, draw(st.booleans())),
         "T": pick(_times, t),
     }
+    # X, the fill type of a ``trade``: MARKET or none is a book trade; off-book and unknown types leave the fast path
+    fill_type = draw(st.sampled_from([_DROP, _DROP, _DROP, "MARKET", "INSURANCE_FUND", "ADL", "NA", None, "LIQ", 5]))
+    if fill_type is not _DROP:
+        payload["X"] = fill_type
     id_key = draw(st.sampled_from(["a", "t", "both", "none"]))
     if id_key in ("a", "both"):
         payload["a"] = draw(_ids)
@@ -322,6 +326,13 @@ def test_binance_trade_fast_path_equals_checked_path(payload: dict) -> None:
     {"e": "aggTrade", "s": "NOPE", "p": "1", "q": "0.25", "m": True, "T": T_MS},
     {"e": "aggTrade", "s": 5, "p": "1", "q": "0.25", "m": True, "T": T_MS},
     {"e": "aggTrade", "p": "1", "q": "0.25", "m": True, "T": T_MS},
+    {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": "MARKET"},
+    {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": "INSURANCE_FUND"},
+    {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": "ADL"},
+    {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": "NA"},
+    {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": None},
+    {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": ["MARKET"]},
+    {"e": "trade", "s": "NOPE", "p": "1", "q": "0.25", "m": True, "T": T_MS, "X": "ADL"},
 ])
 def test_binance_trade_fast_path_equals_checked_path_on_edges(payload: dict) -> None:
     norm = BinanceFuturesNormalizer()
@@ -346,8 +357,8 @@ def _frame(venue: str, trades: list[dict]) -> dict:
 
 
 _VENUE_TRADE = {  # (a well-formed trade, symbols to draw from) per venue with a typed trade fast path
-    "binance-futures": ({"e": "aggTrade", "E": T_MS + 3, "a": 1, "s": "BTCUSDT", "p": "40000.5", "q": "0.25",
-                         "f": 1, "l": 1, "T": T_MS, "m": True}, "s", ["BTCUSDT", "BTCUSDT_240329", "NOPE"]),
+    "binance-futures": ({"e": "trade", "E": T_MS + 3, "t": 1, "s": "BTCUSDT", "p": "40000.5", "q": "0.25",
+                         "T": T_MS, "m": True, "X": "MARKET"}, "s", ["BTCUSDT", "BTCUSDT_240329", "NOPE"]),
     "binance-delivery": ({"e": "aggTrade", "E": T_MS + 3, "a": 1, "s": "BTCUSD_PERP", "p": "40000.5", "q": "3",
                           "f": 1, "l": 1, "T": T_MS, "m": False}, "s", ["BTCUSD_PERP", "ETHUSD_PERP", "NOPE"]),
     "bybit": ({"T": T_MS, "s": "BTCUSDT", "S": "Buy", "v": "0.25", "p": "40000.5", "L": "PlusTick", "i": "ab-1",
@@ -360,7 +371,8 @@ _VENUE_TRADE = {  # (a well-formed trade, symbols to draw from) per venue with a
 #: top-level keys the venues' normalize() dispatch on (a fast path must read a frame holding them as normalize does)
 _DISPATCH_KEYS = ["markPrice", "symbol", "e", "event", "topic", "channel", "arg", "retCode", "result", "id", "op",
                   "success", "code", "stream", "data", "type", "ret_msg", "jsonrpc", "method", "params"]
-_edge_values = st.one_of(_prices, _times, _ids, st.sampled_from(["Buy", "Sell", "buy", "sell", "A", "B", "X"]))
+_edge_values = st.one_of(_prices, _times, _ids, st.sampled_from(["Buy", "Sell", "buy", "sell", "A", "B", "X",
+                                                                 "INSURANCE_FUND", "ADL", "NA", "MARKET"]))
 
 
 @st.composite

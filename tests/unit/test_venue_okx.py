@@ -185,10 +185,11 @@ def test_funding_rate_and_mark_price_are_joined(norm: OkxNormalizer) -> None:
 
 
 def test_mark_price_doc_example_unknown_contract_is_dead_lettered(norm: OkxNormalizer) -> None:
-    doc = {"arg": {"channel": "mark-price", "instId": "LTC-USD-190628"},
-           "data": [{"instType": "FUTURES", "instId": "LTC-USD-190628", "markPx": "0.1", "ts": "1597026383085"}]}
+    doc = {"arg": {"channel": "mark-price", "instId": "NOPE-USD-190628"},
+           "data": [{"instType": "FUTURES", "instId": "NOPE-USD-190628", "markPx": "0.1", "ts": "1597026383085"}]}
     out = route(norm, json.dumps(doc), RECV)
     assert out.dead.reason == "unknown_symbol"  # ctVal cannot be guessed: never silently 1
+    assert "liqstream instruments refresh okx" in out.dead.detail  # the command that fixes it
 
 
 def test_rest_payloads(norm: OkxNormalizer) -> None:
