@@ -20,6 +20,7 @@ from pipelines import warehouse
 from pipelines.alerts import outbox
 from pipelines.alerts.delivery import AlertDispatcher, deliver_pending
 from pipelines.alerts.record import decoder, encoder, to_json, to_record
+from pipelines.jobs.stream import StreamHealth
 from pipelines.settings import AlertSettings, JobSettings
 from pipelines.status import collect_status, format_status
 
@@ -204,6 +205,17 @@ def test_receiver_down_dead_letters_the_alert_after_its_retries_without_leaking_
     assert json.loads(payload)["liq_usd"] == 1_500_000.5
     st = collect_status(s, timeout_s=0.5)
     assert st.check("alerts").ok is False and "alert_dead_letters" in st.check("alerts").hint
+    # /metrics of the stream job: the outbox's counts per sink
+    dispatcher = AlertDispatcher(s)
+    con = warehouse.connect(s.db)
+    try:
+        dispatcher.sync(con)  # hands nothing out: nothing is pending
+    finally:
+        con.close()
+    health = StreamHealth(extra_metrics=dispatcher.metrics_lines)
+    metrics = health.render().splitlines()
+    for name, value in (("delivered", 0), ("pending", 0), ("dead_lettered", 1)):
+        assert f'liqstream_alerts_{name}{{sink="{sink}"}} {value}' in metrics
     assert st.alerts == {sink: {"pending": 0, "sent": 0, "dead": 1}}
     _no_secret_anywhere(s, caplog)
 
