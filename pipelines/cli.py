@@ -398,6 +398,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         h = job.health
         _step(f"streaming job consumed {h.events_total:,} events in {h.cycles} cycles "
               f"({h.rejects_total:,} rejects, lag {sum(h.lag.values()):,})")
+        _demo_alerts(s)
     finally:
         if broker is not None:
             broker.stop()
@@ -407,6 +408,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  "
           f"(try: liqstream query \"SELECT * FROM v_cascades_latest LIMIT 5\")")
     return rc
+
+
+def _demo_alerts(s) -> None:
+    from pipelines import warehouse
+    from pipelines.alerts.outbox import counts
+
+    con = warehouse.connect(s.db)
+    try:
+        for sink, c in counts(con).items():
+            _step(f"cascade alerts to {sink}: {c['sent']:,} delivered, {c['pending']:,} pending, "
+                  f"{c['dead']:,} dead-lettered (liqstream alerts tail, while a broker runs)")
+    finally:
+        con.close()
 
 
 def _replay_capture(capture: str, kafka, progress: bool):

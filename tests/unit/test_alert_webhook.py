@@ -245,3 +245,25 @@ def test_record_takes_columns_by_name_kind_flows_through_and_round_trips_avro():
     assert body["alert_ts"] == "2026-03-09T23:31:00Z" and body["committed_ts"] == "2026-03-09T23:31:01.000001Z"
     with pytest.raises(ValueError, match="scope"):
         to_record({k: v for k, v in row.items() if k != "scope"}, "run-9", 1)
+
+
+def test_alert_settings_from_env_and_config_file_keep_secrets_out_of_repr(tmp_path):
+    from pipelines.config_file import apply_config
+
+    conf = tmp_path / "liqstream.toml"
+    conf.write_text(f'LIQSTREAM_ALERT_WEBHOOKS = "https://a.example/{SECRET_URL_PART}, http://b.example:8080/x"\n'
+                    'LIQSTREAM_ALERT_WEBHOOK_MAX_ATTEMPTS = 4\n')
+    token = tmp_path / "token"
+    token.write_text(SECRET_TOKEN + "\n")
+    env = {"LIQSTREAM_ALERT_WEBHOOK_TOKEN_FILE": str(token), "LIQSTREAM_ALERT_WEBHOOK_TIMEOUT_S": "2.5"}
+    apply_config(conf, env)
+    s = JobSettings.from_env(env)
+    assert s.alerts.webhooks == (f"https://a.example/{SECRET_URL_PART}", "http://b.example:8080/x")
+    assert (s.alerts.webhook_max_attempts, s.alerts.webhook_timeout_s) == (4, 2.5)
+    assert s.alerts.webhook_token == SECRET_TOKEN and s.alerts.topic == "cascade_alerts.v1"
+    names = outbox.sink_names(s)
+    assert names[0] == "kafka:cascade_alerts.v1" and names[1].startswith("webhook:a.example#")
+    assert names[2].startswith("webhook:b.example:8080#")
+    for text in (repr(s), *names):
+        assert SECRET_URL_PART not in text and SECRET_TOKEN not in text
+    assert JobSettings.from_env({"LIQSTREAM_ALERT_TOPIC": ""}).alerts.topic == ""  # Kafka delivery off
