@@ -138,6 +138,7 @@ class AlertDispatcher:
         self.workers = {s.name: SinkWorker(s, batch_size=500 if s.name.startswith("kafka:") else 1)
                         for s in configured_sinks(settings)}
         self._in_flight: set[tuple[str, int, str]] = set()
+        self._unrecorded: list[Outcome] = []
         self._synced_once = False
         self._counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
@@ -153,14 +154,14 @@ class AlertDispatcher:
             w.stop()
         deadline = time.monotonic() + timeout_s
         for w in self.workers.values():
-            w.join(max(0.0, deadline - time.monotonic()))
+            if w.ident is not None:  # started
+                w.join(max(0.0, deadline - time.monotonic()))
         if self.settings.db.exists():
             con = warehouse.connect(self.settings.db)
             try:
                 self._record(con)
             finally:
                 con.close()
-
 
     def sync(self, con: Any) -> int:
         """Record outcomes, hand out new pending deliveries; returns how many were handed out."""
@@ -182,8 +183,10 @@ class AlertDispatcher:
         return handed
 
     def _record(self, con: Any) -> None:
-        outcomes = [o for w in self.workers.values() for o in w.take_outcomes()]
+        outcomes = self._unrecorded + [o for w in self.workers.values() for o in w.take_outcomes()]
+        self._unrecorded = outcomes  # kept until written: a failed write is tried again at the next sync
         outbox.record_outcomes(con, outcomes)
+        self._unrecorded = []
         for o in outcomes:
             if o.status != "retry":
                 self._in_flight.discard(o.delivery.key)
@@ -200,7 +203,8 @@ class AlertDispatcher:
     def after_cycle(self) -> None:
         """The stream job's hook between cycles: record what the workers did since (the new
         alerts were handed out by ``run_load(after_analytics=sync_safely)``), if they did anything."""
-        if not self.workers or (self._synced_once and not any(w.has_outcomes() for w in self.workers.values())):
+        if not self.workers or (self._synced_once and not self._unrecorded
+                                and not any(w.has_outcomes() for w in self.workers.values())):
             return
         con = warehouse.connect(self.settings.db)
         try:

@@ -162,13 +162,14 @@ class StreamJob:
         last_dq = 0.0
         last_analytics = time.monotonic()
         cycles = 0
+        alerts = AlertDispatcher(self.settings)  # delivery threads (ADR 012), started after the fork below
+        self.health.extra_metrics = alerts.metrics_lines
         # reader processes kept across cycles (see connectors.kafka.fetch)
         fetcher = (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers)
                    if self.settings.fetch_workers > 1 else None)
         if fetcher is not None:
             fetcher.start()
-        alerts = AlertDispatcher(self.settings).start()  # delivery threads (ADR 012)
-        self.health.extra_metrics = alerts.metrics_lines
+        alerts.start()
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
