@@ -80,11 +80,11 @@ class EventProducer:
             self._errors.clear()
             raise DeliveryError(f"{n} message(s) were not delivered; first error: {first!r}")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 60.0) -> None:
         try:
-            self.flush()
+            self.flush(timeout)
         finally:
-            self._producer.close()
+            self._producer.close(timeout=timeout)
 
     def __enter__(self) -> EventProducer:
         return self

@@ -44,7 +44,7 @@ class KafkaAlertSink:
     def close(self) -> None:
         if self._producer is not None:
             try:
-                self._producer.close()
+                self._producer.close(timeout=self.settings.kafka_timeout_s)
             except Exception as exc:  # undelivered sends stay pending in the outbox
                 log.warning("alert producer closed with undelivered records (%s)", exc)
             self._producer = None

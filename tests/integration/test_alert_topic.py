@@ -124,3 +124,67 @@ def test_kill9_around_delivery_then_restart_sends_each_level_exactly_once(fresh_
     assert first_line["schema"] == "cascade_alert.v1"
     assert datetime.fromisoformat(first_line["alert_ts"].replace("Z", "+00:00")) == datetime(
         1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=min(a["alert_ts"] for _, a in records))
+
+
+def test_frozen_broker_alerts_wait_then_go_out_once_and_the_cycle_path_never_blocks(fresh_broker, tmp_path):
+    """The broker stops answering (SIGSTOP) while alerts are sent on a live connection: the sends
+    time out with their outcome unknown (the broker may still append them when it resumes), are
+    retried after reading the topic back, and each level lands once after SIGCONT."""
+    import os
+    import time
+    from dataclasses import replace
+
+    from pipelines import warehouse
+    from pipelines.alerts.delivery import AlertDispatcher
+    from pipelines.jobs.load import run_load
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap, request_timeout_ms=1500)
+    settings = JobSettings(db=tmp_path / "o.duckdb", data_dir=tmp_path, kafka=kafka)
+    settings = settings.replace(alerts=replace(settings.alerts, kafka_timeout_s=2.0))
+    dispatcher = AlertDispatcher(settings).start()
+    con = warehouse.connect(settings.db)
+
+    def settle(timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not dispatcher.idle() and time.monotonic() < deadline:
+            dispatcher.sync(con)
+            time.sleep(0.2)
+        dispatcher.sync(con)
+
+    def load(messages) -> None:
+        con.close()  # run_load opens the database itself, as the stream job's cycle does
+        publish_raw_stream(messages, kafka)
+        run_load(settings, run_dq=False)
+
+    try:
+        load(binance_force_orders(600, seed=7))
+        con = warehouse.connect(settings.db)
+        dispatcher.sync(con)
+        settle()  # the producer is connected now
+        load(binance_force_orders(600, seed=8, t0_ms=T0_MS + 2 * 3600 * 1000))
+        con = warehouse.connect(settings.db)
+        pending = con.execute("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'").fetchone()[0]
+        assert pending > 0
+        os.kill(fresh_broker.process.pid, signal.SIGSTOP)
+        try:
+            assert dispatcher.sync(con) == pending  # handed out at once, frozen broker or not
+
+            def attempts() -> int:
+                dispatcher.sync(con)
+                return con.execute("SELECT min(attempts) FROM alert_deliveries WHERE status = 'pending'"
+                                   ).fetchone()[0] or 0
+
+            deadline = time.monotonic() + 120
+            while attempts() < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert attempts() >= 1, "no send attempt failed while the broker was frozen"
+        finally:
+            os.kill(fresh_broker.process.pid, signal.SIGCONT)
+        settle()
+    finally:
+        con.close()
+        dispatcher.close()
+    committed = set(_db_rows(settings.db, "SELECT episode_id, severity_level FROM cascade_alerts"))
+    sent = Counter((a["episode_id"], a["severity_level"]) for _, a in _topic_alerts(kafka))
+    assert set(sent) == committed and max(sent.values()) == 1
+    assert _db_rows(settings.db, "SELECT DISTINCT status FROM alert_deliveries") == [("sent",)]
