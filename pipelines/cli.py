@@ -145,6 +145,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     read = sum(r.size for r in result.ranges)
     print(f"load {result.run_id}: {result.status}; {read:,} messages from {len(result.ranges)} offset range(s), "
           f"{result.rejects_in:,} rejected, {result.rows_written:,} mart rows merged in {result.duration_s:.1f}s")
+    from pipelines.alerts.delivery import deliver_pending
+
+    for sink, c in deliver_pending(s, timeout_s=args.alerts_timeout).items():
+        print(f"  alerts to {sink}: {c['sent']:,} delivered, {c['pending']:,} pending, {c['dead']:,} dead-lettered")
     for r in result.dq:
         print(f"  DQ {r.suite}: {r.verdict} ({r.successful}/{r.evaluated} expectations, {r.rows_checked:,} rows)"
               + (f" failed: {', '.join(r.failed_expectations)}" if r.failed_expectations else ""))
@@ -230,6 +234,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = collect_status(s, metrics_port=args.metrics_port, stale_after_s=args.stale_after)
     print(json.dumps(st.to_dict(), indent=2) if args.format == "json" else format_status(st))
     return st.exit_code
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from pipelines.alerts.tail import tail
+
+    s = _settings(args)
+    _check_broker(s.kafka.bootstrap_servers)
+    topic = args.topic or s.alerts.topic
+    if not topic:
+        raise CliError("no alert topic: LIQSTREAM_ALERT_TOPIC is empty (Kafka delivery is off)", EXIT_USAGE)
+    try:
+        tail(s.kafka, topic, last=None if args.from_beginning else args.last, follow=args.follow, fmt=args.format)
+    except LookupError as exc:
+        raise CliError(str(exc)) from exc
+    return EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -390,6 +409,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         h = job.health
         _step(f"streaming job consumed {h.events_total:,} events in {h.cycles} cycles "
               f"({h.rejects_total:,} rejects, lag {sum(h.lag.values()):,})")
+        _demo_alerts(s)
     finally:
         if broker is not None:
             broker.stop()
@@ -399,6 +419,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  "
           f"(try: liqstream query \"SELECT * FROM v_cascades_latest LIMIT 5\")")
     return rc
+
+
+def _demo_alerts(s) -> None:
+    from pipelines import warehouse
+    from pipelines.alerts.outbox import counts
+
+    con = warehouse.connect(s.db)
+    try:
+        for sink, c in counts(con).items():
+            _step(f"cascade alerts to {sink}: {c['sent']:,} delivered, {c['pending']:,} pending, "
+                  f"{c['dead']:,} dead-lettered (liqstream alerts tail, while a broker runs)")
+    finally:
+        con.close()
 
 
 def _replay_capture(capture: str, kafka, progress: bool):
@@ -521,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reset-offsets", action="store_true",
                     help="forget consumed offsets and rebuild the marts from the topics' beginning")
     sp.add_argument("--no-dq", action="store_true", help="skip the data-quality checkpoint")
+    sp.add_argument("--alerts-timeout", type=float, default=30.0,
+                    help="seconds to deliver new cascade alerts after the load (the rest stay pending)")
     kafka_flags(sp)
     db_flag(sp)
 
@@ -596,6 +631,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "json"], default="table")
     kafka_flags(sp)
     db_flag(sp)
+
+    sp = add("alerts", cmd_alerts, "print the cascade alerts of the topic cascade_alerts.v1, decoded (tail: the last N, "
+             "then new ones with --follow)",
+             "liqstream alerts tail -n 20 --follow\n  liqstream alerts tail --from-beginning --format json | jq .")
+    sp.add_argument("action", choices=["tail"])
+    sp.add_argument("-n", "--last", type=int, default=10, help="alerts per partition read back, the last N shown (default 10)")
+    sp.add_argument("--from-beginning", action="store_true", help="every alert the topic holds")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing new alerts until Ctrl-C")
+    sp.add_argument("--format", choices=["text", "json"], default="text",
+                    help="text: one line per alert; json: the webhook body, one JSON object per line")
+    sp.add_argument("--topic", help="alert topic (env LIQSTREAM_ALERT_TOPIC, default cascade_alerts.v1)")
+    kafka_flags(sp)
 
     sp = add("simulate", cmd_simulate, "generate a market day with liquidation cascades as raw venue messages "
              "(+ ground truth)", "liqstream simulate --scenario A --seed 7 --out data/sim/A.jsonl.gz")

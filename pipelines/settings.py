@@ -12,6 +12,55 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import KafkaSettings
+from connectors.kafka.topics import ALERTS_TOPIC
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where cascade alerts go (pipelines/alerts, ADR 012). Env ``LIQSTREAM_ALERT_<NAME>``.
+
+    ``webhooks`` and ``webhook_token`` are secrets (a webhook URL often embeds its token):
+    ``repr`` masks them and logs show :func:`pipelines.alerts.webhook.redact_url` only.
+    """
+
+    #: Kafka topic of the alert records ("" = no Kafka delivery)
+    topic: str = ALERTS_TOPIC
+    #: URLs receiving each alert as an HTTP POST of JSON (env: comma- or space-separated)
+    webhooks: tuple[str, ...] = field(default=(), repr=False)
+    #: sent as ``Authorization: Bearer <token>`` to every webhook (env or LIQSTREAM_ALERT_WEBHOOK_TOKEN_FILE)
+    webhook_token: str | None = field(default=None, repr=False)
+    webhook_timeout_s: float = 5.0
+    #: attempts per alert and webhook before it goes to alert_dead_letters
+    webhook_max_attempts: int = 6
+    #: first retry delay; doubles per attempt up to webhook_max_backoff_s
+    webhook_backoff_s: float = 1.0
+    webhook_max_backoff_s: float = 60.0
+    #: records per partition read back from the topic's end to learn what a crashed run already sent
+    reconcile_records: int = 10_000
+    #: seconds a send to Kafka may take before it is retried (after reading the topic back)
+    kafka_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> AlertSettings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("LIQSTREAM_ALERT_" + f.name.upper())
+            if raw is None or (raw == "" and f.name != "topic"):
+                continue
+            t = str(f.type)
+            if f.name == "webhooks":
+                values[f.name] = tuple(u for u in raw.replace(",", " ").split() if u)
+            elif t.startswith("int"):
+                values[f.name] = int(raw)
+            elif t.startswith("float"):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        token_file = env.get("LIQSTREAM_ALERT_WEBHOOK_TOKEN_FILE")
+        if token_file and "webhook_token" not in values:
+            values["webhook_token"] = Path(token_file).read_text().strip()
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -27,14 +76,15 @@ class JobSettings:
     #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
     fetch_workers: int = 2
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> JobSettings:
         env = dict(os.environ if env is None else env)
-        values: dict[str, Any] = {"kafka": KafkaSettings.from_env(env)}
+        values: dict[str, Any] = {"kafka": KafkaSettings.from_env(env), "alerts": AlertSettings.from_env(env)}
         for f in fields(cls):
             key = "LIQSTREAM_" + f.name.upper()
-            if f.name != "kafka" and env.get(key):
+            if f.name not in ("kafka", "alerts") and env.get(key):
                 values[f.name] = Path(env[key]) if "Path" in str(f.type) else int(env[key])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -47,6 +47,7 @@ class Status:
     checks: list[Check] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)  # "topic[partition]" -> messages behind
     metrics: dict[str, float] = field(default_factory=dict)
+    alerts: dict[str, dict[str, int]] = field(default_factory=dict)  # sink -> {pending, sent, dead}
     checked_at: str = ""
 
     @property
@@ -59,7 +60,8 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return {"exit_code": self.exit_code, "checked_at": self.checked_at,
-                "checks": [asdict(c) for c in self.checks], "lag": self.lag, "metrics": self.metrics}
+                "checks": [asdict(c) for c in self.checks], "lag": self.lag, "metrics": self.metrics,
+                "alerts": self.alerts}
 
 
 def _with_timeout(fn: Any, timeout_s: float) -> Any:
@@ -186,6 +188,7 @@ def collect_status(settings: JobSettings, metrics_port: int | None = None, stale
         _job_checks(con, st, now, stale_after_s, metrics_cycle_age)
         _lag_check(con, st, settings, cluster_id, broker.ok, timeout_s)
         _dq_checks(con, st)
+        _alerts_check(con, st, now)
     finally:
         con.close()
     return st
@@ -277,6 +280,35 @@ def _dq_checks(con: Any, st: Status) -> None:
                                "rebuild those days: `liqstream backfill --from DAY --to DAY`", EXIT_DQ))
     else:
         st.checks.append(Check("quarantine", True, "no quarantined loads"))
+
+
+#: a pending alert older than this means a sink is not taking deliveries
+ALERT_PENDING_STALE_S = 300.0
+
+
+def _alerts_check(con: Any, st: Status, now: datetime) -> None:
+    """Alert deliveries per sink. Reported, but not in the exit code: the marts are fine, a receiver is not."""
+    from pipelines.alerts.outbox import counts
+
+    try:
+        st.alerts = counts(con)
+        oldest = con.execute("SELECT min(enqueued_at) FROM alert_deliveries WHERE status = 'pending'").fetchone()[0]
+    except Exception:  # a database from before the alert outbox (migration 0012) existed
+        return
+    if not st.alerts:
+        st.checks.append(Check("alerts", None, "no cascade alert committed yet"))
+        return
+    dead = sum(c["dead"] for c in st.alerts.values())
+    age = _age(oldest, now)
+    stale = age is not None and age > ALERT_PENDING_STALE_S
+    summary = "; ".join(f"{sink}: {c['sent']:,} delivered, {c['pending']:,} pending, {c['dead']:,} dead-lettered"
+                        for sink, c in st.alerts.items())
+    hint = []
+    if stale:
+        hint.append(f"oldest pending alert queued {_fmt_age(age)}: is the stream job running and the sink reachable?")
+    if dead:
+        hint.append("undeliverable alerts: `liqstream query \"SELECT * FROM alert_dead_letters\"`")
+    st.checks.append(Check("alerts", not (dead or stale), summary, "; ".join(hint)))
 
 
 def format_status(st: Status) -> str:

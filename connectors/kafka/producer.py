@@ -55,10 +55,12 @@ class EventProducer:
         key = f"{record['exchange']}:{record['symbol']}".encode()
         return TOPICS[event_type], key, value, record["event_time"] // 1000
 
-    def send_encoded(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+    def send_encoded(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None) -> Any:
+        """Send; returns the record's future (for a caller that needs each record's outcome)."""
         fut = self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
         fut.add_errback(self._on_error)
         self.sent[topic] += 1
+        return fut
 
     def send_event(self, event_type: str, record: dict[str, Any]) -> None:
         self.send_encoded(*self.encode_event(event_type, record))
@@ -78,11 +80,11 @@ class EventProducer:
             self._errors.clear()
             raise DeliveryError(f"{n} message(s) were not delivered; first error: {first!r}")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 60.0) -> None:
         try:
-            self.flush()
+            self.flush(timeout)
         finally:
-            self._producer.close()
+            self._producer.close(timeout=timeout)
 
     def __enter__(self) -> EventProducer:
         return self

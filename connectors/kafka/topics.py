@@ -12,20 +12,25 @@ from connectors.normalize import TOPICS, UNROUTED_DLQ, dlq_topic
 
 log = logging.getLogger(__name__)
 
+#: cascade alerts published by the stream job (schema cascade_alert.v1, key = episode id): an output,
+#: so not among the topics the jobs consume (all_topics)
+ALERTS_TOPIC = "cascade_alerts.v1"
+
 
 def all_topics() -> list[str]:
-    """Every topic liqstream writes: the normalized topics and their dead-letter topics."""
+    """The topics the jobs read: the normalized topics and their dead-letter topics."""
     normalized = list(TOPICS.values())
     return normalized + [dlq_topic(t) for t in TOPICS] + [UNROUTED_DLQ]
 
 
 def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created.
+    """Create the topics that do not exist yet (default: every topic liqstream reads or writes,
+    the alert topic included); return the ones created.
 
     Dead-letter topics get one partition (volume is small and order helps
     whoever reads them); the others get ``settings.partitions``.
     """
-    topics = topics or all_topics()
+    topics = topics or [*all_topics(), ALERTS_TOPIC]
     admin = KafkaAdminClient(**settings.client_kwargs())
     try:
         existing = set(admin.list_topics())

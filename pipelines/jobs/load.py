@@ -21,9 +21,11 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -36,6 +38,7 @@ from connectors.kafka.reader import OffsetRange, log_bounds, plan_ranges
 from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
 from pipelines import archive, warehouse
+from pipelines.alerts import outbox as alert_outbox
 from pipelines.archive import WriteArchive
 from pipelines.dq import DataQuality, DQResult
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
@@ -52,7 +55,7 @@ LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".d
 EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
 ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
 #: what --reset-offsets empties: everything derived from the topics
-DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine"]
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
 #: suites comparing two marts loaded together; the production loader lands each mart's window panes
 #: independently, so there one mart can be ahead of the other at gate time
@@ -243,11 +246,14 @@ def _export(con, sql: str, params: list, path: Path) -> list[str]:
 
 def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True,
              config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
-             run_analytics: bool = True, fetcher: ParallelFetcher | None = None) -> LoadResult:
+             run_analytics: bool = True, fetcher: ParallelFetcher | None = None,
+             after_analytics: Callable[[Any], None] | None = None) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
-    the ranges in parallel; without one the Beam pipeline reads them."""
+    the ranges in parallel; without one the Beam pipeline reads them. ``after_analytics(con)``:
+    called once the analytics committed, before the DQ gate (the stream job hands out the new
+    alerts there: a gate takes seconds)."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -272,8 +278,10 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
             tick = time.perf_counter()
             pending = warehouse.get_state(con, "analytics_from_us") if run_analytics else None
             if pending is not None:
-                result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics")
+                result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics", run_id)
                 tick = result.took("analytics", tick)
+                if after_analytics is not None:
+                    after_analytics(con)
         if run_dq:
             run_gate(con, run_id, result, dq_suites or DQ_SUITES, docs_dir=settings.data_dir / "gx_docs",
                      archive_dir=settings.data_dir / "archive")
@@ -375,7 +383,8 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
     warehouse.set_state(con, "dq_from_us", None)
 
 
-def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path) -> int:
+def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path,
+                     run_id: str) -> int:
     window_start = from_us - analytics_lookback_us(config)
     tmp.mkdir(parents=True, exist_ok=True)
     (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
@@ -392,6 +401,8 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
     con.execute("BEGIN")
     try:
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
+        # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
+        alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
         warehouse.set_state(con, "analytics_from_us", None)
         con.execute("COMMIT")
     except Exception:

@@ -22,12 +22,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from connectors.kafka.fetch import ParallelFetcher
 from connectors.kafka.reader import log_bounds
 from pipelines import warehouse
+from pipelines.alerts.delivery import AlertDispatcher
 from pipelines.jobs.load import LOAD_TOPICS, LoadResult, run_load
 from pipelines.settings import JobSettings
 from pipelines.warehouse import ClusterMismatch
@@ -51,6 +53,8 @@ class StreamHealth:
     broker_up: int = 1
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: more lines from parts with their own state (the alert delivery)
+    extra_metrics: Callable[[], list[str]] | None = None
 
     def render(self) -> str:
         with self.lock:
@@ -81,6 +85,8 @@ class StreamHealth:
             ]
             for (topic, part), lag in sorted(self.lag.items()):
                 lines.append(f'liqstream_consumer_lag{{topic="{topic}",partition="{part}"}} {lag}')
+            if self.extra_metrics is not None:
+                lines += self.extra_metrics()
         return "\n".join(lines) + "\n"
 
 
@@ -156,11 +162,14 @@ class StreamJob:
         last_dq = 0.0
         last_analytics = time.monotonic()
         cycles = 0
+        alerts = AlertDispatcher(self.settings)  # delivery threads (ADR 012), started after the fork below
+        self.health.extra_metrics = alerts.metrics_lines
         # reader processes kept across cycles (see connectors.kafka.fetch)
         fetcher = (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers)
                    if self.settings.fetch_workers > 1 else None)
         if fetcher is not None:
             fetcher.start()
+        alerts.start()
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
@@ -169,7 +178,7 @@ class StreamJob:
                                   or time.monotonic() - last_analytics >= opts.analytics_every_s)
                 try:
                     result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics,
-                                      fetcher=fetcher)
+                                      fetcher=fetcher, after_analytics=alerts.sync_safely)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
@@ -185,6 +194,7 @@ class StreamJob:
                     last_dq = time.monotonic()
                 if want_analytics:
                     last_analytics = time.monotonic()
+                alerts.after_cycle()
                 self._record(result, time.perf_counter() - t0)
                 if result.status != "empty" and time.monotonic() - last_snapshot >= opts.snapshot_every_s > 0:
                     warehouse.publish_snapshot(self.settings.db)
@@ -200,6 +210,7 @@ class StreamJob:
                 # interval_s is the cycle period: a busy cycle longer than it is followed at once
                 self._stop.wait(max(0.0, opts.interval_s - (time.perf_counter() - t0)))
         finally:
+            alerts.close()
             if fetcher is not None:
                 fetcher.close()
             if server:

@@ -23,10 +23,11 @@ from tests.helpers import binance_force_orders, expected_liquidations, mart_liqu
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _stream_proc(db, bootstrap, *extra: str, metrics_port: int | None = None) -> subprocess.Popen:
+def _stream_proc(db, bootstrap, *extra: str, metrics_port: int | None = None,
+                 env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LIQSTREAM_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, LIQSTREAM_DB=str(db), LIQSTREAM_DATA_DIR=str(db.parent),
-               KAFKA_REQUEST_TIMEOUT_MS="4000")
+               KAFKA_REQUEST_TIMEOUT_MS="4000", **(env_extra or {}))
     args = [sys.executable, "-m", "pipelines.cli", "stream", "--interval", "0.2", "--dq-every", "3600", *extra]
     if metrics_port:
         args += ["--metrics-port", str(metrics_port)]

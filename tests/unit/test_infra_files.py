@@ -279,9 +279,11 @@ def test_compose_wires_broker_stream_and_prometheus() -> None:
 
 
 def test_alert_rules_use_metrics_the_stream_job_exports() -> None:
+    from pipelines.alerts.delivery import AlertDispatcher
     from pipelines.jobs.stream import StreamHealth
+    from pipelines.settings import JobSettings
 
-    health = StreamHealth()
+    health = StreamHealth(extra_metrics=AlertDispatcher(JobSettings()).metrics_lines)
     health.lag[("trades.v1", 0)] = 5
     exported = set(re.findall(r"^(liqstream_[a-z_]+)", health.render(), flags=re.M))
     rules = yaml.safe_load((INFRA / "prometheus-alerts.yml").read_text())["groups"][0]["rules"]
