@@ -191,9 +191,19 @@ def cmd_query(args: argparse.Namespace) -> int:
         saved = queries.load_saved(args.saved) if args.saved else None
     except KeyError as exc:
         raise CliError(exc.args[0], EXIT_USAGE) from exc
+    as_of = None
+    if args.as_of:
+        from pipelines.report import parse_bound
+
+        try:
+            as_of = parse_bound(args.as_of)
+        except ValueError as exc:
+            raise CliError(f"--as-of must be a date (2026-03-10) or an ISO time (2026-03-09T18:00) ({exc})",
+                           EXIT_USAGE) from exc
     s = _settings(args)
     con = queries.connect_read_only(s.db)
     try:
+        queries.set_window_end(con, as_of)
         columns, rows = queries.run_query(con, saved.sql if saved else args.sql)
     except queries.ReadOnlyQueryError as exc:
         raise CliError(str(exc)) from exc
@@ -554,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
              'liqstream query "SELECT side, sum(notional_usd) FROM liquidations_1m GROUP BY side"\n'
              "  liqstream query --saved largest_cascades\n"
              "  liqstream query --saved liquidations_by_venue_24h --format csv\n"
+             "  liqstream query --saved liquidation_totals --as-of 2026-03-09T18:00\n"
              "  liqstream query --list-saved")
     sp.add_argument("sql", nargs="?", help="SQL to run (omit with --saved / --list-saved)")
     sp.add_argument("--saved", metavar="NAME", help="run a saved query from pipelines/queries/ (see --list-saved)")
@@ -561,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table",
                     help="table: aligned, for people; csv / json: every row, for scripts")
     sp.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (0 = all)")
+    sp.add_argument("--as-of", metavar="TIME",
+                    help="end the 'last N hours' windows of liquidation_totals / liquidations_by_venue_24h here "
+                         "(UTC date or ISO time, exclusive) instead of at the data's latest minute")
     db_flag(sp)
 
     sp = add("report", cmd_report, "write a self-contained HTML report of the marts (plots, episodes, DQ)",
