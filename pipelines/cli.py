@@ -233,6 +233,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.serve.app import serve
+
+    s = _settings(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding to {args.host} shows the desk to the network; it has no authentication",
+              file=sys.stderr)
+    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
+    print(f"liqstream desk: {url}  (reads {s.db} read-only, its snapshot while the streaming job runs; "
+          "Ctrl-C stops)", flush=True)
+    serve(s.db, host=args.host, port=args.port, poll_s=args.poll)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from pipelines.status import collect_status, format_status
 
@@ -582,6 +596,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="date_from", help="start (UTC date or ISO time; default: the data's first minute)")
     sp.add_argument("--to", dest="date_to", help="end, exclusive (a date means up to its end; default: the data's last)")
     sp.add_argument("--out", default=None, help="HTML file to write (default: LIQSTREAM_DATA_DIR/report.html)")
+    db_flag(sp)
+
+    sp = add("serve", cmd_serve, "the live desk: a web page of the episodes, liquidation totals and charts that "
+             "follows the streaming job (or shows a past day)",
+             "liqstream serve --port 8050   # then open http://127.0.0.1:8050/ (?date=2026-03-09 for a past day)")
+    sp.add_argument("--host", default=os.environ.get("LIQSTREAM_SERVE_HOST", "127.0.0.1"),
+                    help="address to bind (env LIQSTREAM_SERVE_HOST, default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=int(os.environ.get("LIQSTREAM_SERVE_PORT", "8050")),
+                    help="port (env LIQSTREAM_SERVE_PORT, default 8050)")
+    sp.add_argument("--poll", type=float, default=0.5,
+                    help="seconds between checks for a new snapshot; the page updates after each change")
     db_flag(sp)
 
     sp = add("status", cmd_status, "is the broker up, the streaming job running, its lag, the last cycle, the DQ verdict",
