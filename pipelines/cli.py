@@ -546,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop after N consecutive cycles without new messages (0 = run until stopped)")
     sp.add_argument("--max-cycles", type=int, default=0, help="stop after this many cycles (0 = unbounded)")
     sp.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    sp.add_argument("--snapshot-every", type=float, default=30.0,
-                    help="seconds between read snapshots published for analysts (0 = only at stop)")
+    sp.add_argument("--snapshot-every", type=float, default=2.0,
+                    help="seconds between read snapshots published for analysts and the live desk, at least 10x "
+                         "the last snapshot's copy time (0 = only at stop; default 2)")
     sp.add_argument("--analytics-every", type=float, default=0.0,
                     help="seconds between analytics recomputations (0 = every cycle)")
     kafka_flags(sp)

@@ -18,6 +18,7 @@ import pytest
 from pipelines import queries, warehouse
 from pipelines.cli import main
 from pipelines.report import parse_bound
+from tests.helpers import expected_liquidation_totals
 from tests.unit.test_report_day import GeneratedDay, copy_db, get_generated_day
 
 
@@ -131,27 +132,6 @@ def test_liquidations_by_venue_last_24h(generated_day: GeneratedDay, tmp_path) -
     con.close()
     got2 = _check_by_venue(db)
     assert got2["bybit"]["short_usd"] == got["bybit"]["short_usd"] + Decimal("1000000")
-
-
-def expected_liquidation_totals(db, window_end=None) -> dict[tuple[str, str, str], dict]:
-    """liquidation_totals by hand: Python over liquidations_1m's raw rows. Keys (level, name, span)."""
-    rows = _base_rows(db, "SELECT * FROM liquidations_1m")
-    end = window_end or max(r["minute"] for r in rows) + timedelta(minutes=1)
-    out: dict = {}
-    for span, hours in (("1h", 1), ("4h", 4), ("12h", 12), ("24h", 24)):
-        for r in rows:
-            if not end - timedelta(hours=hours) <= r["minute"] < end:
-                continue
-            for level, name in (("venue", r["exchange"]), ("base", r["base"])):
-                t = out.setdefault((level, name, span), {"long_usd": Decimal(0), "short_usd": Decimal(0),
-                                                         "liquidations": 0, "largest_usd": Decimal(0)})
-                t[f"{r['side']}_usd"] += r["notional_usd"]
-                t["liquidations"] += r["liq_count"]
-                t["largest_usd"] = max(t["largest_usd"], r["max_notional_usd"])
-    for t in out.values():
-        t["total_usd"] = t["long_usd"] + t["short_usd"]
-        t["window_end"] = end
-    return out
 
 
 def test_liquidation_totals_per_venue_and_base_over_four_spans(generated_day: GeneratedDay) -> None:
