@@ -92,7 +92,7 @@ def parse_view(con: Any, date_text: str | None, base_text: str | None, hours_tex
     data_end = last + timedelta(minutes=1)
     if day is None:
         t1 = data_end
-        t0 = t1 - timedelta(hours=span_h)
+        t0 = max(t1 - timedelta(hours=span_h), first)  # a younger database: no empty chart before its start
         window_end = None
     else:
         d0 = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -114,8 +114,10 @@ def parse_view(con: Any, date_text: str | None, base_text: str | None, hours_tex
             raise DeskInputError(f"no base {base_text[:40]!r} in {'the last ' + str(span_h) + ' h' if day is None else day.isoformat()}"
                                  f"; bases with data: {shown}", 404)
         base = base_text
-    else:
-        base = bases[0] if bases else ""
+    else:  # follow the action: the base of the newest open episode, else the largest by open interest
+        row = con.execute("SELECT scope FROM v_cascades_latest WHERE status = 'open' AND start_ts < ? AND end_ts > ? "
+                          "AND scope <> 'market' ORDER BY start_ts DESC LIMIT 1", [t1, t0]).fetchone()
+        base = row[0] if row and row[0] in bases else (bases[0] if bases else "")
     return View(day, base, span_h, t0, t1, data_end, window_end, bases, first.date(), last.date())
 
 
@@ -161,7 +163,8 @@ def live_panel(con: Any, view: View, max_episodes: int = 8, watch_minutes: int =
         ORDER BY a.alert_ts DESC LIMIT 5""", [view.data_end - timedelta(minutes=watch_minutes), view.data_end])
     n_open = sum(1 for e in eps if e["status"] == "open")
     head = (f"<div class='panel-head'><h2>Cascade episodes</h2><span class='count' id='episode-count'>{len(eps)}</span>"
-            f"<span class='muted'>{n_open} open · {len(eps)} in {_range_text(view)}</span></div>")
+            f"<span class='muted'>{n_open} open · {len(eps)} in {_range_text(view)}"
+            f"{f', the latest {len(shown)} shown' if len(shown) < len(eps) else ''}</span></div>")
     if not shown and not watches:
         return head + "<p class='empty'>No cascade episode in this range.</p>"
     rows = []
