@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -355,7 +356,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     own_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.bootstrap_servers
-    broker = None
+    broker = desk = None
     t0 = time.perf_counter()
     capture = Path(args.capture) if args.capture else _demo_capture(s.data_dir, args.scenario, args.seed)
     try:
@@ -376,6 +377,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _check_broker(s.kafka.bootstrap_servers)
             _step(f"using the Kafka cluster at {s.kafka.describe()}")
         ensure_topics(s.kafka)
+        if args.serve:
+            desk = _start_desk(s, args.serve_port)
         _step(f"replaying {capture} to Kafka while the streaming job consumes it")
         # The replay runs in its own process: in a thread it would share the GIL with the Beam
         # cycles and the whole demo would run on one core (measured: 2k events/s both ways).
@@ -384,8 +387,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             replay = pool.submit(_replay_capture, str(capture), s.kafka, sys.stderr.isatty())
-            job = StreamJob(s, StreamOptions(interval_s=1.0, dq_every_s=0, exit_when_idle=2, analytics_every_s=3600,
-                                             done=replay.done))
+            # analytics (episodes) once per hour of wall time keeps the replay fast; a desk watching asks for them
+            # every few seconds, so the cascade shows while it streams in
+            job = StreamJob(s, StreamOptions(interval_s=1.0, dq_every_s=0, exit_when_idle=2,
+                                             analytics_every_s=5 if args.serve else 3600, done=replay.done))
             job.install_signal_handlers()  # Ctrl-C / SIGTERM: finish the cycle, stop the broker, exit
             rc = job.run()
             counters = None
@@ -407,11 +412,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
             _step("local broker stopped")
+        if desk is not None and sys.exc_info()[0] is not None:  # the demo failed: take the desk down with it
+            desk.stop()
     print_summary(s.db)
     _demo_report(s)
     print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  "
           f"(try: liqstream query \"SELECT * FROM v_cascades_latest LIMIT 5\")")
+    if desk is None:
+        port = int(os.environ.get("LIQSTREAM_SERVE_PORT", "8050"))
+        print(f"live desk: run `make serve` (or `.venv/bin/liqstream serve --port {port}`), then open "
+              f"http://127.0.0.1:{port}/ ; `liqstream demo --serve` shows the next run live")
+        return rc
+    import signal
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # the stream job's handlers only asked it to finish its cycle; now a signal ends the wait for the desk
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        _step(f"the live desk stays up at {desk.url} (Ctrl-C stops it)")
+        desk.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        desk.stop()
     return rc
+
+
+class _DemoDesk:
+    """`liqstream serve` beside the demo, in its own process (the demo's Beam cycles keep this one busy)."""
+
+    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def _start_desk(s, port: int) -> _DemoDesk:
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--db", str(s.db), "--port", str(port)],
+                            stdout=subprocess.DEVNULL)
+    _step(f"live desk: {url} — open it now to watch the cascade come in")
+    return _DemoDesk(proc, url)
 
 
 def _replay_capture(capture: str, kafka, progress: bool):
@@ -645,6 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenario", default="A", help="simulator preset (liqstream simulate --list), default A")
     sp.add_argument("--seed", type=int, default=7, help="simulator seed, default 7")
     sp.add_argument("--port", type=int, help="port of the local broker (default: a free port)")
+    sp.add_argument("--serve", action="store_true",
+                    help="start the live desk (liqstream serve) before the replay and keep it up afterwards")
+    sp.add_argument("--serve-port", type=int, default=int(os.environ.get("LIQSTREAM_SERVE_PORT", "8050")),
+                    help="port of the live desk with --serve (env LIQSTREAM_SERVE_PORT, default 8050)")
     kafka_flags(sp)
     db_flag(sp)
     return p
