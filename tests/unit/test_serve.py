@@ -9,13 +9,13 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from pipelines import warehouse
 from pipelines.cli import build_parser
 from pipelines.report import svg
 from tests.helpers import DeskPage, DeskServer, expected_liquidation_totals
+from tests.unit.test_report import _sql
 from tests.unit.test_report_day import DAY, GeneratedDay, copy_db, get_generated_day
 
 
@@ -28,15 +28,6 @@ def generated_day(pytestconfig: pytest.Config) -> GeneratedDay:
 def desk(generated_day: GeneratedDay, tmp_path_factory: pytest.TempPathFactory):
     with DeskServer(generated_day.db, tmp_path_factory.mktemp("desk") / "serve.log") as server:
         yield server
-
-
-def _sql(db: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def _check_totals(page: DeskPage, expected: dict) -> None:
