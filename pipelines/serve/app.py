@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from pipelines import queries, warehouse
+from pipelines.report import episodes_overlapping
 from pipelines.serve import desk
 from pipelines.serve.desk import DeskInputError, View
 
@@ -73,13 +74,15 @@ def render_panels(db: Path, params: tuple[str | None, str | None, str | None]) -
     con = _open(db)
     try:
         view = desk.parse_view(con, *params)
+        totals = desk.liquidation_totals(con, view)
+        episodes = episodes_overlapping(con, view.t0, view.t1)
         panels = {
             "asof": (f"latest minute <b>{view.data_end - timedelta(minutes=1):%Y-%m-%d %H:%M}</b> UTC"
                      f"<span class='muted'> · read from {escape(_source_text(db))}</span>"),
-            "kpis": desk.kpis(con, view),
-            "live": desk.live_panel(con, view),
-            "totals": desk.totals_panel(con, view),
-            "charts": desk.charts_panel(con, view),
+            "kpis": desk.kpis(view, totals, episodes),
+            "live": desk.live_panel(con, view, episodes),
+            "totals": desk.totals_panel(view, totals),
+            "charts": desk.charts_panel(con, view, episodes),
         }
     finally:
         con.close()
@@ -211,7 +214,9 @@ def create_app(db: Path, poll_s: float = 0.5) -> Starlette:
                 if version != seen:
                     try:
                         _, panels = await run_in_threadpool(render_panels, db, params)
-                    except (DeskInputError, DeskUnavailable) as exc:
+                    except Exception as exc:  # the page keeps what it shows and says it is stale; retried
+                        if not isinstance(exc, (DeskInputError, DeskUnavailable)):
+                            log.exception("desk render for the event stream failed")
                         yield f"event: stale\ndata: {json.dumps(str(exc))}\n\n"
                         last_write = time.monotonic()
                     else:

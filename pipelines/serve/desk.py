@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from pipelines import queries
 
@@ -25,7 +26,6 @@ from pipelines.report import (
     _rows,
     _thin,
     base_price_chart,
-    episodes_overlapping,
     svg,
 )
 
@@ -68,7 +68,7 @@ class View:
         params = {"date": self.day.isoformat() if self.day else None, "base": self.base,
                   "hours": None if self.day else str(self.span_h)}
         params.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return "?" + "&".join(f"{k}={escape(v)}" for k, v in params.items() if v)
+        return escape("?" + urlencode({k: v for k, v in params.items() if v}))
 
 
 def parse_view(con: Any, date_text: str | None, base_text: str | None, hours_text: str | None) -> View:
@@ -147,9 +147,9 @@ def _venue_shares(share: Any) -> str:
     return f"<div class='shares'><div class='sharebar'>{bar}</div><small>{text}</small></div>"
 
 
-def live_panel(con: Any, view: View, max_episodes: int = 8, watch_minutes: int = 15) -> str:
+def live_panel(con: Any, view: View, episodes: list[dict], max_episodes: int = 8, watch_minutes: int = 15) -> str:
     """Open episodes first, then the latest closed ones, then runs on watch (live view only)."""
-    eps = episodes_overlapping(con, view.t0, view.t1)
+    eps = list(episodes)
     alerts = {r["episode_id"]: r for r in _rows(con, """
         SELECT episode_id, alert_type, alert_ts FROM v_cascade_alerts WHERE alert_ts <= ?
         QUALIFY row_number() OVER (PARTITION BY episode_id ORDER BY severity_level DESC, alert_ts DESC) = 1""",
@@ -219,8 +219,8 @@ def liquidation_totals(con: Any, view: View) -> list[dict]:
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
-def totals_panel(con: Any, view: View) -> str:
-    rows = liquidation_totals(con, view)
+def totals_panel(view: View, rows: list[dict]) -> str:
+    """``rows``: ``liquidation_totals(con, view)``."""
     end = rows[0]["window_end"] if rows else view.window_end
     end_text = f"{end:%Y-%m-%d %H:%M} UTC" if end else "—"
     tables = []
@@ -251,11 +251,9 @@ def totals_panel(con: Any, view: View) -> str:
             "(saved query <code>liquidation_totals</code>)</span></div><div class='totals'>" + "".join(tables) + "</div>")
 
 
-def kpis(con: Any, view: View) -> str:
-    rows = liquidation_totals(con, view)
-    by = {s: [r for r in rows if r["level"] == "venue" and r["span"] == s] for s in ("1h", "24h")}
-    (open_n,) = con.execute("SELECT count(*) FROM v_cascades_latest WHERE status = 'open' AND start_ts < ? "
-                            "AND end_ts > ?", [view.t1, view.t0]).fetchone()
+def kpis(view: View, totals: list[dict], episodes: list[dict]) -> str:
+    by = {s: [r for r in totals if r["level"] == "venue" and r["span"] == s] for s in ("1h", "24h")}
+    open_n = sum(1 for e in episodes if e["status"] == "open")
 
     def total(span: str, side: str) -> float:
         return sum(float(r[f"{side}_usd"]) for r in by[span])
@@ -268,11 +266,10 @@ def kpis(con: Any, view: View) -> str:
     return "".join(f"<div class='kpi {cls}'><b>{escape(v)}</b><span>{escape(k)}</span></div>" for k, v, cls in items)
 
 
-def charts_panel(con: Any, view: View) -> str:
+def charts_panel(con: Any, view: View, episodes: list[dict]) -> str:
     """The view's base: price with episodes shaded, liquidations under it, OI and funding per venue."""
     if not view.base:
         return "<p class='empty'>No perpetual bars in this range.</p>"
-    episodes = episodes_overlapping(con, view.t0, view.t1)
     tabs = "".join(f"<a class='tab{' on' if b == view.base else ''}' href='{view.query(base=b)}'>{escape(b)}</a>"
                    for b in view.bases)
     plots = [base_price_chart(con, view.base, view.t0, view.t1, episodes, svg.PALETTE[0], height=230),
