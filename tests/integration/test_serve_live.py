@@ -190,6 +190,15 @@ def test_the_desk_shows_an_episode_while_the_day_streams_in(fresh_broker, tmp_pa
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, SCREENSHOT)
         print(f"desk screenshots: {SCREENSHOT_LIVE} (first episode), {SCREENSHOT} (end of the day)")
+    except AssertionError as exc:  # what the job, the desk and the page were doing says more than the assert
+        state = ""
+        if browser is not None:
+            state = browser.evaluate("document.getElementById('conn').textContent + ' | ' + "
+                                     "document.getElementById('asof').textContent + ' | updates ' + "
+                                     "document.body.dataset.updates")
+        logs = "\n".join(f"--- {name} ---\n{(tmp_path / name).read_text()[-3000:]}"
+                         for name in ("stream.log", "serve.log") if (tmp_path / name).exists())
+        raise AssertionError(f"{exc}\npage: {state}\nproducer at {producer.published_until}\n{logs}") from exc
     finally:
         producer.release.set()
         if browser is not None:
