@@ -156,6 +156,7 @@ class StreamJob:
         backoff = 1.0
         last_snapshot = 0.0
         snapshot_gap = 0.0
+        unpublished = False
         pid_file = warehouse.writer_pid_path(self.settings.db)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
@@ -192,12 +193,16 @@ class StreamJob:
                 if want_analytics:
                     last_analytics = time.monotonic()
                 self._record(result, time.perf_counter() - t0)
-                if (result.status != "empty" and opts.snapshot_every_s > 0
+                # a commit not yet in the snapshot is published once the spacing allows, even if the
+                # cycles since were empty: else the last commit before a lull stays hidden from readers
+                unpublished = unpublished or result.status != "empty"
+                if (unpublished and opts.snapshot_every_s > 0
                         and time.monotonic() - last_snapshot >= max(opts.snapshot_every_s, snapshot_gap)):
                     t_snap = time.monotonic()
                     warehouse.publish_snapshot(self.settings.db)
                     last_snapshot = time.monotonic()
                     snapshot_gap = opts.snapshot_cost_factor * (last_snapshot - t_snap)
+                    unpublished = False
                 cycles += 1
                 idle = idle + 1 if result.status == "empty" else 0
                 done = opts.done() if callable(opts.done) else True

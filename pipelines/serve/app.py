@@ -182,7 +182,9 @@ the OI-relative threshold); feedback &gt; 1 = self-sustaining. Definitions: docs
 
 def _problem_page(status: int, message: str) -> HTMLResponse:
     heading = {400: "Bad request", 404: "Not found", 503: "The marts cannot be read now"}.get(status, "Desk error")
-    body = f"""<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{heading} — liqstream desk</title>
+    # not ready (no database or no bars yet, a writer holding the file): the page tries again by itself
+    retry = "<meta http-equiv='refresh' content='3'>" if status == 503 else ""
+    body = f"""<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{retry}<title>{heading} — liqstream desk</title>
 <style>{_CSS}</style></head><body data-live='0'><div class='top'><h1><span>liq</span>stream desk</h1>
 <span id='conn' class='pill off'>{status}</span></div><main><section class='card problem'><h2>{escape(heading)}</h2>
 <p id='problem'>{escape(message)}</p><p><a href='/'>Open the live desk</a></p></section></main></body></html>"""

@@ -87,7 +87,7 @@ def parse_view(con: Any, date_text: str | None, base_text: str | None, hours_tex
     first, last = con.execute("SELECT min(minute_ts), max(minute_ts) FROM v_bars_1m").fetchone()
     if last is None:
         raise DeskInputError("the marts hold no bars yet: start the streaming job (`liqstream stream`) or run "
-                             "`make run`, then reload", 404)
+                             "`make run`; this page retries by itself", 503)
     first, last = first.astimezone(UTC), last.astimezone(UTC)
     data_end = last + timedelta(minutes=1)
     if day is None:
@@ -135,6 +135,11 @@ def _pct(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):+.2f}%"
 
 
+def _ratio(v: Any, decimals: int) -> str:
+    """A multiple of the threshold; an episode row can lack one while its first minutes are computed."""
+    return "–" if v is None else f"{float(v):.{decimals}f}×"
+
+
 def _venue_shares(share: Any) -> str:
     """A thin stacked bar of the venues' shares of the episode's liquidations, largest first."""
     d = json.loads(share) if isinstance(share, str) else (share or {})
@@ -173,12 +178,12 @@ def live_panel(con: Any, view: View, episodes: list[dict], max_episodes: int = 8
             f"<tr class='watch'><td><span class='badge watch'>WATCH</span></td><td><b>{escape(w['scope'])}</b></td>"
             f"<td class='{_dir_class(w['direction'])}'>{escape(_dir_text(w['direction']))}</td>"
             f"<td>watch</td><td class='num'>{_usd(w['liq_usd'])}</td><td class='num'>{_pct(w['price_move_pct'])}</td>"
-            f"<td></td><td></td><td>{w['alert_ts']:%H:%M} UTC, {w['severity']:.2f}× threshold</td></tr>")
+            f"<td></td><td></td><td>{w['alert_ts']:%H:%M} UTC, {_ratio(w['severity'], 2)} threshold</td></tr>")
     for e in shown:
         a = alerts.get(e["episode_id"])
         status = "open" if e["status"] == "open" else "closed"
         kind = f"<span class='kind'>{escape(str(e['kind']).replace('_', ' '))}</span>" if e.get("kind") else ""
-        level = f"L{e['severity_level']} · {e['severity']:.1f}×"
+        level = f"L{e['severity_level'] or 0} · {_ratio(e['severity'], 1)}"
         if a:
             level += f" <small>{escape(a['alert_type'])} {a['alert_ts']:%H:%M}</small>"
         feedback = "" if e.get("feedback") is None else f"{e['feedback']:.2f}"

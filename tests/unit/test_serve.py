@@ -105,6 +105,13 @@ def test_missing_database_is_a_clear_page(tmp_path: Path) -> None:
     with DeskServer(tmp_path / "none.duckdb", tmp_path / "serve.log") as server:
         status, html = server.get("/")
     assert status == 503 and "no database at" in html and "make run" in html
+    assert "http-equiv='refresh'" in html  # not ready yet: the page retries by itself
+    con = warehouse.connect(tmp_path / "empty.duckdb")
+    warehouse.migrate(con)
+    con.close()
+    with DeskServer(tmp_path / "empty.duckdb", tmp_path / "serve2.log") as server:
+        status, html = server.get("/")
+    assert status == 503 and "no bars yet" in html and "http-equiv='refresh'" in html
 
 
 def _events(url: str, stop: threading.Event, out: list[dict]) -> None:
