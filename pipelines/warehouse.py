@@ -71,6 +71,23 @@ def publish_snapshot(db: str | Path) -> Path:
     return snap
 
 
+def read_version(db: str | Path) -> tuple:
+    """Changes whenever what a read-only connection would read changes: the published snapshot while
+    a streaming job writes (it is replaced whole), else the database and its write-ahead log. A stat,
+    no connection: a reader can watch for new data without ever taking the file's lock."""
+    db = Path(db)
+    snap = snapshot_path(db)
+    files = [snap] if writer_running(db) and snap.exists() else [db, db.with_name(db.name + ".wal")]
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((str(f), st.st_mtime_ns, st.st_size, st.st_ino))
+        except FileNotFoundError:
+            out.append((str(f), None))
+    return tuple(out)
+
+
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     path = Path(path)
     if read_only:

@@ -123,6 +123,19 @@ def connect_read_only(db: str | Path, attempts: int = 5, wait_s: float = 0.4) ->
     raise AssertionError("unreachable")
 
 
+def set_window_end(con: Any, end: datetime | None) -> None:
+    """End the windows of the saved queries that measure "the last N hours" at ``end`` (exclusive,
+    aware) instead of at the data's latest minute; ``None`` restores that default. A session
+    variable, so it works on the read-only connection and needs no parameter in the SQL files."""
+    if end is None:
+        con.execute("RESET VARIABLE window_end")
+        return
+    if end.tzinfo is None:
+        raise ValueError("window end must be an aware datetime (UTC)")
+    # the literal is built from a datetime, never from text a user typed
+    con.execute(f"SET VARIABLE window_end = TIMESTAMPTZ '{end.isoformat()}'")
+
+
 class ReadOnlyQueryError(RuntimeError):
     """A statement tried to change the marts through a read-only connection."""
 

@@ -17,6 +17,8 @@ import pytest
 
 from pipelines import queries, warehouse
 from pipelines.cli import main
+from pipelines.report import parse_bound
+from tests.helpers import expected_liquidation_totals
 from tests.unit.test_report_day import GeneratedDay, copy_db, get_generated_day
 
 
@@ -25,13 +27,14 @@ def generated_day(pytestconfig: pytest.Config) -> GeneratedDay:
     return get_generated_day(pytestconfig)
 
 
-NAMES = ["biggest_oi_drops", "contagion_leaders", "dq_latest", "largest_cascades", "liquidations_by_venue_24h",
-         "liquidations_hourly"]
+NAMES = ["biggest_oi_drops", "contagion_leaders", "dq_latest", "largest_cascades", "liquidation_totals",
+         "liquidations_by_venue_24h", "liquidations_hourly"]
 
 
-def _run(db, name: str) -> list[dict]:
+def _run(db, name: str, window_end=None) -> list[dict]:
     con = warehouse.connect(db, read_only=True)
     try:
+        queries.set_window_end(con, window_end)
         cols, rows = queries.run_query(con, queries.load_saved(name).sql)
     finally:
         con.close()
@@ -131,6 +134,30 @@ def test_liquidations_by_venue_last_24h(generated_day: GeneratedDay, tmp_path) -
     assert got2["bybit"]["short_usd"] == got["bybit"]["short_usd"] + Decimal("1000000")
 
 
+def test_liquidation_totals_per_venue_and_base_over_four_spans(generated_day: GeneratedDay) -> None:
+    db = generated_day.db
+    latest = _base_rows(db, "SELECT max(minute) AS m FROM liquidations_1m")[0]["m"]
+    # the default end (the data's latest minute) and two ends inside the day, one between episodes
+    for end in (None, latest - timedelta(minutes=75), latest - timedelta(hours=2, minutes=13)):
+        got = _run(db, "liquidation_totals", end)
+        expected = expected_liquidation_totals(db, end)
+        assert {(r["level"], r["name"], r["span"]) for r in got} == set(expected), end
+        for r in got:
+            e = expected[(r["level"], r["name"], r["span"])]
+            assert {k: r[k] for k in e} == e, (end, r)
+        # shortest span first within a level, venues before bases
+        order = [(r["level"] == "base", ["1h", "4h", "12h", "24h"].index(r["span"])) for r in got]
+        assert order == sorted(order)
+    # the 24 h venue rows are liquidations_by_venue_24h's figures, at its default end and at an as-of end
+    for end in (None, latest - timedelta(minutes=75)):
+        by_venue = {r["exchange"]: r for r in _run(db, "liquidations_by_venue_24h", end)}
+        totals = {r["name"]: r for r in _run(db, "liquidation_totals", end) if r["level"] == "venue" and r["span"] == "24h"}
+        assert set(totals) == set(by_venue)
+        for ex, r in totals.items():
+            assert [r[k] for k in ("long_usd", "short_usd", "liquidations", "window_end")] == \
+                   [by_venue[ex][k] for k in ("long_usd", "short_usd", "liquidations", "window_end")]
+
+
 def test_biggest_oi_drops(generated_day: GeneratedDay) -> None:
     got = _run(generated_day.db, "biggest_oi_drops")
     rows = _base_rows(generated_day.db, "SELECT * FROM oi_deltas WHERE span = '1h'")
@@ -226,6 +253,19 @@ def test_cli_saved_query_table_csv_json(generated_day: GeneratedDay, capsys) -> 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ",".join(queries.load_saved("liquidations_by_venue_24h").columns)
     assert len(lines) == 1 + len(_run(generated_day.db, "liquidations_by_venue_24h"))
+
+
+def test_cli_as_of_ends_the_windows_there(generated_day: GeneratedDay, capsys) -> None:
+    db = str(generated_day.db)
+    assert main(["query", "--saved", "liquidation_totals", "--as-of", "2026-03-09T13:30", "--format", "json",
+                 "--db", db]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["window_end"] for r in rows} == {"2026-03-09T13:30:00+00:00"}
+    expected = expected_liquidation_totals(generated_day.db, queries_end := parse_bound("2026-03-09T13:30"))
+    assert {(r["level"], r["name"], r["span"]): Decimal(str(r["total_usd"])) for r in rows} == \
+           {k: v["total_usd"] for k, v in expected.items()}, queries_end
+    assert main(["query", "--saved", "liquidation_totals", "--as-of", "teatime", "--db", db]) == 2
+    assert "--as-of must be" in capsys.readouterr().err
 
 
 def test_cli_list_saved_and_unknown_name(capsys) -> None:
