@@ -75,11 +75,13 @@ def seeds() -> tuple[list[RawMessage], list[RawMessage]]:
     return events, others
 
 
-def mutate(rng: random.Random, m: RawMessage) -> tuple[str, RawMessage]:
-    """(mutation name, mutated message)."""
+MUTATIONS = ["value", "value", "value", "value", "truncate", "drop_field", "time", "time", "venue", "event", "utf8",
+             "nesting", "none"]
+
+
+def mutate(rng: random.Random, m: RawMessage, kind: str) -> RawMessage:
+    """``m`` with the mutation ``kind`` applied."""
     raw = m.raw
-    kind = rng.choice(["value", "value", "value", "value", "truncate", "drop_field", "time", "time", "venue", "event",
-                       "utf8", "nesting", "huge", "none"])
     if kind == "value":  # a scalar replaced by a poison token (numbers, strings, booleans alike)
         starts = [i for i, c in enumerate(raw) if c == ":" and i + 1 < len(raw)]
         if starts:
@@ -107,8 +109,7 @@ def mutate(rng: random.Random, m: RawMessage) -> tuple[str, RawMessage]:
             new = rng.choice(["4070908800000", "4102444700000", "946684800000", "1262304000000", "99999999999999"])
             raw = raw[:h.start()] + new + raw[h.end():]
     elif kind == "venue":
-        return kind, RawMessage(rng.choice(["bitmex", "kraken-futures", "", "?"]), m.received_at_us, raw, m.source,
-                                m.channel)
+        return RawMessage(rng.choice(["bitmex", "kraken-futures", "", "?"]), m.received_at_us, raw, m.source, m.channel)
     elif kind == "event":
         raw = raw.replace('"e":"', '"e":"mystery', 1).replace('"channel":"', '"channel":"mystery', 1)
     elif kind == "utf8":
@@ -120,7 +121,7 @@ def mutate(rng: random.Random, m: RawMessage) -> tuple[str, RawMessage]:
         raw = "[" * depth + raw + "]" * depth
     elif kind == "huge":
         raw = raw[:-1] + ',"pad":"' + "x" * 10_000_000 + '"}' if raw.endswith("}") else raw + " " * 10_000_000
-    return kind, RawMessage(m.venue, m.received_at_us, raw, m.source, m.channel)
+    return RawMessage(m.venue, m.received_at_us, raw, m.source, m.channel)
 
 
 def _topic_counts(kafka: KafkaSettings) -> dict[str, int]:
@@ -140,15 +141,11 @@ def part_fuzz(work: Path, n: int, seed: int, huge: int) -> dict[str, Any]:
     lo_us = min(m.received_at_us for m in base) - 86_400_000_000
     hi_us = max(m.received_at_us for m in base) + 86_400_000_000
     msgs, kinds = [], {}
-    n_huge = 0
-    while len(msgs) < n:
-        kind, m = mutate(rng, rng.choice(events if rng.random() < 0.8 else others))
-        if kind == "huge":
-            if n_huge >= huge:
-                continue
-            n_huge += 1
+    for i in range(n):
+        kind = "huge" if i < huge else rng.choice(MUTATIONS)  # 10 MB lines: a few (each is 10 MB of memory)
         kinds[kind] = kinds.get(kind, 0) + 1
-        msgs.append(m)
+        msgs.append(mutate(rng, rng.choice(events if rng.random() < 0.8 else others), kind))
+    rng.shuffle(msgs)
     broker = LocalBroker(port=free_port(), run_dir=work / "broker-fuzz").start()
     try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)

@@ -70,12 +70,14 @@ def _check(db, good, *, watermark_max_us: int) -> None:
         (wm,) = con.execute("SELECT value_us FROM job_state WHERE name = 'watermark_us'").fetchone()
         bars_2100 = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= '2100-01-01'").fetchone()[0]
         max_px = con.execute("SELECT max(max_notional_usd) FROM liquidations_1m").fetchone()[0]
+        counted = con.execute("SELECT sum(rejects_in) FROM pipeline_runs").fetchone()[0]  # what status shows
     finally:
         con.close()
     topics = {"liquidation": "liquidations.v1", "trade": "trades.v1", "open_interest": "open_interest.v1"}
     assert rejects == sorted((topics[et], reason) for et, _, reason in POISON)
     assert wm == watermark_max_us
     assert bars_2100 == 0 and max_px < 1e7
+    assert counted == len(POISON)
 
 
 def _latest_minute_us(good) -> int:
