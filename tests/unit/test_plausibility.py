@@ -207,3 +207,25 @@ def test_the_vectorized_screen_agrees_with_the_per_record_check(event_type: str)
             want[i] = why[0]
     assert got == want
     assert 0 < len(want) < len(recs)  # both kinds of rows were drawn
+
+
+def test_the_production_decoder_rejects_implausible_records() -> None:
+    """pipelines/production.py decodes Kafka records itself (ReadFromKafka): the same check applies."""
+    from collections import namedtuple
+
+    from connectors.avro import AvroEncoder
+    from pipelines.production import REJECTS, DecodeKafkaValues
+
+    Rec = namedtuple("Rec", "topic partition offset key value timestamp")
+    good = {"exchange": "okx", "symbol": "BTC-USDT-SWAP", "base": "BTC", "quote": "USDT", "kind": "perpetual",
+            "expiry": None, "event_time": RECV_US, "ingest_time": RECV_US, "trade_id": "1", "price": BTC_PRICE,
+            "size": 0.1, "notional_usd": 3000.0, "taker_side": "buy"}
+    fn = DecodeKafkaValues()
+    fn.setup()
+    enc = AvroEncoder("trade")
+    out = []
+    for off, rec in enumerate([good, {**good, "price": 1e30}, {**good, "event_time": YEAR_2099_MS * 1000}]):
+        out += list(fn.process(Rec("trades.v1", 0, off, b"okx:BTC-USDT-SWAP", enc.encode(rec), T_MS)))
+    assert out[0] == ("trade", good)
+    assert [(o.tag, o.value["offset"], o.value["reason"]) for o in out[1:]] == [
+        (REJECTS, 1, "implausible_value"), (REJECTS, 2, "implausible_time")]
