@@ -240,42 +240,73 @@ def compare_marts(a: Path, b: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def part_kills(work: Path, kills: int, seed: int, hours: float) -> dict[str, Any]:
+def compressed_purge(hours: float):
+    """Preset A with its shocks moved into the first hour: ~$0.9B of longs liquidated in 10
+    episodes within ``hours`` (2 h: ~32k messages), so that every mart has rows to compare."""
     from connectors.simulator.runner import Simulation
+    from connectors.simulator.scenarios import Shock
+
+    h = 3600.0
+    return Simulation("A", 7, duration_s=int(hours * h), shocks=(
+        Shock("macro", 0.25 * h, 0.5 * h, -0.02, "BTC", "risk-off"),
+        Shock("whale_sell", 0.9 * h, 0.4 * h, -0.04, "BTC", "whale sells")))
+
+
+def part_kills(work: Path, kills: int, seed: int, hours: float) -> dict[str, Any]:
+    """The day is published in paced chunks while two stream jobs consume it: one never touched
+    (the reference), one SIGKILLed ``kills`` times at random moments and restarted, then run until
+    caught up. Every mart of the two is compared row by row."""
+    import threading
 
     rng = random.Random(seed)
     broker = LocalBroker(port=free_port(), run_dir=work / "broker-kills").start()
     try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        day = Simulation("A", 7) if hours >= 24 else Simulation("A", 7, duration_s=int(hours * 3600))
-        counters = publish_raw_stream(day.messages(), kafka)
-        events = sum(counters.records.values())
+        messages = list(compressed_purge(hours).messages())
+        waits = [rng.uniform(2.0, 8.0) for _ in range(kills)]
+        chunks = max(1, int(sum(waits) / 2.5))  # publishing spans the kills: they land mid-cycle, mid-catch-up
+        size = -(-len(messages) // chunks)
+        published: dict[str, Any] = {}
+
+        def produce() -> None:
+            from connectors.normalize import RouteCounters
+
+            total = RouteCounters()
+            for i in range(0, len(messages), size):
+                c = publish_raw_stream(messages[i:i + size], kafka)
+                for name in ("messages", "records", "normalized_messages", "dead", "ignored"):
+                    getattr(total, name).update(getattr(c, name))
+                time.sleep(2.5)
+            published["counters"] = total
+
+        producer = threading.Thread(target=produce)
         clean_db = work / "clean" / "liqstream.duckdb"
-        t0 = time.perf_counter()
-        clean = _stream(clean_db, broker.bootstrap, "--exit-when-idle", "2")
-        _, err = clean.communicate(timeout=3600)
-        clean_s = time.perf_counter() - t0
-        if clean.returncode != 0:
-            return {"passed": False, "events": events, "clean_run_failed": err[-500:]}
         killed_db = work / "killed" / "liqstream.duckdb"
-        moments = []
-        for _ in range(kills):
+        ensure = publish_raw_stream([], kafka)  # topics exist before the jobs start
+        del ensure
+        producer.start()
+        clean = _stream(clean_db, broker.bootstrap, "--exit-when-idle", "50")  # ~10 s without data: done
+        for wait in waits:
             proc = _stream(killed_db, broker.bootstrap)
-            wait = rng.uniform(2.0, max(3.0, clean_s / kills * 2))
             time.sleep(wait)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            moments.append(round(wait, 2))
-        final = _stream(killed_db, broker.bootstrap, "--exit-when-idle", "2")
+        producer.join()
+        final = _stream(killed_db, broker.bootstrap, "--exit-when-idle", "5")
         _, err = final.communicate(timeout=3600)
         if final.returncode != 0:
-            return {"passed": False, "events": events, "final_run_failed": err[-500:]}
+            return {"passed": False, "final_run_failed": err[-500:]}
+        _, err = clean.communicate(timeout=3600)
+        if clean.returncode != 0:
+            return {"passed": False, "clean_run_failed": err[-500:]}
+        events = sum(published["counters"].records.values())
         diff = compare_marts(clean_db, killed_db)
         missing = sum(d["missing"] for d in diff.values())
         extra = sum(d["extra"] for d in diff.values())
-        return {"events": events, "kills": kills, "kill_after_s": moments, "clean_run_s": round(clean_s, 1),
-                "clean_db": str(clean_db),
-                "marts": diff, "missing": missing, "extra": extra, "passed": missing == 0 and extra == 0 and kills >= 20}
+        empty = [t for t, d in diff.items() if d["rows"] == 0]
+        return {"messages": len(messages), "events": events, "kills": kills, "kill_after_s": [round(w, 2) for w in waits],
+                "clean_db": str(clean_db), "marts": diff, "marts_empty": empty, "missing": missing, "extra": extra,
+                "passed": missing == 0 and extra == 0 and kills >= 20}
     finally:
         broker.stop()
 
@@ -390,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--huge", type=int, default=5, help="10 MB lines among the mutated messages")
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--hours", type=float, default=24.0, help="simulated hours (of preset A) the kill part replays")
+    ap.add_argument("--hours", type=float, default=2.0,
+                    help="simulated hours of the kill part's day (preset A, its shocks in the first hour)")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--parts", default="fuzz,kills,producer,backfill")
     ap.add_argument("--backfill-kills", type=int, default=5)
