@@ -427,13 +427,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="fuzz,kills,producer,backfill")
     ap.add_argument("--backfill-kills", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "bench" / "chaos.json"))
+    ap.add_argument("--keep", help="keep the brokers' and jobs' files in this directory (to look into a failure)")
     args = ap.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.ERROR)
     report: dict[str, Any] = {"seed": args.seed}
     with tempfile.TemporaryDirectory(prefix="liqstream-chaos-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         parts = args.parts.split(",")
         if "fuzz" in parts:
             report["fuzz"] = part_fuzz(work, args.messages, args.seed, args.huge)

@@ -103,7 +103,8 @@ def implausibility(event_type: str, rec: dict[str, Any], received_at_us: int | N
     t = rec.get("event_time")
     if t is not None:
         received = rec.get("ingest_time") if received_at_us is None else received_at_us
-        if received is not None and t > received + b.max_future_skew_us:
+        # a receive time of 0 is one that was not recorded (captures without it): nothing to compare
+        if received is not None and received > 0 and t > received + b.max_future_skew_us:
             return "implausible_time", (f"event_time {_iso(t)} is {(t - received) / 1e6:.0f} s after it was received "
                                         f"({_iso(received)}; max {b.max_future_skew_s} s)")
         if t < b.launch_us(rec.get("exchange")):
@@ -157,7 +158,7 @@ def implausible_rows(event_type: str, batch: Any, now_us: int,
     t = col("event_time", 0.0)
     ingest = col("ingest_time", 0.0)
     late_clock = ingest > now_us + b.max_future_skew_us
-    bad = late_clock | (t > ingest + b.max_future_skew_us)
+    bad = late_clock | ((t > ingest + b.max_future_skew_us) & (ingest > 0))
     exchanges = batch.column(names.index("exchange"))
     for ex in pc.unique(exchanges).to_pylist():
         bad |= pc.equal(exchanges, ex).fill_null(False).to_numpy(zero_copy_only=False) & (t < b.launch_us(ex))

@@ -65,7 +65,7 @@ def trade_record(terms: TradeTerms, price: float, qty: float, t_ms: Any, trade_i
     b = bounds()
     event_us = t_ms * 1000
     if not (b.min_price < price <= b.max_price and size <= b.max_size and usd <= b.max_notional_usd
-            and event_us <= received_at_us + b.max_future_skew_us
+            and (event_us <= received_at_us + b.max_future_skew_us or received_at_us <= 0)
             and event_us >= b.launch_by_venue_us.get(exchange, _NO_LAUNCH)):
         return None
     return "trade", {
