@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
 SERVE_PORT ?= 8050
-.PHONY: help setup run serve test test-heavy test-explore test-fast lint bench broker broker-stop clean chromium
+.PHONY: help setup run serve test test-heavy test-explore test-fast lint bench chaos broker broker-stop clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
@@ -48,6 +48,9 @@ lint: $(STAMP) ## ruff
 
 bench: $(STAMP) ## benchmarks: throughput and latency with references run side by side (--quick: BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
+
+chaos: $(STAMP) ## fault campaign (~30-60 min; not in make test): fuzzed feeds, SIGKILLed stream job/backfill/producer; bench/chaos.json (CHAOS_ARGS=...)
+	@$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 broker: $(STAMP) ## start the local Kafka-protocol broker (Tansu) on 127.0.0.1:$(LIQSTREAM_KAFKA_PORT)
 	@$(VENV)/bin/liqstream broker start --port $(LIQSTREAM_KAFKA_PORT)

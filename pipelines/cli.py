@@ -212,6 +212,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         columns, rows = queries.run_query(con, saved.sql if saved else args.sql)
     except queries.ReadOnlyQueryError as exc:
         raise CliError(str(exc)) from exc
+    except queries.SandboxError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
     except Exception as exc:  # duckdb errors carry a clear message
         raise CliError(f"query failed: {exc}") from exc
     finally:

@@ -88,20 +88,23 @@ def read_version(db: str | Path) -> tuple:
     return tuple(out)
 
 
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(path: str | Path, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to the marts; ``read_only`` ones take the published snapshot while the stream job
+    writes. ``config``: DuckDB options of a read-only connection (the analyst sandbox)."""
     path = Path(path)
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"no database at {path}: run `make run` (or `liqstream load`) first")
         snap = snapshot_path(path)
+        cfg = config or {}
         if writer_running(path) and snap.exists():
             # never take the file the streaming job writes: read its latest published snapshot
-            return duckdb.connect(str(snap), read_only=True)
+            return duckdb.connect(str(snap), read_only=True, config=cfg)
         try:
-            return duckdb.connect(str(path), read_only=True)
+            return duckdb.connect(str(path), read_only=True, config=cfg)
         except duckdb.IOException:
             if snap.exists():
-                return duckdb.connect(str(snap), read_only=True)
+                return duckdb.connect(str(snap), read_only=True, config=cfg)
             raise
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))

@@ -332,14 +332,13 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         if rej_files:
             con.execute("INSERT INTO rejects SELECT * FROM read_parquet(?) ON CONFLICT DO NOTHING", [rej_files])
         if bar_files:
-            first_touched, new_max = con.execute(
-                "SELECT epoch_us(min(minute_ts)), epoch_us(max(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), "
-                "minute_ts))) FROM read_parquet(?, union_by_name=true)", [bar_files]).fetchone()
+            (first_touched,) = con.execute("SELECT epoch_us(min(minute_ts)) FROM read_parquet(?, union_by_name=true)",
+                                           [bar_files]).fetchone()
             for name in ("analytics_from_us", "dq_from_us"):
                 pending = warehouse.get_state(con, name)
                 warehouse.set_state(con, name, first_touched if pending is None else min(pending, first_touched))
-            wm = warehouse.get_state(con, "watermark_us")
-            result.watermark_us = new_max if wm is None else max(wm, new_max)
+            result.watermark_us = confirmed_watermark(con, bar_files, warehouse.get_state(con, "watermark_us"),
+                                                      config.watermark_max_jump_us)
             warehouse.set_state(con, "watermark_us", result.watermark_us)
         warehouse.store_offsets(con, cid, next_offsets)
         result.events_in = counts.get("records_read", 0)
@@ -351,6 +350,28 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+#: bars read when looking for the latest confirmed one (each skipped one is an isolated outlier)
+_WATERMARK_CANDIDATES = 1000
+
+
+def confirmed_watermark(con, bar_files: list[str], current: int | None, max_jump_us: int) -> int | None:
+    """The watermark after a cycle whose bars are ``bar_files`` (ADR 010).
+
+    Each bar's time is its latest event (trade, OI, funding; else its minute). The latest bar
+    moves the watermark only if it lies within ``max_jump_us`` of the current watermark or of the
+    cycle's next bar; else it is an unconfirmed outlier and the next one is tried. The first
+    cycle of a job, holding a single bar, has nothing to confirm it with and takes it."""
+    times = [t for (t,) in con.execute(
+        "SELECT epoch_us(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), minute_ts)) AS t "
+        "FROM read_parquet(?, union_by_name=true) ORDER BY t DESC LIMIT ?", [bar_files, _WATERMARK_CANDIDATES]).fetchall()]
+    if current is None and len(times) == 1:
+        return times[0]
+    for t, next_t in zip(times, [*times[1:], None], strict=True):
+        if (current is not None and t - current <= max_jump_us) or (next_t is not None and t - next_t <= max_jump_us):
+            return t if current is None else max(current, t)
+    return current
 
 
 #: the column that dates each suite's rows: the gate checks only the rows of the loads since the last check

@@ -24,6 +24,10 @@ class AnalyticsConfig:
     #: events whose event_time is older than (watermark - allowed_lateness_s) go to late_events
     #: instead of updating bars; within it they update (upsert) the affected minute.
     allowed_lateness_s: int = 600
+    #: the watermark follows a cycle's latest bar only when that bar is within this of the current
+    #: watermark or of another of the cycle's bars: one outlier event (a forged time a foreign
+    #: producer wrote) cannot move it and send every real event after it to late_events (ADR 010)
+    watermark_max_jump_s: int = 600
     #: instrument kinds aggregated across venues into bars_1m_symbol (and so into cascades, OI
     #: deltas per symbol, contagion). Dated futures are left out: their OI converges to 0 at
     #: expiry and would read as deleveraging.
@@ -112,6 +116,10 @@ class AnalyticsConfig:
     @property
     def allowed_lateness_us(self) -> int:
         return self.allowed_lateness_s * 1_000_000
+
+    @property
+    def watermark_max_jump_us(self) -> int:
+        return self.watermark_max_jump_s * 1_000_000
 
     def floor_usd(self, scope: str) -> float:
         return self.floor_usd_market if scope == self.market_scope else self.floor_usd_symbol

@@ -32,7 +32,7 @@ NAMES = ["biggest_oi_drops", "contagion_leaders", "dq_latest", "largest_cascades
 
 
 def _run(db, name: str, window_end=None) -> list[dict]:
-    con = warehouse.connect(db, read_only=True)
+    con = queries.connect_read_only(db)  # the analyst sandbox the CLI and the report use
     try:
         queries.set_window_end(con, window_end)
         cols, rows = queries.run_query(con, queries.load_saved(name).sql)
@@ -56,7 +56,7 @@ def test_every_saved_query_is_documented_and_its_columns_match(generated_day: Ge
     assert sorted(q.name for q in saved) == NAMES
     for q in saved:
         assert q.title and q.answers and q.columns, q.name
-        con = warehouse.connect(generated_day.db, read_only=True)
+        con = queries.connect_read_only(generated_day.db)
         try:
             cols, _ = queries.run_query(con, q.sql)
         finally:
@@ -284,6 +284,38 @@ def test_cli_query_refuses_writes_with_a_clear_error(generated_day: GeneratedDay
         err = capsys.readouterr().err
         assert "read-only" in err and "cannot change them" in err, err
     assert _base_rows(generated_day.db, "SELECT count(*) AS n FROM cascades")[0]["n"] == before
+
+
+SANDBOXED = {
+    "COPY TO a file": "COPY (SELECT 42) TO '{tmp}/x.csv'",
+    "read_csv of any file": "SELECT * FROM read_csv('/etc/passwd')",
+    "read_text": "SELECT * FROM read_text('/etc/hostname')",
+    "read_parquet": "SELECT * FROM read_parquet('{tmp}/*.parquet')",
+    "glob": "SELECT * FROM glob('/etc/*')",
+    "INSTALL": "INSTALL httpfs",
+    "LOAD": "LOAD httpfs",
+    "ATTACH": "ATTACH '{tmp}/other.duckdb'",
+    "SET": "SET memory_limit = '1GB'",
+    "SET the access back on": "SET enable_external_access = true",
+    "RESET the lock": "RESET lock_configuration",
+}
+
+
+@pytest.mark.parametrize("what", list(SANDBOXED))
+def test_cli_query_is_no_file_or_network_client(generated_day: GeneratedDay, capsys, tmp_path, what: str) -> None:
+    sql = SANDBOXED[what].format(tmp=tmp_path)
+    assert main(["query", sql, "--db", str(generated_day.db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach files, the network, extensions or settings" in err, err
+    assert list(tmp_path.iterdir()) == []  # COPY/ATTACH created nothing
+    # the same statement on a plain read-only connection is not refused by the sandbox: the test
+    # would catch a sandbox that is not there (COPY TO and ATTACH write; skip them here)
+    if what in ("read_csv of any file", "read_text", "glob", "SET"):
+        con = warehouse.connect(generated_day.db, read_only=True)
+        try:
+            con.execute(sql).fetchall()
+        finally:
+            con.close()
 
 
 def test_format_table_alignment() -> None:
