@@ -76,7 +76,7 @@ class AnalyticsConfig:
     #: than vol_min_points returns before the run, the volatility of the window so far is used.
     vol_lookback_minutes: int = 240
     vol_min_points: int = 30
-    cascade_move_z: float = 7.5
+    cascade_move_z: float = 9.0
     cascade_min_move_pct_per_bp: float = 0.02
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert

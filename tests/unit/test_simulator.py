@@ -372,3 +372,41 @@ def test_cli_lists_presets_and_writes_capture_and_truth(tmp_path: Path, capsys: 
     truth = json.loads((tmp_path / "run.truth.json").read_text())
     assert truth["symbols"] == ["BTC", "ETH"] and truth["venues"] == ["bybit", "okx"]
     assert cli.run(parser.parse_args(["--scenario", "nope", "--out", str(out)])) == 2
+
+
+# -- the truth's mechanism (ADR 011) ----------------------------------------------------------------
+def test_an_absorbed_burst_adds_no_forced_order_impact_and_is_labelled_a_burst() -> None:
+    """The same 40 minutes of calm with and without a burst of 2 % of LINK's OI at minute 10: the
+    forced-order impact and the price of every step are the same (the book absorbs the closes: no
+    loop; only BTC's OI dominance, which scales its carry into the altcoins, moves a little), the
+    closes show up as LINK long liquidations in that minute, and the truth labels them a burst."""
+    import numpy as np
+
+    from connectors.simulator.model import CascadeModel
+    from connectors.simulator.runner import build_scenario
+    from connectors.simulator.scenarios import Burst
+
+    base = build_scenario("calm", duration="40m", shocks=(), bursts=())
+    burst = Burst("LINK", 600.0, oi_fraction=0.02, log_return=0.0)
+    with_burst = build_scenario("calm", duration="40m", shocks=(), bursts=(burst,))
+    a, b = CascadeModel(base, 3), CascadeModel(with_burst, 3)
+    link = [s.base for s in base.symbols].index("LINK")
+    closed_usd, oi_before = 0.0, None
+    for k in range(base.n_steps):
+        if k == 300:  # minute 10 starts (2 s steps)
+            oi_before = float(b.open_interest_base()[link])
+        ra, rb = a.step(), b.step()
+        assert np.allclose(ra.impact_return, rb.impact_return, rtol=1e-6, atol=1e-12)
+        assert np.allclose(ra.price, rb.price, rtol=1e-5, atol=0)  # well under a basis point
+        extra = rb.liq_long_base - ra.liq_long_base
+        assert np.allclose(extra * rb.price, rb.liq_long_absorbed_base * rb.price, rtol=1e-6, atol=1.0)  # USD
+        closed_usd += float(extra[link] * rb.price[link])
+    # ~2 % of LINK's OI closed (of the OI at each step of the minute), OI down by as much
+    assert closed_usd / (oi_before * float(a.step().price[link])) == pytest.approx(0.02, rel=0.02)
+
+    sim = Simulation(with_burst, 3, trades_per_second=0.3, oi_interval_s=60.0, mark_interval_s=60.0)
+    for _ in sim.messages():
+        pass
+    truth = sim.truth.finish()
+    (ev,) = [e for e in truth["episodes"] if e["scope"] == "LINK"]
+    assert ev["event_class"] == "burst" and ev["absorbed_share"] > 0.99 and ev["start"].endswith("00:10:00Z")
