@@ -202,3 +202,32 @@ def bench(presets: tuple[str, ...] = ("A", "B", "C", "D", "calm"), seeds: tuple[
             rows.append({"preset": preset, "seed": seed,
                          **score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])})
     return score_table(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.transforms.scoring --presets D,A --seeds 11,12,13``: score each run and
+    print its table row as soon as it is done (the header first), then the decoys it called
+    cascades and the cascades it missed."""
+    import argparse
+
+    # the named module, not __main__: run_simulated gathers rows in that module's dict
+    from pipelines.transforms import scoring
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--presets", default="A,B,C,D,calm")
+    ap.add_argument("--seeds", default="1,2,3,11,12,13")
+    args = ap.parse_args(argv)
+    header_done = False
+    for preset in args.presets.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            out = scoring.run_simulated(preset, seed)
+            s = scoring.score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])
+            table = scoring.score_table([{"preset": preset, "seed": seed, **s}]).splitlines()
+            print("\n".join(table if not header_done else table[2:]), flush=True)
+            header_done = True
+            if s["missed"] or s["false"]:
+                print(f"  missed {s['missed']} false {s['false']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
