@@ -70,6 +70,18 @@ class AnalyticsConfig:
     baseline_minutes: int = 60
     baseline_multiple: float = 0.0
     min_adverse_move_pct: float = 0.0
+    #: cascade vs liquidation burst (docs/analytics.md, "Cascade or burst"): an episode is a
+    #: cascade only when price moved against the liquidated side by >= cascade_move_z standard
+    #: deviations of the scope's own 1-minute returns over the vol_lookback_minutes before the
+    #: run (scaled by sqrt(duration)), and by >= cascade_min_move_pct_per_bp percent per basis
+    #: point of reference OI liquidated (the forced flow moved price, it was not absorbed).
+    #: Otherwise the run is a liquidation_burst: kept, never at cascade severity (0 turns a
+    #: criterion off; with both off every episode is a cascade, the USD-only rule). With fewer
+    #: than vol_min_points returns before the run, the volatility of the window so far is used.
+    vol_lookback_minutes: int = 240
+    vol_min_points: int = 30
+    cascade_move_z: float = 9.0
+    cascade_min_move_pct_per_bp: float = 0.02
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)
@@ -130,7 +142,8 @@ class AnalyticsConfig:
         Cascades need the baseline and the longest episode still open; OI deltas need the
         longest span (+ forward-fill tolerance); contagion its beta window.
         """
-        cascade = self.baseline_minutes + self.max_episode_minutes + self.quiet_gap_minutes
+        cascade = (max(self.baseline_minutes, self.vol_lookback_minutes) + self.max_episode_minutes
+                   + self.quiet_gap_minutes)
         return {
             "bars_1m_symbol": self.ffill_max_minutes,
             # + oi_reference_minutes when DetectCascades gets no oi_reference input (a backfill)
