@@ -65,3 +65,20 @@ def read_batches_fn(groups: list[tuple[str, list[dict]]]):
                 yield records_to_batches(event_type, records)
 
     return _ReadBatches()
+
+
+def fetch_chunk_dying(marker_dir: str, deaths: int, rng, out_dir: str):
+    """The reader processes' per-chunk task (connectors.kafka.fetch), except that the first ``deaths``
+    calls, across all readers, kill their reader process mid-chunk: a reader death at a known point,
+    without a sleep racing the pool. Use as ``functools.partial(fetch_chunk_dying, dir, n)``."""
+    import os
+
+    from connectors.kafka.fetch import _fetch_chunk
+
+    for i in range(deaths):
+        try:  # O_EXCL: exactly one caller creates each marker, whatever the processes
+            os.close(os.open(os.path.join(marker_dir, f"death-{i}"), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        os._exit(1)
+    return _fetch_chunk(rng, out_dir)
