@@ -82,3 +82,35 @@ def fetch_chunk_dying(marker_dir: str, deaths: int, rng, out_dir: str):
             continue
         os._exit(1)
     return _fetch_chunk(rng, out_dir)
+
+
+#: every mart derived from the topics: what must not depend on how the events were cut into cycles
+DERIVED_MARTS = ("bars_1m", "bars_1m_symbol", "liquidations_1m", "late_events", "rejects", "cascades",
+                 "cascade_alerts", "oi_deltas", "contagion")
+
+
+def mart_rows(db, tables: tuple[str, ...] = DERIVED_MARTS) -> dict[str, list[tuple]]:
+    """Every row of each mart, in a total order, for exact comparison (NaN made comparable)."""
+    import math
+
+    import duckdb
+
+    def cell(v):
+        return "NaN" if isinstance(v, float) and math.isnan(v) else v
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: [tuple(cell(v) for v in row) for row in con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()]
+                for t in tables}
+    finally:
+        con.close()
+
+
+def mart_differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> dict[str, int]:
+    """Rows in one and not the other, per mart (empty: equal row for row on every column)."""
+    out = {}
+    for t in a:
+        sa, sb = set(a[t]), set(b[t])
+        if sa != sb or len(a[t]) != len(b[t]):
+            out[t] = len(sa ^ sb) or abs(len(a[t]) - len(b[t]))
+    return out

@@ -142,6 +142,9 @@ _READER: Any = None
 
 def _worker_init(settings: KafkaSettings, parent_pid: int) -> None:
     global _READER
+    # a worker outlives a parent killed with -9 (the pool cannot tell it): leave with it. Watched
+    # from the start: the imports below take seconds on a loaded machine, and a parent may die then
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     import logging
 
     from connectors.kafka.beam_source import ReadRangeBatches
@@ -149,8 +152,6 @@ def _worker_init(settings: KafkaSettings, parent_pid: int) -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # clean closes log tracebacks (README)
     _READER = ReadRangeBatches(settings)
     _READER.setup()
-    # a worker outlives a parent killed with -9 (the pool cannot tell it): leave with it
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _exit_with_parent(parent_pid: int) -> None:

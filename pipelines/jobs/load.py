@@ -294,8 +294,9 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     if watermark is not None:
         # Only minutes within the allowed lateness can still change: merge new events into them.
         since = (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US
-        prior_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)", [since],
-                              tmp / "prior_bars.parquet")
+        # volume_base_exact as text: the rows' reader turns decimals into floats (sinks.plain_columns)
+        prior_files = _export(con, "SELECT * REPLACE (volume_base_exact::VARCHAR AS volume_base_exact) FROM bars_1m "
+                              "WHERE minute_ts >= make_timestamp(?::BIGINT)", [since], tmp / "prior_bars.parquet")
     out = tmp / "events"
     fetched = None
     if fetcher is not None and fetcher.worth_it(ranges):
