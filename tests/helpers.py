@@ -114,3 +114,12 @@ def mart_differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> di
         if sa != sb or len(a[t]) != len(b[t]):
             out[t] = len(sa ^ sb) or abs(len(a[t]) - len(b[t]))
     return out
+
+
+def reader_task_stalling(marker: str, rng, out_dir: str):
+    """A reader's per-chunk task that never ends (a read stalled on the broker); it creates
+    ``marker`` first, so a test knows the reader is inside it."""
+    import time
+
+    open(marker, "w").close()
+    time.sleep(3600)

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from connectors.config import KafkaSettings
-from connectors.kafka.reader import OffsetRange
+from connectors.kafka.reader import READ_COUNT, OffsetRange
 
 #: largest range one task reads: enough chunks for the workers to share a partition's backlog
 CHUNK = 50_000
@@ -102,6 +102,8 @@ class ParallelFetcher:
         try:
             for c in chunks:
                 futures.append(pool.submit(self.task, c, str(out_dir)))
+                # the readers' records are counted as their chunks finish (progress of a long catch-up)
+                futures[-1].add_done_callback(lambda f, n=c.size: _count_chunk(f, n))
             parts = [f.result() for f in futures]
         except BaseException:
             for f in futures:  # e.g. a read timed out (broker down): drop the chunks not started yet
@@ -124,16 +126,26 @@ class ParallelFetcher:
                 self._pool.submit(int)  # a no-op task per worker makes the pool spawn them all
         return self._pool
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the readers: after their running chunks (``wait``), or at once (a read may be stalled
+        on the broker for its timeout: an abandoned cycle must not wait for it)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            if not wait:
+                for proc in list((pool._processes or {}).values()):  # no public way to end busy workers
+                    proc.terminate()
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> ParallelFetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _count_chunk(future: Future, offsets: int) -> None:
+    if not future.cancelled() and future.exception() is None:
+        READ_COUNT.records += offsets
 
 
 # ---- in the reader processes ----------------------------------------------------------------------

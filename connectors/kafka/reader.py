@@ -159,6 +159,17 @@ WINDOW_POLLS = 10
 WINDOW_S = 0.5
 
 
+class _ReadCount:
+    """Records yielded by every RangeReader of this process: what a long catch-up's progress line
+    reports (pipelines.jobs.load.CatchUpProgress) while the Beam pipeline reads. A plain int: the
+    readers and the reporter share the GIL, and a progress figure may be a record behind."""
+
+    records = 0
+
+
+READ_COUNT = _ReadCount()
+
+
 class RangeReader:
     """Reads offset ranges with one long-lived consumer (manual assignment).
 
@@ -234,6 +245,7 @@ class RangeReader:
                 if rec.offset >= pos:
                     pos = rec.offset + 1
                     last_progress = now
+                    READ_COUNT.records += 1
                     yield rec
             if pos >= rng.end or (at is not None and at >= rng.end):
                 return
@@ -245,14 +257,16 @@ class RangeReader:
             if now - max(last_progress, last_reconnect) > self.stall_s:
                 # the stall clock (last_progress) keeps running across reconnects: a dead broker still times out
                 why = f"no progress on {rng.topic}[{rng.partition}] at offset {pos} for {now - last_progress:.1f}s"
+                if err is None and self._step + 1 < len(self._waits):
+                    self._step += 1  # connected but given nothing: the shortest of short fetches
                 self._try_reconnect(why + (f" ({err})" if err else ""))
                 last_reconnect, seek = time.monotonic(), True
             elif err is not None:
                 time.sleep(0.5)  # poll() does not wait when it raised: do not spin until the stall clock runs out
             elif polls >= WINDOW_POLLS or (polls and polled_s >= WINDOW_S):
                 per_poll = (pos - window_from) / polls
-                if (per_poll < SHORT_FETCH_RECORDS and rng.end - pos > SHORT_FETCH_RECORDS
-                        and self._step + 1 < len(self._waits)):
+                # short: less per poll than a fetch should bring, and less than what was left to read
+                if per_poll < min(SHORT_FETCH_RECORDS, rng.end - window_from) and self._step + 1 < len(self._waits):
                     self._step += 1
                     self._try_reconnect(f"short fetches on {rng.topic}[{rng.partition}] ({per_poll:,.0f} records "
                                         f"per poll with a {self._waits[self._step - 1]} ms max-wait)")

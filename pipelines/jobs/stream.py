@@ -33,6 +33,8 @@ from pipelines.settings import JobSettings
 from pipelines.warehouse import ClusterMismatch
 
 log = logging.getLogger("liqstream.stream")
+#: exit status of a stream job that stopped before it caught up (its last cycle failed, or lag remained)
+EXIT_BEHIND = 5
 
 
 @dataclass
@@ -148,6 +150,7 @@ class StreamJob:
         if server:
             log.info("metrics on http://127.0.0.1:%d/metrics", opts.metrics_port)
         idle = 0
+        caught_up = False  # after the last cycle: it succeeded and left no lag
         backoff = 1.0
         last_snapshot = 0.0
         pid_file = warehouse.writer_pid_path(self.settings.db)
@@ -161,6 +164,7 @@ class StreamJob:
                    if self.settings.fetch_workers > 1 else None)
         if fetcher is not None:
             fetcher.start()
+        abandoned = False
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
@@ -173,6 +177,8 @@ class StreamJob:
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
+                    idle = 0  # a failed cycle says nothing about new messages: it never counts as idle
+                    caught_up = False
                     with self.health.lock:
                         self.health.failed_cycles += 1
                         self.health.broker_up = 0
@@ -185,7 +191,7 @@ class StreamJob:
                     last_dq = time.monotonic()
                 if want_analytics:
                     last_analytics = time.monotonic()
-                self._record(result, time.perf_counter() - t0)
+                caught_up = self._record(result, time.perf_counter() - t0)
                 if result.status != "empty" and time.monotonic() - last_snapshot >= opts.snapshot_every_s > 0:
                     warehouse.publish_snapshot(self.settings.db)
                     last_snapshot = time.monotonic()
@@ -199,19 +205,30 @@ class StreamJob:
                     break
                 # interval_s is the cycle period: a busy cycle longer than it is followed at once
                 self._stop.wait(max(0.0, opts.interval_s - (time.perf_counter() - t0)))
+        except KeyboardInterrupt:
+            abandoned = True  # a second signal: the cycle was dropped before its commit
+            raise
         finally:
             if fetcher is not None:
-                fetcher.close()
+                # after an abandoned cycle, readers may sit in a stalled read: end them, do not wait
+                fetcher.close(wait=not abandoned)
             if server:
                 server.shutdown()
             try:
                 if self.settings.db.exists():
                     warehouse.publish_snapshot(self.settings.db)
+            except Exception as exc:  # e.g. another writer holds the file: readers keep the last snapshot
+                log.warning("no snapshot published at stop (%s: %s)", type(exc).__name__, exc)
             finally:
                 pid_file.unlink(missing_ok=True)
+        if not caught_up:
+            log.warning("stream stopped before it caught up (the last cycle failed or left lag): exit status %d",
+                        EXIT_BEHIND)
+            return EXIT_BEHIND
         return 0 if self.health.last_dq_ok else 3
 
-    def _record(self, result: LoadResult, seconds: float) -> None:
+    def _record(self, result: LoadResult, seconds: float) -> bool:
+        """Account a successful cycle; True if it left no lag (as far as the broker says)."""
         try:
             bounds = log_bounds(self.settings.kafka, LOAD_TOPICS)
             con = warehouse.connect(self.settings.db)
@@ -239,3 +256,4 @@ class StreamJob:
             log.info("cycle %s: %s, %d events, %d rejects, %.2fs (%s), lag %d",
                      result.run_id, result.status, result.events_in, result.rejects_in, seconds,
                      ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()), sum(lag.values()))
+        return probe_ok and not any(lag.values())

@@ -27,7 +27,7 @@ from connectors.kafka.reader import log_bounds, plan_ranges
 from connectors.kafka.topics import ensure_topics
 from connectors.normalize import TOPICS
 from tests.conftest import REPO
-from tests.helpers import fetch_chunk_dying
+from tests.helpers import fetch_chunk_dying, reader_task_stalling
 
 pytestmark = pytest.mark.integration
 MAIN_TOPICS = list(TOPICS.values())
@@ -194,3 +194,21 @@ def test_catch_up_bench_measures_the_whole_backlog(tmp_path):
     assert res["events"] == 2_000 and res["job_events"] == 2_000 and res["job_cycles"] >= 1
     assert res["raw_consume_decode_per_s"] > 0 and res["job_events_per_s"] > 0
     assert res["ratio_to_raw"] == pytest.approx(res["job_events_per_s"] / res["raw_consume_decode_per_s"])
+
+
+def test_readers_stalled_in_a_read_are_ended_at_once_when_a_cycle_is_abandoned(fresh_broker, tmp_path):
+    """A second SIGTERM abandons the cycle; the job must not then wait on readers stuck in a read."""
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    fetcher = ParallelFetcher(kafka, workers=2)
+    pool = fetcher.start()
+    marker = tmp_path / "inside"
+    pool.submit(reader_task_stalling, str(marker), None, str(tmp_path))
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    procs = list(pool._processes.values())
+    fetcher.close(wait=False)
+    for p in procs:
+        p.join(timeout=10)
+    assert not any(p.is_alive() for p in procs)

@@ -241,3 +241,30 @@ def test_analysts_query_while_the_job_runs_without_disturbing_it(fresh_broker, t
     assert proc.returncode == 0, out[-2000:]
     assert warehouse.writer_running(db) is None
     assert mart_liquidations(db) == expected_liquidations(first + second)
+
+
+def test_failed_cycles_are_not_idle_and_the_exit_status_says_the_job_was_behind(fresh_broker, tmp_path):
+    """The database is locked by another writer: every cycle fails. --exit-when-idle must not take
+    those cycles for idle ones (the job keeps retrying), and a job stopped then says it is behind."""
+    from pipelines.jobs.stream import EXIT_BEHIND, StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    publish_raw_stream(binance_force_orders(200, seed=4), kafka)
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(db)!r}); "
+                               "print('locked', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        job = StreamJob(JobSettings(db=db, data_dir=tmp_path, fetch_workers=1, kafka=kafka),
+                        StreamOptions(interval_s=0.1, dq_every_s=3600, exit_when_idle=1, max_backoff_s=0.5))
+        rc: list[int] = []
+        runner = threading.Thread(target=lambda: rc.append(job.run()))
+        runner.start()
+        _wait_for(lambda: job.health.failed_cycles >= 3, 120)
+        assert runner.is_alive() and job.health.cycles == 0  # still retrying: failures are not idleness
+        job.request_stop()
+        runner.join(timeout=120)
+        assert rc == [EXIT_BEHIND]
+    finally:
+        holder.kill()
+        holder.wait()
