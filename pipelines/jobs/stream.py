@@ -125,8 +125,10 @@ class StreamOptions:
 
 
 class StreamJob:
-    def __init__(self, settings: JobSettings, options: StreamOptions) -> None:
+    def __init__(self, settings: JobSettings, options: StreamOptions, fetcher: ParallelFetcher | None = None) -> None:
+        """``fetcher``: reader processes to use instead of the ones the job starts itself (tests)."""
         self.settings = settings
+        self._fetcher = fetcher
         self.options = options
         self.health = StreamHealth()
         self._stop = threading.Event()
@@ -160,8 +162,8 @@ class StreamJob:
         last_analytics = time.monotonic()
         cycles = 0
         # reader processes kept across cycles (see connectors.kafka.fetch)
-        fetcher = (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers)
-                   if self.settings.fetch_workers > 1 else None)
+        fetcher = self._fetcher or (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers)
+                                    if self.settings.fetch_workers > 1 else None)
         if fetcher is not None:
             fetcher.start()
         abandoned = False
