@@ -119,28 +119,28 @@ def test_a_reader_death_noticed_at_submit_replaces_the_pool(fresh_broker, tmp_pa
         fetcher.close()
 
 
-def test_a_reader_dying_mid_chunk_is_replaced_and_the_fetch_read_again(fresh_broker, tmp_path):
-    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+def _fetcher_whose_readers_die(broker, tmp_path, deaths: int):
+    """(events sent, ranges, a fetcher whose first ``deaths`` chunk reads kill their reader)."""
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
     sent = _produce(kafka, 500, seed=5)
     ranges = plan_ranges(log_bounds(kafka, MAIN_TOPICS), {})
     (tmp_path / "deaths").mkdir()
     fetcher = ParallelFetcher(kafka, workers=2, chunk=50)
-    fetcher.task = partial(fetch_chunk_dying, str(tmp_path / "deaths"), 1)
+    fetcher.task = partial(fetch_chunk_dying, str(tmp_path / "deaths"), deaths)
+    return sent, ranges, fetcher
+
+
+def test_a_reader_dying_mid_chunk_is_replaced_and_the_fetch_read_again(fresh_broker, tmp_path):
+    sent, ranges, fetcher = _fetcher_whose_readers_die(fresh_broker, tmp_path, 1)
     try:
-        got = fetcher.fetch(ranges, tmp_path / "a")
-        _assert_every_event_once(got, ranges, len(sent))
+        _assert_every_event_once(fetcher.fetch(ranges, tmp_path / "a"), ranges, len(sent))
         assert (tmp_path / "deaths" / "death-0").exists()  # a reader did die
     finally:
         fetcher.close()
 
 
 def test_readers_dying_twice_in_a_row_fail_the_fetch_and_the_next_one_recovers(fresh_broker, tmp_path):
-    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
-    sent = _produce(kafka, 500, seed=5)
-    ranges = plan_ranges(log_bounds(kafka, MAIN_TOPICS), {})
-    (tmp_path / "deaths").mkdir()
-    fetcher = ParallelFetcher(kafka, workers=2, chunk=50)
-    fetcher.task = partial(fetch_chunk_dying, str(tmp_path / "deaths"), 2)
+    sent, ranges, fetcher = _fetcher_whose_readers_die(fresh_broker, tmp_path, 2)
     try:
         with pytest.raises(BrokenProcessPool):
             fetcher.fetch(ranges, tmp_path / "a")
