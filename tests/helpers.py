@@ -68,19 +68,24 @@ def read_batches_fn(groups: list[tuple[str, list[dict]]]):
 
 
 def fetch_chunk_dying(marker_dir: str, deaths: int, rng, out_dir: str):
-    """The reader processes' per-chunk task (connectors.kafka.fetch), except that the first ``deaths``
-    calls, across all readers, kill their reader process mid-chunk: a reader death at a known point,
-    without a sleep racing the pool. Use as ``functools.partial(fetch_chunk_dying, dir, n)``."""
+    """The reader processes' per-chunk task (connectors.kafka.fetch), except that one reader dies
+    mid-chunk in each of the first ``deaths`` fetch attempts (each attempt reads into its own
+    directory): a reader death at a known point, without a sleep racing the pool. Use as
+    ``functools.partial(fetch_chunk_dying, dir, n)``; ``dir`` gets one marker file per death."""
+    import hashlib
     import os
 
     from connectors.kafka.fetch import _fetch_chunk
 
-    for i in range(deaths):
-        try:  # O_EXCL: exactly one caller creates each marker, whatever the processes
-            os.close(os.open(os.path.join(marker_dir, f"death-{i}"), os.O_CREAT | os.O_EXCL))
+    marker = os.path.join(marker_dir, "death-" + hashlib.sha1(out_dir.encode()).hexdigest()[:12])
+    # attempts run one after another, so the markers of earlier attempts are all there to count
+    if not os.path.exists(marker) and len(os.listdir(marker_dir)) < deaths:
+        try:  # O_EXCL: one reader of the attempt creates the marker and dies, the others read on
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
-            continue
-        os._exit(1)
+            pass
+        else:
+            os._exit(1)
     return _fetch_chunk(rng, out_dir)
 
 

@@ -292,7 +292,7 @@ def test_a_reader_killed_in_a_big_cycle_loses_nothing_and_counts_nothing_twice(f
     settings = JobSettings(db=tmp_path / "job" / "marts.duckdb", data_dir=tmp_path / "job", kafka=kafka)
     job = StreamJob(settings, StreamOptions(interval_s=0.2, dq_every_s=3600, exit_when_idle=1), fetcher=fetcher)
     assert job.run() == 0
-    assert (deaths / "death-0").exists()
+    assert len(list(deaths.iterdir())) == 1  # a reader did die
     assert job.health.failed_cycles == 0 and job.health.events_total == n
 
     (tmp_path / "clean").mkdir()
