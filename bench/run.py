@@ -261,10 +261,13 @@ def format_table(res: dict[str, Any]) -> str:
                      f"p50/95/99 {_f(s.get('p50_s'), 2)}/{_f(s.get('p95_s'), 2)}/{_f(s.get('p99_s'), 2)} s",
                      f"in {_f(s['achieved_input_rate'])}/s, out {_f(s['throughput_per_s'])}/s",
                      "sustained" if s["sustained"] else "NOT sustained"))
-    c = st["streaming"].get("catch_up")
-    if c:
-        rows.append((f"stream job catch-up, {c['events']:,} ev backlog", _f(c["job_events_per_s"]) + " ev/s",
-                     f"raw kafka-python + fastavro {_f(c['raw_consume_decode_per_s'])} ev/s", _f(c["ratio_to_raw"], 2)))
+    for key, layout in (("catch_up", "bulk"), ("catch_up_paced", "paced")):
+        c = st["streaming"].get(key)
+        if c:
+            rows.append((f"stream job catch-up, {c['events']:,} ev backlog ({layout})",
+                         _f(c["job_events_per_s"]) + " ev/s",
+                         f"raw kafka-python + fastavro {_f(c['raw_consume_decode_per_s'])} ev/s",
+                         _f(c["ratio_to_raw"], 2)))
     for r in st["backfill"]["runs"]:
         rows.append((f"backfill {r['events']:,} ev / {r['archive']['days']} d", _f(r["events_per_s"]) + " ev/s",
                      f"DuckDB SQL {r['duckdb_reference']['seconds']:.1f} s vs {r['seconds']:.1f} s, "

@@ -142,6 +142,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     _check_broker(s.kafka.bootstrap_servers)
+    logging.getLogger("liqstream.progress").setLevel(logging.INFO)  # a long catch-up's progress lines
     result = run_load(s, reset_offsets=args.reset_offsets, run_dq=not args.no_dq)
     read = sum(r.size for r in result.ranges)
     print(f"load {result.run_id}: {result.status}; {read:,} messages from {len(result.ranges)} offset range(s), "

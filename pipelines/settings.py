@@ -79,6 +79,8 @@ class JobSettings:
     backfill_workers: int = 2
     #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
     fetch_workers: int = 2
+    #: seconds between progress lines of a long load / stream catch-up (events read of to read, rate)
+    progress_every_s: int = 5
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

@@ -118,6 +118,11 @@ def migrations() -> list[tuple[int, str, Path]]:
         m = _MIGRATION.match(p.name)
         if m:
             found.append((int(m[1]), m[2], p))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        # two branches that each added "the next" migration: one would fail or be skipped on some databases
+        dup = sorted({v for v in versions if versions.count(v) > 1})
+        raise RuntimeError(f"migrations in {MARTS_DIR} share version numbers {dup}: renumber one of each pair")
     return found
 
 

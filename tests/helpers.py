@@ -197,3 +197,66 @@ class DeskPage:
                     self.plot = None
 
         _P().feed(html)
+
+
+def fetch_chunk_dying(marker_dir: str, deaths: int, rng, out_dir: str):
+    """The reader processes' per-chunk task (connectors.kafka.fetch), except that one reader dies
+    mid-chunk in each of the first ``deaths`` fetch attempts (each attempt reads into its own
+    directory): a reader death at a known point, without a sleep racing the pool. Use as
+    ``functools.partial(fetch_chunk_dying, dir, n)``; ``dir`` gets one marker file per death."""
+    import hashlib
+    import os
+
+    from connectors.kafka.fetch import _fetch_chunk
+
+    marker = os.path.join(marker_dir, "death-" + hashlib.sha1(out_dir.encode()).hexdigest()[:12])
+    # attempts run one after another, so the markers of earlier attempts are all there to count
+    if not os.path.exists(marker) and len(os.listdir(marker_dir)) < deaths:
+        try:  # O_EXCL: one reader of the attempt creates the marker and dies, the others read on
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            os._exit(1)
+    return _fetch_chunk(rng, out_dir)
+
+
+#: every mart derived from the topics: what must not depend on how the events were cut into cycles
+DERIVED_MARTS = ("bars_1m", "bars_1m_symbol", "liquidations_1m", "late_events", "rejects", "cascades",
+                 "cascade_alerts", "oi_deltas", "contagion")
+
+
+def mart_rows(db, tables: tuple[str, ...] = DERIVED_MARTS) -> dict[str, list[tuple]]:
+    """Every row of each mart, in a total order, for exact comparison (NaN made comparable)."""
+    import math
+
+    import duckdb
+
+    def cell(v):
+        return "NaN" if isinstance(v, float) and math.isnan(v) else v
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: [tuple(cell(v) for v in row) for row in con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()]
+                for t in tables}
+    finally:
+        con.close()
+
+
+def mart_differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> dict[str, int]:
+    """Rows in one and not the other, per mart (empty: equal row for row on every column)."""
+    out = {}
+    for t in a:
+        sa, sb = set(a[t]), set(b[t])
+        if sa != sb or len(a[t]) != len(b[t]):
+            out[t] = len(sa ^ sb) or abs(len(a[t]) - len(b[t]))
+    return out
+
+
+def reader_task_stalling(marker: str, rng, out_dir: str):
+    """A reader's per-chunk task that never ends (a read stalled on the broker); it creates
+    ``marker`` first, so a test knows the reader is inside it."""
+    import time
+
+    open(marker, "w").close()
+    time.sleep(3600)

@@ -15,6 +15,9 @@ MINUTE_US = 60_000_000
 #: USD sums are accumulated as int64 micro-USD (each event rounded once), so totals are exact
 #: and independent of batching / merge order. 2**63 micro-USD = $9.2 trillion per cell: ample.
 USD_MICROS = 1_000_000
+#: base-unit sizes are summed exactly in 1e-12 units (each event rounded once; finer than any venue's
+#: lot size), so a bar's volume_base does not depend on how its minute's trades were split into cycles
+BASE_SCALE = 12
 
 
 @dataclass(frozen=True)
