@@ -27,10 +27,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: launch of each venue's derivatives market (UTC): no event of that venue can be older.
-#: Binance USDⓈ-M futures 2019-09, COIN-M 2020-08, Bybit 2018-03 (inverse perpetual),
+#: Binance USDⓈ-M futures 2019-09, COIN-M 2020-06 (archived messages of its first quarterly, BTCUSD_200925,
+#: date from 2020-06-16), Bybit 2018-03 (inverse perpetual),
 #: OKX (then OKEx) futures 2014, Hyperliquid 2022-11 (testnet; mainnet 2023), Deribit 2016-06.
 VENUE_LAUNCH = {
-    "binance-futures": "2019-09-01", "binance-delivery": "2020-08-01", "bybit": "2018-03-01",
+    "binance-futures": "2019-09-01", "binance-delivery": "2020-06-01", "bybit": "2018-03-01",
     "okx": "2014-01-01", "hyperliquid": "2022-11-01", "deribit": "2016-06-01",
 }
 #: an exchange the table does not know (a foreign producer): nothing traded before Bitcoin did
