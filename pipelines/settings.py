@@ -85,6 +85,8 @@ class JobSettings:
     dask_scheduler: str = ""
     #: seconds to reach the Dask scheduler before the backfill gives up (names the address)
     dask_connect_timeout_s: int = 10
+    #: days whose pipelines are on the Dask cluster at once (the next is submitted as one finishes)
+    dask_days_in_flight: int = 16
     #: where Dask workers write the backfill's intermediate Parquet: a folder every worker and this
     #: client see (shared mount) or an fsspec URL (s3://…, gs://…); "" = a temporary folder here
     #: (fine for a LocalCluster only)

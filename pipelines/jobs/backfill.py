@@ -19,6 +19,7 @@ exit code says so). Running it twice over the same input changes nothing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import tempfile
 import time
@@ -187,7 +188,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
             if cluster is not None:
                 # every day's pipeline submitted at once: Dask spreads their tasks over its workers
                 result.events = cluster.run_days(settings, source, captures or [], days, config, out,
-                                                 warm_up=run_dq)
+                                                 warm_up=run_dq, progress=progress)
             elif _day_parallel(settings, source, len(days)):
                 # each day in its own forked process on the in-process runner, while this process
                 # loads Great Expectations for the gate (see _days_in_pool)
@@ -454,13 +455,19 @@ class DaskBackfill:
         return cls(client, cluster, f"{str(root).rstrip('/')}/{run_id}", owned)
 
     def run_days(self, settings: JobSettings, source: str, captures: list[str], days: list[date],
-                 config: AnalyticsConfig, out: Path, warm_up: bool) -> int:
-        """Every day's event pipeline at once; their marts' Parquet ends under ``out`` (local)."""
+                 config: AnalyticsConfig, out: Path, warm_up: bool, progress: bool = False) -> int:
+        """Every day's event pipeline, ``dask_days_in_flight`` submitted at a time (Dask spreads their
+        tasks over the workers; the bound keeps a year's graphs and intermediate batches from all
+        landing on the scheduler at once); their marts' Parquet ends under ``out`` (local)."""
         if source == "kafka":
             raise ValueError("--runner dask reads archive, capture and tardis sources (kafka: --runner local)")
         staged = f"{self.staging}/events"
-        results = []
-        for day in days:
+        queue, running = iter(days), collections.deque()
+
+        def submit() -> None:
+            day = next(queue, None)
+            if day is None:
+                return
             d0, d1 = _day_bounds(day, day)
             p = beam.Pipeline(runner=self.runner)
             batches = _source(p, settings, source, captures, day, day, d0, d1)
@@ -469,11 +476,16 @@ class DaskBackfill:
             # of it is counted once
             (batches | "EventCounts" >> beam.Map(_event_count_row)
              | "WriteEventCounts" >> WriteRowsToParquet(staged, "event_counts"))
-            results.append(p.run())
+            running.append(p.run())
+
+        for _ in range(max(1, settings.dask_days_in_flight)):
+            submit()
         if warm_up:
             DataQuality.warm_up()  # GX loads here while the cluster works
-        for r in results:
-            r.wait_until_finish()
+        bar = _progress(range(len(days)), progress)
+        for _ in bar:
+            running.popleft().wait_until_finish()  # in order: a failed day raises here
+            submit()
         local = self._fetch(staged, out)
         counts = parquet_glob(local, "event_counts")
         if not counts:
