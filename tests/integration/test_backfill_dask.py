@@ -48,6 +48,53 @@ def cluster():
             yield c, client
 
 
+class _SplitThrees(__import__("apache_beam").DoFn):
+    """Multiples of 3 to a tagged output; the others buffered and emitted in finish_bundle, as
+    (parity, x + the side input's offset) - the shapes the backfill's transforms use."""
+
+    def start_bundle(self):
+        self.buffered = []
+
+    def process(self, x, offsets):
+        import apache_beam as beam
+
+        if x % 3 == 0:
+            yield beam.pvalue.TaggedOutput("threes", x)
+        else:
+            self.buffered.append((x % 2, x + offsets["offset"]))
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for kv in self.buffered:
+            yield WindowedValue(kv, 0, [GlobalWindow()])
+
+
+def test_dask_runner_computes_every_sink_with_tagged_outputs_bundle_ends_and_side_inputs(cluster, tmp_path):
+    import apache_beam as beam
+    import pyarrow.parquet as pq
+
+    from pipelines.dask_runner import BackfillDaskRunner
+    from pipelines.sinks import WriteRowsToParquet, parquet_glob
+
+    p = beam.Pipeline(runner=BackfillDaskRunner(cluster[1]))
+    offsets = p | "Offsets" >> beam.Create([("offset", 100)])
+    split = (p | beam.Create(list(range(20))) | beam.Reshuffle()
+             | beam.ParDo(_SplitThrees(), beam.pvalue.AsDict(offsets)).with_outputs("threes", main="rest"))
+    (split.rest | beam.CombinePerKey(sum) | "SumRow" >> beam.Map(lambda kv: {"parity": kv[0], "total": kv[1]})
+     | "WriteSums" >> WriteRowsToParquet(tmp_path, "sums"))
+    split.threes | "ThreeRow" >> beam.Map(lambda x: {"x": x}) | "WriteThrees" >> WriteRowsToParquet(tmp_path, "threes")
+    p.run().wait_until_finish()
+
+    def rows(name):
+        return [r for f in parquet_glob(tmp_path, name) for r in pq.read_table(f).to_pylist()]
+
+    assert sorted(r["x"] for r in rows("threes")) == [0, 3, 6, 9, 12, 15, 18]
+    # by hand: parity 0 -> 2, 4, 8, 10, 14, 16 (+100 each); parity 1 -> 1, 5, 7, 11, 13, 17, 19 (+100 each)
+    assert sorted((r["parity"], r["total"]) for r in rows("sums")) == [(0, 654), (1, 773)]
+
+
 def _dask(settings: JobSettings, cluster, db: Path, staging: str) -> JobSettings:
     return settings.replace(db=db, backfill_runner="dask", dask_scheduler=cluster[0].scheduler_address,
                             staging=staging)
