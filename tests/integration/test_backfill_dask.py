@@ -114,6 +114,20 @@ def test_dask_backfill_writes_every_mart_as_the_local_runner(archive_and_referen
     assert not any(staging.iterdir())  # the run's staged Parquet is removed
 
 
+def test_dask_backfill_of_a_capture_file_equals_the_local_runner(cluster, tmp_path):
+    # capture files are normalized message by message inside the workers (another source shape)
+    capture = Path(__file__).resolve().parents[1] / "fixtures" / "demo" / "binance-futures-demo.jsonl.gz"
+    day = date(2021, 7, 22)
+    local = JobSettings(db=tmp_path / "local.duckdb", data_dir=tmp_path)
+    r1 = run_backfill(local, day, day, source="capture", captures=[str(capture)], run_dq=False)
+    s = _dask(local, cluster, tmp_path / "dask.duckdb", str(tmp_path / "staging"))
+    r2 = run_backfill(s, day, day, source="capture", captures=[str(capture)], run_dq=False)
+    assert r1.events and (r2.status, r2.events) == (r1.status, r1.events)
+    local_rows = mart_rows(local.db)
+    assert local_rows["bars_1m"] and local_rows["liquidations_1m"]
+    assert mart_differences(local_rows, mart_rows(s.db)) == {}
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -154,10 +168,12 @@ def test_worker_killed_mid_run_is_retried_or_fails_cleanly_and_a_rerun_is_identi
     th.start()
     while not any(client.processing().values()) and th.is_alive():  # a task is running on a worker
         time.sleep(0.02)
+    assert th.is_alive(), "the run ended before a worker could be killed"
     pids = client.run(os.getpid)
     victim = max(pids.items(), key=lambda kv: len(client.processing().get(kv[0], ())))[1]
     os.kill(victim, signal.SIGKILL)
     th.join()
+    print("killed worker:", "run failed: " + repr(outcome["error"]) if "error" in outcome else "run retried, ok")
     got = mart_rows(s.db)
     if "error" in outcome:
         assert all(not rows for rows in got.values()), "a failed run published rows"
