@@ -298,6 +298,10 @@ def format_table(res: dict[str, Any]) -> str:
         lines += ["", "cascade detection vs the simulator's ground truth per class (issue 13: cascade recall "
                   "and precision >= 0.95, bursts and price moves as cascades 0, bursts as bursts >= 0.9; "
                   "thresholds tuned on seeds 1-3, 11-13 held out):", score_table(st["scoring"]["rows"])]
+    if "dask_backfill" in st:
+        from bench.dask_backfill import summary
+
+        lines += ["", summary(st["dask_backfill"])]
     lines.append("")
     lines.append("targets:")
     for t in res["targets"]:

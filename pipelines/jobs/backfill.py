@@ -176,7 +176,12 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
     start_us, end_us = _day_bounds(start, end)
     # the cluster first: an unreachable scheduler fails here, before the database is opened
     cluster = DaskBackfill.open(settings, run_id) if settings.backfill_runner == "dask" else None
-    con = warehouse.connect(settings.db)
+    try:
+        con = warehouse.connect(settings.db)  # e.g. held by the stream job: let the cluster go
+    except Exception:
+        if cluster is not None:
+            cluster.close()
+        raise
     warehouse.migrate(con)
     try:
         with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
