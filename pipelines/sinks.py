@@ -7,6 +7,7 @@ of a run in one transaction together with the consumed offsets.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,11 @@ def write_parquet_atomic(table: pa.Table, directory: str, name: str) -> None:
     then renamed, so a worker killed mid-write leaves no half file for the loader's glob (the
     retried task writes its own). On object stores the rename is a copy; a leftover ``.tmp`` is
     never read."""
+    if "://" not in str(directory):  # a local or mounted folder: pyarrow's native file writer
+        tmp = Path(directory) / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, Path(directory) / name)
+        return
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(str(directory))
