@@ -133,7 +133,7 @@ class _BagVisitor(PipelineVisitor):
             bag = db.concat(inputs)
         elif isinstance(t, overrides._GroupByKeyOnly):
             bag = transform_evaluator.GroupByKey(node).apply(inputs[0])
-        elif len(inputs) == 1:  # identities: _Reshuffle, _Read placeholders, Impulse-free composites
+        elif len(inputs) == 1:  # identities: _Reshuffle (Dask places the partitions itself)
             bag = inputs[0]
         else:
             raise NotImplementedError(f"the Dask runner cannot translate {t!r} ({node.full_label})")
