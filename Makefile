@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	@echo "installing pinned dependencies into $(VENV) (first run: about a minute)"
-	@$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,dask]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies

@@ -35,6 +35,7 @@ FULL: dict[str, Any] = {
     # same events per day at two sizes, both with at least as many days as the backfill runs at
     # once (2 workers): peak memory must not grow with the number of days; 6 h of each day
     # (11,520 bars/day) keeps the analytics step within the run
+    "dask_backfill": {"events": 2_000_000, "days": 4},  # bench/dask_backfill.py (ADR 017)
     "backfill": [{"events": 2_000_000, "days": 2, "hours_per_day": 6},
                  {"events": 4_000_000, "days": 4, "hours_per_day": 6}],
     # detection scored against the simulator's ground truth per class (issue 13): every preset x
@@ -51,6 +52,7 @@ QUICK: dict[str, Any] = {
     "mart_events": 20_000, "analytics_hours": 1,
     "stream_rates": [300], "stream_seconds": 2.0, "stream_catch_up": 3_000,
     "backfill": [{"events": 20_000, "days": 1, "workers": 1, "run_dq": False}],
+    "dask_backfill": {"events": 40_000, "days": 2},
     # checks the scoring harness only: an hour of preset A at a low trade rate
     "scoring": {"presets": ["A"], "seeds": [1], "overrides": {"duration": "1h", "trades_per_second": 5.0}},
     "seed": 42,
@@ -95,6 +97,12 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
     else:
         with LocalBroker(port=free_port(), run_dir=workdir / "broker") as broker:
             out["kafka"] = stages.stage_kafka(broker.bootstrap, records)
+
+    if "dask_backfill" in cfg:
+        from bench.dask_backfill import stage_dask_backfill
+
+        say("archive backfill: local runner vs Dask runner with 1 and 2 workers")
+        out["dask_backfill"] = stage_dask_backfill(cfg["dask_backfill"]["events"], cfg["dask_backfill"]["days"], workdir)
 
     say("ComputeBars (batched) vs naive per-element Beam")
     big = data.synth_tables(cfg["bars_events"], data.SYNTH_START_US, data.DAY_US, seed)
@@ -290,6 +298,10 @@ def format_table(res: dict[str, Any]) -> str:
         lines += ["", "cascade detection vs the simulator's ground truth per class (issue 13: cascade recall "
                   "and precision >= 0.95, bursts and price moves as cascades 0, bursts as bursts >= 0.9; "
                   "thresholds tuned on seeds 1-3, 11-13 held out):", score_table(st["scoring"]["rows"])]
+    if "dask_backfill" in st:
+        from bench.dask_backfill import summary
+
+        lines += ["", summary(st["dask_backfill"])]
     lines.append("")
     lines.append("targets:")
     for t in res["targets"]:

@@ -360,10 +360,24 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if not captures:
             raise CliError(f"no {'CSV dataset' if args.source == 'tardis' else 'raw replay'} files in "
                            f"{args.tardis_dir}", EXIT_USAGE)
+    runner = {k: v for k, v in (("backfill_runner", args.runner), ("dask_scheduler", args.dask_scheduler),
+                                ("staging", args.staging)) if v}
+    s = s.replace(**runner)
+    if s.backfill_runner not in ("local", "dask"):
+        raise CliError(f"--runner must be local or dask, not {s.backfill_runner!r}", EXIT_USAGE)
+    if s.backfill_runner == "dask" and args.source == "kafka":
+        raise CliError("--runner dask reads archive, capture and tardis sources; use --runner local for kafka",
+                       EXIT_USAGE)
     if args.source == "kafka":
         _check_broker(s.kafka.bootstrap_servers)
-    r = run_backfill(s, start, end, source=args.source, captures=captures, run_dq=not args.no_dq,
-                     progress=True)
+    from pipelines.dask_runner import DaskSchedulerUnreachable
+
+    try:
+        r = run_backfill(s, start, end, source=args.source, captures=captures, run_dq=not args.no_dq,
+                         progress=True)
+    except DaskSchedulerUnreachable as exc:
+        raise CliError(f"{exc}; nothing was published (set --dask-scheduler or LIQSTREAM_DASK_SCHEDULER)",
+                       EXIT_USAGE) from exc
     print(f"backfill {r.run_id}: {r.status}; {r.events:,} events, {start}..{end} from {args.source}, "
           f"{r.duration_s:.1f}s ({r.events / max(r.duration_s, 1e-9):,.0f} events/s)")
     if r.timings:
@@ -652,7 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("backfill", cmd_backfill, "rebuild the marts of a date range with the streaming job's graph "
              "(replaces exactly those days; a failed DQ gate publishes nothing)",
-             "liqstream backfill --from 2024-08-05 --to 2024-08-06 --source archive")
+             "liqstream backfill --from 2024-08-05 --to 2024-08-06 --source archive\n"
+             "  liqstream backfill --from 2024-08-01 --to 2024-08-31 --runner dask --dask-scheduler tcp://10.0.0.5:8786 "
+             "--staging /mnt/shared/liqstream-staging")
     sp.add_argument("--from", dest="date_from", required=True, help="first UTC day (YYYY-MM-DD)")
     sp.add_argument("--to", dest="date_to", help="last UTC day, inclusive (default: --from)")
     sp.add_argument("--source", choices=["archive", "capture", "kafka", "tardis", "tardis-raw"], default="archive",
@@ -664,6 +680,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tardis-dir", help="directory of tardis.dev files for --source tardis / tardis-raw "
                                          "(named <exchange>_<data type>_<date>_<symbol>.csv.gz, raw: <exchange>_...)")
     sp.add_argument("--no-dq", action="store_true", help="skip the data-quality gate")
+    sp.add_argument("--runner", choices=["local", "dask"],
+                    help="local: this host's processes (default, env LIQSTREAM_BACKFILL_RUNNER); dask: Beam's "
+                         "Dask runner on a dask.distributed cluster (docs/adr/017)")
+    sp.add_argument("--dask-scheduler", help="tcp://HOST:PORT of the Dask scheduler for --runner dask (env "
+                                             "LIQSTREAM_DASK_SCHEDULER; default: a LocalCluster on this host)")
+    sp.add_argument("--staging", help="folder every Dask worker and this host see, or an fsspec URL (s3://, gs://), "
+                                      "for the intermediate Parquet (env LIQSTREAM_STAGING; default: a local "
+                                      "temporary folder, fine for a LocalCluster only)")
     kafka_flags(sp)
     db_flag(sp)
 

@@ -77,6 +77,20 @@ class JobSettings:
     workers: int = 1
     #: worker processes of a backfill (each runs whole days' work items; 2 = both cores here)
     backfill_workers: int = 2
+    #: Beam runner of `liqstream backfill`: "local" (this host, ADR 007) or "dask" (a dask.distributed
+    #: cluster, ADR 017)
+    backfill_runner: str = "local"
+    #: the Dask scheduler of ``--runner dask`` (tcp://HOST:PORT); "" = a LocalCluster of
+    #: ``backfill_workers`` processes on this host
+    dask_scheduler: str = ""
+    #: seconds to reach the Dask scheduler before the backfill gives up (names the address)
+    dask_connect_timeout_s: int = 10
+    #: days whose pipelines are on the Dask cluster at once (the next is submitted as one finishes)
+    dask_days_in_flight: int = 16
+    #: where Dask workers write the backfill's intermediate Parquet: a folder every worker and this
+    #: client see (shared mount) or an fsspec URL (s3://…, gs://…); "" = a temporary folder here
+    #: (fine for a LocalCluster only)
+    staging: str = ""
     #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
     fetch_workers: int = 2
     #: seconds between progress lines of a long load / stream catch-up (events read of to read, rate)
@@ -91,7 +105,8 @@ class JobSettings:
         for f in fields(cls):
             key = "LIQSTREAM_" + f.name.upper()
             if f.name not in ("kafka", "alerts") and env.get(key):
-                values[f.name] = Path(env[key]) if "Path" in str(f.type) else int(env[key])
+                t = str(f.type)
+                values[f.name] = Path(env[key]) if "Path" in t else env[key] if t == "str" else int(env[key])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

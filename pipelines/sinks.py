@@ -7,6 +7,7 @@ of a run in one transaction together with the consumed offsets.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +33,34 @@ class _WriteBundleParquet(beam.DoFn):
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=self._schema)
-        path = Path(self._out_dir) / f"{self._name}-{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, path)
+        write_parquet_atomic(table, self._out_dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
         self._rows = []
+
+
+def write_parquet_atomic(table: pa.Table, directory: str, name: str) -> None:
+    """Write ``directory/name`` (a path or fsspec URL) whole or not at all: written under a dot name,
+    then renamed, so a worker killed mid-write leaves no half file for the loader's glob (the
+    retried task writes its own). On object stores the rename is a copy; a leftover ``.tmp`` is
+    never read."""
+    if "://" not in str(directory):  # a local or mounted folder: pyarrow's native file writer
+        tmp = Path(directory) / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, Path(directory) / name)
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(directory))
+    tmp = f"{root}/.{name}.tmp"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table, f)
+    fs.mv(tmp, f"{root}/{name}")
+
+
+def make_dirs(location: str | Path) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(location))
+    fs.makedirs(root, exist_ok=True)
 
 
 class WriteRowsToParquet(beam.PTransform):
@@ -48,7 +74,7 @@ class WriteRowsToParquet(beam.PTransform):
         self._schema = schema
 
     def expand(self, rows):
-        Path(self._out_dir).mkdir(parents=True, exist_ok=True)
+        make_dirs(self._out_dir)
         return rows | beam.ParDo(_WriteBundleParquet(self._out_dir, self._name, self._schema))
 
 

@@ -30,11 +30,24 @@ SCHEDULE = "30 0 * * *"
 EXIT_DQ_FAILED = 3
 LIQSTREAM_BIN = os.environ.get("LIQSTREAM_BIN", "liqstream")
 BACKFILL_SOURCE = os.environ.get("LIQSTREAM_BACKFILL_SOURCE", "archive")
+#: "dask": run on the Dask cluster of LIQSTREAM_DASK_SCHEDULER, staging in LIQSTREAM_STAGING
+#: (docs/deployment.md "Backfills on a Dask cluster"); the Airflow worker is then only the client
+#: (the DuckDB writer and the GX gate), the cluster does the pipelines
+BACKFILL_RUNNER = os.environ.get("LIQSTREAM_BACKFILL_RUNNER", "local")
+
+
+def runner_flags(runner: str = BACKFILL_RUNNER, env: dict[str, str] | None = None) -> list[str]:
+    """The `--runner` flags of the backfill command (none for the local runner)."""
+    env = dict(os.environ if env is None else env)
+    if runner != "dask":
+        return []
+    return ["--runner", "dask", "--dask-scheduler", env["LIQSTREAM_DASK_SCHEDULER"],
+            "--staging", env["LIQSTREAM_STAGING"]]
 
 
 def run_backfill(day: str, liqstream_bin: str = LIQSTREAM_BIN, source: str = BACKFILL_SOURCE) -> str:
     """Runs `liqstream backfill` for one day; maps its exit code to Airflow's retry semantics."""
-    cmd = [liqstream_bin, "backfill", "--from", day, "--to", day, "--source", source]
+    cmd = [liqstream_bin, "backfill", "--from", day, "--to", day, "--source", source, *runner_flags()]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode == EXIT_DQ_FAILED:
         raise AirflowFailException(f"{day}: data-quality gate failed, nothing published (see dq_results); not retried")

@@ -2,12 +2,13 @@
 # Daily backfill of the previous UTC day, with retries (infra/schedules/crontab calls this).
 #
 #   backfill-yesterday.sh [extra `liqstream backfill` flags...]
+#   backfill-yesterday.sh --runner dask --dask-scheduler tcp://HOST:8786 --staging /mnt/shared/staging
 #
 # Exit codes (those of `liqstream backfill`, see `liqstream --help`):
 #   0  the day was rebuilt and published
 #   3  the data-quality gate failed: NOTHING was published (the transaction rolled back). Not
 #      retried: the same input would fail the same way; a human looks at dq_results first.
-#   other non-zero  (broker or disk trouble, a crash): retried up to LIQSTREAM_BACKFILL_RETRIES
+#   other non-zero  (broker or disk trouble, an unreachable Dask scheduler (2), a crash): retried up to LIQSTREAM_BACKFILL_RETRIES
 #      times with exponential backoff, then the last code is returned.
 #
 # Environment:

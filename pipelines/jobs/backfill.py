@@ -19,6 +19,7 @@ exit code says so). Running it twice over the same input changes nothing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import tempfile
 import time
@@ -45,7 +46,7 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import parquet_glob
+from pipelines.sinks import WriteRowsToParquet, parquet_glob
 from pipelines.transforms.config import AnalyticsConfig
 from schemas.arrow import arrow_schema
 
@@ -173,7 +174,14 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
     run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = BackfillResult(run_id, start, end)
     start_us, end_us = _day_bounds(start, end)
-    con = warehouse.connect(settings.db)
+    # the cluster first: an unreachable scheduler fails here, before the database is opened
+    cluster = DaskBackfill.open(settings, run_id) if settings.backfill_runner == "dask" else None
+    try:
+        con = warehouse.connect(settings.db)  # e.g. held by the stream job: let the cluster go
+    except Exception:
+        if cluster is not None:
+            cluster.close()
+        raise
     warehouse.migrate(con)
     try:
         with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
@@ -182,7 +190,11 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
             # One Beam run per day keeps memory bounded and gives the progress bar its ETA (ADR 007).
             days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
             tick = time.perf_counter()
-            if _day_parallel(settings, source, len(days)):
+            if cluster is not None:
+                # every day's pipeline submitted at once: Dask spreads their tasks over its workers
+                result.events = cluster.run_days(settings, source, captures or [], days, config, out,
+                                                 warm_up=run_dq, progress=progress)
+            elif _day_parallel(settings, source, len(days)):
                 # each day in its own forked process on the in-process runner, while this process
                 # loads Great Expectations for the gate (see _days_in_pool)
                 result.events = _days_in_pool(settings, source, captures or [], days, out, config,
@@ -211,10 +223,14 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")
                     # in-process: the per-base panels are vectorized, and worker processes cost more
                     # (start-up, pickling the panels) than they save up to a month of bars (ADR 007)
-                    pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
-                    build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
-                                          oi_reference=oi_reference(con, window_start, config))
-                    _run(pa_)
+                    ref = oi_reference(con, window_start, config)
+                    if cluster is not None:  # the bases spread over the cluster too
+                        cluster.run_analytics(bars_by_base, config, start_us, ref, tmp / "analytics")
+                    else:
+                        pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
+                        build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
+                                              oi_reference=ref)
+                        _run(pa_)
                 tick = add_phase_time(result.timings, "analytics", tick)
                 for name in ANALYTIC_MARTS:
                     result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
@@ -253,6 +269,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
         return result
     finally:
         con.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,
@@ -401,3 +419,141 @@ def _progress(items, progress: bool, total: int | None = None):
 def _log_step(progress: bool, msg: str) -> None:
     if progress:
         print(f"==> {msg}", flush=True)
+
+
+# ---- the Dask runner (docs/adr/017) -------------------------------------------------------------
+class DaskBackfill:
+    """A backfill's pipelines on a ``dask.distributed`` cluster through Beam's Dask runner.
+
+    Workers read the sources and write the intermediate Parquet under ``<staging>/<run id>/``; this
+    process (the client) fetches it when staging is a URL, and stays the one DuckDB writer."""
+
+    def __init__(self, client, cluster, staging: str, owned_staging: tempfile.TemporaryDirectory | None) -> None:
+        from pipelines.dask_runner import BackfillDaskRunner
+
+        self.client, self._cluster, self.staging, self._owned = client, cluster, staging, owned_staging
+        self.runner = BackfillDaskRunner(client)
+
+    @classmethod
+    def open(cls, settings: JobSettings, run_id: str) -> DaskBackfill:
+        from pipelines.dask_runner import connect
+
+        cluster = None
+        address = settings.dask_scheduler
+        if not address:  # a cluster of this host's processes, for trying the runner without one
+            from distributed import LocalCluster
+
+            cluster = LocalCluster(n_workers=max(1, settings.backfill_workers), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            address = cluster.scheduler_address
+        try:
+            client = connect(address, settings.dask_connect_timeout_s)
+        except Exception:
+            if cluster is not None:
+                cluster.close()
+            raise
+        owned = None
+        root = settings.staging
+        if not root:
+            owned = tempfile.TemporaryDirectory(prefix="liqstream-staging-")
+            root = owned.name
+        return cls(client, cluster, f"{str(root).rstrip('/')}/{run_id}", owned)
+
+    def run_days(self, settings: JobSettings, source: str, captures: list[str], days: list[date],
+                 config: AnalyticsConfig, out: Path, warm_up: bool, progress: bool = False) -> int:
+        """Every day's event pipeline, ``dask_days_in_flight`` submitted at a time (Dask spreads their
+        tasks over the workers; the bound keeps a year's graphs and intermediate batches from all
+        landing on the scheduler at once); their marts' Parquet ends under ``out`` (local)."""
+        if source == "kafka":
+            raise ValueError("--runner dask reads archive, capture and tardis sources (kafka: --runner local)")
+        staged = f"{self.staging}/events"
+        queue, running = iter(days), collections.deque()
+
+        def submit() -> None:
+            day = next(queue, None)
+            if day is None:
+                return
+            d0, d1 = _day_bounds(day, day)
+            p = beam.Pipeline(runner=self.runner)
+            batches = _source(p, settings, source, captures, day, day, d0, d1)
+            write_event_marts(p, batches, staged, config, watermark_us=None, prior_bar_files=[])
+            # no Beam metrics on Dask: each batch's count is a row, keyed so a retried task's copy
+            # of it is counted once
+            (batches | "EventCounts" >> beam.Map(_event_count_row)
+             | "WriteEventCounts" >> WriteRowsToParquet(staged, "event_counts"))
+            running.append(p.run())
+
+        for _ in range(max(1, settings.dask_days_in_flight)):
+            submit()
+        if warm_up:
+            DataQuality.warm_up()  # GX loads here while the cluster works
+        bar = _progress(range(len(days)), progress)
+        for _ in bar:
+            running.popleft().wait_until_finish()  # in order: a failed day raises here
+            submit()
+        local = self._fetch(staged, out)
+        counts = parquet_glob(local, "event_counts")
+        if not counts:
+            return 0
+        import pyarrow.parquet as pq
+
+        rows = {(r["batch"], r["events"]) for f in counts for r in pq.read_table(f).to_pylist()}
+        return sum(events for _, events in rows)
+
+    def run_analytics(self, bars_by_base: dict[str, list[str]], config: AnalyticsConfig, emit_from_us: int,
+                      ref: list[tuple[str, float]], out: Path) -> None:
+        """The analytics graph over the exported bars (staged for the workers) -> ``out`` (local)."""
+        staged_bars = {base: self._stage(files, f"bars/{i}") for i, (base, files) in enumerate(bars_by_base.items())}
+        staged = f"{self.staging}/analytics"
+        p = beam.Pipeline(runner=self.runner)
+        build_analytics_graph(p, staged_bars, staged, config, emit_from_us=emit_from_us, oi_reference=ref)
+        p.run().wait_until_finish()
+        self._fetch(staged, out)
+
+    def _stage(self, files: list[str], sub: str) -> list[str]:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(f"{self.staging}/{sub}")
+        fs.makedirs(root, exist_ok=True)
+        staged = []
+        for i, f in enumerate(files):
+            fs.put_file(f, f"{root}/{i}.parquet")
+            staged.append(f"{self.staging}/{sub}/{i}.parquet")
+        return staged
+
+    def _fetch(self, staged: str, local: Path) -> Path:
+        """The staged Parquet of one step as local files the DuckDB writer reads."""
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(staged)
+        local.mkdir(parents=True, exist_ok=True)
+        if not fs.exists(root):
+            return local
+        for path in fs.ls(root, detail=False):
+            name = path.rsplit("/", 1)[-1]
+            if name.endswith(".parquet") and not name.startswith("."):
+                fs.get_file(path, str(local / name))
+        return local
+
+    def close(self) -> None:
+        import fsspec
+
+        try:
+            fs, root = fsspec.core.url_to_fs(self.staging)
+            if fs.exists(root):
+                fs.rm(root, recursive=True)
+        finally:
+            self.client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+            if self._owned is not None:
+                self._owned.cleanup()
+
+
+def _event_count_row(batch: pa.RecordBatch) -> dict:
+    import pyarrow.compute as pc
+
+    t = batch.column("event_time")
+    ident = (f"{(batch.schema.metadata or {}).get(b'event_type', b'').decode()}:{batch.num_rows}:"
+             f"{pc.min(t).as_py()}:{pc.max(t).as_py()}:{pc.sum(t).as_py()}")
+    return {"batch": ident, "events": batch.num_rows}

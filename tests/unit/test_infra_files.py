@@ -115,6 +115,16 @@ def test_crontab_runs_the_wrapper_daily() -> None:
     assert os.access(WRAPPER, os.X_OK)
 
 
+def test_crontab_dask_alternative_passes_flags_the_cli_accepts() -> None:
+    from pipelines.cli import build_parser
+
+    (line,) = [ln for ln in (INFRA / "schedules" / "crontab").read_text().splitlines() if "--runner dask" in ln]
+    flags = line.split("backfill-yesterday.sh", 1)[1].split(">>", 1)[0].split()
+    args = build_parser().parse_args(["backfill", "--from", "2026-03-01", *flags])
+    assert (args.runner, args.dask_scheduler, args.staging) == \
+        ("dask", "tcp://dask-scheduler.internal:8786", "/mnt/liqstream/staging")
+
+
 # ---- the retry wrapper --------------------------------------------------------------------------
 FAKE_LIQSTREAM = """#!/usr/bin/env bash
 # fake liqstream: records its arguments, exits with the next code of $FAKE_CODES (last one repeats)
@@ -258,6 +268,11 @@ def test_airflow_task_maps_exit_codes_to_retry_semantics(tmp_path, monkeypatch) 
         task(data_interval_start=run_start)
     assert not isinstance(exc.value, _Stub.AirflowFailException)  # an ordinary, retried failure
     assert module.SCHEDULE == "30 0 * * *"
+    # on a Dask cluster (ADR 017): the scheduler and the staging URI become flags
+    assert module.runner_flags("dask", {"LIQSTREAM_DASK_SCHEDULER": "tcp://sched:8786",
+                                        "LIQSTREAM_STAGING": "s3://lq/staging"}) == \
+        ["--runner", "dask", "--dask-scheduler", "tcp://sched:8786", "--staging", "s3://lq/staging"]
+    assert module.runner_flags("local", {}) == []
 
 
 # ---- compose, Prometheus, Dockerfile ------------------------------------------------------------
