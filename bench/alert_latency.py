@@ -15,8 +15,8 @@ the move per bp of OI below ``cascade_min_move_pct_per_bp`` at the close (the wa
 The bench (:func:`run_rate`): a fresh local broker and mart; the stream job in a thread; first 40
 minutes of history published at once (the volatility the z-score needs), then the live part: producer
 processes publish at ``rate`` events/s, each event stamped with its produce time (event time =
-ingest time = now, as a live feed), pacing every 10 ms in small batches (the ``paced`` producer
-layout); shocks are scheduled in the live minutes. The process that publishes the shocks records the
+ingest time = now, as a live feed), pacing every 10 ms (small batches; the producer settings of
+bench/streaming.py); shocks are scheduled in the live minutes. The process that publishes the shocks records the
 wall time at which it handed each crossing event to the producer. After the run, per episode:
 
     commit latency   = cascade_watches.watched_at (wall clock of the cycle's commit) - that time
@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,9 +144,9 @@ class CascadeScenario:
         return out
 
     def background(self, second: int, rate: float, rng: np.random.Generator, liq_share: float = 0.0,
-                   with_oi: bool = True) -> list[tuple[str, dict]]:
-        """The background events of one second (trades at ``rate``/s over every venue, OI every 2 s
-        per venue when ``with_oi``, a ``liq_share`` of small liquidations), in time order."""
+                   with_oi: bool = True, oi_every_s: int = 2) -> list[tuple[str, dict]]:
+        """The background events of one second (trades at ``rate``/s over every venue, OI every
+        ``oi_every_s`` per venue when ``with_oi``, a ``liq_share`` of small liquidations), in time order."""
         t0 = self.start_us + second * 1_000_000
         n = int(rng.poisson(rate))
         ts = np.sort(rng.integers(t0, t0 + 1_000_000, size=n))
@@ -160,7 +159,7 @@ class CascadeScenario:
                 out.append(self.liquidation(v, t, 100.0, "long" if k < liq_share / 2 else "short"))
             else:
                 out.append(self.trade(v, t, 2_000.0, "buy" if k > 0.5 else "sell"))
-        if with_oi and second % 2 == 0:
+        if with_oi and second % oi_every_s == 0:
             out += [self.open_interest(v, t0 + 1_000 * (j + 1)) for j, v in enumerate(self.venues)]
         return sorted(out, key=lambda e: e[1]["event_time"])
 
@@ -196,7 +195,6 @@ def _producer_main(bootstrap: str, scenario_args: dict, rate: float, live_from: 
     """Child process: the live seconds of the scenario at ``rate`` events/s, each second published
     when the wall clock reaches it; with ``with_shocks`` also the shocks and OI, recording when each
     crossing event was handed to the producer."""
-    from bench.data import LAYOUTS
     from connectors.config import KafkaSettings
     from connectors.kafka.producer import EventProducer
 
@@ -207,7 +205,7 @@ def _producer_main(bootstrap: str, scenario_args: dict, rate: float, live_from: 
     crossings: list[dict] = []
     sent = 0
     t_first = None
-    with EventProducer(KafkaSettings(bootstrap_servers=bootstrap), **LAYOUTS["paced"]) as producer:
+    with EventProducer(KafkaSettings(bootstrap_servers=bootstrap)) as producer:
         encode, send = producer.encode_event, producer.send_encoded
         si = 0
         for second in range(live_from, sc.seconds):
@@ -250,28 +248,33 @@ def run_rate(rate: float, workdir: Path, live_minutes: int = 5, history_minutes:
     """One input rate: fresh broker and mart, the stream job, history then live minutes; latencies."""
     import os
 
+    floor_env = "LIQSTREAM_FLOOR_USD_MARKET"
+    saved = os.environ.get(floor_env)
+    os.environ[floor_env] = "1e15"  # per-base episodes only (module docstring); the job reads the env
+    try:
+        return _run_rate(rate, workdir, live_minutes, history_minutes, seed, producers_per_10k)
+    finally:
+        if saved is None:
+            os.environ.pop(floor_env, None)
+        else:
+            os.environ[floor_env] = saved
+
+
+def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: int, seed: int,
+              producers_per_10k: int) -> dict[str, Any]:
     import duckdb
 
     from bench.data import _BASES, publish_events
-    from bench.streaming import _fresh_broker_and_mart
+    from bench.streaming import _fresh_broker_and_mart, job_in_thread
     from connectors.kafka.reader import RangeReader, log_bounds, plan_ranges
     from connectors.kafka.topics import ALERTS_TOPIC
     from pipelines.alerts.record import decoder
     from pipelines.alerts.watch import WATCH_OPEN_LEVEL
     from pipelines.jobs.stream import StreamJob, StreamOptions
 
-    os.environ["LIQSTREAM_FLOOR_USD_MARKET"] = "1e15"  # per-base episodes only (module docstring)
     config = AnalyticsConfig.from_env()
     with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
         job = StreamJob(settings, StreamOptions(interval_s=0.5, dq_every_s=60.0))
-        errors: list[BaseException] = []
-
-        def run_job() -> None:
-            try:
-                job.run()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
         # the scenario starts history_minutes before the next whole minute + 1: live minutes are whole
         now = time.time()
         live_start_us = (int(now * 1e6) // MINUTE_US + 2) * MINUTE_US
@@ -284,9 +287,9 @@ def run_rate(rate: float, workdir: Path, live_minutes: int = 5, history_minutes:
         # history (fast): a lighter background, in event-time order, up to 20 s before the live start
         hist_rng = np.random.default_rng(seed + 100)
         history_to = history_minutes * 60 - 20
-        publish_events(kafka, ((et, r) for s in range(history_to) for et, r in sc.background(s, 50.0, hist_rng)))
-        th = threading.Thread(target=run_job, name="stream-job", daemon=True)
-        th.start()
+        publish_events(kafka, ((et, r) for s in range(history_to)
+                               for et, r in sc.background(s, 20.0, hist_rng, oi_every_s=10)))
+        th, errors = job_in_thread(job)
         deadline = time.monotonic() + 300
         while (job.health.cycles < 1 or sum(job.health.lag.values())) and time.monotonic() < deadline and not errors:
             time.sleep(0.2)
