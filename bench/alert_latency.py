@@ -390,12 +390,36 @@ def targets(stage: dict[str, Any] | None) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> int:  # pragma: no cover - manual runs: python -m bench.alert_latency [rate ...]
-    import sys
+def merge_into_results(stage: dict[str, Any], path: Path) -> None:
+    """Put this stage's figures and target rows into a results file (``bench/results.json``) that a
+    full ``make bench`` wrote, replacing the previous alert-latency ones: the stage alone takes
+    ~8 minutes per rate, so it can be rerun without the rest."""
+    res = json.loads(path.read_text()) if path.exists() else {"stages": {}, "targets": []}
+    res.setdefault("stages", {})["alert_latency"] = stage
+    res["targets"] = [t for t in res.get("targets", []) if not t["name"].startswith("alert latency @")]
+    res["targets"] = targets(stage) + res["targets"]
+    path.write_text(json.dumps(res, indent=2, default=str) + "\n")
 
-    rates = [float(a) for a in sys.argv[1:]] or [10_000.0, 25_000.0]
-    res = stage_alert_latency(rates, live_minutes=5)
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual runs
+    import argparse
+    import logging
+    import os
+
+    ap = argparse.ArgumentParser(description="alert latency alone (make bench runs it too)")
+    ap.add_argument("rates", nargs="*", type=float, default=[10_000.0, 25_000.0])
+    ap.add_argument("--live-minutes", type=int, default=5)
+    ap.add_argument("--write", type=Path, help="merge the figures into this results file (bench/results.json)")
+    args = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    load_start = list(os.getloadavg())
+    res = stage_alert_latency(args.rates, live_minutes=args.live_minutes)
+    res["load_average"] = {"start": load_start, "end": list(os.getloadavg())}
     print(json.dumps(targets(res), indent=2))
+    print(f"load average {load_start} -> {res['load_average']['end']}")
+    if args.write:
+        merge_into_results(res, args.write)
     return 0
 
 
