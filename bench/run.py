@@ -32,6 +32,8 @@ FULL: dict[str, Any] = {
     "bars_events": 2_000_000, "naive_events": 40_000,
     "mart_events": 500_000, "analytics_hours": 3,
     "stream_rates": [2_000, 10_000, 25_000, 30_000, 35_000], "stream_seconds": 15.0, "stream_catch_up": 300_000,
+    # issue 13: crossing event -> open-minute watch committed, 5 live minutes per rate (bench/alert_latency.py)
+    "alert_rates": [10_000, 25_000], "alert_live_minutes": 5,
     # same events per day at two sizes, both with at least as many days as the backfill runs at
     # once (2 workers): peak memory must not grow with the number of days; 6 h of each day
     # (11,520 bars/day) keeps the analytics step within the run
@@ -130,6 +132,12 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
     out["streaming"] = stage_streaming(cfg["stream_rates"], cfg["stream_seconds"], workdir / "stream",
                                        catch_up_events=cfg.get("stream_catch_up", 0))
 
+    if cfg.get("alert_rates"):  # real minutes must close: not in --quick
+        say(f"alert latency at {cfg['alert_rates']} events/s, {cfg['alert_live_minutes']} live minutes each")
+        from bench.alert_latency import stage_alert_latency
+
+        out["alert_latency"] = stage_alert_latency(cfg["alert_rates"], cfg["alert_live_minutes"], workdir / "alert")
+
     from bench.backfill import duckdb_reference, run_backfill_measured
 
     runs = []
@@ -206,7 +214,9 @@ def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
     # memory: peak PSS (see bench.backfill._tree_memory) must not grow with the size (same events
     # per day, more days)
     growth = runs[-1]["peak_pss_mb"] / runs[0]["peak_pss_mb"] if len(runs) > 1 else None
-    return [
+    from bench.alert_latency import targets as alert_targets
+
+    return [*alert_targets(st.get("alert_latency")),
         _target("normalize + Avro encode, simulator mix (msg/s per core)",
                 st["normalize"]["normalize_encode_cpu_per_s"], "msg/s/core", t["normalize_encode_per_core"], ">="),
         _target("streaming: highest sustained input rate", stream["max_sustained_rate"], "events/s",
@@ -276,6 +286,12 @@ def format_table(res: dict[str, Any]) -> str:
                          _f(c["job_events_per_s"]) + " ev/s",
                          f"raw kafka-python + fastavro {_f(c['raw_consume_decode_per_s'])} ev/s",
                          _f(c["ratio_to_raw"], 2)))
+    for s in (st.get("alert_latency") or {}).get("steps", []):
+        c, t = s["commit"], s["topic"]
+        rows.append((f"alert latency @ {s['target_rate']:,.0f}/s ({s['watched']}/{s['episodes']} watched)",
+                     f"to commit p50/95/max {_f(c['p50_s'], 2)}/{_f(c['p95_s'], 2)}/{_f(c['max_s'], 2)} s",
+                     f"to topic {_f(t['p50_s'], 2)}/{_f(t['p95_s'], 2)}/{_f(t['max_s'], 2)} s",
+                     f"in {_f(s['achieved_input_rate'])}/s"))
     for r in st["backfill"]["runs"]:
         rows.append((f"backfill {r['events']:,} ev / {r['archive']['days']} d", _f(r["events_per_s"]) + " ev/s",
                      f"DuckDB SQL {r['duckdb_reference']['seconds']:.1f} s vs {r['seconds']:.1f} s, "
@@ -306,8 +322,8 @@ def format_table(res: dict[str, Any]) -> str:
     lines.append("targets:")
     for t in res["targets"]:
         v = t["value"]
-        lines.append(f"  [{'met' if t['met'] else 'MISSED'}] {t['name']}: {_f(v, 2) if isinstance(v, float) else v} "
-                     f"{t['op']} {t['target']:,} {t['unit']}")
+        verdict, goal = ("met" if t["met"] else "MISSED", f"{t['op']} {t['target']:,} ") if t["target"] else ("-", "")
+        lines.append(f"  [{verdict}] {t['name']}: {_f(v, 2) if isinstance(v, float) else v} {goal}{t['unit']}")
     return "\n".join(lines)
 
 

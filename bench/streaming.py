@@ -122,22 +122,28 @@ def _fresh_broker_and_mart(workdir: Path) -> Iterator[tuple[Any, Any, Any]]:
         broker.stop()
 
 
+def job_in_thread(job: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``job.run()`` in a daemon thread; what it raised lands in the returned list."""
+    errors: list[BaseException] = []
+
+    def run_job() -> None:
+        try:
+            job.run()
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    th = threading.Thread(target=run_job, name="stream-job", daemon=True)
+    th.start()
+    return th, errors
+
+
 def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interval_s: float = 0.5) -> dict[str, Any]:
     """One input rate through a fresh broker and a fresh mart; latency, throughput, sustained or not."""
     from pipelines.jobs.stream import StreamJob, StreamOptions
 
     with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
         job = StreamJob(settings, StreamOptions(interval_s=interval_s, dq_every_s=60.0))
-        errors: list[BaseException] = []
-
-        def run_job() -> None:
-            try:
-                job.run()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        th = threading.Thread(target=run_job, name="stream-job", daemon=True)
-        th.start()
+        th, errors = job_in_thread(job)
         deadline = time.monotonic() + 120
         while job.health.cycles < 1 and time.monotonic() < deadline and not errors:
             time.sleep(0.1)

@@ -90,8 +90,14 @@ def enqueue(con, run_id: str, alert_files: list[str], settings: JobSettings) -> 
         return 0
     cur = con.execute(ALERT_ROWS_SQL, [alert_files])
     names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    if not rows:
+    return enqueue_rows(con, run_id, [dict(zip(names, r, strict=True)) for r in cur.fetchall()], settings)
+
+
+def enqueue_rows(con, run_id: str, rows: list[dict[str, Any]], settings: JobSettings) -> int:
+    """Queue alert rows (columns named as the record's fields) for every configured sink; the caller
+    makes sure none was queued before (the open-minute watches, pipelines/alerts/watch.py)."""
+    sinks = sink_names(settings)
+    if not rows or not sinks:
         return 0
     committed_us = time.time_ns() // 1000
     now = from_epoch_us(committed_us)
@@ -101,7 +107,8 @@ def enqueue(con, run_id: str, alert_files: list[str], settings: JobSettings) -> 
         payload = json.dumps(rec)
         params.extend([rec["episode_id"], rec["severity_level"], sink, "pending", 0, now, None, None, run_id, payload]
                       for sink in sinks if _wants(sink, rec, settings))
-    con.executemany("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
+    if params:
+        con.executemany("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
     return len(rows)
 
 

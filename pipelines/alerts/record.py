@@ -38,7 +38,7 @@ def time_fields() -> frozenset[str]:
     return frozenset(f["name"] for f in _fields() if is_time(f["type"]))
 
 
-def _epoch_us(v: datetime) -> int:
+def epoch_us(v: datetime) -> int:
     if v.tzinfo is None:  # DuckDB TIMESTAMPTZ comes back aware; a naive one is UTC by convention here
         v = v.replace(tzinfo=UTC)
     return (v - _EPOCH) // timedelta(microseconds=1)  # exact, unlike timestamp() * 1e6
@@ -54,7 +54,7 @@ def to_record(row: dict[str, Any], run_id: str, committed_us: int) -> dict[str, 
     for f in _fields():
         v = values.get(f["name"], _MISSING)
         if isinstance(v, datetime):
-            v = _epoch_us(v)
+            v = epoch_us(v)
         elif isinstance(v, Decimal):
             v = float(v)
         if isinstance(v, float) and not math.isfinite(v):

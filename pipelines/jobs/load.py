@@ -40,6 +40,7 @@ from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
 from pipelines import archive, warehouse
 from pipelines.alerts import outbox as alert_outbox
+from pipelines.alerts import watch as alert_watch
 from pipelines.archive import WriteArchive
 from pipelines.dq import DataQuality, DQResult
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
@@ -57,7 +58,7 @@ LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".d
 EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
 ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
 #: what --reset-offsets empties: everything derived from the topics
-DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries"]
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries", "cascade_watches"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
 #: suites comparing two marts loaded together; the production loader lands each mart's window panes
 #: independently, so there one mart can be ahead of the other at gate time
@@ -196,13 +197,16 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
 
 def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], out_dir: Path,
                           config: AnalyticsConfig, emit_from_us: int | None,
-                          oi_reference: list[tuple[str, float]] | None = None) -> None:
+                          oi_reference: list[tuple[str, float]] | None = None,
+                          closed_before_us: int | None = None) -> None:
     """Phase B: stored bars (touched minutes + lookback), one set of Parquet files per base
     (:func:`export_bars_by_base`) -> the analytic marts. Each base's files are read into Arrow and
-    aggregated inside a DoFn: no bar row crosses Beam's data plane."""
+    aggregated inside a DoFn: no bar row crosses Beam's data plane. ``closed_before_us``: the
+    open-minute watch (ADR 018), cascades from the minutes before it only."""
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
     ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
-    for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref).items():
+    for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
+                                                closed_before_us=closed_before_us).items():
         rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
 
 
@@ -282,13 +286,16 @@ def _export(con, sql: str, params: list, path: Path) -> list[str]:
 def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True,
              config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
              run_analytics: bool = True, fetcher: ParallelFetcher | None = None,
-             after_analytics: Callable[[Any], None] | None = None) -> LoadResult:
+             after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
     the ranges in parallel; without one the Beam pipeline reads them. ``after_analytics(con)``:
     called once the analytics committed, before the DQ gate (the stream job hands out the new
-    alerts there: a gate takes seconds)."""
+    alerts there: a gate takes seconds). ``open_minute_watch`` (the stream job, when
+    ``config.open_minute_watch``): cascades are detected on closed minutes only and the open
+    minute raises watches (pipelines/alerts/watch.py, ADR 018); else every stored minute is analysed
+    (a bounded load: the data so far is all there is)."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -314,7 +321,8 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
             tick = time.perf_counter()
             pending = warehouse.get_state(con, "analytics_from_us") if run_analytics else None
             if pending is not None:
-                result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics", run_id)
+                result.analytics_rows = _phase_analytics(con, settings, config, pending, tmp / "analytics", run_id,
+                                                         open_minute_watch and config.open_minute_watch)
                 tick = result.took("analytics", tick)
                 if after_analytics is not None:
                     after_analytics(con)
@@ -445,8 +453,20 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
     warehouse.set_state(con, "dq_from_us", None)
 
 
+#: job_state: the first minute the last open-minute analysis left open (ADR 018)
+_CLOSED_BEFORE_STATE = "cascades_closed_before_us"
+
+
 def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path,
-                     run_id: str) -> int:
+                     run_id: str, open_minute_watch: bool = False) -> int:
+    watermark = warehouse.get_state(con, "watermark_us") if open_minute_watch else None
+    closed_before = None if watermark is None else watermark // config.bar_us * config.bar_us
+    if closed_before is not None:
+        # minutes that were open at the last analysis and are closed now: their episodes and alerts
+        # are emitted now, whatever this cycle's events touched
+        was_open_from = warehouse.get_state(con, _CLOSED_BEFORE_STATE)
+        if was_open_from is not None and was_open_from < closed_before:
+            from_us = min(from_us, was_open_from)
     window_start = from_us - analytics_lookback_us(config)
     tmp.mkdir(parents=True, exist_ok=True)
     (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
@@ -458,13 +478,19 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
     if bars_by_base:
         p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
         build_analytics_graph(p, bars_by_base, out, config, emit_from_us=from_us,
-                              oi_reference=oi_reference(con, window_start, config))
+                              oi_reference=oi_reference(con, window_start, config), closed_before_us=closed_before)
         _run(p)
     con.execute("BEGIN")
     try:
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
+        if closed_before is not None:
+            # after the closed minutes' alerts are in: they confirm or withdraw the earlier watches
+            alert_watch.resolve_watches(con, run_id, closed_before, config.bar_us, settings)
+            alert_watch.raise_watches(con, run_id, parquet_glob(out, "cascade_open_starts"), watermark,
+                                      config.bar_us, settings)
+            warehouse.set_state(con, _CLOSED_BEFORE_STATE, closed_before)
         warehouse.set_state(con, "analytics_from_us", None)
         con.execute("COMMIT")
     except Exception:

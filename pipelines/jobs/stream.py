@@ -191,7 +191,7 @@ class StreamJob:
                                   or time.monotonic() - last_analytics >= opts.analytics_every_s)
                 try:
                     result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics,
-                                      fetcher=fetcher, after_analytics=alerts.sync_safely)
+                                      fetcher=fetcher, after_analytics=alerts.sync_safely, open_minute_watch=True)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry

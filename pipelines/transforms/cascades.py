@@ -30,11 +30,12 @@ import pandas as pd
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
-from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels, SymbolPanel
+from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels, SymbolPanel, panel_before
 
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
 ALERTS_TAG = "alerts"
+OPEN_STARTS_TAG = "open_starts"
 #: episode kinds (the ``kind`` column of cascades and cascade_alerts)
 CASCADE = "cascade"
 BURST = "liquidation_burst"
@@ -431,37 +432,63 @@ def detect_market(
     )
 
 
+def open_minute_starts(alerts: Iterable[dict], closed_before_us: int) -> list[dict]:
+    """The ``start`` alerts a detection over bars that include open (partial) minutes raised in
+    those minutes: the open minute's liquidations and move met the detector's own cascade test
+    (the same :func:`detect_scope`, so the rule exists once). The stream job raises a watch for
+    each (ADR 018); the complete-minute detection confirms or withdraws it at the minute's close."""
+    from pipelines.transforms.bars import ts_to_micros
+
+    return [a for a in alerts if a["alert_type"] == "start" and ts_to_micros(a["minute_ts"]) >= closed_before_us]
+
+
 class _DetectPerBase(beam.DoFn):
     """One base's scope, detected where its panel is; its episodes and alerts travel with its
     market parts to the one market element (no Flatten of per-base and market rows: the runner
-    materializes a Flatten, pickling every row)."""
+    materializes a Flatten, pickling every row). With ``closed_before_us`` the episodes and alerts
+    come from the closed minutes only, and a second detection over all minutes yields the open
+    minutes' cascade starts."""
 
-    def __init__(self, config: AnalyticsConfig) -> None:
+    def __init__(self, config: AnalyticsConfig, closed_before_us: int | None = None) -> None:
         self.config = config
+        self.closed_before_us = closed_before_us
 
     def process(self, keyed: tuple[str, BaseBars], oi_reference: dict | None = None):
         base, bb = keyed
         panel = bb.panel
         if panel is None:
             return
-        episodes, alerts = detect_panel(panel, self.config, (oi_reference or {}).get(base))
-        yield self.config.market_scope, (market_parts(panel), episodes, alerts)
+        ref = (oi_reference or {}).get(base)
+        closed = panel if self.closed_before_us is None else panel_before(panel, self.closed_before_us)
+        episodes, alerts = detect_panel(closed, self.config, ref) if closed is not None else ([], [])
+        full_parts, opened = None, []
+        if closed is not panel:
+            full_parts = market_parts(panel)
+            opened = open_minute_starts(detect_panel(panel, self.config, ref)[1], self.closed_before_us)
+        closed_parts = market_parts(closed) if closed is not None else None
+        yield self.config.market_scope, (closed_parts, full_parts, episodes, alerts, opened)
 
 
 class _DetectMarket(beam.DoFn):
-    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
+    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None, closed_before_us: int | None = None) -> None:
         self.config = config
         self.keep_episode = _emitted(emit_from_us, "closed_ts")
         self.keep_alert = _emitted(emit_from_us, "alert_ts")
+        self.closed_before_us = closed_before_us
 
     def process(self, keyed: tuple[str, Iterable[tuple]], oi_reference: dict | None = None):
         items = list(keyed[1])
-        market = detect_market([parts for parts, _, _ in items], self.config,
-                               (oi_reference or {}).get(self.config.market_scope))
-        for episodes, alerts in [(e, a) for _, e, a in items] + [market]:
+        ref = (oi_reference or {}).get(self.config.market_scope)
+        market = detect_market([c for c, *_ in items if c is not None], self.config, ref)
+        for episodes, alerts in [(e, a) for _, _, e, a, _ in items] + [market]:
             yield from filter(self.keep_episode, episodes)
             for a in filter(self.keep_alert, alerts):
                 yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
+        if self.closed_before_us is None:
+            return
+        full = detect_market([c if f is None else f for c, f, *_ in items], self.config, ref)[1]
+        for a in [a for *_, opened in items for a in opened] + open_minute_starts(full, self.closed_before_us):
+            yield beam.pvalue.TaggedOutput(OPEN_STARTS_TAG, a)
 
 
 def _emitted(emit_from_us: int | None, col: str):
@@ -478,20 +505,30 @@ class DetectCascadesOnPanels(AnalyticsTransform):
 
     Each base's scope is detected where its panel is; the market scope gathers the bases' small
     per-minute parts (:func:`market_parts`) and their rows with one GroupByKey, where every row is
-    emitted. Arguments as DetectCascades.
+    emitted. Arguments as DetectCascades, and ``closed_before_us`` (the stream job's first open
+    minute): episodes and alerts from the minutes before it only, plus "cascade_open_starts", the
+    ``start`` alerts the open minutes' partial bars would raise (:func:`open_minute_starts`).
     """
+
+    def __init__(self, *args: Any, closed_before_us: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.closed_before_us = closed_before_us
 
     def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
         side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
-        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config), **side)
+        cut = self.closed_before_us
+        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config, cut), **side)
         market = (
             per_base
             | "GroupMarket" >> beam.GroupByKey()
             | "DetectMarket"
-            >> beam.ParDo(_DetectMarket(self.config, self.emit_from_us), **side).with_outputs(
-                ALERTS_TAG, main="episodes")
+            >> beam.ParDo(_DetectMarket(self.config, self.emit_from_us, cut), **side).with_outputs(
+                ALERTS_TAG, OPEN_STARTS_TAG, main="episodes")
         )
-        return {"cascades": market.episodes, "cascade_alerts": market[ALERTS_TAG]}
+        out = {"cascades": market.episodes, "cascade_alerts": market[ALERTS_TAG]}
+        if cut is not None:
+            out["cascade_open_starts"] = market[OPEN_STARTS_TAG]
+        return out
 
 
 class DetectCascades(AnalyticsTransform):

@@ -88,6 +88,11 @@ class AnalyticsConfig:
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)
+    #: the stream job detects cascades on closed minutes (the watermark passed their end) and
+    #: raises a cascade_watch as soon as the open minute's partial bar meets the same cascade test,
+    #: confirmed or withdrawn at the minute's close (ADR 018). False: every stored minute is analysed
+    #: each cycle, partial or not (before ADR 018).
+    open_minute_watch: bool = True
     #: longest episode kept open across cycles (sets the cascades lookback)
     max_episode_minutes: int = 1_440
     #: minutes before the episode start included in the feedback regression

@@ -72,15 +72,17 @@ def build_analytics_on_panels(
     config: AnalyticsConfig | None = None,
     emit_from_us: int | None = None,
     oi_reference: beam.PCollection | None = None,
+    closed_before_us: int | None = None,
 ) -> dict[str, beam.PCollection]:
     """(base, BaseBars) elements (``BasePanels`` or ``ReadBasePanels``) -> the analytic marts, as
-    :func:`build_analytics`."""
+    :func:`build_analytics`. ``closed_before_us`` (the stream job's open-minute watch, ADR 018):
+    cascades and alerts from the closed minutes only, plus "cascade_open_starts"."""
     config = config or AnalyticsConfig()
-    cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference)
+    cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference,
+                                                                  closed_before_us=closed_before_us)
     return {
         "bars_1m_symbol": panels | "ComputeSymbolBars" >> SymbolBarsFromPanels(emit_from_us),
-        "cascades": cascades["cascades"],
-        "cascade_alerts": cascades["cascade_alerts"],
+        **cascades,
         "oi_deltas": panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us),
         "contagion": panels | "ScoreContagion" >> ScoreContagionOnPanels(config, emit_from_us),
     }

@@ -20,7 +20,7 @@ first turned into the same columns, so both entry points share one implementatio
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import apache_beam as beam
@@ -204,6 +204,21 @@ class SymbolPanel:
 
     def index_of(self, minute_us: int) -> int:
         return int((minute_us - int(self.minutes[0])) // MINUTE_US)
+
+
+def panel_before(panel: SymbolPanel, end_us: int) -> SymbolPanel | None:
+    """The panel's minutes before ``end_us`` (every per-minute array cut along its last axis),
+    None when none is. The stream job's cascade detector reads the closed minutes only: the open
+    minute's partial bar goes to the open-minute watch instead (ADR 018)."""
+    keep = int(np.searchsorted(panel.minutes, end_us, side="left"))
+    if keep == 0:
+        return None
+    n = len(panel.minutes)
+    if keep == n:
+        return panel
+    cut = {f.name: getattr(panel, f.name)[..., :keep] for f in fields(panel)
+           if isinstance(getattr(panel, f.name), np.ndarray) and getattr(panel, f.name).shape[-1:] == (n,)}
+    return replace(panel, **cut)
 
 
 def panel_from_columns(base: str, cols: Columns, config: AnalyticsConfig) -> SymbolPanel | None:

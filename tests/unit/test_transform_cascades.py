@@ -240,3 +240,28 @@ def test_liquidations_that_move_price_far_beyond_its_volatility_are_a_cascade() 
     # with the criteria off (0) the same run is a cascade by USD alone, and so is the burst
     (flat,) = [e for e in run(_noisy_then(100.05, 100.05), CFG)[0] if e["scope"] == "BTC"]
     assert flat["kind"] == "cascade" and flat["severity_level"] == 1
+
+
+# -- the stream job's open minute (ADR 018) -------------------------------------------------------
+def test_closed_minutes_give_the_marts_and_the_open_minute_gives_its_cascade_starts() -> None:
+    from pipelines.transforms.cascades import DetectCascadesOnPanels
+    from pipelines.transforms.panel import BasePanels
+
+    rows = [r for r in scenario() if r["minute_ts"] <= _at(16)]  # minute 16 is still open
+    got: dict[str, list] = {"cascades": [], "cascade_alerts": [], "cascade_open_starts": []}
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(rows) | BasePanels(CFG) | DetectCascadesOnPanels(CFG, closed_before_us=_us(16))
+        for name, rows_out in out.items():
+            rows_out | f"C_{name}" >> Collect(got[name])
+    # the marts' rows are those of the closed minutes alone: a detection over minutes 0-15
+    closed_eps, closed_alerts = run([r for r in rows if r["minute_ts"] < _at(16)])
+    assert sorted(got["cascades"], key=lambda e: e["scope"]) == closed_eps == []
+    assert sorted(got["cascade_alerts"], key=lambda a: (a["scope"], a["alert_ts"])) == closed_alerts
+    assert {(a["scope"], a["alert_type"], a["minute_ts"]) for a in closed_alerts} == {
+        ("BTC", "watch", _at(15)), ("market", "watch", _at(15))}
+    # minute 16 so far: 2M (15) + 2.5M + 0.5M = 5M = 5 bp of the 10B OI: the run becomes an episode there
+    starts = sorted(got["cascade_open_starts"], key=lambda a: a["scope"])
+    assert [(a["scope"], a["alert_type"], a["minute_ts"], a["severity_level"]) for a in starts] == [
+        ("BTC", "start", _at(16), 1), ("market", "start", _at(16), 1)]
+    assert [a["liq_usd"] for a in starts] == [pytest.approx(5_000_000.0)] * 2
+    assert {a["episode_id"] for a in starts} == {episode_id(s, LONG, _us(15)) for s in ("BTC", "market")}
