@@ -475,6 +475,9 @@ def _check(c: dict[str, Any] | None) -> str:
 def peer_rows(st: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """The peers' rows of ``bench.run.format_table``: (stage, figure, reference, ratio)."""
     rows: list[tuple[str, str, str, str]] = []
+    if st.get("peers"):
+        rows.append(("peers' versions", ", ".join(f"{k} {v}" for k, v in st["peers"]["versions"].items() if v),
+                     "", "" if st["peers"]["installed"] else "extra .[bench] NOT installed"))
     c = (st.get("streaming") or {}).get("catch_up") or {}
     if c:
         n = c["events"]

@@ -155,6 +155,8 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
     out["backfill"] = {"runs": runs, "memory": peers.memory_runs(cfg.get("backfill_memory", []), workdir, seed)}
 
     sc = cfg["scoring"]
+    if not sc:  # --no-scoring
+        return out
     say(f"cascade detection scored against the simulator's truth: presets {sc['presets']} x seeds {sc['seeds']}")
     out["scoring"] = stage_scoring(sc["presets"], sc["seeds"], sc.get("overrides") or {})
     return out
@@ -344,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, < 1 min: checks the harness (CI)")
     ap.add_argument("--out", type=Path, help="results file (default bench/results.json; --quick: bench/out/)")
+    ap.add_argument("--no-scoring", action="store_true", help="skip the detection scoring (the slowest stage)")
     args = ap.parse_args(argv)
+    if args.no_scoring:
+        for cfg in (FULL, QUICK):
+            cfg["scoring"] = None
     res = run(args.quick, args.out)
     print(format_table(res))
     print(f"\nload average {res['machine']['load_average_start']} -> {res['machine']['load_average_end']} "
