@@ -189,11 +189,9 @@ def _alive(pid: int) -> bool:
 def test_catch_up_bench_measures_the_whole_backlog(tmp_path):
     """bench.streaming.run_catch_up (make bench's job-vs-raw-reader figure): both readers go over
     exactly the backlog it produced, and the ratio is the quotient of the two rates."""
-    from bench.streaming import run_catch_up
-
     import duckdb
 
-    from bench.streaming import CYCLE_DONE_US
+    from bench.streaming import CYCLE_DONE_US, run_catch_up
 
     res = run_catch_up(2_000, tmp_path)
     assert res["events"] == 2_000 and res["job_events"] == 2_000 and res["job_cycles"] >= 1
