@@ -174,3 +174,14 @@ def test_compact_batches_own_their_buffers():
     whole = len(pickle.dumps(table))
     assert len(pickle.dumps(batches[3])) < whole / 5  # a plain slice pickles at ~whole size
     assert len(pickle.dumps(table.to_batches(max_chunksize=10_000)[3])) > whole / 2
+
+
+def test_normalize_stage_times_records_not_dead_letters():
+    """The simulator's messages are plausible at the bench's receive time: the stage times the
+    normalize path, not dead-lettering (a 2023 receive stamp made every 2026 message implausible_time)."""
+    from bench.ingest import bench_normalize
+
+    pool = data.simulator_pool(scenario="A", seed=7, duration="1m", trades_per_second=5.0)
+    for venue, lines in pool.lines_by_venue.items():
+        r = bench_normalize(venue, lines[:300], seconds=0.0)
+        assert r["dead_letters"] == {} and sum(r["records"].values()) > 0, venue
