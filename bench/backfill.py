@@ -10,7 +10,9 @@ The reference computes the same ``bars_1m`` (OHLC by (event_time, price)
 order, volumes and USD sums in micro-USD, taker buy/sell, liquidation counts
 and USD per side, OI first/last, funding last) from the same archive Parquet
 with one DuckDB SQL query, materialized into a table; both results are
-compared on row count and totals.
+compared on row count and totals, exactly: USD as integer micro-USD, each event rounded
+half-to-even once as the job does (``round_even``; DuckDB's ``round`` rounds half away from zero).
+``bench.peers`` compares DuckDB SQL's and Polars' bars with the job's column by column.
 """
 
 from __future__ import annotations
@@ -31,16 +33,16 @@ WITH t AS (
   SELECT exchange, symbol, event_time // 60000000 AS m,
          arg_min(price, (event_time, price)) AS open, max(price) AS high, min(price) AS low,
          arg_max(price, (event_time, price)) AS close, sum(size) AS volume_base,
-         sum(round(notional_usd * 1e6)::BIGINT) AS volume_usd, count(*) AS trade_count,
-         sum(CASE WHEN taker_side = 'buy' THEN round(notional_usd * 1e6)::BIGINT ELSE 0 END) AS taker_buy_usd,
-         sum(CASE WHEN taker_side = 'sell' THEN round(notional_usd * 1e6)::BIGINT ELSE 0 END) AS taker_sell_usd
+         sum(round_even(notional_usd * 1e6, 0)::BIGINT) AS volume_usd, count(*) AS trade_count,
+         sum(CASE WHEN taker_side = 'buy' THEN round_even(notional_usd * 1e6, 0)::BIGINT ELSE 0 END) AS taker_buy_usd,
+         sum(CASE WHEN taker_side = 'sell' THEN round_even(notional_usd * 1e6, 0)::BIGINT ELSE 0 END) AS taker_sell_usd
   FROM read_parquet({trades}) GROUP BY ALL),
 l AS (
   SELECT exchange, symbol, event_time // 60000000 AS m,
          count(*) FILTER (WHERE side = 'long') AS long_liq_count,
-         coalesce(sum(round(notional_usd * 1e6)::BIGINT) FILTER (WHERE side = 'long'), 0) AS long_liq_usd,
+         coalesce(sum(round_even(notional_usd * 1e6, 0)::BIGINT) FILTER (WHERE side = 'long'), 0) AS long_liq_usd,
          count(*) FILTER (WHERE side = 'short') AS short_liq_count,
-         coalesce(sum(round(notional_usd * 1e6)::BIGINT) FILTER (WHERE side = 'short'), 0) AS short_liq_usd
+         coalesce(sum(round_even(notional_usd * 1e6, 0)::BIGINT) FILTER (WHERE side = 'short'), 0) AS short_liq_usd
   FROM read_parquet({liqs}) GROUP BY ALL),
 o AS (
   SELECT exchange, symbol, event_time // 60000000 AS m,
@@ -97,7 +99,7 @@ def _child(args: dict[str, Any]) -> None:
     con = duckdb.connect(str(settings.db), read_only=True)
     try:
         bars, trades, usd = con.execute("SELECT count(*), sum(trade_count), "
-                                        "sum(round(volume_usd * 1e6)::BIGINT) FROM bars_1m").fetchone()
+                                        "sum(volume_usd * 1000000)::BIGINT FROM bars_1m").fetchone()
     finally:
         con.close()
     print(json.dumps({"status": r.status, "events": r.events, "seconds": s, "rows": r.rows, "dq_passed": r.dq_passed,

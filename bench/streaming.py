@@ -8,7 +8,11 @@ publishes synthetic normalized events with ``EventProducer`` at the stated rate,
 pacing itself every 10 ms. Each event's ``ingest_time`` (and ``event_time``) is
 its produce time, so after the run
 
-    latency(event) = finished_at of the cycle whose offset range holds it - its produce time
+    latency(event) = end of the cycle whose offset range holds it - its produce time
+
+where a cycle ends when ``run_load`` returns: its events, its analytics and (on the cycles the
+job's DQ cadence picks, every ``dq_every_s`` = 60 s) its DQ gate committed. ``finished_at`` in
+``pipeline_runs`` is earlier (the events commit), so the end is ``started_at + duration_s``.
 
 is computed for every event by joining the archive the cycles wrote (it keeps
 each event's Kafka position and ingest_time) with ``pipeline_runs.offsets``.
@@ -31,6 +35,9 @@ from typing import Any
 P95_LIMIT_S = 5.0
 #: input rate given to one producer process
 PRODUCER_RATE = 10_000
+#: the end of a cycle's whole work (events, analytics, DQ gate if run) in pipeline_runs, epoch µs:
+#: duration_s is written when run_load returns; finished_at is the events commit, before the rest
+CYCLE_DONE_US = "epoch_us(started_at) + CAST(round(duration_s * 1e6) AS BIGINT)"
 
 
 def _producer_main(bootstrap: str, rate: float, seconds: float, seed: int, result_q) -> None:
@@ -75,7 +82,9 @@ def latencies(db: Path, archive: Path) -> dict[str, Any]:
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        runs = con.execute("SELECT run_id, epoch_us(finished_at), offsets, events_in, duration_s FROM pipeline_runs "
+        # a cycle's work ends when run_load returns (analytics and, when the cadence runs it, the DQ
+        # gate committed): started_at + duration_s; finished_at is the events commit, before both
+        runs = con.execute(f"SELECT run_id, {CYCLE_DONE_US}, offsets, events_in, duration_s FROM pipeline_runs "
                            "WHERE job = 'load' AND status IN ('ok', 'dq_failed') ORDER BY finished_at").fetchall()
     finally:
         con.close()
@@ -188,16 +197,25 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
         return out
 
 
-def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk") -> dict[str, Any]:
-    """The job's own rate, against the reference reader's, on the same topics.
+def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk",
+                 peers: bool = False) -> dict[str, Any]:
+    """The job's own rate, against the peers' on the same topics.
 
     A live step cannot show it: the job never gets more than the producer sends, and here the
     producers, the broker and the job share two cores. So a backlog of ``events`` (10 minutes of
-    synthetic events, in time order) is published first, with nothing reading; then the raw
-    kafka-python + fastavro loop reads it all (``stages.raw_consume_decode``), and then the stream
-    job (warmed up by one cycle on the empty topics, as in :func:`run_rate`) drains it into the
-    marts, its DQ gate included, until a cycle finds nothing new. Both rates are events over
-    wall seconds."""
+    synthetic events, in time order) is published first, with nothing reading; then the peers read
+    it all, one after the other: the raw kafka-python + fastavro loop (``stages.raw_consume_decode``)
+    and, with ``peers`` (``bench.peers``, the ``.[bench]`` extra), the raw confluent-kafka +
+    fastavro loop and a Bytewax dataflow building the same bars (checked equal to the job's
+    ``bars_1m``). Then the stream job drains it (a fresh ``StreamJob``: its reader processes start,
+    Great Expectations loads at its first gate, both inside the window) until a cycle finds nothing new.
+
+    Windows (events over wall seconds): ``job_events_per_s`` from ``StreamJob.run()``'s start to the
+    end of the last busy cycle's work: its events, its analytics and its DQ gate committed (the gate
+    runs every cycle here, ``dq_every_s=0``, so the last cycle's is inside); ``job_events_commit_per_s``
+    to that cycle's events commit only (``finished_at``, before its analytics and gate: the figure the
+    bench reported before issue 21). The raw loops: first fetch to the last record decoded. Bytewax:
+    the flow's start to its last bar in memory (nothing written)."""
     import duckdb
 
     from bench.data import in_time_order, publish_events, synth_tables
@@ -207,34 +225,51 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk
     from pipelines.jobs.stream import StreamJob, StreamOptions
 
     with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
-        run_load(settings)  # warm-up on empty topics: imports, GX, the mart's migrations
+        run_load(settings)  # warm-up on empty topics: Beam's imports, the mart's migrations
         start_us = int(time.time() * 1_000_000) - 600_000_000
         tables = synth_tables(events, start_us, 600_000_000, seed)
         t = time.perf_counter()
         publish_events(kafka, in_time_order(tables), layout)
         produce_s = time.perf_counter() - t
-        ranges = plan_ranges(log_bounds(kafka, [t for t in LOAD_TOPICS if not t.endswith(".dlq")]), {})
+        topics = [t for t in LOAD_TOPICS if not t.endswith(".dlq")]
+        ranges = plan_ranges(log_bounds(kafka, topics), {})
         raw = raw_consume_decode(broker.bootstrap, ranges, events)
-        job = StreamJob(settings, StreamOptions(interval_s=0.5, dq_every_s=60.0, exit_when_idle=1))
+        peer: dict[str, Any] = {}
+        if peers:
+            from bench import peers as pr
+
+            peer["confluent_kafka_per_s"] = pr.confluent_consume_decode(broker.bootstrap, ranges, events)
+            bw = pr.bytewax_bars(broker.bootstrap, topics)
+            peer["bytewax"] = {k: v for k, v in bw.items() if k != "bars"}
+        job = StreamJob(settings, StreamOptions(interval_s=0.5, dq_every_s=0.0, exit_when_idle=1))
         t0 = time.time()
         job.run()
         con = duckdb.connect(str(settings.db), read_only=True)
         try:
-            n, last, cycles = con.execute(
-                "SELECT sum(events_in), epoch_us(max(finished_at)), count(*) FROM pipeline_runs "
+            n, done, committed, cycles = con.execute(
+                f"SELECT sum(events_in), max({CYCLE_DONE_US}), epoch_us(max(finished_at)), count(*) FROM pipeline_runs "
                 "WHERE job = 'load' AND events_in > 0 AND finished_at >= make_timestamp(?::BIGINT)",
                 [int(t0 * 1_000_000)]).fetchone()
         finally:
             con.close()
-        seconds = last / 1e6 - t0
+        if peers:
+            peer["bytewax"]["bars_check"] = pr.compare_bars(settings.db, bw["bars"])
+        n = int(n or 0)
+        seconds, commit_s = done / 1e6 - t0, committed / 1e6 - t0
+        rate = n / seconds if seconds > 0 else None
+        rates = {"kafka-python + fastavro": raw, "confluent-kafka + fastavro": peer.get("confluent_kafka_per_s"),
+                 "bytewax": (peer.get("bytewax") or {}).get("events_per_s")}
+        best = max((k for k, v in rates.items() if v), key=lambda k: rates[k])
         return {"layout": layout, "events": events, "produce_per_s": events / produce_s, "raw_consume_decode_per_s": raw,
-                "job_events": int(n or 0), "job_seconds": seconds, "job_cycles": int(cycles),
-                "job_events_per_s": (n or 0) / seconds if seconds > 0 else None,
-                "ratio_to_raw": (n or 0) / seconds / raw if seconds > 0 and raw else None}
+                **peer, "job_events": n, "job_seconds": seconds, "job_cycles": int(cycles),
+                "job_events_per_s": rate, "job_events_commit_per_s": n / commit_s if commit_s > 0 else None,
+                "ratio_to_raw": rate / raw if rate and raw else None,
+                "best_peer": best, "best_peer_per_s": rates[best],
+                "ratio_to_best_peer": rate / rates[best] if rate else None}
 
 
 def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = None,
-                    catch_up_events: int = 0) -> dict[str, Any]:
+                    catch_up_events: int = 0, peers: bool = False) -> dict[str, Any]:
     """Step the input rate up; report each step and the highest sustained rate; then the job's
     catch-up rate against the raw reader's (:func:`run_catch_up`)."""
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
@@ -242,12 +277,13 @@ def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = N
         catch_up = catch_up_paced = None
         if catch_up_events:
             # the same backlog laid out as `replay FILE` leaves it (bulk) and as a live feed does (paced)
-            catch_up = run_catch_up(catch_up_events, base / "catch-up")
+            catch_up = run_catch_up(catch_up_events, base / "catch-up", peers=peers)
             catch_up_paced = run_catch_up(catch_up_events, base / "catch-up-paced", layout="paced")
             for c in (catch_up, catch_up_paced):
                 print(f"  streaming catch-up of {catch_up_events:,} events ({c['layout']}): job "
-                      f"{c['job_events_per_s']:,.0f}/s, raw kafka-python + fastavro loop "
-                      f"{c['raw_consume_decode_per_s']:,.0f}/s ({c['ratio_to_raw']:.2f})", flush=True)
+                      f"{c['job_events_per_s']:,.0f}/s to its last gate ({c['job_events_commit_per_s']:,.0f}/s to "
+                      f"its events commit), best peer {c['best_peer']} {c['best_peer_per_s']:,.0f}/s "
+                      f"({c['ratio_to_best_peer']:.2f})", flush=True)
         steps = []
         for rate in rates:
             res = run_rate(rate, seconds, base / f"rate-{int(rate)}")

@@ -73,8 +73,7 @@ class Plausibility:
         return dataclasses.replace(cls(), **changes)
 
     def launch_us(self, exchange: str | None) -> int:
-        day = self.venue_launch.get(exchange or "", EARLIEST_MARKET)
-        return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1_000_000)
+        return _day_start_us(self.venue_launch.get(exchange or "", EARLIEST_MARKET))
 
     @property
     def max_future_skew_us(self) -> int:
@@ -84,6 +83,12 @@ class Plausibility:
     def launch_by_venue_us(self) -> dict[str, int]:
         """:meth:`launch_us` of every venue in the table (looked up per trade by the fast paths)."""
         return {venue: self.launch_us(venue) for venue in self.venue_launch}
+
+
+@functools.lru_cache(maxsize=256)
+def _day_start_us(day: str) -> int:
+    # checked on every record: parsing the ISO day each time was 11 of the check's 18 µs (issue 21)
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1_000_000)
 
 
 @functools.cache

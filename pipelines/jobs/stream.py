@@ -30,6 +30,7 @@ from connectors.kafka.fetch import ParallelFetcher
 from connectors.kafka.reader import log_bounds
 from pipelines import warehouse
 from pipelines.alerts.delivery import AlertDispatcher
+from pipelines.dq import DataQuality
 from pipelines.jobs.load import LOAD_TOPICS, LoadResult, run_load
 from pipelines.settings import JobSettings
 from pipelines.warehouse import ClusterMismatch
@@ -182,6 +183,10 @@ class StreamJob:
         if fetcher is not None:
             fetcher.start()
         alerts.start()
+        # Great Expectations loads in a thread while the first cycle reads and builds its bars: its
+        # import was half of the job's CPU samples in a 100k-event catch-up (py-spy, issue 21), all
+        # on the first gate's critical path; the readers work in their own processes meanwhile
+        DataQuality.warm_up()
         abandoned = False
         try:
             while not self._stop.is_set():

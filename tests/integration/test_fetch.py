@@ -189,12 +189,24 @@ def _alive(pid: int) -> bool:
 def test_catch_up_bench_measures_the_whole_backlog(tmp_path):
     """bench.streaming.run_catch_up (make bench's job-vs-raw-reader figure): both readers go over
     exactly the backlog it produced, and the ratio is the quotient of the two rates."""
-    from bench.streaming import run_catch_up
+    import duckdb
+
+    from bench.streaming import CYCLE_DONE_US, run_catch_up
 
     res = run_catch_up(2_000, tmp_path)
     assert res["events"] == 2_000 and res["job_events"] == 2_000 and res["job_cycles"] >= 1
     assert res["raw_consume_decode_per_s"] > 0 and res["job_events_per_s"] > 0
     assert res["ratio_to_raw"] == pytest.approx(res["job_events_per_s"] / res["raw_consume_decode_per_s"])
+    # the window holds the last busy cycle's DQ gate: its results were written before the window's end
+    con = duckdb.connect(str(tmp_path / "stream.duckdb"), read_only=True)
+    run_id, done_us, commit_us = con.execute(
+        f"SELECT run_id, {CYCLE_DONE_US}, epoch_us(finished_at) FROM pipeline_runs WHERE events_in > 0 "
+        "ORDER BY finished_at DESC LIMIT 1").fetchone()
+    (gates, last_check) = con.execute("SELECT count(*), epoch_us(max(checked_at)) FROM dq_results WHERE run_id = ?",
+                                      [run_id]).fetchone()
+    con.close()
+    assert gates > 0 and commit_us < last_check <= done_us
+    assert res["job_events_commit_per_s"] > res["job_events_per_s"]  # the events commit comes first
 
 
 def test_readers_stalled_in_a_read_are_ended_at_once_when_a_cycle_is_abandoned(fresh_broker, tmp_path):
