@@ -63,6 +63,10 @@ class StepResult:
     liq_long_base: np.ndarray  # base units force-closed this step
     liq_short_base: np.ndarray
     impact_return: np.ndarray  # log return caused by forced orders this step
+    #: the part of impact_return that is the new impact of last step's forced orders, without the
+    #: fade (liquidity refilling after earlier impact, which reverses a past run's move): what the
+    #: truth attributes to the forced orders of a run
+    forced_impact_return: np.ndarray
     exo_return: np.ndarray  # log return from shocks + random flow (+ BTC carry)
     #: the part of liq_*_base the feedback loop caused: positions whose liquidation level the
     #: price would not have reached without the forced-order impact of the last
@@ -277,6 +281,7 @@ class CascadeModel:
             liq_long_base=liq_long + absorbed_long,
             liq_short_base=liq_short + absorbed_short,
             impact_return=impact + fade,
+            forced_impact_return=impact,
             exo_return=exo + carry,
             liq_long_endo_base=endo_long,
             liq_short_endo_base=endo_short,

@@ -144,7 +144,7 @@ class Simulation:
             price = r.price
             dx = np.log(price / prev_price)
             prev_price = price
-            truth.add_prices(t1, price, r.impact_return, dx)
+            truth.add_prices(t1, price, r.forced_impact_return, dx)
             truth.add_attribution(t1, (r.liq_long_endo_base + r.liq_short_endo_base) * price,
                                   (r.liq_long_absorbed_base + r.liq_short_absorbed_base) * price)
             out: list[tuple[int, int, str, str]] = []  # (received_us, venue, channel, raw)

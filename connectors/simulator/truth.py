@@ -24,7 +24,12 @@ points of the scope's starting OI (the size of what a desk looks at). Its
   forced-order impact (the model's counterfactual, ``liq_*_endo_base``), and
   the forced orders' own price impact over the run, against the liquidated
   side, is at least ``min_impact_z`` times the scope's exogenous noise over the
-  run's duration (``vol_daily`` scaled to the run);
+  run's duration (``vol_daily`` scaled to the run). Own impact = the model's
+  impact term of the forced orders as they hit the book (``forced_impact_return``),
+  not net of the fade: the book refilling after an earlier run's impact is a
+  reversal of that run's move, not something these forced orders did (counted
+  net, a second wave within ~30 min of a first lost up to ~1 % of its impact to
+  the first's refill);
 * ``slow_delev`` -- any other run: liquidations driven by the exogenous drift
   whose own impact stays within the noise;
 * ``price_move`` -- a scheduled ``price_only`` shock on a symbol with no

@@ -182,11 +182,18 @@ def detect_scope(
                 z = move / (sigma_before[s] * np.sqrt(t - s + 1))
                 liq_bp = (cs[t + 1] - cs[s]) / oi_ref[s] * 1e4 if np.isfinite(oi_ref[s]) else np.nan
                 per_bp = move / liq_bp
+                # the move the forced closes themselves can have caused, against the noise: an
+                # exogenous move that liquidations merely followed has a large z but too few bp
+                # liquidated per sqrt(minute) to have made it (docs/analytics.md)
+                impact_z = (config.cascade_impact_pct_per_bp * liq_bp
+                            / (sigma_before[s] * np.sqrt(t - s + 1)))
             # each criterion is off at 0; on, an unknown value (no volatility or OI yet) fails it
             z_ok = config.cascade_move_z <= 0 or bool(np.isfinite(z) and z >= config.cascade_move_z)
             bp_ok = config.cascade_min_move_pct_per_bp <= 0 or bool(
                 np.isfinite(per_bp) and per_bp >= config.cascade_min_move_pct_per_bp)
-            cascade = z_ok and bp_ok
+            impact_ok = config.cascade_min_impact_z <= 0 or config.cascade_impact_pct_per_bp <= 0 or bool(
+                np.isfinite(impact_z) and impact_z >= config.cascade_min_impact_z)
+            cascade = z_ok and bp_ok and impact_ok
             return {"kind": CASCADE if cascade else BURST, "price_move_pct": _nz(move),
                     "price_move_z": _nz(z), "move_pct_per_liq_bp": _nz(per_bp),
                     "vol_1m_pct": _nz(sigma_before[s])}

@@ -78,13 +78,20 @@ class AnalyticsConfig:
     #: deviations of the scope's own 1-minute returns over the vol_lookback_minutes before the
     #: run (scaled by sqrt(duration)), and by >= cascade_min_move_pct_per_bp percent per basis
     #: point of reference OI liquidated (the forced flow moved price, it was not absorbed).
+    #: A third criterion asks whether the forced closes were large enough to have caused a move
+    #: beyond the noise themselves (the loop, not an exogenous move that liquidations followed):
+    #: cascade_impact_pct_per_bp (the price impact of forced orders per bp of OI closed, the
+    #: market's depth) x the run's bp liquidated must reach cascade_min_impact_z standard
+    #: deviations over the run (x sqrt(duration)).
     #: Otherwise the run is a liquidation_burst: kept, never at cascade severity (0 turns a
-    #: criterion off; with both off every episode is a cascade, the USD-only rule). With fewer
+    #: criterion off; with all off every episode is a cascade, the USD-only rule). With fewer
     #: than vol_min_points returns before the run, the volatility of the window so far is used.
     vol_lookback_minutes: int = 240
     vol_min_points: int = 30
-    cascade_move_z: float = 9.0
+    cascade_move_z: float = 8.0
     cascade_min_move_pct_per_bp: float = 0.02
+    cascade_impact_pct_per_bp: float = 0.08
+    cascade_min_impact_z: float = 3.0
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)

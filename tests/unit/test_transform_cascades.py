@@ -29,6 +29,7 @@ CFG = AnalyticsConfig(
     # is tested with its own bars below
     cascade_move_z=0.0,
     cascade_min_move_pct_per_bp=0.0,
+    cascade_min_impact_z=0.0,
 )
 
 
@@ -202,7 +203,9 @@ def test_feedback_ratio_recovers_a_known_branching_ratio() -> None:
 
 
 # -- cascade or liquidation burst (ADR 011) ------------------------------------------------------
-KIND_CFG = dataclasses.replace(CFG, cascade_move_z=6.0, cascade_min_move_pct_per_bp=0.02)
+KIND_CFG = dataclasses.replace(CFG, cascade_move_z=6.0, cascade_min_move_pct_per_bp=0.02,
+                               cascade_impact_pct_per_bp=0.08, cascade_min_impact_z=3.0)
+SIGMA = 0.1 / 0.6745  # the volatility of _noisy_then's first 60 minutes (median |return| / 0.6745)
 
 
 def _noisy_then(last_close: float, last_low: float) -> list[dict]:
@@ -265,3 +268,55 @@ def test_closed_minutes_give_the_marts_and_the_open_minute_gives_its_cascade_sta
         ("BTC", "start", _at(16), 1), ("market", "start", _at(16), 1)]
     assert [a["liq_usd"] for a in starts] == [pytest.approx(5_000_000.0)] * 2
     assert {a["episode_id"] for a in starts} == {episode_id(s, LONG, _us(15)) for s in ("BTC", "market")}
+def _noisy_then_minutes(tail: list[tuple[float, float, float]]) -> list[dict]:
+    """_noisy_then's 60 minutes (close 100.1 at minute 59), then one bar per (close, low, long USD)
+    of ``tail`` from minute 60 (OI 10B: 1 bp = 1M USD), then 5 quiet minutes at the last close."""
+    rows = [bar(m, "binance-futures", 100.0 + 0.1 * (m % 2), 100.0, 0.0, 0, 10e9) for m in range(60)]
+    rows += [bar(60 + i, "binance-futures", c, lo, usd, 1 if usd else 0, 10e9) for i, (c, lo, usd) in enumerate(tail)]
+    last = tail[-1][0]
+    rows += [bar(60 + len(tail) + i, "binance-futures", last, last, 0.0, 0, 10e9) for i in range(5)]
+    return rows
+
+
+def test_liquidations_that_lead_the_move_are_a_cascade() -> None:
+    # 25 bp of OI force-closed in the minute price falls 3 %, 10 bp more as it falls another 1 %:
+    # the closes are large enough to have made the move (impact z at confirmation
+    # 0.08 x 25 / SIGMA ~ 13.5 >= 3), move z ~ 20 >= 6
+    episodes, alerts = run(_noisy_then_minutes([(97.1, 97.0, 25e6), (96.1, 96.0, 10e6)]), KIND_CFG)
+    (btc,) = [e for e in episodes if e["scope"] == "BTC"]
+    assert btc["kind"] == "cascade" and btc["severity_level"] >= 1
+    starts = [a for a in alerts if a["scope"] == "BTC" and a["alert_type"] == "start"]
+    assert len(starts) == 1 and starts[0]["minute_ts"] == M0 + dt.timedelta(minutes=60)
+
+
+def test_an_exogenous_move_that_liquidations_follow_is_a_burst_not_a_cascade() -> None:
+    # price slides 0.7 % a minute for 6 minutes (the move comes first, every minute), liquidating
+    # 1.1 bp of OI a minute: the run reaches the 5 bp threshold at its 5th minute with a 3.5 %
+    # move (z = 3.5 / (SIGMA x sqrt 5) ~ 10.6 >= 6, 0.64 % per bp >= 0.02), but 5.5 bp closed
+    # could only have moved price 0.08 x 5.5 = 0.44 %: impact z = 0.44 / (SIGMA x sqrt 5) ~ 1.3 < 3,
+    # and it stays below at every later minute (the closes do not keep up with sqrt(minutes))
+    tail = [(round(100.1 * (1 - 0.007 * (i + 1)), 4),) * 2 + (1.1e6,) for i in range(6)]
+    rows = _noisy_then_minutes(tail)
+    episodes, alerts = run(rows, KIND_CFG)
+    (btc,) = [e for e in episodes if e["scope"] == "BTC"]
+    assert btc["kind"] == "liquidation_burst" and btc["severity_level"] == -1
+    assert btc["price_move_z"] == pytest.approx(
+        (1 - tail[-1][1] / 100.1) * 100 / (SIGMA * 6 ** 0.5), rel=2e-3) and btc["price_move_z"] > 6
+    assert btc["move_pct_per_liq_bp"] > 0.02
+    kinds = {a["alert_type"] for a in alerts if a["scope"] == "BTC"}
+    assert kinds == {"watch", "burst"}
+    # the impact criterion is what decides: without it the same run is a cascade
+    (casc,) = [e for e in run(rows, dataclasses.replace(KIND_CFG, cascade_min_impact_z=0.0))[0] if e["scope"] == "BTC"]
+    assert casc["kind"] == "cascade"
+
+
+def test_a_flat_burst_fails_the_impact_criterion_too() -> None:
+    # 6 bp closed with price 0.05 % down: a burst by the move; and with the move criteria off, 6 bp is
+    # too little to pass the impact criterion with a stricter threshold (0.08 x 6 / SIGMA ~ 3.2 < 4)
+    rows = _noisy_then(100.05, 100.05)
+    only_impact = dataclasses.replace(KIND_CFG, cascade_move_z=0.0, cascade_min_move_pct_per_bp=0.0,
+                                      cascade_min_impact_z=4.0)
+    (btc,) = [e for e in run(rows, only_impact)[0] if e["scope"] == "BTC"]
+    assert btc["kind"] == "liquidation_burst"
+    (btc,) = [e for e in run(rows, KIND_CFG)[0] if e["scope"] == "BTC"]
+    assert btc["kind"] == "liquidation_burst"

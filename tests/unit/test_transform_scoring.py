@@ -130,6 +130,12 @@ def _check_marts_against_truth(preset: str, out: dict) -> None:
 # make test runs one run (preset D seed 1: both directions, bursts, a price-only move and a slow
 # deleveraging run); the full matrix (A-D + calm x tuning seeds 1-3 and held-out seeds 11-13, B
 # is a simulated week: several minutes a run here) is `make test-heavy`, which prints the table.
+# The classifier's thresholds were tuned on seeds 1-10; 11-13 are held out (docs/analytics.md).
+#: runs that miss a target as measured, (preset, seed) -> the figure and why (docs/analytics.md,
+#: "Targets missed"): their precision below 0.95 is reported as an xfail naming it, never a pass.
+#: None left: C-1/11/13's false XRP cascade was the truth counting the refill of an earlier
+#: cascade's impact against a second wave (fixed in connectors/simulator/truth.py).
+KNOWN_MISSES: dict[tuple[str, int], str] = {}
 MATRIX = [
     pytest.param(preset, seed, marks=[pytest.mark.slow] + ([] if (preset, seed) == ("D", 1) else [pytest.mark.heavy]))
     for preset in ("A", "B", "C", "D", "calm") for seed in (1, 2, 3, 11, 12, 13)
@@ -145,10 +151,14 @@ def test_detection_scores_against_simulator_truth(preset: str, seed: int) -> Non
           "\ndecoys as cascades:", s["decoys_as_cascade"], "\nUSD outliers:", s["usd_outliers"])
     # every preset carries two absorbed bursts (docs/simulator.md, "Decoys")
     assert s["true_bursts"] >= 2
-    assert s["recall"] >= 0.95 and s["precision"] >= 0.95
+    assert s["recall"] >= 0.95
     assert s["bursts_as_cascade"] == 0 and s["price_moves_as_cascade"] == 0
     assert s["burst_recall"] >= 0.9
     if s["median_time_to_alert_s"] is not None:
         assert s["median_time_to_alert_s"] <= 60
         assert s["share_usd_within_5pct"] >= 0.95
     _check_marts_against_truth(preset, out)
+    # every other target is asserted above; only the precision of a measured miss is an xfail
+    if s["precision"] < 0.95 and (preset, seed) in KNOWN_MISSES:
+        pytest.xfail(f"{KNOWN_MISSES[(preset, seed)]}; this run: {s['precision']:.3f}, false {s['false']}")
+    assert s["precision"] >= 0.95
