@@ -475,6 +475,14 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         _run(p)
     con.execute("BEGIN")
     try:
+        if bars_by_base:
+            # The detection just re-ran over every scope's bars from the lookback on and emitted
+            # every alert after from_us: the rows of that range it did not emit again were raised
+            # on a minute seen partly (a cycle cut it; e.g. a burst that the minute's full price
+            # range makes a cascade start). Without this they stayed next to the final ones, and
+            # the mart depended on where cycles cut the stream (issue 16). What was delivered
+            # stays in alert_deliveries (ADR 012).
+            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
