@@ -478,10 +478,11 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         if bars_by_base:
             # The detection just re-ran over every scope's bars from the lookback on and emitted
             # every alert after from_us: the rows of that range it did not emit again were raised
-            # on a minute seen partly (a cycle cut it; e.g. a burst that the minute's full price
-            # range makes a cascade start). Without this they stayed next to the final ones, and
-            # the mart depended on where cycles cut the stream (issue 16). What was delivered
-            # stays in alert_deliveries (ADR 012).
+            # on a minute seen partly (a cycle cut it). Seen: a `start` at level 1 on the first
+            # $8.4M of a minute whose full $24.9M starts the episode at level 2 — key
+            # (episode, level) differs, so the level-1 row stayed beside the final one and the
+            # mart depended on where cycles cut the stream (issue 16). What was delivered stays
+            # in alert_deliveries (ADR 012).
             con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
