@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
 SERVE_PORT ?= 8050
-.PHONY: help setup run serve test test-heavy test-explore test-fast lint bench chaos broker broker-stop clean chromium
+.PHONY: help setup run serve test test-heavy test-explore test-fast lint bench chaos reader-death-repeat broker broker-stop clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
@@ -57,6 +57,9 @@ bench: $(BENCH_STAMP) ## benchmarks: the job against its peers (pinned extra .[b
 
 chaos: $(STAMP) ## fault campaign (~30-60 min; not in make test): fuzzed feeds, SIGKILLed stream job/backfill/producer; bench/chaos.json (CHAOS_ARGS=...)
 	@$(PY) -m bench.chaos $(CHAOS_ARGS)
+
+reader-death-repeat: $(STAMP) ## the reader-death tests 20 runs in a row with `make test` beside them (issue 16; RUNS=N)
+	@scripts/repeat_reader_death.sh $(or $(RUNS),20)
 
 broker: $(STAMP) ## start the local Kafka-protocol broker (Tansu) on 127.0.0.1:$(LIQSTREAM_KAFKA_PORT)
 	@$(VENV)/bin/liqstream broker start --port $(LIQSTREAM_KAFKA_PORT)

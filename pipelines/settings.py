@@ -95,6 +95,10 @@ class JobSettings:
     fetch_workers: int = 2
     #: seconds between progress lines of a long load / stream catch-up (events read of to read, rate)
     progress_every_s: int = 5
+    #: seconds of event time before the watermark within which a copy of an event already counted
+    #: (a producer rerun, a feed's resend) is recognised and dropped; 0 = no dedupe (ADR 016).
+    #: Bounds the event_keys table: ~16 bytes per event of that span
+    dedupe_horizon_s: int = 21_600
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

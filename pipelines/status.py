@@ -211,6 +211,10 @@ def _job_checks(con: Any, st: Status, now: datetime, stale_after_s: float, metri
                               if status == "dq_failed" else "see the job's log; rerun it")
         code = EXIT_OK if ok else (EXIT_DQ if status == "dq_failed" else EXIT_FAILED)
         st.checks.append(Check("last run", ok, summary, hint, code))
+    dropped = con.execute("SELECT value_us FROM job_state WHERE name = 'duplicates_dropped'").fetchone()
+    if dropped and dropped[0]:
+        # copies of events already counted (a producer rerun): informative, never a failure (ADR 016)
+        st.checks.append(Check("duplicates", True, f"{dropped[0]:,} duplicate events dropped since the offsets were reset"))
     cycle = con.execute("SELECT max(coalesce(finished_at, started_at)) FROM pipeline_runs WHERE list_contains(?, job)",
                         [list(STREAM_JOBS)]).fetchone()[0]
     ages = [a for a in (_age(cycle, now), metrics_cycle_age) if a is not None]

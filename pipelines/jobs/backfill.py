@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -322,7 +323,8 @@ def _days_in_pool(settings: JobSettings, source: str, captures: list[str], days:
     from multiprocessing import get_context
 
     events = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(backfill_day, settings, source, captures, day, out, config) for day in days]
         if warm_up:
             DataQuality.warm_up()  # GX loads in this process while the days run in the others
@@ -332,6 +334,32 @@ def _days_in_pool(settings: JobSettings, source: str, captures: list[str], days:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(events=f"{events:,}")
     return events
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """A pool worker's initializer: the worker ends when its parent does.
+
+    A SIGKILLed backfill cannot shut its pool down, and its idle workers would wait forever
+    (parent pid 1) holding memory and the DuckDB/archive temp files. On Linux the kernel sends
+    the worker SIGKILL when the parent dies (PR_SET_PDEATHSIG); elsewhere a daemon thread polls
+    the parent pid. The check after prctl covers a parent that died before the call."""
+    import ctypes
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _store_dq(con, result: BackfillResult) -> None:

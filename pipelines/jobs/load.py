@@ -38,7 +38,7 @@ from connectors.kafka.fetch import Fetched, ParallelFetcher
 from connectors.kafka.reader import READ_COUNT, OffsetRange, log_bounds, plan_ranges
 from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
-from pipelines import archive, warehouse
+from pipelines import archive, dedupe, warehouse
 from pipelines.alerts import outbox as alert_outbox
 from pipelines.alerts import watch as alert_watch
 from pipelines.archive import WriteArchive
@@ -58,7 +58,8 @@ LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".d
 EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
 ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
 #: what --reset-offsets empties: everything derived from the topics
-DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries", "cascade_watches"]
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries", "cascade_watches",
+                                              "event_keys"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
 #: suites comparing two marts loaded together; the production loader lands each mart's window panes
 #: independently, so there one mart can be ahead of the other at gate time
@@ -81,6 +82,8 @@ class LoadResult:
     ranges: list[OffsetRange] = field(default_factory=list)
     events_in: int = 0
     rejects_in: int = 0
+    #: copies of events already counted (a producer rerun, a feed's resend) dropped (ADR 016)
+    duplicates_in: int = 0
     rows_written: int = 0
     late_events: int = 0
     analytics_rows: int = 0
@@ -154,11 +157,13 @@ def _run(p: beam.Pipeline) -> dict[str, int]:
 
 def build_event_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[OffsetRange], out_dir: Path,
                       config: AnalyticsConfig, watermark_us: int | None, prior_bar_files: list[str],
-                      fetched: Fetched | None = None) -> None:
+                      fetched: Fetched | None = None, dedupe_seen: str | None = None) -> None:
     """Phase A: read ranges, bars (+ prior bars), late events, liquidation minutes, rejects.
 
     ``fetched``: the ranges already read by the job's reader processes (connectors.kafka.fetch)
-    into Arrow IPC files; else the pipeline reads Kafka itself."""
+    into Arrow IPC files; else the pipeline reads Kafka itself. With ``settings.dedupe_horizon_s``
+    the copies of an event (this cycle's, or committed ones whose keys ``dedupe_seen`` holds) are
+    dropped before anything counts them, the archive included (pipelines/dedupe.py)."""
     if fetched is None:
         events = p | "ReadKafka" >> ReadKafkaRangeBatches(settings.kafka, ranges)
         batches, rejects = events["batches"], events[REJECTS]
@@ -166,6 +171,8 @@ def build_event_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[Offs
         batches = (p | "FetchedFiles" >> beam.Create(fetched.files, reshuffle=False)
                    | "ReadFetched" >> beam.ParDo(ReadArrowFile()))
         rejects = p | "FetchedRejects" >> beam.Create(fetched.rejects, reshuffle=False)
+    if settings.dedupe_horizon_s > 0:
+        batches = batches | "DropDuplicates" >> dedupe.DropDuplicateEvents(dedupe_seen, out_dir)
     write_event_marts(p, batches, out_dir, config, watermark_us, prior_bar_files)
     batches | "Archive" >> beam.ParDo(WriteArchive(str(out_dir / "archive")))
     rejects | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
@@ -350,6 +357,7 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         prior_files = _export(con, "SELECT * REPLACE (volume_base_exact::VARCHAR AS volume_base_exact) FROM bars_1m "
                               "WHERE minute_ts >= make_timestamp(?::BIGINT)", [since], tmp / "prior_bars.parquet")
     out = tmp / "events"
+    seen = dedupe.export_seen(con, tmp / "seen_keys.parquet") if settings.dedupe_horizon_s > 0 else None
     fetched = None
     if fetcher is not None and fetcher.worth_it(ranges):
         fetched = fetcher.fetch(ranges, tmp / "fetched")
@@ -357,7 +365,7 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     if progress is not None:
         progress.phase = "read + bars" if fetched is None else "bars"
     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
-    build_event_graph(p, settings, ranges, out, config, watermark, prior_files, fetched)
+    build_event_graph(p, settings, ranges, out, config, watermark, prior_files, fetched, seen)
     counts = _run(p)
     if fetched is not None:
         counts["records_read"], counts["records_rejected"] = fetched.records, fetched.rejected
@@ -389,9 +397,15 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
             result.watermark_us = confirmed_watermark(con, bar_files, warehouse.get_state(con, "watermark_us"),
                                                       config.watermark_max_jump_us)
             warehouse.set_state(con, "watermark_us", result.watermark_us)
+        if settings.dedupe_horizon_s > 0:
+            dedupe.commit_keys(con, out, warehouse.get_state(con, "watermark_us"), settings.dedupe_horizon_s)
         warehouse.store_offsets(con, cid, next_offsets)
         result.events_in = counts.get("records_read", 0)
         result.rejects_in = counts.get("records_rejected", 0)
+        result.duplicates_in = counts.get(dedupe.DUPLICATES, 0)
+        if result.duplicates_in:
+            total = (warehouse.get_state(con, dedupe.DUPLICATES) or 0) + result.duplicates_in
+            warehouse.set_state(con, dedupe.DUPLICATES, total)  # `liqstream status` shows the total
         result.status = "ok"
         _record_run(con, result, started, t0, "load")
         con.execute("COMMIT")
@@ -482,6 +496,15 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         _run(p)
     con.execute("BEGIN")
     try:
+        if bars_by_base:
+            # The detection just re-ran over every scope's bars from the lookback on and emitted
+            # every alert after from_us: the rows of that range it did not emit again were raised
+            # on a minute seen partly (a cycle cut it). Seen: a `start` at level 1 on the first
+            # $8.4M of a minute whose full $24.9M starts the episode at level 2 — key
+            # (episode, level) differs, so the level-1 row stayed beside the final one and the
+            # mart depended on where cycles cut the stream (issue 16). What was delivered stays
+            # in alert_deliveries (ADR 012).
+            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
@@ -504,5 +527,6 @@ def _record_run(con, result: LoadResult, started: datetime, t0: float, job: str)
     con.execute(
         "INSERT INTO pipeline_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [result.run_id, job, started, datetime.now(UTC), result.status, result.events_in, result.rejects_in,
-         result.rows_written, time.perf_counter() - t0, json.dumps(offsets), None],
+         result.rows_written, time.perf_counter() - t0, json.dumps(offsets),
+         f"{result.duplicates_in:,} duplicate events dropped" if result.duplicates_in else None],
     )

@@ -49,6 +49,7 @@ class StreamHealth:
     failed_cycles: int = 0
     events_total: int = 0
     rejects_total: int = 0
+    duplicates_total: int = 0
     last_cycle_end: float = 0.0
     last_cycle_seconds: float = 0.0
     last_events_per_second: float = 0.0
@@ -71,6 +72,9 @@ class StreamHealth:
                 f"liqstream_events_total {self.events_total}",
                 "# TYPE liqstream_rejects_total counter",
                 f"liqstream_rejects_total {self.rejects_total}",
+                "# HELP liqstream_duplicates_total Copies of events already counted, dropped (ADR 016).",
+                "# TYPE liqstream_duplicates_total counter",
+                f"liqstream_duplicates_total {self.duplicates_total}",
                 "# HELP liqstream_last_cycle_timestamp_seconds Unix time the last cycle committed.",
                 "# TYPE liqstream_last_cycle_timestamp_seconds gauge",
                 f"liqstream_last_cycle_timestamp_seconds {self.last_cycle_end:.3f}",
@@ -278,6 +282,7 @@ class StreamJob:
             h.broker_up = int(probe_ok)
             h.events_total += result.events_in
             h.rejects_total += result.rejects_in
+            h.duplicates_total += result.duplicates_in
             h.last_cycle_end = time.time()
             h.last_cycle_seconds = seconds
             h.last_events_per_second = result.events_in / seconds if seconds > 0 else 0.0
