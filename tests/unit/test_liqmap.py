@@ -1,0 +1,190 @@
+"""The liquidation-map estimator's arithmetic on small hand-computed cases (ADR 015)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.liqmap import (
+    FUEL_TAG,
+    LEVELS_TAG,
+    Estimator,
+    Grid,
+    MinuteInputs,
+    VenueBook,
+    estimate_base,
+    fuel_row,
+    liquidation_distance,
+)
+from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
+
+ONE_TIER = dataclasses.replace(
+    AnalyticsConfig(), liqmap_leverage_tiers=(10.0,), liqmap_leverage_weights=(1.0,), liqmap_turnover_per_day=0.0,
+    liqmap_calibration_rate=0.0, liqmap_mmr=0.005, liqmap_bucket_bp=20.0)
+
+
+def _bucket_of(grid: Grid, price: float) -> int:
+    """The bucket whose [low, high) holds ``price``, found by scanning edges (not by the grid's formula)."""
+    lows = grid.low(np.arange(grid.nb + 1))
+    return int(np.flatnonzero(lows <= price)[-1])
+
+
+def _inputs(n: int, price, vwap, low, high, buy, sell, oi, long_liq=None, short_liq=None) -> MinuteInputs:
+    def arr(v):
+        return np.asarray(v, dtype=float)
+
+    z = np.zeros((1, n))
+    return MinuteInputs(
+        minutes=np.arange(n, dtype=np.int64) * 60_000_000, price=arr(price), vwap=arr(vwap), high=arr(high),
+        low=arr(low), taker_buy_usd=arr(buy), taker_sell_usd=arr(sell), venues=[("bybit", "BTCUSDT")],
+        oi_base=arr([oi]), long_liq_usd=z if long_liq is None else arr([long_liq]),
+        short_liq_usd=z if short_liq is None else arr([short_liq]))
+
+
+def test_liquidation_distance_by_hand():
+    # 10x: 1/10 - 0.005 = 0.095; 100x: 1/100 - 0.005 = 0.005 < 1/200 = 0.005 -> 0.005; 150x: floor 1/300
+    assert liquidation_distance(np.array([10.0, 100.0, 150.0]), 0.005) == pytest.approx([0.095, 0.005, 1 / 300])
+
+
+def test_one_oi_step_opens_at_vwap_split_by_taker_imbalance():
+    # minute 0: first OI 100 BTC at price 100 -> 50 long (liq 90.5) / 50 short (liq 109.5)
+    # minute 1: OI +10 at VWAP 102, taker buy 300 / sell 100 -> long share 0.5 + 0.5/2 = 0.75:
+    #           7.5 long liquidated at 102 * 0.905 = 92.31, 2.5 short at 102 * 1.095 = 111.69
+    inp = _inputs(2, price=[100, 102], vwap=[100, 102], low=[100, 101.5], high=[100, 102.5], buy=[0, 300],
+                  sell=[0, 100], oi=[100, 110])
+    est = Estimator.create(inp, 0, ONE_TIER)
+    est.step(inp, 0)
+    est.step(inp, 1)
+    book = est.books[0].book()
+    g = est.grid
+    assert book[0, _bucket_of(g, 90.5)] == pytest.approx(50)
+    assert book[1, _bucket_of(g, 109.5)] == pytest.approx(50)
+    assert book[0, _bucket_of(g, 92.31)] == pytest.approx(7.5)
+    assert book[1, _bucket_of(g, 111.69)] == pytest.approx(2.5)
+    assert book.sum() == pytest.approx(110)
+
+
+def test_crossing_removes_exposure_and_oi_drop_closes_the_rest_pro_rata():
+    # as above, then minute 2: low 92.0 crosses the longs at 92.31 (7.5 BTC) but not those at 90.5;
+    # OI falls 110 -> 100 with 2.5 BTC (2.5 * 95 USD) of realized long liquidations at price 95:
+    # closed = 10 - 2.5 = 7.5 of the 102.5 BTC left -> every bucket x (1 - 7.5 / 102.5)
+    inp = _inputs(3, price=[100, 102, 95], vwap=[100, 102, 95], low=[100, 101.5, 92.0], high=[100, 102.5, 102],
+                  buy=[0, 300, 0], sell=[0, 100, 0], oi=[100, 110, 100], long_liq=[0, 0, 2.5 * 95])
+    est = Estimator.create(inp, 0, ONE_TIER)
+    for t in range(3):
+        est.step(inp, t)
+    book = est.books[0].book()
+    g = est.grid
+    keep = 1 - 7.5 / 102.5
+    assert book[0, _bucket_of(g, 92.31)] == 0.0
+    assert book[0, _bucket_of(g, 90.5)] == pytest.approx(50 * keep)
+    assert book[1, _bucket_of(g, 109.5)] == pytest.approx(50 * keep)
+    assert book[1, _bucket_of(g, 111.69)] == pytest.approx(2.5 * keep)
+    assert book.sum() == pytest.approx(95.0)
+
+
+def test_crossing_the_short_side_and_a_miss():
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0]), np.array([1.0]), 0.005)
+    b.open(4.0, 100.0, 0.25)  # 1 long liq 90.5, 3 short liq 109.5
+    removed = b.cross(low=91.0, high=109.0)  # neither bucket reached
+    assert removed.sum() == 0 and b.total_base() == pytest.approx(4.0)
+    removed = b.cross(low=91.0, high=109.6)  # the short bucket reached
+    assert removed[1, 0] == pytest.approx(3.0) and removed[0, 0] == 0.0
+    assert b.total_base() == pytest.approx(1.0)
+
+
+def test_calibration_moves_weight_to_the_tier_that_was_under_estimated():
+    # tiers 10x / 100x at 1/2 each; a crossing removes only 100x exposure worth 50 USD while 100 USD
+    # were realized: ratio 2, rate 1 -> w100 x 2 -> weights (0.5, 1.0) / 1.5 = (1/3, 2/3);
+    # the 10x book is rescaled by (1/3) / (1/2)
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
+    b.open(2.0, 100.0, 1.0)  # 1 BTC long per tier
+    b.calibrate(np.array([0.0, 50.0]), 100.0, rate=1.0)
+    assert b.weights == pytest.approx([1 / 3, 2 / 3])
+    assert b.book()[0, _bucket_of(g, 90.5)] == pytest.approx(2 / 3)
+    assert b.book()[0, _bucket_of(g, 99.5)] == pytest.approx(4 / 3)
+
+
+def test_fuel_by_hand():
+    # price 100; longs: 10 BTC liquidated near 99.5 (within 1 %), 20 near 97 (within 5 % only);
+    # shorts: 5 near 101.5 (within 2 %)
+    cfg = dataclasses.replace(ONE_TIER, liqmap_cluster_multiple=3.0)
+    g = Grid.around(100.0, cfg)
+    book = np.zeros((2, g.nb))
+    mids = g.mid()
+    for side, px, qty in ((0, 99.5, 10.0), (0, 97.0, 20.0), (1, 101.5, 5.0)):
+        book[side, _bucket_of(g, px)] += qty
+    row = fuel_row("BTC", None, book, g, 100.0, 0.5, cfg)
+    b995, b97, b1015 = (_bucket_of(g, p) for p in (99.5, 97.0, 101.5))
+    assert row["long_usd_1pct"] == pytest.approx(10 * mids[b995])
+    assert row["long_usd_2pct"] == pytest.approx(10 * mids[b995])
+    assert row["long_usd_5pct"] == pytest.approx(10 * mids[b995] + 20 * mids[b97])
+    assert row["short_usd_1pct"] == 0.0 and row["short_usd_2pct"] == pytest.approx(5 * mids[b1015])
+    # nearest long cluster: both long buckets are > 3x the mean over the 10 % range: the 99.5 one
+    assert row["long_cluster_price"] == pytest.approx(mids[b995])
+    d = (1 - mids[b995] / 100) * 100
+    assert row["long_cluster_distance_pct"] == pytest.approx(d)
+    assert row["long_cluster_distance_vol"] == pytest.approx(d / 0.5)
+
+
+def _bar_rows(n: int, seed: int = 3) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    price = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    oi = 1000 + np.cumsum(rng.normal(0, 5, n))
+    rows = []
+    for i in range(n):
+        p = float(price[i])
+        rows.append({
+            "base": "BTC", "exchange": "bybit", "symbol": "BTCUSDT", "kind": "perpetual",
+            "minute_ts": t0 + dt.timedelta(minutes=i), "close": p, "high": p * 1.003, "low": p * 0.997,
+            "mark_price_last": p, "oi_last_usd": float(oi[i]) * p, "oi_last": float(oi[i]), "funding_rate_last": 1e-4,
+            "volume_base": 10.0, "volume_usd": 10 * p, "taker_buy_usd": 6 * p, "taker_sell_usd": 4 * p,
+            "long_liq_usd": 50.0 if i % 97 == 0 else 0.0, "short_liq_usd": 0.0, "max_liq_usd": 50.0,
+            "trade_count": 10, "long_liq_count": 0, "short_liq_count": 0,
+        })
+    return rows
+
+
+def test_rows_do_not_depend_on_where_the_window_starts():
+    # a streaming cycle reads 2 W back; a backfill reads everything: the same minute gets the same rows
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, liqmap_every_minutes=30)
+    rows = _bar_rows(300)
+    full = base_bars_from_columns("BTC", columns_from_rows(rows), cfg)
+    emit = int(rows[200]["minute_ts"].timestamp() * 1e6)
+    late = base_bars_from_columns("BTC", columns_from_rows(rows[200 - 2 * 60 :]), cfg)
+    a = [r for r in estimate_base(full, cfg, emit)]
+    b = [r for r in estimate_base(late, cfg, emit)]
+    assert a and len(a) == len(b)
+    assert {tag for tag, _ in a} == {LEVELS_TAG, FUEL_TAG}
+    for (ta, ra), (tb, rb) in zip(a, b, strict=True):
+        assert ta == tb and ra == rb
+    # a shorter window changes them (the check above can fail)
+    short = base_bars_from_columns("BTC", columns_from_rows(rows[200 - 30 :]), cfg)
+    c = [r for r in estimate_base(short, cfg, emit)]
+    assert c != a
+
+
+def test_estimator_never_imports_the_simulator():
+    code = ("import sys, pipelines.transforms.liqmap, pipelines.transforms.graph; "
+            "bad = [m for m in sys.modules if m.startswith('connectors.simulator')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_from_env_parses_the_leverage_mixes():
+    cfg = AnalyticsConfig.from_env({"LIQSTREAM_LIQMAP_LEVERAGE_TIERS": "10,100",
+                                    "LIQSTREAM_LIQMAP_LEVERAGE_WEIGHTS": "3,1",
+                                    "LIQSTREAM_LIQMAP_VENUE_LEVERAGE_WEIGHTS": "bybit:1,1; okx:0,1"})
+    assert cfg.liqmap_leverage_tiers == (10.0, 100.0) and cfg.liqmap_leverage_weights == (3.0, 1.0)
+    assert cfg.liqmap_venue_leverage_weights == (("bybit", (1.0, 1.0)), ("okx", (0.0, 1.0)))
+    assert math.isclose(sum(cfg.liqmap_leverage_weights), 4.0)
