@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 TIME_COLUMNS = {
     "bars_1m": "minute_ts", "liquidations_1m": "minute", "bars_1m_symbol": "minute_ts", "cascades": "start_ts",
     "cascade_alerts": "alert_ts", "oi_deltas": "as_of_ts", "contagion": "as_of_ts",
+    "liquidation_levels": "as_of_ts", "liquidation_fuel": "minute_ts",
 }
 EVENT_TYPES = ("trade", "liquidation", "open_interest", "funding")
 BATCH_ROWS = 50_000
@@ -221,7 +222,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 tick = add_phase_time(result.timings, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
-                             "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
+                             "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
+                             "liquidation_fuel": "minute_ts"}
                     for suite, col in where.items():
                         cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond,

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 #: topics a cycle consumes: the four event topics and every dead-letter topic
 LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".dlq")]
 EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
-ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
+ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion", "liquidation_levels",
+                  "liquidation_fuel"]
 #: what --reset-offsets empties: everything derived from the topics
 DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
@@ -61,6 +62,7 @@ DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "ale
 #: independently, so there one mart can be ahead of the other at gate time
 CROSS_MART_SUITES = frozenset({"liquidations_reconciliation"})
 DQ_SUITES = ["stg_events_notional", "liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion",
+             "liquidation_levels", "liquidation_fuel",
              "bars_1m_continuity", "bars_1m_freshness", "liquidations_reconciliation"]
 
 REJECTS_SCHEMA = pa.schema([
@@ -355,7 +357,8 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
 
 #: the column that dates each suite's rows: the gate checks only the rows of the loads since the last check
 DQ_TIME_COLUMNS = {"liquidations_1m": "minute", "bars_1m": "minute_ts", "cascades": "start_ts",
-                   "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
+                   "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
+                   "liquidation_fuel": "minute_ts"}
 
 
 def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: Path | None = None,
@@ -400,6 +403,8 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         _run(p)
     con.execute("BEGIN")
     try:
+        # a snapshot's buckets are replaced whole: a bucket emptied by a re-run must not linger
+        con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)

@@ -8,6 +8,7 @@
             --DetectCascadesOnPanels--> cascades, cascade_alerts
             --OIDeltasFromPanels------> oi_deltas
             --ScoreContagionOnPanels--> contagion
+            --LiquidationMapFromPanels--> liquidation_levels, liquidation_fuel
 
 Each base's bars are grouped and aggregated into its panel once; the four analytics share it
 (each gathers only small per-base arrays for its market level).
@@ -27,6 +28,7 @@ from pipelines.transforms.bars import LATE_TAG, ComputeBars, SplitLateBatches
 from pipelines.transforms.cascades import DetectCascadesOnPanels
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.contagion import ScoreContagionOnPanels
+from pipelines.transforms.liqmap import FUEL_TAG, LEVELS_TAG, LiquidationMapFromPanels
 from pipelines.transforms.oi import OIDeltasFromPanels
 from pipelines.transforms.panel import AnalyticsTransform, BasePanels, SymbolBarsFromPanels
 
@@ -57,7 +59,8 @@ def build_analytics(
     emit_from_us: int | None = None,
     oi_reference: beam.PCollection | None = None,
 ) -> dict[str, beam.PCollection]:
-    """bars_1m rows -> {"bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"}.
+    """bars_1m rows -> {"bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion",
+    "liquidation_levels", "liquidation_fuel"}.
 
     ``oi_reference``: optional (scope, OI USD) pairs from ``cascades.OI_REFERENCE_SQL`` so a
     streaming cycle need not read ``oi_reference_minutes`` of bars (see DetectCascades).
@@ -77,12 +80,15 @@ def build_analytics_on_panels(
     :func:`build_analytics`."""
     config = config or AnalyticsConfig()
     cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference)
+    liqmap = panels | "LiquidationMap" >> LiquidationMapFromPanels(config, emit_from_us)
     return {
         "bars_1m_symbol": panels | "ComputeSymbolBars" >> SymbolBarsFromPanels(emit_from_us),
         "cascades": cascades["cascades"],
         "cascade_alerts": cascades["cascade_alerts"],
         "oi_deltas": panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us),
         "contagion": panels | "ScoreContagion" >> ScoreContagionOnPanels(config, emit_from_us),
+        "liquidation_levels": liqmap[LEVELS_TAG],
+        "liquidation_fuel": liqmap[FUEL_TAG],
     }
 
 

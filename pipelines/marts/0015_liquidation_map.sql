@@ -1,0 +1,43 @@
+-- The liquidation map (issue 22, ADR 015): estimated liquidation levels from public data.
+
+-- grain: one row per snapshot (as_of_ts, every liqmap_every_minutes), base, scope, side and price
+-- bucket holding estimated exposure, within liqmap_range_pct of the price.
+-- scope: exchange/symbol of one perpetual venue symbol, or exchange = 'all', symbol = base (every venue)
+-- key: (base, exchange, symbol, as_of_ts, side, price_low)
+CREATE TABLE IF NOT EXISTS liquidation_levels (
+    as_of_ts      TIMESTAMPTZ NOT NULL,
+    base          VARCHAR NOT NULL,
+    exchange      VARCHAR NOT NULL,
+    symbol        VARCHAR NOT NULL,
+    side          VARCHAR NOT NULL,   -- long | short: the side that would be force-closed
+    price_low     DOUBLE NOT NULL,    -- the log-price bucket's bounds
+    price_high    DOUBLE NOT NULL,
+    usd           DOUBLE NOT NULL,    -- estimated USD force-closed in the bucket (base units x mid)
+    price         DOUBLE NOT NULL,    -- the base's price at as_of_ts
+    distance_pct  DOUBLE NOT NULL,    -- (price_low / price - 1) x 100
+    PRIMARY KEY (base, exchange, symbol, as_of_ts, side, price_low)
+);
+
+-- grain: one row per base and minute (every venue of the base). key: (base, minute_ts)
+-- USD within 1/2/5 % of the price (longs below, shorts above) and the nearest cluster each way
+CREATE TABLE IF NOT EXISTS liquidation_fuel (
+    minute_ts                    TIMESTAMPTZ NOT NULL,
+    base                         VARCHAR NOT NULL,
+    price                        DOUBLE NOT NULL,
+    vol_1h_pct                   DOUBLE,
+    long_usd_1pct                DOUBLE NOT NULL,
+    long_usd_2pct                DOUBLE NOT NULL,
+    long_usd_5pct                DOUBLE NOT NULL,
+    long_cluster_price           DOUBLE,
+    long_cluster_usd             DOUBLE,
+    long_cluster_distance_pct    DOUBLE,
+    long_cluster_distance_vol    DOUBLE,
+    short_usd_1pct               DOUBLE NOT NULL,
+    short_usd_2pct               DOUBLE NOT NULL,
+    short_usd_5pct               DOUBLE NOT NULL,
+    short_cluster_price          DOUBLE,
+    short_cluster_usd            DOUBLE,
+    short_cluster_distance_pct   DOUBLE,
+    short_cluster_distance_vol   DOUBLE,
+    PRIMARY KEY (base, minute_ts)
+);
