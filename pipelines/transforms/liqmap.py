@@ -363,10 +363,11 @@ def hourly_vol_pct(price: np.ndarray, t: int, minutes: int) -> float | None:
     return _f(float(r.std(ddof=1)) * math.sqrt(60.0) * 100.0)
 
 
-def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None,
-                  levels: bool = True) -> Iterator[tuple[str, dict]]:
+def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
+                  venues: bool = True) -> Iterator[tuple[str, dict]]:
     """(tag, row) of one base: liquidation_levels every ``liqmap_every_minutes`` (aligned) and
-    liquidation_fuel every minute, from ``emit_from_us`` on (each minute from its aligned anchor)."""
+    liquidation_fuel every minute, from ``emit_from_us`` on (each minute from its aligned anchor).
+    ``fuel`` / ``venues`` False: no fuel rows / only the ``all`` scope's levels (the scorer's needs)."""
     panel = bb.panel
     if panel is None or len(panel.minutes) == 0:
         return
@@ -395,12 +396,16 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             if not (price > 0 and math.isfinite(price)):
                 continue
             mk = int(minutes[k])
+            snapshot = mk % every_us == 0
+            if not (fuel or snapshot):
+                continue
             ts = micros_to_ts(mk)
             scopes = list(est.books_by_scope(inp.venues))
-            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
-                                     hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
-            if levels and mk % every_us == 0:
-                for ex, sym, book in scopes:
+            if fuel:
+                yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
+                                         hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
+            if snapshot:
+                for ex, sym, book in scopes if venues else scopes[-1:]:
                     for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
                         yield LEVELS_TAG, row
         t = stop
