@@ -77,7 +77,11 @@ class Grid:
     def index(self, price: float | np.ndarray) -> np.ndarray:
         """Bucket of each price, clipped to the grid (prices beyond it sit in its edge buckets)."""
         b = np.floor(np.log(price) / self.w).astype(np.int64) - self.lo
-        return np.clip(b, 0, self.nb - 1)
+        return np.minimum(np.maximum(b, 0), self.nb - 1)  # not np.clip: ~3x its cost on small arrays
+
+    def index1(self, price: float) -> int:
+        """:meth:`index` of one price (numpy's log, as :meth:`index`: the same bucket at an edge)."""
+        return min(max(int(np.floor(np.log(price) / self.w)) - self.lo, 0), self.nb - 1)
 
     def low(self, b: np.ndarray | int) -> np.ndarray:
         return np.exp((self.lo + np.asarray(b, dtype=float)) * self.w)
@@ -113,6 +117,7 @@ class VenueBook:
     def __post_init__(self) -> None:
         self.store = np.zeros((2, len(self.tiers), self.grid.nb))
         self.dist = liquidation_distance(self.tiers, self.mmr)
+        self._k = np.arange(len(self.tiers))
 
     def total_base(self) -> float:
         return float(self.store.sum()) * self.scale
@@ -125,7 +130,7 @@ class VenueBook:
         """Open ``base_units`` at ``price``: long_share of it long, spread over the tiers by the mix."""
         if not base_units > 0 or not price > 0:
             return
-        k = np.arange(len(self.tiers))
+        k = self._k
         liq_long = self.grid.index(price * (1.0 - self.dist))
         liq_short = self.grid.index(price * (1.0 + self.dist))
         self.store[0, k, liq_long] += base_units * long_share * self.weights / self.scale
@@ -146,12 +151,12 @@ class VenueBook:
         """Remove the exposure whose liquidation price [low, high] reached; (2, tiers) base units removed."""
         removed = np.zeros((2, len(self.tiers)))
         if low > 0 and math.isfinite(low):
-            b = int(self.grid.index(low))
+            b = self.grid.index1(low)
             seg = self.store[0, :, b:]
             removed[0] = seg.sum(axis=1) * self.scale
             seg[:] = 0.0
         if high > 0 and math.isfinite(high):
-            b = int(self.grid.index(high))
+            b = self.grid.index1(high)
             seg = self.store[1, :, : b + 1]
             removed[1] = seg.sum(axis=1) * self.scale
             seg[:] = 0.0
@@ -166,9 +171,9 @@ class VenueBook:
         if rate <= 0 or realized_usd < 0:
             return
         est = float(removed_usd.sum())
+        if est <= 0 and realized_usd <= 0:
+            return  # nothing crossed, nothing liquidated: no evidence
         if est <= 0:
-            if realized_usd <= 0:
-                return
             share = np.zeros(len(self.tiers))
             share[int(np.argmax(self.tiers))] = 1.0  # liquidations where the map had none: more leverage
             ratio = 2.0

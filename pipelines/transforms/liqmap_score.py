@@ -131,6 +131,18 @@ def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsCo
             "prediction": hit / total if total > 0 else None, "liquidated_usd_next_hour": total}
 
 
+def oracle_levels(truth: dict[str, Any], w: float) -> list[dict]:
+    """The true books as liquidation_levels rows on the estimate's grid: the scorer's ceiling (a perfect
+    map scores overlap 1; its prediction share is the most any map can get under this definition)."""
+    out = []
+    for snap in truth["liquidation_books"]["snapshots"]:
+        for side in ("long", "short"):
+            for b, u in true_buckets(snap, side, w).items():
+                out.append({"exchange": "all", "base": snap["base"], "as_of_ts": snap["minute_us"], "side": side,
+                            "price_low": math.exp(b * w), "usd": u})
+    return out
+
+
 def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None) -> dict[str, Any]:
     """Simulate (through the Beam bars graph), estimate with ``config`` and the baseline, score both."""
     from pipelines.transforms.liqmap import LEVELS_TAG, estimate_base
@@ -149,12 +161,14 @@ def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None) ->
                                               fuel=False, venues=False) if tag == LEVELS_TAG]
         s = score_map(levels, out["truth"], cfg)
         row.update({f"{name}_{k}": v for k, v in s.items()})
+    s = score_map(oracle_levels(out["truth"], config.liqmap_bucket_bp / 10_000.0), out["truth"], config)
+    row.update({f"oracle_{k}": v for k, v in s.items()})
     return row
 
 
 def map_score_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'preset':<6} {'seed':>4} {'snaps':>5} {'overlap_est':>11} {'overlap_base':>12} {'x':>5} "
-            f"{'pred_est':>8} {'pred_base':>9} {'x':>5} {'liq_usd_1h':>12}")
+            f"{'pred_est':>8} {'pred_base':>9} {'x':>5} {'pred_truth':>10} {'liq_usd_1h':>12}")
     lines = [head, "-" * len(head)]
 
     def f(v: Any, spec: str) -> str:
@@ -167,5 +181,6 @@ def map_score_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{r['preset']:<6} {r['seed']:>4} {r['est_snapshots']:>5} {f(r['est_map_overlap'], '11.3f')} "
                      f"{f(r['base_map_overlap'], '12.3f')} {ratio(r['est_map_overlap'], r['base_map_overlap'])} "
                      f"{f(r['est_prediction'], '8.3f')} {f(r['base_prediction'], '9.3f')} "
-                     f"{ratio(r['est_prediction'], r['base_prediction'])} {r['est_liquidated_usd_next_hour']:>12.0f}")
+                     f"{ratio(r['est_prediction'], r['base_prediction'])} {f(r['oracle_prediction'], '10.3f')} "
+                     f"{r['est_liquidated_usd_next_hour']:>12.0f}")
     return "\n".join(lines)

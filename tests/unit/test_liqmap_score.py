@@ -78,12 +78,18 @@ def test_baseline_is_fixed_tiers_without_learning():
     assert b.liqmap_turnover_per_day == 0.0 and b.liqmap_taker_tilt == 0.0
 
 
+#: held out: the defaults were set before any scoring; seed 1 of A was looked at (docs/analytics.md)
+HELD_OUT = (("A", 2), ("A", 3), ("C", 2), ("C", 3), ("D", 2), ("D", 3), ("calm", 2))
+
+
 @pytest.mark.heavy
-@pytest.mark.parametrize("presets", [(("A", 2), ("C", 2), ("D", 2), ("A", 3), ("C", 3), ("D", 3))])
-def test_liquidation_map_scores_against_the_true_books(presets):
-    """Prints the table of docs/analytics.md (make test-heavy). Asserts only that every run was scored:
-    the issue's bar (>= 1.5x the baseline, prediction >= 0.6) is reported, not yet met (docs)."""
-    rows = [run_scored(p, s) for p, s in presets]
+def test_liquidation_map_scores_against_the_true_books():
+    """Prints the table of docs/analytics.md (make test-heavy). The issue's bar (>= 1.5x the baseline on
+    both, prediction >= 0.6) is reported there, not asserted: it is not met (the true books themselves
+    score a prediction share far below 0.6 under this definition). Asserted: the scorer gives the true
+    books a perfect map, and every run was scored."""
+    rows = [run_scored(p, s) for p, s in HELD_OUT]
     print("\n" + map_score_table(rows))
     for r in rows:
         assert r["est_snapshots"] > 0 and r["est_map_overlap"] is not None
+        assert r["oracle_map_overlap"] == pytest.approx(1.0)
