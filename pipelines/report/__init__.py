@@ -293,6 +293,34 @@ def _top_venue(share: Any) -> str:
     return f"{ex} {100 * float(s):.0f}%"
 
 
+def _liquidation_map_section(con: Any, t0: datetime, t1: datetime) -> list[str]:
+    """Per base: the estimated liquidation levels (liquidation_levels, all venues, both sides) as heat over
+    time and price, the price line and the realized liquidations per minute (bars_1m_symbol)."""
+    if not _table_exists(con, "liquidation_levels"):
+        return [svg.no_data("liquidation-map", "Liquidation map", "no liquidation_levels table")]
+    cells = _rows(con, """
+        SELECT base, epoch(as_of_ts) AS t, price_low, price_high, sum(usd)::DOUBLE AS usd FROM liquidation_levels
+        WHERE exchange = 'all' AND as_of_ts >= ? AND as_of_ts < ? GROUP BY ALL ORDER BY base, t""", [t0, t1])
+    if not cells:
+        return [svg.no_data("liquidation-map", "Liquidation map", "no estimated liquidation levels in the selected range")]
+    bars = _rows(con, """
+        SELECT base, epoch(minute_ts) AS t, price, long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd
+        FROM v_bars_1m_symbol WHERE minute_ts >= ? AND minute_ts < ? ORDER BY base, t""", [t0, t1])
+    plots = []
+    for base in sorted({c["base"] for c in cells}):
+        mine = [c for c in cells if c["base"] == base]
+        times = sorted({c["t"] for c in mine})
+        step = min((b - a for a, b in zip(times, times[1:], strict=False)), default=1800.0)
+        levels = [svg.LevelCell(c["t"], c["t"] + step, c["price_low"], c["price_high"], c["usd"]) for c in mine]
+        b_rows = [b for b in bars if b["base"] == base]
+        xs, ys = _thin([b["t"] for b in b_rows], [b["price"] for b in b_rows], 1500)
+        marks = [(b["t"], b["price"], b[k], color) for b in b_rows for k, color in
+                 (("long_usd", svg.LONG_COLOR), ("short_usd", svg.SHORT_COLOR)) if b["price"] and b[k]]
+        plots.append(svg.level_heatmap(f"liquidation-map-{base}", f"{base}: estimated liquidation levels (all venues)",
+                                       levels, svg.Series(f"{base} price", xs, ys, "#222222"), marks))
+    return plots
+
+
 def render_report(con: Any, start: datetime | None = None, end: datetime | None = None, db_label: str = "") -> str:
     """The report HTML of ``[start, end)`` (defaults: the data's first and last minute)."""
     data = _data_range(con)
@@ -324,6 +352,7 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
 
     price_plots = _price_section(con, t0, t1, episodes)
     heat_plots = _heatmap_section(con, t0, t1)
+    map_plots = _liquidation_map_section(con, t0, t1)
     oi_plots, oi_latest, oi_span = _oi_section(con, t0, t1)
     cont_plots, cont_latest = _contagion_section(con, t0, t1)
 
@@ -347,7 +376,7 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         f"<title>liqstream report {escape(period)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>liqstream — liquidation cascades report</h1><p>{escape(period)} · generated "
         f"{generated:%Y-%m-%d %H:%M:%S} UTC from {escape(db_label)}</p>",
-        "<nav><a href='#price'>price</a><a href='#heatmap'>liquidations</a><a href='#oi'>open interest</a>"
+        "<nav><a href='#price'>price</a><a href='#heatmap'>liquidations</a><a href='#liquidation-map'>liquidation map</a><a href='#oi'>open interest</a>"
         "<a href='#contagion'>contagion</a><a href='#episodes-section'>episodes</a><a href='#dq'>data quality</a>"
         "<a href='#runs'>runs</a></nav></header><main>",
         "<section id='overview'><h2>Overview</h2><div class='kpis'>"
@@ -360,6 +389,10 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         "<section id='heatmap'><h2>Liquidation heatmap</h2><p class='note'>USD of positions force-closed per base and "
         "time bucket, summed over venues; long and short positions separately, log colour scale.</p>"
         + "".join(heat_plots) + "</section>",
+        "<section id='liquidation-map'><h2>Liquidation map (estimated)</h2><p class='note'>Where leveraged positions "
+        "would be force-closed, estimated from public data (OI, trades, liquidations; docs/analytics.md): USD per price "
+        "bucket at each snapshot, log colour scale; black: price; dots: realized liquidations per minute.</p>"
+        + "".join(map_plots) + "</section>",
         f"<section id='oi'><h2>Open-interest deltas per base and venue</h2><p class='note'>Change of open interest "
         f"over the trailing {escape(oi_span or '-')} at each as-of minute (v_oi_deltas); black dashed: the base across its "
         "perpetual venues.</p>" + "".join(oi_plots)
