@@ -391,8 +391,9 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
         stop = int(np.searchsorted(minutes, period_end))
         start = anchor_index(minutes, m, warm_us)
         est = Estimator.create(inp, start, config)
-        if est is None:
-            return
+        if est is None:  # no price from the anchor on: nothing to place in this period
+            t = stop
+            continue
         for k in range(start, stop):
             est.step(inp, k)
             if k < t or not panel.has_bar[k]:
