@@ -188,3 +188,21 @@ def test_config_from_env_parses_the_leverage_mixes():
     assert cfg.liqmap_leverage_tiers == (10.0, 100.0) and cfg.liqmap_leverage_weights == (3.0, 1.0)
     assert cfg.liqmap_venue_leverage_weights == (("bybit", (1.0, 1.0)), ("okx", (0.0, 1.0)))
     assert math.isclose(sum(cfg.liqmap_leverage_weights), 4.0)
+
+
+def test_missing_prices_and_oi_neither_crash_nor_drop_the_minutes_that_have_them():
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, liqmap_every_minutes=30,
+                              ffill_max_minutes=2)
+    rows = _bar_rows(120)
+    for r in rows[10:20]:  # no OI for 10 minutes (beyond the carry): the book only ages by crossings
+        r["oi_last"] = r["oi_last_usd"] = None
+    for r in rows[40:50]:  # no trades and no mark: no price (beyond the carry)
+        r["close"] = r["high"] = r["low"] = r["mark_price_last"] = None
+        r["volume_base"] = r["volume_usd"] = r["taker_buy_usd"] = r["taker_sell_usd"] = 0.0
+    bb = base_bars_from_columns("BTC", columns_from_rows(rows), cfg)
+    fuel = [r for tag, r in estimate_base(bb, cfg, None) if tag == FUEL_TAG]
+    minutes = {int(r["minute_ts"].timestamp()) // 60 - int(rows[0]["minute_ts"].timestamp()) // 60 for r in fuel}
+    # every minute with a price has its row; the priceless ones have none (the panel carries the close
+    # 2 minutes, then the price 2 more: minutes 40-43 keep one)
+    assert minutes == set(range(0, 44)) | set(range(50, 120))
+    assert all(r["long_usd_5pct"] >= 0 and math.isfinite(r["short_usd_5pct"]) for r in fuel)
