@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
-.PHONY: help setup run test test-heavy test-explore test-fast lint bench broker broker-stop clean chromium
+SERVE_PORT ?= 8050
+.PHONY: help setup run serve test test-heavy test-explore test-fast lint bench chaos broker broker-stop clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
@@ -25,6 +26,9 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 
 run: $(STAMP) ## the whole default job: broker, bundled scenario, pipeline, marts, DQ, summary
 	@$(VENV)/bin/liqstream demo
+
+serve: $(STAMP) ## the live desk on http://127.0.0.1:8050/ (SERVE_PORT=N to change; follows a running stream job)
+	@$(VENV)/bin/liqstream serve --port $(SERVE_PORT)
 
 test: $(STAMP) chromium ## the test suite (starts its own brokers; renders the report in headless Chromium)
 	@$(PY) -m pytest -q -m "not heavy"
@@ -45,16 +49,19 @@ lint: $(STAMP) ## ruff
 bench: $(STAMP) ## benchmarks: throughput and latency with references run side by side (--quick: BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
 
+chaos: $(STAMP) ## fault campaign (~30-60 min; not in make test): fuzzed feeds, SIGKILLed stream job/backfill/producer; bench/chaos.json (CHAOS_ARGS=...)
+	@$(PY) -m bench.chaos $(CHAOS_ARGS)
+
 broker: $(STAMP) ## start the local Kafka-protocol broker (Tansu) on 127.0.0.1:$(LIQSTREAM_KAFKA_PORT)
 	@$(VENV)/bin/liqstream broker start --port $(LIQSTREAM_KAFKA_PORT)
 
 broker-stop: $(STAMP) ## stop the local broker started by `make broker`
 	@$(VENV)/bin/liqstream broker stop --port $(LIQSTREAM_KAFKA_PORT)
 
-chromium: ## Debian's headless Chromium for the report's browser test (skipped with a reason if it cannot be installed)
+chromium: ## Debian's headless Chromium for the browser tests of the report and the desk (skipped with a reason if it cannot be installed)
 	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "chromium not installed: the report's browser test will be skipped"; }
+	  || echo "chromium not installed: the browser tests will be skipped"; }
 
 clean: ## remove the venv and generated data
 	rm -rf $(VENV) data .pytest_cache

@@ -182,7 +182,7 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
         return out
 
 
-def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
+def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk") -> dict[str, Any]:
     """The job's own rate, against the reference reader's, on the same topics.
 
     A live step cannot show it: the job never gets more than the producer sends, and here the
@@ -193,11 +193,9 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
     marts, its DQ gate included, until a cycle finds nothing new. Both rates are events over
     wall seconds."""
     import duckdb
-    import pyarrow as pa
 
-    from bench.data import synth_tables
+    from bench.data import in_time_order, publish_events, synth_tables
     from bench.stages import raw_consume_decode
-    from connectors.kafka.producer import EventProducer
     from connectors.kafka.reader import log_bounds, plan_ranges
     from pipelines.jobs.load import LOAD_TOPICS, run_load
     from pipelines.jobs.stream import StreamJob, StreamOptions
@@ -206,14 +204,8 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
         run_load(settings)  # warm-up on empty topics: imports, GX, the mart's migrations
         start_us = int(time.time() * 1_000_000) - 600_000_000
         tables = synth_tables(events, start_us, 600_000_000, seed)
-        merged = pa.concat_tables([t.drop_columns(["_topic", "_partition", "_offset"])
-                                   .append_column("_et", pa.array([et] * t.num_rows)) for et, t in tables.items()],
-                                  promote_options="permissive").sort_by("event_time")
         t = time.perf_counter()
-        with EventProducer(kafka) as producer:
-            for rec in merged.to_pylist():
-                producer.send_encoded(*producer.encode_event(rec.pop("_et"), rec))
-            producer.flush()
+        publish_events(kafka, in_time_order(tables), layout)
         produce_s = time.perf_counter() - t
         ranges = plan_ranges(log_bounds(kafka, [t for t in LOAD_TOPICS if not t.endswith(".dlq")]), {})
         raw = raw_consume_decode(broker.bootstrap, ranges, events)
@@ -229,7 +221,7 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13) -> dict[str, Any]:
         finally:
             con.close()
         seconds = last / 1e6 - t0
-        return {"events": events, "produce_per_s": events / produce_s, "raw_consume_decode_per_s": raw,
+        return {"layout": layout, "events": events, "produce_per_s": events / produce_s, "raw_consume_decode_per_s": raw,
                 "job_events": int(n or 0), "job_seconds": seconds, "job_cycles": int(cycles),
                 "job_events_per_s": (n or 0) / seconds if seconds > 0 else None,
                 "ratio_to_raw": (n or 0) / seconds / raw if seconds > 0 and raw else None}
@@ -241,12 +233,15 @@ def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = N
     catch-up rate against the raw reader's (:func:`run_catch_up`)."""
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         base = workdir or Path(tmp)
-        catch_up = None
+        catch_up = catch_up_paced = None
         if catch_up_events:
+            # the same backlog laid out as `replay FILE` leaves it (bulk) and as a live feed does (paced)
             catch_up = run_catch_up(catch_up_events, base / "catch-up")
-            print(f"  streaming catch-up of {catch_up_events:,} events: job {catch_up['job_events_per_s']:,.0f}/s, "
-                  f"raw kafka-python + fastavro loop {catch_up['raw_consume_decode_per_s']:,.0f}/s "
-                  f"({catch_up['ratio_to_raw']:.2f})", flush=True)
+            catch_up_paced = run_catch_up(catch_up_events, base / "catch-up-paced", layout="paced")
+            for c in (catch_up, catch_up_paced):
+                print(f"  streaming catch-up of {catch_up_events:,} events ({c['layout']}): job "
+                      f"{c['job_events_per_s']:,.0f}/s, raw kafka-python + fastavro loop "
+                      f"{c['raw_consume_decode_per_s']:,.0f}/s ({c['ratio_to_raw']:.2f})", flush=True)
         steps = []
         for rate in rates:
             res = run_rate(rate, seconds, base / f"rate-{int(rate)}")
@@ -258,4 +253,5 @@ def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = N
     sustained = [s for s in steps if s["sustained"]]
     best = max(sustained, key=lambda s: s["target_rate"]) if sustained else None
     return {"steps": steps, "max_sustained_rate": best["target_rate"] if best else 0.0,
-            "at_max": best or (steps[-1] if steps else None), "catch_up": catch_up}
+            "at_max": best or (steps[-1] if steps else None), "catch_up": catch_up,
+            "catch_up_paced": catch_up_paced}

@@ -34,6 +34,12 @@ class KafkaSettings:
     retention_ms: int = 7 * 24 * 3600 * 1000
     compression_type: str = "gzip"  # gzip | zstd | none (lz4/snappy need extra codec packages)
     request_timeout_ms: int = 30_000
+    #: the bounded reader's first fetch.max.wait.ms; it steps up when fetches come back short (ADR 009)
+    fetch_max_wait_ms: int = 10
+    #: liqstream's own: a range read without progress for this long reconnects and resumes ...
+    read_stall_ms: int = 5_000
+    #: ... and fails (the cycle is retried) after this long without progress across reconnects
+    read_timeout_ms: int = 30_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> KafkaSettings:

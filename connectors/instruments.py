@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 INSTRUMENT_DIR = Path(__file__).resolve().parent / "exchanges" / "instruments"
 
@@ -62,6 +63,22 @@ class Instrument:
             return usd / price, usd
         size = qty * self.contract_value
         return size, size * price
+
+    def trade(self, price: float, qty: float, event_us: int, received_us: int, trade_id: Any,
+              taker_side: str) -> tuple[str, dict]:
+        """The checked path's ``("trade", record)`` of one venue trade: ``qty`` in the venue's unit
+        (contracts or base units), ``trade_id`` as sent (None: no id)."""
+        size, usd = self.to_base_and_usd(price, qty)
+        return "trade", {
+            **self.common_fields(),
+            "event_time": event_us,
+            "ingest_time": received_us,
+            "trade_id": None if trade_id is None else str(trade_id),
+            "price": price,
+            "size": size,
+            "notional_usd": usd,
+            "taker_side": taker_side,
+        }
 
     def common_fields(self) -> dict:
         """The leading fields every normalized record shares."""

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from connectors.plausibility import implausibility
+
 #: Kafka topic of each normalized event type.
 TOPICS: dict[str, str] = {
     "trade": "trades.v1",
@@ -234,6 +236,10 @@ def route(
     bad = out_of_range(records)
     if bad is not None:
         return Outcome(dead=DeadLetter(normalizer.venue, bad[0], "bad_value", bad[1], source, received_at_us, raw_bytes))
+    for event_type, rec in records:  # what no market produces (connectors/plausibility.py), for every venue
+        why = implausibility(event_type, rec, received_at_us)
+        if why is not None:
+            return Outcome(dead=DeadLetter(normalizer.venue, event_type, why[0], why[1], source, received_at_us, raw_bytes))
     return Outcome(records=records)
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -141,6 +142,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     _check_broker(s.kafka.bootstrap_servers)
+    logging.getLogger("liqstream.progress").setLevel(logging.INFO)  # a long catch-up's progress lines
     result = run_load(s, reset_offsets=args.reset_offsets, run_dq=not args.no_dq)
     read = sum(r.size for r in result.ranges)
     print(f"load {result.run_id}: {result.status}; {read:,} messages from {len(result.ranges)} offset range(s), "
@@ -195,12 +197,24 @@ def cmd_query(args: argparse.Namespace) -> int:
         saved = queries.load_saved(args.saved) if args.saved else None
     except KeyError as exc:
         raise CliError(exc.args[0], EXIT_USAGE) from exc
+    as_of = None
+    if args.as_of:
+        from pipelines.report import parse_bound
+
+        try:
+            as_of = parse_bound(args.as_of)
+        except ValueError as exc:
+            raise CliError(f"--as-of must be a date (2026-03-10) or an ISO time (2026-03-09T18:00) ({exc})",
+                           EXIT_USAGE) from exc
     s = _settings(args)
     con = queries.connect_read_only(s.db)
     try:
+        queries.set_window_end(con, as_of)
         columns, rows = queries.run_query(con, saved.sql if saved else args.sql)
     except queries.ReadOnlyQueryError as exc:
         raise CliError(str(exc)) from exc
+    except queries.SandboxError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
     except Exception as exc:  # duckdb errors carry a clear message
         raise CliError(f"query failed: {exc}") from exc
     finally:
@@ -224,6 +238,20 @@ def cmd_report(args: argparse.Namespace) -> int:
                        EXIT_USAGE) from exc
     out = write_report(s.db, Path(args.out) if args.out else s.data_dir / "report.html", start, end)
     print(f"report written: {out.resolve()}  (open it in a browser: file://{out.resolve()})")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.serve.app import serve
+
+    s = _settings(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding to {args.host} shows the desk to the network; it has no authentication",
+              file=sys.stderr)
+    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
+    print(f"liqstream desk: {url}  (reads {s.db} read-only, its snapshot while the streaming job runs; "
+          "Ctrl-C stops)", flush=True)
+    serve(s.db, host=args.host, port=args.port, poll_s=args.poll)
     return EXIT_OK
 
 
@@ -361,7 +389,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     own_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.bootstrap_servers
-    broker = None
+    broker = desk = None
     t0 = time.perf_counter()
     capture = Path(args.capture) if args.capture else _demo_capture(s.data_dir, args.scenario, args.seed)
     try:
@@ -382,6 +410,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _check_broker(s.kafka.bootstrap_servers)
             _step(f"using the Kafka cluster at {s.kafka.describe()}")
         ensure_topics(s.kafka)
+        if args.serve:
+            desk = _start_desk(s, args.serve_port)
         _step(f"replaying {capture} to Kafka while the streaming job consumes it")
         # The replay runs in its own process: in a thread it would share the GIL with the Beam
         # cycles and the whole demo would run on one core (measured: 2k events/s both ways).
@@ -390,8 +420,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             replay = pool.submit(_replay_capture, str(capture), s.kafka, sys.stderr.isatty())
-            job = StreamJob(s, StreamOptions(interval_s=1.0, dq_every_s=0, exit_when_idle=2, analytics_every_s=3600,
-                                             done=replay.done))
+            # analytics (episodes) once per hour of wall time keeps the replay fast; a desk watching asks for them
+            # every few seconds, so the cascade shows while it streams in
+            job = StreamJob(s, StreamOptions(interval_s=1.0, dq_every_s=0, exit_when_idle=2,
+                                             analytics_every_s=5 if args.serve else 3600, done=replay.done))
             job.install_signal_handlers()  # Ctrl-C / SIGTERM: finish the cycle, stop the broker, exit
             rc = job.run()
             counters = None
@@ -414,10 +446,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
             _step("local broker stopped")
+        if desk is not None and sys.exc_info()[0] is not None:  # the demo failed: take the desk down with it
+            desk.stop()
     print_summary(s.db)
     _demo_report(s)
     print(f"\ndone in {time.perf_counter() - t0:.0f}s; marts in {s.db}  "
           f"(try: liqstream query \"SELECT * FROM v_cascades_latest LIMIT 5\")")
+    if desk is None:
+        port = int(os.environ.get("LIQSTREAM_SERVE_PORT", "8050"))
+        print(f"live desk: run `make serve` (or `.venv/bin/liqstream serve --port {port}`), then open "
+              f"http://127.0.0.1:{port}/ ; `liqstream demo --serve` shows the next run live")
+        return rc
+    import signal
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # the stream job's handlers only asked it to finish its cycle; now a signal ends the wait for the desk
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        _step(f"the live desk stays up at {desk.url} (Ctrl-C stops it)")
+        desk.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        desk.stop()
     return rc
 
 
@@ -432,6 +486,26 @@ def _demo_alerts(s) -> None:
                   f"{c['dead']:,} dead-lettered (liqstream alerts tail, while a broker runs)")
     finally:
         con.close()
+
+
+class _DemoDesk:
+    """`liqstream serve` beside the demo, in its own process (the demo's Beam cycles keep this one busy)."""
+
+    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def _start_desk(s, port: int) -> _DemoDesk:
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--db", str(s.db), "--port", str(port)],
+                            stdout=subprocess.DEVNULL)
+    _step(f"live desk: {url} — open it now to watch the cascade come in")
+    return _DemoDesk(proc, url)
 
 
 def _replay_capture(capture: str, kafka, progress: bool):
@@ -568,8 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop after N consecutive cycles without new messages (0 = run until stopped)")
     sp.add_argument("--max-cycles", type=int, default=0, help="stop after this many cycles (0 = unbounded)")
     sp.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    sp.add_argument("--snapshot-every", type=float, default=30.0,
-                    help="seconds between read snapshots published for analysts (0 = only at stop)")
+    sp.add_argument("--snapshot-every", type=float, default=2.0,
+                    help="seconds between read snapshots published for analysts and the live desk, at least 10x "
+                         "the last snapshot's copy time (0 = only at stop; default 2)")
     sp.add_argument("--analytics-every", type=float, default=0.0,
                     help="seconds between analytics recomputations (0 = every cycle)")
     kafka_flags(sp)
@@ -604,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
              'liqstream query "SELECT side, sum(notional_usd) FROM liquidations_1m GROUP BY side"\n'
              "  liqstream query --saved largest_cascades\n"
              "  liqstream query --saved liquidations_by_venue_24h --format csv\n"
+             "  liqstream query --saved liquidation_totals --as-of 2026-03-09T18:00\n"
              "  liqstream query --list-saved")
     sp.add_argument("sql", nargs="?", help="SQL to run (omit with --saved / --list-saved)")
     sp.add_argument("--saved", metavar="NAME", help="run a saved query from pipelines/queries/ (see --list-saved)")
@@ -611,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table",
                     help="table: aligned, for people; csv / json: every row, for scripts")
     sp.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (0 = all)")
+    sp.add_argument("--as-of", metavar="TIME",
+                    help="end the 'last N hours' windows of liquidation_totals / liquidations_by_venue_24h here "
+                         "(UTC date or ISO time, exclusive) instead of at the data's latest minute")
     db_flag(sp)
 
     sp = add("report", cmd_report, "write a self-contained HTML report of the marts (plots, episodes, DQ)",
@@ -618,6 +697,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="date_from", help="start (UTC date or ISO time; default: the data's first minute)")
     sp.add_argument("--to", dest="date_to", help="end, exclusive (a date means up to its end; default: the data's last)")
     sp.add_argument("--out", default=None, help="HTML file to write (default: LIQSTREAM_DATA_DIR/report.html)")
+    db_flag(sp)
+
+    sp = add("serve", cmd_serve, "the live desk: a web page of the episodes, liquidation totals and charts that "
+             "follows the streaming job (or shows a past day)",
+             "liqstream serve --port 8050   # then open http://127.0.0.1:8050/ (?date=2026-03-09 for a past day)")
+    sp.add_argument("--host", default=os.environ.get("LIQSTREAM_SERVE_HOST", "127.0.0.1"),
+                    help="address to bind (env LIQSTREAM_SERVE_HOST, default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=int(os.environ.get("LIQSTREAM_SERVE_PORT", "8050")),
+                    help="port (env LIQSTREAM_SERVE_PORT, default 8050)")
+    sp.add_argument("--poll", type=float, default=0.5,
+                    help="seconds between checks for a new snapshot; the page updates after each change")
     db_flag(sp)
 
     sp = add("status", cmd_status, "is the broker up, the streaming job running, its lag, the last cycle, the DQ verdict",
@@ -667,6 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenario", default="A", help="simulator preset (liqstream simulate --list), default A")
     sp.add_argument("--seed", type=int, default=7, help="simulator seed, default 7")
     sp.add_argument("--port", type=int, help="port of the local broker (default: a free port)")
+    sp.add_argument("--serve", action="store_true",
+                    help="start the live desk (liqstream serve) before the replay and keep it up afterwards")
+    sp.add_argument("--serve-port", type=int, default=int(os.environ.get("LIQSTREAM_SERVE_PORT", "8050")),
+                    help="port of the live desk with --serve (env LIQSTREAM_SERVE_PORT, default 8050)")
     kafka_flags(sp)
     db_flag(sp)
     return p

@@ -51,6 +51,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connectors.avro import AvroDecoder, SchemaDecodeError
 from connectors.config import KafkaSettings
 from connectors.normalize import TOPICS
+from connectors.plausibility import implausibility
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationStats, _MinuteRow
 from pipelines.transforms.bars import ComputeBars, WindowIntoBars, records_to_batches, ts_to_micros
 from pipelines.transforms.cascades import DetectCascades
@@ -215,6 +216,11 @@ class DecodeKafkaValues(beam.DoFn):
         except SchemaDecodeError as exc:
             self._rejected.inc()
             yield pvalue.TaggedOutput(REJECTS, _reject_row(rec, event_type, "decode_error", str(exc)))
+            return
+        why = implausibility(event_type, record)  # what no market produces never reaches a sink (ADR 010)
+        if why is not None:
+            self._rejected.inc()
+            yield pvalue.TaggedOutput(REJECTS, _reject_row(rec, event_type, *why))
             return
         self._decoded.inc()
         yield event_type, record

@@ -29,6 +29,10 @@ class AlertSettings:
     webhooks: tuple[str, ...] = field(default=(), repr=False)
     #: sent as ``Authorization: Bearer <token>`` to every webhook (env or LIQSTREAM_ALERT_WEBHOOK_TOKEN_FILE)
     webhook_token: str | None = field(default=None, repr=False)
+    #: alert kinds POSTed to webhooks (env: comma-separated). Webhooks page people: a
+    #: ``liquidation_burst`` (USD without the price move, level -1) is on the topic for subscribers
+    #: that want it, but pages no one unless listed here
+    webhook_kinds: tuple[str, ...] = ("watch", "cascade")
     webhook_timeout_s: float = 5.0
     #: attempts per alert and webhook before it goes to alert_dead_letters
     webhook_max_attempts: int = 6
@@ -49,7 +53,7 @@ class AlertSettings:
             if raw is None or (raw == "" and f.name != "topic"):
                 continue
             t = str(f.type)
-            if f.name == "webhooks":
+            if f.name in ("webhooks", "webhook_kinds"):
                 values[f.name] = tuple(u for u in raw.replace(",", " ").split() if u)
             elif t.startswith("int"):
                 values[f.name] = int(raw)
@@ -75,6 +79,8 @@ class JobSettings:
     backfill_workers: int = 2
     #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
     fetch_workers: int = 2
+    #: seconds between progress lines of a long load / stream catch-up (events read of to read, rate)
+    progress_every_s: int = 5
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

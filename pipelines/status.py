@@ -196,14 +196,15 @@ def collect_status(settings: JobSettings, metrics_port: int | None = None, stale
 
 def _job_checks(con: Any, st: Status, now: datetime, stale_after_s: float, metrics_cycle_age: float | None) -> None:
     last = con.execute(
-        "SELECT run_id, job, status, started_at, finished_at, events_in, rows_written, duration_s, message "
+        "SELECT run_id, job, status, started_at, finished_at, events_in, rejects_in, rows_written, duration_s, message "
         "FROM pipeline_runs ORDER BY coalesce(finished_at, started_at) DESC LIMIT 1").fetchone()
     if last is None:
         st.checks.append(Check("last run", None, "no job has run yet", "run `make run` or `liqstream stream`"))
     else:
-        run_id, job, status, started, finished, events, rows, dur, msg = last
+        run_id, job, status, started, finished, events, rejects, rows, dur, msg = last
         ok = status in ("ok", "empty")
-        summary = (f"{job} {run_id}: {status}, {events or 0:,} events, {rows or 0:,} rows, "
+        # rejects: dead letters and records the source refused (implausible, undecodable), in `rejects`
+        summary = (f"{job} {run_id}: {status}, {events or 0:,} events, {rejects or 0:,} rejects, {rows or 0:,} rows, "
                    f"{dur or 0:.1f}s, finished {_fmt_age(_age(finished or started, now))}"
                    + (f" — {msg}" if msg else ""))
         hint = "" if ok else ("data-quality gate failed: see `liqstream query --saved dq_latest`"

@@ -71,20 +71,40 @@ def publish_snapshot(db: str | Path) -> Path:
     return snap
 
 
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def read_version(db: str | Path) -> tuple:
+    """Changes whenever what a read-only connection would read changes: the published snapshot while
+    a streaming job writes (it is replaced whole), else the database and its write-ahead log. A stat,
+    no connection: a reader can watch for new data without ever taking the file's lock."""
+    db = Path(db)
+    snap = snapshot_path(db)
+    files = [snap] if writer_running(db) and snap.exists() else [db, db.with_name(db.name + ".wal")]
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((str(f), st.st_mtime_ns, st.st_size, st.st_ino))
+        except FileNotFoundError:
+            out.append((str(f), None))
+    return tuple(out)
+
+
+def connect(path: str | Path, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to the marts; ``read_only`` ones take the published snapshot while the stream job
+    writes. ``config``: DuckDB options of a read-only connection (the analyst sandbox)."""
     path = Path(path)
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"no database at {path}: run `make run` (or `liqstream load`) first")
         snap = snapshot_path(path)
+        cfg = config or {}
         if writer_running(path) and snap.exists():
             # never take the file the streaming job writes: read its latest published snapshot
-            return duckdb.connect(str(snap), read_only=True)
+            return duckdb.connect(str(snap), read_only=True, config=cfg)
         try:
-            return duckdb.connect(str(path), read_only=True)
+            return duckdb.connect(str(path), read_only=True, config=cfg)
         except duckdb.IOException:
             if snap.exists():
-                return duckdb.connect(str(snap), read_only=True)
+                return duckdb.connect(str(snap), read_only=True, config=cfg)
             raise
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
@@ -98,6 +118,11 @@ def migrations() -> list[tuple[int, str, Path]]:
         m = _MIGRATION.match(p.name)
         if m:
             found.append((int(m[1]), m[2], p))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        # two branches that each added "the next" migration: one would fail or be skipped on some databases
+        dup = sorted({v for v in versions if versions.count(v) > 1})
+        raise RuntimeError(f"migrations in {MARTS_DIR} share version numbers {dup}: renumber one of each pair")
     return found
 
 

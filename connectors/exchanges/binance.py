@@ -265,21 +265,11 @@ class BinanceFuturesNormalizer:
         inst = self._instrument(require(m, "s", et), et)
         price = to_float(require(m, "p", et), "p", et, positive=True)
         qty = to_float(require(m, "q", et), "q", et, positive=True)
-        size, usd = inst.to_base_and_usd(price, qty)
         maker = require(m, "m", et)
         if not isinstance(maker, bool):
             raise Malformed("bad_value", f"m={maker!r} is not a boolean", et)
-        trade_id = m.get("a", m.get("t"))
-        return et, {
-            **inst.common_fields(),
-            "event_time": to_epoch_us(require(m, "T", et), "T", et),
-            "ingest_time": received_at_us,
-            "trade_id": None if trade_id is None else str(trade_id),
-            "price": price,
-            "size": size,
-            "notional_usd": usd,
-            "taker_side": "sell" if maker else "buy",
-        }
+        return inst.trade(price, qty, to_epoch_us(require(m, "T", et), "T", et), received_at_us,
+                          m.get("a", m.get("t")), "sell" if maker else "buy")
 
     def _liquidation(self, m: dict, received_at_us: int) -> Normalized:
         et = "liquidation"

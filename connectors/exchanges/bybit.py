@@ -259,39 +259,21 @@ class BybitNormalizer:
         et = "trade"
         inst = self._instrument(t.get("s"), et)
         price = to_float(require(t, "p", et), "p", et, positive=True)
-        size, usd = inst.to_base_and_usd(price, to_float(require(t, "v", et), "v", et, positive=True))
-        tid = t.get("i")
-        return et, {
-            **inst.common_fields(),
-            "event_time": to_epoch_us(require(t, "T", et), "T", et),
-            "ingest_time": received_at_us,
-            "trade_id": None if tid is None else str(tid),
-            "price": price,
-            "size": size,
-            "notional_usd": usd,
-            "taker_side": _side_of_taker(t.get("S"), et),
-        }
+        qty = to_float(require(t, "v", et), "v", et, positive=True)
+        return inst.trade(price, qty, to_epoch_us(require(t, "T", et), "T", et), received_at_us, t.get("i"),
+                          _side_of_taker(t.get("S"), et))
 
     def _v2_trade(self, t: dict, received_at_us: int) -> Normalized:
         et = "trade"
         inst = self._instrument(t.get("symbol"), et)
         price = to_float(require(t, "price", et), "price", et, positive=True)
-        size, usd = inst.to_base_and_usd(price, to_float(require(t, "size", et), "size", et, positive=True))
+        qty = to_float(require(t, "size", et), "size", et, positive=True)
         tid = t.get("trade_id", t.get("tradeId"))
         # trade_time_ms from 2020 (tradeTimeMs in 2022); before, only the ISO timestamp (whole seconds)
         time_key = next((k for k in ("trade_time_ms", "tradeTimeMs") if k in t), None)
         event_time = to_epoch_us(t[time_key], time_key, et) if time_key else \
             iso_to_epoch_us(require(t, "timestamp", et), "timestamp", et)
-        return et, {
-            **inst.common_fields(),
-            "event_time": event_time,
-            "ingest_time": received_at_us,
-            "trade_id": None if tid is None else str(tid),
-            "price": price,
-            "size": size,
-            "notional_usd": usd,
-            "taker_side": _side_of_taker(t.get("side"), et),
-        }
+        return inst.trade(price, qty, event_time, received_at_us, tid, _side_of_taker(t.get("side"), et))
 
     def _liquidation_record(self, inst: Instrument, side: str, price: float, qty: float, ts: Any,
                             received_at_us: int) -> Normalized:

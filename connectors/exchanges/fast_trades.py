@@ -20,8 +20,11 @@ from typing import Any
 
 from connectors.instruments import TradeTerms
 from connectors.normalize import Normalized
+from connectors.plausibility import bounds
 
 _INF = float("inf")
+#: a venue missing from the launch table: the fast path declines, implausibility() decides
+_NO_LAUNCH = 1 << 62
 #: The typed decoders run with ``strict=False`` so that a ``float`` field reads the venues' decimal
 #: strings in C. Where it accepts a string, the value is ``float(string)``'s (the same correctly
 #: rounded parse; ``"-0"`` gives 0.0, not -0.0, and NaN/inf spellings read as NaN/inf: all three
@@ -57,9 +60,17 @@ def trade_record(terms: TradeTerms, price: float, qty: float, t_ms: Any, trade_i
         usd = size * price
     if not (0.0 < usd < _INF and 0.0 < size < _INF):  # overflow/underflow: the checked path dead-letters it
         return None
+    # connectors/plausibility.py, the checks route() makes on the checked path's records: decline what
+    # no market produces, so that the checked path dead-letters it with its reason
+    b = bounds()
+    event_us = t_ms * 1000
+    if not (b.min_price < price <= b.max_price and size <= b.max_size and usd <= b.max_notional_usd
+            and (event_us <= received_at_us + b.max_future_skew_us or received_at_us <= 0)
+            and event_us >= b.launch_by_venue_us.get(exchange, _NO_LAUNCH)):
+        return None
     return "trade", {
         "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "kind": kind, "expiry": expiry,
-        "event_time": t_ms * 1000,
+        "event_time": event_us,
         "ingest_time": received_at_us,
         "trade_id": None if trade_id is None else str(trade_id),
         "price": price,

@@ -109,6 +109,13 @@ def series_future(book: InstrumentBook, symbol: str) -> Instrument | None:
     return Instrument("okx", symbol, base, quote, "future", int(expiry.timestamp() * 1000), contract_value, inverse)
 
 
+
+def _taker_side(r: dict, et: str) -> str:
+    side = r.get("side")
+    if side not in ("buy", "sell"):
+        raise Malformed("bad_value", f"side={side!r} is neither buy nor sell", et)
+    return side
+
 class _Trade(msgspec.Struct, gc=False):
     """A ``trades`` row, the fields :meth:`OkxNormalizer._trade` reads (others skipped)."""
 
@@ -241,21 +248,9 @@ class OkxNormalizer:
         et = "trade"
         inst = self._instrument(r.get("instId"), et)
         price = to_float(require(r, "px", et), "px", et, positive=True)
-        size, usd = inst.to_base_and_usd(price, to_float(require(r, "sz", et), "sz", et, positive=True))
-        side = r.get("side")
-        if side not in ("buy", "sell"):
-            raise Malformed("bad_value", f"side={side!r} is neither buy nor sell", et)
-        tid = r.get("tradeId")
-        return et, {
-            **inst.common_fields(),
-            "event_time": to_epoch_us(require(r, "ts", et), "ts", et),
-            "ingest_time": received_at_us,
-            "trade_id": None if tid is None else str(tid),
-            "price": price,
-            "size": size,
-            "notional_usd": usd,
-            "taker_side": side,
-        }
+        qty = to_float(require(r, "sz", et), "sz", et, positive=True)
+        return inst.trade(price, qty, to_epoch_us(require(r, "ts", et), "ts", et), received_at_us,
+                          r.get("tradeId"), _taker_side(r, et))
 
     def _liquidations(self, rows: list[dict], received_at_us: int) -> list[Normalized]:
         et = "liquidation"
@@ -370,21 +365,9 @@ class OkxNormalizer:
         price = to_float(require(r, "price", et), "price", et, positive=True)
         # futures/trade of 2019 sends qty, swap and spot size
         qty_key = "qty" if "qty" in r else "size"
-        size, usd = inst.to_base_and_usd(price, to_float(require(r, qty_key, et), qty_key, et, positive=True))
-        side = r.get("side")
-        if side not in ("buy", "sell"):
-            raise Malformed("bad_value", f"side={side!r} is neither buy nor sell", et)
-        tid = r.get("trade_id")
-        return et, {
-            **inst.common_fields(),
-            "event_time": iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et),
-            "ingest_time": received_at_us,
-            "trade_id": None if tid is None else str(tid),
-            "price": price,
-            "size": size,
-            "notional_usd": usd,
-            "taker_side": side,
-        }
+        qty = to_float(require(r, qty_key, et), qty_key, et, positive=True)
+        return inst.trade(price, qty, iso_to_epoch_us(require(r, "timestamp", et), "timestamp", et), received_at_us,
+                          r.get("trade_id"), _taker_side(r, et))
 
     def _v3_liquidation(self, r: dict, received_at_us: int) -> Normalized:
         et = "liquidation"

@@ -8,6 +8,7 @@ downstream graph on ``ReadFromKafka`` instead (pipelines/production.py, docs/dep
 
 from __future__ import annotations
 
+import time
 from io import BytesIO
 from typing import Any
 
@@ -21,6 +22,7 @@ from connectors.avro import HEADER_LEN, AvroDecoder, SchemaDecodeError
 from connectors.config import KafkaSettings
 from connectors.kafka.reader import OffsetRange, RangeReader
 from connectors.normalize import TOPICS
+from connectors.plausibility import implausibility, implausible_rows
 
 #: tag of the rejects output: records that could not be decoded, and dead letters read from DLQ topics
 REJECTS = "rejects"
@@ -66,11 +68,14 @@ class ReadDecodedRanges(beam.DoFn):
                 record = self._decoders[event_type].decode(rec.value)
             except SchemaDecodeError as exc:
                 self._rejected.inc()
-                yield pvalue.TaggedOutput(REJECTS, {
-                    **where, "exchange": _key_exchange(rec.key), "event_type": event_type,
-                    "reason": "decode_error", "detail": str(exc)[:500], "source": f"{rng.topic}[{rng.partition}]@{rec.offset}",
-                    "received_at": (rec.timestamp or 0) * 1000, "raw": rec.value or b"",
-                })
+                yield pvalue.TaggedOutput(REJECTS, _reject_row(rng, rec.offset, _key_exchange(rec.key), event_type,
+                                                               "decode_error", str(exc), rec.timestamp, rec.value))
+                continue
+            why = implausibility(event_type, record)  # as ReadRangeBatches._plausible_batch, row by row
+            if why is not None:
+                self._rejected.inc()
+                yield pvalue.TaggedOutput(REJECTS, _reject_row(rng, rec.offset, record.get("exchange"), event_type,
+                                                               *why, rec.timestamp, rec.value))
                 continue
             yield pvalue.TaggedOutput(event_type, TimestampedValue(record, record["event_time"] / 1e6))
 
@@ -81,6 +86,14 @@ class ReadDecodedRanges(beam.DoFn):
             return {**where, "exchange": None, "event_type": None, "reason": "decode_error", "detail": str(exc)[:500],
                     "source": None, "received_at": 0, "raw": value or b""}
         return {**where, **d}
+
+
+def _reject_row(rng: OffsetRange, offset: int, exchange: str | None, event_type: str, reason: str, detail: str,
+                kafka_ts: int | None, raw: bytes | None) -> dict[str, Any]:
+    """A rejects row for a record of a main topic (a dead-letter topic's rows come from the letter)."""
+    return {"topic": rng.topic, "partition": rng.partition, "offset": offset, "exchange": exchange,
+            "event_type": event_type, "reason": reason, "detail": detail[:500],
+            "source": f"{rng.topic}[{rng.partition}]@{offset}", "received_at": (kafka_ts or 0) * 1000, "raw": raw or b""}
 
 
 def _key_exchange(key: bytes | None) -> str | None:
@@ -117,6 +130,8 @@ class ReadRangeBatches(ReadDecodedRanges):
         schema = arrow_schema(event_type)
         rows: list[dict] = []
         offsets: list[int] = []
+        kafka_ts: list[int | None] = []
+        values: list[bytes | None] = []
         for rec in self._reader.read(rng):
             value = rec.value
             try:
@@ -133,22 +148,44 @@ class ReadRangeBatches(ReadDecodedRanges):
                     record = decode(value or b"")
             except SchemaDecodeError as exc:
                 self._rejected.inc()
-                yield pvalue.TaggedOutput(REJECTS, {
-                    "topic": rng.topic, "partition": rng.partition, "offset": rec.offset,
-                    "exchange": _key_exchange(rec.key), "event_type": event_type, "reason": "decode_error",
-                    "detail": str(exc)[:500], "source": f"{rng.topic}[{rng.partition}]@{rec.offset}",
-                    "received_at": (rec.timestamp or 0) * 1000, "raw": value or b"",
-                })
+                yield pvalue.TaggedOutput(REJECTS, _reject_row(rng, rec.offset, _key_exchange(rec.key), event_type,
+                                                               "decode_error", str(exc), rec.timestamp, value))
                 continue
             rows.append(record)
             offsets.append(rec.offset)
+            kafka_ts.append(rec.timestamp)
+            values.append(value)
             if len(rows) >= self._batch_size:
-                self._read.inc(len(rows))
-                yield _with_position(pa.RecordBatch.from_pylist(rows, schema=schema), rng, offsets)
-                rows, offsets = [], []
+                yield from self._plausible_batch(pa.RecordBatch.from_pylist(rows, schema=schema), rng, event_type,
+                                                 offsets, kafka_ts, values)
+                rows, offsets, kafka_ts, values = [], [], [], []
         if rows:
-            self._read.inc(len(rows))
-            yield _with_position(pa.RecordBatch.from_pylist(rows, schema=schema), rng, offsets)
+            yield from self._plausible_batch(pa.RecordBatch.from_pylist(rows, schema=schema), rng, event_type,
+                                             offsets, kafka_ts, values)
+
+    def _plausible_batch(self, batch, rng: OffsetRange, event_type: str, offsets: list[int],
+                         kafka_ts: list[int | None], values: list[bytes | None]):
+        """The batch with its Kafka positions, less the rows no market produces, which go to
+        :data:`REJECTS` with their reason: what reached the topic without liqstream's normalizer (an
+        old or foreign producer) must not reach the sinks (a price of 1e30 overflows the exact
+        DECIMAL sums of liquidations_1m) nor move the watermark (connectors/plausibility.py)."""
+        bad = implausible_rows(event_type, batch, int(time.time() * 1_000_000))
+        if bad:
+            import pyarrow as pa
+
+            exchanges = batch.column(batch.schema.get_field_index("exchange")).to_pylist()
+            for i, reason, detail in bad:
+                self._rejected.inc()
+                yield pvalue.TaggedOutput(REJECTS, _reject_row(rng, offsets[i], exchanges[i], event_type, reason, detail,
+                                                               kafka_ts[i], values[i]))
+            drop = {i for i, _, _ in bad}
+            keep = [i for i in range(batch.num_rows) if i not in drop]
+            batch = batch.take(pa.array(keep, pa.int64()))
+            offsets = [offsets[i] for i in keep]
+            if not keep:
+                return
+        self._read.inc(batch.num_rows)
+        yield _with_position(batch, rng, offsets)
 
 
 def _with_position(batch, rng: OffsetRange, offsets: list[int]):

@@ -16,10 +16,12 @@ temporary directory, and offsets are committed with the marts as before; a cycle
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -29,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from connectors.config import KafkaSettings
-from connectors.kafka.reader import OffsetRange
+from connectors.kafka.reader import READ_COUNT, OffsetRange
 
 #: largest range one task reads: enough chunks for the workers to share a partition's backlog
 CHUNK = 50_000
@@ -37,6 +39,8 @@ CHUNK = 50_000
 #: A reader's first fetch of a topic costs ~0.1 s more than in the job's process (measured, cause
 #: not found: docs/performance.md), which parallel reading only repays from ~50k events on
 MIN_OFFSETS = 50_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,21 +68,43 @@ class ParallelFetcher:
         self.chunk = chunk
         self.min_offsets = min_offsets
         self._pool: ProcessPoolExecutor | None = None
+        #: what a reader runs per chunk: (range, directory) -> (file, records, rejects). A module-level
+        #: function (pickled by name into the spawned readers); tests wrap it to kill a reader mid-chunk
+        self.task: Callable[[OffsetRange, str], tuple[str | None, int, list[dict[str, Any]]]] = _fetch_chunk
 
     def worth_it(self, ranges: list[OffsetRange]) -> bool:
         """Whether these ranges should go to the readers (else the caller reads them itself)."""
         return sum(r.size for r in ranges) >= self.min_offsets
 
     def fetch(self, ranges: list[OffsetRange], out_dir: Path) -> Fetched:
+        """Read the ranges into IPC files under ``out_dir``.
+
+        A reader process that dies (OOM-killed, a crash in a C library) breaks the whole pool, and
+        the break surfaces at ``submit`` or at ``result`` depending on when the pool notices it. In
+        both cases the pool is replaced and the fetch is read again once from scratch, in a new
+        directory, so no chunk is taken from the broken attempt (nothing lost, nothing twice). A
+        second death in a row fails the fetch (the cycle is retried from the committed offsets)."""
+        for attempt in range(2):
+            try:
+                return self._fetch_once(ranges, out_dir / f"attempt-{attempt}")
+            except BrokenProcessPool:
+                self.close()  # the next start() spawns new readers
+                if attempt:
+                    raise
+                log.warning("a reader process died: reading the cycle's ranges again with new readers")
+        raise AssertionError("unreachable")
+
+    def _fetch_once(self, ranges: list[OffsetRange], out_dir: Path) -> Fetched:
         out_dir.mkdir(parents=True, exist_ok=True)
         chunks = [c for r in ranges for c in r.split(self.chunk)]
         pool = self.start()
-        futures = [pool.submit(_fetch_chunk, c, str(out_dir)) for c in chunks]
+        futures: list[Future] = []
         try:
+            for c in chunks:
+                futures.append(pool.submit(self.task, c, str(out_dir)))
+                # the readers' records are counted as their chunks finish (progress of a long catch-up)
+                futures[-1].add_done_callback(lambda f, n=c.size: _count_chunk(f, n))
             parts = [f.result() for f in futures]
-        except BrokenProcessPool:
-            self.close()  # a reader died: the next fetch starts new ones (the cycle is retried)
-            raise
         except BaseException:
             for f in futures:  # e.g. a read timed out (broker down): drop the chunks not started yet
                 f.cancel()
@@ -100,10 +126,15 @@ class ParallelFetcher:
                 self._pool.submit(int)  # a no-op task per worker makes the pool spawn them all
         return self._pool
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the readers: after their running chunks (``wait``), or at once (a read may be stalled
+        on the broker for its timeout: an abandoned cycle must not wait for it)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            if not wait:
+                for proc in list((pool._processes or {}).values()):  # no public way to end busy workers
+                    proc.terminate()
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> ParallelFetcher:
         return self
@@ -112,12 +143,20 @@ class ParallelFetcher:
         self.close()
 
 
+def _count_chunk(future: Future, offsets: int) -> None:
+    if not future.cancelled() and future.exception() is None:
+        READ_COUNT.records += offsets
+
+
 # ---- in the reader processes ----------------------------------------------------------------------
 _READER: Any = None
 
 
 def _worker_init(settings: KafkaSettings, parent_pid: int) -> None:
     global _READER
+    # a worker outlives a parent killed with -9 (the pool cannot tell it): leave with it. Watched
+    # from the start: the imports below take seconds on a loaded machine, and a parent may die then
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     import logging
 
     from connectors.kafka.beam_source import ReadRangeBatches
@@ -125,8 +164,6 @@ def _worker_init(settings: KafkaSettings, parent_pid: int) -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # clean closes log tracebacks (README)
     _READER = ReadRangeBatches(settings)
     _READER.setup()
-    # a worker outlives a parent killed with -9 (the pool cannot tell it): leave with it
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -9,14 +9,18 @@ transaction). Ranges are split into chunks so Beam can spread them over workers.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from connectors.config import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 class OffsetsAheadOfLog(RuntimeError):
@@ -54,6 +58,13 @@ def _consumer(settings: KafkaSettings, **overrides: Any) -> KafkaConsumer:
         max_partition_fetch_bytes=16 * 1024 * 1024,
         **overrides,
     )
+
+
+def _close_quietly(consumer: KafkaConsumer) -> None:
+    try:
+        consumer.close()
+    except Exception:  # a consumer whose broker went away may fail to close cleanly: it is dropped anyway
+        log.debug("closing a stalled consumer failed", exc_info=True)
 
 
 def log_bounds(settings: KafkaSettings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
@@ -133,45 +144,148 @@ def plan_ranges(
     return ranges
 
 
-class RangeReader:
-    """Reads offset ranges with one long-lived consumer (manual assignment)."""
+#: fetch max-waits (ms) the range reader steps through: it starts at ``KafkaSettings.fetch_max_wait_ms``
+#: and moves one step up, for the reader's life, when fetches come back short. The top is the Kafka
+#: client default: a broker that gives what it has only when the wait runs out still gives a lot.
+FETCH_WAIT_STEPS_MS = (10, 100, 500)
+#: fetches that come back with fewer records than this on average (over WINDOW_POLLS polls or
+#: WINDOW_S seconds of waiting in poll, whichever first) while more of the range is known to exist
+#: are "short": the broker answers with what it gathered within the max-wait (Tansu, on a log of many
+#: small batches: 1-1,000 records per 10 ms fetch, none within 0 ms), so the reader waits longer per
+#: fetch. Not a rate: a loaded machine slows a bulk read without shortening its fetches (each still
+#: brings whole batches of thousands of records), and must not pay the longer wait at range ends
+SHORT_FETCH_RECORDS = 1_000
+WINDOW_POLLS = 10
+WINDOW_S = 0.5
 
-    def __init__(self, settings: KafkaSettings, idle_timeout_s: float = 30.0) -> None:
-        # ranges end at offsets known to exist: a fetch need not wait for more data. With the
-        # default 500 ms, the fetch left in flight at a range's end held up the next range's
-        # first fetch (kafka-python sends one fetch per broker at a time): 112k -> 160k records/s
-        self._consumer = _consumer(settings, fetch_max_wait_ms=10)
-        self.idle_timeout_s = idle_timeout_s
+
+class _ReadCount:
+    """Records yielded by every RangeReader of this process: what a long catch-up's progress line
+    reports (pipelines.jobs.load.CatchUpProgress) while the Beam pipeline reads. A plain int: the
+    readers and the reporter share the GIL, and a progress figure may be a record behind."""
+
+    records = 0
+
+
+READ_COUNT = _ReadCount()
+
+
+class RangeReader:
+    """Reads offset ranges with one long-lived consumer (manual assignment).
+
+    Made to progress on any Kafka-protocol broker and batch layout (ADR 009): its fetch max-wait
+    starts short (on bulk-filled topics, a fetch comes back full at once, and the fetch left in
+    flight at a range's end, which holds up the next range's first fetch, costs at most that wait)
+    and goes up a step (:data:`FETCH_WAIT_STEPS_MS`) when fetches come back short. A read that makes
+    no progress for ``read_stall_ms`` gets a fresh consumer (new connection) and resumes at its
+    position; only ``read_timeout_ms`` without any progress, across reconnects, fails it.
+    """
+
+    def __init__(self, settings: KafkaSettings, idle_timeout_s: float | None = None) -> None:
+        self._settings = settings
+        self.idle_timeout_s = settings.read_timeout_ms / 1000 if idle_timeout_s is None else idle_timeout_s
+        self.stall_s = min(settings.read_stall_ms / 1000, self.idle_timeout_s)
+        start = settings.fetch_max_wait_ms
+        self._waits = [start, *(w for w in FETCH_WAIT_STEPS_MS if w > start)]
+        self._step = 0
+        self.reconnects = 0
+        self._consumer: KafkaConsumer | None = self._connect()
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        return self._waits[self._step]
+
+    def _connect(self) -> KafkaConsumer:
+        return _consumer(self._settings, fetch_max_wait_ms=self.fetch_max_wait_ms)
+
+    def _reconnect(self, why: str) -> None:
+        """A fresh consumer (closes the old one's connections and drops its fetch in flight)."""
+        log.info("range reader: %s; reconnecting with fetch_max_wait_ms=%d", why, self.fetch_max_wait_ms)
+        self.reconnects += 1
+        old, self._consumer = self._consumer, None
+        if old is not None:
+            _close_quietly(old)
+        self._consumer = self._connect()  # may raise if the broker is unreachable: the caller retries
 
     def read(self, rng: OffsetRange) -> Iterator[Any]:
         """Yield the ConsumerRecords with offsets in [start, end), in offset order."""
         if rng.size <= 0:
             return
         tp = TopicPartition(rng.topic, rng.partition)
-        c = self._consumer
-        c.assign([tp])
-        c.seek(tp, rng.start)
-        last_progress = time.monotonic()
+        pos = rng.start  # the next offset to yield
+        last_progress = last_reconnect = time.monotonic()
+        window_from, polls, polled_s = pos, 0, 0.0  # the window of polls that judges the fetches' size
+        seek = True
         while True:
-            batch = c.poll(timeout_ms=500)
-            records = batch.get(tp, [])
-            if records:
-                last_progress = time.monotonic()
+            err: Exception | None = None
+            records, at = [], None
+            try:
+                if self._consumer is None:
+                    self._consumer = self._connect()
+                c = self._consumer
+                first = seek  # a new position's first poll also connects, fetches metadata: not a fetch's rate
+                if seek:
+                    c.assign([tp])
+                    c.seek(tp, pos)
+                    seek = False
+                t_poll = time.monotonic()
+                records = c.poll(timeout_ms=500).get(tp, [])
+                if first:
+                    window_from = pos + len(records)
+                else:
+                    polls += 1
+                    polled_s += time.monotonic() - t_poll
+                at = c.position(tp)
+            except KafkaError as exc:  # broker unreachable, connection lost: a stall, handled below
+                err = exc
+            now = time.monotonic()
             for rec in records:
                 if rec.offset >= rng.end:
                     return
-                if rec.offset >= rng.start:
+                if rec.offset >= pos:
+                    pos = rec.offset + 1
+                    last_progress = now
+                    READ_COUNT.records += 1
                     yield rec
-            if c.position(tp) >= rng.end:
+            if pos >= rng.end or (at is not None and at >= rng.end):
                 return
-            if time.monotonic() - last_progress > self.idle_timeout_s:
+            if now - last_progress > self.idle_timeout_s:
                 raise ReadTimeout(
-                    f"{rng.topic}[{rng.partition}] stalled at offset {c.position(tp)} of [{rng.start}, {rng.end}) "
-                    f"for {self.idle_timeout_s:.0f}s: is the broker at {c.config['bootstrap_servers']} up?"
-                )
+                    f"{rng.topic}[{rng.partition}] stalled at offset {pos} of [{rng.start}, {rng.end}) for "
+                    f"{self.idle_timeout_s:.0f}s after {self.reconnects} reconnect(s): is the broker at "
+                    f"{self._settings.bootstrap_servers} up?" + (f" (last error: {err})" if err else ""))
+            if now - max(last_progress, last_reconnect) > self.stall_s:
+                # the stall clock (last_progress) keeps running across reconnects: a dead broker still times out
+                why = f"no progress on {rng.topic}[{rng.partition}] at offset {pos} for {now - last_progress:.1f}s"
+                if err is None and self._step + 1 < len(self._waits):
+                    self._step += 1  # connected but given nothing: the shortest of short fetches
+                self._try_reconnect(why + (f" ({err})" if err else ""))
+                last_reconnect, seek = time.monotonic(), True
+            elif err is not None:
+                time.sleep(0.5)  # poll() does not wait when it raised: do not spin until the stall clock runs out
+            elif polls >= WINDOW_POLLS or (polls and polled_s >= WINDOW_S):
+                per_poll = (pos - window_from) / polls
+                # short: less per poll than a fetch should bring, and less than what was left to read
+                if per_poll < min(SHORT_FETCH_RECORDS, rng.end - window_from) and self._step + 1 < len(self._waits):
+                    self._step += 1
+                    self._try_reconnect(f"short fetches on {rng.topic}[{rng.partition}] ({per_poll:,.0f} records "
+                                        f"per poll with a {self._waits[self._step - 1]} ms max-wait)")
+                    seek = True
+            else:
+                continue
+            window_from, polls, polled_s = pos, 0, 0.0
+
+    def _try_reconnect(self, why: str) -> None:
+        try:
+            self._reconnect(why)
+        except KafkaError as exc:  # the next poll connects again (the broker may come back)
+            log.warning("range reader: reconnect failed (%s)", exc)
+            self._consumer = None
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
     def __enter__(self) -> RangeReader:
         return self

@@ -64,6 +64,14 @@ class StepResult:
     liq_short_base: np.ndarray
     impact_return: np.ndarray  # log return caused by forced orders this step
     exo_return: np.ndarray  # log return from shocks + random flow (+ BTC carry)
+    #: the part of liq_*_base the feedback loop caused: positions whose liquidation level the
+    #: price would not have reached without the forced-order impact of the last
+    #: ``attribution_window_s`` (the counterfactual price = price minus that impact)
+    liq_long_endo_base: np.ndarray
+    liq_short_endo_base: np.ndarray
+    #: the part of liq_*_base closed by a scheduled ``Burst`` (absorbed by the book: no impact)
+    liq_long_absorbed_base: np.ndarray
+    liq_short_absorbed_base: np.ndarray
 
 
 class CascadeModel:
@@ -121,6 +129,11 @@ class CascadeModel:
         self.open_rate = sc.close_rate if sc.open_rate is None else sc.open_rate
         self.step_index = 0
         self._shock_idx = np.array([self._symbol_index(s.symbol) for s in sc.shocks], dtype=np.int64)
+        self._burst_idx = [self._symbol_index(b.symbol) for b in sc.bursts]
+        # forced-order impact of the recent past (log), decaying with attribution_window_s: the
+        # displacement the counterfactual "no feedback" price would not have
+        self.recent_impact = np.zeros(n)
+        self._impact_keep = float(np.exp(-self.dt / sc.attribution_window_s))
         self._chunk_start = -1
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -174,11 +187,16 @@ class CascadeModel:
         self._z = self.rng.standard_normal((_CHUNK, self.n))
         rows = np.arange(k, k + _CHUNK) * self.dt
         sched = np.zeros((_CHUNK, self.n))
-        for sh, idx in zip(self.sc.shocks, self._shock_idx, strict=True):
-            lo, hi = sh.start_s, sh.start_s + sh.duration_s
+        moves = [(sh.start_s, sh.duration_s, sh.log_return, idx)
+                 for sh, idx in zip(self.sc.shocks, self._shock_idx, strict=True)]
+        # a burst's block fills a little through the book: its small move is exogenous too
+        moves += [(b.start_s, b.duration_s, b.log_return, idx)
+                  for b, idx in zip(self.sc.bursts, self._burst_idx, strict=True)]
+        for start, duration, log_return, idx in moves:
+            lo, hi = start, start + duration
             # the fraction of each step that falls inside the shock window
             overlap = np.clip(np.minimum(rows + self.dt, hi) - np.maximum(rows, lo), 0, None)
-            sched[:, idx] += sh.log_return * overlap / sh.duration_s
+            sched[:, idx] += log_return * overlap / duration
         self._sched = sched
 
     def exogenous_schedule(self, k: int) -> np.ndarray:
@@ -210,29 +228,38 @@ class CascadeModel:
         # altcoins follow BTC's market move and a part of its forced-order pressure;
         # their own cascades come from their own books
         self.prev_btc_move = float(exo[0] + self.sc.impact_carry * (impact[0] + fade[0]))
+        self.recent_impact = self.recent_impact * self._impact_keep + impact + fade
         price = np.exp(self.x)
         i = ((self.x - self.grid0) * (1.0 / BIN)).astype(np.int64)
         if i.min() < 1 or i.max() > self.nb - 2:
             raise OverflowError(f"price left the simulated range at step {k}: {price}")
+        # bin of the counterfactual price without the recent forced-order impact
+        ic = np.floor((self.x - self.recent_impact - self.grid0) * (1.0 / BIN)).astype(np.int64)
 
         liq_long = np.zeros(self.n)
         liq_short = np.zeros(self.n)
+        endo_long = np.zeros(self.n)
+        endo_short = np.zeros(self.n)
         book = self.book
         for s in np.nonzero(i < self.frontier_long)[0]:
             lo, hi = i[s], self.frontier_long[s]
             seg = book[0, s, lo:hi]
             liq_long[s] = seg.sum()
+            # long levels below the counterfactual price were reached only through the impact
+            endo_long[s] = seg[: max(0, min(hi, ic[s]) - lo)].sum()
             seg[:] = 0.0
             self.frontier_long[s] = lo
         for s in np.nonzero(i >= self.frontier_short)[0]:
             lo, hi = self.frontier_short[s], i[s] + 1
             seg = book[1, s, lo:hi]
             liq_short[s] = seg.sum()
+            endo_short[s] = seg[max(0, ic[s] + 1 - lo):].sum()
             seg[:] = 0.0
             self.frontier_short[s] = hi
         self.lev_base[0] -= liq_long
         self.lev_base[1] -= liq_short
         self.prev_net_forced_usd = (liq_long - liq_short) * price
+        absorbed_long, absorbed_short = self._bursts(k, price)
 
         self.ema += self.ema_alpha * (self.x - self.ema)
         if k % self.open_every == 0:
@@ -247,11 +274,34 @@ class CascadeModel:
             step=k,
             t_us=self.sc.start_us + int(round((k + 1) * self.dt * 1e6)),
             price=price,
-            liq_long_base=liq_long,
-            liq_short_base=liq_short,
+            liq_long_base=liq_long + absorbed_long,
+            liq_short_base=liq_short + absorbed_short,
             impact_return=impact + fade,
             exo_return=exo + carry,
+            liq_long_endo_base=endo_long,
+            liq_short_endo_base=endo_short,
+            liq_long_absorbed_base=absorbed_long,
+            liq_short_absorbed_base=absorbed_short,
         )
+
+    def _bursts(self, k: int, price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Forced closes of the scheduled bursts in step k (base units, long and short).
+
+        A burst is one large account closed by the venue (its own margin, not a level of the
+        bucket book) whose order the book absorbs: it leaves the unleveraged/hedged part of OI and
+        adds nothing to the forced-order impact, so it cannot feed a loop.
+        """
+        along, ashort = np.zeros(self.n), np.zeros(self.n)
+        t0, t1 = k * self.dt, (k + 1) * self.dt
+        for b, s in zip(self.sc.bursts, self._burst_idx, strict=True):
+            part = max(0.0, min(t1, b.start_s + b.duration_s) - max(t0, b.start_s)) / b.duration_s
+            if part <= 0:
+                continue
+            oi_base = self.lev_base[0, s] + self.lev_base[1, s] + self.passive_base[s]
+            q = min(b.oi_fraction * part * oi_base, 0.5 * self.passive_base[s])
+            self.passive_base[s] -= q
+            (along if b.side == "long" else ashort)[s] += q
+        return along, ashort
 
     def _open(self, i: np.ndarray, price: np.ndarray) -> None:
         """New positions at the current price; trend-chasing tilts the long/short split."""

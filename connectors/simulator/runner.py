@@ -65,6 +65,9 @@ def build_scenario(scenario: str | Scenario, **overrides: Any) -> Scenario:
         if "BTC" not in want:
             raise ValueError("BTC leads the market and must be simulated")
         kw["symbols"] = tuple(s for s in sc.symbols if s.base in want)
+        # a shock or decoy burst on a symbol left out goes with it (macro shocks hit BTC, always kept)
+        kw.setdefault("shocks", tuple(sh for sh in sc.shocks if sh.symbol.upper() in want))
+        kw.setdefault("bursts", tuple(b for b in sc.bursts if b.symbol.upper() in want))
     if "venues" in kw:
         want_v = list(kw.pop("venues"))
         unknown = set(want_v) - {v.name for v in sc.venues}
@@ -145,6 +148,8 @@ class Simulation:
             dx = np.log(price / prev_price)
             prev_price = price
             truth.add_prices(t1, price, r.impact_return, dx)
+            truth.add_attribution(t1, (r.liq_long_endo_base + r.liq_short_endo_base) * price,
+                                  (r.liq_long_absorbed_base + r.liq_short_absorbed_base) * price)
             out: list[tuple[int, int, str, str]] = []  # (received_us, venue, channel, raw)
 
             # -- liquidations: route to venues, publish what reached the threshold -----------

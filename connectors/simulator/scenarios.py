@@ -45,12 +45,31 @@ class VenueSpec:
 class Shock:
     """An exogenous price move spread evenly over [start_s, start_s + duration_s)."""
 
-    kind: str  # macro | whale_sell | whale_buy | flow
+    kind: str  # macro | whale_sell | whale_buy | flow | price_only (decoy) | grind (decoy)
     start_s: float  # seconds from the scenario start
     duration_s: float
     log_return: float  # total exogenous log move on ``symbol`` over the window
     symbol: str = "BTC"  # macro shocks hit BTC; altcoins follow through the carry
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """A decoy: one large account force-closed by the venue and absorbed by the book.
+
+    ``oi_fraction`` of the symbol's OI is closed on ``side`` over the window (an exchange-side
+    event: its own margin, not a level of the leveraged book), with only the small exogenous
+    ``log_return`` of a block filling through a deep book; the closes add no forced-order
+    impact, so they feed no loop (docs/simulator.md, "Decoys").
+    """
+
+    symbol: str
+    start_s: float
+    oi_fraction: float = 0.02
+    side: str = "long"
+    duration_s: float = 60.0
+    log_return: float = -0.002
+    note: str = "flat liquidation burst (decoy)"
 
 
 DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
@@ -83,6 +102,12 @@ class Scenario:
     symbols: tuple[SymbolSpec, ...] = DEFAULT_SYMBOLS
     venues: tuple[VenueSpec, ...] = DEFAULT_VENUES
     shocks: tuple[Shock, ...] = ()
+    #: decoy bursts: forced closes absorbed with ~no move (see Burst)
+    bursts: tuple[Burst, ...] = ()
+    #: ground-truth attribution: a liquidation is caused by the feedback loop when the price
+    #: without the forced-order impact of the recent past (decaying with this time constant)
+    #: would not have reached the position's liquidation level (docs/simulator.md)
+    attribution_window_s: float = 1800.0
     #: perpetual OI of the whole market at the start (USD)
     market_oi_usd: float = 90e9
     #: share of OI held by leveraged (liquidatable) traders; the rest is hedged / low-risk
@@ -165,9 +190,26 @@ def _t(y: int, mo: int, d: int, h: int = 0) -> datetime:
 H = 3600.0
 
 
+def _decoys(burst_h: tuple[float, float], price_h: float, grind_h: float, *, alt: str = "LINK", price_move: float = 0.03,
+            other: str = "AVAX", burst_oi: tuple[float, float] = (0.007, 0.007),
+            grind: float = -0.04) -> dict:
+    """The decoys every preset family carries (docs/simulator.md, "Decoys"), at the given hours:
+    two flat liquidation bursts absorbed by the book (``alt`` then ``other``), a fast price-only
+    move up on ``alt`` (the short side of these long-crowded books is thin near price) and a
+    slow 8 h grind down on ``other``. Times are chosen away from each preset's own shocks."""
+    return {
+        "bursts": (Burst(alt, burst_h[0] * H, burst_oi[0]), Burst(other, burst_h[1] * H, burst_oi[1])),
+        "decoy_shocks": (
+            Shock("price_only", price_h * H, 300.0, price_move, alt, "price-only move, little leverage near price (decoy)"),
+            Shock("grind", grind_h * H, 8 * H, grind, other, "slow deleveraging grind (decoy)"),
+        ),
+    }
+
+
 def _preset_a() -> Scenario:
     # Overnight purge: weeks of positive funding (crowded longs), a macro risk-off move
     # in the evening, a whale sell through $60k at night, then the cascade.
+    d = _decoys((3.0, 23.5), 1.0, 15.0)
     return Scenario(
         name="A",
         summary="overnight leverage purge: BTC through $60k to ~$57.5k (-10%), >$750M longs liquidated in 24 h",
@@ -177,10 +219,12 @@ def _preset_a() -> Scenario:
         entry_spread=0.025,
         feedback=0.2,
         margin_gap=0.035,
-        leveraged_fraction=0.0218,
+        # 0.0218 before the decoys; their ~$25M of absorbed bursts are part of the day's total
+        leveraged_fraction=0.02117,
         symbols=_with(DEFAULT_SYMBOLS, crowding={"*": 0.8, "BTC": 1.0},
                       beta={"ETH": 1.06, "SOL": 1.5, "XRP": 1.2, "DOGE": 1.6, "BNB": 0.5, "AVAX": 1.3, "LINK": 1.2}),
-        shocks=(
+        bursts=d["bursts"],
+        shocks=d["decoy_shocks"] + (
             Shock("macro", 6 * H, 2 * H, -0.0172, "BTC", "risk-off macro headline"),
             Shock("whale_sell", 11 * H, 0.5 * H, -0.0172, "BTC", "whale market-sells through $60k"),
             Shock("flow", 15 * H, 3 * H, 0.004, "BTC", "dip buyers"),
@@ -201,6 +245,7 @@ def _preset_b() -> Scenario:
     # losses scale with pre-crash risk exposure: B's betas are the week's, BNB barely moves
     syms = _with(DEFAULT_SYMBOLS, price={"BTC": 72_400.0},
                  beta={"ETH": 1.53, "SOL": 1.47, "XRP": 1.77, "DOGE": 1.8, "BNB": 0.12, "AVAX": 1.9, "LINK": 1.8})
+    d = _decoys((24.0, 72.0), 48.0, 96.0, burst_oi=(0.02, 0.007))
     return Scenario(
         name="B",
         summary="slow deleveraging week: BTC to ~$67.6k, -1.13% on the last day, perp OI -4.4% in 24 h, BNB most resilient",
@@ -219,7 +264,8 @@ def _preset_b() -> Scenario:
         trades_per_second=0.5,
         oi_interval_s=60.0,
         mark_interval_s=60.0,
-        shocks=(
+        bursts=d["bursts"],
+        shocks=d["decoy_shocks"] + (
             Shock("macro", 0, 6 * 86_400, -0.0506, "BTC", "week-long risk-off drift"),
             Shock("macro", 6 * 86_400, 86_400, -0.0081, "BTC", "last day"),
         ),
@@ -233,6 +279,7 @@ def _preset_b() -> Scenario:
 
 
 def _preset_c() -> Scenario:
+    d = _decoys((1.5, 21.0), 1.0, 12.0)
     return Scenario(
         name="C",
         summary="liquidation waterfall: ~$900M liquidated in 24 h, mostly longs, Binance largest, Hyperliquid heavy",
@@ -241,7 +288,7 @@ def _preset_c() -> Scenario:
         long_share=0.66,
         feedback=0.2,
         margin_gap=0.035,
-        leveraged_fraction=0.02544,
+        leveraged_fraction=0.02478,  # 0.02544 before the decoys (see A)
         venues=(
             VenueSpec("binance-futures", 0.38, 0.40, 0.38, 15),
             VenueSpec("bybit", 0.24, 0.23, 0.22, 25),
@@ -250,7 +297,8 @@ def _preset_c() -> Scenario:
         ),
         symbols=tuple(replace(s, crowding=s.crowding * (1.25 if s.base in ("XRP", "DOGE") else 1.0))
                       for s in DEFAULT_SYMBOLS),
-        shocks=(
+        bursts=d["bursts"],
+        shocks=d["decoy_shocks"] + (
             Shock("macro", 3 * H, 3 * H, -0.02, "BTC", "tariff headline, risk-off"),
             Shock("whale_sell", 8 * H, 0.75 * H, -0.02, "BTC", "large spot seller"),
             Shock("whale_sell", 8.2 * H, 0.5 * H, -0.02, "XRP", "XRP whale sell"),
@@ -261,6 +309,7 @@ def _preset_c() -> Scenario:
 
 
 def _preset_d() -> Scenario:
+    d = _decoys((1.5, 3.0), 1.0, 15.5)
     return Scenario(
         name="D",
         summary="plunge and short squeeze: BTC to ~$53k, $740M liquidated, then back above $57k within hours",
@@ -274,8 +323,9 @@ def _preset_d() -> Scenario:
         # fast turnover and strong trend-chasing: shorts pile in after the plunge (squeeze fuel)
         momentum=8.0,
         close_rate=1 / (0.5 * 86400),
-        leveraged_fraction=0.01832,
-        shocks=(
+        leveraged_fraction=0.01756,  # 0.01832 before the decoys (see A)
+        bursts=d["bursts"],
+        shocks=d["decoy_shocks"] + (
             Shock("macro", 4 * H, 4 * H, -0.0288, "BTC", "ETF outflows, support at $58-60k breaks"),
             Shock("whale_sell", 9 * H, 0.5 * H, -0.024, "BTC", "capitulation seller"),
             Shock("whale_buy", 12 * H, 0.4 * H, 0.06, "BTC", "bid returns: squeeze trigger"),
@@ -285,13 +335,16 @@ def _preset_d() -> Scenario:
 
 
 def _preset_calm() -> Scenario:
+    d = _decoys((3.0, 20.0), 1.0, 9.0, price_move=0.012)
     return Scenario(
         name="calm",
         summary="a quiet day: random flow only, no cascade",
         start=_t(2026, 4, 6, 0),
         duration_s=86_400,
         long_share=0.52,
-        targets={"episodes": 0},
+        bursts=d["bursts"],
+        shocks=d["decoy_shocks"],
+        targets={"cascades": 0},
     )
 
 

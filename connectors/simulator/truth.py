@@ -8,19 +8,35 @@ model's price per symbol and minute (open/high/low/close); the exogenous
 shocks. Memory is O(minutes x symbols x venues), independent of the number of
 messages.
 
-Episode definition (also in docs/simulator.md). For each scope -- the market
+Labelled events (also in docs/simulator.md). For each scope -- the market
 (all symbols) and each symbol (all venues) -- a minute is *hot* when its
 forced-liquidation USD (long + short) is at least ``hot_bp`` basis points of
 the scope's open interest at the start of the run. Hot minutes closer than
 ``max_gap_min`` quiet minutes apart are merged into one run; a run is an
-**episode** when its total liquidated USD is at least ``min_total_bp`` basis
-points of the scope's starting OI. An episode spans ``[start, end)`` from the
-first hot minute's start to the last hot minute's end; ``direction`` is the
-side with more liquidated USD (``long`` = a downward cascade, ``short`` = a
+**event** when its total liquidated USD is at least ``min_total_bp`` basis
+points of the scope's starting OI (the size of what a desk looks at). Its
+**class** comes from the model's own causal attribution, never from the size:
+
+* ``burst`` -- at least half of the liquidated USD was closed by a scheduled
+  absorbed burst (no forced-order impact);
+* ``cascade`` -- the feedback loop: at least ``min_endogenous_share`` of the
+  liquidated USD hit levels the price reached only through the recent
+  forced-order impact (the model's counterfactual, ``liq_*_endo_base``), and
+  the forced orders' own price impact over the run, against the liquidated
+  side, is at least ``min_impact_z`` times the scope's exogenous noise over the
+  run's duration (``vol_daily`` scaled to the run);
+* ``slow_delev`` -- any other run: liquidations driven by the exogenous drift
+  whose own impact stays within the noise;
+* ``price_move`` -- a scheduled ``price_only`` shock on a symbol with no
+  cascade run of that scope overlapping it (a move with ~no leverage near price).
+
+An event spans ``[start, end)`` from the first hot minute's start to the last
+hot minute's end (a price move: the shock window); ``direction`` is the side
+with more liquidated USD (``long`` = a downward cascade, ``short`` = a
 squeeze); price start/low/high/end are the scope's price (BTC for the market)
 at the first minute's open, the extremes inside, and the last minute's close;
-``impact_share`` is the part of the price move inside the episode that came
-from forced orders (model attribution: 0 = all exogenous).
+``impact_share`` is the part of the price move inside the event that came
+from forced orders (0 = all exogenous).
 """
 
 from __future__ import annotations
@@ -60,13 +76,20 @@ class Episode:
     oi_start_usd: float
     oi_end_usd: float
     impact_share: float
+    #: cascade | burst | slow_delev | price_move (see the module docstring)
+    event_class: str = "cascade"
+    impact_pct: float = 0.0  # forced-order price impact against the liquidated side (%)
+    impact_z: float = 0.0  # impact_pct / exogenous noise over the run
+    endogenous_share: float = 0.0  # liquidated USD caused by the loop / liquidated USD
+    absorbed_share: float = 0.0  # liquidated USD of absorbed bursts / liquidated USD
 
 
 class GroundTruthBuilder:
     """Collects per-minute figures while a run is generated; ``finish()`` -> the truth dict."""
 
     def __init__(self, sc: Scenario, seed: int, price_impact: bool, overrides: dict[str, Any],
-                 *, hot_bp: float = 0.5, min_total_bp: float = 5.0, max_gap_min: int = 3) -> None:
+                 *, hot_bp: float = 0.5, min_total_bp: float = 5.0, max_gap_min: int = 3,
+                 min_endogenous_share: float = 0.5, min_impact_z: float = 5.0) -> None:
         self.sc = sc
         self.seed = seed
         self.price_impact = price_impact
@@ -74,6 +97,8 @@ class GroundTruthBuilder:
         self.hot_bp = hot_bp
         self.min_total_bp = min_total_bp
         self.max_gap_min = max_gap_min
+        self.min_endogenous_share = min_endogenous_share
+        self.min_impact_z = min_impact_z
         self.bases = [s.base for s in sc.symbols]
         self.venues = [v.name for v in sc.venues]
         S, V = len(self.bases), len(self.venues)
@@ -85,6 +110,10 @@ class GroundTruthBuilder:
         self.oi_base = np.full((m, S, V), np.nan)
         self.ohlc = np.full((m, S, 4), np.nan)
         self.impact_ret = np.zeros((m, S))
+        # model attribution per minute and symbol (USD, long + short): forced closes caused by the
+        # loop, and closes of absorbed bursts
+        self.endo_usd = np.zeros((m, S))
+        self.absorbed_usd = np.zeros((m, S))
         self.total_ret = np.zeros((m, S))
         self.messages: dict[str, int] = {}
         self.finished: dict[str, Any] | None = None
@@ -116,6 +145,11 @@ class GroundTruthBuilder:
         self.impact_ret[m] += impact_ret
         self.total_ret[m] += total_ret
 
+    def add_attribution(self, t_us: int, endo_usd: np.ndarray, absorbed_usd: np.ndarray) -> None:
+        m = self.minute(t_us - 1)
+        self.endo_usd[m] += endo_usd
+        self.absorbed_usd[m] += absorbed_usd
+
     def count(self, venue: str) -> None:
         self.messages[venue] = self.messages.get(venue, 0) + 1
 
@@ -128,7 +162,8 @@ class GroundTruthBuilder:
         return out
 
     def _episodes(self, scope: str, liq_long: np.ndarray, liq_short: np.ndarray, price_ohlc: np.ndarray,
-                  oi_usd: np.ndarray, impact: np.ndarray, total: np.ndarray) -> list[Episode]:
+                  oi_usd: np.ndarray, impact: np.ndarray, total: np.ndarray, endo: np.ndarray,
+                  absorbed: np.ndarray, noise_per_min: float) -> list[Episode]:
         oi0 = float(oi_usd[~np.isnan(oi_usd)][0]) if np.any(~np.isnan(oi_usd)) else 0.0
         if oi0 <= 0:
             return []
@@ -153,6 +188,18 @@ class GroundTruthBuilder:
             move = float(np.sum(total[a:b]))
             imp = float(np.sum(impact[a:b]))
             oi_before = oi_usd[a - 1] if a > 0 else oi_usd[a]
+            liq_run = lu + su
+            endo_share = float(endo[a:b].sum()) / liq_run
+            absorbed_share = float(absorbed[a:b].sum()) / liq_run
+            # impact against the liquidated side: down for longs, up for shorts (log -> %)
+            impact_pct = 100.0 * (-imp if direction == "long" else imp)
+            impact_z = impact_pct / (100.0 * noise_per_min * np.sqrt(b - a))
+            if absorbed_share >= 0.5:
+                cls = "burst"
+            elif endo_share >= self.min_endogenous_share and impact_z >= self.min_impact_z:
+                cls = "cascade"
+            else:
+                cls = "slow_delev"
             out.append(Episode(
                 scope=scope,
                 start=iso(self.t0 + a * 60_000_000), end=iso(self.t0 + b * 60_000_000),
@@ -165,6 +212,39 @@ class GroundTruthBuilder:
                 drawdown_pct=round(100 * (extreme / p_start - 1), 3),
                 oi_start_usd=round(float(oi_before), 2), oi_end_usd=round(float(oi_usd[b - 1]), 2),
                 impact_share=round(max(0.0, min(1.0, imp / move)) if abs(move) > 1e-12 else 0.0, 3),
+                event_class=cls, impact_pct=round(impact_pct, 4), impact_z=round(float(impact_z), 3),
+                endogenous_share=round(endo_share, 4), absorbed_share=round(absorbed_share, 4),
+            ))
+        return out
+
+    def _price_moves(self, s: int, base: str, ohlc: np.ndarray, oi_usd: np.ndarray,
+                     events: list[Episode]) -> list[Episode]:
+        """Scheduled price-only shocks on symbol s that no cascade of that scope overlaps."""
+        out = []
+        for sh in self.sc.shocks:
+            if sh.kind != "price_only" or sh.symbol != base:
+                continue
+            a = self.minute(self.t0 + int(sh.start_s * 1e6))
+            b = min(self.n_min, self.minute(self.t0 + int((sh.start_s + sh.duration_s) * 1e6) - 1) + 1)
+            s_us, e_us = self.t0 + a * 60_000_000, self.t0 + b * 60_000_000
+            if any(e.scope == base and e.event_class == "cascade" and e.start_us < e_us and s_us < e.end_us
+                   for e in events):
+                continue
+            direction = "long" if sh.log_return < 0 else "short"
+            p_start, p_low, p_high = float(ohlc[a, 0]), float(np.nanmin(ohlc[a:b, 2])), float(np.nanmax(ohlc[a:b, 1]))
+            extreme = p_low if direction == "long" else p_high
+            imp, move = float(np.sum(self.impact_ret[a:b, s])), float(np.sum(self.total_ret[a:b, s]))
+            out.append(Episode(
+                scope=base, start=iso(s_us), end=iso(e_us), start_us=s_us, end_us=e_us,
+                peak_minute=iso(s_us), direction=direction,
+                liquidated_long_usd=round(float(self.liq_usd[a:b, s, :, 0].sum()), 2),
+                liquidated_short_usd=round(float(self.liq_usd[a:b, s, :, 1].sum()), 2),
+                hot_minutes=0, price_start=p_start, price_low=p_low, price_high=p_high,
+                price_end=float(ohlc[b - 1, 3]), drawdown_pct=round(100 * (extreme / p_start - 1), 3),
+                oi_start_usd=round(float(oi_usd[a - 1] if a > 0 else oi_usd[a]), 2),
+                oi_end_usd=round(float(oi_usd[b - 1]), 2),
+                impact_share=round(max(0.0, min(1.0, imp / move)) if abs(move) > 1e-12 else 0.0, 3),
+                event_class="price_move",
             ))
         return out
 
@@ -177,12 +257,23 @@ class GroundTruthBuilder:
         ohlc = self._ffill(self.ohlc)
         sym_oi = np.nansum(oi_usd, axis=2)  # (m, S)
         liq_sym = self.liq_usd.sum(axis=2)  # (m, S, 2)
+        # the exogenous random flow's standard deviation per minute (log), per symbol
+        noise = np.array([s.vol_daily for s in sc.symbols]) * np.sqrt(60.0 / 86_400.0)
+        # the market: OI-weighted (as the detector's index), noise as if the symbols' flows were
+        # perfectly correlated (an upper bound: conservative for the cascade class)
+        w = np.nan_to_num(sym_oi)
+        w = w / np.where(w.sum(1, keepdims=True) > 0, w.sum(1, keepdims=True), 1.0)
         episodes: list[Episode] = []
         episodes += self._episodes("market", liq_sym[:, :, 0].sum(1), liq_sym[:, :, 1].sum(1), ohlc[:, 0, :],
-                                   sym_oi.sum(1), self.impact_ret[:, 0], self.total_ret[:, 0])
+                                   sym_oi.sum(1), (w * self.impact_ret).sum(1), (w * self.total_ret).sum(1),
+                                   self.endo_usd.sum(1), self.absorbed_usd.sum(1),
+                                   float((w[0] * noise).sum()))
         for s, base in enumerate(self.bases):
             episodes += self._episodes(base, liq_sym[:, s, 0], liq_sym[:, s, 1], ohlc[:, s, :], sym_oi[:, s],
-                                       self.impact_ret[:, s], self.total_ret[:, s])
+                                       self.impact_ret[:, s], self.total_ret[:, s], self.endo_usd[:, s],
+                                       self.absorbed_usd[:, s], float(noise[s]))
+        for s, base in enumerate(self.bases):
+            episodes += self._price_moves(s, base, ohlc[:, s, :], sym_oi[:, s], episodes)
         day = min(self.n_min, 1440)
         returns = {}
         for s, base in enumerate(self.bases):
@@ -210,7 +301,11 @@ class GroundTruthBuilder:
             "scale_note": "the simulated venues stand for the whole derivatives market (shares sum to 1)",
             "episode_definition": {"hot_bp_of_scope_oi_per_minute": self.hot_bp,
                                    "min_total_bp_of_scope_oi": self.min_total_bp,
-                                   "max_gap_minutes": self.max_gap_min},
+                                   "max_gap_minutes": self.max_gap_min,
+                                   "cascade_min_endogenous_share": self.min_endogenous_share,
+                                   "cascade_min_impact_z": self.min_impact_z},
+            "bursts": [{**asdict(b), "start": iso(self.t0 + int(b.start_s * 1e6)),
+                        "end": iso(self.t0 + int((b.start_s + b.duration_s) * 1e6))} for b in sc.bursts],
             "targets": sc.targets,
             "totals": {
                 "liquidated_long_usd": round(float(liq_tot[..., 0].sum()), 2),

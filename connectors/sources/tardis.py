@@ -138,17 +138,8 @@ def _trade_row(book: Any, venue: str, cells: dict, received_us: int) -> list[Nor
     if side not in ("buy", "sell"):
         raise Malformed("bad_value", f"side={side!r}: a trade needs its taker side", et)
     price = _number(cells, "price", et, positive=True)
-    size, usd = inst.to_base_and_usd(price, _number(cells, "amount", et, positive=True))
-    return [(et, {
-        **inst.common_fields(),
-        "event_time": _micros(cells, "timestamp", et),
-        "ingest_time": received_us,
-        "trade_id": cells.get("id") or None,
-        "price": price,
-        "size": size,
-        "notional_usd": usd,
-        "taker_side": side,
-    })]
+    qty = _number(cells, "amount", et, positive=True)
+    return [inst.trade(price, qty, _micros(cells, "timestamp", et), received_us, cells.get("id") or None, side)]
 
 
 def _liquidation_row(book: Any, venue: str, cells: dict, received_us: int) -> list[Normalized]:

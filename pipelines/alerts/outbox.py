@@ -77,6 +77,11 @@ class Outcome:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+def _wants(sink: str, rec: dict[str, Any], settings: JobSettings) -> bool:
+    """The topic carries every alert (subscribers filter on ``kind``); a webhook only the kinds it pages for."""
+    return not sink.startswith("webhook:") or rec.get("kind", "cascade") in settings.alerts.webhook_kinds
+
+
 def enqueue(con, run_id: str, alert_files: list[str], settings: JobSettings) -> int:
     """Queue, for every configured sink, the alerts of ``alert_files`` not queued before; returns
     how many alerts. Call inside the transaction that upserts those files into cascade_alerts."""
@@ -95,7 +100,7 @@ def enqueue(con, run_id: str, alert_files: list[str], settings: JobSettings) -> 
         rec = to_record(row, run_id, committed_us)
         payload = json.dumps(rec)
         params.extend([rec["episode_id"], rec["severity_level"], sink, "pending", 0, now, None, None, run_id, payload]
-                      for sink in sinks)
+                      for sink in sinks if _wants(sink, rec, settings))
     con.executemany("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
     return len(rows)
 

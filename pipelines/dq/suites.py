@@ -59,6 +59,11 @@ def _cascades() -> list[Any]:
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["open", "closed"]),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="end_ts", column_B="start_ts", or_equal=False),
         gxe.ExpectColumnValuesToBeBetween(column="severity", min_value=0),
+        gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["cascade", "liquidation_burst"]),
+        # a burst is never at cascade severity, a cascade always reached a tier (ADR 011)
+        gxe.ExpectColumnPairValuesToBeInSet(
+            column_A="kind", column_B="severity_level",
+            value_pairs_set=[("liquidation_burst", -1)] + [("cascade", k) for k in range(1, 33)]),
     ]
 
 

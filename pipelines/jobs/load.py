@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.kafka.beam_source import REJECTS, ReadKafkaRangeBatches
 from connectors.kafka.fetch import Fetched, ParallelFetcher
-from connectors.kafka.reader import OffsetRange, log_bounds, plan_ranges
+from connectors.kafka.reader import READ_COUNT, OffsetRange, log_bounds, plan_ranges
 from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
 from pipelines import archive, warehouse
@@ -49,6 +50,7 @@ from pipelines.transforms.graph import build_analytics_on_panels, build_bars
 from pipelines.transforms.panel import ANALYTICS_BAR_COLUMNS, ReadBasePanels, bar_kinds
 
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger("liqstream.progress")
 
 #: topics a cycle consumes: the four event topics and every dead-letter topic
 LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".dlq")]
@@ -103,6 +105,39 @@ def add_phase_time(timings: dict[str, float], phase: str, since: float) -> float
     now = time.perf_counter()
     timings[phase] = timings.get(phase, 0.0) + now - since
     return now
+
+
+class CatchUpProgress:
+    """Progress lines of a cycle that takes long (a catch-up): every ``every_s`` seconds, from the
+    first ``every_s`` on, the events read of those planned, the rate and the phase, logged to
+    ``liqstream.progress`` (INFO; the CLI's load and stream show it on the terminal), so a user
+    can tell a slow catch-up from a stuck one. Short cycles print nothing."""
+
+    def __init__(self, run_id: str, to_read: int, every_s: float) -> None:
+        self.run_id, self.to_read, self.every_s = run_id, to_read, every_s
+        self.phase = "read"
+        self._base = READ_COUNT.records
+        self._t0 = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="catch-up-progress", daemon=True)
+
+    def __enter__(self) -> CatchUpProgress:
+        if self.every_s > 0 and self.to_read > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def line(self) -> str:
+        read = min(READ_COUNT.records - self._base, self.to_read)
+        secs = time.monotonic() - self._t0
+        return (f"{self.run_id}: {read:,} of {self.to_read:,} events read ({read / self.to_read:.0%}), "
+                f"{read / secs:,.0f}/s over {secs:.0f}s; phase {self.phase}")
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every_s):
+            progress_log.info("%s", self.line())
 
 
 def _runner_options(settings: JobSettings) -> PipelineOptions:
@@ -274,7 +309,8 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         with tempfile.TemporaryDirectory(prefix="liqstream-cycle-", dir=tmp_parent) as tmp_str:
             tmp = Path(tmp_str)
             if ranges:
-                _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0, fetcher)
+                with CatchUpProgress(run_id, sum(r.size for r in ranges), settings.progress_every_s) as progress:
+                    _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0, fetcher, progress)
             else:
                 _record_run(con, result, started, t0, "load")
             tick = time.perf_counter()
@@ -297,20 +333,23 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
 
 def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: list[OffsetRange], cid: str,
                   tmp: Path, result: LoadResult, started: datetime, t0: float,
-                  fetcher: ParallelFetcher | None = None) -> None:
+                  fetcher: ParallelFetcher | None = None, progress: CatchUpProgress | None = None) -> None:
     t_events = time.perf_counter()
     watermark = warehouse.get_state(con, "watermark_us")
     prior_files: list[str] = []
     if watermark is not None:
         # Only minutes within the allowed lateness can still change: merge new events into them.
         since = (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US
-        prior_files = _export(con, "SELECT * FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)", [since],
-                              tmp / "prior_bars.parquet")
+        # volume_base_exact as text: the rows' reader turns decimals into floats (sinks.plain_columns)
+        prior_files = _export(con, "SELECT * REPLACE (volume_base_exact::VARCHAR AS volume_base_exact) FROM bars_1m "
+                              "WHERE minute_ts >= make_timestamp(?::BIGINT)", [since], tmp / "prior_bars.parquet")
     out = tmp / "events"
     fetched = None
     if fetcher is not None and fetcher.worth_it(ranges):
         fetched = fetcher.fetch(ranges, tmp / "fetched")
         t_events = result.took("fetch", t_events)
+    if progress is not None:
+        progress.phase = "read + bars" if fetched is None else "bars"
     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
     build_event_graph(p, settings, ranges, out, config, watermark, prior_files, fetched)
     counts = _run(p)
@@ -322,6 +361,8 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     next_offsets = {(r.topic, r.partition): r.end for r in ranges}
     # publish the archive BEFORE the commit: a crash in between re-reads the range (readers dedup)
     archive.publish(out / "archive", settings.data_dir / "archive")
+    if progress is not None:
+        progress.phase = "commit"
     con.execute("BEGIN")
     try:
         result.rows_written += _upsert(con, "bars_1m", bar_files)
@@ -334,14 +375,13 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         if rej_files:
             con.execute("INSERT INTO rejects SELECT * FROM read_parquet(?) ON CONFLICT DO NOTHING", [rej_files])
         if bar_files:
-            first_touched, new_max = con.execute(
-                "SELECT epoch_us(min(minute_ts)), epoch_us(max(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), "
-                "minute_ts))) FROM read_parquet(?, union_by_name=true)", [bar_files]).fetchone()
+            (first_touched,) = con.execute("SELECT epoch_us(min(minute_ts)) FROM read_parquet(?, union_by_name=true)",
+                                           [bar_files]).fetchone()
             for name in ("analytics_from_us", "dq_from_us"):
                 pending = warehouse.get_state(con, name)
                 warehouse.set_state(con, name, first_touched if pending is None else min(pending, first_touched))
-            wm = warehouse.get_state(con, "watermark_us")
-            result.watermark_us = new_max if wm is None else max(wm, new_max)
+            result.watermark_us = confirmed_watermark(con, bar_files, warehouse.get_state(con, "watermark_us"),
+                                                      config.watermark_max_jump_us)
             warehouse.set_state(con, "watermark_us", result.watermark_us)
         warehouse.store_offsets(con, cid, next_offsets)
         result.events_in = counts.get("records_read", 0)
@@ -353,6 +393,28 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+#: bars read when looking for the latest confirmed one (each skipped one is an isolated outlier)
+_WATERMARK_CANDIDATES = 1000
+
+
+def confirmed_watermark(con, bar_files: list[str], current: int | None, max_jump_us: int) -> int | None:
+    """The watermark after a cycle whose bars are ``bar_files`` (ADR 010).
+
+    Each bar's time is its latest event (trade, OI, funding; else its minute). The latest bar
+    moves the watermark only if it lies within ``max_jump_us`` of the current watermark or of the
+    cycle's next bar; else it is an unconfirmed outlier and the next one is tried. The first
+    cycle of a job, holding a single bar, has nothing to confirm it with and takes it."""
+    times = [t for (t,) in con.execute(
+        "SELECT epoch_us(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), minute_ts)) AS t "
+        "FROM read_parquet(?, union_by_name=true) ORDER BY t DESC LIMIT ?", [bar_files, _WATERMARK_CANDIDATES]).fetchall()]
+    if current is None and len(times) == 1:
+        return times[0]
+    for t, next_t in zip(times, [*times[1:], None], strict=True):
+        if (current is not None and t - current <= max_jump_us) or (next_t is not None and t - next_t <= max_jump_us):
+            return t if current is None else max(current, t)
+    return current
 
 
 #: the column that dates each suite's rows: the gate checks only the rows of the loads since the last check

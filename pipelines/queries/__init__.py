@@ -104,15 +104,24 @@ def describe_saved(queries: list[SavedQuery] | None = None) -> str:
 
 
 # ---- running and printing ------------------------------------------------------------------------
+#: DuckDB options of every analyst connection (query, report, status): an SQL endpoint over the marts
+#: must not be a file-system or network client. External access off refuses COPY ... TO, reading
+#: files (read_csv, read_text, read_parquet, glob), ATTACH, INSTALL and LOAD; the configuration is
+#: locked once the connection is set up, so SET cannot turn it back on. No view reads the Parquet
+#: archive, so no path needs allowing (``allowed_directories`` would be the way if one did).
+SANDBOX = {"enable_external_access": False}
+
+
 def connect_read_only(db: str | Path, attempts: int = 5, wait_s: float = 0.4) -> Any:
-    """A read-only connection in UTC; retried briefly because DuckDB refuses other processes while a
-    writer holds the file (the streaming job commits in short transactions between cycles)."""
+    """A read-only, sandboxed connection in UTC; retried briefly because DuckDB refuses other processes
+    while a writer holds the file (the streaming job commits in short transactions between cycles)."""
     from pipelines import warehouse
 
     for i in range(attempts):
         try:
-            con = warehouse.connect(db, read_only=True)
+            con = warehouse.connect(db, read_only=True, config=SANDBOX)
             con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET lock_configuration = true")  # after the time zone: nothing can be SET after it
             return con
         except FileNotFoundError:
             raise
@@ -123,15 +132,39 @@ def connect_read_only(db: str | Path, attempts: int = 5, wait_s: float = 0.4) ->
     raise AssertionError("unreachable")
 
 
+def set_window_end(con: Any, end: datetime | None) -> None:
+    """End the windows of the saved queries that measure "the last N hours" at ``end`` (exclusive,
+    aware) instead of at the data's latest minute; ``None`` restores that default. A session
+    variable, so it works on the read-only connection and needs no parameter in the SQL files."""
+    if end is None:
+        con.execute("RESET VARIABLE window_end")
+        return
+    if end.tzinfo is None:
+        raise ValueError("window end must be an aware datetime (UTC)")
+    # the literal is built from a datetime, never from text a user typed
+    con.execute(f"SET VARIABLE window_end = TIMESTAMPTZ '{end.isoformat()}'")
+
+
 class ReadOnlyQueryError(RuntimeError):
     """A statement tried to change the marts through a read-only connection."""
 
 
+class SandboxError(RuntimeError):
+    """A statement tried to reach files, the network, extensions or the settings (see :data:`SANDBOX`)."""
+
+
 def run_query(con: Any, sql: str) -> tuple[list[str], list[tuple]]:
     """Execute ``sql`` on ``con``; (column names, rows). A statement without a result gives ([], [])."""
+    import duckdb
+
     try:
         cur = con.execute(sql)
     except Exception as exc:
+        text = str(exc)
+        if isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in text:
+            raise SandboxError(
+                "analyst queries cannot reach files, the network, extensions or settings "
+                f"({text.splitlines()[0]}); export with --format csv|json to stdout") from exc
         if "read-only" in str(exc).lower() or "read only" in str(exc).lower():
             raise ReadOnlyQueryError(
                 "the marts are opened read-only for queries, so this statement cannot change them "

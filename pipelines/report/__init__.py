@@ -88,23 +88,37 @@ def _thin(xs: list[float], ys: list[float | None], max_points: int) -> tuple[lis
 
 
 # ---- sections ------------------------------------------------------------------------------------
-def _episodes(con: Any, t0: datetime, t1: datetime) -> list[dict]:
+def episodes_overlapping(con: Any, t0: datetime, t1: datetime) -> list[dict]:
+    """Episodes of ``v_cascades_latest`` overlapping ``[t0, t1)``, oldest first: every column of the view
+    (so a column added to ``cascades`` reaches the readers) plus epoch seconds and the side's USD."""
     return _rows(con, """
-        SELECT episode_id, scope, direction, status, start_ts, peak_ts, end_ts, duration_minutes,
-               epoch(start_ts) AS start_s, epoch(end_ts) AS end_s,
+        SELECT *, epoch(start_ts) AS start_s, epoch(end_ts) AS end_s,
                CASE direction WHEN 'long_liquidation' THEN long_liq_usd ELSE short_liq_usd END::DOUBLE AS side_usd,
-               long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd, liq_count,
-               peak_minute_liq_usd, price_start, price_extreme, drawdown_pct, oi_change_usd, oi_change_pct,
-               threshold_usd, severity, severity_level, feedback, venue_share
+               long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd
         FROM v_cascades_latest WHERE start_ts < ? AND end_ts > ?
         ORDER BY start_ts, scope, direction""", [t1, t0])
 
 
-def _episode_band(e: dict, strip: bool = False) -> svg.Band:
+def episode_band(e: dict, strip: bool = False) -> svg.Band:
     color = svg.LONG_COLOR if e["direction"] == "long_liquidation" else svg.SHORT_COLOR
     label = (f"{e['scope']} {e['direction'].replace('_', ' ')} {e['start_ts']:%H:%M}-{e['end_ts']:%H:%M} UTC, "
              f"{svg.fmt_usd(e['side_usd'])} (severity {e['severity']:.1f})")
     return svg.Band(e["start_s"], e["end_s"], color, label, strip=strip)
+
+
+def base_price_chart(con: Any, base: str, t0: datetime, t1: datetime, episodes: list[dict], color: str,
+                     height: int = 190) -> str:
+    """One base's price over ``[t0, t1)`` with its episodes shaded and the market's as a top strip
+    (the report and the live desk both draw it)."""
+    pts = _rows(con, "SELECT epoch(minute_ts) AS t, price FROM v_bars_1m_symbol WHERE base = ? "
+                     "AND minute_ts >= ? AND minute_ts < ? ORDER BY minute_ts", [base, t0, t1])
+    xs, ys = _thin([p["t"] for p in pts], [p["price"] for p in pts], _MAX_LINE_POINTS)
+    bands = ([episode_band(e) for e in episodes if e["scope"] == base]
+             + [episode_band(e, strip=True) for e in episodes if e["scope"] == "market"])
+    n_ep = sum(1 for e in episodes if e["scope"] == base)
+    return svg.line_chart(f"price-{base}", f"{base} price (reference venue close, USD) — {n_ep} episode(s) shaded",
+                          [svg.Series(base, xs, ys, color)], bands=bands, x_range=(t0.timestamp(), t1.timestamp()),
+                          height=height)
 
 
 def _price_section(con: Any, t0: datetime, t1: datetime, episodes: list[dict]) -> list[str]:
@@ -112,26 +126,18 @@ def _price_section(con: Any, t0: datetime, t1: datetime, episodes: list[dict]) -
     bases = [r["base"] for r in _rows(con, """
         SELECT base FROM v_bars_1m_symbol WHERE minute_ts >= ? AND minute_ts < ?
         GROUP BY base ORDER BY max(oi_usd) DESC NULLS LAST, sum(volume_usd) DESC, base""", [t0, t1])]
-    market = [_episode_band(e, strip=True) for e in episodes if e["scope"] == "market"]
+    market = [episode_band(e, strip=True) for e in episodes if e["scope"] == "market"]
     plots = []
     if bases:
         for i, base in enumerate(bases):
-            pts = _rows(con, "SELECT epoch(minute_ts) AS t, price FROM v_bars_1m_symbol WHERE base = ? "
-                             "AND minute_ts >= ? AND minute_ts < ? ORDER BY minute_ts", [base, t0, t1])
-            xs, ys = _thin([p["t"] for p in pts], [p["price"] for p in pts], _MAX_LINE_POINTS)
-            bands = [_episode_band(e) for e in episodes if e["scope"] == base] + market
-            n_ep = sum(1 for e in episodes if e["scope"] == base)
-            plots.append(svg.line_chart(
-                f"price-{base}", f"{base} price (reference venue close, USD) — {n_ep} episode(s) shaded",
-                [svg.Series(base, xs, ys, svg.PALETTE[i % len(svg.PALETTE)])], bands=bands, x_range=x_range,
-                height=190))
+            plots.append(base_price_chart(con, base, t0, t1, episodes, svg.PALETTE[i % len(svg.PALETTE)]))
     else:  # no perpetual aggregated (e.g. only dated futures): per venue symbol closes
         for i, r in enumerate(_rows(con, "SELECT DISTINCT exchange, symbol, base FROM v_bars_1m WHERE minute_ts >= ? "
                                          "AND minute_ts < ? ORDER BY base, exchange, symbol", [t0, t1])):
             pts = _rows(con, "SELECT epoch(minute_ts) AS t, close FROM v_bars_1m WHERE exchange = ? AND symbol = ? "
                              "AND minute_ts >= ? AND minute_ts < ? ORDER BY minute_ts", [r["exchange"], r["symbol"], t0, t1])
             xs, ys = _thin([p["t"] for p in pts], [p["close"] for p in pts], _MAX_LINE_POINTS)
-            bands = [_episode_band(e) for e in episodes if e["scope"] == r["base"]] + market
+            bands = [episode_band(e) for e in episodes if e["scope"] == r["base"]] + market
             plots.append(svg.line_chart(
                 f"price-{r['base']}-{r['exchange']}-{r['symbol']}", f"{r['exchange']} {r['symbol']} close (USD)",
                 [svg.Series(r["symbol"], xs, ys, svg.PALETTE[i % len(svg.PALETTE)])], bands=bands,
@@ -332,7 +338,7 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         t1 = end or data[1]
     if t1 <= t0:
         t1 = t0 + timedelta(minutes=1)
-    episodes = _episodes(con, t0, t1)
+    episodes = episodes_overlapping(con, t0, t1)
     liq = con.execute("SELECT coalesce(sum(notional_usd) FILTER (WHERE side = 'long'), 0)::DOUBLE, "
                       "coalesce(sum(notional_usd) FILTER (WHERE side = 'short'), 0)::DOUBLE, count(DISTINCT exchange), "
                       "count(DISTINCT base) FROM v_liquidations_1m WHERE minute >= ? AND minute < ?", [t0, t1]).fetchone()

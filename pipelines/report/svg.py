@@ -348,3 +348,38 @@ def level_heatmap(plot_id: str, title: str, cells: Sequence[LevelCell], price: S
              (f"estimated levels {fmt_usd(min(flat))}-{fmt_usd(max(flat))} (log)", heat)], width, out)
     out.append("</svg>")
     return "\n".join(out)
+
+
+def bar_chart(plot_id: str, title: str, starts: Sequence[float], bucket_s: float,
+              stacks: Sequence[Series], *, x_range: tuple[float, float] | None = None, width: int = 1100,
+              height: int = 150, y_fmt: Callable[[float], str] = fmt_usd) -> str:
+    """Stacked bars per time bucket (``starts`` in epoch seconds, each ``bucket_s`` long), one colour per
+    stack; with the same ``x_range`` and width as a ``line_chart`` the two share their time axis, so
+    liquidations can sit under the price they moved. Each stack's ``ys`` runs parallel to ``starts``."""
+    totals = [sum(s.ys[j] or 0.0 for s in stacks) for j in range(len(starts))]
+    if not starts or not any(v > 0 for v in totals):
+        return no_data(plot_id, title, "no liquidations in the selected range", width)
+    x0, x1 = x_range if x_range else (starts[0], starts[-1] + bucket_s)
+    ticks = nice_ticks(0.0, max(totals), 3)
+    fr = _Frame(x0, x1, 0.0, max(ticks[-1], max(totals)), width, height)
+    out = _open(plot_id, title, width, height)
+    _value_axis(fr, ticks, y_fmt, out)
+    _time_axis(fr, out)
+    bar_w = max(fr.x(x0 + bucket_s) - fr.x(x0) - 0.6, 0.8)
+    for j, t in enumerate(starts):
+        if t + bucket_s <= fr.x0 or t >= fr.x1:
+            continue
+        base = 0.0
+        label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+        for s in stacks:
+            v = s.ys[j] or 0.0
+            if v <= 0:
+                continue
+            y_top, y_bottom = fr.y(base + v), fr.y(base)
+            out.append(f"<rect class='bar' x='{fr.x(max(t, fr.x0)):.1f}' y='{y_top:.1f}' width='{bar_w:.1f}' "
+                       f"height='{max(y_bottom - y_top, 0.8):.1f}' fill='{s.color}'><title>{escape(s.name)} "
+                       f"{label} UTC: {escape(y_fmt(v))}</title></rect>")
+            base += v
+    _legend([(s.name, s.color) for s in stacks], width, out)
+    out.append("</svg>")
+    return "\n".join(out)

@@ -15,8 +15,9 @@ so neither the batching nor the merge order changes a bar:
   with the same event_time resolve the same way whatever the batch or merge order
   (open = lowest price among the earliest trades, close = highest price among the latest).
 
-The only float sum is ``volume_base`` (base units; not money): it is order-dependent in its
-last bits.
+* ``volume_base`` (base units, a float sum before issue 23, whose last bits depended on how a
+  minute's trades were split across cycles) is summed exactly in 1e-12 units (``BASE_SCALE``):
+  ``volume_base_exact`` (DECIMAL) keeps the sum for later merges, ``volume_base`` is its nearest double.
 
 A stored bar can be turned back into a partial (``bar_row_to_partial``), so a streaming cycle
 merges the new events of a minute into the bar already in the mart (``prior_bars``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -37,7 +39,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
+from pipelines.transforms.config import BASE_SCALE, MINUTE_US, USD_MICROS, AnalyticsConfig
 
 EPOCH = dt.datetime(1970, 1, 1)
 NEG_INF = float("-inf")
@@ -199,7 +201,7 @@ _EMPTY: PartialBar = {
     "close": None,
     "high": None,
     "low": None,
-    "volume_base": 0.0,
+    "volume_base": 0,  # int, 1e-12 base units
     "max_liq_usd": None,
     "oi_first": None,
     "oi_last": None,
@@ -240,6 +242,24 @@ def merge_partials(a: PartialBar | None, b: PartialBar | None) -> PartialBar | N
 _GROUP = ["exchange", "symbol", "minute", "base", "quote", "kind"]
 
 
+_BASE_DECIMAL = pa.decimal128(38, BASE_SCALE)
+
+
+def _base_units(value: Decimal | str | None) -> int:
+    """A DECIMAL(38, 12) sum (or its text) -> exact int of 1e-12 base units (Decimal arithmetic would
+    round to 28 digits; a float would have lost digits already)."""
+    if value is None:
+        return 0
+    if isinstance(value, float):
+        raise TypeError("volume_base_exact arrived as a float: export it as text (see load._phase_events)")
+    num, den = Decimal(value).as_integer_ratio()
+    return num * 10**BASE_SCALE // den
+
+
+def _base_decimal(units: int) -> Decimal:
+    return Decimal(f"{units}e-{BASE_SCALE}")  # from a string: exact, no context rounding
+
+
 def _usd_micros(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(pc.round(pc.multiply(col, float(USD_MICROS)), round_mode="half_to_even"), pa.int64())
 
@@ -272,7 +292,9 @@ def bar_aggregates(table: pa.Table, event_type: str, bar_us: int = MINUTE_US, ke
         return _grouped(
             table,
             bar_us,
-            {"usd": usd, "buy_usd": pc.if_else(is_buy, usd, 0), "sell_usd": pc.if_else(is_buy, 0, usd)},
+            {"usd": usd, "buy_usd": pc.if_else(is_buy, usd, 0), "sell_usd": pc.if_else(is_buy, 0, usd),
+             # rounds each size to 1e-12 once; the sum is then exact (decimal128), in any order
+             "size_units": pc.cast(table["size"], _BASE_DECIMAL, safe=False)},
             ["event_time", "price"],
             [
                 ("event_time", "first"),
@@ -281,7 +303,7 @@ def bar_aggregates(table: pa.Table, event_type: str, bar_us: int = MINUTE_US, ke
                 ("price", "last"),
                 ("price", "max"),
                 ("price", "min"),
-                ("size", "sum"),
+                ("size_units", "sum"),
                 ("usd", "sum"),
                 ("buy_usd", "sum"),
                 ("sell_usd", "sum"),
@@ -359,7 +381,7 @@ def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> l
                 close=(g["event_time_last"], g["price_last"]),
                 high=g["price_max"],
                 low=g["price_min"],
-                volume_base=g["size_sum"],
+                volume_base=_base_units(g["size_units_sum"]),
                 volume_usd=g["usd_sum"],
                 taker_buy_usd=g["buy_usd_sum"],
                 taker_sell_usd=g["sell_usd_sum"],
@@ -422,7 +444,7 @@ def partial_to_row(p: PartialBar) -> dict[str, Any]:
         "close": close,
         "first_trade_ts": micros_to_ts(p["open"][0]) if p["open"] else None,
         "last_trade_ts": micros_to_ts(p["close"][0]) if p["close"] else None,
-        "volume_base": p["volume_base"],
+        "volume_base": p["volume_base"] / 10**BASE_SCALE,  # int / int: the correctly rounded double
         "volume_usd": _usd(p["volume_usd"]),
         "trade_count": p["trade_count"],
         "taker_buy_usd": _usd(p["taker_buy_usd"]),
@@ -449,6 +471,7 @@ def partial_to_row(p: PartialBar) -> dict[str, Any]:
         "liquidation_events": p["liquidation_events"],
         "oi_events": p["oi_events"],
         "funding_events": p["funding_events"],
+        "volume_base_exact": _base_decimal(p["volume_base"]),
     }
 
 
@@ -474,7 +497,10 @@ def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
         p["open"] = (ts_to_micros(row["first_trade_ts"]), row["open"])
         p["close"] = (ts_to_micros(row["last_trade_ts"]), row["close"])
         p["high"], p["low"] = row["high"], row["low"]
-    p["volume_base"] = row.get("volume_base") or 0.0
+    exact = row.get("volume_base_exact")
+    # a bar stored before volume_base_exact existed (migration 0006) has only the double
+    p["volume_base"] = (_base_units(exact) if exact is not None
+                        else round((row.get("volume_base") or 0.0) * 10**BASE_SCALE))
     for col in ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd"):
         p[col] = _micros_or_none(row.get(col)) or 0
     for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events"):
@@ -621,6 +647,7 @@ def _vectorized_rows(
     # OI message without a price: valued at the minute's close, else the mark (as partial_to_row)
     reference = pc.coalesce(close, mark)
     liq_events, long_count = count("liquidation", "usd_count"), count("liquidation", "is_long_sum")
+    volume_units = [_base_units(v) for v in agg("trade", "size_units_sum", _BASE_DECIMAL).to_pylist()]
     base, quote, kind = ident
     columns: dict[str, pa.Array | list] = {
         "minute_ts": pc.cast(minutes, ts),
@@ -635,7 +662,7 @@ def _vectorized_rows(
         "close": close,
         "first_trade_ts": agg("trade", "event_time_first", ts),
         "last_trade_ts": agg("trade", "event_time_last", ts),
-        "volume_base": pc.fill_null(agg("trade", "size_sum", f64), 0.0),
+        "volume_base": [u / 10**BASE_SCALE for u in volume_units],
         "volume_usd": pc.fill_null(usd("trade", "usd_sum"), 0.0),
         "trade_count": count("trade", "price_count"),
         "taker_buy_usd": pc.fill_null(usd("trade", "buy_usd_sum"), 0.0),
@@ -660,6 +687,7 @@ def _vectorized_rows(
         "liquidation_events": liq_events,
         "oi_events": count("open_interest", "event_time_count"),
         "funding_events": count("funding", "event_time_count"),
+        "volume_base_exact": [_base_decimal(u) for u in volume_units],
     }
     if tuple(columns) != BAR_COLUMNS:
         raise AssertionError("column-wise bars drifted from partial_to_row's columns")

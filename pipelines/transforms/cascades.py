@@ -35,6 +35,12 @@ from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels,
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
 ALERTS_TAG = "alerts"
+#: episode kinds (the ``kind`` column of cascades and cascade_alerts)
+CASCADE = "cascade"
+BURST = "liquidation_burst"
+#: severity_level of the alert row that reports a liquidation burst: below watch (0) and every
+#: cascade tier (>= 1), so "severity_level >= 1" selects cascades only
+BURST_LEVEL = -1
 
 
 def episode_id(scope: str, direction: str, start_us: int) -> str:
@@ -49,6 +55,19 @@ def _ols(y: np.ndarray, cols: list[np.ndarray]) -> np.ndarray:
     x = np.column_stack([np.ones_like(y), *cols])
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     return coef
+
+
+def robust_sigma_before(ret_pct: np.ndarray, lookback: int, min_points: int) -> np.ndarray:
+    """Per minute t: the scope's 1-minute return volatility (%) over the ``lookback`` minutes
+    before t, as median |return| / 0.6745 (the normal-equivalent of the median absolute return):
+    robust to the few cascade minutes a lookback may hold, which would inflate a plain standard
+    deviation and hide a second wave. Fewer than ``min_points`` returns before t: the same over
+    all returns before t (the window so far); none: NaN."""
+    a = pd.Series(np.abs(ret_pct))
+    med = a.rolling(max(1, lookback), min_periods=max(1, min_points)).median().shift(1)
+    fallback = a.expanding(min_periods=2).median().shift(1)
+    out = med.fillna(fallback).to_numpy() / 0.6745
+    return np.where(out > 0, out, np.nan)
 
 
 def feedback_ratio(liq_usd: np.ndarray, adverse_ret_pct: np.ndarray, min_points: int) -> float | None:
@@ -118,6 +137,7 @@ def detect_scope(
         oi_ref = np.fmax(oi_ref, float(oi_reference_before))
     with np.errstate(invalid="ignore", divide="ignore"):
         ret_pct = np.concatenate([[np.nan], (price[1:] / price[:-1] - 1.0) * 100.0])
+    sigma_before = robust_sigma_before(ret_pct, config.vol_lookback_minutes, config.vol_min_points)
 
     def thresholds(t: int) -> tuple[float, float]:
         oi = oi_ref[t]
@@ -149,6 +169,26 @@ def detect_scope(
 
         def level_of(cum_usd: float, threshold: float) -> int:
             return sum(1 for tier in config.severity_tiers if cum_usd >= tier * threshold)
+
+        def judge(s: int, t: int) -> dict[str, Any]:
+            """Cascade or burst for the run [s, t] (docs/analytics.md, "Cascade or burst")."""
+            window = low[s : t + 1] if direction == LONG else high[s : t + 1]
+            p0 = price_before(s)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                extreme = np.nan if np.isnan(window).all() else (
+                    np.nanmin(window) if direction == LONG else np.nanmax(window))
+                move = sign * (extreme / p0 - 1.0) * 100.0
+                z = move / (sigma_before[s] * np.sqrt(t - s + 1))
+                liq_bp = (cs[t + 1] - cs[s]) / oi_ref[s] * 1e4 if np.isfinite(oi_ref[s]) else np.nan
+                per_bp = move / liq_bp
+            # each criterion is off at 0; on, an unknown value (no volatility or OI yet) fails it
+            z_ok = config.cascade_move_z <= 0 or bool(np.isfinite(z) and z >= config.cascade_move_z)
+            bp_ok = config.cascade_min_move_pct_per_bp <= 0 or bool(
+                np.isfinite(per_bp) and per_bp >= config.cascade_min_move_pct_per_bp)
+            cascade = z_ok and bp_ok
+            return {"kind": CASCADE if cascade else BURST, "price_move_pct": _nz(move),
+                    "price_move_z": _nz(z), "move_pct_per_liq_bp": _nz(per_bp),
+                    "vol_1m_pct": _nz(sigma_before[s])}
 
         def adverse_ok(s: int, t: int) -> bool:
             if config.min_adverse_move_pct <= 0:
@@ -185,6 +225,9 @@ def detect_scope(
                 oi_chg = (oi_usd[end] / o0 - 1.0) * 100.0
             peak = s + int(np.argmax(liq_usd[sl]))
             start_us = int(minutes[s])
+            verdict = judge(s, end)
+            # once an alert called the run a cascade it stays one (the alert was sent)
+            kind = CASCADE if CASCADE in (verdict["kind"], st["kind"]) else BURST
             episodes.append(
                 {
                     "episode_id": episode_id(scope, direction, start_us),
@@ -213,8 +256,13 @@ def detect_scope(
                     "venue_share": json.dumps(share, sort_keys=True),
                     "threshold_usd": st["episode_threshold"],
                     "severity": side_usd / st["episode_threshold"],
-                    "severity_level": level_of(side_usd, st["episode_threshold"]),
+                    "severity_level": level_of(side_usd, st["episode_threshold"]) if kind == CASCADE else BURST_LEVEL,
                     "feedback": feedback_ratio(liq_usd[fb_lo : end + 1], adverse_ret, config.feedback_min_points),
+                    "kind": kind,
+                    "price_move_pct": verdict["price_move_pct"],
+                    "price_move_z": verdict["price_move_z"],
+                    "move_pct_per_liq_bp": verdict["move_pct_per_liq_bp"],
+                    "vol_1m_pct": verdict["vol_1m_pct"],
                 }
             )
 
@@ -237,6 +285,7 @@ def detect_scope(
                     "threshold_usd": st["episode_threshold"],
                     "price_move_pct": _nz(mv),
                     "severity": cum / st["episode_threshold"],
+                    "kind": {"watch": "watch", "burst": BURST}.get(kind, CASCADE),
                 }
             )
 
@@ -249,7 +298,7 @@ def detect_scope(
                 if not (liq_usd[t] >= hot_thr and base_ok[t]):
                     continue
                 state = {"start": t, "last_hot": t, "quiet_run": 0, "hot_threshold": hot_thr,
-                         "episode_threshold": ep_thr, "confirmed": None, "level": 0}
+                         "episode_threshold": ep_thr, "confirmed": None, "level": 0, "kind": None}
                 # early warning at the close of the first hot minute: the run may still fizzle
                 # (then no cascades row follows); level 0 in cascade_alerts
                 alert(state, t, "watch", 0, float(liq_usd[t]))
@@ -262,7 +311,18 @@ def detect_scope(
             lvl = level_of(cum, state["episode_threshold"]) if state["last_hot"] == t else state["level"]
             if state["confirmed"] is None:
                 if lvl >= 1 and adverse_ok(state["start"], t):
-                    state["confirmed"], state["level"] = t, lvl
+                    state["confirmed"] = t
+                    state["kind"] = judge(state["start"], t)["kind"]
+                    if state["kind"] == CASCADE:
+                        state["level"] = lvl
+                        alert(state, t, "start", lvl, cum)
+                    else:
+                        # the USD is there, the price criterion is not: a burst, reported once and
+                        # below every cascade level; it becomes a cascade if price follows
+                        alert(state, t, "burst", BURST_LEVEL, cum)
+            elif state["kind"] == BURST:
+                if judge(state["start"], t)["kind"] == CASCADE:
+                    state["kind"], state["level"] = CASCADE, lvl
                     alert(state, t, "start", lvl, cum)
             elif lvl > state["level"]:
                 state["level"] = lvl

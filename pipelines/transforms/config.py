@@ -15,6 +15,9 @@ MINUTE_US = 60_000_000
 #: USD sums are accumulated as int64 micro-USD (each event rounded once), so totals are exact
 #: and independent of batching / merge order. 2**63 micro-USD = $9.2 trillion per cell: ample.
 USD_MICROS = 1_000_000
+#: base-unit sizes are summed exactly in 1e-12 units (each event rounded once; finer than any venue's
+#: lot size), so a bar's volume_base does not depend on how its minute's trades were split into cycles
+BASE_SCALE = 12
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,10 @@ class AnalyticsConfig:
     #: events whose event_time is older than (watermark - allowed_lateness_s) go to late_events
     #: instead of updating bars; within it they update (upsert) the affected minute.
     allowed_lateness_s: int = 600
+    #: the watermark follows a cycle's latest bar only when that bar is within this of the current
+    #: watermark or of another of the cycle's bars: one outlier event (a forged time a foreign
+    #: producer wrote) cannot move it and send every real event after it to late_events (ADR 010)
+    watermark_max_jump_s: int = 600
     #: instrument kinds aggregated across venues into bars_1m_symbol (and so into cascades, OI
     #: deltas per symbol, contagion). Dated futures are left out: their OI converges to 0 at
     #: expiry and would read as deleveraging.
@@ -66,6 +73,18 @@ class AnalyticsConfig:
     baseline_minutes: int = 60
     baseline_multiple: float = 0.0
     min_adverse_move_pct: float = 0.0
+    #: cascade vs liquidation burst (docs/analytics.md, "Cascade or burst"): an episode is a
+    #: cascade only when price moved against the liquidated side by >= cascade_move_z standard
+    #: deviations of the scope's own 1-minute returns over the vol_lookback_minutes before the
+    #: run (scaled by sqrt(duration)), and by >= cascade_min_move_pct_per_bp percent per basis
+    #: point of reference OI liquidated (the forced flow moved price, it was not absorbed).
+    #: Otherwise the run is a liquidation_burst: kept, never at cascade severity (0 turns a
+    #: criterion off; with both off every episode is a cascade, the USD-only rule). With fewer
+    #: than vol_min_points returns before the run, the volatility of the window so far is used.
+    vol_lookback_minutes: int = 240
+    vol_min_points: int = 30
+    cascade_move_z: float = 9.0
+    cascade_min_move_pct_per_bp: float = 0.02
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)
@@ -142,6 +161,10 @@ class AnalyticsConfig:
     def allowed_lateness_us(self) -> int:
         return self.allowed_lateness_s * 1_000_000
 
+    @property
+    def watermark_max_jump_us(self) -> int:
+        return self.watermark_max_jump_s * 1_000_000
+
     def floor_usd(self, scope: str) -> float:
         return self.floor_usd_market if scope == self.market_scope else self.floor_usd_symbol
 
@@ -151,7 +174,8 @@ class AnalyticsConfig:
         Cascades need the baseline and the longest episode still open; OI deltas need the
         longest span (+ forward-fill tolerance); contagion its beta window.
         """
-        cascade = self.baseline_minutes + self.max_episode_minutes + self.quiet_gap_minutes
+        cascade = (max(self.baseline_minutes, self.vol_lookback_minutes) + self.max_episode_minutes
+                   + self.quiet_gap_minutes)
         return {
             "bars_1m_symbol": self.ffill_max_minutes,
             # + oi_reference_minutes when DetectCascades gets no oi_reference input (a backfill)

@@ -1,11 +1,21 @@
-"""Score detected cascade episodes against a simulator run's ground truth.
+"""Score detected cascade episodes against a simulator run's ground truth, per class.
 
-The truth (``connectors/simulator/truth.py``) lists episodes per scope (``market`` and each
-base) with ``[start_us, end_us)``, direction ``long``/``short`` and liquidated USD by side. A true
-episode is **recalled** when a detected episode of the same scope and direction overlaps it; a
-detected episode is **precise** when it overlaps a true one. Per recalled episode: time to alert
-= detected_ts - true start (event time), and the USD error of the best-overlapping detection
-(long + short liquidated USD) relative to the truth's.
+The truth (``connectors/simulator/truth.py``) lists labelled events per scope (``market`` and
+each base) with ``[start_us, end_us)``, direction ``long``/``short``, liquidated USD by side and
+an ``event_class`` from the model's own causal attribution: ``cascade`` (the feedback loop),
+``burst`` (forced closes absorbed by the book), ``slow_delev`` (liquidations of a drift whose own
+impact stays within the noise) and ``price_move`` (an exogenous move with ~no leverage near
+price). A detected episode (``kind`` cascade or liquidation_burst) **matches** an event of the
+same scope that it overlaps (cascades and bursts: also the same direction).
+
+* cascade recall: true cascades matched by a detected cascade; cascade precision: detected
+  cascades that match a true cascade (a detected cascade on a decoy is a false one);
+* decoys reported as cascades: true bursts / price moves / slow deleveraging runs matched by a
+  detected cascade (any direction);
+* bursts classified as bursts: true bursts matched by a detected liquidation_burst.
+
+Per recalled cascade: time to alert = first alert - true start (event time), and the USD error
+of the best-overlapping detection (long + short liquidated USD) relative to the truth's.
 """
 
 from __future__ import annotations
@@ -15,18 +25,24 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipelines.transforms.bars import ts_to_micros
-from pipelines.transforms.cascades import LONG, SHORT
+from pipelines.transforms.cascades import BURST, CASCADE, LONG, SHORT
 
 _DIRECTION = {"long": LONG, "short": SHORT}
+DECOY_CLASSES = ("burst", "price_move", "slow_delev")
 
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0))
 
 
+def _matches(d: dict, te: dict, same_direction: bool = True) -> bool:
+    return (d["scope"] == te["scope"] and (not same_direction or d["direction"] == _DIRECTION[te["direction"]])
+            and _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]) > 0)
+
+
 def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iterable[dict] = ()) -> dict[str, Any]:
-    """Recall/precision, time to first alert (a ``watch`` alert when given, else the start
-    alert = detected_ts) and time to the confirmed start, USD error per recalled episode."""
+    """Per-class scores (module docstring), time to first alert (a ``watch`` alert when given,
+    else detected_ts) and to the confirmed start, USD error per recalled cascade."""
     first_alert: dict[str, int] = {}
     for a in alerts:
         t = ts_to_micros(a["alert_ts"])
@@ -35,11 +51,13 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iter
         {**d, "_s": ts_to_micros(d["start_ts"]), "_e": ts_to_micros(d["end_ts"]), "_a": ts_to_micros(d["detected_ts"])}
         for d in detected
     ]
-    true_eps = truth["episodes"]
+    det_cascades = [d for d in det if d.get("kind", CASCADE) == CASCADE]
+    det_bursts = [d for d in det if d.get("kind", CASCADE) == BURST]
+    events = truth["episodes"]
+    true_eps = [e for e in events if e.get("event_class", "cascade") == "cascade"]
     recalled, delays, confirm_delays, usd_err, misses, outliers = 0, [], [], [], [], []
     for te in true_eps:
-        cands = [d for d in det if d["scope"] == te["scope"] and d["direction"] == _DIRECTION[te["direction"]]
-                 and _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]) > 0]
+        cands = [d for d in det_cascades if _matches(d, te)]
         if not cands:
             misses.append(te)
             continue
@@ -53,15 +71,27 @@ def score_episodes(detected: Iterable[dict], truth: dict[str, Any], alerts: Iter
         if usd_err[-1] > 5.0:
             outliers.append((te["scope"], te["start"], round(t_usd), round(d_usd), str(best["start_ts"]),
                              str(best["end_ts"])))
-    false = [d for d in det if not any(
-        d["scope"] == te["scope"] and d["direction"] == _DIRECTION[te["direction"]]
-        and _overlap(d["_s"], d["_e"], te["start_us"], te["end_us"]) > 0 for te in true_eps)]
-    n_true, n_det = len(true_eps), len(det)
+    false = [d for d in det_cascades if not any(_matches(d, te) for te in true_eps)]
+    decoys = {c: [e for e in events if e.get("event_class") == c] for c in DECOY_CLASSES}
+    as_cascade = {c: [(e["scope"], e["start"], e["direction"]) for e in evs
+                      if any(_matches(d, e, same_direction=False) for d in det_cascades)]
+                  for c, evs in decoys.items()}
+    bursts_found = [e for e in decoys["burst"] if any(_matches(d, e) for d in det_bursts)]
+    n_true, n_det = len(true_eps), len(det_cascades)
     return {
         "true_episodes": n_true,
         "detected_episodes": n_det,
         "recall": recalled / n_true if n_true else 1.0,
         "precision": (n_det - len(false)) / n_det if n_det else 1.0,
+        "true_bursts": len(decoys["burst"]),
+        "detected_bursts": len(det_bursts),
+        "burst_recall": len(bursts_found) / len(decoys["burst"]) if decoys["burst"] else 1.0,
+        "true_price_moves": len(decoys["price_move"]),
+        "true_slow_delev": len(decoys["slow_delev"]),
+        "bursts_as_cascade": len(as_cascade["burst"]),
+        "price_moves_as_cascade": len(as_cascade["price_move"]),
+        "slow_delev_as_cascade": len(as_cascade["slow_delev"]),
+        "decoys_as_cascade": as_cascade,
         "median_time_to_alert_s": statistics.median(delays) if delays else None,
         "max_time_to_alert_s": max(delays) if delays else None,
         "median_time_to_confirm_s": statistics.median(confirm_delays) if confirm_delays else None,
@@ -143,18 +173,22 @@ def run_simulated(preset: str, seed: int, config: Any = None, **overrides: Any) 
 
 
 def score_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of score rows (preset, seed, recall, precision, time to alert, USD)."""
-    head = f"{'preset':<6} {'seed':>4} {'true':>5} {'found':>5} {'recall':>7} {'precision':>9} " \
-           f"{'tta_med_s':>9} {'ttc_med_s':>9} {'usd_err_med%':>12} {'usd_within5%':>12}"
+    """A plain-text table of score rows: cascades (true, found, recall, precision), bursts (true,
+    classified as bursts), decoys reported as cascades (bursts / price moves / slow deleveraging),
+    time to alert and confirmation, USD error."""
+    head = (f"{'preset':<6} {'seed':>4} {'casc':>4} {'found':>5} {'recall':>6} {'precis':>6} "
+            f"{'burst':>5} {'as_bst':>6} {'decoy->casc b/p/s':>17} {'slow':>4} "
+            f"{'tta_s':>5} {'ttc_s':>5} {'usd_err%':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         def fmt(v: Any, spec: str) -> str:
             return "-" if v is None else format(v, spec)
+        decoys = f"{r['bursts_as_cascade']}/{r['price_moves_as_cascade']}/{r['slow_delev_as_cascade']}"
         lines.append(
-            f"{r['preset']:<6} {r['seed']:>4} {r['true_episodes']:>5} {r['detected_episodes']:>5} "
-            f"{r['recall']:>7.3f} {r['precision']:>9.3f} {fmt(r['median_time_to_alert_s'], '>9.0f')} "
-            f"{fmt(r['median_time_to_confirm_s'], '>9.0f')} "
-            f"{fmt(r['median_usd_error_pct'], '>12.3f')} {fmt(r['share_usd_within_5pct'], '>12.3f')}"
+            f"{r['preset']:<6} {r['seed']:>4} {r['true_episodes']:>4} {r['detected_episodes']:>5} "
+            f"{r['recall']:>6.3f} {r['precision']:>6.3f} {r['true_bursts']:>5} {r['burst_recall']:>6.3f} "
+            f"{decoys:>17} {r['true_slow_delev']:>4} {fmt(r['median_time_to_alert_s'], '>5.0f')} "
+            f"{fmt(r['median_time_to_confirm_s'], '>5.0f')} {fmt(r['median_usd_error_pct'], '>8.3f')}"
         )
     return "\n".join(lines)
 
@@ -169,3 +203,32 @@ def bench(presets: tuple[str, ...] = ("A", "B", "C", "D", "calm"), seeds: tuple[
             rows.append({"preset": preset, "seed": seed,
                          **score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])})
     return score_table(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.transforms.scoring --presets D,A --seeds 11,12,13``: score each run and
+    print its table row as soon as it is done (the header first), then the decoys it called
+    cascades and the cascades it missed."""
+    import argparse
+
+    # the named module, not __main__: run_simulated gathers rows in that module's dict
+    from pipelines.transforms import scoring
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--presets", default="A,B,C,D,calm")
+    ap.add_argument("--seeds", default="1,2,3,11,12,13")
+    args = ap.parse_args(argv)
+    header_done = False
+    for preset in args.presets.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            out = scoring.run_simulated(preset, seed)
+            s = scoring.score_episodes(out["cascades"], out["truth"], out["cascade_alerts"])
+            table = scoring.score_table([{"preset": preset, "seed": seed, **s}]).splitlines()
+            print("\n".join(table if not header_done else table[2:]), flush=True)
+            header_done = True
+            if s["missed"] or s["false"]:
+                print(f"  missed {s['missed']} false {s['false']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

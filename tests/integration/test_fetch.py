@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 
 import pyarrow as pa
 import pytest
@@ -26,6 +27,7 @@ from connectors.kafka.reader import log_bounds, plan_ranges
 from connectors.kafka.topics import ensure_topics
 from connectors.normalize import TOPICS
 from tests.conftest import REPO
+from tests.helpers import fetch_chunk_dying, reader_task_stalling
 
 pytestmark = pytest.mark.integration
 MAIN_TOPICS = list(TOPICS.values())
@@ -77,21 +79,74 @@ def test_fetch_reads_every_event_once_and_rejects_the_garbled_one(fresh_broker, 
     assert rej["exchange"] == "binance-futures"
 
 
-def test_a_reader_that_dies_fails_the_fetch_and_the_next_fetch_recovers(fresh_broker, tmp_path):
+def _positions(files: list[str]) -> list[tuple[str, int, int]]:
+    pos = []
+    for t in _read_all(files).values():
+        pos += zip(t["_topic"].to_pylist(), t["_partition"].to_pylist(), t["_offset"].to_pylist(), strict=True)
+    return pos
+
+
+def _assert_every_event_once(got, ranges, n_events: int) -> None:
+    assert got.records == n_events
+    pos = _positions(got.files)
+    assert len(pos) == len(set(pos)) == n_events  # nothing from the broken attempt, nothing twice
+    assert all(any(r.topic == t and r.partition == p and r.start <= o < r.end for r in ranges) for t, p, o in pos)
+
+
+def test_a_reader_death_noticed_at_submit_replaces_the_pool(fresh_broker, tmp_path):
+    """The pool already knows a reader died when the fetch submits its chunks: BrokenProcessPool is
+    raised by submit() itself (it once escaped the pool's replacement there, issue 16)."""
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
     sent = _produce(kafka, 500, seed=5)
     ranges = plan_ranges(log_bounds(kafka, MAIN_TOPICS), {})
     fetcher = ParallelFetcher(kafka, workers=2, chunk=50)
     try:
         pool = fetcher.start()
+        for f in [pool.submit(int) for _ in range(4)]:
+            f.result()  # both readers up
         pids = list(pool._processes)
         os.kill(pids[0], signal.SIGKILL)
+        pool._processes[pids[0]].join()
+        deadline = time.monotonic() + 30  # the pool's manager thread marks it broken on the death
+        while not pool._broken and time.monotonic() < deadline:
+            time.sleep(0.05)
         with pytest.raises(BrokenProcessPool):
-            for _ in range(20):  # the pool notices the death at its next task
-                fetcher.fetch(ranges, tmp_path / "a")
-                time.sleep(0.2)
-        again = fetcher.fetch(ranges, tmp_path / "b")
-        assert again.records == len(sent) and set(fetcher._pool._processes).isdisjoint(pids)
+            pool.submit(int)  # the state this test is about
+        got = fetcher.fetch(ranges, tmp_path / "a")
+        _assert_every_event_once(got, ranges, len(sent))
+        assert set(fetcher._pool._processes).isdisjoint(pids)
+    finally:
+        fetcher.close()
+
+
+def _fetcher_whose_readers_die(broker, tmp_path, deaths: int):
+    """(events sent, ranges, a fetcher whose first ``deaths`` chunk reads kill their reader)."""
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    sent = _produce(kafka, 500, seed=5)
+    ranges = plan_ranges(log_bounds(kafka, MAIN_TOPICS), {})
+    (tmp_path / "deaths").mkdir()
+    fetcher = ParallelFetcher(kafka, workers=2, chunk=50)
+    fetcher.task = partial(fetch_chunk_dying, str(tmp_path / "deaths"), deaths)
+    return sent, ranges, fetcher
+
+
+def test_a_reader_dying_mid_chunk_is_replaced_and_the_fetch_read_again(fresh_broker, tmp_path):
+    sent, ranges, fetcher = _fetcher_whose_readers_die(fresh_broker, tmp_path, 1)
+    try:
+        _assert_every_event_once(fetcher.fetch(ranges, tmp_path / "a"), ranges, len(sent))
+        assert len(list((tmp_path / "deaths").iterdir())) == 1  # a reader did die
+    finally:
+        fetcher.close()
+
+
+def test_readers_dying_twice_in_a_row_fail_the_fetch_and_the_next_one_recovers(fresh_broker, tmp_path):
+    sent, ranges, fetcher = _fetcher_whose_readers_die(fresh_broker, tmp_path, 2)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            fetcher.fetch(ranges, tmp_path / "a")
+        assert len(list((tmp_path / "deaths").iterdir())) == 2  # the fetch and its retry each lost a reader
+        assert fetcher._pool is None  # replaced at the next fetch
+        _assert_every_event_once(fetcher.fetch(ranges, tmp_path / "b"), ranges, len(sent))
     finally:
         fetcher.close()
 
@@ -140,3 +195,21 @@ def test_catch_up_bench_measures_the_whole_backlog(tmp_path):
     assert res["events"] == 2_000 and res["job_events"] == 2_000 and res["job_cycles"] >= 1
     assert res["raw_consume_decode_per_s"] > 0 and res["job_events_per_s"] > 0
     assert res["ratio_to_raw"] == pytest.approx(res["job_events_per_s"] / res["raw_consume_decode_per_s"])
+
+
+def test_readers_stalled_in_a_read_are_ended_at_once_when_a_cycle_is_abandoned(fresh_broker, tmp_path):
+    """A second SIGTERM abandons the cycle; the job must not then wait on readers stuck in a read."""
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    fetcher = ParallelFetcher(kafka, workers=2)
+    pool = fetcher.start()
+    marker = tmp_path / "inside"
+    pool.submit(reader_task_stalling, str(marker), None, str(tmp_path))
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    procs = list(pool._processes.values())
+    fetcher.close(wait=False)
+    for p in procs:
+        p.join(timeout=10)
+    assert not any(p.is_alive() for p in procs)

@@ -242,3 +242,61 @@ def test_analysts_query_while_the_job_runs_without_disturbing_it(fresh_broker, t
     assert proc.returncode == 0, out[-2000:]
     assert warehouse.writer_running(db) is None
     assert mart_liquidations(db) == expected_liquidations(first + second)
+
+
+def test_failed_cycles_are_not_idle_and_the_exit_status_says_the_job_was_behind(fresh_broker, tmp_path):
+    """The database is locked by another writer: every cycle fails. --exit-when-idle must not take
+    those cycles for idle ones (the job keeps retrying), and a job stopped then says it is behind."""
+    from pipelines.jobs.stream import EXIT_BEHIND, StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    publish_raw_stream(binance_force_orders(200, seed=4), kafka)
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(db)!r}); "
+                               "print('locked', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        job = StreamJob(JobSettings(db=db, data_dir=tmp_path, fetch_workers=1, kafka=kafka),
+                        StreamOptions(interval_s=0.1, dq_every_s=3600, exit_when_idle=1, max_backoff_s=0.5))
+        rc: list[int] = []
+        runner = threading.Thread(target=lambda: rc.append(job.run()))
+        runner.start()
+        _wait_for(lambda: job.health.failed_cycles >= 3, 120)
+        assert runner.is_alive() and job.health.cycles == 0  # still retrying: failures are not idleness
+        job.request_stop()
+        runner.join(timeout=120)
+        assert rc == [EXIT_BEHIND]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_reader_killed_in_a_big_cycle_loses_nothing_and_counts_nothing_twice(fresh_broker, tmp_path):
+    """One of the job's reader processes dies in the middle of a chunk of its first (big) cycle
+    (issue 16): the pool is replaced, the ranges read again, and the marts equal a clean load's."""
+    from functools import partial
+
+    from bench.data import SYNTH_START_US, in_time_order, publish_events, synth_tables
+    from connectors.kafka.fetch import ParallelFetcher
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+    from tests.helpers import fetch_chunk_dying, mart_differences, mart_rows
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    n = 12_000
+    publish_events(kafka, in_time_order(synth_tables(n, SYNTH_START_US, 600_000_000, seed=9)))
+    deaths = tmp_path / "deaths"
+    deaths.mkdir()
+    # a big cycle for these readers (the job's own take >= 50k offsets), in many chunks: the death lands mid-cycle
+    fetcher = ParallelFetcher(kafka, workers=2, chunk=1_000, min_offsets=n // 2)
+    fetcher.task = partial(fetch_chunk_dying, str(deaths), 1)
+    (tmp_path / "job").mkdir()
+    settings = JobSettings(db=tmp_path / "job" / "marts.duckdb", data_dir=tmp_path / "job", kafka=kafka)
+    job = StreamJob(settings, StreamOptions(interval_s=0.2, dq_every_s=3600, exit_when_idle=1), fetcher=fetcher)
+    assert job.run() == 0
+    assert len(list(deaths.iterdir())) == 1  # a reader did die
+    assert job.health.failed_cycles == 0 and job.health.events_total == n
+
+    (tmp_path / "clean").mkdir()
+    clean = JobSettings(db=tmp_path / "clean" / "marts.duckdb", data_dir=tmp_path / "clean", kafka=kafka)
+    assert run_load(clean, run_dq=False).events_in == n
+    assert mart_differences(mart_rows(settings.db), mart_rows(clean.db)) == {}

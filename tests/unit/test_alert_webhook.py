@@ -43,7 +43,9 @@ def _outbox_db(tmp_path, settings: JobSettings) -> None:
     """A warehouse holding one alert and its episode, queued for the configured sinks."""
     con = warehouse.connect(settings.db)
     warehouse.migrate(con)
-    con.execute("INSERT INTO cascade_alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(ALERT_ROW))
+    con.execute("INSERT INTO cascade_alerts (episode_id, severity_level, alert_type, scope, direction, alert_ts, "
+                "minute_ts, start_ts, liq_usd, minute_liq_usd, threshold_usd, price_move_pct, severity) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(ALERT_ROW))
     con.execute("""INSERT INTO cascades (episode_id, scope, direction, status, start_ts, detected_ts, peak_ts, end_ts,
                    duration_minutes, long_liq_usd, short_liq_usd, liq_count, peak_minute_liq_usd, oi_change_usd,
                    oi_change_pct, threshold_usd, severity, severity_level, feedback)
@@ -267,3 +269,31 @@ def test_alert_settings_from_env_and_config_file_keep_secrets_out_of_repr(tmp_pa
     for text in (repr(s), *names):
         assert SECRET_URL_PART not in text and SECRET_TOKEN not in text
     assert JobSettings.from_env({"LIQSTREAM_ALERT_TOPIC": ""}).alerts.topic == ""  # Kafka delivery off
+
+
+def test_a_burst_goes_to_the_topic_but_pages_no_webhook_unless_listed(tmp_path):
+    """kind liquidation_burst (level -1): queued for the Kafka topic, not for a webhook of the default kinds;
+    a webhook that lists the kind gets it."""
+    def queued(**alerts) -> list[tuple]:
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        s = JobSettings(db=d / "w.duckdb", data_dir=d, alerts=AlertSettings(
+            topic="cascade_alerts.v1", webhooks=("http://127.0.0.1:9/hook",), **alerts))
+        con = warehouse.connect(s.db)
+        warehouse.migrate(con)
+        con.execute("INSERT INTO cascade_alerts (episode_id, severity_level, alert_type, scope, direction, alert_ts, "
+                    "minute_ts, start_ts, liq_usd, minute_liq_usd, threshold_usd, price_move_pct, severity, kind) "
+                    "VALUES ('ep-burst', -1, 'burst', 'LINK', 'long_liquidation', '2026-01-01 00:02:00+00', "
+                    "'2026-01-01 00:01:00+00', '2026-01-01 00:01:00+00', 14e6, 14e6, 5e6, -0.2, 2.8, "
+                    "'liquidation_burst')")
+        keys = d / "new_alerts.parquet"
+        con.execute(f"COPY (SELECT episode_id, severity_level FROM cascade_alerts) TO '{keys}' (FORMAT parquet)")
+        assert outbox.enqueue(con, "run-1", [str(keys)], s) == 1
+        rows = con.execute("SELECT episode_id, severity_level, split_part(sink, ':', 1) FROM alert_deliveries "
+                           "ORDER BY sink").fetchall()
+        con.close()
+        return rows
+
+    assert queued() == [("ep-burst", -1, "kafka")]
+    assert queued(webhook_kinds=("cascade", "liquidation_burst")) == [("ep-burst", -1, "kafka"),
+                                                                      ("ep-burst", -1, "webhook")]

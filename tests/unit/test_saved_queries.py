@@ -17,6 +17,8 @@ import pytest
 
 from pipelines import queries, warehouse
 from pipelines.cli import main
+from pipelines.report import parse_bound
+from tests.helpers import expected_liquidation_totals
 from tests.unit.test_report_day import GeneratedDay, copy_db, get_generated_day
 
 
@@ -25,13 +27,14 @@ def generated_day(pytestconfig: pytest.Config) -> GeneratedDay:
     return get_generated_day(pytestconfig)
 
 
-NAMES = ["biggest_oi_drops", "contagion_leaders", "dq_latest", "largest_cascades", "liquidations_by_venue_24h",
-         "liquidations_hourly"]
+NAMES = ["biggest_oi_drops", "contagion_leaders", "dq_latest", "largest_cascades", "liquidation_totals",
+         "liquidations_by_venue_24h", "liquidations_hourly"]
 
 
-def _run(db, name: str) -> list[dict]:
-    con = warehouse.connect(db, read_only=True)
+def _run(db, name: str, window_end=None) -> list[dict]:
+    con = queries.connect_read_only(db)  # the analyst sandbox the CLI and the report use
     try:
+        queries.set_window_end(con, window_end)
         cols, rows = queries.run_query(con, queries.load_saved(name).sql)
     finally:
         con.close()
@@ -53,7 +56,7 @@ def test_every_saved_query_is_documented_and_its_columns_match(generated_day: Ge
     assert sorted(q.name for q in saved) == NAMES
     for q in saved:
         assert q.title and q.answers and q.columns, q.name
-        con = warehouse.connect(generated_day.db, read_only=True)
+        con = queries.connect_read_only(generated_day.db)
         try:
             cols, _ = queries.run_query(con, q.sql)
         finally:
@@ -129,6 +132,30 @@ def test_liquidations_by_venue_last_24h(generated_day: GeneratedDay, tmp_path) -
     con.close()
     got2 = _check_by_venue(db)
     assert got2["bybit"]["short_usd"] == got["bybit"]["short_usd"] + Decimal("1000000")
+
+
+def test_liquidation_totals_per_venue_and_base_over_four_spans(generated_day: GeneratedDay) -> None:
+    db = generated_day.db
+    latest = _base_rows(db, "SELECT max(minute) AS m FROM liquidations_1m")[0]["m"]
+    # the default end (the data's latest minute) and two ends inside the day, one between episodes
+    for end in (None, latest - timedelta(minutes=75), latest - timedelta(hours=2, minutes=13)):
+        got = _run(db, "liquidation_totals", end)
+        expected = expected_liquidation_totals(db, end)
+        assert {(r["level"], r["name"], r["span"]) for r in got} == set(expected), end
+        for r in got:
+            e = expected[(r["level"], r["name"], r["span"])]
+            assert {k: r[k] for k in e} == e, (end, r)
+        # shortest span first within a level, venues before bases
+        order = [(r["level"] == "base", ["1h", "4h", "12h", "24h"].index(r["span"])) for r in got]
+        assert order == sorted(order)
+    # the 24 h venue rows are liquidations_by_venue_24h's figures, at its default end and at an as-of end
+    for end in (None, latest - timedelta(minutes=75)):
+        by_venue = {r["exchange"]: r for r in _run(db, "liquidations_by_venue_24h", end)}
+        totals = {r["name"]: r for r in _run(db, "liquidation_totals", end) if r["level"] == "venue" and r["span"] == "24h"}
+        assert set(totals) == set(by_venue)
+        for ex, r in totals.items():
+            assert [r[k] for k in ("long_usd", "short_usd", "liquidations", "window_end")] == \
+                   [by_venue[ex][k] for k in ("long_usd", "short_usd", "liquidations", "window_end")]
 
 
 def test_biggest_oi_drops(generated_day: GeneratedDay) -> None:
@@ -228,6 +255,19 @@ def test_cli_saved_query_table_csv_json(generated_day: GeneratedDay, capsys) -> 
     assert len(lines) == 1 + len(_run(generated_day.db, "liquidations_by_venue_24h"))
 
 
+def test_cli_as_of_ends_the_windows_there(generated_day: GeneratedDay, capsys) -> None:
+    db = str(generated_day.db)
+    assert main(["query", "--saved", "liquidation_totals", "--as-of", "2026-03-09T13:30", "--format", "json",
+                 "--db", db]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["window_end"] for r in rows} == {"2026-03-09T13:30:00+00:00"}
+    expected = expected_liquidation_totals(generated_day.db, queries_end := parse_bound("2026-03-09T13:30"))
+    assert {(r["level"], r["name"], r["span"]): Decimal(str(r["total_usd"])) for r in rows} == \
+           {k: v["total_usd"] for k, v in expected.items()}, queries_end
+    assert main(["query", "--saved", "liquidation_totals", "--as-of", "teatime", "--db", db]) == 2
+    assert "--as-of must be" in capsys.readouterr().err
+
+
 def test_cli_list_saved_and_unknown_name(capsys) -> None:
     assert main(["query", "--list-saved"]) == 0
     listed = capsys.readouterr().out
@@ -244,6 +284,38 @@ def test_cli_query_refuses_writes_with_a_clear_error(generated_day: GeneratedDay
         err = capsys.readouterr().err
         assert "read-only" in err and "cannot change them" in err, err
     assert _base_rows(generated_day.db, "SELECT count(*) AS n FROM cascades")[0]["n"] == before
+
+
+SANDBOXED = {
+    "COPY TO a file": "COPY (SELECT 42) TO '{tmp}/x.csv'",
+    "read_csv of any file": "SELECT * FROM read_csv('/etc/passwd')",
+    "read_text": "SELECT * FROM read_text('/etc/hostname')",
+    "read_parquet": "SELECT * FROM read_parquet('{tmp}/*.parquet')",
+    "glob": "SELECT * FROM glob('/etc/*')",
+    "INSTALL": "INSTALL httpfs",
+    "LOAD": "LOAD httpfs",
+    "ATTACH": "ATTACH '{tmp}/other.duckdb'",
+    "SET": "SET memory_limit = '1GB'",
+    "SET the access back on": "SET enable_external_access = true",
+    "RESET the lock": "RESET lock_configuration",
+}
+
+
+@pytest.mark.parametrize("what", list(SANDBOXED))
+def test_cli_query_is_no_file_or_network_client(generated_day: GeneratedDay, capsys, tmp_path, what: str) -> None:
+    sql = SANDBOXED[what].format(tmp=tmp_path)
+    assert main(["query", sql, "--db", str(generated_day.db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach files, the network, extensions or settings" in err, err
+    assert list(tmp_path.iterdir()) == []  # COPY/ATTACH created nothing
+    # the same statement on a plain read-only connection is not refused by the sandbox: the test
+    # would catch a sandbox that is not there (COPY TO and ATTACH write; skip them here)
+    if what in ("read_csv of any file", "read_text", "glob", "SET"):
+        con = warehouse.connect(generated_day.db, read_only=True)
+        try:
+            con.execute(sql).fetchall()
+        finally:
+            con.close()
 
 
 def test_format_table_alignment() -> None:

@@ -179,6 +179,12 @@ def test_preset_a_reproduces_the_overnight_purge(tmp_path_factory: pytest.TempPa
     assert market and all(e["direction"] == "long" for e in market)
     biggest = max(market, key=lambda e: e["liquidated_long_usd"])
     assert biggest["price_low"] < biggest["price_start"] and biggest["oi_end_usd"] < biggest["oi_start_usd"]
+    # labelled by mechanism: the night's purge is the loop (forced orders moved BTC by far more than
+    # its noise, and caused most of the closes); the decoy bursts are absorbed closes
+    assert biggest["event_class"] == "cascade" and biggest["endogenous_share"] > 0.9 and biggest["impact_z"] > 10
+    bursts = [e for e in truth["episodes"] if e["event_class"] == "burst"]
+    assert {e["scope"] for e in bursts} == {"LINK", "AVAX"}
+    assert all(abs(e["drawdown_pct"]) < 0.5 and e["absorbed_share"] > 0.9 for e in bursts)
 
 
 @pytest.mark.slow
@@ -246,17 +252,24 @@ def test_preset_b_slow_week(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 # -- calm ------------------------------------------------------------------------------------------------
-def test_calm_hours_have_no_episode(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_calm_hours_have_no_cascade(tmp_path_factory: pytest.TempPathFactory) -> None:
     fig, truth = run_preset(tmp_path_factory, "calm", duration="2h")
-    assert truth["episodes"] == []
+    # the only labelled event of the first 2 h: the decoy price-only move on LINK at 1 h
+    assert [e for e in truth["episodes"] if e["event_class"] == "cascade"] == []
+    assert {(e["event_class"], e["scope"]) for e in truth["episodes"]} <= {("price_move", "LINK"), ("slow_delev", "LINK")}
+    assert ("price_move", "LINK") in {(e["event_class"], e["scope"]) for e in truth["episodes"]}
     assert abs(fig.low_return("BTC", p0("calm", "BTC"))) < 3.0
 
 
 @pytest.mark.slow
-def test_calm_day_has_no_episode(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_calm_day_has_no_cascade(tmp_path_factory: pytest.TempPathFactory) -> None:
     fig, truth = run_preset(tmp_path_factory, "calm")
-    assert truth["episodes"] == []
-    assert truth["totals"]["liquidated_long_usd"] + truth["totals"]["liquidated_short_usd"] < 50e6
+    assert [e for e in truth["episodes"] if e["event_class"] == "cascade"] == []
+    # the decoys: two absorbed bursts (~$13M each), labelled as bursts by the model's attribution
+    bursts = [e for e in truth["episodes"] if e["event_class"] == "burst"]
+    assert {e["scope"] for e in bursts} == {"LINK", "AVAX"} and all(e["absorbed_share"] > 0.9 for e in bursts)
+    burst_usd = sum(b["liquidated_long_usd"] for b in bursts)
+    assert truth["totals"]["liquidated_long_usd"] + truth["totals"]["liquidated_short_usd"] - burst_usd < 50e6
     assert abs(fig.low_return("BTC", p0("calm", "BTC"))) < 3.0
 
 
@@ -359,3 +372,41 @@ def test_cli_lists_presets_and_writes_capture_and_truth(tmp_path: Path, capsys: 
     truth = json.loads((tmp_path / "run.truth.json").read_text())
     assert truth["symbols"] == ["BTC", "ETH"] and truth["venues"] == ["bybit", "okx"]
     assert cli.run(parser.parse_args(["--scenario", "nope", "--out", str(out)])) == 2
+
+
+# -- the truth's mechanism (ADR 011) ----------------------------------------------------------------
+def test_an_absorbed_burst_adds_no_forced_order_impact_and_is_labelled_a_burst() -> None:
+    """The same 40 minutes of calm with and without a burst of 2 % of LINK's OI at minute 10: the
+    forced-order impact and the price of every step are the same (the book absorbs the closes: no
+    loop; only BTC's OI dominance, which scales its carry into the altcoins, moves a little), the
+    closes show up as LINK long liquidations in that minute, and the truth labels them a burst."""
+    import numpy as np
+
+    from connectors.simulator.model import CascadeModel
+    from connectors.simulator.runner import build_scenario
+    from connectors.simulator.scenarios import Burst
+
+    base = build_scenario("calm", duration="40m", shocks=(), bursts=())
+    burst = Burst("LINK", 600.0, oi_fraction=0.02, log_return=0.0)
+    with_burst = build_scenario("calm", duration="40m", shocks=(), bursts=(burst,))
+    a, b = CascadeModel(base, 3), CascadeModel(with_burst, 3)
+    link = [s.base for s in base.symbols].index("LINK")
+    closed_usd, oi_before = 0.0, None
+    for k in range(base.n_steps):
+        if k == 300:  # minute 10 starts (2 s steps)
+            oi_before = float(b.open_interest_base()[link])
+        ra, rb = a.step(), b.step()
+        assert np.allclose(ra.impact_return, rb.impact_return, rtol=1e-6, atol=1e-12)
+        assert np.allclose(ra.price, rb.price, rtol=1e-5, atol=0)  # well under a basis point
+        extra = rb.liq_long_base - ra.liq_long_base
+        assert np.allclose(extra * rb.price, rb.liq_long_absorbed_base * rb.price, rtol=1e-6, atol=1.0)  # USD
+        closed_usd += float(extra[link] * rb.price[link])
+    # ~2 % of LINK's OI closed (of the OI at each step of the minute), OI down by as much
+    assert closed_usd / (oi_before * float(a.step().price[link])) == pytest.approx(0.02, rel=0.02)
+
+    sim = Simulation(with_burst, 3, trades_per_second=0.3, oi_interval_s=60.0, mark_interval_s=60.0)
+    for _ in sim.messages():
+        pass
+    truth = sim.truth.finish()
+    (ev,) = [e for e in truth["episodes"] if e["scope"] == "LINK"]
+    assert ev["event_class"] == "burst" and ev["absorbed_share"] > 0.99 and ev["start"].endswith("00:10:00Z")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from decimal import Decimal
 
 import apache_beam as beam
 import pytest
@@ -58,6 +59,7 @@ def stored_bar(inst: dict, minute: dt.datetime, **values) -> dict:
     for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events"):
         row[col] = 0
     row.update(values)
+    row["volume_base_exact"] = Decimal(repr(row["volume_base"])).quantize(Decimal("1e-12"))  # as the mart keeps it
     return row
 
 

@@ -25,6 +25,10 @@ CFG = AnalyticsConfig(
     quiet_gap_minutes=3,
     severity_tiers=(1.0, 2.0, 4.0),
     feedback_min_points=1000,  # feedback tested on its own below
+    # the USD mechanics alone (the flat hand-made prices have no volatility); cascade vs burst
+    # is tested with its own bars below
+    cascade_move_z=0.0,
+    cascade_min_move_pct_per_bp=0.0,
 )
 
 
@@ -195,3 +199,44 @@ def test_feedback_ratio_recovers_a_known_branching_ratio() -> None:
     # expected: alpha + gamma * kappa = 0.3 + 0.25 * 0.8 = 0.5
     assert feedback_ratio(liq, ret, 8) == pytest.approx(0.5, abs=0.05)
     assert feedback_ratio(liq[:5], ret[:5], 8) is None  # too few minutes
+
+
+# -- cascade or liquidation burst (ADR 011) ------------------------------------------------------
+KIND_CFG = dataclasses.replace(CFG, cascade_move_z=6.0, cascade_min_move_pct_per_bp=0.02)
+
+
+def _noisy_then(last_close: float, last_low: float) -> list[dict]:
+    """60 minutes of BTC alternating 100.0 / 100.1 (|1-minute return| ~0.1 %: volatility ~0.148 %),
+    then minute 60 with 6M USD of longs liquidated (OI 10B: 6 bp >= the 5 bp episode threshold)."""
+    rows = [bar(m, "binance-futures", 100.0 + 0.1 * (m % 2), 100.0, 0.0, 0, 10e9) for m in range(60)]
+    rows.append(bar(60, "binance-futures", last_close, last_low, 6_000_000.0, 1, 10e9))
+    rows += [bar(m, "binance-futures", last_close, last_close, 0.0, 0, 10e9) for m in range(61, 66)]
+    return rows
+
+
+def test_liquidations_absorbed_without_a_move_are_a_burst_never_at_cascade_severity() -> None:
+    # the USD is there (6 bp of OI), price dips 0.05 % from the close before (100.1 at minute 59)
+    episodes, alerts = run(_noisy_then(100.05, 100.05), KIND_CFG)
+    btc = [e for e in episodes if e["scope"] == "BTC"]
+    assert len(btc) == 1 and btc[0]["kind"] == "liquidation_burst" and btc[0]["severity_level"] == -1
+    sigma = 0.1 / 0.6745  # median |return| / 0.6745 (returns of +-0.1 % and -0.0999 %)
+    move = (1 - 100.05 / 100.1) * 100
+    assert btc[0]["vol_1m_pct"] == pytest.approx(sigma, rel=2e-3)
+    assert btc[0]["price_move_pct"] == pytest.approx(move)
+    assert btc[0]["price_move_z"] == pytest.approx(move / sigma, rel=2e-3)  # ~0.34 < 6
+    assert btc[0]["move_pct_per_liq_bp"] == pytest.approx(move / 6.0)  # 6 bp of OI liquidated
+    kinds = {(a["alert_type"], a["severity_level"], a["kind"]) for a in alerts if a["scope"] == "BTC"}
+    assert kinds == {("watch", 0, "watch"), ("burst", -1, "liquidation_burst")}
+
+
+def test_liquidations_that_move_price_far_beyond_its_volatility_are_a_cascade() -> None:
+    # the same USD with price 3 % down in the minute: z ~ 20 >= 6, 0.5 % per bp >= 0.02
+    episodes, alerts = run(_noisy_then(97.2, 97.1), KIND_CFG)
+    (btc,) = [e for e in episodes if e["scope"] == "BTC"]
+    assert btc["kind"] == "cascade" and btc["severity_level"] == 1
+    assert btc["price_move_z"] == pytest.approx((1 - 97.1 / 100.1) * 100 / (0.1 / 0.6745), rel=2e-3)
+    kinds = {(a["alert_type"], a["severity_level"], a["kind"]) for a in alerts if a["scope"] == "BTC"}
+    assert kinds == {("watch", 0, "watch"), ("start", 1, "cascade")}
+    # with the criteria off (0) the same run is a cascade by USD alone, and so is the burst
+    (flat,) = [e for e in run(_noisy_then(100.05, 100.05), CFG)[0] if e["scope"] == "BTC"]
+    assert flat["kind"] == "cascade" and flat["severity_level"] == 1

@@ -63,14 +63,17 @@ def test_config_from_env_and_lookbacks() -> None:
     cfg = AnalyticsConfig.from_env({
         "LIQSTREAM_ALLOWED_LATENESS_S": "120", "LIQSTREAM_HOT_OI_BP": "2.5",
         "LIQSTREAM_SYMBOL_KINDS": "perpetual,future", "LIQSTREAM_SEVERITY_TIERS": "1,10",
+        "LIQSTREAM_CASCADE_MOVE_Z": "5.5", "LIQSTREAM_VOL_LOOKBACK_MINUTES": "120",
     })
     assert (cfg.allowed_lateness_s, cfg.hot_oi_bp) == (120, 2.5)
+    assert (cfg.cascade_move_z, cfg.vol_lookback_minutes) == (5.5, 120)
     assert cfg.symbol_kinds == ("perpetual", "future") and cfg.severity_tiers == (1.0, 10.0)
     lb = AnalyticsConfig().lookback_minutes()
-    # 30 d span + 30 min carry; baseline + a day-long episode + the gap + carry (+ a week of OI
-    # reference unless the job passes it from OI_REFERENCE_SQL)
+    # 30 d span + 30 min carry; the volatility lookback (4 h, longer than the 1 h baseline) + a
+    # day-long episode + the gap + carry (+ a week of OI reference unless the job passes it from
+    # OI_REFERENCE_SQL)
     assert lb["oi_deltas"] == 43_200 + 30
-    assert lb["cascades"] == 60 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
+    assert lb["cascades"] == 240 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
     assert lb["contagion"] == 1_440 + 1 + 30
     assert lb["liquidation_map"] == 2 * 1_440  # every minute's book starts at its aligned anchor
 
