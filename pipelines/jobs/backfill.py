@@ -46,7 +46,7 @@ from pipelines.jobs.load import (
 )
 from pipelines.settings import JobSettings
 from pipelines.sinks import parquet_glob
-from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,9 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
                 tick = add_phase_time(result.timings, "replace", tick)
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
-                window_start = start_us - analytics_lookback_us(config)
+                # + the liquidation map's warm-up: a backfill has no stored books to continue (ADR 015)
+                marts_start = start_us - analytics_lookback_us(config)
+                window_start = min(marts_start, start_us - config.liqmap_warmup_minutes * MINUTE_US)
                 bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
                 if bars_by_base:
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")
@@ -214,7 +216,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     # (start-up, pickling the panels) than they save up to a month of bars (ADR 007)
                     pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
                     build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
-                                          oi_reference=oi_reference(con, window_start, config))
+                                          oi_reference=oi_reference(con, marts_start, config))
                     _run(pa_)
                 tick = add_phase_time(result.timings, "analytics", tick)
                 for name in ANALYTIC_MARTS:

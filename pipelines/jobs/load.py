@@ -58,7 +58,7 @@ EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
 ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion", "liquidation_levels",
                   "liquidation_fuel"]
 #: what --reset-offsets empties: everything derived from the topics
-DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries"]
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["liquidation_map_state", "job_state", "quarantine", "alert_deliveries"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
 #: suites comparing two marts loaded together; the production loader lands each mart's window panes
 #: independently, so there one mart can be ahead of the other at gate time
@@ -198,13 +198,15 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
 
 def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], out_dir: Path,
                           config: AnalyticsConfig, emit_from_us: int | None,
-                          oi_reference: list[tuple[str, float]] | None = None) -> None:
+                          oi_reference: list[tuple[str, float]] | None = None,
+                          liqmap_state: dict[str, Any] | None = None) -> None:
     """Phase B: stored bars (touched minutes + lookback), one set of Parquet files per base
     (:func:`export_bars_by_base`) -> the analytic marts. Each base's files are read into Arrow and
     aggregated inside a DoFn: no bar row crosses Beam's data plane."""
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
     ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
-    for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref).items():
+    for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
+                                                liqmap_state=liqmap_state).items():
         rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
 
 
@@ -232,6 +234,32 @@ def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: i
         if files:
             by_base[unquote(d.name[len("base="):])] = files
     return by_base
+
+
+def liqmap_cycle(con, config: AnalyticsConfig, from_us: int, state_path: Path) -> dict[str, Any]:
+    """The liquidation map's part of an analytics cycle (ADR 015): the stored books exported to
+    ``state_path``, the last settled minute (no event accepted later can change it: the state
+    to store is the books after it) and where its bars must begin: the ``ffill_max_minutes``
+    before the oldest stored book's next minute, or the warm-up before ``from_us`` when there is
+    no state or ``from_us`` rewinds into it (a replay: the books warm up again)."""
+    watermark = warehouse.get_state(con, "watermark_us")
+    settled = None if watermark is None else (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US - MINUTE_US
+    oldest, newest = con.execute("SELECT min(last_minute_us), max(last_minute_us) FROM liquidation_map_state").fetchone()
+    warm_from = from_us - config.liqmap_warmup_minutes * MINUTE_US
+    if oldest is None or from_us <= newest or oldest + MINUTE_US < warm_from:
+        data_from = warm_from  # (a book older than the warm-up would reach is warmed up again too)
+    else:
+        data_from = oldest + MINUTE_US - config.ffill_max_minutes * MINUTE_US
+        con.execute(f"COPY (SELECT * FROM liquidation_map_state) TO '{state_path}' (FORMAT parquet)")
+    return {"state_path": str(state_path), "settled_us": settled, "data_from_us": data_from}
+
+
+def store_liqmap_state(con, files: list[str]) -> None:
+    """Replace the stored books of the bases a cycle stepped (a re-warmed base drops venues it no longer has)."""
+    if files:
+        con.execute("DELETE FROM liquidation_map_state WHERE base IN (SELECT DISTINCT base FROM read_parquet(?))",
+                    [files])
+        _upsert(con, "liquidation_map_state", files)
 
 
 def analytics_lookback_us(config: AnalyticsConfig) -> int:
@@ -450,8 +478,10 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
 
 def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path,
                      run_id: str) -> int:
-    window_start = from_us - analytics_lookback_us(config)
     tmp.mkdir(parents=True, exist_ok=True)
+    liqmap = liqmap_cycle(con, config, from_us, tmp / "liquidation_map_state.parquet")
+    marts_start = from_us - analytics_lookback_us(config)
+    window_start = min(marts_start, liqmap["data_from_us"])
     (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
                             [window_start]).fetchone()
     if not n_bars:
@@ -461,13 +491,15 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
     if bars_by_base:
         p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
         build_analytics_graph(p, bars_by_base, out, config, emit_from_us=from_us,
-                              oi_reference=oi_reference(con, window_start, config))
+                              oi_reference=oi_reference(con, marts_start, config), liqmap_state=liqmap)
         _run(p)
     con.execute("BEGIN")
     try:
         # a snapshot's buckets are replaced whole: a bucket emptied by a re-run must not linger
         con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
+        # the estimator's books commit with the rows made from them (exactly once; ADR 015)
+        store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"))
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
         warehouse.set_state(con, "analytics_from_us", None)

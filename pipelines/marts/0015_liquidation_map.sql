@@ -41,3 +41,23 @@ CREATE TABLE IF NOT EXISTS liquidation_fuel (
     short_cluster_distance_vol   DOUBLE,
     PRIMARY KEY (base, minute_ts)
 );
+
+-- The estimator's books after the last settled minute (ADR 015): what the next cycle continues from.
+-- grain: one row per base and venue symbol; written in the same transaction as the marts (exactly once).
+-- key: (base, exchange, symbol). Not an analyst table: the book is float64 bytes (2 sides x tiers x grid_nb).
+CREATE TABLE IF NOT EXISTS liquidation_map_state (
+    base            VARCHAR NOT NULL,
+    exchange        VARCHAR NOT NULL,
+    symbol          VARCHAR NOT NULL,
+    last_minute_us  BIGINT NOT NULL,   -- the last minute stepped (the same for every venue of a base)
+    bucket_bp       DOUBLE NOT NULL,   -- the grid: bucket b = log price [(grid_lo + b) w, (grid_lo + b + 1) w)
+    grid_lo         BIGINT NOT NULL,
+    grid_nb         INTEGER NOT NULL,
+    tiers           DOUBLE[] NOT NULL, -- leverage tiers and the venue's calibrated mix over them
+    mmr             DOUBLE NOT NULL,
+    weights         DOUBLE[] NOT NULL,
+    scale           DOUBLE NOT NULL,   -- book = store x scale (pro-rata closes multiply it)
+    last_oi         DOUBLE,            -- the venue's last OI (base units), NULL before its first
+    book            BLOB NOT NULL,     -- store, little-endian float64, C order (side, tier, bucket)
+    PRIMARY KEY (base, exchange, symbol)
+);

@@ -183,7 +183,9 @@ class AnalyticsConfig:
             "cascades_oi_reference": self.oi_reference_minutes,
             "oi_deltas": max(m for _, m in self.oi_spans_minutes) + self.ffill_max_minutes,
             "contagion": max(self.beta_windows_minutes) + 1 + self.ffill_max_minutes,
-            "liquidation_map": 2 * self.liqmap_warmup_minutes,
+            # the hour of volatility of the first emitted minute (+ its carried prices); the book itself
+            # continues from liquidation_map_state, or warms up (liqmap_warmup_minutes) without one
+            "liquidation_map": self.liqmap_vol_minutes + self.ffill_max_minutes,
         }
 
     @classmethod

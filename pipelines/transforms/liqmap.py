@@ -23,11 +23,12 @@ side and leverage tier. Every minute, in this order:
 
 A venue's first OI value is opened at its first price (its positions' entries are unknown).
 
-**State across cycles, exactly once.** The book is rebuilt from bars, not stored: the value for a
-minute t is always computed from the aligned anchor ``floor(t / W) * W - W`` (``W =
-liqmap_warmup_minutes``), so a streaming cycle and a backfill produce the same rows whatever window
-they read, and an upsert by key replaces a minute's rows with identical values. A cycle reads
-``2 W`` minutes of bars back (``lookback_minutes()['liquidation_map']``).
+**State across cycles, exactly once** (ADR 015). A streaming cycle passes the stored books
+(``liquidation_map_state``) and its settled minute: the book steps only the minutes after the stored
+one and emits its state after the settled minute (STATE_TAG), which the job commits with the marts.
+Without a usable state (first run, backfill, a rewind) it warms up over ``liqmap_warmup_minutes``
+before the first emitted minute. A cycle reads ``lookback_minutes()['liquidation_map']`` (the hour of
+volatility) back, or further to reach the stored minute's carried prices.
 
 The estimator never imports the simulator (tests/unit/test_liqmap.py enforces it).
 """
@@ -35,6 +36,7 @@ The estimator never imports the simulator (tests/unit/test_liqmap.py enforces it
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +50,7 @@ from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels,
 
 LEVELS_TAG = "liquidation_levels"
 FUEL_TAG = "liquidation_fuel"
+STATE_TAG = "liquidation_map_state"
 SIDES = ("long", "short")
 FUEL_PCTS = (1, 2, 5)
 ALL = "all"
@@ -238,25 +241,37 @@ def long_share(buy_usd: float, sell_usd: float, tilt: float) -> float:
 
 @dataclass
 class Estimator:
-    """Runs the minute rule over one base's inputs from index ``start``; ``books`` per venue."""
+    """Runs the minute rule over one base's inputs; ``books`` per venue key (exchange, symbol).
+
+    A venue's book is created the first minute the venue is in the inputs (until then it would be
+    empty and at its prior); a venue absent from the inputs but holding a book is still crossed
+    (and calibrated against no liquidation), so a short window with the stored state steps the
+    same as a long one. Venues are visited, and summed into ``all``, in key order."""
 
     config: AnalyticsConfig
     grid: Grid
-    books: list[VenueBook]
-    last_oi: np.ndarray
+    books: dict[tuple[str, str], VenueBook] = field(default_factory=dict)
+    last_oi: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_us: int | None = None  # the last minute stepped
 
     @classmethod
     def create(cls, inp: MinuteInputs, start: int, config: AnalyticsConfig) -> Estimator | None:
         ok = np.flatnonzero(np.isfinite(inp.price[start:]) & (inp.price[start:] > 0))
         if not len(ok):
             return None
-        grid = Grid.around(float(inp.price[start + ok[0]]), config)
-        tiers = np.asarray(config.liqmap_leverage_tiers, dtype=float)
-        books = [VenueBook(grid, tiers, leverage_mix(config, ex), config.liqmap_mmr) for ex, _ in inp.venues]
-        return cls(config, grid, books, np.full(len(inp.venues), np.nan))
+        return cls(config, Grid.around(float(inp.price[start + ok[0]]), config))
+
+    def _book(self, key: tuple[str, str]) -> VenueBook:
+        book = self.books.get(key)
+        if book is None:
+            tiers = np.asarray(self.config.liqmap_leverage_tiers, dtype=float)
+            book = self.books[key] = VenueBook(self.grid, tiers, leverage_mix(self.config, key[0]),
+                                               self.config.liqmap_mmr)
+        return book
 
     def step(self, inp: MinuteInputs, t: int) -> None:
         cfg = self.config
+        self.last_us = int(inp.minutes[t])
         price, vwap = float(inp.price[t]), float(inp.vwap[t])
         if not (price > 0 and math.isfinite(price)):
             return  # no price this minute: nothing can be placed or crossed
@@ -266,17 +281,20 @@ class Estimator:
         high = float(inp.high[t]) if math.isfinite(inp.high[t]) else price
         share = long_share(float(inp.taker_buy_usd[t]), float(inp.taker_sell_usd[t]), cfg.liqmap_taker_tilt)
         turnover = cfg.liqmap_turnover_per_day / 1440.0
-        for v, book in enumerate(self.books):
+        index = {key: v for v, key in enumerate(inp.venues)}
+        for key in sorted(set(self.books) | set(index)):
+            book = self._book(key)
+            v = index.get(key)
             removed = book.cross(low, high)
-            realized = (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
+            realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
             # crossed longs were liquidated around the low, shorts around the high
             book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
             book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
-            oi = float(inp.oi_base[v, t])
+            oi = float(inp.oi_base[v, t]) if v is not None else math.nan
             if not math.isfinite(oi):
                 continue  # no (carried) OI: the book only ages by crossings
-            prev = self.last_oi[v]
-            self.last_oi[v] = oi
+            prev = self.last_oi.get(key, math.nan)
+            self.last_oi[key] = oi
             if not math.isfinite(prev):
                 book.open(oi, price, 0.5)  # first value: entries unknown, placed at the price
                 continue
@@ -292,20 +310,49 @@ class Estimator:
                 book.close_fraction(turnover)
             book.open(max(d_oi, 0.0) + reopen, vwap, share)
 
-    def books_by_scope(self, venues: list[tuple[str, str]]) -> Iterator[tuple[str, str, np.ndarray]]:
+    def books_by_scope(self) -> Iterator[tuple[str, str, np.ndarray]]:
         """(exchange, symbol, (2, nb) base units) per venue, then the sum as exchange 'all'."""
         total = np.zeros((2, self.grid.nb))
-        for (ex, sym), book in zip(venues, self.books, strict=True):
+        for (ex, sym), book in sorted(self.books.items()):
             b = book.book()
             total += b
             yield ex, sym, b
         yield ALL, "", total
 
+    # --- the state stored between cycles (liquidation_map_state, one row per base and venue) --------
+    def state_rows(self, base: str) -> list[dict]:
+        """The estimator after minute ``last_us``, exactly (float64 bytes), one row per venue book."""
+        return [{"base": base, "exchange": ex, "symbol": sym, "last_minute_us": self.last_us,
+                 "bucket_bp": self.config.liqmap_bucket_bp, "grid_lo": self.grid.lo, "grid_nb": self.grid.nb,
+                 "tiers": [float(x) for x in book.tiers], "mmr": book.mmr,
+                 "weights": [float(x) for x in book.weights], "scale": book.scale,
+                 "last_oi": _f(self.last_oi.get((ex, sym), math.nan)),
+                 "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
+                for (ex, sym), book in sorted(self.books.items())]
 
-def anchor_index(minutes: np.ndarray, t_us: int, warmup_us: int) -> int:
-    """Index of the aligned warm-up anchor of minute t (``floor(t / W) * W - W``), clipped to 0."""
-    a = (t_us // warmup_us) * warmup_us - warmup_us
-    return max(0, int((a - int(minutes[0])) // int(minutes[1] - minutes[0]))) if len(minutes) > 1 else 0
+    @classmethod
+    def from_state(cls, rows: list[dict], config: AnalyticsConfig) -> Estimator | None:
+        """The estimator stored by :meth:`state_rows`, or None when there is none or it was made with
+        another bucket width, tier set or maintenance margin (its buckets would not mean the same)."""
+        if not rows:
+            return None
+        tiers = np.asarray(config.liqmap_leverage_tiers, dtype=float)
+        r0 = rows[0]
+        if (r0["bucket_bp"] != config.liqmap_bucket_bp or any(r["mmr"] != config.liqmap_mmr for r in rows)
+                or any(list(r["tiers"]) != tiers.tolist() for r in rows)
+                or len({(r["grid_lo"], r["grid_nb"], r["last_minute_us"]) for r in rows}) != 1):
+            return None
+        est = cls(config, Grid(config.liqmap_bucket_bp / 10_000.0, int(r0["grid_lo"]), int(r0["grid_nb"])),
+                  last_us=int(r0["last_minute_us"]))
+        for r in rows:
+            key = (r["exchange"], r["symbol"])
+            book = VenueBook(est.grid, tiers, np.asarray(r["weights"], dtype=float), float(r["mmr"]))
+            book.store = np.frombuffer(r["book"], dtype="<f8").reshape(2, len(tiers), est.grid.nb).copy()
+            book.scale = float(r["scale"])
+            est.books[key] = book
+            if r["last_oi"] is not None:
+                est.last_oi[key] = float(r["last_oi"])
+        return est
 
 
 def _f(v: float) -> float | None:
@@ -369,71 +416,111 @@ def hourly_vol_pct(price: np.ndarray, t: int, minutes: int) -> float | None:
 
 
 def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
-                  venues: bool = True) -> Iterator[tuple[str, dict]]:
+                  venues: bool = True, state: list[dict] | None = None, settled_us: int | None = None,
+                  data_from_us: int | None = None) -> Iterator[tuple[str, dict]]:
     """(tag, row) of one base: liquidation_levels every ``liqmap_every_minutes`` (aligned) and
-    liquidation_fuel every minute, from ``emit_from_us`` on (each minute from its aligned anchor).
+    liquidation_fuel every minute, from ``emit_from_us`` on; with ``settled_us``, also the
+    estimator's state after the last minute <= ``settled_us`` (STATE_TAG rows, one per venue).
+
+    ``state``: the stored rows of this base (:meth:`Estimator.state_rows`). It is used when it
+    lies before ``emit_from_us`` and the bars (read from ``data_from_us``) hold the
+    ``ffill_max_minutes`` before its next minute (the carried prices and OI then equal those of an
+    unbroken run); the book then steps only the minutes after it. Otherwise (first run, backfill,
+    a rewind) the book warms up from ``liqmap_warmup_minutes`` before ``emit_from_us``.
     ``fuel`` / ``venues`` False: no fuel rows / only the ``all`` scope's levels (the scorer's needs)."""
     panel = bb.panel
     if panel is None or len(panel.minutes) == 0:
         return
     inp = minute_inputs(panel, bb.venue_series)
     minutes = inp.minutes
-    bar_us = int(minutes[1] - minutes[0]) if len(minutes) > 1 else config.bar_us
-    warm_us = config.liqmap_warmup_minutes * bar_us
+    bar_us = config.bar_us
     every_us = config.liqmap_every_minutes * bar_us
-    first = 0 if emit_from_us is None else int(np.searchsorted(minutes, emit_from_us))
-    t = first
-    n = len(minutes)
-    while t < n:
-        # one pass per anchor period: every minute of [period start, period end) shares its anchor
-        m = int(minutes[t])
-        period_end = (m // warm_us + 1) * warm_us
-        stop = int(np.searchsorted(minutes, period_end))
-        start = anchor_index(minutes, m, warm_us)
+    est = Estimator.from_state(state or [], config)
+    if est is not None and est.last_us is not None and (
+            (emit_from_us is not None and emit_from_us <= est.last_us)
+            or (data_from_us is not None and est.last_us + bar_us - config.ffill_max_minutes * bar_us < data_from_us)):
+        est = None  # a rewind, or the bars to continue it were not read: warm up again
+    if est is not None:
+        start = int(np.searchsorted(minutes, est.last_us + bar_us))
+    else:
+        warm_from = (int(minutes[0]) if emit_from_us is None else emit_from_us) - config.liqmap_warmup_minutes * bar_us
+        start = int(np.searchsorted(minutes, warm_from))
         est = Estimator.create(inp, start, config)
-        if est is None:  # no price from the anchor on: nothing to place in this period
-            t = stop
+        if est is None:
+            return  # no price from the warm-up on: nothing to place
+    save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
+    for k in range(start, len(minutes)):
+        est.step(inp, k)
+        if k == save:
+            for row in est.state_rows(panel.base):
+                yield STATE_TAG, row
+        mk = int(minutes[k])
+        if (emit_from_us is not None and mk < emit_from_us) or not panel.has_bar[k]:
             continue
-        for k in range(start, stop):
-            est.step(inp, k)
-            if k < t or not panel.has_bar[k]:
-                continue
-            price = float(inp.price[k])
-            if not (price > 0 and math.isfinite(price)):
-                continue
-            mk = int(minutes[k])
-            snapshot = mk % every_us == 0
-            if not (fuel or snapshot):
-                continue
-            ts = micros_to_ts(mk)
-            scopes = list(est.books_by_scope(inp.venues))
-            if fuel:
-                yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
-                                         hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
-            if snapshot:
-                for ex, sym, book in scopes if venues else scopes[-1:]:
-                    for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
-                        yield LEVELS_TAG, row
-        t = stop
+        price = float(inp.price[k])
+        if not (price > 0 and math.isfinite(price)):
+            continue
+        snapshot = mk % every_us == 0
+        if not (fuel or snapshot):
+            continue
+        ts = micros_to_ts(mk)
+        scopes = list(est.books_by_scope())
+        if fuel:
+            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
+                                     hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
+        if snapshot:
+            for ex, sym, book in scopes if venues else scopes[-1:]:
+                for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
+                    yield LEVELS_TAG, row
+
+
+def read_state(path: str | None) -> dict[str, list[dict]]:
+    """liquidation_map_state rows of a Parquet export, by base ({} without one)."""
+    if not path or not os.path.exists(path):
+        return {}
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[dict]] = {}
+    for row in pq.read_table(path).to_pylist():
+        out.setdefault(row["base"], []).append(row)
+    return out
 
 
 class _EstimateFn(beam.DoFn):
-    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None) -> None:
+    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None, state_path: str | None,
+                 settled_us: int | None, data_from_us: int | None) -> None:
         self.config, self.emit_from_us = config, emit_from_us
+        self.state_path, self.settled_us, self.data_from_us = state_path, settled_us, data_from_us
+
+    def setup(self) -> None:
+        self._state = read_state(self.state_path)
 
     def process(self, keyed: tuple[str, BaseBars]):
-        for tag, row in estimate_base(keyed[1], self.config, self.emit_from_us):
-            yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(FUEL_TAG, row)
+        base, bb = keyed
+        for tag, row in estimate_base(bb, self.config, self.emit_from_us, state=self._state.get(base),
+                                      settled_us=self.settled_us, data_from_us=self.data_from_us):
+            yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
 
 
 class LiquidationMapFromPanels(AnalyticsTransform):
-    """(base, BaseBars) -> {"liquidation_levels", "liquidation_fuel"} (one DoFn per base: the book
-    is sequential over minutes and needs nothing of the other bases)."""
+    """(base, BaseBars) -> {"liquidation_levels", "liquidation_fuel", "liquidation_map_state"} (one
+    DoFn per base: the book is sequential over minutes and needs nothing of the other bases).
+
+    ``state_path``: a Parquet export of liquidation_map_state (the books after the last settled
+    minute of the previous cycle); ``settled_us``: the last minute no later event can change (the
+    state to store is the book after it); ``data_from_us``: where the bars read begin."""
+
+    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None,
+                 state_path: str | None = None, settled_us: int | None = None,
+                 data_from_us: int | None = None) -> None:
+        super().__init__(config, emit_from_us)
+        self.state_path, self.settled_us, self.data_from_us = state_path, settled_us, data_from_us
 
     def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
         out = panels | "EstimateLiquidationMap" >> beam.ParDo(
-            _EstimateFn(self.config, self.emit_from_us)).with_outputs(FUEL_TAG, main=LEVELS_TAG)
-        return {LEVELS_TAG: out[LEVELS_TAG], FUEL_TAG: out[FUEL_TAG]}
+            _EstimateFn(self.config, self.emit_from_us, self.state_path, self.settled_us, self.data_from_us)
+        ).with_outputs(FUEL_TAG, STATE_TAG, main=LEVELS_TAG)
+        return {LEVELS_TAG: out[LEVELS_TAG], FUEL_TAG: out[FUEL_TAG], STATE_TAG: out[STATE_TAG]}
 
 
 class EstimateLiquidationMap(AnalyticsTransform):

@@ -15,6 +15,7 @@ from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.liqmap import (
     FUEL_TAG,
     LEVELS_TAG,
+    STATE_TAG,
     Estimator,
     Grid,
     MinuteInputs,
@@ -62,7 +63,7 @@ def test_one_oi_step_opens_at_vwap_split_by_taker_imbalance():
     est = Estimator.create(inp, 0, ONE_TIER)
     est.step(inp, 0)
     est.step(inp, 1)
-    book = est.books[0].book()
+    book = est.books[("bybit", "BTCUSDT")].book()
     g = est.grid
     assert book[0, _bucket_of(g, 90.5)] == pytest.approx(50)
     assert book[1, _bucket_of(g, 109.5)] == pytest.approx(50)
@@ -80,7 +81,7 @@ def test_crossing_removes_exposure_and_oi_drop_closes_the_rest_pro_rata():
     est = Estimator.create(inp, 0, ONE_TIER)
     for t in range(3):
         est.step(inp, t)
-    book = est.books[0].book()
+    book = est.books[("bybit", "BTCUSDT")].book()
     g = est.grid
     keep = 1 - 7.5 / 102.5
     assert book[0, _bucket_of(g, 92.31)] == 0.0
@@ -155,23 +156,53 @@ def _bar_rows(n: int, seed: int = 3) -> list[dict]:
     return rows
 
 
-def test_rows_do_not_depend_on_where_the_window_starts():
-    # a streaming cycle reads 2 W back; a backfill reads everything: the same minute gets the same rows
-    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, liqmap_every_minutes=30)
+def _minute_us(row: dict) -> int:
+    return int(row["minute_ts"].timestamp()) * 1_000_000
+
+
+def test_a_run_continued_from_its_stored_state_equals_an_unbroken_run():
+    # a streaming cycle stores the books after its settled minute; the next one reads only the
+    # ffill_max_minutes before the minute after it and steps on: the rows equal one long run's
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, liqmap_every_minutes=30, ffill_max_minutes=5)
     rows = _bar_rows(300)
-    full = base_bars_from_columns("BTC", columns_from_rows(rows), cfg)
-    emit = int(rows[200]["minute_ts"].timestamp() * 1e6)
-    late = base_bars_from_columns("BTC", columns_from_rows(rows[200 - 2 * 60 :]), cfg)
-    a = [r for r in estimate_base(full, cfg, emit)]
-    b = [r for r in estimate_base(late, cfg, emit)]
-    assert a and len(a) == len(b)
-    assert {tag for tag, _ in a} == {LEVELS_TAG, FUEL_TAG}
-    for (ta, ra), (tb, rb) in zip(a, b, strict=True):
-        assert ta == tb and ra == rb
-    # a shorter window changes them (the check above can fail)
-    short = base_bars_from_columns("BTC", columns_from_rows(rows[200 - 30 :]), cfg)
-    c = [r for r in estimate_base(short, cfg, emit)]
-    assert c != a
+    for r in rows[150:153]:  # a gap of OI: carried across the cut
+        r["oi_last"] = r["oi_last_usd"] = None
+    rows[160]["long_liq_usd"] = 5e4  # a calibration step after the cut
+    full = [r for r in estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows), cfg), cfg, None)]
+    settled = _minute_us(rows[151])
+    first = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[:200]), cfg), cfg, None,
+                               settled_us=settled))
+    state = [r for tag, r in first if tag == STATE_TAG]
+    assert state and {r["last_minute_us"] for r in state} == {settled}
+    data_from = _minute_us(rows[152 - 5])
+    emit = _minute_us(rows[215])  # its hour of volatility (+ carry) lies within the bars read
+    rest = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 5:]), cfg), cfg, emit,
+                              state=state, data_from_us=data_from))
+    want = [(tag, r) for tag, r in full if _minute_us({"minute_ts": r.get("minute_ts", r.get("as_of_ts"))}) >= emit]
+    assert rest and {tag for tag, _ in rest} == {LEVELS_TAG, FUEL_TAG}
+    assert rest == want
+    # without the state, the same short window warms up from less history: other rows (the check can fail)
+    cold = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 5:]), cfg), cfg, emit,
+                              data_from_us=data_from))
+    assert cold != want
+    # a state the bars do not reach back to (data_from after its next minute's carry) is not used
+    late = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 4:]), cfg), cfg, emit,
+                              state=state, data_from_us=_minute_us(rows[152 - 4])))
+    assert late != want
+
+
+def test_the_state_rejects_books_of_another_grid_or_tier_set():
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60)
+    rows = _bar_rows(40)
+    out = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows), cfg), cfg, None,
+                             settled_us=_minute_us(rows[30])))
+    state = [r for tag, r in out if tag == STATE_TAG]
+    est = Estimator.from_state(state, cfg)
+    assert est is not None and est.last_us == _minute_us(rows[30])
+    assert np.array_equal(est.books[("bybit", "BTCUSDT")].store.shape, (2, len(cfg.liqmap_leverage_tiers), est.grid.nb))
+    assert Estimator.from_state(state, dataclasses.replace(cfg, liqmap_bucket_bp=10.0)) is None
+    assert Estimator.from_state(state, dataclasses.replace(cfg, liqmap_leverage_tiers=(10.0,) * 7)) is None
+    assert Estimator.from_state([], cfg) is None
 
 
 def test_estimator_never_imports_the_simulator():

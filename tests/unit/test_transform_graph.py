@@ -75,7 +75,7 @@ def test_config_from_env_and_lookbacks() -> None:
     assert lb["oi_deltas"] == 43_200 + 30
     assert lb["cascades"] == 240 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
     assert lb["contagion"] == 1_440 + 1 + 30
-    assert lb["liquidation_map"] == 2 * 1_440  # every minute's book starts at its aligned anchor
+    assert lb["liquidation_map"] == 60 + 30  # the fuel's hour of volatility + carry; the book is stored state
 
 
 def test_oi_reference_sql_runs_on_the_ddl() -> None:
