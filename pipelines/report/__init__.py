@@ -299,32 +299,39 @@ def _top_venue(share: Any) -> str:
     return f"{ex} {100 * float(s):.0f}%"
 
 
+def liquidation_map_chart(con: Any, base: str, t0: datetime, t1: datetime, *, height: int = 320) -> str:
+    """One base's Coinglass-style map: the estimated liquidation levels (liquidation_levels, all venues,
+    both sides) as heat over time and price, the price line and the realized liquidations per minute
+    (v_bars_1m_symbol) as marks. The report and the live desk both draw it (one plotting path)."""
+    plot_id, title = f"liquidation-map-{base}", f"{base}: estimated liquidation levels (all venues)"
+    if not _table_exists(con, "liquidation_levels"):
+        return svg.no_data(plot_id, title, "no liquidation_levels table")
+    cells = _rows(con, """
+        SELECT epoch(as_of_ts) AS t, price_low, price_high, sum(usd)::DOUBLE AS usd FROM liquidation_levels
+        WHERE exchange = 'all' AND base = ? AND as_of_ts >= ? AND as_of_ts < ? GROUP BY ALL ORDER BY t""",
+                 [base, t0, t1])
+    bars = _rows(con, """
+        SELECT epoch(minute_ts) AS t, price, long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd
+        FROM v_bars_1m_symbol WHERE base = ? AND minute_ts >= ? AND minute_ts < ? ORDER BY t""", [base, t0, t1])
+    times = sorted({c["t"] for c in cells})
+    step = min((b - a for a, b in zip(times, times[1:], strict=False)), default=1800.0)
+    levels = [svg.LevelCell(c["t"], c["t"] + step, c["price_low"], c["price_high"], c["usd"]) for c in cells]
+    xs, ys = _thin([b["t"] for b in bars], [b["price"] for b in bars], 1500)
+    marks = [(b["t"], b["price"], b[k], color) for b in bars for k, color in
+             (("long_usd", svg.LONG_COLOR), ("short_usd", svg.SHORT_COLOR)) if b["price"] and b[k]]
+    return svg.level_heatmap(plot_id, title, levels, svg.Series(f"{base} price", xs, ys, "#222222"), marks,
+                             height=height)
+
+
 def _liquidation_map_section(con: Any, t0: datetime, t1: datetime) -> list[str]:
-    """Per base: the estimated liquidation levels (liquidation_levels, all venues, both sides) as heat over
-    time and price, the price line and the realized liquidations per minute (bars_1m_symbol)."""
+    """Per base with estimated levels in the range: :func:`liquidation_map_chart`."""
     if not _table_exists(con, "liquidation_levels"):
         return [svg.no_data("liquidation-map", "Liquidation map", "no liquidation_levels table")]
-    cells = _rows(con, """
-        SELECT base, epoch(as_of_ts) AS t, price_low, price_high, sum(usd)::DOUBLE AS usd FROM liquidation_levels
-        WHERE exchange = 'all' AND as_of_ts >= ? AND as_of_ts < ? GROUP BY ALL ORDER BY base, t""", [t0, t1])
-    if not cells:
+    bases = [r["base"] for r in _rows(con, """SELECT DISTINCT base FROM liquidation_levels
+        WHERE exchange = 'all' AND as_of_ts >= ? AND as_of_ts < ? ORDER BY base""", [t0, t1])]
+    if not bases:
         return [svg.no_data("liquidation-map", "Liquidation map", "no estimated liquidation levels in the selected range")]
-    bars = _rows(con, """
-        SELECT base, epoch(minute_ts) AS t, price, long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd
-        FROM v_bars_1m_symbol WHERE minute_ts >= ? AND minute_ts < ? ORDER BY base, t""", [t0, t1])
-    plots = []
-    for base in sorted({c["base"] for c in cells}):
-        mine = [c for c in cells if c["base"] == base]
-        times = sorted({c["t"] for c in mine})
-        step = min((b - a for a, b in zip(times, times[1:], strict=False)), default=1800.0)
-        levels = [svg.LevelCell(c["t"], c["t"] + step, c["price_low"], c["price_high"], c["usd"]) for c in mine]
-        b_rows = [b for b in bars if b["base"] == base]
-        xs, ys = _thin([b["t"] for b in b_rows], [b["price"] for b in b_rows], 1500)
-        marks = [(b["t"], b["price"], b[k], color) for b in b_rows for k, color in
-                 (("long_usd", svg.LONG_COLOR), ("short_usd", svg.SHORT_COLOR)) if b["price"] and b[k]]
-        plots.append(svg.level_heatmap(f"liquidation-map-{base}", f"{base}: estimated liquidation levels (all venues)",
-                                       levels, svg.Series(f"{base} price", xs, ys, "#222222"), marks))
-    return plots
+    return [liquidation_map_chart(con, base, t0, t1) for base in bases]
 
 
 def render_report(con: Any, start: datetime | None = None, end: datetime | None = None, db_label: str = "") -> str:
