@@ -262,6 +262,35 @@ def store_liqmap_state(con, files: list[str]) -> None:
         _upsert(con, "liquidation_map_state", files)
 
 
+#: the fuel an episode started with (docs/marts.md, cascades): liquidation_fuel of the last minute
+#: with a row at most 10 minutes before its start, in its direction; the market sums its bases.
+#: Only rows the cycle rewrote (an upsert leaves the columns NULL) or still without fuel are touched.
+CASCADE_FUEL_SQL = """
+UPDATE cascades SET fuel_1pct_usd = f.u1, fuel_2pct_usd = f.u2, fuel_5pct_usd = f.u5,
+    fuel_consumed_share = CASE WHEN f.u5 > 0 THEN f.liq / f.u5 END
+FROM (
+    SELECT c.episode_id,
+           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_1pct ELSE f.short_usd_1pct END) AS u1,
+           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_2pct ELSE f.short_usd_2pct END) AS u2,
+           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_5pct ELSE f.short_usd_5pct END) AS u5,
+           any_value(CASE WHEN c.direction = 'long_liquidation' THEN c.long_liq_usd ELSE c.short_liq_usd END)::DOUBLE
+               AS liq
+    FROM (SELECT c.*, b.base AS fuel_base FROM cascades c
+          JOIN (SELECT DISTINCT base FROM liquidation_fuel) b ON b.base = c.scope OR c.scope = $market
+          WHERE c.fuel_1pct_usd IS NULL) c
+    ASOF JOIN liquidation_fuel f ON f.base = c.fuel_base AND f.minute_ts <= c.start_ts - INTERVAL 1 MINUTE
+    WHERE f.minute_ts >= c.start_ts - INTERVAL 10 MINUTE
+    GROUP BY c.episode_id
+) f
+WHERE cascades.episode_id = f.episode_id
+"""
+
+
+def attach_cascade_fuel(con, config: AnalyticsConfig) -> None:
+    """Fill the episodes' fuel columns (:data:`CASCADE_FUEL_SQL`); in the transaction of the upsert."""
+    con.execute(CASCADE_FUEL_SQL, {"market": config.market_scope})
+
+
 def analytics_lookback_us(config: AnalyticsConfig) -> int:
     """Bars to read back before the first touched minute (the OI reference comes from SQL instead)."""
     spans = {k: v for k, v in config.lookback_minutes().items() if k != "cascades_oi_reference"}
@@ -500,6 +529,7 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the estimator's books commit with the rows made from them (exactly once; ADR 015)
         store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"))
+        attach_cascade_fuel(con, config)  # before the alerts read their episode
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
         warehouse.set_state(con, "analytics_from_us", None)

@@ -61,3 +61,12 @@ CREATE TABLE IF NOT EXISTS liquidation_map_state (
     book            BLOB NOT NULL,     -- store, little-endian float64, C order (side, tier, bucket)
     PRIMARY KEY (base, exchange, symbol)
 );
+
+-- Cascade context (issue 22): the fuel each episode started with, in its direction (longs below for a
+-- long_liquidation, shorts above for a short_squeeze), from liquidation_fuel of the minute before its
+-- start (the market: summed over bases), and the share of it consumed (its side's liquidated USD /
+-- fuel within 5 %; > 1 when more was liquidated than the map held). Filled by the job after each upsert.
+ALTER TABLE cascades ADD COLUMN IF NOT EXISTS fuel_1pct_usd DOUBLE;
+ALTER TABLE cascades ADD COLUMN IF NOT EXISTS fuel_2pct_usd DOUBLE;
+ALTER TABLE cascades ADD COLUMN IF NOT EXISTS fuel_5pct_usd DOUBLE;
+ALTER TABLE cascades ADD COLUMN IF NOT EXISTS fuel_consumed_share DOUBLE;
