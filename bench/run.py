@@ -41,6 +41,7 @@ FULL: dict[str, Any] = {
     # the seeds the thresholds were tuned on (1-3) and held-out seeds (11-13), two runs at a time
     # in worker processes, after the timed stages
     "scoring": {"presets": ["A", "B", "C", "D", "calm"], "seeds": [1, 2, 3, 11, 12, 13], "overrides": {}},
+    "liqmap": {"events": 60_000, "minutes": 60, "cycles": 30, "repeats": 2},  # bench/liqmap.py (issue 22)
     "seed": 42,
 }
 QUICK: dict[str, Any] = {
@@ -53,6 +54,7 @@ QUICK: dict[str, Any] = {
     "backfill": [{"events": 20_000, "days": 1, "workers": 1, "run_dq": False}],
     # checks the scoring harness only: an hour of preset A at a low trade rate
     "scoring": {"presets": ["A"], "seeds": [1], "overrides": {"duration": "1h", "trades_per_second": 5.0}},
+    "liqmap": {"events": 3_000, "minutes": 10, "cycles": 3, "repeats": 1},
     "seed": 42,
 }
 
@@ -140,6 +142,11 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
                    and abs(res["volume_usd_micros"] - ref["volume_usd_micros"]) <= res["bars"])
         runs.append(res)
     out["backfill"] = {"runs": runs}
+
+    say("the liquidation map's cost: live cycles with the estimator off vs on")
+    from bench.liqmap import stage_liqmap
+
+    out["liqmap"] = stage_liqmap(**cfg["liqmap"], workdir=workdir / "liqmap")
 
     sc = cfg["scoring"]
     say(f"cascade detection scored against the simulator's truth: presets {sc['presets']} x seeds {sc['seeds']}")

@@ -209,7 +209,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
                 # + the liquidation map's warm-up: a backfill has no stored books to continue (ADR 015)
                 marts_start = start_us - analytics_lookback_us(config)
-                window_start = min(marts_start, start_us - config.liqmap_warmup_minutes * MINUTE_US)
+                warm_up = config.liqmap_warmup_minutes * MINUTE_US if config.liqmap_enabled else 0
+                window_start = min(marts_start, start_us - warm_up)
                 bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
                 if bars_by_base:
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")

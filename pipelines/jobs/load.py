@@ -242,6 +242,8 @@ def liqmap_cycle(con, config: AnalyticsConfig, from_us: int, state_path: Path) -
     to store is the books after it) and where its bars must begin: the ``ffill_max_minutes``
     before the oldest stored book's next minute, or the warm-up before ``from_us`` when there is
     no state or ``from_us`` rewinds into it (a replay: the books warm up again)."""
+    if not config.liqmap_enabled:
+        return {"state_path": None, "settled_us": None, "data_from_us": from_us}
     watermark = warehouse.get_state(con, "watermark_us")
     settled = None if watermark is None else (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US - MINUTE_US
     oldest, newest = con.execute("SELECT min(last_minute_us), max(last_minute_us) FROM liquidation_map_state").fetchone()

@@ -125,6 +125,8 @@ class AnalyticsConfig:
     liq_intensity_weight: float = 1.0
 
     # --- liquidation map (pipelines/transforms/liqmap.py, ADR 015) --------------------------------
+    #: off: the jobs neither estimate nor store the map (liquidation_levels / _fuel stay empty; bench/liqmap.py)
+    liqmap_enabled: bool = True
     #: log-price bucket width of the estimated books and of liquidation_levels, basis points
     liqmap_bucket_bp: float = 20.0
     #: the grid spans price * exp(+-this) around the warm-up's first price (beyond: the edge buckets)

@@ -83,17 +83,18 @@ def build_analytics_on_panels(
     config = config or AnalyticsConfig()
     cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference)
     # liqmap_state: LiquidationMapFromPanels' state_path / settled_us / data_from_us (a streaming cycle)
-    liqmap = panels | "LiquidationMap" >> LiquidationMapFromPanels(config, emit_from_us, **(liqmap_state or {}))
+    liqmap = (panels | "LiquidationMap" >> LiquidationMapFromPanels(config, emit_from_us, **(liqmap_state or {}))
+              if config.liqmap_enabled else {})
     marts = {
         "bars_1m_symbol": panels | "ComputeSymbolBars" >> SymbolBarsFromPanels(emit_from_us),
         "cascades": cascades["cascades"],
         "cascade_alerts": cascades["cascade_alerts"],
         "oi_deltas": panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us),
         "contagion": panels | "ScoreContagion" >> ScoreContagionOnPanels(config, emit_from_us),
-        "liquidation_levels": liqmap[LEVELS_TAG],
-        "liquidation_fuel": liqmap[FUEL_TAG],
     }
-    if liqmap_state is not None:
+    if liqmap:
+        marts.update({"liquidation_levels": liqmap[LEVELS_TAG], "liquidation_fuel": liqmap[FUEL_TAG]})
+    if liqmap and liqmap_state is not None:
         marts["liquidation_map_state"] = liqmap[STATE_TAG]
     return marts
 

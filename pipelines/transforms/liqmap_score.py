@@ -143,18 +143,21 @@ def oracle_levels(truth: dict[str, Any], w: float) -> list[dict]:
     return out
 
 
-def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None) -> dict[str, Any]:
-    """Simulate (through the Beam bars graph), estimate with ``config`` and the baseline, score both."""
+def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None, mix: str = "default") -> dict[str, Any]:
+    """Simulate (through the Beam bars graph) with the simulator's leverage ``mix``
+    (``scenarios.LEVERAGE_MIXES``), estimate with ``config`` and the baseline, score both."""
+    from connectors.simulator.scenarios import LEVERAGE_MIXES
     from pipelines.transforms.liqmap import LEVELS_TAG, estimate_base
     from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
     from pipelines.transforms.scoring import run_simulated
 
     config = config or AnalyticsConfig()
-    out = run_simulated(preset, seed, config)
+    weights = LEVERAGE_MIXES[mix]
+    out = run_simulated(preset, seed, config, **({} if weights is None else {"leverage_weights": weights}))
     by_base: dict[str, list[dict]] = {}
     for r in out["bars_1m"]:
         by_base.setdefault(r["base"], []).append(r)
-    row: dict[str, Any] = {"preset": preset, "seed": seed}
+    row: dict[str, Any] = {"preset": preset, "seed": seed, "mix": mix}
     for name, cfg in (("est", config), ("base", baseline_config(config))):
         levels = [r for b, rows in sorted(by_base.items())
                   for tag, r in estimate_base(base_bars_from_columns(b, columns_from_rows(rows), cfg), cfg, None,
@@ -167,7 +170,7 @@ def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None) ->
 
 
 def map_score_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'preset':<6} {'seed':>4} {'snaps':>5} {'overlap_est':>11} {'overlap_base':>12} {'x':>5} "
+    head = (f"{'preset':<6} {'mix':<7} {'seed':>4} {'snaps':>5} {'overlap_est':>11} {'overlap_base':>12} {'x':>5} "
             f"{'pred_est':>8} {'pred_base':>9} {'x':>5} {'pred_truth':>10} {'liq_usd_1h':>12}")
     lines = [head, "-" * len(head)]
 
@@ -178,7 +181,7 @@ def map_score_table(rows: list[dict[str, Any]]) -> str:
         return "-" if a is None or not b else f"{a / b:5.2f}"
 
     for r in rows:
-        lines.append(f"{r['preset']:<6} {r['seed']:>4} {r['est_snapshots']:>5} {f(r['est_map_overlap'], '11.3f')} "
+        lines.append(f"{r['preset']:<6} {r.get('mix', 'default'):<7} {r['seed']:>4} {r['est_snapshots']:>5} {f(r['est_map_overlap'], '11.3f')} "
                      f"{f(r['base_map_overlap'], '12.3f')} {ratio(r['est_map_overlap'], r['base_map_overlap'])} "
                      f"{f(r['est_prediction'], '8.3f')} {f(r['base_prediction'], '9.3f')} "
                      f"{ratio(r['est_prediction'], r['base_prediction'])} {f(r['oracle_prediction'], '10.3f')} "

@@ -80,6 +80,8 @@ def test_baseline_is_fixed_tiers_without_learning():
 
 #: held out: the defaults were set before any scoring; seed 1 of A was looked at (docs/analytics.md)
 HELD_OUT = (("A", 2), ("A", 3), ("C", 2), ("C", 3), ("D", 2), ("D", 3), ("calm", 2))
+#: the simulator's other leverage mixes (scenarios.LEVERAGE_MIXES; "high" far above the estimator's prior)
+HELD_OUT_MIXES = (("A", 2, "low"), ("A", 2, "high"), ("D", 3, "low"), ("D", 3, "high"))
 
 
 @pytest.mark.heavy
@@ -88,7 +90,7 @@ def test_liquidation_map_scores_against_the_true_books():
     both, prediction >= 0.6) is reported there, not asserted: it is not met (the true books themselves
     score a prediction share far below 0.6 under this definition). Asserted: the scorer gives the true
     books a perfect map, and every run was scored."""
-    rows = [run_scored(p, s) for p, s in HELD_OUT]
+    rows = [run_scored(p, s) for p, s in HELD_OUT] + [run_scored(p, s, mix=m) for p, s, m in HELD_OUT_MIXES]
     print("\n" + map_score_table(rows))
     for r in rows:
         assert r["est_snapshots"] > 0 and r["est_map_overlap"] is not None
