@@ -223,7 +223,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 tick = add_phase_time(result.timings, "analytics", tick)
                 for name in ANALYTIC_MARTS:
                     result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
-                attach_cascade_fuel(con, config)
+                attach_cascade_fuel(con, config, start_us)
                 tick = add_phase_time(result.timings, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",

@@ -266,7 +266,8 @@ def store_liqmap_state(con, files: list[str]) -> None:
 
 #: the fuel an episode started with (docs/marts.md, cascades): liquidation_fuel of the last minute
 #: with a row at most 10 minutes before its start, in its direction; the market sums its bases.
-#: Only rows the cycle rewrote (an upsert leaves the columns NULL) or still without fuel are touched.
+#: Touched: rows the cycle rewrote (an upsert leaves the columns NULL) or without fuel, and episodes
+#: starting after the cycle's first emitted minute (their fuel rows were just re-computed).
 CASCADE_FUEL_SQL = """
 UPDATE cascades SET fuel_1pct_usd = f.u1, fuel_2pct_usd = f.u2, fuel_5pct_usd = f.u5,
     fuel_consumed_share = CASE WHEN f.u5 > 0 THEN f.liq / f.u5 END
@@ -279,7 +280,7 @@ FROM (
                AS liq
     FROM (SELECT c.*, b.base AS fuel_base FROM cascades c
           JOIN (SELECT DISTINCT base FROM liquidation_fuel) b ON b.base = c.scope OR c.scope = $market
-          WHERE c.fuel_1pct_usd IS NULL) c
+          WHERE c.fuel_1pct_usd IS NULL OR c.start_ts > make_timestamp($since)) c
     ASOF JOIN liquidation_fuel f ON f.base = c.fuel_base AND f.minute_ts <= c.start_ts - INTERVAL 1 MINUTE
     WHERE f.minute_ts >= c.start_ts - INTERVAL 10 MINUTE
     GROUP BY c.episode_id
@@ -288,9 +289,10 @@ WHERE cascades.episode_id = f.episode_id
 """
 
 
-def attach_cascade_fuel(con, config: AnalyticsConfig) -> None:
-    """Fill the episodes' fuel columns (:data:`CASCADE_FUEL_SQL`); in the transaction of the upsert."""
-    con.execute(CASCADE_FUEL_SQL, {"market": config.market_scope})
+def attach_cascade_fuel(con, config: AnalyticsConfig, since_us: int) -> None:
+    """Fill the episodes' fuel columns (:data:`CASCADE_FUEL_SQL`) after an upsert of the marts from
+    ``since_us`` on, in its transaction."""
+    con.execute(CASCADE_FUEL_SQL, {"market": config.market_scope, "since": since_us})
 
 
 def analytics_lookback_us(config: AnalyticsConfig) -> int:
@@ -531,7 +533,7 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the estimator's books commit with the rows made from them (exactly once; ADR 015)
         store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"))
-        attach_cascade_fuel(con, config)  # before the alerts read their episode
+        attach_cascade_fuel(con, config, from_us)  # before the alerts read their episode
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
         warehouse.set_state(con, "analytics_from_us", None)

@@ -35,7 +35,7 @@ def test_episodes_get_the_fuel_of_the_minute_before_their_start_in_their_directi
     con.execute(EPISODE, ["mkt-long", "market", "long_liquidation", *ts, 4.2e6, 0.0])
     con.execute(EPISODE, ["sol-long", "SOL", "long_liquidation", *ts, 1e6, 0.0])
     con.execute(EPISODE, ["eth-stale", "ETH", "long_liquidation", "2026-01-01 00:30:00+00", *ts[1:], 1e6, 0.0])
-    attach_cascade_fuel(con, AnalyticsConfig())
+    attach_cascade_fuel(con, AnalyticsConfig(), 0)
     got = {r[0]: r[1:] for r in con.execute("SELECT episode_id, fuel_1pct_usd, fuel_2pct_usd, fuel_5pct_usd, "
                                             "fuel_consumed_share FROM cascades").fetchall()}
     assert got["btc-long"] == pytest.approx((1e6, 3e6, 8e6, 2e6 / 8e6))
@@ -55,10 +55,18 @@ def test_episodes_get_the_fuel_of_the_minute_before_their_start_in_their_directi
     row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
     rec = to_record(row, "run-1", 0)
     assert (rec["fuel_1pct_usd"], rec["fuel_2pct_usd"], rec["fuel_5pct_usd"]) == (1e6, 3e6, 8e6)
-    # a re-upserted episode (its fuel columns NULL again) is filled again
+    # a re-upserted episode (its fuel columns NULL again) is filled again; one starting after the
+    # cycle's first emitted minute is re-computed (its fuel row changed); an older one is left alone
     con.execute("UPDATE cascades SET fuel_1pct_usd = NULL, fuel_5pct_usd = NULL, long_liq_usd = 4e6 "
                 "WHERE episode_id = 'btc-long'")
-    attach_cascade_fuel(con, AnalyticsConfig())
-    assert con.execute("SELECT fuel_5pct_usd, fuel_consumed_share FROM cascades WHERE episode_id = 'btc-long'"
-                       ).fetchone() == pytest.approx((8e6, 0.5))
+    con.execute("UPDATE liquidation_fuel SET short_usd_5pct = 12e6 WHERE base = 'BTC' AND minute_ts = "
+                "'2026-01-01 00:09:00+00'")
+    since = 1767225600_000_000 + 9 * 60_000_000  # 2026-01-01 00:09
+    attach_cascade_fuel(con, AnalyticsConfig(), since)
+    got = dict(con.execute("SELECT episode_id, fuel_5pct_usd FROM cascades").fetchall())
+    assert got["btc-long"] == 8e6 and got["btc-short"] == 12e6
+    assert con.execute("SELECT fuel_consumed_share FROM cascades WHERE episode_id = 'btc-long'").fetchone()[0] == 0.5
+    con.execute("UPDATE liquidation_fuel SET short_usd_5pct = 1 WHERE base = 'BTC'")
+    attach_cascade_fuel(con, AnalyticsConfig(), since + 60_000_000)  # 00:10: the episodes start there, not after
+    assert dict(con.execute("SELECT episode_id, fuel_5pct_usd FROM cascades").fetchall())["btc-short"] == 12e6
     con.close()
