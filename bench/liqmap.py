@@ -6,7 +6,8 @@ venue symbols over 8 bases, in time order) are published in ``cycles`` parts and
 by one ``run_load`` cycle (the stream job's cycle, without its DQ gate, which does not depend on the
 map), once with ``liqmap_enabled`` off and once on, on fresh brokers and marts, alternating
 ``repeats`` times so the shared machine's load hits both alike. Throughput = events / the cycles'
-wall seconds (publishing excluded); the first cycle (the estimator's warm-up) is reported apart.
+wall seconds (publishing excluded), and events / the process's CPU seconds (the in-process runner and
+DuckDB: less bent by other load on a shared machine); the first cycle (the warm-up) is reported apart.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ def run_cycles(events: int, minutes: int, cycles: int, enabled: bool, workdir: P
         run_load(settings, run_dq=False, config=config)  # warm-up on empty topics: imports, migrations
         evs = list(in_time_order(synth_tables(events, SYNTH_START_US, minutes * 60_000_000, seed)))
         seconds: list[float] = []
+        cpu = 0.0  # this process's CPU (the FnApiRunner and DuckDB run in it): less bent by other load
         loaded = 0
         for i in range(cycles):
             publish_events(kafka, iter(evs[i * len(evs) // cycles:(i + 1) * len(evs) // cycles]))
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             loaded += run_load(settings, run_dq=False, config=config).events_in
             seconds.append(time.perf_counter() - t)
+            cpu += time.process_time() - c
     steady = seconds[1:] or seconds
-    return {"liqmap": enabled, "events": loaded, "cycles": cycles, "seconds": sum(seconds),
+    return {"liqmap": enabled, "events": loaded, "cycles": cycles, "seconds": sum(seconds), "cpu_seconds": cpu,
             "events_per_s": loaded / sum(seconds), "first_cycle_s": seconds[0],
             "steady_mean_cycle_s": sum(steady) / len(steady),
             "steady_events_per_s": (loaded - loaded / cycles) / sum(steady) if len(seconds) > 1 else None}
@@ -52,6 +55,7 @@ def stage_liqmap(events: int, minutes: int, cycles: int, repeats: int, workdir: 
 
     steady = {e: sum(x["steady_mean_cycle_s"] for x in runs if x["liqmap"] is e) for e in (False, True)}
     return {"runs": runs, "on_vs_off": total(True, "seconds") / total(False, "seconds"),
+            "cpu_on_vs_off": total(True, "cpu_seconds") / total(False, "cpu_seconds"),
             "steady_cycle_on_vs_off": steady[False] / steady[True]}
 
 
