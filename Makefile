@@ -40,7 +40,7 @@ test: $(STAMP) chromium ## the test suite (starts its own brokers; renders the r
 	@$(PY) -m pytest -q -m "not heavy"
 
 test-heavy: $(STAMP) ## the full preset x seed scoring matrix against the simulator's ground truth (~10 min)
-	@$(PY) -m pytest -q -s -m "slow or heavy" tests/unit/test_transform_scoring.py
+	@$(PY) -m pytest -q -s -m "slow or heavy" tests/unit/test_transform_scoring.py tests/unit/test_liqmap_score.py
 
 test-explore: $(STAMP) ## property tests with fresh random examples each run (make test draws fixed ones)
 	@LIQSTREAM_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/unit/test_normalizers_property.py \

@@ -44,6 +44,7 @@ FULL: dict[str, Any] = {
     # the seeds the thresholds were tuned on (1-3) and held-out seeds (11-13), two runs at a time
     # in worker processes, after the timed stages
     "scoring": {"presets": ["A", "B", "C", "D", "calm"], "seeds": [1, 2, 3, 11, 12, 13], "overrides": {}},
+    "liqmap": {"events": 60_000, "minutes": 60, "cycles": 30, "repeats": 2},  # bench/liqmap.py (issue 22)
     "seed": 42,
     # issue 21: the peers (bench/peers.py) beside the catch-up and the backfills; peak memory of a
     # 90-day backfill against a 10-day one at the same events per day
@@ -62,6 +63,7 @@ QUICK: dict[str, Any] = {
     "dask_backfill": {"events": 40_000, "days": 2},
     # checks the scoring harness only: an hour of preset A at a low trade rate
     "scoring": {"presets": ["A"], "seeds": [1], "overrides": {"duration": "1h", "trades_per_second": 5.0}},
+    "liqmap": {"events": 3_000, "minutes": 10, "cycles": 3, "repeats": 1},
     "seed": 42,
     "peers": True,
 }
@@ -169,6 +171,11 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
             res["ratio_to_duckdb"] = res["seconds"] / res["peers"]["duckdb_sql"]["seconds"]
         runs.append(res)
     out["backfill"] = {"runs": runs, "memory": peers.memory_runs(cfg.get("backfill_memory", []), workdir, seed)}
+
+    say("the liquidation map's cost: live cycles with the estimator off vs on")
+    from bench.liqmap import stage_liqmap
+
+    out["liqmap"] = stage_liqmap(**cfg["liqmap"], workdir=workdir / "liqmap")
 
     sc = cfg["scoring"]
     if not sc:  # --no-scoring

@@ -121,6 +121,11 @@ class CascadeModel:
         self.long_off = np.minimum(np.floor(np.log1p(-dist) / BIN), -1).astype(np.int64)
         self.short_off = np.maximum(np.ceil(np.log1p(dist) / BIN), 1).astype(np.int64)
         self._row = np.arange(n)[:, None] * self.nb
+        # the scenario's leverage mix over LEVERAGES (issue 22's presets), else the default one
+        w = LEVERAGE_WEIGHTS if sc.leverage_weights is None else np.asarray(sc.leverage_weights, dtype=float)
+        if w.shape != LEVERAGES.shape or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"leverage_weights must be {len(LEVERAGES)} non-negative weights over {LEVERAGES.tolist()}")
+        self.leverage_weights = w / w.sum()
         self._init_book(p0)
         self.lev_base = self.book.sum(axis=2)  # (2, n)
         self.frontier_long = np.full(n, self.nb // 2, dtype=np.int64)  # long mass lies below
@@ -159,7 +164,7 @@ class CascadeModel:
             for s in range(self.n):
                 # bins: entry offset + leverage offset; weights: entry density x leverage weight
                 bins = centre + np.round(e[:, None] / BIN).astype(np.int64) + offs[s][None, :]
-                mass = g[:, None] * LEVERAGE_WEIGHTS[None, :]
+                mass = g[:, None] * self.leverage_weights[None, :]
                 entry_px = p0[s] * np.exp(e)[:, None]
                 # positions whose liquidation level is within ``margin_gap`` of the start
                 # price are gone already: liquidated earlier, or their owners added margin
@@ -316,8 +321,8 @@ class CascadeModel:
         flat = self.book.reshape(2, -1)
         long_bins = np.clip(i[:, None] + self.long_off, 0, self.nb - 1) + self._row
         short_bins = np.clip(i[:, None] + self.short_off, 0, self.nb - 1) + self._row
-        np.add.at(flat[0], long_bins.ravel(), ((flow * share)[:, None] * LEVERAGE_WEIGHTS[None, :]).ravel())
-        np.add.at(flat[1], short_bins.ravel(), ((flow * (1 - share))[:, None] * LEVERAGE_WEIGHTS[None, :]).ravel())
+        np.add.at(flat[0], long_bins.ravel(), ((flow * share)[:, None] * self.leverage_weights[None, :]).ravel())
+        np.add.at(flat[1], short_bins.ravel(), ((flow * (1 - share))[:, None] * self.leverage_weights[None, :]).ravel())
         self.lev_base[0] += flow * share
         self.lev_base[1] += flow * (1 - share)
         self.frontier_long = np.maximum(self.frontier_long, i + self.long_off.max(axis=1) + 1)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from connectors.simulator.books import TrueBooks
 from connectors.simulator.model import CascadeModel
 from connectors.simulator.scenarios import Scenario, get_scenario
 from connectors.simulator.truth import GroundTruthBuilder
@@ -92,6 +93,7 @@ class Simulation:
         self.price_impact = price_impact
         self.overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items() if v is not None}
         self.truth = GroundTruthBuilder(self.scenario, seed, price_impact, self.overrides)
+        self.books = TrueBooks(self.scenario)  # the liquidation map's truth (issue 22)
         self.steps_done = 0
 
     @property
@@ -139,6 +141,7 @@ class Simulation:
         trade_fns = [w.trade for w in writers]
         for k in range(n_steps):
             r = model.step()
+            self.books.record(model, r)
             t1 = r.t_us
             t0 = t1 - step_us
             price = r.price
@@ -239,7 +242,7 @@ class Simulation:
             self.steps_done = k + 1
         for v, name in enumerate(names):
             truth.messages[name] = sent[v]
-        truth.finish()
+        truth.finish()["liquidation_books"] = self.books.export()
 
 
 def simulate(scenario: str, seed: int = 7, **overrides: Any) -> Iterator[RawMessage]:

@@ -112,6 +112,9 @@ class Scenario:
     market_oi_usd: float = 90e9
     #: share of OI held by leveraged (liquidatable) traders; the rest is hedged / low-risk
     leveraged_fraction: float = 0.05
+    #: the leveraged book's mix over model.LEVERAGES (2..100x); None = model.LEVERAGE_WEIGHTS
+    #: (mass at 5-25x). LEVERAGE_MIXES names the ones the liquidation map is scored on (issue 22)
+    leverage_weights: tuple[float, ...] | None = None
     #: share of the leveraged book that is long (0.5 = balanced; A: crowded longs)
     long_share: float = 0.5
     #: spread of past entry prices around the start price (log), shapes the initial book
@@ -347,6 +350,16 @@ def _preset_calm() -> Scenario:
         targets={"cascades": 0},
     )
 
+
+#: leverage mixes over model.LEVERAGES (2, 3, 5, 7, 10, 12, 15, 20, 25, 30, 40, 50, 75, 100 x) that a
+#: preset takes as ``leverage_weights=`` (scored in docs/analytics.md, "Leverage mixes"). The liquidation
+#: map's prior (AnalyticsConfig: 3-100x, mass at 5-20x, mean ~17x) sits near ``default``; ``high``
+#: has most of its book at 40-100x (mean 57x), ``low`` at 2-7x (mean 7x).
+LEVERAGE_MIXES: dict[str, tuple[float, ...] | None] = {
+    "default": None,
+    "low": (14, 20, 24, 16, 10, 5, 4, 3, 2, 1, 0.5, 0.3, 0.1, 0.1),
+    "high": (0, 0, 0.5, 0.5, 1, 1, 2, 3, 5, 7.5, 15, 25, 22, 17.5),
+}
 
 PRESETS: dict[str, Scenario] = {s.name: s for s in (_preset_a(), _preset_b(), _preset_c(), _preset_d(), _preset_calm())}
 

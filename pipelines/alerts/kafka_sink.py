@@ -88,7 +88,7 @@ class KafkaAlertSink:
             try:
                 value = encoder().encode(d.record)
             except (TypeError, ValueError) as exc:  # a record the schema refuses: no retry can help
-                out.append(Outcome(d, "dead", d.attempts + 1, f"does not fit cascade_alert.v1: {exc}"))
+                out.append(Outcome(d, "dead", d.attempts + 1, f"does not fit cascade_alert: {exc}"))
                 continue
             sends.append((d, self._producer.send_encoded(self.topic, d.episode_id.encode(), value, None)))
         if not sends:

@@ -1,4 +1,4 @@
-"""The alert record: a ``cascade_alerts`` row and its episode -> ``cascade_alert.v1``, Avro or JSON.
+"""The alert record: a ``cascade_alerts`` row and its episode -> ``cascade_alert`` (latest version), Avro or JSON.
 
 The record is built from the row by column name: a field of the schema takes the column of the
 same name (``cascade_alerts`` first, then the episode's ``cascades`` row), else its default. So a
@@ -19,7 +19,8 @@ from connectors.avro import AvroDecoder, AvroEncoder
 
 EVENT_TYPE = "cascade_alert"
 #: context from the episode (cascades) that an alert row does not carry
-EPISODE_COLUMNS = ("detected_ts", "oi_change_usd", "oi_change_pct", "feedback")
+EPISODE_COLUMNS = ("detected_ts", "oi_change_usd", "oi_change_pct", "feedback", "fuel_1pct_usd", "fuel_2pct_usd",
+                   "fuel_5pct_usd")
 _MISSING = object()
 
 
@@ -48,7 +49,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_record(row: dict[str, Any], run_id: str, committed_us: int) -> dict[str, Any]:
-    """A row of :data:`pipelines.alerts.outbox.ALERT_ROWS_SQL` -> a cascade_alert.v1 record."""
+    """A row of :data:`pipelines.alerts.outbox.ALERT_ROWS_SQL` -> a cascade_alert record (latest version)."""
     values = {**row, "run_id": run_id, "committed_ts": committed_us}
     rec: dict[str, Any] = {}
     for f in _fields():
@@ -61,7 +62,7 @@ def to_record(row: dict[str, Any], run_id: str, committed_us: int) -> dict[str, 
             v = None  # a NaN price move (no price yet) is "unknown", which the optional field says
         if v is _MISSING or (v is None and f.get("default") is not None):
             if "default" not in f:
-                raise ValueError(f"alert row lacks {f['name']!r}, which cascade_alert.v1 requires")
+                raise ValueError(f"alert row lacks {f['name']!r}, which cascade_alert requires")
             v = f["default"]
         rec[f["name"]] = v
     return rec

@@ -87,6 +87,35 @@ def _contagion() -> list[Any]:
     ]
 
 
+def _liquidation_levels() -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    keys = ["base", "exchange", "symbol", "as_of_ts", "side", "price_low"]
+    return [
+        *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in [*keys, "usd", "price"]),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=keys),
+        gxe.ExpectColumnValuesToBeInSet(column="side", value_set=["long", "short"]),
+        gxe.ExpectColumnValuesToBeBetween(column="usd", min_value=0),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="price_high", column_B="price_low", or_equal=False),
+    ]
+
+
+def _liquidation_fuel() -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    keys = ["base", "minute_ts"]
+    usd = [f"{s}_usd_{p}pct" for s in ("long", "short") for p in (1, 2, 5)]
+    return [
+        *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in [*keys, "price", *usd]),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=keys),
+        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in usd),
+        # within 2 % holds within 1 %, within 5 % holds within 2 %
+        *(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=f"{s}_usd_{b}pct", column_B=f"{s}_usd_{a}pct",
+                                                       or_equal=True)
+          for s in ("long", "short") for a, b in ((1, 2), (2, 5))),
+    ]
+
+
 # bars are continuous in time per active venue symbol: the largest gap between consecutive minutes
 # with a bar, per series, over the checked rows (a venue that stops sending shows up here)
 BAR_CONTINUITY_SQL = """
@@ -193,4 +222,8 @@ SUITES: dict[str, SuiteSpec] = {
     "cascades": SuiteSpec("cascades", "cascades", critical=True, expectations=_cascades),
     "oi_deltas": SuiteSpec("oi_deltas", "oi_deltas", critical=False, expectations=_oi_deltas),
     "contagion": SuiteSpec("contagion", "contagion", critical=False, expectations=_contagion),
+    "liquidation_levels": SuiteSpec("liquidation_levels", "liquidation_levels", critical=False,
+                                    expectations=_liquidation_levels),
+    "liquidation_fuel": SuiteSpec("liquidation_fuel", "liquidation_fuel", critical=False,
+                                  expectations=_liquidation_fuel),
 }

@@ -41,6 +41,7 @@ from pipelines.jobs.load import (
     _run,
     add_phase_time,
     analytics_lookback_us,
+    attach_cascade_fuel,
     build_analytics_graph,
     export_bars_by_base,
     oi_reference,
@@ -48,7 +49,7 @@ from pipelines.jobs.load import (
 )
 from pipelines.settings import JobSettings
 from pipelines.sinks import WriteRowsToParquet, parquet_glob
-from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 TIME_COLUMNS = {
     "bars_1m": "minute_ts", "liquidations_1m": "minute", "bars_1m_symbol": "minute_ts", "cascades": "start_ts",
     "cascade_alerts": "alert_ts", "oi_deltas": "as_of_ts", "contagion": "as_of_ts",
+    "liquidation_levels": "as_of_ts", "liquidation_fuel": "minute_ts",
 }
 EVENT_TYPES = ("trade", "liquidation", "open_interest", "funding")
 BATCH_ROWS = 50_000
@@ -218,13 +220,16 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
                 tick = add_phase_time(result.timings, "replace", tick)
                 # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
-                window_start = start_us - analytics_lookback_us(config)
+                # + the liquidation map's warm-up: a backfill has no stored books to continue (ADR 015)
+                marts_start = start_us - analytics_lookback_us(config)
+                warm_up = config.liqmap_warmup_minutes * MINUTE_US if config.liqmap_enabled else 0
+                window_start = min(marts_start, start_us - warm_up)
                 bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
                 if bars_by_base:
                     _log_step(progress, "recomputing cascades, OI deltas and contagion")
                     # in-process: the per-base panels are vectorized, and worker processes cost more
                     # (start-up, pickling the panels) than they save up to a month of bars (ADR 007)
-                    ref = oi_reference(con, window_start, config)
+                    ref = oi_reference(con, marts_start, config)
                     if cluster is not None:  # the bases spread over the cluster too
                         cluster.run_analytics(bars_by_base, config, start_us, ref, tmp / "analytics")
                     else:
@@ -235,10 +240,12 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 tick = add_phase_time(result.timings, "analytics", tick)
                 for name in ANALYTIC_MARTS:
                     result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
+                attach_cascade_fuel(con, config, start_us)
                 tick = add_phase_time(result.timings, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
-                             "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
+                             "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
+                             "liquidation_fuel": "minute_ts"}
                     for suite, col in where.items():
                         cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond,

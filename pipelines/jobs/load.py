@@ -56,15 +56,17 @@ progress_log = logging.getLogger("liqstream.progress")
 #: topics a cycle consumes: the four event topics and every dead-letter topic
 LOAD_TOPICS = list(TOPICS.values()) + [t for t in all_topics() if t.endswith(".dlq")]
 EVENT_MARTS = ["bars_1m", "late_events", "liquidations_1m", "rejects"]
-ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"]
+ANALYTIC_MARTS = ["bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion", "liquidation_levels",
+                  "liquidation_fuel"]
 #: what --reset-offsets empties: everything derived from the topics
-DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["job_state", "quarantine", "alert_deliveries", "cascade_watches",
-                                              "event_keys"]
+DERIVED_TABLES = EVENT_MARTS + ANALYTIC_MARTS + ["liquidation_map_state", "job_state", "quarantine",
+                                              "alert_deliveries", "cascade_watches", "event_keys"]
 #: suites run after each load (the DQ cadence of the streaming job decides when)
 #: suites comparing two marts loaded together; the production loader lands each mart's window panes
 #: independently, so there one mart can be ahead of the other at gate time
 CROSS_MART_SUITES = frozenset({"liquidations_reconciliation"})
 DQ_SUITES = ["stg_events_notional", "liquidations_1m", "bars_1m", "cascades", "oi_deltas", "contagion",
+             "liquidation_levels", "liquidation_fuel",
              "bars_1m_continuity", "bars_1m_freshness", "liquidations_reconciliation"]
 
 REJECTS_SCHEMA = pa.schema([
@@ -205,7 +207,8 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
 def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], out_dir: Path,
                           config: AnalyticsConfig, emit_from_us: int | None,
                           oi_reference: list[tuple[str, float]] | None = None,
-                          closed_before_us: int | None = None) -> None:
+                          closed_before_us: int | None = None,
+                          liqmap_state: dict[str, Any] | None = None) -> None:
     """Phase B: stored bars (touched minutes + lookback), one set of Parquet files per base
     (:func:`export_bars_by_base`) -> the analytic marts. Each base's files are read into Arrow and
     aggregated inside a DoFn: no bar row crosses Beam's data plane. ``closed_before_us``: the
@@ -213,7 +216,7 @@ def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], 
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
     ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
     for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
-                                                closed_before_us=closed_before_us).items():
+                                                closed_before_us=closed_before_us, liqmap_state=liqmap_state).items():
         rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
 
 
@@ -241,6 +244,65 @@ def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: i
         if files:
             by_base[unquote(d.name[len("base="):])] = files
     return by_base
+
+
+def liqmap_cycle(con, config: AnalyticsConfig, from_us: int, state_path: Path) -> dict[str, Any]:
+    """The liquidation map's part of an analytics cycle (ADR 015): the stored books exported to
+    ``state_path``, the last settled minute (no event accepted later can change it: the state
+    to store is the books after it) and where its bars must begin: the ``ffill_max_minutes``
+    before the oldest stored book's next minute, or the warm-up before ``from_us`` when there is
+    no state or ``from_us`` rewinds into it (a replay: the books warm up again)."""
+    if not config.liqmap_enabled:
+        return {"state_path": None, "settled_us": None, "data_from_us": from_us}
+    watermark = warehouse.get_state(con, "watermark_us")
+    settled = None if watermark is None else (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US - MINUTE_US
+    oldest, newest = con.execute("SELECT min(last_minute_us), max(last_minute_us) FROM liquidation_map_state").fetchone()
+    warm_from = from_us - config.liqmap_warmup_minutes * MINUTE_US
+    if oldest is None or from_us <= newest or oldest + MINUTE_US < warm_from:
+        data_from = warm_from  # (a book older than the warm-up would reach is warmed up again too)
+    else:
+        data_from = oldest + MINUTE_US - config.ffill_max_minutes * MINUTE_US
+        con.execute(f"COPY (SELECT * FROM liquidation_map_state) TO '{state_path}' (FORMAT parquet)")
+    return {"state_path": str(state_path), "settled_us": settled, "data_from_us": data_from}
+
+
+def store_liqmap_state(con, files: list[str]) -> None:
+    """Replace the stored books of the bases a cycle stepped (a re-warmed base drops venues it no longer has)."""
+    if files:
+        con.execute("DELETE FROM liquidation_map_state WHERE base IN (SELECT DISTINCT base FROM read_parquet(?))",
+                    [files])
+        _upsert(con, "liquidation_map_state", files)
+
+
+#: the fuel an episode started with (docs/marts.md, cascades): liquidation_fuel of the last minute
+#: with a row at most 10 minutes before its start, in its direction; the market sums its bases.
+#: Touched: rows the cycle rewrote (an upsert leaves the columns NULL) or without fuel, and episodes
+#: starting after the cycle's first emitted minute (their fuel rows were just re-computed).
+CASCADE_FUEL_SQL = """
+UPDATE cascades SET fuel_1pct_usd = f.u1, fuel_2pct_usd = f.u2, fuel_5pct_usd = f.u5,
+    fuel_consumed_share = CASE WHEN f.u5 > 0 THEN f.liq / f.u5 END
+FROM (
+    SELECT c.episode_id,
+           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_1pct ELSE f.short_usd_1pct END) AS u1,
+           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_2pct ELSE f.short_usd_2pct END) AS u2,
+           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_5pct ELSE f.short_usd_5pct END) AS u5,
+           any_value(CASE WHEN c.direction = 'long_liquidation' THEN c.long_liq_usd ELSE c.short_liq_usd END)::DOUBLE
+               AS liq
+    FROM (SELECT c.*, b.base AS fuel_base FROM cascades c
+          JOIN (SELECT DISTINCT base FROM liquidation_fuel) b ON b.base = c.scope OR c.scope = $market
+          WHERE c.fuel_1pct_usd IS NULL OR c.start_ts > make_timestamp($since)) c
+    ASOF JOIN liquidation_fuel f ON f.base = c.fuel_base AND f.minute_ts <= c.start_ts - INTERVAL 1 MINUTE
+    WHERE f.minute_ts >= c.start_ts - INTERVAL 10 MINUTE
+    GROUP BY c.episode_id
+) f
+WHERE cascades.episode_id = f.episode_id
+"""
+
+
+def attach_cascade_fuel(con, config: AnalyticsConfig, since_us: int) -> None:
+    """Fill the episodes' fuel columns (:data:`CASCADE_FUEL_SQL`) after an upsert of the marts from
+    ``since_us`` on, in its transaction."""
+    con.execute(CASCADE_FUEL_SQL, {"market": config.market_scope, "since": since_us})
 
 
 def analytics_lookback_us(config: AnalyticsConfig) -> int:
@@ -439,7 +501,8 @@ def confirmed_watermark(con, bar_files: list[str], current: int | None, max_jump
 
 #: the column that dates each suite's rows: the gate checks only the rows of the loads since the last check
 DQ_TIME_COLUMNS = {"liquidations_1m": "minute", "bars_1m": "minute_ts", "cascades": "start_ts",
-                   "oi_deltas": "as_of_ts", "contagion": "as_of_ts"}
+                   "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
+                   "liquidation_fuel": "minute_ts"}
 
 
 def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: Path | None = None,
@@ -481,8 +544,10 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         was_open_from = warehouse.get_state(con, _CLOSED_BEFORE_STATE)
         if was_open_from is not None and was_open_from < closed_before:
             from_us = min(from_us, was_open_from)
-    window_start = from_us - analytics_lookback_us(config)
     tmp.mkdir(parents=True, exist_ok=True)
+    liqmap = liqmap_cycle(con, config, from_us, tmp / "liquidation_map_state.parquet")
+    marts_start = from_us - analytics_lookback_us(config)
+    window_start = min(marts_start, liqmap["data_from_us"])
     (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
                             [window_start]).fetchone()
     if not n_bars:
@@ -492,7 +557,8 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
     if bars_by_base:
         p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
         build_analytics_graph(p, bars_by_base, out, config, emit_from_us=from_us,
-                              oi_reference=oi_reference(con, window_start, config), closed_before_us=closed_before)
+                              oi_reference=oi_reference(con, marts_start, config), closed_before_us=closed_before,
+                              liqmap_state=liqmap)
         _run(p)
     con.execute("BEGIN")
     try:
@@ -505,7 +571,12 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
             # mart depended on where cycles cut the stream (issue 16). What was delivered stays
             # in alert_deliveries (ADR 012).
             con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT)", [from_us])
+        # a snapshot's buckets are replaced whole: a bucket emptied by a re-run must not linger
+        con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
+        # the estimator's books commit with the rows made from them (exactly once; ADR 015)
+        store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"))
+        attach_cascade_fuel(con, config, from_us)  # before the alerts read their episode
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
         if closed_before is not None:

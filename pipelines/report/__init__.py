@@ -299,6 +299,41 @@ def _top_venue(share: Any) -> str:
     return f"{ex} {100 * float(s):.0f}%"
 
 
+def liquidation_map_chart(con: Any, base: str, t0: datetime, t1: datetime, *, height: int = 320) -> str:
+    """One base's Coinglass-style map: the estimated liquidation levels (liquidation_levels, all venues,
+    both sides) as heat over time and price, the price line and the realized liquidations per minute
+    (v_bars_1m_symbol) as marks. The report and the live desk both draw it (one plotting path)."""
+    plot_id, title = f"liquidation-map-{base}", f"{base}: estimated liquidation levels (all venues)"
+    if not _table_exists(con, "liquidation_levels"):
+        return svg.no_data(plot_id, title, "no liquidation_levels table")
+    cells = _rows(con, """
+        SELECT epoch(as_of_ts) AS t, price_low, price_high, sum(usd)::DOUBLE AS usd FROM liquidation_levels
+        WHERE exchange = 'all' AND base = ? AND as_of_ts >= ? AND as_of_ts < ? GROUP BY ALL ORDER BY t""",
+                 [base, t0, t1])
+    bars = _rows(con, """
+        SELECT epoch(minute_ts) AS t, price, long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd
+        FROM v_bars_1m_symbol WHERE base = ? AND minute_ts >= ? AND minute_ts < ? ORDER BY t""", [base, t0, t1])
+    times = sorted({c["t"] for c in cells})
+    step = min((b - a for a, b in zip(times, times[1:], strict=False)), default=1800.0)
+    levels = [svg.LevelCell(c["t"], c["t"] + step, c["price_low"], c["price_high"], c["usd"]) for c in cells]
+    xs, ys = _thin([b["t"] for b in bars], [b["price"] for b in bars], 1500)
+    marks = [(b["t"], b["price"], b[k], color) for b in bars for k, color in
+             (("long_usd", svg.LONG_COLOR), ("short_usd", svg.SHORT_COLOR)) if b["price"] and b[k]]
+    return svg.level_heatmap(plot_id, title, levels, svg.Series(f"{base} price", xs, ys, "#222222"), marks,
+                             height=height)
+
+
+def _liquidation_map_section(con: Any, t0: datetime, t1: datetime) -> list[str]:
+    """Per base with estimated levels in the range: :func:`liquidation_map_chart`."""
+    if not _table_exists(con, "liquidation_levels"):
+        return [svg.no_data("liquidation-map", "Liquidation map", "no liquidation_levels table")]
+    bases = [r["base"] for r in _rows(con, """SELECT DISTINCT base FROM liquidation_levels
+        WHERE exchange = 'all' AND as_of_ts >= ? AND as_of_ts < ? ORDER BY base""", [t0, t1])]
+    if not bases:
+        return [svg.no_data("liquidation-map", "Liquidation map", "no estimated liquidation levels in the selected range")]
+    return [liquidation_map_chart(con, base, t0, t1) for base in bases]
+
+
 def render_report(con: Any, start: datetime | None = None, end: datetime | None = None, db_label: str = "") -> str:
     """The report HTML of ``[start, end)`` (defaults: the data's first and last minute)."""
     data = _data_range(con)
@@ -330,6 +365,7 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
 
     price_plots = _price_section(con, t0, t1, episodes)
     heat_plots = _heatmap_section(con, t0, t1)
+    map_plots = _liquidation_map_section(con, t0, t1)
     oi_plots, oi_latest, oi_span = _oi_section(con, t0, t1)
     cont_plots, cont_latest = _contagion_section(con, t0, t1)
 
@@ -353,7 +389,7 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         f"<title>liqstream report {escape(period)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>liqstream — liquidation cascades report</h1><p>{escape(period)} · generated "
         f"{generated:%Y-%m-%d %H:%M:%S} UTC from {escape(db_label)}</p>",
-        "<nav><a href='#price'>price</a><a href='#heatmap'>liquidations</a><a href='#oi'>open interest</a>"
+        "<nav><a href='#price'>price</a><a href='#heatmap'>liquidations</a><a href='#liquidation-map'>liquidation map</a><a href='#oi'>open interest</a>"
         "<a href='#contagion'>contagion</a><a href='#episodes-section'>episodes</a><a href='#dq'>data quality</a>"
         "<a href='#runs'>runs</a></nav></header><main>",
         "<section id='overview'><h2>Overview</h2><div class='kpis'>"
@@ -366,6 +402,10 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         "<section id='heatmap'><h2>Liquidation heatmap</h2><p class='note'>USD of positions force-closed per base and "
         "time bucket, summed over venues; long and short positions separately, log colour scale.</p>"
         + "".join(heat_plots) + "</section>",
+        "<section id='liquidation-map'><h2>Liquidation map (estimated)</h2><p class='note'>Where leveraged positions "
+        "would be force-closed, estimated from public data (OI, trades, liquidations; docs/analytics.md): USD per price "
+        "bucket at each snapshot, log colour scale; black: price; dots: realized liquidations per minute.</p>"
+        + "".join(map_plots) + "</section>",
         f"<section id='oi'><h2>Open-interest deltas per base and venue</h2><p class='note'>Change of open interest "
         f"over the trailing {escape(oi_span or '-')} at each as-of minute (v_oi_deltas); black dashed: the base across its "
         "perpetual venues.</p>" + "".join(oi_plots)

@@ -295,6 +295,61 @@ def heatmap(plot_id: str, title: str, rows: Sequence[str], col_starts: Sequence[
     return "\n".join(out)
 
 
+@dataclass(frozen=True)
+class LevelCell:
+    """One estimated liquidation-level bucket of one snapshot: [x0, x1) in time, [p0, p1) in price."""
+
+    x0: float
+    x1: float
+    p0: float
+    p1: float
+    usd: float
+
+
+def level_heatmap(plot_id: str, title: str, cells: Sequence[LevelCell], price: Series,
+                  marks: Sequence[tuple[float, float, float, str]] = (), *, width: int = 1100,
+                  height: int = 320) -> str:
+    """Coinglass-style liquidation map: time on x, price on y, estimated USD as heat (log scale, one ramp),
+    the price line on top and realized liquidations as marks ``(t, price, usd, color)`` sized by USD."""
+    flat = [c.usd for c in cells if c.usd > 0]
+    ys = [y for y in price.ys if y is not None and math.isfinite(y)]
+    if not flat or not ys:
+        return no_data(plot_id, title, "no estimated liquidation levels in the selected range", width)
+    lo = min(min(c.p0 for c in cells), min(ys))
+    hi = max(max(c.p1 for c in cells), max(ys))
+    ticks = nice_ticks(lo, hi)
+    x0 = min(min(c.x0 for c in cells), min(price.xs))
+    x1 = max(max(c.x1 for c in cells), max(price.xs))
+    fr = _Frame(x0, x1, lo, hi, width, height)
+    out = _open(plot_id, title, width, height)
+    _value_axis(fr, ticks, tick_formatter(ticks), out)
+    _time_axis(fr, out)
+    vlo, vhi = math.log10(min(flat)), math.log10(max(flat))
+    heat = "#6a00a8"
+    for c in cells:
+        if c.usd <= 0 or c.p1 < lo or c.p0 > hi:
+            continue
+        f = 1.0 if vhi == vlo else 0.1 + 0.9 * (math.log10(c.usd) - vlo) / (vhi - vlo)
+        ya, yb = fr.y(min(c.p1, hi)), fr.y(max(c.p0, lo))
+        out.append(f"<rect x='{fr.x(c.x0):.1f}' y='{ya:.1f}' width='{fr.x(c.x1) - fr.x(c.x0) + 0.3:.1f}' "
+                   f"height='{max(yb - ya, 0.6):.1f}' fill='{_ramp(heat, f)}'><title>{fmt_num(c.p0)}-{fmt_num(c.p1)}: "
+                   f"{escape(fmt_usd(c.usd))}</title></rect>")
+    pts = [f"{fr.x(x):.1f},{fr.y(y):.1f}" for x, y in zip(price.xs, price.ys, strict=True)
+           if y is not None and math.isfinite(y)]
+    out.append(f"<polyline points='{' '.join(pts)}' fill='none' stroke='{price.color}' stroke-width='1.4'>"
+               f"<title>{escape(price.name)}</title></polyline>")
+    top = max((m[2] for m in marks), default=0.0)
+    for t, p, usd, color in marks:
+        if usd > 0 and lo <= p <= hi:
+            r = 1.5 + 4.5 * math.sqrt(usd / top)
+            out.append(f"<circle cx='{fr.x(t):.1f}' cy='{fr.y(p):.1f}' r='{r:.1f}' fill='{color}' fill-opacity='0.7'>"
+                       f"<title>liquidated {escape(fmt_usd(usd))}</title></circle>")
+    _legend([(price.name, price.color), ("long liquidations", LONG_COLOR), ("short liquidations", SHORT_COLOR),
+             (f"estimated levels {fmt_usd(min(flat))}-{fmt_usd(max(flat))} (log)", heat)], width, out)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
 def bar_chart(plot_id: str, title: str, starts: Sequence[float], bucket_s: float,
               stacks: Sequence[Series], *, x_range: tuple[float, float] | None = None, width: int = 1100,
               height: int = 150, y_fmt: Callable[[float], str] = fmt_usd) -> str:

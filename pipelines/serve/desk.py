@@ -26,6 +26,7 @@ from pipelines.report import (
     _rows,
     _thin,
     base_price_chart,
+    liquidation_map_chart,
     svg,
 )
 
@@ -272,13 +273,15 @@ def kpis(view: View, totals: list[dict], episodes: list[dict]) -> str:
 
 
 def charts_panel(con: Any, view: View, episodes: list[dict]) -> str:
-    """The view's base: price with episodes shaded, liquidations under it, OI and funding per venue."""
+    """The view's base: price with episodes shaded, liquidations under it, the estimated liquidation map
+    (the report's chart), OI and funding per venue."""
     if not view.base:
         return "<p class='empty'>No perpetual bars in this range.</p>"
     tabs = "".join(f"<a class='tab{' on' if b == view.base else ''}' href='{view.query(base=b)}'>{escape(b)}</a>"
                    for b in view.bases)
     plots = [base_price_chart(con, view.base, view.t0, view.t1, episodes, svg.PALETTE[0], height=230),
-             _liquidation_bars(con, view), _per_venue(con, view, "oi"), _per_venue(con, view, "funding")]
+             _liquidation_bars(con, view), liquidation_map_chart(con, view.base, view.t0, view.t1, height=260),
+             _per_venue(con, view, "oi"), _per_venue(con, view, "funding")]
     return f"<div class='tabs'>{tabs}</div>" + "".join(plots)
 
 

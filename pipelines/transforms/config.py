@@ -136,6 +136,37 @@ class AnalyticsConfig:
     funding_weight: float = 0.1
     liq_intensity_weight: float = 1.0
 
+    # --- liquidation map (pipelines/transforms/liqmap.py, ADR 015) --------------------------------
+    #: off: the jobs neither estimate nor store the map (liquidation_levels / _fuel stay empty; bench/liqmap.py)
+    liqmap_enabled: bool = True
+    #: log-price bucket width of the estimated books and of liquidation_levels, basis points
+    liqmap_bucket_bp: float = 20.0
+    #: the grid spans price * exp(+-this) around the warm-up's first price (beyond: the edge buckets)
+    liqmap_grid_half_span: float = 0.7
+    #: leverage tiers and the prior mix over them (every venue unless liqmap_venue_leverage_weights
+    #: names it); calibrated online from realized liquidations at liqmap_calibration_rate (0 = off)
+    liqmap_leverage_tiers: tuple[float, ...] = (3.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0)
+    liqmap_leverage_weights: tuple[float, ...] = (10.0, 20.0, 30.0, 20.0, 10.0, 7.0, 3.0)
+    #: per-venue prior mixes: ((exchange, (w per tier...)), ...); env: "ex:w,w,...;ex2:w,..."
+    liqmap_venue_leverage_weights: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    liqmap_calibration_rate: float = 0.05
+    #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
+    liqmap_mmr: float = 0.005
+    #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI)
+    liqmap_turnover_per_day: float = 1.0
+    #: long share of new OI = 0.5 + tilt * taker imbalance / 2 (imbalance = (buy - sell) / (buy + sell))
+    liqmap_taker_tilt: float = 1.0
+    #: every minute's book is rebuilt from the aligned anchor floor(t / W) * W - W (W = this):
+    #: stream and backfill agree, a cycle reads 2 W of bars back
+    liqmap_warmup_minutes: int = 1_440
+    #: liquidation_levels: a snapshot every this many minutes (aligned), buckets within range_pct
+    liqmap_every_minutes: int = 30
+    liqmap_range_pct: float = 10.0
+    #: liquidation_fuel: a cluster is a bucket >= this x the side's mean bucket USD within range_pct
+    liqmap_cluster_multiple: float = 3.0
+    #: minutes of 1-minute returns behind the scope's recent (hourly) volatility
+    liqmap_vol_minutes: int = 60
+
     @property
     def bar_us(self) -> int:
         return self.bar_seconds * 1_000_000
@@ -166,6 +197,9 @@ class AnalyticsConfig:
             "cascades_oi_reference": self.oi_reference_minutes,
             "oi_deltas": max(m for _, m in self.oi_spans_minutes) + self.ffill_max_minutes,
             "contagion": max(self.beta_windows_minutes) + 1 + self.ffill_max_minutes,
+            # the hour of volatility of the first emitted minute (+ its carried prices); the book itself
+            # continues from liquidation_map_state, or warms up (liqmap_warmup_minutes) without one
+            "liquidation_map": self.liqmap_vol_minutes + self.ffill_max_minutes,
         }
 
     @classmethod
@@ -188,6 +222,10 @@ class AnalyticsConfig:
                 changes[f.name] = raw
             elif isinstance(default, tuple) and f.name in ("symbol_kinds", "price_reference_venues"):
                 changes[f.name] = tuple(x.strip() for x in raw.split(",") if x.strip())
-            elif f.name == "severity_tiers":
+            elif f.name in ("severity_tiers", "liqmap_leverage_tiers", "liqmap_leverage_weights"):
                 changes[f.name] = tuple(float(x) for x in raw.split(","))
+            elif f.name == "liqmap_venue_leverage_weights":
+                changes[f.name] = tuple(
+                    (ex.strip(), tuple(float(x) for x in ws.split(",")))
+                    for ex, ws in (part.split(":", 1) for part in raw.split(";") if part.strip()))
         return dataclasses.replace(cls(), **changes)

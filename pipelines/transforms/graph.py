@@ -8,6 +8,7 @@
             --DetectCascadesOnPanels--> cascades, cascade_alerts
             --OIDeltasFromPanels------> oi_deltas
             --ScoreContagionOnPanels--> contagion
+            --LiquidationMapFromPanels--> liquidation_levels, liquidation_fuel (+ its state)
 
 Each base's bars are grouped and aggregated into its panel once; the four analytics share it
 (each gathers only small per-base arrays for its market level).
@@ -27,6 +28,7 @@ from pipelines.transforms.bars import LATE_TAG, ComputeBars, SplitLateBatches
 from pipelines.transforms.cascades import DetectCascadesOnPanels
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.contagion import ScoreContagionOnPanels
+from pipelines.transforms.liqmap import FUEL_TAG, LEVELS_TAG, STATE_TAG, LiquidationMapFromPanels
 from pipelines.transforms.oi import OIDeltasFromPanels
 from pipelines.transforms.panel import AnalyticsTransform, BasePanels, SymbolBarsFromPanels
 
@@ -57,7 +59,9 @@ def build_analytics(
     emit_from_us: int | None = None,
     oi_reference: beam.PCollection | None = None,
 ) -> dict[str, beam.PCollection]:
-    """bars_1m rows -> {"bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion"}.
+    """bars_1m rows -> {"bars_1m_symbol", "cascades", "cascade_alerts", "oi_deltas", "contagion",
+    "liquidation_levels", "liquidation_fuel"} (+ "liquidation_map_state", the estimator's books to
+    store, when build_analytics_on_panels gets ``liqmap_state``: a streaming cycle).
 
     ``oi_reference``: optional (scope, OI USD) pairs from ``cascades.OI_REFERENCE_SQL`` so a
     streaming cycle need not read ``oi_reference_minutes`` of bars (see DetectCascades).
@@ -73,6 +77,7 @@ def build_analytics_on_panels(
     emit_from_us: int | None = None,
     oi_reference: beam.PCollection | None = None,
     closed_before_us: int | None = None,
+    liqmap_state: dict | None = None,
 ) -> dict[str, beam.PCollection]:
     """(base, BaseBars) elements (``BasePanels`` or ``ReadBasePanels``) -> the analytic marts, as
     :func:`build_analytics`. ``closed_before_us`` (the stream job's open-minute watch, ADR 018):
@@ -81,11 +86,20 @@ def build_analytics_on_panels(
     cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference,
                                                                   closed_before_us=closed_before_us)
     return {
+    # liqmap_state: LiquidationMapFromPanels' state_path / settled_us / data_from_us (a streaming cycle)
+    liqmap = (panels | "LiquidationMap" >> LiquidationMapFromPanels(config, emit_from_us, **(liqmap_state or {}))
+              if config.liqmap_enabled else {})
+    marts = {
         "bars_1m_symbol": panels | "ComputeSymbolBars" >> SymbolBarsFromPanels(emit_from_us),
         **cascades,
         "oi_deltas": panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us),
         "contagion": panels | "ScoreContagion" >> ScoreContagionOnPanels(config, emit_from_us),
     }
+    if liqmap:
+        marts.update({"liquidation_levels": liqmap[LEVELS_TAG], "liquidation_fuel": liqmap[FUEL_TAG]})
+    if liqmap and liqmap_state is not None:
+        marts["liquidation_map_state"] = liqmap[STATE_TAG]
+    return marts
 
 
 class AnalyticsGraph(AnalyticsTransform):

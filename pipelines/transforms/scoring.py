@@ -165,7 +165,8 @@ def run_simulated(preset: str, seed: int, config: Any = None, **overrides: Any) 
         bars = build_bars(sim.batches, config)
         marts = {"bars_1m": bars["bars_1m"], **build_analytics(bars["bars_1m"], config), TRUTH_TAG: sim[TRUTH_TAG]}
         for n, pc in marts.items():
-            pc | f"Keep_{n}" >> beam.Map(_keep, f"{run_key}:{n}")
+            if n in names:  # the other marts (e.g. the liquidation map's) are not gathered
+                pc | f"Keep_{n}" >> beam.Map(_keep, f"{run_key}:{n}")
     out = {n: _RESULTS.pop(f"{run_key}:{n}") for n in names}
     out[TRUTH_TAG] = out[TRUTH_TAG][0]
     return out

@@ -121,7 +121,7 @@ def test_kill9_around_delivery_then_restart_sends_each_level_exactly_once(fresh_
     assert Counter((x["episode_id"], x["severity_level"]) for x in lines) == sent
     assert [x["alert_ts"] for x in lines] == sorted(x["alert_ts"] for x in lines)
     first_line = lines[0]
-    assert first_line["schema"] == "cascade_alert.v1"
+    assert first_line["schema"] == "cascade_alert.v2"
     assert datetime.fromisoformat(first_line["alert_ts"].replace("Z", "+00:00")) == datetime(
         1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=min(a["alert_ts"] for _, a in records))
 

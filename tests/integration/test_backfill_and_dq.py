@@ -22,7 +22,8 @@ DEMO = FIXTURES / "demo" / "binance-futures-demo.jsonl.gz"
 DAY = date(2021, 7, 22)
 MARTS = {"bars_1m": "exchange, symbol, minute_ts", "liquidations_1m": "exchange, symbol, side, minute",
          "bars_1m_symbol": "base, minute_ts", "cascades": "episode_id", "oi_deltas": "level, exchange, symbol, as_of_ts, span",
-         "contagion": "base, as_of_ts, window_minutes"}
+         "contagion": "base, as_of_ts, window_minutes",
+         "liquidation_levels": "base, exchange, symbol, as_of_ts, side, price_low", "liquidation_fuel": "base, minute_ts"}
 
 
 def snapshot(db) -> dict[str, list]:

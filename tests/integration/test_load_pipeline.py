@@ -87,7 +87,7 @@ def test_replay_then_load_matches_the_capture_and_is_idempotent(fresh_broker, tm
     con.close()
     assert rejects == [("raw.v1.dlq", "bad_capture_line"), ("raw.v1.dlq", "unknown_message")]
     assert dq == [("bars_1m", True), ("bars_1m_continuity", True), ("cascades", True), ("contagion", True),
-                  ("liquidations_1m", True), ("liquidations_reconciliation", True), ("oi_deltas", True),
+                  ("liquidation_fuel", True), ("liquidation_levels", True), ("liquidations_1m", True), ("liquidations_reconciliation", True), ("oi_deltas", True),
                   ("stg_events_notional", True)]
     assert fresh == (False, False)
     assert sum(o for (t, _), o in offsets.items() if t == "liquidations.v1") == 76

@@ -30,11 +30,12 @@ ALERT_ROW = ("ep-btc-1", 1, "start", "BTC", "long_liquidation", "2026-01-01 00:0
              "2026-01-01 00:00:00+00", 1_500_000.5, 900_000.25, 500_000.0, -2.5, 3.000001)
 #: the webhook body of ALERT_ROW with its episode, by hand (committed_ts is the wall clock: checked apart)
 EXPECTED_BODY = {
-    "schema": "cascade_alert.v1", "episode_id": "ep-btc-1", "severity_level": 1, "alert_type": "start",
+    "schema": "cascade_alert.v2", "episode_id": "ep-btc-1", "severity_level": 1, "alert_type": "start",
     "scope": "BTC", "direction": "long_liquidation", "kind": "cascade", "alert_ts": "2026-01-01T00:02:00Z",
     "minute_ts": "2026-01-01T00:01:00Z", "start_ts": "2026-01-01T00:00:00Z", "detected_ts": "2026-01-01T00:02:00Z",
     "liq_usd": 1_500_000.5, "minute_liq_usd": 900_000.25, "threshold_usd": 500_000.0, "severity": 3.000001,
     "price_move_pct": -2.5, "oi_change_usd": -40_000_000.0, "oi_change_pct": -2.0, "feedback": 1.25,
+    "fuel_1pct_usd": None, "fuel_2pct_usd": None, "fuel_5pct_usd": None,  # no liquidation map here
     "run_id": "run-1",
 }
 

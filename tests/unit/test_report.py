@@ -106,8 +106,11 @@ def test_report_has_every_plot_and_the_episode_table(generated_day: GeneratedDay
     windows = {w for (w,) in _sql(generated_day.db, "SELECT DISTINCT window_minutes FROM contagion")}
     (n_episodes,) = _sql(generated_day.db, "SELECT count(*) FROM cascades")[0]
     assert n_episodes >= 1
+    map_bases = {b for (b,) in _sql(generated_day.db, "SELECT DISTINCT base FROM liquidation_levels")}
+    assert map_bases
     expected_plots = ({f"price-{b}" for b in bases} | {"liquidation-heatmap-long", "liquidation-heatmap-short"}
-                      | {f"oi-deltas-{b}" for b in oi_bases} | {f"contagion-ranking-{w}" for w in windows})
+                      | {f"oi-deltas-{b}" for b in oi_bases} | {f"contagion-ranking-{w}" for w in windows}
+                      | {f"liquidation-map-{b}" for b in map_bases})
     assert set(r.plots) == expected_plots
     assert r.episode_rows == n_episodes and r.episode_count_text == str(n_episodes)
     # each price plot shades that base's episodes plus (as a top strip) the market-wide ones

@@ -45,3 +45,18 @@ def test_heatmap_draws_one_cell_per_positive_value_with_its_figure() -> None:
     # 255 + (0xd6 - 255) x 0.15 = 248.85 -> f9; 255 + (0x27 - 255) x 0.15 = 222.6 -> df; 0x28 -> 222.75 -> df
     assert cells[0][0] == "#d62728" and cells[1][0] == "#f9dfdf"
     assert "no liquidations" in svg.heatmap("h", "t", ["BTC"], [T0], 60, [[0.0]], "#d62728")
+
+
+def test_level_heatmap_places_cells_by_time_and_price_with_price_line_and_marks() -> None:
+    cells = [svg.LevelCell(T0, T0 + 1800, 90.0, 91.0, 1_000_000.0), svg.LevelCell(T0 + 1800, T0 + 3600, 109.0, 110.0, 10.0),
+             svg.LevelCell(T0, T0 + 1800, 95.0, 96.0, 0.0)]
+    price = svg.Series("BTC price", [T0, T0 + 3600], [100.0, 101.0], "#222222")
+    out = svg.level_heatmap("m", "t", cells, price, [(T0 + 600, 100.5, 5e5, svg.LONG_COLOR)], width=1100, height=320)
+    rects = re.findall(r"<rect x='([\d.]+)' y='([\d.]+)' width='([\d.]+)' height='([\d.]+)' fill='(#[0-9a-f]{6})'><title>([^<]+)", out)
+    assert [r[5] for r in rects] == ["90-91: $1M", "109-110: $10"]  # the empty cell is not drawn
+    (x_a, y_a, *_), (x_b, y_b, *_) = rects
+    # later in time further right; the higher price higher up (smaller y)
+    assert float(x_b) > float(x_a) and float(y_b) < float(y_a)
+    assert rects[0][4] == "#6a00a8"  # the largest cell: the full colour
+    assert out.count("<polyline") == 1 and out.count("<circle") == 1
+    assert "no estimated" in svg.level_heatmap("m", "t", [], price)

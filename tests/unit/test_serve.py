@@ -54,7 +54,16 @@ def test_live_page_shows_the_episodes_totals_and_charts(desk: DeskServer, genera
     _check_totals(page, expected_liquidation_totals(db))
     # the largest base by OI is shown: price with its episodes and the market's shaded, bars, OI, funding
     (base,) = _sql(db, "SELECT base FROM bars_1m_symbol GROUP BY base ORDER BY max(oi_usd) DESC LIMIT 1")[0]
-    assert page.plots == [f"price-{base}", f"liquidations-{base}", f"oi-{base}", f"funding-{base}"]
+    assert page.plots == [f"price-{base}", f"liquidations-{base}", f"liquidation-map-{base}", f"oi-{base}",
+                          f"funding-{base}"]
+    # the liquidation map is the report's chart of the same base and range (one plotting path)
+    from pipelines.report import liquidation_map_chart
+    con = warehouse.connect(db, read_only=True)
+    try:
+        want = liquidation_map_chart(con, base, t0, t1, height=260)
+    finally:
+        con.close()
+    assert "<rect" in want and want in html
     per_scope = dict(_sql(db, "SELECT scope, count(*) FROM cascades GROUP BY scope"))
     assert page.bands[f"price-{base}"] == per_scope.get(base, 0) + per_scope.get("market", 0)
     assert page.bars[f"liquidations-{base}"] > 0

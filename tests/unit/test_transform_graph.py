@@ -75,6 +75,7 @@ def test_config_from_env_and_lookbacks() -> None:
     assert lb["oi_deltas"] == 43_200 + 30
     assert lb["cascades"] == 240 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
     assert lb["contagion"] == 1_440 + 1 + 30
+    assert lb["liquidation_map"] == 60 + 30  # the fuel's hour of volatility + carry; the book is stored state
 
 
 def test_oi_reference_sql_runs_on_the_ddl() -> None:
@@ -97,3 +98,20 @@ def test_oi_reference_sql_runs_on_the_ddl() -> None:
     got = dict(con.execute(OI_REFERENCE_SQL, {"window_start": m0 + dt.timedelta(minutes=10), "minutes": 60,
                                               "market": "market"}).fetchall())
     assert got == {"BTC": 12.0, "ETH": 4.0, "market": 16.0}  # market: minute 1 = 12 + 4
+
+
+def test_the_liquidation_map_can_be_turned_off() -> None:
+    """liqmap_enabled=False (bench/liqmap.py's "off"): the graph has no liquidation map outputs."""
+    import dataclasses
+
+    import apache_beam as beam
+
+    from pipelines.transforms.graph import build_analytics_on_panels
+
+    def marts(config: AnalyticsConfig) -> set[str]:
+        with beam.Pipeline() as p:
+            return set(build_analytics_on_panels(p | beam.Create([]), config, liqmap_state={}))
+
+    on, off = marts(AnalyticsConfig()), marts(dataclasses.replace(AnalyticsConfig(), liqmap_enabled=False))
+    assert {"liquidation_levels", "liquidation_fuel", "liquidation_map_state"} <= on
+    assert on - off == {"liquidation_levels", "liquidation_fuel", "liquidation_map_state"}

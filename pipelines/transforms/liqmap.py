@@ -1,0 +1,531 @@
+"""EstimateLiquidationMap: bars -> ``liquidation_levels`` and ``liquidation_fuel`` (the liquidation map,
+estimated from public data only; the model is ADR 015, the definitions docs/analytics.md).
+
+Per base and venue (one perpetual exchange symbol) the estimator keeps a book of open leveraged
+exposure (base units) by **liquidation price** on a log-price grid (``liqmap_bucket_bp``), one per
+side and leverage tier. Every minute, in this order:
+
+1. **crossing**: exposure whose liquidation price the minute's low (longs) / high (shorts) reached
+   (the bucket holding the low/high included, as a venue's liquidation engine would) is removed;
+2. **calibration**: the venue's realized liquidated USD of the side is compared with the USD the
+   map just removed; the tiers that were crossed are re-weighted by that ratio (exponentiated
+   gradient, rate ``liqmap_calibration_rate``) and their books rescaled, so the leverage mix learns
+   from where liquidations did (and did not) happen. Realized liquidations where the map had
+   nothing count for the highest tier (the map was too far from the price: more leverage);
+3. **closing**: an OI drop not explained by the realized liquidations (``-dOI - liq/price``) closes
+   that much exposure pro rata over both sides and every bucket (nobody knows whose position closed);
+4. **turnover**: ``liqmap_turnover_per_day`` of the book closes and reopens at the minute's VWAP
+   (net OI hides gross flow: positions age even when OI is flat);
+5. **opening**: an OI rise (plus the turnover) opens at the minute's cross-venue VWAP, split long /
+   short by the minute's taker imbalance (``0.5 + liqmap_taker_tilt * (buy - sell) / (buy + sell) / 2``)
+   and over the venue's leverage tiers by its current mix; a tier-``L`` long is liquidated at
+   ``VWAP * (1 - d(L))``, a short at ``VWAP * (1 + d(L))`` with ``d(L) = max(1/L - mmr, 1/(2L))``.
+
+A venue's first OI value is opened at its first price (its positions' entries are unknown).
+
+**State across cycles, exactly once** (ADR 015). A streaming cycle passes the stored books
+(``liquidation_map_state``) and its settled minute: the book steps only the minutes after the stored
+one and emits its state after the settled minute (STATE_TAG), which the job commits with the marts.
+Without a usable state (first run, backfill, a rewind) it warms up over ``liqmap_warmup_minutes``
+before the first emitted minute. A cycle reads ``lookback_minutes()['liquidation_map']`` (the hour of
+volatility) back, or further to reach the stored minute's carried prices.
+
+The estimator never imports the simulator (tests/unit/test_liqmap.py enforces it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from pipelines.transforms.bars import micros_to_ts
+from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
+from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels, SymbolPanel, VenueSeries
+
+LEVELS_TAG = "liquidation_levels"
+FUEL_TAG = "liquidation_fuel"
+STATE_TAG = "liquidation_map_state"
+SIDES = ("long", "short")
+FUEL_PCTS = (1, 2, 5)
+ALL = "all"
+
+
+def liquidation_distance(leverage: np.ndarray, mmr: float) -> np.ndarray:
+    """Fractional distance from entry to liquidation price: ``1/L - mmr``, floored at ``1/(2L)``
+    (venues lower the maintenance margin of their highest-leverage tiers)."""
+    leverage = np.asarray(leverage, dtype=float)
+    return np.maximum(1.0 / leverage - mmr, 0.5 / leverage)
+
+
+@dataclass
+class Grid:
+    """Log-price buckets: bucket b holds prices in [exp((lo + b) w), exp((lo + b + 1) w))."""
+
+    w: float  # bucket width in log price
+    lo: int
+    nb: int
+
+    @classmethod
+    def around(cls, price: float, config: AnalyticsConfig) -> Grid:
+        w = config.liqmap_bucket_bp / 10_000.0
+        half = int(math.ceil(config.liqmap_grid_half_span / w))
+        return cls(w, int(math.floor(math.log(price) / w)) - half, 2 * half + 1)
+
+    def index(self, price: float | np.ndarray) -> np.ndarray:
+        """Bucket of each price, clipped to the grid (prices beyond it sit in its edge buckets)."""
+        b = np.floor(np.log(price) / self.w).astype(np.int64) - self.lo
+        return np.minimum(np.maximum(b, 0), self.nb - 1)  # not np.clip: ~3x its cost on small arrays
+
+    def index1(self, price: float) -> int:
+        """:meth:`index` of one price (numpy's log, as :meth:`index`: the same bucket at an edge)."""
+        return min(max(int(np.floor(np.log(price) / self.w)) - self.lo, 0), self.nb - 1)
+
+    def low(self, b: np.ndarray | int) -> np.ndarray:
+        return np.exp((self.lo + np.asarray(b, dtype=float)) * self.w)
+
+    def mid(self) -> np.ndarray:
+        return np.exp((self.lo + np.arange(self.nb) + 0.5) * self.w)
+
+
+def leverage_mix(config: AnalyticsConfig, exchange: str) -> np.ndarray:
+    """The venue's prior weights over ``liqmap_leverage_tiers`` (normalized)."""
+    w = dict(config.liqmap_venue_leverage_weights).get(exchange, config.liqmap_leverage_weights)
+    w = np.asarray(w, dtype=float)
+    if w.shape != (len(config.liqmap_leverage_tiers),) or not (w >= 0).all() or w.sum() <= 0:
+        raise ValueError(f"leverage weights for {exchange!r} must be {len(config.liqmap_leverage_tiers)} "
+                         "non-negative numbers, not all 0")
+    return w / w.sum()
+
+
+@dataclass
+class VenueBook:
+    """One venue's estimated book: ``store * scale`` = base units by (side, tier, liquidation bucket).
+
+    Pro-rata closing multiplies ``scale`` (O(1)), so a minute costs O(tiers) plus the crossed slice."""
+
+    grid: Grid
+    tiers: np.ndarray
+    weights: np.ndarray
+    mmr: float
+    store: np.ndarray = field(init=False)
+    scale: float = field(init=False, default=1.0)
+    dist: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = np.zeros((2, len(self.tiers), self.grid.nb))
+        self.dist = liquidation_distance(self.tiers, self.mmr)
+        self._k = np.arange(len(self.tiers))
+
+    def total_base(self) -> float:
+        return float(self.store.sum()) * self.scale
+
+    def book(self) -> np.ndarray:
+        """(2, nb) base units by side and liquidation bucket, tiers summed."""
+        return self.store.sum(axis=1) * self.scale
+
+    def open(self, base_units: float, price: float, long_share: float) -> None:
+        """Open ``base_units`` at ``price``: long_share of it long, spread over the tiers by the mix."""
+        if not base_units > 0 or not price > 0:
+            return
+        k = self._k
+        liq_long = self.grid.index(price * (1.0 - self.dist))
+        liq_short = self.grid.index(price * (1.0 + self.dist))
+        self.store[0, k, liq_long] += base_units * long_share * self.weights / self.scale
+        self.store[1, k, liq_short] += base_units * (1.0 - long_share) * self.weights / self.scale
+
+    def close_fraction(self, frac: float) -> None:
+        frac = min(max(frac, 0.0), 1.0)
+        if frac >= 1.0:
+            self.store[:] = 0.0
+            self.scale = 1.0
+            return
+        self.scale *= 1.0 - frac
+        if self.scale < 1e-9:  # renormalize before the float runs out of range
+            self.store *= self.scale
+            self.scale = 1.0
+
+    def cross(self, low: float, high: float) -> np.ndarray:
+        """Remove the exposure whose liquidation price [low, high] reached; (2, tiers) base units removed."""
+        removed = np.zeros((2, len(self.tiers)))
+        if low > 0 and math.isfinite(low):
+            b = self.grid.index1(low)
+            seg = self.store[0, :, b:]
+            removed[0] = seg.sum(axis=1) * self.scale
+            seg[:] = 0.0
+        if high > 0 and math.isfinite(high):
+            b = self.grid.index1(high)
+            seg = self.store[1, :, : b + 1]
+            removed[1] = seg.sum(axis=1) * self.scale
+            seg[:] = 0.0
+        return removed
+
+    def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float) -> None:
+        """Re-weight the tiers of one side's crossing by realized / estimated liquidated USD.
+
+        ``removed_usd``: (tiers,) USD the map removed at this crossing. Tier k's weight is multiplied
+        by ``ratio ** (rate * share_k)`` (share_k: its part of the removed USD), then the weights
+        are renormalized and every tier book rescaled to the new weights."""
+        if rate <= 0 or realized_usd < 0:
+            return
+        est = float(removed_usd.sum())
+        if est <= 0 and realized_usd <= 0:
+            return  # nothing crossed, nothing liquidated: no evidence
+        if est <= 0:
+            share = np.zeros(len(self.tiers))
+            share[int(np.argmax(self.tiers))] = 1.0  # liquidations where the map had none: more leverage
+            ratio = 2.0
+        else:
+            share = removed_usd / est
+            ratio = min(max(realized_usd / est, 0.1), 10.0)  # one minute moves a weight by at most 10x^rate
+        new = self.weights * ratio ** (rate * share)
+        new /= new.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = np.where(self.weights > 0, new / self.weights, 1.0)
+        self.store *= factor[None, :, None]
+        self.weights = new
+
+
+@dataclass
+class MinuteInputs:
+    """The public data of one base, per minute (arrays of length n; venue arrays (venues, n))."""
+
+    minutes: np.ndarray
+    price: np.ndarray
+    vwap: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    taker_buy_usd: np.ndarray
+    taker_sell_usd: np.ndarray
+    venues: list[tuple[str, str]]
+    oi_base: np.ndarray  # (venues, n), carried forward; NaN = no value
+    long_liq_usd: np.ndarray  # (venues, n)
+    short_liq_usd: np.ndarray
+
+
+def minute_inputs(panel: SymbolPanel, venue_series: list[VenueSeries]) -> MinuteInputs:
+    """The estimator's inputs from a base's panel and venue OI series (aligned to the panel minutes)."""
+    n = len(panel.minutes)
+    m0 = int(panel.minutes[0])
+    step = int(panel.minutes[1] - panel.minutes[0]) if n > 1 else 60_000_000
+    by_key = {(v.exchange, v.symbol): v for v in venue_series}
+    oi = np.full((len(panel.venues), n), np.nan)
+    for i, key in enumerate(panel.venues):
+        vs = by_key.get(key)
+        if vs is None or len(vs.minutes) == 0:
+            continue
+        base_units = np.where(np.isfinite(vs.oi_base), vs.oi_base, vs.oi_usd / vs.price)
+        j = (vs.minutes - m0) // step
+        ok = (j >= 0) & (j < n)
+        oi[i, j[ok]] = base_units[ok]
+    vwap = np.where(np.isfinite(panel.price_vwap), panel.price_vwap, panel.price)
+    return MinuteInputs(
+        minutes=panel.minutes, price=panel.price, vwap=vwap, high=panel.high, low=panel.low,
+        taker_buy_usd=panel.taker_buy_usd_micros / USD_MICROS, taker_sell_usd=panel.taker_sell_usd_micros / USD_MICROS,
+        venues=list(panel.venues), oi_base=oi,
+        long_liq_usd=panel.venue_long_liq_micros / USD_MICROS, short_liq_usd=panel.venue_short_liq_micros / USD_MICROS,
+    )
+
+
+def long_share(buy_usd: float, sell_usd: float, tilt: float) -> float:
+    tot = buy_usd + sell_usd
+    if not tot > 0:
+        return 0.5
+    return min(max(0.5 + tilt * (buy_usd - sell_usd) / tot / 2.0, 0.05), 0.95)
+
+
+@dataclass
+class Estimator:
+    """Runs the minute rule over one base's inputs; ``books`` per venue key (exchange, symbol).
+
+    A venue's book is created the first minute the venue is in the inputs (until then it would be
+    empty and at its prior); a venue absent from the inputs but holding a book is still crossed
+    (and calibrated against no liquidation), so a short window with the stored state steps the
+    same as a long one. Venues are visited, and summed into ``all``, in key order."""
+
+    config: AnalyticsConfig
+    grid: Grid
+    books: dict[tuple[str, str], VenueBook] = field(default_factory=dict)
+    last_oi: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_us: int | None = None  # the last minute stepped
+
+    @classmethod
+    def create(cls, inp: MinuteInputs, start: int, config: AnalyticsConfig) -> Estimator | None:
+        ok = np.flatnonzero(np.isfinite(inp.price[start:]) & (inp.price[start:] > 0))
+        if not len(ok):
+            return None
+        return cls(config, Grid.around(float(inp.price[start + ok[0]]), config))
+
+    def _book(self, key: tuple[str, str]) -> VenueBook:
+        book = self.books.get(key)
+        if book is None:
+            tiers = np.asarray(self.config.liqmap_leverage_tiers, dtype=float)
+            book = self.books[key] = VenueBook(self.grid, tiers, leverage_mix(self.config, key[0]),
+                                               self.config.liqmap_mmr)
+        return book
+
+    def step(self, inp: MinuteInputs, t: int) -> None:
+        cfg = self.config
+        self.last_us = int(inp.minutes[t])
+        price, vwap = float(inp.price[t]), float(inp.vwap[t])
+        if not (price > 0 and math.isfinite(price)):
+            return  # no price this minute: nothing can be placed or crossed
+        if not (vwap > 0 and math.isfinite(vwap)):
+            vwap = price
+        low = float(inp.low[t]) if math.isfinite(inp.low[t]) else price
+        high = float(inp.high[t]) if math.isfinite(inp.high[t]) else price
+        share = long_share(float(inp.taker_buy_usd[t]), float(inp.taker_sell_usd[t]), cfg.liqmap_taker_tilt)
+        turnover = cfg.liqmap_turnover_per_day / 1440.0
+        index = {key: v for v, key in enumerate(inp.venues)}
+        for key in sorted(set(self.books) | set(index)):
+            book = self._book(key)
+            v = index.get(key)
+            removed = book.cross(low, high)
+            realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
+            # crossed longs were liquidated around the low, shorts around the high
+            book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
+            book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
+            oi = float(inp.oi_base[v, t]) if v is not None else math.nan
+            if not math.isfinite(oi):
+                continue  # no (carried) OI: the book only ages by crossings
+            prev = self.last_oi.get(key, math.nan)
+            self.last_oi[key] = oi
+            if not math.isfinite(prev):
+                book.open(oi, price, 0.5)  # first value: entries unknown, placed at the price
+                continue
+            d_oi = oi - prev
+            total = book.total_base()
+            if d_oi < 0 and total > 0:
+                closed = -d_oi - (realized[0] + realized[1]) / price
+                if closed > 0:
+                    book.close_fraction(closed / total)
+            total = book.total_base()
+            reopen = total * turnover
+            if reopen > 0:
+                book.close_fraction(turnover)
+            book.open(max(d_oi, 0.0) + reopen, vwap, share)
+
+    def books_by_scope(self) -> Iterator[tuple[str, str, np.ndarray]]:
+        """(exchange, symbol, (2, nb) base units) per venue, then the sum as exchange 'all'."""
+        total = np.zeros((2, self.grid.nb))
+        for (ex, sym), book in sorted(self.books.items()):
+            b = book.book()
+            total += b
+            yield ex, sym, b
+        yield ALL, "", total
+
+    # --- the state stored between cycles (liquidation_map_state, one row per base and venue) --------
+    def state_rows(self, base: str) -> list[dict]:
+        """The estimator after minute ``last_us``, exactly (float64 bytes), one row per venue book."""
+        return [{"base": base, "exchange": ex, "symbol": sym, "last_minute_us": self.last_us,
+                 "bucket_bp": self.config.liqmap_bucket_bp, "grid_lo": self.grid.lo, "grid_nb": self.grid.nb,
+                 "tiers": [float(x) for x in book.tiers], "mmr": book.mmr,
+                 "weights": [float(x) for x in book.weights], "scale": book.scale,
+                 "last_oi": _f(self.last_oi.get((ex, sym), math.nan)),
+                 "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
+                for (ex, sym), book in sorted(self.books.items())]
+
+    @classmethod
+    def from_state(cls, rows: list[dict], config: AnalyticsConfig) -> Estimator | None:
+        """The estimator stored by :meth:`state_rows`, or None when there is none or it was made with
+        another bucket width, tier set or maintenance margin (its buckets would not mean the same)."""
+        if not rows:
+            return None
+        tiers = np.asarray(config.liqmap_leverage_tiers, dtype=float)
+        r0 = rows[0]
+        if (r0["bucket_bp"] != config.liqmap_bucket_bp or any(r["mmr"] != config.liqmap_mmr for r in rows)
+                or any(list(r["tiers"]) != tiers.tolist() for r in rows)
+                or len({(r["grid_lo"], r["grid_nb"], r["last_minute_us"]) for r in rows}) != 1):
+            return None
+        est = cls(config, Grid(config.liqmap_bucket_bp / 10_000.0, int(r0["grid_lo"]), int(r0["grid_nb"])),
+                  last_us=int(r0["last_minute_us"]))
+        for r in rows:
+            key = (r["exchange"], r["symbol"])
+            book = VenueBook(est.grid, tiers, np.asarray(r["weights"], dtype=float), float(r["mmr"]))
+            book.store = np.frombuffer(r["book"], dtype="<f8").reshape(2, len(tiers), est.grid.nb).copy()
+            book.scale = float(r["scale"])
+            est.books[key] = book
+            if r["last_oi"] is not None:
+                est.last_oi[key] = float(r["last_oi"])
+        return est
+
+
+def _f(v: float) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def level_rows(base: str, ts: Any, exchange: str, symbol: str, book: np.ndarray, grid: Grid, price: float,
+               range_pct: float) -> list[dict]:
+    """liquidation_levels rows of one scope's book: buckets within ``range_pct`` of the price with USD > 0."""
+    lo_b = int(grid.index(price * (1 - range_pct / 100.0)))
+    hi_b = int(grid.index(price * (1 + range_pct / 100.0)))
+    mids = grid.mid()
+    out = []
+    for side in (0, 1):
+        usd = book[side, lo_b : hi_b + 1] * mids[lo_b : hi_b + 1]
+        for j in np.flatnonzero(usd >= 0.005).tolist():
+            b = lo_b + j
+            low = float(grid.low(b))
+            out.append({"as_of_ts": ts, "base": base, "exchange": exchange, "symbol": symbol or base,
+                        "side": SIDES[side], "price_low": low, "price_high": float(grid.low(b + 1)),
+                        "usd": float(usd[j]), "price": price, "distance_pct": (low / price - 1.0) * 100.0})
+    return out
+
+
+def fuel_row(base: str, ts: Any, book: np.ndarray, grid: Grid, price: float, vol_1h_pct: float | None,
+             config: AnalyticsConfig) -> dict:
+    """liquidation_fuel: USD within 1/2/5 % of the price per side and the nearest cluster each way.
+
+    A bucket counts "within x %" when its mid price is; a cluster is a bucket holding at least
+    ``liqmap_cluster_multiple`` x the side's mean bucket USD within ``liqmap_range_pct``."""
+    mids = grid.mid()
+    dist = (mids / price - 1.0) * 100.0
+    row: dict[str, Any] = {"minute_ts": ts, "base": base, "price": price, "vol_1h_pct": vol_1h_pct}
+    rng = config.liqmap_range_pct
+    for side, name, sel in ((0, "long", (dist <= 0) & (dist >= -rng)), (1, "short", (dist >= 0) & (dist <= rng))):
+        usd = book[side] * mids
+        for pct in FUEL_PCTS:
+            row[f"{name}_usd_{pct}pct"] = float(usd[sel & (np.abs(dist) <= pct)].sum())
+        idx = np.flatnonzero(sel)
+        mean = float(usd[idx].mean()) if len(idx) else 0.0
+        hot = idx[usd[idx] >= config.liqmap_cluster_multiple * mean] if mean > 0 else idx[:0]
+        if len(hot):
+            b = int(hot[np.argmin(np.abs(dist[hot]))])
+            d = abs(float(dist[b]))
+            row.update({f"{name}_cluster_price": float(mids[b]), f"{name}_cluster_usd": float(usd[b]),
+                        f"{name}_cluster_distance_pct": d,
+                        f"{name}_cluster_distance_vol": d / vol_1h_pct if vol_1h_pct else None})
+        else:
+            row.update({f"{name}_cluster_{k}": None for k in ("price", "usd", "distance_pct", "distance_vol")})
+    return row
+
+
+def hourly_vol_pct(price: np.ndarray, t: int, minutes: int) -> float | None:
+    """Std of the 1-minute log returns over the ``minutes`` before t, scaled to an hour, in %."""
+    p = price[max(0, t - minutes) : t + 1]
+    p = p[np.isfinite(p) & (p > 0)]
+    if len(p) < 3:
+        return None
+    r = np.diff(np.log(p))
+    return _f(float(r.std(ddof=1)) * math.sqrt(60.0) * 100.0)
+
+
+def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
+                  venues: bool = True, state: list[dict] | None = None, settled_us: int | None = None,
+                  data_from_us: int | None = None) -> Iterator[tuple[str, dict]]:
+    """(tag, row) of one base: liquidation_levels every ``liqmap_every_minutes`` (aligned) and
+    liquidation_fuel every minute, from ``emit_from_us`` on; with ``settled_us``, also the
+    estimator's state after the last minute <= ``settled_us`` (STATE_TAG rows, one per venue).
+
+    ``state``: the stored rows of this base (:meth:`Estimator.state_rows`). It is used when it
+    lies before ``emit_from_us`` and the bars (read from ``data_from_us``) hold the
+    ``ffill_max_minutes`` before its next minute (the carried prices and OI then equal those of an
+    unbroken run); the book then steps only the minutes after it. Otherwise (first run, backfill,
+    a rewind) the book warms up from ``liqmap_warmup_minutes`` before ``emit_from_us``.
+    ``fuel`` / ``venues`` False: no fuel rows / only the ``all`` scope's levels (the scorer's needs)."""
+    panel = bb.panel
+    if panel is None or len(panel.minutes) == 0:
+        return
+    inp = minute_inputs(panel, bb.venue_series)
+    minutes = inp.minutes
+    bar_us = config.bar_us
+    every_us = config.liqmap_every_minutes * bar_us
+    est = Estimator.from_state(state or [], config)
+    if est is not None and est.last_us is not None and (
+            (emit_from_us is not None and emit_from_us <= est.last_us)
+            or (data_from_us is not None and est.last_us + bar_us - config.ffill_max_minutes * bar_us < data_from_us)):
+        est = None  # a rewind, or the bars to continue it were not read: warm up again
+    if est is not None:
+        start = int(np.searchsorted(minutes, est.last_us + bar_us))
+    else:
+        warm_from = (int(minutes[0]) if emit_from_us is None else emit_from_us) - config.liqmap_warmup_minutes * bar_us
+        start = int(np.searchsorted(minutes, warm_from))
+        est = Estimator.create(inp, start, config)
+        if est is None:
+            return  # no price from the warm-up on: nothing to place
+    save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
+    for k in range(start, len(minutes)):
+        est.step(inp, k)
+        if k == save:
+            for row in est.state_rows(panel.base):
+                yield STATE_TAG, row
+        mk = int(minutes[k])
+        if (emit_from_us is not None and mk < emit_from_us) or not panel.has_bar[k]:
+            continue
+        price = float(inp.price[k])
+        if not (price > 0 and math.isfinite(price)):
+            continue
+        snapshot = mk % every_us == 0
+        if not (fuel or snapshot):
+            continue
+        ts = micros_to_ts(mk)
+        scopes = list(est.books_by_scope())
+        if fuel:
+            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
+                                     hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
+        if snapshot:
+            for ex, sym, book in scopes if venues else scopes[-1:]:
+                for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
+                    yield LEVELS_TAG, row
+
+
+def read_state(path: str | None) -> dict[str, list[dict]]:
+    """liquidation_map_state rows of a Parquet export, by base ({} without one)."""
+    if not path or not os.path.exists(path):
+        return {}
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[dict]] = {}
+    for row in pq.read_table(path).to_pylist():
+        out.setdefault(row["base"], []).append(row)
+    return out
+
+
+class _EstimateFn(beam.DoFn):
+    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None, state_path: str | None,
+                 settled_us: int | None, data_from_us: int | None) -> None:
+        self.config, self.emit_from_us = config, emit_from_us
+        self.state_path, self.settled_us, self.data_from_us = state_path, settled_us, data_from_us
+
+    def setup(self) -> None:
+        self._state = read_state(self.state_path)
+
+    def process(self, keyed: tuple[str, BaseBars]):
+        base, bb = keyed
+        for tag, row in estimate_base(bb, self.config, self.emit_from_us, state=self._state.get(base),
+                                      settled_us=self.settled_us, data_from_us=self.data_from_us):
+            yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
+
+
+class LiquidationMapFromPanels(AnalyticsTransform):
+    """(base, BaseBars) -> {"liquidation_levels", "liquidation_fuel", "liquidation_map_state"} (one
+    DoFn per base: the book is sequential over minutes and needs nothing of the other bases).
+
+    ``state_path``: a Parquet export of liquidation_map_state (the books after the last settled
+    minute of the previous cycle); ``settled_us``: the last minute no later event can change (the
+    state to store is the book after it); ``data_from_us``: where the bars read begin."""
+
+    def __init__(self, config: AnalyticsConfig | None = None, emit_from_us: int | None = None,
+                 state_path: str | None = None, settled_us: int | None = None,
+                 data_from_us: int | None = None) -> None:
+        super().__init__(config, emit_from_us)
+        self.state_path, self.settled_us, self.data_from_us = state_path, settled_us, data_from_us
+
+    def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
+        out = panels | "EstimateLiquidationMap" >> beam.ParDo(
+            _EstimateFn(self.config, self.emit_from_us, self.state_path, self.settled_us, self.data_from_us)
+        ).with_outputs(FUEL_TAG, STATE_TAG, main=LEVELS_TAG)
+        return {LEVELS_TAG: out[LEVELS_TAG], FUEL_TAG: out[FUEL_TAG], STATE_TAG: out[STATE_TAG]}
+
+
+class EstimateLiquidationMap(AnalyticsTransform):
+    """bars_1m rows (touched minutes + ``lookback_minutes()['liquidation_map']``) -> the two marts."""
+
+    def expand(self, bars: beam.PCollection) -> dict[str, beam.PCollection]:
+        return bars | "BasePanels" >> BasePanels(self.config) | "LiquidationMap" >> LiquidationMapFromPanels(
+            self.config, self.emit_from_us)

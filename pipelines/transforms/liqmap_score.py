@@ -1,0 +1,189 @@
+"""Score an estimated liquidation map against a simulator run's true books (issue 22).
+
+The truth (``truth["liquidation_books"]``, connectors/simulator/books.py) holds, every
+``every_minutes``, each base's true USD by liquidation price (5 bp buckets) and every forced close
+with its price. The estimate is ``liquidation_levels`` rows of scope ``all``. Both are put on the
+estimate's grid (a true bucket goes to the estimate bucket holding its mid price) and compared per
+snapshot and side within ``range_pct`` of the truth's price (longs below, shorts above):
+
+* **map accuracy** = overlap of the two normalized densities, ``sum min(e_i / E, t_i / T)`` (1 = the
+  same shape, 0 = disjoint); a side where the truth has no USD in range is skipped; mean over
+  snapshots and sides;
+* **prediction** = of the USD liquidated in the next ``horizon_minutes`` after the snapshot (the
+  side's forced closes, at their step's price), the share whose price lies in the estimate's top-decile
+  buckets: the ``ceil(n / 10)`` buckets with the most estimated USD among the ``n`` grid buckets of
+  the side's range; USD-weighted over all snapshots.
+
+The fixed-tier baseline (``baseline_config``) is the same estimator with new OI at 10/25/50/100x in
+equal parts, no calibration, no turnover, 50/50 split, scored by the same functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from pipelines.transforms.bars import ts_to_micros
+from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
+
+Buckets = dict[int, float]
+
+
+def baseline_config(config: AnalyticsConfig) -> AnalyticsConfig:
+    """Open tools' fixed tiers (py-liquidation-map): 10/25/50/100x, no calibration, no learning."""
+    return dataclasses.replace(config, liqmap_leverage_tiers=(10.0, 25.0, 50.0, 100.0),
+                               liqmap_leverage_weights=(1.0, 1.0, 1.0, 1.0), liqmap_venue_leverage_weights=(),
+                               liqmap_calibration_rate=0.0, liqmap_turnover_per_day=0.0, liqmap_taker_tilt=0.0)
+
+
+def estimate_buckets(levels: Iterable[dict], w: float) -> dict[tuple[str, int, str], Buckets]:
+    """liquidation_levels rows (scope ``all``) -> {(base, minute_us, side): {grid index: USD}}."""
+    out: dict[tuple[str, int, str], Buckets] = {}
+    for r in levels:
+        if r["exchange"] != "all":
+            continue
+        key = (r["base"], ts_to_micros(r["as_of_ts"]), r["side"])
+        b = round(math.log(r["price_low"]) / w)
+        d = out.setdefault(key, {})
+        d[b] = d.get(b, 0.0) + float(r["usd"])
+    return out
+
+
+def true_buckets(snapshot: dict, side: str, w: float) -> Buckets:
+    """One true snapshot side re-binned onto the estimate's grid (by each 5 bp bucket's mid)."""
+    usd = np.asarray(snapshot[f"{side}_usd"], dtype=float)
+    mids = snapshot["lo_log"] + (np.arange(len(usd)) + 0.5) * snapshot["bin"]
+    idx = np.floor(mids / w).astype(np.int64)
+    out: Buckets = {}
+    for b, u in zip(idx.tolist(), usd.tolist(), strict=True):
+        if u > 0:
+            out[b] = out.get(b, 0.0) + u
+    return out
+
+
+def side_range(price: float, side: str, range_pct: float, w: float) -> tuple[int, int]:
+    """[first, last] grid index of the side's range: mids in [P(1 - r), P] (long) or [P, P(1 + r)]."""
+    lp, lr = math.log(price), math.log1p(range_pct / 100.0) if side == "short" else math.log1p(-range_pct / 100.0)
+    lo, hi = (lp + lr, lp) if side == "long" else (lp, lp + lr)
+    return math.ceil(lo / w - 0.5), math.floor(hi / w - 0.5)
+
+
+def overlap(est: Buckets, true: Buckets, lo: int, hi: int) -> float | None:
+    """Overlap of the normalized densities within [lo, hi]; None when the truth has nothing there."""
+    t = {b: u for b, u in true.items() if lo <= b <= hi}
+    e = {b: u for b, u in est.items() if lo <= b <= hi and u > 0}
+    tt, et = sum(t.values()), sum(e.values())
+    if tt <= 0:
+        return None
+    if et <= 0:
+        return 0.0
+    return sum(min(e.get(b, 0.0) / et, u / tt) for b, u in t.items())
+
+
+def top_decile(est: Buckets, lo: int, hi: int) -> set[int]:
+    n = hi - lo + 1
+    k = math.ceil(n / 10)
+    ranked = sorted(((u, b) for b, u in est.items() if lo <= b <= hi and u > 0), reverse=True)
+    return {b for _, b in ranked[:k]}
+
+
+def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsConfig,
+              horizon_minutes: int = 60) -> dict[str, Any]:
+    """Map accuracy and prediction of one estimate against one run's true books (module docstring)."""
+    books = truth["liquidation_books"]
+    w = config.liqmap_bucket_bp / 10_000.0
+    rng = config.liqmap_range_pct
+    est = estimate_buckets(levels, w)
+    liqs: dict[tuple[str, str], list] = {}
+    for t_us, base, side, price, usd in books["liquidations"]:
+        liqs.setdefault((base, side), []).append((t_us, price, usd))
+    for v in liqs.values():
+        v.sort()
+    times = {k: [x[0] for x in v] for k, v in liqs.items()}
+    overlaps: list[float] = []
+    hit = total = 0.0
+    snapshots = 0
+    for snap in books["snapshots"]:
+        m_us, base, price = snap["minute_us"], snap["base"], snap["price"]
+        if (base, m_us, "long") not in est and (base, m_us, "short") not in est:
+            continue  # no estimate for this snapshot (no bar of the base in the minute)
+        snapshots += 1
+        for side in ("long", "short"):
+            e = est.get((base, m_us, side), {})
+            lo, hi = side_range(price, side, rng, w)
+            o = overlap(e, true_buckets(snap, side, w), lo, hi)
+            if o is not None:
+                overlaps.append(o)
+            ts, rows = times.get((base, side), []), liqs.get((base, side), [])
+            start = m_us + MINUTE_US  # the snapshot is as of the end of its minute
+            i0, i1 = bisect_right(ts, start), bisect_left(ts, start + horizon_minutes * MINUTE_US + 1)
+            top = top_decile(e, lo, hi)
+            for _, p, usd in rows[i0:i1]:
+                total += usd
+                if math.floor(math.log(p) / w) in top:
+                    hit += usd
+    return {"snapshots": snapshots, "map_overlap": float(np.mean(overlaps)) if overlaps else None,
+            "prediction": hit / total if total > 0 else None, "liquidated_usd_next_hour": total}
+
+
+def oracle_levels(truth: dict[str, Any], w: float) -> list[dict]:
+    """The true books as liquidation_levels rows on the estimate's grid: the scorer's ceiling (a perfect
+    map scores overlap 1; its prediction share is the most any map can get under this definition)."""
+    out = []
+    for snap in truth["liquidation_books"]["snapshots"]:
+        for side in ("long", "short"):
+            for b, u in true_buckets(snap, side, w).items():
+                out.append({"exchange": "all", "base": snap["base"], "as_of_ts": snap["minute_us"], "side": side,
+                            "price_low": math.exp(b * w), "usd": u})
+    return out
+
+
+def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None, mix: str = "default") -> dict[str, Any]:
+    """Simulate (through the Beam bars graph) with the simulator's leverage ``mix``
+    (``scenarios.LEVERAGE_MIXES``), estimate with ``config`` and the baseline, score both."""
+    from connectors.simulator.scenarios import LEVERAGE_MIXES
+    from pipelines.transforms.liqmap import LEVELS_TAG, estimate_base
+    from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
+    from pipelines.transforms.scoring import run_simulated
+
+    config = config or AnalyticsConfig()
+    weights = LEVERAGE_MIXES[mix]
+    out = run_simulated(preset, seed, config, **({} if weights is None else {"leverage_weights": weights}))
+    by_base: dict[str, list[dict]] = {}
+    for r in out["bars_1m"]:
+        by_base.setdefault(r["base"], []).append(r)
+    row: dict[str, Any] = {"preset": preset, "seed": seed, "mix": mix}
+    for name, cfg in (("est", config), ("base", baseline_config(config))):
+        levels = [r for b, rows in sorted(by_base.items())
+                  for tag, r in estimate_base(base_bars_from_columns(b, columns_from_rows(rows), cfg), cfg, None,
+                                              fuel=False, venues=False) if tag == LEVELS_TAG]
+        s = score_map(levels, out["truth"], cfg)
+        row.update({f"{name}_{k}": v for k, v in s.items()})
+    s = score_map(oracle_levels(out["truth"], config.liqmap_bucket_bp / 10_000.0), out["truth"], config)
+    row.update({f"oracle_{k}": v for k, v in s.items()})
+    return row
+
+
+def map_score_table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'preset':<6} {'mix':<7} {'seed':>4} {'snaps':>5} {'overlap_est':>11} {'overlap_base':>12} {'x':>5} "
+            f"{'pred_est':>8} {'pred_base':>9} {'x':>5} {'pred_truth':>10} {'liq_usd_1h':>12}")
+    lines = [head, "-" * len(head)]
+
+    def f(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    def ratio(a: Any, b: Any) -> str:
+        return "-" if a is None or not b else f"{a / b:5.2f}"
+
+    for r in rows:
+        lines.append(f"{r['preset']:<6} {r.get('mix', 'default'):<7} {r['seed']:>4} {r['est_snapshots']:>5} {f(r['est_map_overlap'], '11.3f')} "
+                     f"{f(r['base_map_overlap'], '12.3f')} {ratio(r['est_map_overlap'], r['base_map_overlap'])} "
+                     f"{f(r['est_prediction'], '8.3f')} {f(r['base_prediction'], '9.3f')} "
+                     f"{ratio(r['est_prediction'], r['base_prediction'])} {f(r['oracle_prediction'], '10.3f')} "
+                     f"{r['est_liquidated_usd_next_hour']:>12.0f}")
+    return "\n".join(lines)

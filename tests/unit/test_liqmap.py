@@ -1,0 +1,239 @@
+"""The liquidation-map estimator's arithmetic on small hand-computed cases (ADR 015)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.liqmap import (
+    FUEL_TAG,
+    LEVELS_TAG,
+    STATE_TAG,
+    Estimator,
+    Grid,
+    MinuteInputs,
+    VenueBook,
+    estimate_base,
+    fuel_row,
+    liquidation_distance,
+)
+from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
+
+ONE_TIER = dataclasses.replace(
+    AnalyticsConfig(), liqmap_leverage_tiers=(10.0,), liqmap_leverage_weights=(1.0,), liqmap_turnover_per_day=0.0,
+    liqmap_calibration_rate=0.0, liqmap_mmr=0.005, liqmap_bucket_bp=20.0)
+
+
+def _bucket_of(grid: Grid, price: float) -> int:
+    """The bucket whose [low, high) holds ``price``, found by scanning edges (not by the grid's formula)."""
+    lows = grid.low(np.arange(grid.nb + 1))
+    return int(np.flatnonzero(lows <= price)[-1])
+
+
+def _inputs(n: int, price, vwap, low, high, buy, sell, oi, long_liq=None, short_liq=None) -> MinuteInputs:
+    def arr(v):
+        return np.asarray(v, dtype=float)
+
+    z = np.zeros((1, n))
+    return MinuteInputs(
+        minutes=np.arange(n, dtype=np.int64) * 60_000_000, price=arr(price), vwap=arr(vwap), high=arr(high),
+        low=arr(low), taker_buy_usd=arr(buy), taker_sell_usd=arr(sell), venues=[("bybit", "BTCUSDT")],
+        oi_base=arr([oi]), long_liq_usd=z if long_liq is None else arr([long_liq]),
+        short_liq_usd=z if short_liq is None else arr([short_liq]))
+
+
+def test_liquidation_distance_by_hand():
+    # 10x: 1/10 - 0.005 = 0.095; 100x: 1/100 - 0.005 = 0.005 < 1/200 = 0.005 -> 0.005; 150x: floor 1/300
+    assert liquidation_distance(np.array([10.0, 100.0, 150.0]), 0.005) == pytest.approx([0.095, 0.005, 1 / 300])
+
+
+def test_one_oi_step_opens_at_vwap_split_by_taker_imbalance():
+    # minute 0: first OI 100 BTC at price 100 -> 50 long (liq 90.5) / 50 short (liq 109.5)
+    # minute 1: OI +10 at VWAP 102, taker buy 300 / sell 100 -> long share 0.5 + 0.5/2 = 0.75:
+    #           7.5 long liquidated at 102 * 0.905 = 92.31, 2.5 short at 102 * 1.095 = 111.69
+    inp = _inputs(2, price=[100, 102], vwap=[100, 102], low=[100, 101.5], high=[100, 102.5], buy=[0, 300],
+                  sell=[0, 100], oi=[100, 110])
+    est = Estimator.create(inp, 0, ONE_TIER)
+    est.step(inp, 0)
+    est.step(inp, 1)
+    book = est.books[("bybit", "BTCUSDT")].book()
+    g = est.grid
+    assert book[0, _bucket_of(g, 90.5)] == pytest.approx(50)
+    assert book[1, _bucket_of(g, 109.5)] == pytest.approx(50)
+    assert book[0, _bucket_of(g, 92.31)] == pytest.approx(7.5)
+    assert book[1, _bucket_of(g, 111.69)] == pytest.approx(2.5)
+    assert book.sum() == pytest.approx(110)
+
+
+def test_crossing_removes_exposure_and_oi_drop_closes_the_rest_pro_rata():
+    # as above, then minute 2: low 92.0 crosses the longs at 92.31 (7.5 BTC) but not those at 90.5;
+    # OI falls 110 -> 100 with 2.5 BTC (2.5 * 95 USD) of realized long liquidations at price 95:
+    # closed = 10 - 2.5 = 7.5 of the 102.5 BTC left -> every bucket x (1 - 7.5 / 102.5)
+    inp = _inputs(3, price=[100, 102, 95], vwap=[100, 102, 95], low=[100, 101.5, 92.0], high=[100, 102.5, 102],
+                  buy=[0, 300, 0], sell=[0, 100, 0], oi=[100, 110, 100], long_liq=[0, 0, 2.5 * 95])
+    est = Estimator.create(inp, 0, ONE_TIER)
+    for t in range(3):
+        est.step(inp, t)
+    book = est.books[("bybit", "BTCUSDT")].book()
+    g = est.grid
+    keep = 1 - 7.5 / 102.5
+    assert book[0, _bucket_of(g, 92.31)] == 0.0
+    assert book[0, _bucket_of(g, 90.5)] == pytest.approx(50 * keep)
+    assert book[1, _bucket_of(g, 109.5)] == pytest.approx(50 * keep)
+    assert book[1, _bucket_of(g, 111.69)] == pytest.approx(2.5 * keep)
+    assert book.sum() == pytest.approx(95.0)
+
+
+def test_crossing_the_short_side_and_a_miss():
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0]), np.array([1.0]), 0.005)
+    b.open(4.0, 100.0, 0.25)  # 1 long liq 90.5, 3 short liq 109.5
+    removed = b.cross(low=91.0, high=109.0)  # neither bucket reached
+    assert removed.sum() == 0 and b.total_base() == pytest.approx(4.0)
+    removed = b.cross(low=91.0, high=109.6)  # the short bucket reached
+    assert removed[1, 0] == pytest.approx(3.0) and removed[0, 0] == 0.0
+    assert b.total_base() == pytest.approx(1.0)
+
+
+def test_calibration_moves_weight_to_the_tier_that_was_under_estimated():
+    # tiers 10x / 100x at 1/2 each; a crossing removes only 100x exposure worth 50 USD while 100 USD
+    # were realized: ratio 2, rate 1 -> w100 x 2 -> weights (0.5, 1.0) / 1.5 = (1/3, 2/3);
+    # the 10x book is rescaled by (1/3) / (1/2)
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
+    b.open(2.0, 100.0, 1.0)  # 1 BTC long per tier
+    b.calibrate(np.array([0.0, 50.0]), 100.0, rate=1.0)
+    assert b.weights == pytest.approx([1 / 3, 2 / 3])
+    assert b.book()[0, _bucket_of(g, 90.5)] == pytest.approx(2 / 3)
+    assert b.book()[0, _bucket_of(g, 99.5)] == pytest.approx(4 / 3)
+
+
+def test_fuel_by_hand():
+    # price 100; longs: 10 BTC liquidated near 99.5 (within 1 %), 20 near 97 (within 5 % only);
+    # shorts: 5 near 101.5 (within 2 %)
+    cfg = dataclasses.replace(ONE_TIER, liqmap_cluster_multiple=3.0)
+    g = Grid.around(100.0, cfg)
+    book = np.zeros((2, g.nb))
+    mids = g.mid()
+    for side, px, qty in ((0, 99.5, 10.0), (0, 97.0, 20.0), (1, 101.5, 5.0)):
+        book[side, _bucket_of(g, px)] += qty
+    row = fuel_row("BTC", None, book, g, 100.0, 0.5, cfg)
+    b995, b97, b1015 = (_bucket_of(g, p) for p in (99.5, 97.0, 101.5))
+    assert row["long_usd_1pct"] == pytest.approx(10 * mids[b995])
+    assert row["long_usd_2pct"] == pytest.approx(10 * mids[b995])
+    assert row["long_usd_5pct"] == pytest.approx(10 * mids[b995] + 20 * mids[b97])
+    assert row["short_usd_1pct"] == 0.0 and row["short_usd_2pct"] == pytest.approx(5 * mids[b1015])
+    # nearest long cluster: both long buckets are > 3x the mean over the 10 % range: the 99.5 one
+    assert row["long_cluster_price"] == pytest.approx(mids[b995])
+    d = (1 - mids[b995] / 100) * 100
+    assert row["long_cluster_distance_pct"] == pytest.approx(d)
+    assert row["long_cluster_distance_vol"] == pytest.approx(d / 0.5)
+
+
+def _bar_rows(n: int, seed: int = 3) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    price = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    oi = 1000 + np.cumsum(rng.normal(0, 5, n))
+    rows = []
+    for i in range(n):
+        p = float(price[i])
+        rows.append({
+            "base": "BTC", "exchange": "bybit", "symbol": "BTCUSDT", "kind": "perpetual",
+            "minute_ts": t0 + dt.timedelta(minutes=i), "close": p, "high": p * 1.003, "low": p * 0.997,
+            "mark_price_last": p, "oi_last_usd": float(oi[i]) * p, "oi_last": float(oi[i]), "funding_rate_last": 1e-4,
+            "volume_base": 10.0, "volume_usd": 10 * p, "taker_buy_usd": 6 * p, "taker_sell_usd": 4 * p,
+            "long_liq_usd": 50.0 if i % 97 == 0 else 0.0, "short_liq_usd": 0.0, "max_liq_usd": 50.0,
+            "trade_count": 10, "long_liq_count": 0, "short_liq_count": 0,
+        })
+    return rows
+
+
+def _minute_us(row: dict) -> int:
+    return int(row["minute_ts"].timestamp()) * 1_000_000
+
+
+def test_a_run_continued_from_its_stored_state_equals_an_unbroken_run():
+    # a streaming cycle stores the books after its settled minute; the next one reads only the
+    # ffill_max_minutes before the minute after it and steps on: the rows equal one long run's
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, liqmap_every_minutes=30, ffill_max_minutes=5)
+    rows = _bar_rows(300)
+    for r in rows[150:153]:  # a gap of OI: carried across the cut
+        r["oi_last"] = r["oi_last_usd"] = None
+    rows[160]["long_liq_usd"] = 5e4  # a calibration step after the cut
+    full = [r for r in estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows), cfg), cfg, None)]
+    settled = _minute_us(rows[151])
+    first = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[:200]), cfg), cfg, None,
+                               settled_us=settled))
+    state = [r for tag, r in first if tag == STATE_TAG]
+    assert state and {r["last_minute_us"] for r in state} == {settled}
+    data_from = _minute_us(rows[152 - 5])
+    emit = _minute_us(rows[215])  # its hour of volatility (+ carry) lies within the bars read
+    rest = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 5:]), cfg), cfg, emit,
+                              state=state, data_from_us=data_from))
+    want = [(tag, r) for tag, r in full if _minute_us({"minute_ts": r.get("minute_ts", r.get("as_of_ts"))}) >= emit]
+    assert rest and {tag for tag, _ in rest} == {LEVELS_TAG, FUEL_TAG}
+    assert rest == want
+    # without the state, the same short window warms up from less history: other rows (the check can fail)
+    cold = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 5:]), cfg), cfg, emit,
+                              data_from_us=data_from))
+    assert cold != want
+    # a state the bars do not reach back to (data_from after its next minute's carry) is not used
+    late = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 4:]), cfg), cfg, emit,
+                              state=state, data_from_us=_minute_us(rows[152 - 4])))
+    assert late != want
+
+
+def test_the_state_rejects_books_of_another_grid_or_tier_set():
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60)
+    rows = _bar_rows(40)
+    out = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows), cfg), cfg, None,
+                             settled_us=_minute_us(rows[30])))
+    state = [r for tag, r in out if tag == STATE_TAG]
+    est = Estimator.from_state(state, cfg)
+    assert est is not None and est.last_us == _minute_us(rows[30])
+    assert np.array_equal(est.books[("bybit", "BTCUSDT")].store.shape, (2, len(cfg.liqmap_leverage_tiers), est.grid.nb))
+    assert Estimator.from_state(state, dataclasses.replace(cfg, liqmap_bucket_bp=10.0)) is None
+    assert Estimator.from_state(state, dataclasses.replace(cfg, liqmap_leverage_tiers=(10.0,) * 7)) is None
+    assert Estimator.from_state([], cfg) is None
+
+
+def test_estimator_never_imports_the_simulator():
+    code = ("import sys, pipelines.transforms.liqmap, pipelines.transforms.graph; "
+            "bad = [m for m in sys.modules if m.startswith('connectors.simulator')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_from_env_parses_the_leverage_mixes():
+    cfg = AnalyticsConfig.from_env({"LIQSTREAM_LIQMAP_LEVERAGE_TIERS": "10,100",
+                                    "LIQSTREAM_LIQMAP_LEVERAGE_WEIGHTS": "3,1",
+                                    "LIQSTREAM_LIQMAP_VENUE_LEVERAGE_WEIGHTS": "bybit:1,1; okx:0,1"})
+    assert cfg.liqmap_leverage_tiers == (10.0, 100.0) and cfg.liqmap_leverage_weights == (3.0, 1.0)
+    assert cfg.liqmap_venue_leverage_weights == (("bybit", (1.0, 1.0)), ("okx", (0.0, 1.0)))
+    assert math.isclose(sum(cfg.liqmap_leverage_weights), 4.0)
+
+
+def test_missing_prices_and_oi_neither_crash_nor_drop_the_minutes_that_have_them():
+    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, liqmap_every_minutes=30,
+                              ffill_max_minutes=2)
+    rows = _bar_rows(120)
+    for r in rows[10:20]:  # no OI for 10 minutes (beyond the carry): the book only ages by crossings
+        r["oi_last"] = r["oi_last_usd"] = None
+    for r in rows[40:50]:  # no trades and no mark: no price (beyond the carry)
+        r["close"] = r["high"] = r["low"] = r["mark_price_last"] = None
+        r["volume_base"] = r["volume_usd"] = r["taker_buy_usd"] = r["taker_sell_usd"] = 0.0
+    bb = base_bars_from_columns("BTC", columns_from_rows(rows), cfg)
+    fuel = [r for tag, r in estimate_base(bb, cfg, None) if tag == FUEL_TAG]
+    minutes = {int(r["minute_ts"].timestamp()) // 60 - int(rows[0]["minute_ts"].timestamp()) // 60 for r in fuel}
+    # every minute with a price has its row; the priceless ones have none (the panel carries the close
+    # 2 minutes, then the price 2 more: minutes 40-43 keep one)
+    assert minutes == set(range(0, 44)) | set(range(50, 120))
+    assert all(r["long_usd_5pct"] >= 0 and math.isfinite(r["short_usd_5pct"]) for r in fuel)

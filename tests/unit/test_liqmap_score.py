@@ -1,0 +1,97 @@
+"""The liquidation-map scorer on hand-built truths, and (heavy) the scoring table against the simulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.liqmap_score import (
+    baseline_config,
+    map_score_table,
+    overlap,
+    run_scored,
+    score_map,
+    side_range,
+    top_decile,
+)
+
+CFG = dataclasses.replace(AnalyticsConfig(), liqmap_bucket_bp=100.0, liqmap_range_pct=10.0)  # 1 % buckets
+W = 0.01
+
+
+def test_overlap_by_hand():
+    assert overlap({1: 2.0, 2: 2.0}, {1: 5.0, 2: 5.0}, 0, 9) == pytest.approx(1.0)  # same shape, any scale
+    assert overlap({1: 1.0}, {2: 1.0}, 0, 9) == 0.0
+    # est (3/4, 1/4), truth (1/2, 1/2): min -> 1/2 + 1/4
+    assert overlap({1: 3.0, 2: 1.0}, {1: 1.0, 2: 1.0}, 0, 9) == pytest.approx(0.75)
+    assert overlap({1: 1.0}, {20: 1.0}, 0, 9) is None  # truth outside the range: skipped
+
+
+def test_side_range_and_top_decile():
+    lo, hi = side_range(100.0, "long", 10.0, W)
+    # mids exp((b + 0.5) W) within [90, 100]
+    assert math.exp((lo + 0.5) * W) >= 90 and math.exp((lo - 0.5) * W) < 90
+    assert math.exp((hi + 0.5) * W) <= 100 and math.exp((hi + 1.5) * W) > 100
+    est = {lo + i: float(i) for i in range(hi - lo + 1)}  # ~11 buckets: top decile = the 2 largest
+    assert top_decile(est, lo, hi) == {hi, hi - 1}
+
+
+def _snapshot(minute_us: int, price: float, long_usd: dict[float, float]) -> dict:
+    """A true snapshot on a 1 % grid (one true bucket per estimate bucket)."""
+    lo_log = math.floor(math.log(price * 0.85) / W) * W
+    n = 40
+    long = [0.0] * n
+    for px, usd in long_usd.items():
+        long[int(math.floor((math.log(px) - lo_log) / W))] += usd
+    return {"minute_us": minute_us, "base": "BTC", "price": price, "lo_log": lo_log, "bin": W,
+            "long_usd": long, "short_usd": [0.0] * n}
+
+
+def _level(minute_us: int, px: float, usd: float) -> dict:
+    b = math.floor(math.log(px) / W)
+    return {"exchange": "all", "base": "BTC", "as_of_ts": minute_us, "side": "long",
+            "price_low": math.exp(b * W), "usd": usd}
+
+
+def test_score_map_by_hand():
+    # truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 (in the estimate's top
+    # bucket), 10 at 92 (estimated, but not in its top decile of 11 buckets = top 2: 95 and 97), 60 two hours on
+    m = 60_000_000
+    truth = {"liquidation_books": {
+        "snapshots": [_snapshot(0, 100.0, {95.0: 100.0, 92.0: 100.0})],
+        "liquidations": [[10 * m, "BTC", "long", 95.0, 30.0], [20 * m, "BTC", "long", 92.0, 10.0],
+                         [180 * m, "BTC", "long", 95.0, 60.0]]}}
+    levels = [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
+    s = score_map(levels, truth, CFG)
+    # est density 0.5 / 0.3 / 0.2, truth 0.5 / 0 / 0.5 -> overlap 0.5 + 0.2
+    assert s["map_overlap"] == pytest.approx(0.7)
+    assert s["prediction"] == pytest.approx(30 / 40)
+    assert s["liquidated_usd_next_hour"] == pytest.approx(40.0)
+
+
+def test_baseline_is_fixed_tiers_without_learning():
+    b = baseline_config(AnalyticsConfig())
+    assert b.liqmap_leverage_tiers == (10.0, 25.0, 50.0, 100.0) and b.liqmap_calibration_rate == 0.0
+    assert b.liqmap_turnover_per_day == 0.0 and b.liqmap_taker_tilt == 0.0
+
+
+#: held out: the defaults were set before any scoring; seed 1 of A was looked at (docs/analytics.md)
+HELD_OUT = (("A", 2), ("A", 3), ("C", 2), ("C", 3), ("D", 2), ("D", 3), ("calm", 2))
+#: the simulator's other leverage mixes (scenarios.LEVERAGE_MIXES; "high" far above the estimator's prior)
+HELD_OUT_MIXES = (("A", 2, "low"), ("A", 2, "high"), ("D", 3, "low"), ("D", 3, "high"))
+
+
+@pytest.mark.heavy
+def test_liquidation_map_scores_against_the_true_books():
+    """Prints the table of docs/analytics.md (make test-heavy). The issue's bar (>= 1.5x the baseline on
+    both, prediction >= 0.6) is reported there, not asserted: it is not met (the true books themselves
+    score a prediction share far below 0.6 under this definition). Asserted: the scorer gives the true
+    books a perfect map, and every run was scored."""
+    rows = [run_scored(p, s) for p, s in HELD_OUT] + [run_scored(p, s, mix=m) for p, s, m in HELD_OUT_MIXES]
+    print("\n" + map_score_table(rows))
+    for r in rows:
+        assert r["est_snapshots"] > 0 and r["est_map_overlap"] is not None
+        assert r["oracle_map_overlap"] == pytest.approx(1.0)

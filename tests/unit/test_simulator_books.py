@@ -1,0 +1,52 @@
+"""Issue 22: the simulator exports its true liquidation books into the run's truth."""
+
+from __future__ import annotations
+
+import math
+
+from connectors.simulator import Simulation
+
+
+def test_true_liquidation_books_are_exported_on_the_snapshot_grid() -> None:
+    """The model's books by liquidation price every 30 minutes, and every forced close with its price."""
+    sim = Simulation("A", 5, duration="65m", trades_per_second=2)
+    for _ in sim.messages():
+        pass
+    books = sim.truth.finish()["liquidation_books"]
+    snaps = books["snapshots"]
+    start = sim.scenario.start_us
+    # minutes 0, 30 and 60 (aligned to 30 min; each as of its close, as the estimator's): one per symbol
+    assert sorted({s["minute_us"] - start for s in snaps}) == [0, 30 * 60_000_000, 60 * 60_000_000]
+    assert len(snaps) == 3 * len(sim.scenario.symbols)
+    for s in snaps:
+        k_price = (math.log(s["price"]) - s["lo_log"]) / s["bin"]
+        # crossed buckets are emptied: no long liquidation level above the price, no short one below
+        assert all(u == 0 for k, u in enumerate(s["long_usd"]) if k > k_price + 1)
+        assert all(u == 0 for k, u in enumerate(s["short_usd"]) if k < k_price - 1)
+        assert sum(s["long_usd"]) > 0 and sum(s["short_usd"]) > 0
+    for _, base, side, _, usd in books["liquidations"]:
+        assert base in {s.base for s in sim.scenario.symbols} and side in ("long", "short") and usd > 0
+
+
+def test_a_preset_takes_a_leverage_mix_and_the_high_one_puts_the_book_near_the_price() -> None:
+    """scenarios.LEVERAGE_MIXES: the share of BTC's initial long book liquidated within 5 % below the
+    start price (a 50x long liquidates ~1.5 % from its entry, a 5x one ~19.5 %) orders high > default > low."""
+    import dataclasses
+
+    import pytest
+
+    from connectors.simulator.model import BIN, CascadeModel
+    from connectors.simulator.scenarios import LEVERAGE_MIXES, get_scenario
+
+    def near_share(mix: str) -> float:
+        sc = get_scenario("calm")
+        weights = LEVERAGE_MIXES[mix]
+        m = CascadeModel(dataclasses.replace(sc, leverage_weights=weights) if weights else sc, 1)
+        centre = m.nb // 2  # the grid is centred on the start price
+        longs = m.book[0, 0]  # BTC: base units by liquidation bucket
+        return float(longs[centre - int(0.05 / BIN):centre].sum() / longs.sum())
+
+    low, default, high = near_share("low"), near_share("default"), near_share("high")
+    assert high > 1.5 * default and default > low
+    with pytest.raises(ValueError):
+        CascadeModel(dataclasses.replace(get_scenario("calm"), leverage_weights=(1.0, 2.0)), 1)
