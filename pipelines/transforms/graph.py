@@ -85,7 +85,6 @@ def build_analytics_on_panels(
     config = config or AnalyticsConfig()
     cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference,
                                                                   closed_before_us=closed_before_us)
-    return {
     # liqmap_state: LiquidationMapFromPanels' state_path / settled_us / data_from_us (a streaming cycle)
     liqmap = (panels | "LiquidationMap" >> LiquidationMapFromPanels(config, emit_from_us, **(liqmap_state or {}))
               if config.liqmap_enabled else {})
