@@ -278,19 +278,25 @@ def store_liqmap_state(con, files: list[str]) -> None:
 #: with a row at most 10 minutes before its start, in its direction; the market sums its bases.
 #: Touched: rows the cycle rewrote (an upsert leaves the columns NULL) or without fuel, and episodes
 #: starting after the cycle's first emitted minute (their fuel rows were just re-computed).
+# The market scope sums its bases' fuel: in DECIMAL, so the sum is exact and does not depend on
+# the order DuckDB's threads add the rows in (it did in doubles: the last digit differed between a
+# one-cycle and a many-cycle load). An episode's row re-upserted by this cycle (INSERT OR REPLACE
+# keeps the columns the insert does not name, the fuel ones) gets its consumed share again from
+# its liquidated USD of now: an open or recently ended episode is re-computed, not only new ones.
 CASCADE_FUEL_SQL = """
 UPDATE cascades SET fuel_1pct_usd = f.u1, fuel_2pct_usd = f.u2, fuel_5pct_usd = f.u5,
     fuel_consumed_share = CASE WHEN f.u5 > 0 THEN f.liq / f.u5 END
 FROM (
     SELECT c.episode_id,
-           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_1pct ELSE f.short_usd_1pct END) AS u1,
-           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_2pct ELSE f.short_usd_2pct END) AS u2,
-           sum(CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_5pct ELSE f.short_usd_5pct END) AS u5,
+           sum((CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_1pct ELSE f.short_usd_1pct END)::DECIMAL(38, 6))::DOUBLE AS u1,
+           sum((CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_2pct ELSE f.short_usd_2pct END)::DECIMAL(38, 6))::DOUBLE AS u2,
+           sum((CASE WHEN c.direction = 'long_liquidation' THEN f.long_usd_5pct ELSE f.short_usd_5pct END)::DECIMAL(38, 6))::DOUBLE AS u5,
            any_value(CASE WHEN c.direction = 'long_liquidation' THEN c.long_liq_usd ELSE c.short_liq_usd END)::DOUBLE
                AS liq
     FROM (SELECT c.*, b.base AS fuel_base FROM cascades c
           JOIN (SELECT DISTINCT base FROM liquidation_fuel) b ON b.base = c.scope OR c.scope = $market
-          WHERE c.fuel_1pct_usd IS NULL OR c.start_ts > make_timestamp($since)) c
+          WHERE c.fuel_1pct_usd IS NULL OR c.start_ts > make_timestamp($since) OR c.status = 'open'
+                OR c.end_ts >= make_timestamp($since) OR c.closed_ts >= make_timestamp($since)) c
     ASOF JOIN liquidation_fuel f ON f.base = c.fuel_base AND f.minute_ts <= c.start_ts - INTERVAL 1 MINUTE
     WHERE f.minute_ts >= c.start_ts - INTERVAL 10 MINUTE
     GROUP BY c.episode_id

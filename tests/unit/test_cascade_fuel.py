@@ -66,7 +66,11 @@ def test_episodes_get_the_fuel_of_the_minute_before_their_start_in_their_directi
     got = dict(con.execute("SELECT episode_id, fuel_5pct_usd FROM cascades").fetchall())
     assert got["btc-long"] == 8e6 and got["btc-short"] == 12e6
     assert con.execute("SELECT fuel_consumed_share FROM cascades WHERE episode_id = 'btc-long'").fetchone()[0] == 0.5
-    con.execute("UPDATE liquidation_fuel SET short_usd_5pct = 1 WHERE base = 'BTC'")
-    attach_cascade_fuel(con, AnalyticsConfig(), since + 60_000_000)  # 00:10: the episodes start there, not after
-    assert dict(con.execute("SELECT episode_id, fuel_5pct_usd FROM cascades").fetchall())["btc-short"] == 12e6
+    con.execute("UPDATE liquidation_fuel SET short_usd_5pct = 1, long_usd_5pct = 2 WHERE base = 'BTC'")
+    # an episode that closed before the cycle's first emitted minute is left alone; an open one (its
+    # row re-upserted with its liquidated USD of now) is computed again
+    con.execute("UPDATE cascades SET status = 'closed', closed_ts = end_ts WHERE episode_id = 'btc-short'")
+    attach_cascade_fuel(con, AnalyticsConfig(), since + 120_000_000)  # 00:11: after the episodes' start and end
+    got = dict(con.execute("SELECT episode_id, fuel_5pct_usd FROM cascades").fetchall())
+    assert got["btc-short"] == 12e6 and got["btc-long"] == 2.0
     con.close()
