@@ -308,7 +308,8 @@ def liquidation_map_chart(con: Any, base: str, t0: datetime, t1: datetime, *, he
         return svg.no_data(plot_id, title, "no liquidation_levels table")
     cells = _rows(con, """
         SELECT epoch(as_of_ts) AS t, price_low, price_high, sum(usd)::DOUBLE AS usd FROM liquidation_levels
-        WHERE exchange = 'all' AND base = ? AND as_of_ts >= ? AND as_of_ts < ? GROUP BY ALL ORDER BY t""",
+        WHERE exchange = 'all' AND base = ? AND as_of_ts >= ? AND as_of_ts < ? GROUP BY ALL
+        ORDER BY t, price_low, price_high""",
                  [base, t0, t1])
     bars = _rows(con, """
         SELECT epoch(minute_ts) AS t, price, long_liq_usd::DOUBLE AS long_usd, short_liq_usd::DOUBLE AS short_usd

@@ -224,3 +224,26 @@ def test_the_console_check_catches_a_page_error(tmp_path: Path) -> None:
     stderr = _chromium(bad.resolve().as_uri(), tmp_path / "bad.png", tmp_path / "profile", size="300,200")
     assert any("Uncaught ReferenceError" in m for m in _console_messages(stderr))
 
+
+
+def test_liquidation_map_chart_does_not_depend_on_row_order(generated_day: GeneratedDay, tmp_path: Path) -> None:
+    """The desk and the report draw the same map byte for byte: cells are drawn in (time, price) order, not
+    in whatever order the table's rows come back in (a GROUP BY over several threads)."""
+    from pipelines.report import liquidation_map_chart
+
+    db = copy_db(generated_day, tmp_path)
+    con = warehouse.connect(db)
+    try:
+        base, t0, t1 = con.execute("""SELECT base, min(as_of_ts), max(as_of_ts) + INTERVAL 1 MINUTE
+            FROM liquidation_levels WHERE exchange = 'all' GROUP BY base ORDER BY count(*) DESC LIMIT 1""").fetchone()
+        con.execute("SET threads = 1")
+        before = liquidation_map_chart(con, base, t0, t1)
+        # the same rows stored in the reverse order
+        con.execute("CREATE TEMP TABLE levels_copy AS SELECT * FROM liquidation_levels")
+        con.execute("DELETE FROM liquidation_levels")
+        con.execute("INSERT INTO liquidation_levels SELECT * FROM levels_copy "
+                    "ORDER BY as_of_ts DESC, price_low DESC, side DESC, exchange DESC")
+        after = liquidation_map_chart(con, base, t0, t1)
+    finally:
+        con.close()
+    assert before.count("<rect") > 10 and after == before
