@@ -653,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cycle period in seconds: a busy cycle is followed at once, an empty one waits the rest (env LIQSTREAM_INTERVAL, default 1)")
     sp.add_argument("--dq-every", type=float, default=60.0, help="seconds between data-quality checkpoints (0 = every cycle)")
     sp.add_argument("--exit-when-idle", type=int, default=0, metavar="N",
-                    help="stop after N consecutive cycles without new messages (0 = run until stopped)")
+                    help="stop after N consecutive cycles without new messages that left no lag (0 = run until stopped)")
     sp.add_argument("--max-cycles", type=int, default=0, help="stop after this many cycles (0 = unbounded)")
     sp.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     sp.add_argument("--snapshot-every", type=float, default=2.0,

@@ -300,3 +300,32 @@ def test_a_reader_killed_in_a_big_cycle_loses_nothing_and_counts_nothing_twice(f
     clean = JobSettings(db=tmp_path / "clean" / "marts.duckdb", data_dir=tmp_path / "clean", kafka=kafka)
     assert run_load(clean, run_dq=False).events_in == n
     assert mart_differences(mart_rows(settings.db), mart_rows(clean.db)) == {}
+
+
+def test_empty_cycles_that_leave_lag_are_not_idle(fresh_broker, tmp_path, monkeypatch):
+    """The plan sees a log end short of the truth for a while (a broker whose ListOffsets lags its high
+    watermark, its confirmation timed out on a loaded machine): those cycles read nothing, yet the lag
+    probe sees messages left. They must not count as idle: the demo's job stopped on two of them with
+    exit 5 and an event unread. The job reads on and exits 0 once it has caught up."""
+    from pipelines.jobs import load
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    msgs = binance_force_orders(120, seed=13)
+    publish_raw_stream(msgs, kafka)
+    real = load.log_bounds
+    short = {"plans": 0}
+
+    def short_log_end(settings, topics):  # the first three plans see every log end one short
+        bounds = real(settings, topics)
+        short["plans"] += 1
+        if short["plans"] > 3:
+            return bounds
+        return {tp: (begin, max(begin, end - 1)) for tp, (begin, end) in bounds.items()}
+
+    monkeypatch.setattr(load, "log_bounds", short_log_end)
+    settings = JobSettings(db=tmp_path / "lag.duckdb", data_dir=tmp_path, fetch_workers=1, kafka=kafka)
+    job = StreamJob(settings, StreamOptions(interval_s=0.1, dq_every_s=3600, exit_when_idle=2))
+    assert job.run() == 0
+    assert short["plans"] > 3  # it planned again after the short ones
+    assert mart_liquidations(settings.db) == expected_liquidations(msgs)
