@@ -396,7 +396,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 # ---- demo: the whole default job -------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """Broker + simulated preset replayed to Kafka while the streaming job consumes it + DQ + summary."""
-    from connectors.kafka.local_broker import LocalBroker, free_port
+    from connectors.kafka.local_broker import LocalBroker
     from connectors.kafka.topics import ensure_topics
     from pipelines.jobs.stream import StreamJob, StreamOptions
     from pipelines.summary import print_summary
@@ -408,7 +408,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     capture = Path(args.capture) if args.capture else _demo_capture(s.data_dir, args.scenario, args.seed)
     try:
         if own_broker:
-            broker = LocalBroker(port=args.port or free_port(), run_dir=s.data_dir / "broker")
+            broker = LocalBroker(port=args.port or 0, run_dir=s.data_dir / "broker")  # 0: a free port
             broker.start()
             s = s.replace(kafka=s.kafka.with_bootstrap(broker.bootstrap))
             _step(f"local broker up at {broker.bootstrap} (log: {broker.log_path})")

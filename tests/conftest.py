@@ -31,9 +31,9 @@ def _quiet_logs():
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """A real Kafka-protocol broker (Tansu) for the whole session, on a free loopback port."""
-    from connectors.kafka.local_broker import LocalBroker, free_port
+    from connectors.kafka.local_broker import LocalBroker
 
-    b = LocalBroker(port=free_port(), run_dir=tmp_path_factory.mktemp("broker"))
+    b = LocalBroker(port=0, run_dir=tmp_path_factory.mktemp("broker"))
     b.start()
     yield b
     b.stop()
@@ -42,9 +42,9 @@ def broker(tmp_path_factory):
 @pytest.fixture
 def fresh_broker(tmp_path):
     """A broker of its own, for tests that restart or empty it."""
-    from connectors.kafka.local_broker import LocalBroker, free_port
+    from connectors.kafka.local_broker import LocalBroker
 
-    b = LocalBroker(port=free_port(), run_dir=tmp_path / "broker")
+    b = LocalBroker(port=0, run_dir=tmp_path / "broker")
     b.start()
     yield b
     b.stop()

@@ -10,6 +10,7 @@ at any Kafka / Redpanda / MSK cluster instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+log = logging.getLogger("liqstream.broker")
 
 
 class BrokerError(RuntimeError):
@@ -80,7 +83,28 @@ class LocalBroker:
     def pid_path(self) -> Path:
         return self.run_dir / f"tansu-{self.port}.pid"
 
-    def start(self, timeout: float = 30.0) -> LocalBroker:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> LocalBroker:
+        """Start tansu and wait until it listens. ``port=0``: any free port, picked per attempt.
+
+        A start that fails (tansu exited, or did not listen within ``timeout``) is retried up to
+        ``attempts`` times, the reason logged: a free port can be taken by another process between
+        picking it and tansu binding it (tansu then panics with AddrInUse), which happens on a
+        loaded machine where many tests start brokers side by side.
+        """
+        pick = self.port == 0
+        for attempt in range(1, attempts + 1):
+            if pick:
+                self.port = free_port()
+            try:
+                return self._start_once(timeout)
+            except BrokerError as exc:
+                if attempt == attempts or "already in use" in str(exc) and not pick:
+                    raise
+                log.warning("local broker did not start on %s (attempt %d of %d): %s; retrying",
+                            self.bootstrap, attempt, attempts, exc)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> LocalBroker:
         if port_open(self.host, self.port):
             raise BrokerError(
                 f"port {self.bootstrap} is already in use: a broker is running there "
@@ -89,24 +113,31 @@ class LocalBroker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cluster_id = self.cluster_id or f"liqstream-{uuid.uuid4().hex[:12]}"
         url = f"tcp://{self.bootstrap}"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log_start = log_file.tell()
         self.process = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--cluster-id", self.cluster_id, "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
-        log.close()
+        log_file.close()
         self.pid_path.write_text(f"{self.process.pid}\n{self.cluster_id}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerError(f"tansu exited with {self.process.returncode}; see {self.log_path}")
-            if port_open(self.host, self.port):
-                return self
+                rc = self.process.returncode
+                self.stop()
+                raise BrokerError(f"tansu exited with {rc} ({_log_tail(self.log_path, log_start)}); see {self.log_path}")
+            # tansu logs "ready" once bound; the port alone may be another process's listener
+            if port_open(self.host, self.port) and "ready in" in _log_tail(self.log_path, log_start, 4000):
+                if self.process.poll() is None:
+                    return self
+                continue
             time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"tansu did not open {self.bootstrap} within {timeout:.0f}s; see {self.log_path}")
+        raise BrokerError(f"tansu did not open {self.bootstrap} within {timeout:.0f}s "
+                          f"({_log_tail(self.log_path, log_start)}); see {self.log_path}")
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the broker this object (or the pid file) started; True if one was stopped."""
@@ -128,6 +159,18 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _log_tail(path: Path, start: int, limit: int = 600) -> str:
+    """The end of what this start wrote to the broker log (the reason of a failed start), on one line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "no log"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("note:")]
+    return " | ".join(lines)[-limit:] or "empty log"
 
 
 def _die_with_parent() -> None:

@@ -110,12 +110,12 @@ def test_incremental_loads_merge_partial_minutes_exactly(fresh_broker, tmp_path)
 
 
 def test_new_broker_is_detected_and_reset_offsets_rebuilds(tmp_path):
-    from connectors.kafka.local_broker import LocalBroker, free_port
+    from connectors.kafka.local_broker import LocalBroker
     from pipelines.warehouse import ClusterMismatch
 
     settings = JobSettings(db=tmp_path / "r.duckdb", data_dir=tmp_path)
     for attempt in range(2):
-        with LocalBroker(port=free_port(), run_dir=tmp_path / "b") as b:
+        with LocalBroker(port=0, run_dir=tmp_path / "b") as b:
             kafka = KafkaSettings(bootstrap_servers=b.bootstrap)
             publish_raw_stream(read_capture(DEMO), kafka)
             s = settings.replace(kafka=kafka)
