@@ -559,6 +559,9 @@ class DetectCascades(AnalyticsTransform):
 #: The job's query for DetectCascades(oi_reference=...): each scope's highest OI over
 #: [window_start - oi_reference_minutes, window_start) from bars_1m_symbol. Parameters:
 #: $window_start (TIMESTAMPTZ), $minutes (oi_reference_minutes), $market (config.market_scope).
+#: The market's OI is summed in base order, as detect_market sums it (np.nansum over bases sorted):
+#: a plain sum of doubles adds in the scan's thread order, and its last digit moved the thresholds
+#: (and the cascades rows) between runs and between cycle cuts.
 OI_REFERENCE_SQL = """
 SELECT base AS scope, max(oi_usd) AS oi_reference_usd
 FROM bars_1m_symbol
@@ -566,7 +569,7 @@ WHERE minute_ts >= $window_start - to_minutes($minutes) AND minute_ts < $window_
 GROUP BY base
 UNION ALL
 SELECT $market AS scope, max(total) AS oi_reference_usd
-FROM (SELECT minute_ts, sum(oi_usd) AS total FROM bars_1m_symbol
+FROM (SELECT minute_ts, sum(oi_usd ORDER BY base) AS total FROM bars_1m_symbol
       WHERE minute_ts >= $window_start - to_minutes($minutes) AND minute_ts < $window_start
       GROUP BY minute_ts)
 """

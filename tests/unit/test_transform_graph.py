@@ -100,6 +100,37 @@ def test_oi_reference_sql_runs_on_the_ddl() -> None:
     assert got == {"BTC": 12.0, "ETH": 4.0, "market": 16.0}  # market: minute 1 = 12 + 4
 
 
+def test_oi_reference_sums_the_market_in_base_order_whatever_the_row_order() -> None:
+    """The market's OI reference is a sum of doubles: added in the rows' (thread) order its last digit
+    depended on how the rows were stored and scanned. Summed in base order, it is the same for any
+    order and equals detect_market's own sum (np.nansum over the bases sorted)."""
+    import datetime as dt
+
+    import numpy as np
+
+    from pipelines.transforms.cascades import OI_REFERENCE_SQL
+    from pipelines.warehouse import migrate
+
+    m0 = dt.datetime(2024, 1, 1)
+    rows = [("A", 0.1), ("B", 0.2), ("C", 0.3)]  # (0.1 + 0.2) + 0.3 != 0.1 + (0.2 + 0.3) in doubles
+    got = []
+    for stored in (rows, rows[::-1]):
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET threads = 1")  # one thread: the scan order is the stored order
+        migrate(con)
+        for base, oi in stored:
+            con.execute("INSERT INTO bars_1m_symbol (minute_ts, base, venues, volume_base, volume_usd, trade_count, "
+                        "taker_buy_usd, taker_sell_usd, long_liq_count, long_liq_usd, short_liq_count, short_liq_usd, "
+                        "max_liq_usd, oi_usd, oi_venues) VALUES (?, ?, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?, 1)",
+                        [m0, base, oi])
+        got.append(dict(con.execute(OI_REFERENCE_SQL, {"window_start": m0 + dt.timedelta(minutes=1), "minutes": 60,
+                                                       "market": "market"}).fetchall())["market"])
+        con.close()
+    in_window = float(np.nansum(np.array([[oi] for _, oi in sorted(rows)]), axis=0)[0])
+    assert got[0] == got[1] == in_window
+
+
 def test_the_liquidation_map_can_be_turned_off() -> None:
     """liqmap_enabled=False (bench/liqmap.py's "off"): the graph has no liquidation map outputs."""
     import dataclasses
