@@ -197,7 +197,7 @@ def collect_status(settings: JobSettings, metrics_port: int | None = None, stale
 def _job_checks(con: Any, st: Status, now: datetime, stale_after_s: float, metrics_cycle_age: float | None) -> None:
     last = con.execute(
         "SELECT run_id, job, status, started_at, finished_at, events_in, rejects_in, rows_written, duration_s, message "
-        "FROM pipeline_runs ORDER BY coalesce(finished_at, started_at) DESC LIMIT 1").fetchone()
+        "FROM pipeline_runs ORDER BY coalesce(finished_at, started_at) DESC, run_id DESC LIMIT 1").fetchone()
     if last is None:
         st.checks.append(Check("last run", None, "no job has run yet", "run `make run` or `liqstream stream`"))
     else:

@@ -25,5 +25,5 @@ SELECT scope,
        status,
        episode_id
 FROM v_cascades_latest
-ORDER BY liquidated_usd DESC, start_ts, scope
+ORDER BY liquidated_usd DESC, start_ts, scope, direction
 LIMIT 20

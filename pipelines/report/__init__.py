@@ -194,7 +194,7 @@ def _oi_section(con: Any, t0: datetime, t1: datetime) -> tuple[list[str], list[d
         ys.append(r["oi_change_pct"])
     order = [r["base"] for r in _rows(con, "SELECT base FROM v_oi_deltas WHERE span = ? AND level = 'symbol' "
                                            "AND as_of_ts >= ? AND as_of_ts < ? GROUP BY base "
-                                           "ORDER BY max(oi_end_usd) DESC", [span, t0, t1])]
+                                           "ORDER BY max(oi_end_usd) DESC NULLS LAST, base", [span, t0, t1])]
     order += sorted(b for b in by_base if b not in order)
     plots = []
     for base in order:
@@ -211,7 +211,8 @@ def _oi_section(con: Any, t0: datetime, t1: datetime) -> tuple[list[str], list[d
         SELECT level, exchange, symbol, as_of_ts, oi_end_usd, oi_change_usd, oi_change_pct, price_change_pct, regime
         FROM v_oi_deltas WHERE span = ? AND as_of_ts >= ? AND as_of_ts < ?
         QUALIFY row_number() OVER (PARTITION BY level, exchange, symbol ORDER BY as_of_ts DESC) = 1
-        ORDER BY CASE level WHEN 'market' THEN 0 WHEN 'symbol' THEN 1 ELSE 2 END, oi_end_usd DESC""", [span, t0, t1])
+        ORDER BY CASE level WHEN 'market' THEN 0 WHEN 'symbol' THEN 1 ELSE 2 END, oi_end_usd DESC NULLS LAST,
+                 exchange, symbol""", [span, t0, t1])
     return plots, latest, span
 
 
@@ -357,11 +358,11 @@ def render_report(con: Any, start: datetime | None = None, end: datetime | None 
         ORDER BY suite""")
     dq_history = _rows(con, """
         SELECT checked_at, run_id, suite, CASE WHEN success THEN 'PASS' WHEN critical THEN 'FAIL' ELSE 'WARN' END AS verdict,
-               successful, evaluated, failed_expectations FROM dq_results ORDER BY checked_at DESC, suite LIMIT 30""")
-    quarantine = _rows(con, "SELECT run_id, from_ts, to_ts, suites, created_at FROM quarantine ORDER BY from_ts") \
+               successful, evaluated, failed_expectations FROM dq_results ORDER BY checked_at DESC, suite, run_id DESC LIMIT 30""")
+    quarantine = _rows(con, "SELECT run_id, from_ts, to_ts, suites, created_at FROM quarantine ORDER BY from_ts, run_id") \
         if _table_exists(con, "quarantine") else []
     runs = _rows(con, "SELECT run_id, job, status, started_at, duration_s, events_in, rejects_in, rows_written, message "
-                      "FROM pipeline_runs ORDER BY started_at DESC LIMIT 12")
+                      "FROM pipeline_runs ORDER BY started_at DESC, run_id DESC LIMIT 12")
     dq_fail = any(r["verdict"] == "FAIL" for r in dq_latest)
 
     price_plots = _price_section(con, t0, t1, episodes)

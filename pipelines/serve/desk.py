@@ -117,7 +117,7 @@ def parse_view(con: Any, date_text: str | None, base_text: str | None, hours_tex
         base = base_text
     else:  # follow the action: the base of the newest open episode, else the largest by open interest
         row = con.execute("SELECT scope FROM v_cascades_latest WHERE status = 'open' AND start_ts < ? AND end_ts > ? "
-                          "AND scope <> 'market' ORDER BY start_ts DESC LIMIT 1", [t1, t0]).fetchone()
+                          "AND scope <> 'market' ORDER BY start_ts DESC, scope, direction LIMIT 1", [t1, t0]).fetchone()
         base = row[0] if row and row[0] in bases else (bases[0] if bases else "")
     return View(day, base, span_h, t0, t1, data_end, window_end, bases, first.date(), last.date())
 
@@ -166,7 +166,7 @@ def live_panel(con: Any, view: View, episodes: list[dict], max_episodes: int = 8
         SELECT a.* FROM v_cascade_alerts AS a
         WHERE a.alert_type = 'watch' AND a.alert_ts > ? AND a.alert_ts <= ?
           AND a.episode_id NOT IN (SELECT episode_id FROM v_cascades_latest)
-        ORDER BY a.alert_ts DESC LIMIT 5""", [view.data_end - timedelta(minutes=watch_minutes), view.data_end])
+        ORDER BY a.alert_ts DESC, a.episode_id, a.severity_level LIMIT 5""", [view.data_end - timedelta(minutes=watch_minutes), view.data_end])
     n_open = sum(1 for e in eps if e["status"] == "open")
     head = (f"<div class='panel-head'><h2>Cascade episodes</h2><span class='count' id='episode-count'>{len(eps)}</span>"
             f"<span class='muted'>{n_open} open · {len(eps)} in {_range_text(view)}"
