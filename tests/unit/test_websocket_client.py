@@ -66,6 +66,10 @@ def fast(**kw) -> LiveConfig:
     return replace(FAST, **kw)
 
 
+#: bound of a wait on a condition (met in milliseconds here; generous: CI machines are shared and loaded)
+WAIT_S = 60.0
+
+
 # --------------------------------------------------------------------------- local server
 
 
@@ -78,7 +82,7 @@ class ServerConn:
     received_at: list[float] = field(default_factory=list)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
 
-    async def next_frame(self, timeout: float = 2.0) -> str | bytes:
+    async def next_frame(self, timeout: float = WAIT_S) -> str | bytes:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
 
@@ -114,7 +118,7 @@ async def local_server(
         yield f"ws://127.0.0.1:{port}", conns
 
 
-async def run_until(feed: LiveFeed, done: Callable[[], bool], timeout: float = 6.0) -> None:
+async def run_until(feed: LiveFeed, done: Callable[[], bool], timeout: float = WAIT_S) -> None:
     """Run ``feed`` until ``done()`` holds (or fail after ``timeout``), then stop it."""
     stop = asyncio.Event()
     task = asyncio.create_task(feed.run(stop))
@@ -129,11 +133,11 @@ async def run_until(feed: LiveFeed, done: Callable[[], bool], timeout: float = 6
             await asyncio.sleep(0.01)
     finally:
         stop.set()
-        await asyncio.wait_for(task, 3.0)
+        await asyncio.wait_for(task, WAIT_S)
 
 
 def arun(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 10.0))
+    asyncio.run(asyncio.wait_for(coro, 2 * WAIT_S))
 
 
 # --------------------------------------------------------------------------- venue specs
@@ -390,7 +394,7 @@ def test_deribit_test_request_is_answered_with_public_test():
         assert set_hb["method"] == "public/set_heartbeat" and set_hb["params"]["interval"] >= 10
         assert sub["params"]["channels"] == ["trades.ETH-30JUL21-2800-C.100ms", "ticker.ETH-30JUL21-2800-C.100ms"]
         await conn.ws.send('{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}')
-        answer = json.loads(await conn.next_frame(1.0))
+        answer = json.loads(await conn.next_frame())
         assert answer["jsonrpc"] == "2.0" and answer["method"] == "public/test"
         for line in lines:
             await conn.ws.send(line)
@@ -546,7 +550,7 @@ def test_record_writes_a_capture_read_back_line_for_line(tmp_path):
                                               config=fast(), url_override=url, flush_interval_s=0.05))
             # the file is sync-flushed while recording: the gzip stream has no end marker
             # yet, but every line written so far decompresses
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + WAIT_S
             seen: list[bytes] = []
             while time.monotonic() < deadline and len(seen) < len(lines):
                 await asyncio.sleep(0.05)
@@ -599,13 +603,13 @@ def test_capture_cli_exits_cleanly_on_sigterm(tmp_path):
                 "--channels", "trades", "--url-override", url, "--stats-every", "0",
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=asyncio.subprocess.PIPE,
             )
-            deadline = time.monotonic() + 8
+            deadline = time.monotonic() + WAIT_S  # a fresh interpreter imports the recorder first
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
                 if out.exists() and len(out.read_text().splitlines()) == len(lines):
                     break
             proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 5)
+            _, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
             summary = json.loads(err.decode().strip().splitlines()[-1])
             assert summary["lines"] == len(lines) and summary["stop_reason"] == "stopped"
             return proc.returncode
@@ -638,7 +642,7 @@ def test_a_failing_consumer_ends_the_feed_instead_of_reconnecting():
         async with local_server(_serve_then_hold(lines)) as (url, conns):
             feed = LiveFeed("okx", ["BTC-USDT-SWAP"], ["trades"], fast(), url, boom)
             with pytest.raises(HandlerError, match="No space left"):
-                await asyncio.wait_for(feed.run(asyncio.Event()), 3)
+                await asyncio.wait_for(feed.run(asyncio.Event()), WAIT_S)
         assert len(conns) == 1 and feed.summary()["disconnects"] == 0
 
     arun(main())
@@ -664,7 +668,7 @@ def test_recorded_okx_session_routes_through_the_normalizer_with_every_frame_acc
             stop = asyncio.Event()
             task = asyncio.create_task(record(["okx"], ["BTC-USDT-SWAP"], out, None, stop, channels=["trades"],
                                               config=fast(), url_override=url, flush_interval_s=0.05))
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + WAIT_S
             while time.monotonic() < deadline and not (out.exists() and len(out.read_text().splitlines()) == 7):
                 await asyncio.sleep(0.05)
             stop.set()
