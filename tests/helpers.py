@@ -122,7 +122,8 @@ class DeskServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--db", str(db),
                                       "--port", str(self.port), "--poll", "0.25", *extra],
                                      cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        for _ in range(300):  # import + bind; bounded
+        deadline = time.monotonic() + 180  # import + bind: seconds alone, much longer on a loaded machine
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited {self.proc.returncode}: {open(log_path).read()[-2000:]}")
             try:
@@ -131,7 +132,7 @@ class DeskServer:
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise AssertionError("serve did not answer /healthz")
+        raise AssertionError(f"serve did not answer /healthz within 180 s: {open(log_path).read()[-2000:]}")
 
     def get(self, path: str) -> tuple[int, str]:
         import urllib.error

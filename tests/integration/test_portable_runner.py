@@ -129,7 +129,7 @@ def start_job_service(d: Path) -> tuple[subprocess.Popen, Path]:
 
 
 def job_endpoint(proc: subprocess.Popen, port_file: Path) -> str:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240  # it imports Beam first: ~10 s alone, minutes on a loaded machine
     while not (port_file.exists() and port_file.read_text().strip()):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
