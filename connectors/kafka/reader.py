@@ -80,7 +80,9 @@ def log_bounds(settings: KafkaSettings, topics: list[str]) -> dict[tuple[str, in
             return {}
         begin = consumer.beginning_offsets(tps)
         end = consumer.end_offsets(tps)
-        end = _confirm_high_watermarks(consumer, tps, begin, end)
+        # the confirmation gets as long as any request: on a loaded machine 5 s was not always enough,
+        # and an unconfirmed end leaves a batch's tail for a later cycle (ADR 023)
+        end = _confirm_high_watermarks(consumer, tps, begin, end, max(5.0, settings.request_timeout_ms / 1000))
         return {(tp.topic, tp.partition): (begin[tp], end[tp]) for tp in tps}
     finally:
         consumer.close()
