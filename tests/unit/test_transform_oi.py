@@ -154,7 +154,7 @@ venue AS (
          s.price AS p_start, e.price AS p_end
   FROM oi_asof e JOIN oi_asof s ON s.exchange = e.exchange AND s.symbol = e.symbol AND s.t = e.t - $span::BIGINT * 60000000),
 sym AS (
-  SELECT base, t, sum(oi_usd) AS oi_usd,
+  SELECT base, t, sum(oi_usd ORDER BY exchange, symbol) AS oi_usd,  -- in a fixed order, as the panel sums venues
          max(price) FILTER (WHERE exchange = 'binance-futures' OR base = 'ETH') AS price
   FROM oi_asof GROUP BY base, t),
 symbol AS (
