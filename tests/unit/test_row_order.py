@@ -77,21 +77,20 @@ def _outputs(db: Path) -> dict[str, str]:
     return out
 
 
+def _change(db: Path, change) -> None:
+    con = warehouse.connect(db)
+    try:
+        con.execute("SET threads = 1")
+        change(con)
+    finally:
+        con.close()
+
+
 def test_outputs_do_not_depend_on_the_order_rows_are_stored_in(generated_day: GeneratedDay, tmp_path: Path) -> None:
     db = copy_db(generated_day, tmp_path)
-    con = warehouse.connect(db)
-    try:
-        con.execute("SET threads = 1")
-        _add_ties(con)
-    finally:
-        con.close()
+    _change(db, _add_ties)
     before = _outputs(db)
-    con = warehouse.connect(db)
-    try:
-        con.execute("SET threads = 1")
-        _store_reversed(con)
-    finally:
-        con.close()
+    _change(db, _store_reversed)
     after = _outputs(db)
     assert "tie_reason_a=1, tie_reason_b=1" in before["summary"]
     assert [k for k in before if before[k] != after[k]] == []
