@@ -134,7 +134,7 @@ def _demo(cwd: Path) -> subprocess.CompletedProcess:
     # the bundled capture (real Binance lines + a malformed and an unknown message) keeps this fast;
     # the default simulated day goes through the same command in tests/e2e
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "demo", "--capture", str(DEMO)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)  # ~1 min alone
 
 
 def test_demo_twice_gives_identical_marts_counts_bad_lines_and_stops_its_broker(tmp_path):

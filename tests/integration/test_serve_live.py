@@ -163,7 +163,7 @@ def test_the_desk_shows_an_episode_while_the_day_streams_in(fresh_broker, tmp_pa
 
         # stop the job (it publishes a last snapshot); the page re-reads the database, then compare
         job.send_signal(signal.SIGTERM)
-        assert job.wait(timeout=120) == 0, (tmp_path / "stream.log").read_text()[-3000:]
+        assert job.wait(timeout=600) == 0, (tmp_path / "stream.log").read_text()[-3000:]
         _wait(lambda: "the database" in browser.evaluate("document.getElementById('asof').textContent"),
               "the page to read the database after the job stopped")
         page = _dom_totals(browser)

@@ -61,7 +61,7 @@ def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, 
     producer.join()
     assert done.is_set()
     final = _stream_proc(db, fresh_broker.bootstrap, "--exit-when-idle", "2")
-    out, _ = final.communicate(timeout=240)
+    out, _ = final.communicate(timeout=900)  # bounded; generous for a loaded machine
     assert final.returncode == 0, out[-2000:]
 
     expected = expected_liquidations(messages)
