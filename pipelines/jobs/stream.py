@@ -122,7 +122,10 @@ def serve_metrics(health: StreamHealth, port: int, host: str = "127.0.0.1") -> T
 class StreamOptions:
     interval_s: float = 1.0  # cycle period: an empty cycle waits out the rest of it, a busy one does not
     dq_every_s: float = 60.0  # data-quality cadence in streaming (0 = every cycle)
-    exit_when_idle: int = 0  # stop after this many consecutive empty cycles (0 = never)
+    exit_when_idle: int = 0  # stop after this many consecutive empty cycles that left no lag (0 = never)
+    #: with exit_when_idle: stop (exit 5, behind) after this many consecutive empty cycles that still left
+    #: lag, i.e. messages the plan never gets to: a bounded job must end rather than spin
+    stuck_after: int = 30
     max_backoff_s: float = 30.0
     metrics_port: int | None = None
     max_cycles: int = 0  # 0 = unbounded
@@ -168,6 +171,7 @@ class StreamJob:
         if server:
             log.info("metrics on http://127.0.0.1:%d/metrics", opts.metrics_port)
         idle = 0
+        stuck = 0  # consecutive empty cycles that left lag
         caught_up = False  # after the last cycle: it succeeded and left no lag
         backoff = 1.0
         last_snapshot = 0.0
@@ -236,9 +240,14 @@ class StreamJob:
                 # confirmation timed out on a loaded machine), or a lag probe that did not answer.
                 # Counted as idle, two of them stopped the demo behind (exit 5) with events unread.
                 idle = idle + 1 if result.status == "empty" and caught_up else 0
+                stuck = stuck + 1 if result.status == "empty" and not caught_up else 0
                 done = opts.done() if callable(opts.done) else True
                 if opts.exit_when_idle and idle >= opts.exit_when_idle and done:
                     log.info("no new messages for %d cycle(s): exiting", idle)
+                    break
+                if opts.exit_when_idle and stuck >= opts.stuck_after and done:
+                    log.warning("%d empty cycles in a row left lag (%d messages): giving up", stuck,
+                                sum(self.health.lag.values()))
                     break
                 if opts.max_cycles and cycles >= opts.max_cycles:
                     break

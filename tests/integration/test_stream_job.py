@@ -360,3 +360,20 @@ def test_empty_cycles_that_leave_lag_are_not_idle(fresh_broker, tmp_path, monkey
     assert job.run() == 0
     assert short["plans"] > 3  # it planned again after the short ones
     assert mart_liquidations(settings.db) == expected_liquidations(msgs)
+
+
+def test_empty_cycles_that_always_leave_lag_end_a_bounded_job_behind(fresh_broker, tmp_path, monkeypatch):
+    """Messages the plan never gets to (here: every plan one short, forever) must not make a job run with
+    --exit-when-idle spin forever: after stuck_after such cycles it stops and says it is behind."""
+    from pipelines.jobs import load
+    from pipelines.jobs.stream import EXIT_BEHIND, StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    publish_raw_stream(binance_force_orders(60, seed=14), kafka)
+    real = load.log_bounds
+    monkeypatch.setattr(load, "log_bounds", lambda settings, topics: {
+        tp: (begin, max(begin, end - 1)) for tp, (begin, end) in real(settings, topics).items()})
+    settings = JobSettings(db=tmp_path / "stuck.duckdb", data_dir=tmp_path, fetch_workers=1, kafka=kafka)
+    job = StreamJob(settings, StreamOptions(interval_s=0.05, dq_every_s=3600, exit_when_idle=2, stuck_after=4))
+    assert job.run() == EXIT_BEHIND
+    assert sum(job.health.lag.values()) > 0
