@@ -155,7 +155,8 @@ def _heatmap_section(con: Any, t0: datetime, t1: datetime) -> list[str]:
     n_cols = max(1, math.ceil((t1.timestamp() - c0) / bucket_s))
     cells = _rows(con, """
         SELECT base, side, (floor(epoch(minute) / ?) * ?)::BIGINT AS bucket, sum(notional_usd)::DOUBLE AS usd
-        FROM v_liquidations_1m WHERE minute >= ? AND minute < ? GROUP BY ALL""", [bucket_s, bucket_s, t0, t1])
+        FROM v_liquidations_1m WHERE minute >= ? AND minute < ? GROUP BY ALL
+        ORDER BY base, side, bucket""", [bucket_s, bucket_s, t0, t1])  # the totals add up in this order
     totals: dict[str, float] = {}
     for c in cells:
         totals[c["base"]] = totals.get(c["base"], 0.0) + c["usd"]

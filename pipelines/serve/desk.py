@@ -293,7 +293,7 @@ def _liquidation_bars(con: Any, view: View) -> str:
     longs, shorts = [0.0] * n, [0.0] * n
     for r in _rows(con, """
             SELECT side, (floor(epoch(minute) / ?) * ?)::BIGINT AS bucket, sum(notional_usd)::DOUBLE AS usd
-            FROM v_liquidations_1m WHERE base = ? AND minute >= ? AND minute < ? GROUP BY ALL""",
+            FROM v_liquidations_1m WHERE base = ? AND minute >= ? AND minute < ? GROUP BY ALL ORDER BY side, bucket""",
                    [bucket_s, bucket_s, view.base, view.t0, view.t1]):
         j = int((r["bucket"] - c0) // bucket_s)
         if 0 <= j < n:
