@@ -92,6 +92,19 @@ def top_decile(est: Buckets, lo: int, hi: int) -> set[int]:
     return {b for _, b in ranked[:k]}
 
 
+def swept_overlap(est: Buckets, realized: Buckets, price_bucket: int) -> float:
+    """Prediction of one snapshot side: the overlap of the estimate's density with the realized one
+    over the **swept** buckets (from the price's bucket to the farthest bucket liquidated, both
+    included): ``sum min(e_b / E, r_b / R)`` with E the estimate's USD in the swept buckets and R the
+    realized USD. 0 when the estimate has nothing there (``realized`` must not be empty)."""
+    lo, hi = min(min(realized), price_bucket), max(max(realized), price_bucket)
+    e = {b: u for b, u in est.items() if lo <= b <= hi and u > 0}
+    et, rt = sum(e.values()), sum(realized.values())
+    if et <= 0:
+        return 0.0
+    return sum(min(e.get(b, 0.0) / et, u / rt) for b, u in realized.items())
+
+
 def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsConfig,
               horizon_minutes: int = 60) -> dict[str, Any]:
     """Map accuracy and prediction of one estimate against one run's true books (module docstring)."""
@@ -106,7 +119,7 @@ def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsCo
         v.sort()
     times = {k: [x[0] for x in v] for k, v in liqs.items()}
     overlaps: list[float] = []
-    hit = total = 0.0
+    hit = top_hit = total = 0.0
     snapshots = 0
     for snap in books["snapshots"]:
         m_us, base, price = snap["minute_us"], snap["base"], snap["price"]
@@ -122,13 +135,20 @@ def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsCo
             ts, rows = times.get((base, side), []), liqs.get((base, side), [])
             start = m_us + MINUTE_US  # the snapshot is as of the end of its minute
             i0, i1 = bisect_right(ts, start), bisect_left(ts, start + horizon_minutes * MINUTE_US + 1)
-            top = top_decile(e, lo, hi)
+            realized: Buckets = {}
             for _, p, usd in rows[i0:i1]:
-                total += usd
-                if math.floor(math.log(p) / w) in top:
-                    hit += usd
+                b = math.floor(math.log(p) / w)
+                realized[b] = realized.get(b, 0.0) + usd
+            if not realized:
+                continue
+            r_usd = sum(realized.values())
+            total += r_usd
+            hit += r_usd * swept_overlap(e, realized, math.floor(math.log(price) / w))
+            top = top_decile(e, lo, hi)
+            top_hit += sum(u for b, u in realized.items() if b in top)
     return {"snapshots": snapshots, "map_overlap": float(np.mean(overlaps)) if overlaps else None,
-            "prediction": hit / total if total > 0 else None, "liquidated_usd_next_hour": total}
+            "prediction": hit / total if total > 0 else None,
+            "top_decile_share": top_hit / total if total > 0 else None, "liquidated_usd_next_hour": total}
 
 
 def oracle_levels(truth: dict[str, Any], w: float) -> list[dict]:
@@ -143,21 +163,25 @@ def oracle_levels(truth: dict[str, Any], w: float) -> list[dict]:
     return out
 
 
-def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None, mix: str = "default") -> dict[str, Any]:
-    """Simulate (through the Beam bars graph) with the simulator's leverage ``mix``
-    (``scenarios.LEVERAGE_MIXES``), estimate with ``config`` and the baseline, score both."""
+def simulate(preset: str, seed: int, config: AnalyticsConfig, mix: str = "default") -> dict[str, Any]:
+    """One simulator run through the Beam bars graph with the simulator's leverage ``mix``
+    (``scenarios.LEVERAGE_MIXES``): its marts' rows and its truth."""
     from connectors.simulator.scenarios import LEVERAGE_MIXES
-    from pipelines.transforms.liqmap import LEVELS_TAG, estimate_base
-    from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
     from pipelines.transforms.scoring import run_simulated
 
-    config = config or AnalyticsConfig()
     weights = LEVERAGE_MIXES[mix]
-    out = run_simulated(preset, seed, config, **({} if weights is None else {"leverage_weights": weights}))
+    return run_simulated(preset, seed, config, **({} if weights is None else {"leverage_weights": weights}))
+
+
+def score_run(out: dict[str, Any], config: AnalyticsConfig) -> dict[str, Any]:
+    """Estimate one run's map with ``config`` and with the baseline, score both and the true books."""
+    from pipelines.transforms.liqmap import LEVELS_TAG, estimate_base
+    from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
+
     by_base: dict[str, list[dict]] = {}
     for r in out["bars_1m"]:
         by_base.setdefault(r["base"], []).append(r)
-    row: dict[str, Any] = {"preset": preset, "seed": seed, "mix": mix}
+    row: dict[str, Any] = {}
     for name, cfg in (("est", config), ("base", baseline_config(config))):
         levels = [r for b, rows in sorted(by_base.items())
                   for tag, r in estimate_base(base_bars_from_columns(b, columns_from_rows(rows), cfg), cfg, None,
@@ -167,6 +191,12 @@ def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None, mi
     s = score_map(oracle_levels(out["truth"], config.liqmap_bucket_bp / 10_000.0), out["truth"], config)
     row.update({f"oracle_{k}": v for k, v in s.items()})
     return row
+
+
+def run_scored(preset: str, seed: int, config: AnalyticsConfig | None = None, mix: str = "default") -> dict[str, Any]:
+    """Simulate with the leverage ``mix``, estimate with ``config`` and the baseline, score both."""
+    config = config or AnalyticsConfig()
+    return {"preset": preset, "seed": seed, "mix": mix, **score_run(simulate(preset, seed, config, mix), config)}
 
 
 def map_score_table(rows: list[dict[str, Any]]) -> str:

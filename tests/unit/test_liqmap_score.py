@@ -11,10 +11,12 @@ from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.liqmap_score import (
     baseline_config,
     map_score_table,
+    oracle_levels,
     overlap,
     run_scored,
     score_map,
     side_range,
+    swept_overlap,
     top_decile,
 )
 
@@ -57,8 +59,8 @@ def _level(minute_us: int, px: float, usd: float) -> dict:
 
 
 def test_score_map_by_hand():
-    # truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 (in the estimate's top
-    # bucket), 10 at 92 (estimated, but not in its top decile of 11 buckets = top 2: 95 and 97), 60 two hours on
+    # truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 and 10 at 92, 60 two hours on
+    # estimate: 50 at 95, 30 at 97, 20 at 92
     m = 60_000_000
     truth = {"liquidation_books": {
         "snapshots": [_snapshot(0, 100.0, {95.0: 100.0, 92.0: 100.0})],
@@ -66,10 +68,32 @@ def test_score_map_by_hand():
                          [180 * m, "BTC", "long", 95.0, 60.0]]}}
     levels = [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
     s = score_map(levels, truth, CFG)
-    # est density 0.5 / 0.3 / 0.2, truth 0.5 / 0 / 0.5 -> overlap 0.5 + 0.2
+    # map: est density 0.5 / 0.3 / 0.2, truth 0.5 / 0 / 0.5 -> overlap 0.5 + 0.2
     assert s["map_overlap"] == pytest.approx(0.7)
-    assert s["prediction"] == pytest.approx(30 / 40)
+    # prediction: swept = the buckets from 100 down to 92, all three estimated buckets in it;
+    # realized 0.75 at 95, 0.25 at 92 -> min(0.5, 0.75) + min(0.2, 0.25)
+    assert s["prediction"] == pytest.approx(0.7)
+    # the literal share: top decile of 11 buckets = the 2 largest (95, 97) hold 30 of 40
+    assert s["top_decile_share"] == pytest.approx(30 / 40)
     assert s["liquidated_usd_next_hour"] == pytest.approx(40.0)
+    # the true books as the estimate: every liquidation was at a level of the book, in proportion
+    # only if the closes match the book; here 30 : 10 against 100 : 100 -> min(.5, .75) + min(.5, .25)
+    assert score_map(oracle_levels(truth, W), truth, CFG)["prediction"] == pytest.approx(0.75)
+    # liquidations exactly the true book's levels and amounts: a perfect prediction
+    exact = {"liquidation_books": {**truth["liquidation_books"], "liquidations": [
+        [10 * m, "BTC", "long", 95.0, 100.0], [20 * m, "BTC", "long", 92.0, 100.0]]}}
+    assert score_map(oracle_levels(exact, W), exact, CFG)["prediction"] == pytest.approx(1.0)
+
+
+def test_swept_overlap_by_hand():
+    # price in bucket 8, longs liquidated in buckets 3 and 5: swept = 3..8; the estimate's bucket 1 and 20
+    # lie outside it, so within it the estimate is all in bucket 5: min(1, 1/2) = 0.5
+    assert swept_overlap({1: 1.0, 5: 1.0, 20: 2.0}, {3: 1.0, 5: 1.0}, 8) == pytest.approx(0.5)
+    # proportions right in the swept range, whatever the scale
+    assert swept_overlap({3: 2.0, 5: 6.0, 30: 9.0}, {3: 1.0, 5: 3.0}, 8) == pytest.approx(1.0)
+    # a map with nothing where the price went predicts nothing; a short squeeze sweeps upwards
+    assert swept_overlap({1: 5.0}, {3: 1.0}, 8) == 0.0
+    assert swept_overlap({10: 1.0, 12: 1.0}, {12: 4.0}, 8) == pytest.approx(0.5)
 
 
 def test_baseline_is_fixed_tiers_without_learning():
