@@ -123,6 +123,9 @@ class VenueBook:
     mmr: float
     store: np.ndarray = field(init=False)
     scale: float = field(init=False, default=1.0)
+    #: USD the map removed at crossings and USD realized there, so far (calibration's scale)
+    seen_removed: float = field(init=False, default=0.0)
+    seen_realized: float = field(init=False, default=0.0)
     dist: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +160,34 @@ class VenueBook:
         self.store[1, k, liq_short] += base_units * (1.0 - long_share) * self.weights / self.scale
         self.top_long = max(self.top_long, int(liq_long.max()))
         self.bottom_short = min(self.bottom_short, int(liq_short.min()))
+
+    def open_spread(self, base_units: float, price: float, spread: float) -> None:
+        """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
+        ``price`` (std ``spread``, 21 points within +-2.5 std), each over the tiers by the mix; the
+        levels the price has already crossed (longs at or above its bucket, shorts at or below) are
+        gone (liquidated before, or their owners added margin), the rest is scaled up to the OI."""
+        if not spread > 0:
+            self.open(base_units, price, 0.5)
+            return
+        if not base_units > 0 or not price > 0:
+            return
+        z = np.linspace(-2.5, 2.5, 21)
+        g = np.exp(-0.5 * z * z)
+        entries = price * np.exp(spread * z)[:, None]
+        mass = (g / g.sum())[:, None] * self.weights[None, :]  # (entries, tiers)
+        k = np.broadcast_to(self._k, mass.shape)
+        pb = self.grid.index1(price)
+        for side, liq in ((0, self.grid.index(entries * (1.0 - self.dist))),
+                          (1, self.grid.index(entries * (1.0 + self.dist)))):
+            alive = liq < pb if side == 0 else liq > pb
+            m = np.where(alive, mass, 0.0)
+            if not m.sum() > 0:
+                continue
+            np.add.at(self.store[side], (k[alive], liq[alive]), (m * (0.5 * base_units / m.sum() / self.scale))[alive])
+            if side == 0:
+                self.top_long = max(self.top_long, int(liq[alive].max()))
+            else:
+                self.bottom_short = min(self.bottom_short, int(liq[alive].min()))
 
     def close_fraction(self, frac: float) -> None:
         frac = min(max(frac, 0.0), 1.0)
@@ -205,7 +236,14 @@ class VenueBook:
             ratio = 2.0
         else:
             share = removed_usd / est
-            ratio = min(max(realized_usd / est, 0.1), 10.0)  # one minute moves a weight by at most 10x^rate
+            # the map's USD counts all OI as leveraged: compare with the realized share the past
+            # crossings showed (lev), so the tiers learn where, not how much
+            lev = self.seen_realized / self.seen_removed if self.seen_removed > 0 and self.seen_realized > 0 else None
+            self.seen_removed += est
+            self.seen_realized += realized_usd
+            if lev is None:
+                return
+            ratio = min(max(realized_usd / (lev * est), 0.1), 10.0)  # one minute moves a weight by at most 10x^rate
         new = self.weights * ratio ** (rate * share)
         new /= new.sum()
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -322,7 +360,8 @@ class Estimator:
             prev = self.last_oi.get(key, math.nan)
             self.last_oi[key] = oi
             if not math.isfinite(prev):
-                book.open(oi, price, 0.5)  # first value: entries unknown, placed at the price
+                # first value: entries unknown, spread around the price (or placed at it)
+                book.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
                 continue
             d_oi = oi - prev
             total = book.total_base()
@@ -360,6 +399,7 @@ class Estimator:
                  "tiers": [float(x) for x in book.tiers], "mmr": book.mmr,
                  "weights": [float(x) for x in book.weights], "scale": book.scale,
                  "last_oi": _f(self.last_oi.get((ex, sym), math.nan)),
+                 "seen_removed_usd": book.seen_removed, "seen_realized_usd": book.seen_realized,
                  "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
                 for (ex, sym), book in sorted(self.books.items())]
 
@@ -382,6 +422,8 @@ class Estimator:
             book = VenueBook(est.grid, tiers, np.asarray(r["weights"], dtype=float), float(r["mmr"]))
             book.store = np.frombuffer(r["book"], dtype="<f8").reshape(2, len(tiers), est.grid.nb).copy()
             book.refresh_frontiers()
+            book.seen_removed = float(r.get("seen_removed_usd") or 0.0)
+            book.seen_realized = float(r.get("seen_realized_usd") or 0.0)
             book.scale = float(r["scale"])
             est.books[key] = book
             if r["last_oi"] is not None:
