@@ -13,6 +13,7 @@ from pipelines.transforms.liqmap_score import (
     baseline_config,
     held_out_rows,
     map_score_table,
+    meets_targets,
     oracle_levels,
     overlap,
     score_map,
@@ -116,3 +117,11 @@ def test_liquidation_map_scores_against_the_true_books():
         assert r["est_snapshots"] > 0 and r["est_map_overlap"] is not None and r["est_prediction"] is not None
         assert r["oracle_map_overlap"] == pytest.approx(1.0)
         assert r["oracle_prediction"] >= 0.9
+
+
+def test_the_issue_bar_per_run():
+    row = {"est_map_overlap": 0.46, "base_map_overlap": 0.30, "est_prediction": 0.62, "base_prediction": 0.40}
+    assert meets_targets(row)  # 1.53x, 1.55x and >= 0.6
+    assert not meets_targets({**row, "est_prediction": 0.59, "base_prediction": 0.38})  # 1.55x but below 0.6
+    assert not meets_targets({**row, "base_map_overlap": 0.32})  # overlap 1.44x
+    assert not meets_targets({**row, "base_prediction": 0.42})  # prediction 1.48x
