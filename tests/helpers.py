@@ -224,7 +224,7 @@ def fetch_chunk_dying(marker_dir: str, deaths: int, rng, out_dir: str):
 
 #: every mart derived from the topics: what must not depend on how the events were cut into cycles
 DERIVED_MARTS = ("bars_1m", "bars_1m_symbol", "liquidations_1m", "late_events", "rejects", "cascades",
-                 "cascade_alerts", "oi_deltas", "contagion")
+                 "cascade_alerts", "oi_deltas", "contagion", "liquidation_levels", "liquidation_fuel")
 
 
 def mart_rows(db, tables: tuple[str, ...] = DERIVED_MARTS) -> dict[str, list[tuple]]:

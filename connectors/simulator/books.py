@@ -5,7 +5,9 @@
 Every ``every_minutes`` (aligned; the estimator's ``liqmap_every_minutes``) the buckets within
 ``range_pct`` of the price are copied as USD (base units x bucket mid), as of the end of the minute
 ``minute_us`` (the estimator's snapshot of that minute is as of the same instant). Each step's forced
-closes are kept with the step's price, so a scorer can tell where the next hour's liquidations fell.
+closes of the book are kept per crossed bucket at its liquidation level (the bucket's mid), so a
+scorer can tell at which levels the next hour's liquidations were; the absorbed bursts (one account
+closed by its own margin, at no level of the book) are kept apart with the step's price.
 
 Only reads the model: the market path is the same with or without it.
 """
@@ -21,6 +23,7 @@ from connectors.simulator.model import BIN, CascadeModel, StepResult
 from connectors.simulator.scenarios import Scenario
 
 MINUTE_US = 60_000_000
+SIDE_NAMES = ("long", "short")
 
 
 class TrueBooks:
@@ -31,15 +34,26 @@ class TrueBooks:
         self.half = int(math.ceil(math.log1p(range_pct / 100.0) / BIN))
         self.range_pct = range_pct
         self.snapshots: list[dict[str, Any]] = []
-        self.liquidations: list[list] = []  # [t_us, base, side, price, usd]
+        self.liquidations: list[list] = []  # [t_us, base, side, liquidation level, usd]
+        self.burst_liquidations: list[list] = []  # [t_us, base, side, step price, usd]
 
     def record(self, model: CascadeModel, r: StepResult) -> None:
-        if r.liq_long_base.any() or r.liq_short_base.any():
-            for side, q in ((0, r.liq_long_base), (1, r.liq_short_base)):
-                for s in np.flatnonzero(q > 0).tolist():
-                    p = float(r.price[s])
-                    self.liquidations.append([r.t_us, self.bases[s], "long" if side == 0 else "short",
-                                              round(p, 8), round(float(q[s]) * p, 2)])
+        # a book close is kept at its liquidation level (the crossed bucket's mid), not at the step's
+        # price: in a cascade one 2 s step jumps over many buckets, and the step's price would put
+        # all of them in the last one (the map is scored on where the levels were)
+        for side, s, lo, seg in model.last_crossed:
+            nz = np.flatnonzero(seg > 0)
+            mids = np.exp(float(model.grid0[s]) + (lo + nz + 0.5) * BIN)
+            name = SIDE_NAMES[side]
+            for px, usd in zip(mids.tolist(), (seg[nz] * mids).tolist(), strict=True):
+                if usd >= 0.005:
+                    self.liquidations.append([r.t_us, self.bases[s], name, round(px, 8), round(usd, 2)])
+        # an absorbed burst closes one account by its own margin, at no level of the book
+        for side, q in ((0, r.liq_long_absorbed_base), (1, r.liq_short_absorbed_base)):
+            for s in np.flatnonzero(q > 0).tolist():
+                p = float(r.price[s])
+                self.burst_liquidations.append([r.t_us, self.bases[s], SIDE_NAMES[side], round(p, 8),
+                                                round(float(q[s]) * p, 2)])
         if r.t_us % MINUTE_US or (r.t_us - MINUTE_US) % self.every_us:
             return
         i = ((model.x - model.grid0) / BIN).astype(np.int64)
@@ -57,4 +71,5 @@ class TrueBooks:
     def export(self) -> dict[str, Any]:
         return {"every_minutes": self.every_minutes, "range_pct": self.range_pct,
                 "note": "USD by liquidation price, bucket k of a snapshot: log price [lo_log + k bin, + bin)",
-                "snapshots": self.snapshots, "liquidations": self.liquidations}
+                "snapshots": self.snapshots, "liquidations": self.liquidations,
+                "burst_liquidations": self.burst_liquidations}

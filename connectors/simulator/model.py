@@ -144,6 +144,9 @@ class CascadeModel:
         self.recent_impact = np.zeros(n)
         self._impact_keep = float(np.exp(-self.dt / sc.attribution_window_s))
         self._chunk_start = -1
+        #: the book slices the last step liquidated: (side, symbol, first bucket, base units per
+        #: bucket), so the truth can say at which liquidation level each forced close was
+        self.last_crossed: list[tuple[int, int, int, np.ndarray]] = []
 
     # -- set-up ---------------------------------------------------------------------------------
     def _symbol_index(self, base: str) -> int:
@@ -250,12 +253,14 @@ class CascadeModel:
         endo_long = np.zeros(self.n)
         endo_short = np.zeros(self.n)
         book = self.book
+        crossed = self.last_crossed = []
         for s in np.nonzero(i < self.frontier_long)[0]:
             lo, hi = i[s], self.frontier_long[s]
             seg = book[0, s, lo:hi]
             liq_long[s] = seg.sum()
             # long levels below the counterfactual price were reached only through the impact
             endo_long[s] = seg[: max(0, min(hi, ic[s]) - lo)].sum()
+            crossed.append((0, int(s), int(lo), seg.copy()))
             seg[:] = 0.0
             self.frontier_long[s] = lo
         for s in np.nonzero(i >= self.frontier_short)[0]:
@@ -263,6 +268,7 @@ class CascadeModel:
             seg = book[1, s, lo:hi]
             liq_short[s] = seg.sum()
             endo_short[s] = seg[max(0, ic[s] + 1 - lo):].sum()
+            crossed.append((1, int(s), int(lo), seg.copy()))
             seg[:] = 0.0
             self.frontier_short[s] = hi
         self.lev_base[0] -= liq_long

@@ -156,6 +156,9 @@ class AnalyticsConfig:
     liqmap_turnover_per_day: float = 1.0
     #: long share of new OI = 0.5 + tilt * taker imbalance / 2 (imbalance = (buy - sell) / (buy + sell))
     liqmap_taker_tilt: float = 1.0
+    #: a venue's first OI (positions opened before the data) is spread over entries log-normal
+    #: around the first price with this std (0 = all at the price); crossed levels dropped
+    liqmap_initial_entry_spread: float = 0.03
     #: every minute's book is rebuilt from the aligned anchor floor(t / W) * W - W (W = this):
     #: stream and backfill agree, a cycle reads 2 W of bars back
     liqmap_warmup_minutes: int = 1_440

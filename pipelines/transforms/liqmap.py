@@ -70,6 +70,14 @@ class Grid:
     w: float  # bucket width in log price
     lo: int
     nb: int
+    #: bucket lows (nb + 1 edges) and mids, computed once: a minute's fuel and a snapshot's levels
+    #: read them, and exp over the grid each time was a good part of the estimator's cost
+    lows: np.ndarray = field(init=False, repr=False, compare=False)
+    mids: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.lows = np.exp((self.lo + np.arange(self.nb + 1, dtype=float)) * self.w)
+        self.mids = np.exp((self.lo + np.arange(self.nb) + 0.5) * self.w)
 
     @classmethod
     def around(cls, price: float, config: AnalyticsConfig) -> Grid:
@@ -90,7 +98,7 @@ class Grid:
         return np.exp((self.lo + np.asarray(b, dtype=float)) * self.w)
 
     def mid(self) -> np.ndarray:
-        return np.exp((self.lo + np.arange(self.nb) + 0.5) * self.w)
+        return self.mids
 
 
 def leverage_mix(config: AnalyticsConfig, exchange: str) -> np.ndarray:
@@ -115,12 +123,24 @@ class VenueBook:
     mmr: float
     store: np.ndarray = field(init=False)
     scale: float = field(init=False, default=1.0)
+    #: USD the map removed at crossings and USD realized there, so far (calibration's scale)
+    seen_removed: float = field(init=False, default=0.0)
+    seen_realized: float = field(init=False, default=0.0)
     dist: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = np.zeros((2, len(self.tiers), self.grid.nb))
         self.dist = liquidation_distance(self.tiers, self.mmr)
         self._k = np.arange(len(self.tiers))
+        self.refresh_frontiers()
+
+    def refresh_frontiers(self) -> None:
+        """No long exposure above bucket ``top_long``, no short below ``bottom_short`` (bounds, kept
+        by open and cross): a minute whose low/high stays inside them crosses nothing, and most
+        minutes do, so the crossing need not sum the book's far side every minute."""
+        longs, shorts = np.flatnonzero(self.store[0].any(axis=0)), np.flatnonzero(self.store[1].any(axis=0))
+        self.top_long = int(longs[-1]) if len(longs) else -1
+        self.bottom_short = int(shorts[0]) if len(shorts) else self.grid.nb
 
     def total_base(self) -> float:
         return float(self.store.sum()) * self.scale
@@ -138,6 +158,36 @@ class VenueBook:
         liq_short = self.grid.index(price * (1.0 + self.dist))
         self.store[0, k, liq_long] += base_units * long_share * self.weights / self.scale
         self.store[1, k, liq_short] += base_units * (1.0 - long_share) * self.weights / self.scale
+        self.top_long = max(self.top_long, int(liq_long.max()))
+        self.bottom_short = min(self.bottom_short, int(liq_short.min()))
+
+    def open_spread(self, base_units: float, price: float, spread: float) -> None:
+        """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
+        ``price`` (std ``spread``, 21 points within +-2.5 std), each over the tiers by the mix; the
+        levels the price has already crossed (longs at or above its bucket, shorts at or below) are
+        gone (liquidated before, or their owners added margin), the rest is scaled up to the OI."""
+        if not spread > 0:
+            self.open(base_units, price, 0.5)
+            return
+        if not base_units > 0 or not price > 0:
+            return
+        z = np.linspace(-2.5, 2.5, 21)
+        g = np.exp(-0.5 * z * z)
+        entries = price * np.exp(spread * z)[:, None]
+        mass = (g / g.sum())[:, None] * self.weights[None, :]  # (entries, tiers)
+        k = np.broadcast_to(self._k, mass.shape)
+        pb = self.grid.index1(price)
+        for side, liq in ((0, self.grid.index(entries * (1.0 - self.dist))),
+                          (1, self.grid.index(entries * (1.0 + self.dist)))):
+            alive = liq < pb if side == 0 else liq > pb
+            m = np.where(alive, mass, 0.0)
+            if not m.sum() > 0:
+                continue
+            np.add.at(self.store[side], (k[alive], liq[alive]), (m * (0.5 * base_units / m.sum() / self.scale))[alive])
+            if side == 0:
+                self.top_long = max(self.top_long, int(liq[alive].max()))
+            else:
+                self.bottom_short = min(self.bottom_short, int(liq[alive].min()))
 
     def close_fraction(self, frac: float) -> None:
         frac = min(max(frac, 0.0), 1.0)
@@ -155,14 +205,18 @@ class VenueBook:
         removed = np.zeros((2, len(self.tiers)))
         if low > 0 and math.isfinite(low):
             b = self.grid.index1(low)
-            seg = self.store[0, :, b:]
-            removed[0] = seg.sum(axis=1) * self.scale
-            seg[:] = 0.0
+            if b <= self.top_long:
+                seg = self.store[0, :, b:]
+                removed[0] = seg.sum(axis=1) * self.scale
+                seg[:] = 0.0
+                self.top_long = b - 1
         if high > 0 and math.isfinite(high):
             b = self.grid.index1(high)
-            seg = self.store[1, :, : b + 1]
-            removed[1] = seg.sum(axis=1) * self.scale
-            seg[:] = 0.0
+            if b >= self.bottom_short:
+                seg = self.store[1, :, : b + 1]
+                removed[1] = seg.sum(axis=1) * self.scale
+                seg[:] = 0.0
+                self.bottom_short = b + 1
         return removed
 
     def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float) -> None:
@@ -182,7 +236,14 @@ class VenueBook:
             ratio = 2.0
         else:
             share = removed_usd / est
-            ratio = min(max(realized_usd / est, 0.1), 10.0)  # one minute moves a weight by at most 10x^rate
+            # the map's USD counts all OI as leveraged: compare with the realized share the past
+            # crossings showed (lev), so the tiers learn where, not how much
+            lev = self.seen_realized / self.seen_removed if self.seen_removed > 0 and self.seen_realized > 0 else None
+            self.seen_removed += est
+            self.seen_realized += realized_usd
+            if lev is None:
+                return
+            ratio = min(max(realized_usd / (lev * est), 0.1), 10.0)  # one minute moves a weight by at most 10x^rate
         new = self.weights * ratio ** (rate * share)
         new /= new.sum()
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -288,15 +349,19 @@ class Estimator:
             removed = book.cross(low, high)
             realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
             # crossed longs were liquidated around the low, shorts around the high
-            book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
-            book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
+            if cfg.liqmap_calibration_rate > 0:  # (no crossing and no liquidation: no evidence)
+                if realized[0] > 0 or removed[0].any():
+                    book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
+                if realized[1] > 0 or removed[1].any():
+                    book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
             oi = float(inp.oi_base[v, t]) if v is not None else math.nan
             if not math.isfinite(oi):
                 continue  # no (carried) OI: the book only ages by crossings
             prev = self.last_oi.get(key, math.nan)
             self.last_oi[key] = oi
             if not math.isfinite(prev):
-                book.open(oi, price, 0.5)  # first value: entries unknown, placed at the price
+                # first value: entries unknown, spread around the price (or placed at it)
+                book.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
                 continue
             d_oi = oi - prev
             total = book.total_base()
@@ -319,6 +384,13 @@ class Estimator:
             yield ex, sym, b
         yield ALL, "", total
 
+    def total_book(self, a: int, b: int) -> np.ndarray:
+        """:meth:`books_by_scope`'s 'all' book in buckets [a, b) (the same sums), zero elsewhere."""
+        total = np.zeros((2, self.grid.nb))
+        for _, book in sorted(self.books.items()):
+            total[:, a:b] += book.store[:, :, a:b].sum(axis=1) * book.scale
+        return total
+
     # --- the state stored between cycles (liquidation_map_state, one row per base and venue) --------
     def state_rows(self, base: str) -> list[dict]:
         """The estimator after minute ``last_us``, exactly (float64 bytes), one row per venue book."""
@@ -327,6 +399,7 @@ class Estimator:
                  "tiers": [float(x) for x in book.tiers], "mmr": book.mmr,
                  "weights": [float(x) for x in book.weights], "scale": book.scale,
                  "last_oi": _f(self.last_oi.get((ex, sym), math.nan)),
+                 "seen_removed_usd": book.seen_removed, "seen_realized_usd": book.seen_realized,
                  "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
                 for (ex, sym), book in sorted(self.books.items())]
 
@@ -348,6 +421,9 @@ class Estimator:
             key = (r["exchange"], r["symbol"])
             book = VenueBook(est.grid, tiers, np.asarray(r["weights"], dtype=float), float(r["mmr"]))
             book.store = np.frombuffer(r["book"], dtype="<f8").reshape(2, len(tiers), est.grid.nb).copy()
+            book.refresh_frontiers()
+            book.seen_removed = float(r.get("seen_removed_usd") or 0.0)
+            book.seen_realized = float(r.get("seen_realized_usd") or 0.0)
             book.scale = float(r["scale"])
             est.books[key] = book
             if r["last_oi"] is not None:
@@ -364,17 +440,23 @@ def level_rows(base: str, ts: Any, exchange: str, symbol: str, book: np.ndarray,
     """liquidation_levels rows of one scope's book: buckets within ``range_pct`` of the price with USD > 0."""
     lo_b = int(grid.index(price * (1 - range_pct / 100.0)))
     hi_b = int(grid.index(price * (1 + range_pct / 100.0)))
-    mids = grid.mid()
+    mids, lows = grid.mids, grid.lows.tolist()
     out = []
     for side in (0, 1):
         usd = book[side, lo_b : hi_b + 1] * mids[lo_b : hi_b + 1]
         for j in np.flatnonzero(usd >= 0.005).tolist():
             b = lo_b + j
-            low = float(grid.low(b))
+            low = lows[b]
             out.append({"as_of_ts": ts, "base": base, "exchange": exchange, "symbol": symbol or base,
-                        "side": SIDES[side], "price_low": low, "price_high": float(grid.low(b + 1)),
+                        "side": SIDES[side], "price_low": low, "price_high": lows[b + 1],
                         "usd": float(usd[j]), "price": price, "distance_pct": (low / price - 1.0) * 100.0})
     return out
+
+
+def range_window(grid: Grid, price: float, range_pct: float) -> tuple[int, int]:
+    """[a, b): the buckets holding prices within ``range_pct`` of ``price``, one more each side."""
+    return (max(int(grid.index1(price * (1 - range_pct / 100.0))) - 1, 0),
+            min(int(grid.index1(price * (1 + range_pct / 100.0))) + 2, grid.nb))
 
 
 def fuel_row(base: str, ts: Any, book: np.ndarray, grid: Grid, price: float, vol_1h_pct: float | None,
@@ -383,12 +465,13 @@ def fuel_row(base: str, ts: Any, book: np.ndarray, grid: Grid, price: float, vol
 
     A bucket counts "within x %" when its mid price is; a cluster is a bucket holding at least
     ``liqmap_cluster_multiple`` x the side's mean bucket USD within ``liqmap_range_pct``."""
-    mids = grid.mid()
+    rng = config.liqmap_range_pct
+    wa, wb = range_window(grid, price, rng)  # every bucket whose mid is within rng % (the rest is never read)
+    mids = grid.mids[wa:wb]
     dist = (mids / price - 1.0) * 100.0
     row: dict[str, Any] = {"minute_ts": ts, "base": base, "price": price, "vol_1h_pct": vol_1h_pct}
-    rng = config.liqmap_range_pct
     for side, name, sel in ((0, "long", (dist <= 0) & (dist >= -rng)), (1, "short", (dist >= 0) & (dist <= rng))):
-        usd = book[side] * mids
+        usd = book[side, wa:wb] * mids
         for pct in FUEL_PCTS:
             row[f"{name}_usd_{pct}pct"] = float(usd[sel & (np.abs(dist) <= pct)].sum())
         idx = np.flatnonzero(sel)
@@ -464,7 +547,9 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
         if not (fuel or snapshot):
             continue
         ts = micros_to_ts(mk)
-        scopes = list(est.books_by_scope())
+        # a minute without a snapshot needs the 'all' book only where the fuel reads it
+        scopes = list(est.books_by_scope()) if snapshot else [(ALL, "", est.total_book(
+            *range_window(est.grid, price, config.liqmap_range_pct)))]
         if fuel:
             yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
                                      hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)

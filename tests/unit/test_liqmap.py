@@ -28,7 +28,7 @@ from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
 
 ONE_TIER = dataclasses.replace(
     AnalyticsConfig(), liqmap_leverage_tiers=(10.0,), liqmap_leverage_weights=(1.0,), liqmap_turnover_per_day=0.0,
-    liqmap_calibration_rate=0.0, liqmap_mmr=0.005, liqmap_bucket_bp=20.0)
+    liqmap_calibration_rate=0.0, liqmap_mmr=0.005, liqmap_bucket_bp=20.0, liqmap_initial_entry_spread=0.0)
 
 
 def _bucket_of(grid: Grid, price: float) -> int:
@@ -103,16 +103,40 @@ def test_crossing_the_short_side_and_a_miss():
 
 
 def test_calibration_moves_weight_to_the_tier_that_was_under_estimated():
-    # tiers 10x / 100x at 1/2 each; a crossing removes only 100x exposure worth 50 USD while 100 USD
-    # were realized: ratio 2, rate 1 -> w100 x 2 -> weights (0.5, 1.0) / 1.5 = (1/3, 2/3);
-    # the 10x book is rescaled by (1/3) / (1/2)
+    # tiers 10x / 100x at 1/2 each. The map's USD count all OI as leveraged, so realized / removed is
+    # compared with the ratio of the crossings so far: the first crossing (50 USD removed, 100
+    # realized) only sets it to 2 and moves nothing. The second removes only 100x exposure worth 50
+    # USD while 200 USD were realized: 200 / (2 x 50) = 2, rate 1 -> w100 x 2 -> weights
+    # (0.5, 1.0) / 1.5 = (1/3, 2/3); the 10x book is rescaled by (1/3) / (1/2)
     g = Grid.around(100.0, ONE_TIER)
     b = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
     b.open(2.0, 100.0, 1.0)  # 1 BTC long per tier
     b.calibrate(np.array([0.0, 50.0]), 100.0, rate=1.0)
+    assert b.weights.tolist() == [0.5, 0.5] and (b.seen_removed, b.seen_realized) == (50.0, 100.0)
+    b.calibrate(np.array([0.0, 50.0]), 200.0, rate=1.0)
     assert b.weights == pytest.approx([1 / 3, 2 / 3])
     assert b.book()[0, _bucket_of(g, 90.5)] == pytest.approx(2 / 3)
     assert b.book()[0, _bucket_of(g, 99.5)] == pytest.approx(4 / 3)
+    # as many USD realized per USD removed as before: no evidence against the mix
+    b.calibrate(np.array([10.0, 10.0]), 20.0 * 300.0 / 100.0, rate=1.0)
+    assert b.weights == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_positions_from_before_the_data_are_spread_and_crossed_levels_dropped():
+    # one 10x tier (d = 0.095), 2 BTC at price 100, entries spread 5 %: the entries 2.5 std above
+    # (100 e^0.125 = 113.3) put long levels at 102.5 > 100, already crossed: dropped; the long side
+    # still holds 1 BTC (its OI share); the short side keeps entries whose level 1.095 x entry > 100
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0]), np.array([1.0]), 0.005)
+    b.open_spread(2.0, 100.0, 0.05)
+    book = b.book()
+    pb = _bucket_of(g, 100.0)
+    assert book[0].sum() == pytest.approx(1.0) and book[1].sum() == pytest.approx(1.0)
+    assert book[0, pb:].sum() == 0.0 and book[1, : pb + 1].sum() == 0.0
+    assert book[0, _bucket_of(g, 100 * math.exp(0.125) * 0.905)] == 0.0
+    # the spread's middle entry (100) sits at 90.5 and is the largest long bucket
+    assert int(np.argmax(book[0])) == _bucket_of(g, 90.5)
+    assert b.top_long == int(np.flatnonzero(book[0])[-1]) and b.bottom_short == int(np.flatnonzero(book[1])[0])
 
 
 def test_fuel_by_hand():

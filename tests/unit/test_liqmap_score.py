@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import pytest
 
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.liqmap_score import (
     baseline_config,
+    held_out_rows,
     map_score_table,
+    meets_targets,
+    oracle_levels,
     overlap,
-    run_scored,
     score_map,
     side_range,
+    swept_overlap,
     top_decile,
 )
 
@@ -57,8 +61,8 @@ def _level(minute_us: int, px: float, usd: float) -> dict:
 
 
 def test_score_map_by_hand():
-    # truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 (in the estimate's top
-    # bucket), 10 at 92 (estimated, but not in its top decile of 11 buckets = top 2: 95 and 97), 60 two hours on
+    # truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 and 10 at 92, 60 two hours on
+    # estimate: 50 at 95, 30 at 97, 20 at 92
     m = 60_000_000
     truth = {"liquidation_books": {
         "snapshots": [_snapshot(0, 100.0, {95.0: 100.0, 92.0: 100.0})],
@@ -66,10 +70,32 @@ def test_score_map_by_hand():
                          [180 * m, "BTC", "long", 95.0, 60.0]]}}
     levels = [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
     s = score_map(levels, truth, CFG)
-    # est density 0.5 / 0.3 / 0.2, truth 0.5 / 0 / 0.5 -> overlap 0.5 + 0.2
+    # map: est density 0.5 / 0.3 / 0.2, truth 0.5 / 0 / 0.5 -> overlap 0.5 + 0.2
     assert s["map_overlap"] == pytest.approx(0.7)
-    assert s["prediction"] == pytest.approx(30 / 40)
+    # prediction: swept = the buckets from 100 down to 92, all three estimated buckets in it;
+    # realized 0.75 at 95, 0.25 at 92 -> min(0.5, 0.75) + min(0.2, 0.25)
+    assert s["prediction"] == pytest.approx(0.7)
+    # the issue's literal share: top decile of 11 buckets = the 2 largest (95, 97) hold 30 of 40
+    assert s["top_decile_share"] == pytest.approx(30 / 40)
     assert s["liquidated_usd_next_hour"] == pytest.approx(40.0)
+    # the true books as the estimate: every liquidation was at a level of the book, in proportion
+    # only if the closes match the book; here 30 : 10 against 100 : 100 -> min(.5, .75) + min(.5, .25)
+    assert score_map(oracle_levels(truth, W), truth, CFG)["prediction"] == pytest.approx(0.75)
+    # liquidations exactly the true book's levels and amounts: a perfect prediction
+    exact = {"liquidation_books": {**truth["liquidation_books"], "liquidations": [
+        [10 * m, "BTC", "long", 95.0, 100.0], [20 * m, "BTC", "long", 92.0, 100.0]]}}
+    assert score_map(oracle_levels(exact, W), exact, CFG)["prediction"] == pytest.approx(1.0)
+
+
+def test_swept_overlap_by_hand():
+    # price in bucket 8, longs liquidated in buckets 3 and 5: swept = 3..8; the estimate's bucket 1 and 20
+    # lie outside it, so within it the estimate is all in bucket 5: min(1, 1/2) = 0.5
+    assert swept_overlap({1: 1.0, 5: 1.0, 20: 2.0}, {3: 1.0, 5: 1.0}, 8) == pytest.approx(0.5)
+    # proportions right in the swept range, whatever the scale
+    assert swept_overlap({3: 2.0, 5: 6.0, 30: 9.0}, {3: 1.0, 5: 3.0}, 8) == pytest.approx(1.0)
+    # a map with nothing where the price went predicts nothing; a short squeeze sweeps upwards
+    assert swept_overlap({1: 5.0}, {3: 1.0}, 8) == 0.0
+    assert swept_overlap({10: 1.0, 12: 1.0}, {12: 4.0}, 8) == pytest.approx(0.5)
 
 
 def test_baseline_is_fixed_tiers_without_learning():
@@ -78,20 +104,24 @@ def test_baseline_is_fixed_tiers_without_learning():
     assert b.liqmap_turnover_per_day == 0.0 and b.liqmap_taker_tilt == 0.0
 
 
-#: held out: the defaults were set before any scoring; seed 1 of A was looked at (docs/analytics.md)
-HELD_OUT = (("A", 2), ("A", 3), ("C", 2), ("C", 3), ("D", 2), ("D", 3), ("calm", 2))
-#: the simulator's other leverage mixes (scenarios.LEVERAGE_MIXES; "high" far above the estimator's prior)
-HELD_OUT_MIXES = (("A", 2, "low"), ("A", 2, "high"), ("D", 3, "low"), ("D", 3, "high"))
-
-
 @pytest.mark.heavy
 def test_liquidation_map_scores_against_the_true_books():
-    """Prints the table of docs/analytics.md (make test-heavy). The issue's bar (>= 1.5x the baseline on
-    both, prediction >= 0.6) is reported there, not asserted: it is not met (the true books themselves
-    score a prediction share far below 0.6 under this definition). Asserted: the scorer gives the true
-    books a perfect map, and every run was scored."""
-    rows = [run_scored(p, s) for p, s in HELD_OUT] + [run_scored(p, s, mix=m) for p, s, m in HELD_OUT_MIXES]
+    """Prints the table of docs/analytics.md (make test-heavy); the issue's bar (>= 1.5x the baseline
+    on overlap and prediction, prediction >= 0.6) is the ``target`` column, reported there. Asserted:
+    the scorer is consistent with the simulator — the true books, scored as if they were the estimate,
+    have a perfect map and predict where the next hour's liquidations fell (>= 0.9: only positions
+    opened after the snapshot can miss) — and every run was scored."""
+    rows = held_out_rows(int(os.environ.get("LIQSTREAM_SCORING_PROCESSES", "3")))
     print("\n" + map_score_table(rows))
     for r in rows:
-        assert r["est_snapshots"] > 0 and r["est_map_overlap"] is not None
+        assert r["est_snapshots"] > 0 and r["est_map_overlap"] is not None and r["est_prediction"] is not None
         assert r["oracle_map_overlap"] == pytest.approx(1.0)
+        assert r["oracle_prediction"] >= 0.9
+
+
+def test_the_issue_bar_per_run():
+    row = {"est_map_overlap": 0.46, "base_map_overlap": 0.30, "est_prediction": 0.62, "base_prediction": 0.40}
+    assert meets_targets(row)  # 1.53x, 1.55x and >= 0.6
+    assert not meets_targets({**row, "est_prediction": 0.59, "base_prediction": 0.38})  # 1.55x but below 0.6
+    assert not meets_targets({**row, "base_map_overlap": 0.32})  # overlap 1.44x
+    assert not meets_targets({**row, "base_prediction": 0.42})  # prediction 1.48x

@@ -50,3 +50,35 @@ def test_a_preset_takes_a_leverage_mix_and_the_high_one_puts_the_book_near_the_p
     assert high > 1.5 * default and default > low
     with pytest.raises(ValueError):
         CascadeModel(dataclasses.replace(get_scenario("calm"), leverage_weights=(1.0, 2.0)), 1)
+
+
+def test_a_gap_down_is_recorded_at_the_liquidation_levels_it_crossed() -> None:
+    """A 3 % gap in one step liquidates every long bucket between the old and the new price; each close
+    is kept at its bucket's level (mid) with its USD, not all at the step's price (issue 22: the map
+    is scored on where the levels were). Expected values from the book copied before the step."""
+    import numpy as np
+    import pytest
+
+    from connectors.simulator.books import TrueBooks
+    from connectors.simulator.model import BIN, CascadeModel
+    from connectors.simulator.scenarios import get_scenario
+
+    sc = get_scenario("calm")
+    m, books = CascadeModel(sc, 1), TrueBooks(sc)
+    books.record(m, m.step())
+    before = m.book[0, 0].copy()  # BTC's longs by liquidation bucket
+    n0 = len(books.liquidations)
+    m.x[0] -= 0.03
+    r = m.step()
+    books.record(m, r)
+    i = int((m.x[0] - m.grid0[0]) / BIN)  # the new price's bucket: every long bucket from it up is crossed
+    crossed = np.flatnonzero(before[i:] > 0) + i
+    mids = np.exp(m.grid0[0] + (crossed + 0.5) * BIN)
+    expected = sorted((round(float(p), 8), round(float(u), 2)) for p, u in zip(mids, before[crossed] * mids, strict=True)
+                      if u >= 0.005)
+    got = sorted((p, u) for t, base, side, p, u in books.liquidations[n0:] if base == "BTC" and side == "long")
+    assert len(got) == len(expected) > 20  # ~3 % of 5 bp buckets
+    assert got == expected
+    assert max(p for p, _ in got) > r.price[0] * 1.02  # spread over the gap, not at the step's price
+    assert float(r.liq_long_base[0]) == pytest.approx(float(before[i:].sum()))  # the step's total: those buckets
+    assert books.burst_liquidations == []  # calm's bursts are hours away
