@@ -32,7 +32,6 @@ of the scenario.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import tempfile
 import time
 from dataclasses import dataclass
@@ -54,6 +53,9 @@ LIQ_DELAY_S, LIQ_EVERY_S = 3.0, 0.25
 #: an absorbed burst's flood starts this long after the shock, one liquidation every 0.5 s
 FLOOD_DELAY_S, FLOOD_EVERY_S = 12.0, 0.5
 P95_TARGET_S = 5.0
+#: producer processes per 10k events/s of input: one process building the scenario's records and
+#: encoding them reached only ~7.2k/s of a 10k target (2026-12-03), so each gets 5k/s
+PRODUCERS_PER_10K = 2
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def _quantiles(xs: list[float]) -> dict[str, float | None]:
 
 
 def run_rate(rate: float, workdir: Path, live_minutes: int = 5, history_minutes: int = 40, seed: int = 5,
-             producers_per_10k: int = 1) -> dict[str, Any]:
+             producers_per_10k: int = PRODUCERS_PER_10K) -> dict[str, Any]:
     """One input rate: fresh broker and mart, the stream job, history then live minutes; latencies."""
     import os
 
@@ -264,7 +266,7 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
               producers_per_10k: int) -> dict[str, Any]:
     import duckdb
 
-    from bench.data import _BASES, publish_events
+    from bench.data import _BASES, publish_events, run_producers
     from bench.streaming import _fresh_broker_and_mart, job_in_thread
     from connectors.kafka.reader import RangeReader, log_bounds, plan_ranges
     from connectors.kafka.topics import ALERTS_TOPIC
@@ -294,17 +296,10 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
         while (job.health.cycles < 1 or sum(job.health.lag.values())) and time.monotonic() < deadline and not errors:
             time.sleep(0.2)
         wall_start = live_start_us / 1e6 - history_minutes * 60  # wall time of the scenario's second 0
-        ctx = mp.get_context("spawn")
-        q = ctx.Queue()
         n_prod = max(1, -(-int(rate) // 10_000) * producers_per_10k)
-        procs = [ctx.Process(target=_producer_main,
-                             args=(broker.bootstrap, args, rate / n_prod, history_to, wall_start, seed + 1 + i,
-                                   i == 0, q)) for i in range(n_prod)]
-        for pr in procs:
-            pr.start()
-        parts = [q.get(timeout=seconds + 300) for _ in procs]
-        for pr in procs:
-            pr.join(timeout=30)
+        parts = run_producers(_producer_main, [(broker.bootstrap, args, rate / n_prod, history_to, wall_start,
+                                                seed + 1 + i, i == 0) for i in range(n_prod)],
+                              timeout_s=seconds + 300)
         t_stop = time.time()
         while time.time() - t_stop < 60 and not errors:  # drained and the last watches resolved
             if job.health.last_cycle_end > t_stop + 2 and not sum(job.health.lag.values()):
@@ -312,10 +307,13 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
             time.sleep(0.25)
         time.sleep(3)  # the delivery threads' last hand-out
         job.request_stop()
-        th.join(timeout=120)
+        # a loaded machine can keep the job's last cycle (and its connection) busy for minutes
+        th.join(timeout=600)
         if errors:
             raise errors[0]
-        con = duckdb.connect(str(settings.db), read_only=True)
+        # the same configuration as the job's connection: DuckDB refuses a read-only one to a file
+        # this process still has open read-write (a job that has not stopped yet)
+        con = duckdb.connect(str(settings.db))
         try:
             watches = con.execute("SELECT scope, epoch_us(minute_ts), state, epoch_us(watched_at), episode_id "
                                   "FROM cascade_watches").fetchall()
@@ -357,12 +355,14 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
             "threshold_usd": CascadeScenario.crossing_threshold_usd(config)}
 
 
-def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | None = None) -> dict[str, Any]:
+def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | None = None,
+                        producers_per_10k: int = PRODUCERS_PER_10K) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-alert-") as tmp:
         base = workdir or Path(tmp)
         steps = []
         for rate in rates:
-            res = run_rate(rate, base / f"alert-{int(rate)}", live_minutes=live_minutes)
+            res = run_rate(rate, base / f"alert-{int(rate)}", live_minutes=live_minutes,
+                           producers_per_10k=producers_per_10k)
             steps.append(res)
             c, t = res["commit"], res["topic"]
             print(f"  alert latency @ {rate:,.0f}/s (achieved {res['achieved_input_rate'] or 0:,.0f}/s): "
@@ -395,8 +395,16 @@ def merge_into_results(stage: dict[str, Any], path: Path) -> None:
     full ``make bench`` wrote, replacing the previous alert-latency ones: the stage alone takes
     ~8 minutes per rate, so it can be rerun without the rest."""
     res = json.loads(path.read_text()) if path.exists() else {"stages": {}, "targets": []}
-    res.setdefault("stages", {})["alert_latency"] = stage
-    res["targets"] = [t for t in res.get("targets", []) if not t["name"].startswith("alert latency @")]
+    # per rate: a run of one rate replaces that rate's step and rows and keeps the other rates'
+    # (on a loaded machine one rate can take half an hour, so the rates are run one at a time)
+    rates = {s["target_rate"] for s in stage.get("steps", [])}
+    old = res.setdefault("stages", {}).get("alert_latency") or {}
+    kept = [s for s in old.get("steps", []) if s.get("target_rate") not in rates]
+    merged = {**old, **stage, "steps": sorted(kept + stage.get("steps", []), key=lambda s: s["target_rate"])}
+    res["stages"]["alert_latency"] = merged
+    names = {t["name"] for t in targets(stage)}
+    prefixes = tuple(f"alert latency @ {r:,.0f}/s:" for r in rates)
+    res["targets"] = [t for t in res.get("targets", []) if t["name"] not in names and not t["name"].startswith(prefixes)]
     res["targets"] = targets(stage) + res["targets"]
     path.write_text(json.dumps(res, indent=2, default=str) + "\n")
 
@@ -410,11 +418,14 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual run
     ap.add_argument("rates", nargs="*", type=float, default=[10_000.0, 25_000.0])
     ap.add_argument("--live-minutes", type=int, default=5)
     ap.add_argument("--write", type=Path, help="merge the figures into this results file (bench/results.json)")
+    ap.add_argument("--producers-per-10k", type=int, default=PRODUCERS_PER_10K,
+                    help="producer processes per 10k events/s of input")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     load_start = list(os.getloadavg())
-    res = stage_alert_latency(args.rates, live_minutes=args.live_minutes)
+    res = stage_alert_latency(args.rates, live_minutes=args.live_minutes,
+                              producers_per_10k=args.producers_per_10k)
     res["load_average"] = {"start": load_start, "end": list(os.getloadavg())}
     print(json.dumps(targets(res), indent=2))
     print(f"load average {load_start} -> {res['load_average']['end']}")

@@ -17,9 +17,10 @@ Two sources, both seeded:
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,3 +258,26 @@ def publish_events(kafka, events: Iterator[tuple[str, dict]], layout: str = "bul
             n += 1
         producer.flush()
     return n
+
+
+def run_producers(target: Callable[..., None], args_per_process: Sequence[tuple], timeout_s: float,
+                  join_timeout_s: float = 30.0) -> list[dict]:
+    """Run ``target(*args, result_q)`` in one spawned process per entry of ``args_per_process``
+    and return what each put on ``result_q`` (one dict per process, in the order they finished).
+
+    The benchmarks that publish at a paced rate (bench/streaming.py, bench/alert_latency.py) split
+    their rate over several producer processes: one kafka-python producer tops out near 10k msg/s
+    on an idle core, and the GIL keeps threads from adding to it. Spawned, not forked: the parent
+    runs the stream job's threads, which a fork would copy mid-state."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, q)) for args in args_per_process]
+    for pr in procs:
+        pr.start()
+    try:
+        return [q.get(timeout=timeout_s) for _ in procs]
+    finally:
+        for pr in procs:
+            pr.join(timeout=join_timeout_s)
+            if pr.is_alive():  # a producer stuck after an error in the parent: it is ours to end
+                pr.terminate()

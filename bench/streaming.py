@@ -23,7 +23,6 @@ the topics within 15 s after the producer stopped, and the p95 latency is <= 5 s
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import tempfile
 import threading
 import time
@@ -148,6 +147,7 @@ def job_in_thread(job: Any) -> tuple[threading.Thread, list[BaseException]]:
 
 def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interval_s: float = 0.5) -> dict[str, Any]:
     """One input rate through a fresh broker and a fresh mart; latency, throughput, sustained or not."""
+    from bench.data import run_producers
     from pipelines.jobs.stream import StreamJob, StreamOptions
 
     with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
@@ -156,18 +156,11 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
         deadline = time.monotonic() + 120
         while job.health.cycles < 1 and time.monotonic() < deadline and not errors:
             time.sleep(0.1)
-        ctx = mp.get_context("spawn")
-        q = ctx.Queue()
         # one kafka-python producer tops out near 10k msg/s on an idle core: split higher rates
         n_prod = max(1, -(-int(rate) // PRODUCER_RATE))
-        procs = [ctx.Process(target=_producer_main, args=(broker.bootstrap, rate / n_prod, seconds, seed + i, q))
-                 for i in range(n_prod)]
         t_start = time.time()
-        for pr in procs:
-            pr.start()
-        parts = [q.get(timeout=seconds + 180) for _ in procs]
-        for pr in procs:
-            pr.join(timeout=30)
+        parts = run_producers(_producer_main, [(broker.bootstrap, rate / n_prod, seconds, seed + i)
+                                               for i in range(n_prod)], timeout_s=seconds + 180)
         t_stop = time.time()
         produced = {"sent": sum(x["sent"] for x in parts), "rate": sum(x["rate"] for x in parts),
                     "producers": n_prod}

@@ -22,14 +22,22 @@ points of the scope's starting OI (the size of what a desk looks at). Its
 * ``cascade`` -- the feedback loop: at least ``min_endogenous_share`` of the
   liquidated USD hit levels the price reached only through the recent
   forced-order impact (the model's counterfactual, ``liq_*_endo_base``), and
-  the forced orders' own price impact over the run, against the liquidated
-  side, is at least ``min_impact_z`` times the scope's exogenous noise over the
-  run's duration (``vol_daily`` scaled to the run). Own impact = the model's
-  impact term of the forced orders as they hit the book (``forced_impact_return``),
+  the forced orders' own price impact, against the liquidated side, reached at
+  least ``min_impact_z`` times the scope's exogenous noise over the minutes it
+  took, at some minute of the run (``impact_z``: the largest over the run's
+  prefixes ``[start, t]`` of impact / (noise x sqrt(minutes)); the loop ran,
+  and a trailing small close after it does not undo that -- the detector's
+  rule too: once a cascade, it stays one). Own impact = the model's impact
+  term of the forced orders as they hit the book (``forced_impact_return``),
   not net of the fade: the book refilling after an earlier run's impact is a
   reversal of that run's move, not something these forced orders did (counted
   net, a second wave within ~30 min of a first lost up to ~1 % of its impact to
-  the first's refill);
+  the first's refill). Noise = the robust standard deviation (median absolute
+  deviation / 0.6745) of the scope's per-minute return *minus* that impact over
+  the whole run (:func:`exogenous_noise`): everything that moved the price
+  other than the scope's own forced orders, which for an altcoin includes
+  BTC's move carried with its beta (model step 1), not only its own random
+  flow (``vol_daily``, which for B's betas of 1.5-1.9 is ~60 % of it);
 * ``slow_delev`` -- any other run: liquidations driven by the exogenous drift
   whose own impact stays within the noise;
 * ``price_move`` -- a scheduled ``price_only`` shock on a symbol with no
@@ -55,6 +63,23 @@ from typing import Any
 import numpy as np
 
 from connectors.simulator.scenarios import Scenario
+
+
+def exogenous_noise(total_ret: np.ndarray, impact_ret: np.ndarray) -> np.ndarray:
+    """Per column: the robust standard deviation (MAD / 0.6745) of the per-minute log return that
+    was not the forced orders' own impact -- the noise a run's impact has to stand out from. The
+    median makes it ignore the few shock and cascade minutes (exogenous shocks are scheduled,
+    rare minutes; a mean would be inflated by them)."""
+    exo = np.asarray(total_ret, dtype=float) - np.asarray(impact_ret, dtype=float)
+    return np.median(np.abs(exo - np.median(exo, axis=0)), axis=0) / 0.6745
+
+
+def peak_impact_z(adverse_impact: np.ndarray, noise_per_min: float) -> float:
+    """The largest over prefixes [0, t] of a run of sum(adverse impact) / (noise x sqrt(t + 1))."""
+    cum = np.cumsum(np.asarray(adverse_impact, dtype=float))
+    if cum.size == 0 or noise_per_min <= 0:
+        return 0.0
+    return float(np.max(cum / (noise_per_min * np.sqrt(np.arange(1, cum.size + 1)))))
 
 
 def iso(us: int) -> str:
@@ -84,7 +109,7 @@ class Episode:
     #: cascade | burst | slow_delev | price_move (see the module docstring)
     event_class: str = "cascade"
     impact_pct: float = 0.0  # forced-order price impact against the liquidated side (%)
-    impact_z: float = 0.0  # impact_pct / exogenous noise over the run
+    impact_z: float = 0.0  # peak over the run's prefixes of impact / (exogenous noise x sqrt(minutes))
     endogenous_share: float = 0.0  # liquidated USD caused by the loop / liquidated USD
     absorbed_share: float = 0.0  # liquidated USD of absorbed bursts / liquidated USD
 
@@ -197,8 +222,9 @@ class GroundTruthBuilder:
             endo_share = float(endo[a:b].sum()) / liq_run
             absorbed_share = float(absorbed[a:b].sum()) / liq_run
             # impact against the liquidated side: down for longs, up for shorts (log -> %)
-            impact_pct = 100.0 * (-imp if direction == "long" else imp)
-            impact_z = impact_pct / (100.0 * noise_per_min * np.sqrt(b - a))
+            sign = -1.0 if direction == "long" else 1.0
+            impact_pct = 100.0 * sign * imp
+            impact_z = peak_impact_z(sign * impact[a:b], noise_per_min)
             if absorbed_share >= 0.5:
                 cls = "burst"
             elif endo_share >= self.min_endogenous_share and impact_z >= self.min_impact_z:
@@ -262,17 +288,17 @@ class GroundTruthBuilder:
         ohlc = self._ffill(self.ohlc)
         sym_oi = np.nansum(oi_usd, axis=2)  # (m, S)
         liq_sym = self.liq_usd.sum(axis=2)  # (m, S, 2)
-        # the exogenous random flow's standard deviation per minute (log), per symbol
-        noise = np.array([s.vol_daily for s in sc.symbols]) * np.sqrt(60.0 / 86_400.0)
-        # the market: OI-weighted (as the detector's index), noise as if the symbols' flows were
-        # perfectly correlated (an upper bound: conservative for the cascade class)
+        # the exogenous noise per minute (log), per symbol: everything but its own forced orders
+        noise = exogenous_noise(self.total_ret, self.impact_ret)
+        # the market: OI-weighted (as the detector's index), its own exogenous noise likewise
         w = np.nan_to_num(sym_oi)
         w = w / np.where(w.sum(1, keepdims=True) > 0, w.sum(1, keepdims=True), 1.0)
+        m_impact, m_total = (w * self.impact_ret).sum(1), (w * self.total_ret).sum(1)
         episodes: list[Episode] = []
         episodes += self._episodes("market", liq_sym[:, :, 0].sum(1), liq_sym[:, :, 1].sum(1), ohlc[:, 0, :],
-                                   sym_oi.sum(1), (w * self.impact_ret).sum(1), (w * self.total_ret).sum(1),
+                                   sym_oi.sum(1), m_impact, m_total,
                                    self.endo_usd.sum(1), self.absorbed_usd.sum(1),
-                                   float((w[0] * noise).sum()))
+                                   float(exogenous_noise(m_total, m_impact)))
         for s, base in enumerate(self.bases):
             episodes += self._episodes(base, liq_sym[:, s, 0], liq_sym[:, s, 1], ohlc[:, s, :], sym_oi[:, s],
                                        self.impact_ret[:, s], self.total_ret[:, s], self.endo_usd[:, s],
@@ -308,7 +334,12 @@ class GroundTruthBuilder:
                                    "min_total_bp_of_scope_oi": self.min_total_bp,
                                    "max_gap_minutes": self.max_gap_min,
                                    "cascade_min_endogenous_share": self.min_endogenous_share,
-                                   "cascade_min_impact_z": self.min_impact_z},
+                                   "cascade_min_impact_z": self.min_impact_z,
+                                   "impact_z": "peak over the run's prefixes of the forced orders' own impact "
+                                               "/ (exogenous noise x sqrt(minutes))",
+                                   "exogenous_noise_pct_per_min": {
+                                       "market": round(100 * float(exogenous_noise(m_total, m_impact)), 5),
+                                       **{b: round(100 * float(v), 5) for b, v in zip(self.bases, noise, strict=True)}}},
             "bursts": [{**asdict(b), "start": iso(self.t0 + int(b.start_s * 1e6)),
                         "end": iso(self.t0 + int((b.start_s + b.duration_s) * 1e6))} for b in sc.bursts],
             "targets": sc.targets,

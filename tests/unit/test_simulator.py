@@ -410,3 +410,47 @@ def test_an_absorbed_burst_adds_no_forced_order_impact_and_is_labelled_a_burst()
     truth = sim.truth.finish()
     (ev,) = [e for e in truth["episodes"] if e["scope"] == "LINK"]
     assert ev["event_class"] == "burst" and ev["absorbed_share"] > 0.99 and ev["start"].endswith("00:10:00Z")
+
+
+def test_truth_impact_z_peaks_over_the_run_and_a_trailing_close_does_not_undo_it() -> None:
+    """By hand: four minutes of 0.3 % forced impact, two quiet, one of 0.02 %, noise 0.06 % a
+    minute. Over the whole 7 minutes: 1.22 / (0.06 x sqrt 7) = 7.68; after the fourth minute:
+    1.2 / (0.06 x 2) = 10, the peak, which is the run's impact_z (the loop ran)."""
+    from connectors.simulator.truth import exogenous_noise, peak_impact_z
+
+    z = peak_impact_z([0.3, 0.3, 0.3, 0.3, 0.0, 0.0, 0.02], 0.06)
+    assert z == pytest.approx(10.0)
+    assert 1.22 / (0.06 * math.sqrt(7)) == pytest.approx(7.68, abs=0.01) and z > 7.68
+    assert peak_impact_z([], 0.06) == 0.0
+    # exogenous noise: the robust sigma of (total - impact); the impact minute and the shock are ignored
+    # (the impact minute: 5.0 - 4.9 = 0.1, like its neighbours; a constant series has no spread)
+    total = [0.1, 0.1, 5.0, 0.1]
+    assert float(exogenous_noise([[t] for t in total], [[0.0], [0.0], [4.9], [0.0]])[0]) == pytest.approx(0.0)
+    spread = [0.1, -0.1, 0.2, -0.2, 0.0, 3.0]
+    # median 0.05, |x - 0.05| = .05 .15 .15 .25 .05 2.95 -> median 0.15 -> / 0.6745
+    assert float(exogenous_noise([[x] for x in spread], [[0.0]] * 6)[0]) == pytest.approx(0.15 / 0.6745)
+
+
+def test_truth_noise_is_the_scopes_whole_exogenous_move_not_only_its_own_random_flow() -> None:
+    """Without forced-order impact every price move is exogenous, so the truth's per-symbol noise
+    must equal the robust sigma of the minute log returns read back from the truth's own closes
+    (computed here independently); for the altcoins it is well above their own random flow
+    (``vol_daily``), because they also carry BTC's move with their beta (model step 1) -- the part
+    the first version of the truth left out, which overstated altcoins' impact z (B seed 3's ETH
+    at 18:46: 6.4 of its own flow's sigma, 4.0 of its actual noise)."""
+    import numpy as np
+
+    sim = Simulation("calm", 5, price_impact=False, duration="6h", **LIGHT)
+    for _ in sim.messages():
+        pass
+    truth = sim.truth.finish()
+    noise = truth["episode_definition"]["exogenous_noise_pct_per_min"]
+    close = np.asarray(truth["minutes"]["price_ohlc"])[:, :, 3]
+    ret = np.diff(np.log(close), axis=0)
+    for s, spec in enumerate(PRESETS["calm"].symbols):
+        r = ret[:, s]
+        mad = float(np.median(np.abs(r - np.median(r)))) / 0.6745 * 100
+        assert noise[spec.base] == pytest.approx(mad, rel=0.02), spec.base
+        own_flow = spec.vol_daily * math.sqrt(60 / 86_400) * 100
+        if spec.base in ("ETH", "SOL", "DOGE", "AVAX", "LINK"):  # beta >= 1.05
+            assert noise[spec.base] > 1.1 * own_flow, (spec.base, noise[spec.base], own_flow)
