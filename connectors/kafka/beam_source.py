@@ -19,7 +19,8 @@ from apache_beam.transforms.window import TimestampedValue
 from connectors.avro import AvroDecoder, SchemaDecodeError
 from connectors.avro_batch import BatchDecoder
 from connectors.config import KafkaSettings
-from connectors.kafka.reader import OffsetRange, RangeReader
+from connectors.kafka.rdkafka_reader import range_reader
+from connectors.kafka.reader import OffsetRange
 from connectors.normalize import TOPICS
 from connectors.plausibility import implausibility, implausible_rows
 
@@ -39,13 +40,13 @@ class ReadDecodedRanges(beam.DoFn):
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._reader: RangeReader | None = None
+        self._reader: Any = None  # a RangeReader or a ConfluentRangeReader (KafkaSettings.reader_client)
         self._decoders: dict[str, AvroDecoder] = {}
         self._read = Metrics.counter("liqstream", "records_read")
         self._rejected = Metrics.counter("liqstream", "records_rejected")
 
     def setup(self) -> None:
-        self._reader = RangeReader(self._settings)
+        self._reader = range_reader(self._settings)
         self._decoders = {et: AvroDecoder(et) for et in TOPICS}
         self._dead = AvroDecoder("dead_letter")
 
@@ -126,19 +127,7 @@ class ReadRangeBatches(ReadDecodedRanges):
         decoder = self._batch_decoders.get(event_type)
         if decoder is None:
             decoder = self._batch_decoders[event_type] = BatchDecoder(event_type)
-        offsets: list[int] = []
-        kafka_ts: list[int | None] = []
-        values: list[bytes | None] = []
-        keys: list[bytes | None] = []
-        for rec in self._reader.read(rng):
-            values.append(rec.value)
-            offsets.append(rec.offset)
-            kafka_ts.append(rec.timestamp)
-            keys.append(rec.key)
-            if len(values) >= self._batch_size:
-                yield from self._decoded_batch(decoder, rng, event_type, offsets, kafka_ts, values, keys)
-                offsets, kafka_ts, values, keys = [], [], [], []
-        if values:
+        for offsets, values, keys, kafka_ts in self._reader.read_columns(rng, self._batch_size):
             yield from self._decoded_batch(decoder, rng, event_type, offsets, kafka_ts, values, keys)
 
     def _decoded_batch(self, decoder: BatchDecoder, rng: OffsetRange, event_type: str, offsets: list[int],

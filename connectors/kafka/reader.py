@@ -275,6 +275,25 @@ class RangeReader:
                 continue
             window_from, polls, polled_s = pos, 0, 0.0
 
+    def read_columns(self, rng: OffsetRange, max_records: int) -> Iterator[tuple[list[int], list[bytes | None],
+                                                                               list[bytes | None], list[int | None]]]:
+        """Yield ``(offsets, values, keys, timestamps)`` of up to ``max_records`` records at a time
+        (the batch readers' shape; :class:`~connectors.kafka.rdkafka_reader.ConfluentRangeReader` too)."""
+        offsets: list[int] = []
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        stamps: list[int | None] = []
+        for rec in self.read(rng):
+            offsets.append(rec.offset)
+            values.append(rec.value)
+            keys.append(rec.key)
+            stamps.append(rec.timestamp)
+            if len(offsets) >= max_records:
+                yield offsets, values, keys, stamps
+                offsets, values, keys, stamps = [], [], [], []
+        if offsets:
+            yield offsets, values, keys, stamps
+
     def _try_reconnect(self, why: str) -> None:
         try:
             self._reconnect(why)
