@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from connectors.config import KafkaSettings
-from connectors.kafka.reader import READ_COUNT, OffsetRange, ReadTimeout
+from connectors.kafka.reader import READ_COUNT, OffsetRange, read_timeout, stall_reason
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +128,9 @@ class ConfluentRangeReader:
             if pos >= rng.end:
                 return
             if now - last_progress > self.idle_timeout_s:
-                raise ReadTimeout(
-                    f"{rng.topic}[{rng.partition}] stalled at offset {pos} of [{rng.start}, {rng.end}) for "
-                    f"{self.idle_timeout_s:.0f}s after {self.reconnects} reconnect(s): is the broker at "
-                    f"{self._settings.bootstrap_servers} up?" + (f" (last error: {err})" if err else ""))
+                raise read_timeout(rng, pos, self.idle_timeout_s, self.reconnects, self._settings, err)
             if now - max(last_progress, last_reconnect) > self.stall_s:
-                why = f"no progress on {rng.topic}[{rng.partition}] at offset {pos} for {now - last_progress:.1f}s"
+                why = stall_reason(rng, pos, now - last_progress)
                 try:
                     self._reconnect(why + (f" ({err})" if err else ""))
                 except KafkaException as exc:
