@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
              "value": r["job_events_per_s"], "unit": "events/s", "target": 150_000, "op": ">=",
              "met": r["job_events_per_s"] >= 150_000})]
         results["stream_ab"] = out
-        path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
 
 
