@@ -40,6 +40,10 @@ class KafkaSettings:
     read_stall_ms: int = 5_000
     #: ... and fails (the cycle is retried) after this long without progress across reconnects
     read_timeout_ms: int = 30_000
+    #: the Kafka client of the bounded range readers (ADR 021): "kafka-python" (pure Python) or
+    #: "confluent-kafka" (librdkafka); producers, admin and the lag probe stay on kafka-python
+    #: (the default follows KAFKA_READER_CLIENT even without from_env: the test suites run either client)
+    reader_client: str = field(default_factory=lambda: os.environ.get("KAFKA_READER_CLIENT") or "kafka-python")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> KafkaSettings:
@@ -81,6 +85,24 @@ class KafkaSettings:
         if self.ssl_key_location:
             kw["ssl_keyfile"] = self.ssl_key_location
         return kw
+
+    def rdkafka_config(self) -> dict[str, Any]:
+        """The same connection settings for a librdkafka (confluent-kafka) client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.lower(),
+            "client.id": self.client_id,
+            "socket.timeout.ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            conf.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                         "sasl.password": self.sasl_password})
+        for key, value in (("ssl.ca.location", self.ssl_ca_location),
+                           ("ssl.certificate.location", self.ssl_certificate_location),
+                           ("ssl.key.location", self.ssl_key_location)):
+            if value:
+                conf[key] = value
+        return conf
 
     def describe(self) -> str:
         """Printable summary, without secrets."""

@@ -9,18 +9,18 @@ downstream graph on ``ReadFromKafka`` instead (pipelines/production.py, docs/dep
 from __future__ import annotations
 
 import time
-from io import BytesIO
 from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
-from fastavro import schemaless_reader
 
-from connectors.avro import HEADER_LEN, AvroDecoder, SchemaDecodeError
+from connectors.avro import AvroDecoder, SchemaDecodeError
+from connectors.avro_batch import BatchDecoder
 from connectors.config import KafkaSettings
-from connectors.kafka.reader import OffsetRange, RangeReader
+from connectors.kafka.rdkafka_reader import range_reader
+from connectors.kafka.reader import OffsetRange
 from connectors.normalize import TOPICS
 from connectors.plausibility import implausibility, implausible_rows
 
@@ -40,13 +40,13 @@ class ReadDecodedRanges(beam.DoFn):
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._reader: RangeReader | None = None
+        self._reader: Any = None  # a RangeReader or a ConfluentRangeReader (KafkaSettings.reader_client)
         self._decoders: dict[str, AvroDecoder] = {}
         self._read = Metrics.counter("liqstream", "records_read")
         self._rejected = Metrics.counter("liqstream", "records_rejected")
 
     def setup(self) -> None:
-        self._reader = RangeReader(self._settings)
+        self._reader = range_reader(self._settings)
         self._decoders = {et: AvroDecoder(et) for et in TOPICS}
         self._dead = AvroDecoder("dead_letter")
 
@@ -105,8 +105,10 @@ def _key_exchange(key: bytes | None) -> str | None:
 class ReadRangeBatches(ReadDecodedRanges):
     """(OffsetRange) -> pyarrow RecordBatches of decoded events, one event type per batch.
 
-    The vectorized source: per-record Python work is only the Avro decode; the
-    rest of the graph works on Arrow batches (ARCHITECTURE.md: batching pays).
+    The vectorized source: the values of up to ``batch_size`` records are decoded together into
+    Arrow columns (:class:`~connectors.avro_batch.BatchDecoder`: no Python object per record, the
+    same rows and rejects as decoding one by one); the rest of the graph works on Arrow batches
+    (ARCHITECTURE.md: batching pays).
     Each batch carries the Kafka position columns ``_topic, _partition, _offset``
     and its event type in the schema metadata. Rejects go to :data:`REJECTS`.
     """
@@ -114,54 +116,36 @@ class ReadRangeBatches(ReadDecodedRanges):
     def __init__(self, settings: KafkaSettings, batch_size: int = 50_000) -> None:
         super().__init__(settings)
         self._batch_size = batch_size
+        self._batch_decoders: dict[str, BatchDecoder] = {}
 
     def process(self, rng: OffsetRange):
-        import pyarrow as pa
-
-        from schemas.arrow import arrow_schema
-
         assert self._reader is not None
         event_type = _TOPIC_EVENT.get(rng.topic)
         if event_type is None:  # dead letters: few, row by row
             yield from super().process(rng)
             return
-        decoder = self._decoders[event_type]
-        decode, header, fast_schema = decoder.decode, decoder.fast_header, decoder.fast_schema
-        schema = arrow_schema(event_type)
-        rows: list[dict] = []
-        offsets: list[int] = []
-        kafka_ts: list[int | None] = []
-        values: list[bytes | None] = []
-        for rec in self._reader.read(rng):
-            value = rec.value
-            try:
-                # the fast path (the writer is the reader schema): what AvroDecoder.decode does
-                # after its checks; any doubt, including a garbled body, goes through decode()
-                if value is not None and value[:HEADER_LEN] == header:
-                    buf = BytesIO(value)
-                    buf.seek(HEADER_LEN)
-                    try:
-                        record = schemaless_reader(buf, fast_schema, None)
-                    except Exception:
-                        record = decode(value)
-                else:
-                    record = decode(value or b"")
-            except SchemaDecodeError as exc:
-                self._rejected.inc()
-                yield pvalue.TaggedOutput(REJECTS, _reject_row(rng, rec.offset, _key_exchange(rec.key), event_type,
-                                                               "decode_error", str(exc), rec.timestamp, value))
-                continue
-            rows.append(record)
-            offsets.append(rec.offset)
-            kafka_ts.append(rec.timestamp)
-            values.append(value)
-            if len(rows) >= self._batch_size:
-                yield from self._plausible_batch(pa.RecordBatch.from_pylist(rows, schema=schema), rng, event_type,
-                                                 offsets, kafka_ts, values)
-                rows, offsets, kafka_ts, values = [], [], [], []
-        if rows:
-            yield from self._plausible_batch(pa.RecordBatch.from_pylist(rows, schema=schema), rng, event_type,
-                                             offsets, kafka_ts, values)
+        decoder = self._batch_decoders.get(event_type)
+        if decoder is None:
+            decoder = self._batch_decoders[event_type] = BatchDecoder(event_type)
+        for offsets, values, keys, kafka_ts in self._reader.read_columns(rng, self._batch_size):
+            yield from self._decoded_batch(decoder, rng, event_type, offsets, kafka_ts, values, keys)
+
+    def _decoded_batch(self, decoder: BatchDecoder, rng: OffsetRange, event_type: str, offsets: list[int],
+                       kafka_ts: list[int | None], values: list[bytes | None], keys: list[bytes | None]):
+        """The values decoded in one go (connectors.avro_batch): undecodable ones to :data:`REJECTS`
+        with their reason, one by one, the rest on through :meth:`_plausible_batch`."""
+        batch, kept, bad = decoder.decode(values)
+        for i, reason in bad:
+            self._rejected.inc()
+            yield pvalue.TaggedOutput(REJECTS, _reject_row(rng, offsets[i], _key_exchange(keys[i]), event_type,
+                                                           "decode_error", reason, kafka_ts[i], values[i]))
+        if bad:
+            keep = kept.tolist()
+            offsets = [offsets[i] for i in keep]
+            kafka_ts = [kafka_ts[i] for i in keep]
+            values = [values[i] for i in keep]
+        if batch.num_rows:
+            yield from self._plausible_batch(batch, rng, event_type, offsets, kafka_ts, values)
 
     def _plausible_batch(self, batch, rng: OffsetRange, event_type: str, offsets: list[int],
                          kafka_ts: list[int | None], values: list[bytes | None]):

@@ -1,7 +1,7 @@
 """Parallel fetch of offset ranges into Arrow IPC files, by reader processes kept across cycles.
 
-Reading Kafka is the one per-message Python step of a streaming cycle (kafka-python's
-record parsing, the Avro decode, building Arrow rows): ~12 µs per event, two thirds of a
+Reading Kafka is the one per-message step of a streaming cycle (the Kafka client's record
+parsing; the Avro decode, since ADR 021 one block per batch in Polars' reader): about half of a
 cycle's work when it catches up a backlog (docs/performance.md). Beam's local runner can
 spread it over worker processes only by starting them anew for every pipeline (each cycle)
 and by pickling every batch through its data plane, which measured slower than one process.

@@ -161,6 +161,19 @@ WINDOW_POLLS = 10
 WINDOW_S = 0.5
 
 
+def read_timeout(rng: OffsetRange, pos: int, idle_s: float, reconnects: int, settings: KafkaSettings,
+                 err: Exception | None) -> ReadTimeout:
+    """The error of a range read that made no progress for ``idle_s`` (either client's reader)."""
+    return ReadTimeout(
+        f"{rng.topic}[{rng.partition}] stalled at offset {pos} of [{rng.start}, {rng.end}) for {idle_s:.0f}s "
+        f"after {reconnects} reconnect(s): is the broker at {settings.bootstrap_servers} up?"
+        + (f" (last error: {err})" if err else ""))
+
+
+def stall_reason(rng: OffsetRange, pos: int, stalled_s: float) -> str:
+    return f"no progress on {rng.topic}[{rng.partition}] at offset {pos} for {stalled_s:.1f}s"
+
+
 class _ReadCount:
     """Records yielded by every RangeReader of this process: what a long catch-up's progress line
     reports (pipelines.jobs.load.CatchUpProgress) while the Beam pipeline reads. A plain int: the
@@ -252,13 +265,10 @@ class RangeReader:
             if pos >= rng.end or (at is not None and at >= rng.end):
                 return
             if now - last_progress > self.idle_timeout_s:
-                raise ReadTimeout(
-                    f"{rng.topic}[{rng.partition}] stalled at offset {pos} of [{rng.start}, {rng.end}) for "
-                    f"{self.idle_timeout_s:.0f}s after {self.reconnects} reconnect(s): is the broker at "
-                    f"{self._settings.bootstrap_servers} up?" + (f" (last error: {err})" if err else ""))
+                raise read_timeout(rng, pos, self.idle_timeout_s, self.reconnects, self._settings, err)
             if now - max(last_progress, last_reconnect) > self.stall_s:
                 # the stall clock (last_progress) keeps running across reconnects: a dead broker still times out
-                why = f"no progress on {rng.topic}[{rng.partition}] at offset {pos} for {now - last_progress:.1f}s"
+                why = stall_reason(rng, pos, now - last_progress)
                 if err is None and self._step + 1 < len(self._waits):
                     self._step += 1  # connected but given nothing: the shortest of short fetches
                 self._try_reconnect(why + (f" ({err})" if err else ""))
@@ -276,6 +286,25 @@ class RangeReader:
             else:
                 continue
             window_from, polls, polled_s = pos, 0, 0.0
+
+    def read_columns(self, rng: OffsetRange, max_records: int) -> Iterator[tuple[list[int], list[bytes | None],
+                                                                               list[bytes | None], list[int | None]]]:
+        """Yield ``(offsets, values, keys, timestamps)`` of up to ``max_records`` records at a time
+        (the batch readers' shape; :class:`~connectors.kafka.rdkafka_reader.ConfluentRangeReader` too)."""
+        offsets: list[int] = []
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        stamps: list[int | None] = []
+        for rec in self.read(rng):
+            offsets.append(rec.offset)
+            values.append(rec.value)
+            keys.append(rec.key)
+            stamps.append(rec.timestamp)
+            if len(offsets) >= max_records:
+                yield offsets, values, keys, stamps
+                offsets, values, keys, stamps = [], [], [], []
+        if offsets:
+            yield offsets, values, keys, stamps
 
     def _try_reconnect(self, why: str) -> None:
         try:

@@ -1,0 +1,113 @@
+"""The stream job's catch-up, before and after a change, each against the peers of the same run.
+
+    .venv/bin/python -m bench.stream_ab [--events 300000 1000000] [--base main] [--reps 1] [--write-results]
+
+For every backlog size, three variants run one after the other, each in a fresh process on a fresh
+broker and mart (``bench.streaming.run_catch_up(events, peers=True)``: the raw kafka-python and
+confluent-kafka + fastavro loops and Bytewax read the same topics just before the job):
+
+* ``base``: the code of ``--base`` (``git archive`` into a temporary folder, same venv);
+* ``kafka-python``: this checkout, readers on kafka-python (the default);
+* ``confluent-kafka``: this checkout, ``KAFKA_READER_CLIENT=confluent-kafka``.
+
+The machine is shared (other sessions' tests and benches): absolute rates move with the load, so
+the figures to compare are each variant's ratio to the best peer *of its own run*, and the job's
+seconds of variants run back to back. ``--write-results`` stores the runs and the issue-21 targets
+(ratio to the best peer >= 1.2, rate >= 150k events/s) under ``stream_ab`` in bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_CHILD = """
+import json, os, sys, tempfile
+from pathlib import Path
+if __name__ == "__main__":
+    from bench.streaming import run_catch_up
+    with tempfile.TemporaryDirectory() as d:
+        load = os.getloadavg()[0]
+        r = run_catch_up(int(sys.argv[1]), Path(d), peers=True)
+        bw = r.get("bytewax") or {}
+        r["bytewax"] = {k: v for k, v in bw.items() if k != "bars_check"}
+        r["bytewax"]["bars_equal"] = (bw.get("bars_check") or {}).get("equal")
+        r["load_average"] = [load, os.getloadavg()[0]]
+        print("RESULT " + json.dumps(r, default=str), flush=True)
+"""
+
+
+def _run(code_dir: Path, events: int, client: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code_dir), "KAFKA_READER_CLIENT": client}
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(_CHILD)
+    try:
+        out = subprocess.run([sys.executable, f.name, str(events)], cwd=code_dir, env=env, capture_output=True,
+                             text=True, timeout=3600)
+    finally:
+        os.unlink(f.name)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"catch-up run failed ({code_dir}, {client}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, nargs="+", default=[300_000, 1_000_000])
+    ap.add_argument("--base", default="main", help="git ref of the 'before' code (empty: skip)")
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args(argv)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="stream-ab-") as tmp:
+        base_dir = None
+        if args.base:
+            base_dir = Path(tmp) / "base"
+            base_dir.mkdir()
+            archive = subprocess.run(["git", "archive", args.base], cwd=ROOT, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base_dir)], input=archive, check=True)
+        variants = ([("base", base_dir, "kafka-python")] if base_dir else []) + [
+            ("kafka-python", ROOT, "kafka-python"), ("confluent-kafka", ROOT, "confluent-kafka")]
+        for events in args.events:
+            for rep in range(args.reps):
+                for name, code, client in variants:
+                    r = _run(code, events, client)
+                    runs.append({"variant": name, "rep": rep, **r})
+                    print(f"{events:>9,} {name:<16} job {r['job_events_per_s']:>9,.0f}/s ({r['job_seconds']:.1f} s) "
+                          f"best peer {r['best_peer']} {r['best_peer_per_s']:,.0f}/s -> "
+                          f"{r['ratio_to_best_peer']:.2f}; load {r['load_average'][0]:.0f}-{r['load_average'][1]:.0f}",
+                          flush=True)
+    out = {"command": "python -m bench.stream_ab " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "runs": runs}
+    (ROOT / "bench" / "out").mkdir(exist_ok=True)
+    (ROOT / "bench" / "out" / "stream_ab.json").write_text(json.dumps(out, indent=1, default=str))
+    if args.write_results:
+        path = ROOT / "bench" / "results.json"
+        results = json.loads(path.read_text())
+        best = {}
+        for r in runs:
+            if r["variant"] != "base":
+                k = r["events"]
+                if k not in best or r["ratio_to_best_peer"] > best[k]["ratio_to_best_peer"]:
+                    best[k] = r
+        out["targets"] = [t for k, r in sorted(best.items()) for t in (
+            {"name": f"stream_ab: catch-up {k:,} events (analytics + DQ) / best peer ({r['best_peer']}), "
+                     f"readers on {r['variant']}", "value": r["ratio_to_best_peer"], "unit": "x",
+             "target": 1.2, "op": ">=", "met": r["ratio_to_best_peer"] >= 1.2},
+            {"name": f"stream_ab: catch-up {k:,} events (analytics + DQ), readers on {r['variant']}",
+             "value": r["job_events_per_s"], "unit": "events/s", "target": 150_000, "op": ">=",
+             "met": r["job_events_per_s"] >= 150_000})]
+        results["stream_ab"] = out
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
