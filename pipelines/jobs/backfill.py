@@ -48,7 +48,8 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, parquet_glob
+from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from schemas.arrow import arrow_schema
 
@@ -95,6 +96,52 @@ class ReadArchiveDays(beam.DoFn):
         for batch in archive.iter_day(Path(self._dir), event_type, day, BATCH_ROWS):
             if batch.num_rows:
                 yield batch.replace_schema_metadata(meta)
+
+
+#: what the per-day pass reads of each event type: the instrument and the columns its marts aggregate
+DAY_COLUMNS = {et: [*IDENT_COLUMNS, *BAR_EVENT_COLUMNS[et]] for et in EVENT_TYPES}
+
+
+class DayEventMarts(beam.DoFn):
+    """An archive day -> its bars_1m and liquidations_1m as Arrow tables (tagged outputs) and its
+    event count row (main output), in one vectorized pass over the day (ADR 022): each event type
+    read once (its columns only, deduplicated on the position), aggregated once for every
+    instrument; no per-instrument split, no shuffle."""
+
+    def __init__(self, archive_dir: str, bar_us: int) -> None:
+        self._dir = archive_dir
+        self._bar_us = bar_us
+        self._events = beam.metrics.Metrics.counter("backfill", _CountEvents.NAME)
+
+    def process(self, day: str) -> Iterator:
+        from pipelines.liquidations import liquidation_minutes
+        from pipelines.transforms.bars import day_bars
+
+        tables = {et: archive.read_day_columns(Path(self._dir), et, day, DAY_COLUMNS[et], dictionary=IDENT_COLUMNS)
+                  for et in EVENT_TYPES}
+        events = sum(t.num_rows for t in tables.values() if t is not None)
+        self._events.inc(events)
+        bars = day_bars(tables, self._bar_us)
+        if bars is not None:
+            yield beam.pvalue.TaggedOutput("bars_1m", bars)
+        liquidations = liquidation_minutes(tables["liquidation"])
+        if liquidations is not None:
+            yield beam.pvalue.TaggedOutput("liquidations_1m", liquidations)
+        yield {"batch": f"day:{day}", "events": events}  # keyed: a retried task's row counts once
+
+
+def archive_day_marts(p: beam.Pipeline, archive_dir: Path, days: list[date], out, config: AnalyticsConfig):
+    """The archive days' event marts -> ``out`` (Parquet); returns the PCollection of count rows.
+    The days spread over the runner's workers (Reshuffle; the Dask runner gives each its task)."""
+    items = [d.isoformat() for d in days]
+    if not any(archive.days_in(archive_dir, et, items[0], items[-1]) for et in EVENT_TYPES):
+        log.warning("no archived events for %s..%s under %s", items[0], items[-1], archive_dir)
+    marts = (p | "ArchiveDays" >> beam.Create(items, reshuffle=False) | "Spread" >> beam.Reshuffle()
+             | "DayEventMarts" >> beam.ParDo(DayEventMarts(str(archive_dir), config.bar_us)).with_outputs(
+                 "bars_1m", "liquidations_1m", main="counts"))
+    marts.bars_1m | "WriteBars" >> WriteTablesToParquet(out, "bars_1m")
+    marts.liquidations_1m | "WriteLiquidations1m" >> WriteTablesToParquet(out, "liquidations_1m")
+    return marts.counts
 
 
 class NormalizeCaptureFile(beam.DoFn):
@@ -287,9 +334,12 @@ def backfill_day(settings: JobSettings, source: str, captures: list[str], day: d
     files under ``out``; returns the number of events read. The archive is read on the in-process
     runner (its work is vectorized: worker processes only add start-up and data-plane copies);
     captures and Kafka ranges (Python parsing per message) spread over ``within_day_workers``."""
+    if source == "archive":  # one vectorized pass over the day (ADR 022)
+        p = beam.Pipeline(runner=_runner(), options=_options(1))
+        archive_day_marts(p, settings.data_dir / "archive", [day], out, config)
+        return _run(p).get(_CountEvents.NAME, 0)
     d0, d1 = _day_bounds(day, day)
-    workers = 1 if source == "archive" else within_day_workers
-    p = beam.Pipeline(runner=_runner(), options=_options(workers))
+    p = beam.Pipeline(runner=_runner(), options=_options(within_day_workers))
     batches = _source(p, settings, source, captures, day, day, d0, d1)
     write_event_marts(p, batches, out, config, watermark_us=None, prior_bar_files=[])
     batches | "CountEvents" >> beam.ParDo(_CountEvents())
@@ -508,14 +558,17 @@ class DaskBackfill:
             day = next(queue, None)
             if day is None:
                 return
-            d0, d1 = _day_bounds(day, day)
             p = beam.Pipeline(runner=self.runner)
-            batches = _source(p, settings, source, captures, day, day, d0, d1)
-            write_event_marts(p, batches, staged, config, watermark_us=None, prior_bar_files=[])
-            # no Beam metrics on Dask: each batch's count is a row, keyed so a retried task's copy
-            # of it is counted once
-            (batches | "EventCounts" >> beam.Map(_event_count_row)
-             | "WriteEventCounts" >> WriteRowsToParquet(staged, "event_counts"))
+            if source == "archive":  # the same per-day pass as the local runner (ADR 022)
+                counts = archive_day_marts(p, settings.data_dir / "archive", [day], staged, config)
+            else:
+                d0, d1 = _day_bounds(day, day)
+                batches = _source(p, settings, source, captures, day, day, d0, d1)
+                write_event_marts(p, batches, staged, config, watermark_us=None, prior_bar_files=[])
+                counts = batches | "EventCounts" >> beam.Map(_event_count_row)
+            # no Beam metrics on Dask: each batch's (day's) count is a row, keyed so a retried
+            # task's copy of it is counted once
+            counts | "WriteEventCounts" >> WriteRowsToParquet(staged, "event_counts")
             running.append(p.run())
 
         for _ in range(max(1, settings.dask_days_in_flight)):
