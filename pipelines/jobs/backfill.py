@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from connectors.normalize import DeadLetter, Outcome
 from pipelines import archive, warehouse
+from pipelines.archive import DAY_US
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
     ANALYTIC_MARTS,
@@ -50,7 +51,7 @@ from pipelines.jobs.load import (
 from pipelines.settings import JobSettings
 from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
 from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
-from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
+from pipelines.transforms.config import AnalyticsConfig
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -266,28 +267,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 for table, name in (("bars_1m", "bars_1m"), ("liquidations_1m", "liquidations_1m")):
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
                 tick = add_phase_time(result.timings, "replace", tick)
-                # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
-                # + the liquidation map's warm-up: a backfill has no stored books to continue (ADR 015)
-                marts_start = start_us - analytics_lookback_us(config)
-                warm_up = config.liqmap_warmup_minutes * MINUTE_US if config.liqmap_enabled else 0
-                window_start = min(marts_start, start_us - warm_up)
-                bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
-                if bars_by_base:
-                    _log_step(progress, "recomputing cascades, OI deltas and contagion")
-                    # in-process: the per-base panels are vectorized, and worker processes cost more
-                    # (start-up, pickling the panels) than they save up to a month of bars (ADR 007)
-                    ref = oi_reference(con, marts_start, config)
-                    if cluster is not None:  # the bases spread over the cluster too
-                        cluster.run_analytics(bars_by_base, config, start_us, ref, tmp / "analytics")
-                    else:
-                        pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
-                        build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
-                                              oi_reference=ref)
-                        _run(pa_)
-                tick = add_phase_time(result.timings, "analytics", tick)
-                for name in ANALYTIC_MARTS:
-                    result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
-                attach_cascade_fuel(con, config, start_us)
+                _log_step(progress, "recomputing cascades, OI deltas, contagion and the liquidation map")
+                tick = _backfill_analytics(con, cluster, settings, config, start_us, end_us, tmp, result)
                 tick = add_phase_time(result.timings, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
@@ -326,6 +307,91 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
         con.close()
         if cluster is not None:
             cluster.close()
+
+
+def _analytics_chunks(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int | None]]:
+    """[from, to) of each analytics run, oldest first; the last runs to the end of the stored bars
+    (episodes crossing the range's end are whole, as before)."""
+    step = settings.backfill_analytics_days * DAY_US
+    if step <= 0 or settings.backfill_runner == "dask":  # (on Dask the memory is the workers')
+        return [(start_us, None)]
+    cuts = list(range(start_us, end_us, step))
+    return [(c, c + step) for c in cuts[:-1]] + [(cuts[-1], None)]
+
+
+#: a base's bars up to and including its first bar at or after the parameter (all, if none)
+_BARS_UNTIL_FIRST_AFTER = """(SELECT * FROM bars_1m b WHERE b.minute_ts <= coalesce(
+    (SELECT min(n.minute_ts) FROM bars_1m n WHERE n.base = b.base AND n.minute_ts >= make_timestamp(?::BIGINT)),
+    'infinity'::TIMESTAMP))"""
+
+
+def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsConfig, start_us: int,
+                        end_us: int, tmp: Path, result: BackfillResult) -> float:
+    """The analytic marts of [start_us, end_us) from the replaced bars, in the open transaction,
+    ``backfill_analytics_days`` at a time (ADR 022): each run reads its days' bars plus the
+    lookback, emits from its first minute and upserts like a stream cycle (``load._phase_analytics``:
+    the detection re-runs over the lookback, so an episode crossing a cut is re-emitted whole; the
+    alerts and map snapshots after the cut are replaced), and the liquidation map continues from the
+    books the run before stored (settled at its last minute) instead of warming up again. The first
+    run warms the books up (a backfill has no stored books to continue, ADR 015). Returns the
+    perf_counter reading after the last replacement (phases "analytics" and "replace" accounted)."""
+    tick = time.perf_counter()
+    for name in ANALYTIC_MARTS:
+        _delete_range(con, name, start_us, end_us)
+    bar, lookback = config.bar_us, analytics_lookback_us(config)
+    state_path, state_last = None, None
+    for i, (c0, c1) in enumerate(_analytics_chunks(settings, start_us, end_us)):
+        marts_start = c0 - lookback
+        if state_last is None:  # no books to continue: they warm up before c0
+            warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
+            data_from = c0 - warm
+        else:  # the carried prices and OI of the minutes before the books' next one (liqmap_cycle)
+            data_from = state_last + bar - config.ffill_max_minutes * bar
+        window_start = min(marts_start, data_from)
+        # a run reads past its last day: each base up to its first bar a lookback after the cut, so
+        # its panel runs on as the whole range's does (the carried values after a day's last bar,
+        # an episode closed by the quiet minutes after it); the next run re-emits from the cut
+        source, params = ("bars_1m", None) if c1 is None else (_BARS_UNTIL_FIRST_AFTER, [c1 + lookback])
+        out = tmp / f"analytics-{i}"
+        bars_by_base = export_bars_by_base(con, tmp / f"bars-{i}", config, since_us=window_start, source=source,
+                                           params=params)
+        if bars_by_base:
+            ref = oi_reference(con, marts_start, config)
+            if cluster is not None:  # the bases spread over the cluster too (one run: no books to carry)
+                cluster.run_analytics(bars_by_base, config, c0, ref, out)
+            else:
+                liqmap = None
+                if config.liqmap_enabled and (c1 is not None or state_path is not None):
+                    liqmap = {"state_path": state_path, "data_from_us": data_from,
+                              "settled_us": None if c1 is None else c1 - bar}
+                # in-process: the per-base panels are vectorized, and worker processes cost more
+                # (start-up, pickling the panels) than they save (ADR 007)
+                pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
+                build_analytics_graph(pa_, bars_by_base, out, config, emit_from_us=c0, oi_reference=ref,
+                                      liqmap_state=liqmap)
+                _run(pa_)
+        tick = add_phase_time(result.timings, "analytics", tick)
+        if c0 > start_us:  # what the run before emitted after the cut is re-emitted now (as a stream cycle)
+            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT) "
+                        "AND alert_ts < make_timestamp(?::BIGINT)", [c0, end_us])
+            con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT) "
+                        "AND as_of_ts < make_timestamp(?::BIGINT)", [c0, end_us])
+        for name in ANALYTIC_MARTS:
+            _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
+        attach_cascade_fuel(con, config, c0)
+        states = parquet_glob(out, "liquidation_map_state")
+        state_path, state_last = None, None
+        if states:
+            state_path = str(tmp / f"liquidation_map_state-{i}.parquet")
+            con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{state_path}' (FORMAT parquet)", [states])
+            (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
+        tick = add_phase_time(result.timings, "replace", tick)
+    for name in ANALYTIC_MARTS:
+        col = TIME_COLUMNS[name]
+        (result.rows[name],) = con.execute(
+            f"SELECT count(*) FROM {name} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
+            [start_us, end_us]).fetchone()
+    return tick
 
 
 def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,
@@ -432,9 +498,19 @@ def _store_dq(con, result: BackfillResult) -> None:
 
 
 def _replace(con, table: str, files: list[str], start_us: int, end_us: int) -> int:
+    _delete_range(con, table, start_us, end_us)
+    return _insert_range(con, table, files, start_us, end_us)
+
+
+def _delete_range(con, table: str, start_us: int, end_us: int) -> None:
     col = TIME_COLUMNS[table]
     con.execute(f"DELETE FROM {table} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
                 [start_us, end_us])
+
+
+def _insert_range(con, table: str, files: list[str], start_us: int, end_us: int) -> int:
+    """Upsert the rows of ``files`` whose time lies in [start_us, end_us); returns their number."""
+    col = TIME_COLUMNS[table]
     if not files:
         return 0
     sel = (f"SELECT * FROM read_parquet(?, union_by_name=true) "
