@@ -1,6 +1,5 @@
-"""A backfill's analytics run a few days at a time (``backfill_analytics_days``, ADR 022) so its peak
-memory follows the days in flight, not the range: every mart equals the analytics of the whole
-range at once, row for row, on an archive whose days end hours before the next begins (the
+"""A backfill's analytics can run a few days at a time (``backfill_analytics_days``, ADR 022): every
+mart equals the analytics of the whole range at once, row for row, on an archive whose days end hours before the next begins (the
 carried values after a day's last bar and the episodes closed by its quiet minutes are where
 cuts would show)."""
 
