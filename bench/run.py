@@ -51,6 +51,7 @@ FULL: dict[str, Any] = {
     "peers": True,
     "backfill_memory": [{"events": 200_000, "days": 10, "hours_per_day": 1},
                         {"events": 1_800_000, "days": 90, "hours_per_day": 1}],
+    "backfill_scale": [(50_000_000, 25)],  # bench/backfill_scale.py: ~1.5 GB of archive, removed after
 }
 QUICK: dict[str, Any] = {
     "sim": {"scenario": "A", "seed": 7, "duration": "3m", "trades_per_second": 20.0},
@@ -171,6 +172,11 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
             res["ratio_to_duckdb"] = res["seconds"] / res["peers"]["duckdb_sql"]["seconds"]
         runs.append(res)
     out["backfill"] = {"runs": runs, "memory": peers.memory_runs(cfg.get("backfill_memory", []), workdir, seed)}
+    if cfg.get("backfill_scale"):  # issue 21: the 50M-event backfill against DuckDB SQL and Polars (ADR 022)
+        from bench.backfill_scale import measure
+
+        say("backfill at scale: " + ", ".join(f"{e:,} events / {d} days" for e, d in cfg["backfill_scale"]))
+        out["backfill_scale"] = [measure(e, d, workdir, seed) for e, d in cfg["backfill_scale"]]
 
     say("the liquidation map's cost: live cycles with the estimator off vs on")
     from bench.liqmap import stage_liqmap
@@ -251,6 +257,8 @@ def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
                 t["backfill_vs_duckdb"], "<="),
         _target(f"backfill peak memory (PSS), {largest['events']:,} / {runs[0]['events']:,} events "
                 "(bounded: flat with size)", growth, "ratio", t["backfill_rss_growth"], "<="),
+        *[_target(f"backfill time / DuckDB SQL time, {r['events']:,} events", r["ratio_to_duckdb_sql"], "ratio",
+                  t["backfill_vs_duckdb"], "<=") for r in st.get("backfill_scale") or []],
         _target("backfill peak memory (PSS), 90 days / 10 days at the same events per day",
                 peers.memory_ratio(st["backfill"].get("memory") or []), "ratio", t["backfill_memory_90_vs_10_days"],
                 "<="),

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.arrow import EVENT_TYPE_META
+from schemas.arrow import EVENT_TYPE_META, arrow_schema
 
 DAY_US = 86_400_000_000
 
@@ -97,6 +97,35 @@ def iter_day(archive: Path, event_type: str, day: str, rows: int = 50_000) -> It
     from pipelines.sinks import compact_batches
 
     yield from compact_batches(_deduplicated(files), rows)
+
+
+def read_day_columns(archive: Path, event_type: str, day: str, columns: list[str],
+                     dictionary: tuple[str, ...] = ()) -> pa.Table | None:
+    """:func:`read_day`'s rows (deduplicated, in position order) as one table of ``columns``
+    (those a file lacks read as nulls), or None when the day has no file: the backfill's
+    per-day pass (ADR 022). Only the wanted columns are decoded, single-threaded (the day
+    workers already fill the cores; Arrow's reader threads fought them), string columns named
+    in ``dictionary`` kept dictionary-encoded (the instrument strings repeat on every row)."""
+    files = sorted(str(p) for p in (archive / event_type / f"date={day}").glob("*.parquet"))
+    if not files:
+        return None
+    order = _disjoint_order(files)
+    if order is None:
+        tables = [_deduplicated(files)]
+    else:
+        tables = []
+        for f in order:
+            have = pq.read_schema(f).names
+            tables.append(pq.read_table(f, columns=[c for c in columns if c in have], use_threads=False,
+                                        read_dictionary=[c for c in dictionary if c in have]))
+    tables = [t.select([c for c in columns if c in t.schema.names]) for t in tables]
+    # one dictionary per column: Arrow's group_by refuses chunks with differing dictionaries
+    table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
+    for c in columns:  # a column no file has: nulls of its schema type, for the aggregates
+        if c not in table.schema.names:
+            typ = arrow_schema(event_type).field(c).type
+            table = table.append_column(c, pa.nulls(table.num_rows, typ))
+    return table.select(columns)
 
 
 def _deduplicated(files: list[str]) -> pa.Table:

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.transforms.window import FixedWindows
 
 MINUTE_S = 60
@@ -155,3 +156,68 @@ class LiquidationBatchesPerMinute(beam.PTransform):
             | "MergePerMinute" >> beam.CombinePerKey(_MergeStats())
             | "ToRow" >> beam.Map(_minute_row)
         )
+
+
+def _decimal_micros(micros: pa.Array, typ: pa.Decimal128Type) -> pa.Array:
+    """int64 micro-USD -> decimal128 of scale 6 holding exactly micros / 10**6 (what :func:`usd` gives):
+    the integer IS the decimal's unscaled value, written as the 128-bit two's complement Arrow
+    stores (a cast would scale the integer instead)."""
+    import numpy as np
+
+    if typ.scale != 6:
+        raise ValueError(f"micro-USD decimals have scale 6, not {typ.scale}")
+    values = pc.fill_null(micros, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    words = np.empty((len(values), 2), dtype="<i8")
+    words[:, 0], words[:, 1] = values, values >> 63
+    validity = None if micros.null_count == 0 else micros.is_valid().buffers()[1]
+    return pa.Array.from_buffers(typ, len(values), [validity, pa.py_buffer(words.tobytes())],
+                                 null_count=micros.null_count)
+
+
+def liquidation_minutes(table: pa.Table | None) -> pa.Table | None:
+    """liquidations_1m rows of a table of liquidations (exchange, symbol, side, event_time,
+    notional_usd, base, quote; strings plain or dictionary-encoded), vectorized: the rows
+    :class:`LiquidationBatchesPerMinute` makes of the same events (the backfill's per-day pass,
+    ADR 022). Each notional is rounded to micro-USD half-to-even once (``micro_usd``) and the
+    sums are integers; base and quote are the first non-empty of the minute's rows in table
+    order, as ``LiquidationStats`` keeps them (none: the last row's)."""
+    if table is None or table.num_rows == 0:
+        return None
+    minute_us = MINUTE_S * MICRO
+    micros = pc.cast(pc.round(pc.multiply(table["notional_usd"], float(MICRO)), round_mode="half_to_even"), pa.int64())
+
+    def plain(name: str) -> pa.ChunkedArray:
+        col = table[name]
+        col = pc.cast(col, col.type.value_type) if pa.types.is_dictionary(col.type) else col
+        return col
+
+    def first_non_empty(name: str) -> pa.ChunkedArray:
+        col = plain(name)
+        return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+
+    work = pa.table({
+        "exchange": plain("exchange"), "symbol": plain("symbol"), "side": plain("side"),
+        "minute": pc.multiply(pc.divide(table["event_time"], minute_us), minute_us),
+        "usd": micros, "event_time": table["event_time"],
+        "base": first_non_empty("base"), "quote": first_non_empty("quote"),
+        "base_raw": plain("base"), "quote_raw": plain("quote"),
+    })
+    g = work.group_by(["exchange", "symbol", "side", "minute"], use_threads=False).aggregate([
+        ("usd", "count", pc.CountOptions(mode="all")), ("usd", "sum"), ("usd", "max"),
+        ("event_time", "min"), ("event_time", "max"), ("base", "first"), ("quote", "first"),
+        ("base_raw", "last"), ("quote_raw", "last")])
+    g = g.sort_by([("exchange", "ascending"), ("symbol", "ascending"), ("side", "ascending"), ("minute", "ascending")])
+    ts = pa.timestamp("us", tz="UTC")
+    schema = LIQUIDATIONS_1M_SCHEMA
+    return pa.table({
+        "exchange": g["exchange"], "symbol": g["symbol"], "side": g["side"],
+        "minute": pc.cast(g["minute"], ts), # none non-empty: `base or rec["base"]` ends with the last row's value
+        "base": pc.coalesce(g["base_first"], g["base_raw_last"]),
+        "quote": pc.coalesce(g["quote_first"], g["quote_raw_last"]),
+        "liq_count": g["usd_count"],
+        "notional_usd": _decimal_micros(g["usd_sum"].combine_chunks(), schema.field("notional_usd").type),
+        # LiquidationStats' max starts at 0
+        "max_notional_usd": _decimal_micros(pc.max_element_wise(g["usd_max"], 0).combine_chunks(),
+                                            schema.field("max_notional_usd").type),
+        "first_event_time": pc.cast(g["event_time_min"], ts), "last_event_time": pc.cast(g["event_time_max"], ts),
+    }, schema=schema)

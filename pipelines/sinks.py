@@ -37,6 +37,30 @@ class _WriteBundleParquet(beam.DoFn):
         self._rows = []
 
 
+class _WriteTableParquet(beam.DoFn):
+    def __init__(self, out_dir: str, name: str) -> None:
+        self._out_dir = out_dir
+        self._name = name
+
+    def process(self, table: pa.Table) -> None:
+        if table.num_rows:
+            write_parquet_atomic(table, self._out_dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
+
+
+class WriteTablesToParquet(beam.PTransform):
+    """Arrow tables (a mart's rows, built column-wise) -> one Parquet file ``<name>-<uuid>.parquet`` each,
+    beside :class:`WriteRowsToParquet`'s files (the driver loads both the same way)."""
+
+    def __init__(self, out_dir: str | Path, name: str) -> None:
+        super().__init__()
+        self._out_dir = str(out_dir)
+        self._name = name
+
+    def expand(self, tables):
+        make_dirs(self._out_dir)
+        return tables | beam.ParDo(_WriteTableParquet(self._out_dir, self._name))
+
+
 def write_parquet_atomic(table: pa.Table, directory: str, name: str) -> None:
     """Write ``directory/name`` (a path or fsspec URL) whole or not at all: written under a dot name,
     then renamed, so a worker killed mid-write leaves no half file for the loader's glob (the

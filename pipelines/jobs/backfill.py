@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from connectors.normalize import DeadLetter, Outcome
 from pipelines import archive, warehouse
+from pipelines.archive import DAY_US
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
     ANALYTIC_MARTS,
@@ -48,8 +49,9 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, parquet_glob
-from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
+from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
+from pipelines.transforms.config import AnalyticsConfig
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,52 @@ class ReadArchiveDays(beam.DoFn):
         for batch in archive.iter_day(Path(self._dir), event_type, day, BATCH_ROWS):
             if batch.num_rows:
                 yield batch.replace_schema_metadata(meta)
+
+
+#: what the per-day pass reads of each event type: the instrument and the columns its marts aggregate
+DAY_COLUMNS = {et: [*IDENT_COLUMNS, *BAR_EVENT_COLUMNS[et]] for et in EVENT_TYPES}
+
+
+class DayEventMarts(beam.DoFn):
+    """An archive day -> its bars_1m and liquidations_1m as Arrow tables (tagged outputs) and its
+    event count row (main output), in one vectorized pass over the day (ADR 022): each event type
+    read once (its columns only, deduplicated on the position), aggregated once for every
+    instrument; no per-instrument split, no shuffle."""
+
+    def __init__(self, archive_dir: str, bar_us: int) -> None:
+        self._dir = archive_dir
+        self._bar_us = bar_us
+        self._events = beam.metrics.Metrics.counter("backfill", _CountEvents.NAME)
+
+    def process(self, day: str) -> Iterator:
+        from pipelines.liquidations import liquidation_minutes
+        from pipelines.transforms.bars import day_bars
+
+        tables = {et: archive.read_day_columns(Path(self._dir), et, day, DAY_COLUMNS[et], dictionary=IDENT_COLUMNS)
+                  for et in EVENT_TYPES}
+        events = sum(t.num_rows for t in tables.values() if t is not None)
+        self._events.inc(events)
+        bars = day_bars(tables, self._bar_us)
+        if bars is not None:
+            yield beam.pvalue.TaggedOutput("bars_1m", bars)
+        liquidations = liquidation_minutes(tables["liquidation"])
+        if liquidations is not None:
+            yield beam.pvalue.TaggedOutput("liquidations_1m", liquidations)
+        yield {"batch": f"day:{day}", "events": events}  # keyed: a retried task's row counts once
+
+
+def archive_day_marts(p: beam.Pipeline, archive_dir: Path, days: list[date], out, config: AnalyticsConfig):
+    """The archive days' event marts -> ``out`` (Parquet); returns the PCollection of count rows.
+    The days spread over the runner's workers (Reshuffle; the Dask runner gives each its task)."""
+    items = [d.isoformat() for d in days]
+    if not any(archive.days_in(archive_dir, et, items[0], items[-1]) for et in EVENT_TYPES):
+        log.warning("no archived events for %s..%s under %s", items[0], items[-1], archive_dir)
+    marts = (p | "ArchiveDays" >> beam.Create(items, reshuffle=False) | "Spread" >> beam.Reshuffle()
+             | "DayEventMarts" >> beam.ParDo(DayEventMarts(str(archive_dir), config.bar_us)).with_outputs(
+                 "bars_1m", "liquidations_1m", main="counts"))
+    marts.bars_1m | "WriteBars" >> WriteTablesToParquet(out, "bars_1m")
+    marts.liquidations_1m | "WriteLiquidations1m" >> WriteTablesToParquet(out, "liquidations_1m")
+    return marts.counts
 
 
 class NormalizeCaptureFile(beam.DoFn):
@@ -219,28 +267,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                 for table, name in (("bars_1m", "bars_1m"), ("liquidations_1m", "liquidations_1m")):
                     result.rows[table] = _replace(con, table, parquet_glob(out, name), start_us, end_us)
                 tick = add_phase_time(result.timings, "replace", tick)
-                # analytics: bars of the range + lookback (and after, so episodes crossing `to` are whole)
-                # + the liquidation map's warm-up: a backfill has no stored books to continue (ADR 015)
-                marts_start = start_us - analytics_lookback_us(config)
-                warm_up = config.liqmap_warmup_minutes * MINUTE_US if config.liqmap_enabled else 0
-                window_start = min(marts_start, start_us - warm_up)
-                bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
-                if bars_by_base:
-                    _log_step(progress, "recomputing cascades, OI deltas and contagion")
-                    # in-process: the per-base panels are vectorized, and worker processes cost more
-                    # (start-up, pickling the panels) than they save up to a month of bars (ADR 007)
-                    ref = oi_reference(con, marts_start, config)
-                    if cluster is not None:  # the bases spread over the cluster too
-                        cluster.run_analytics(bars_by_base, config, start_us, ref, tmp / "analytics")
-                    else:
-                        pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
-                        build_analytics_graph(pa_, bars_by_base, tmp / "analytics", config, emit_from_us=start_us,
-                                              oi_reference=ref)
-                        _run(pa_)
-                tick = add_phase_time(result.timings, "analytics", tick)
-                for name in ANALYTIC_MARTS:
-                    result.rows[name] = _replace(con, name, parquet_glob(tmp / "analytics", name), start_us, end_us)
-                attach_cascade_fuel(con, config, start_us)
+                _log_step(progress, "recomputing cascades, OI deltas, contagion and the liquidation map")
+                tick = _backfill_analytics(con, cluster, settings, config, start_us, end_us, tmp, result)
                 tick = add_phase_time(result.timings, "replace", tick)
                 if run_dq:
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
@@ -281,15 +309,103 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
             cluster.close()
 
 
+def _analytics_chunks(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int | None]]:
+    """[from, to) of each analytics run, oldest first; the last runs to the end of the stored bars
+    (episodes crossing the range's end are whole, as before)."""
+    step = settings.backfill_analytics_days * DAY_US
+    if step <= 0 or settings.backfill_runner == "dask":  # (on Dask the memory is the workers')
+        return [(start_us, None)]
+    cuts = list(range(start_us, end_us, step))
+    return [(c, c + step) for c in cuts[:-1]] + [(cuts[-1], None)]
+
+
+#: a base's bars up to and including its first bar at or after the parameter (all, if none)
+_BARS_UNTIL_FIRST_AFTER = """(SELECT * FROM bars_1m b WHERE b.minute_ts <= coalesce(
+    (SELECT min(n.minute_ts) FROM bars_1m n WHERE n.base = b.base AND n.minute_ts >= make_timestamp(?::BIGINT)),
+    'infinity'::TIMESTAMP))"""
+
+
+def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsConfig, start_us: int,
+                        end_us: int, tmp: Path, result: BackfillResult) -> float:
+    """The analytic marts of [start_us, end_us) from the replaced bars, in the open transaction,
+    ``backfill_analytics_days`` at a time (ADR 022): each run reads its days' bars plus the
+    lookback, emits from its first minute and upserts like a stream cycle (``load._phase_analytics``:
+    the detection re-runs over the lookback, so an episode crossing a cut is re-emitted whole; the
+    alerts and map snapshots after the cut are replaced), and the liquidation map continues from the
+    books the run before stored (settled at its last minute) instead of warming up again. The first
+    run warms the books up (a backfill has no stored books to continue, ADR 015). Returns the
+    perf_counter reading after the last replacement (phases "analytics" and "replace" accounted)."""
+    tick = time.perf_counter()
+    for name in ANALYTIC_MARTS:
+        _delete_range(con, name, start_us, end_us)
+    bar, lookback = config.bar_us, analytics_lookback_us(config)
+    state_path, state_last = None, None
+    for i, (c0, c1) in enumerate(_analytics_chunks(settings, start_us, end_us)):
+        marts_start = c0 - lookback
+        if state_last is None:  # no books to continue: they warm up before c0
+            warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
+            data_from = c0 - warm
+        else:  # the carried prices and OI of the minutes before the books' next one (liqmap_cycle)
+            data_from = state_last + bar - config.ffill_max_minutes * bar
+        window_start = min(marts_start, data_from)
+        # a run reads past its last day: each base up to its first bar a lookback after the cut, so
+        # its panel runs on as the whole range's does (the carried values after a day's last bar,
+        # an episode closed by the quiet minutes after it); the next run re-emits from the cut
+        source, params = ("bars_1m", None) if c1 is None else (_BARS_UNTIL_FIRST_AFTER, [c1 + lookback])
+        out = tmp / f"analytics-{i}"
+        bars_by_base = export_bars_by_base(con, tmp / f"bars-{i}", config, since_us=window_start, source=source,
+                                           params=params)
+        if bars_by_base:
+            ref = oi_reference(con, marts_start, config)
+            if cluster is not None:  # the bases spread over the cluster too (one run: no books to carry)
+                cluster.run_analytics(bars_by_base, config, c0, ref, out)
+            else:
+                liqmap = None
+                if config.liqmap_enabled and (c1 is not None or state_path is not None):
+                    liqmap = {"state_path": state_path, "data_from_us": data_from,
+                              "settled_us": None if c1 is None else c1 - bar}
+                # in-process: the per-base panels are vectorized, and worker processes cost more
+                # (start-up, pickling the panels) than they save (ADR 007)
+                pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
+                build_analytics_graph(pa_, bars_by_base, out, config, emit_from_us=c0, oi_reference=ref,
+                                      liqmap_state=liqmap)
+                _run(pa_)
+        tick = add_phase_time(result.timings, "analytics", tick)
+        if c0 > start_us:  # what the run before emitted after the cut is re-emitted now (as a stream cycle)
+            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT) "
+                        "AND alert_ts < make_timestamp(?::BIGINT)", [c0, end_us])
+            con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT) "
+                        "AND as_of_ts < make_timestamp(?::BIGINT)", [c0, end_us])
+        for name in ANALYTIC_MARTS:
+            _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
+        attach_cascade_fuel(con, config, c0)
+        states = parquet_glob(out, "liquidation_map_state")
+        state_path, state_last = None, None
+        if states:
+            state_path = str(tmp / f"liquidation_map_state-{i}.parquet")
+            con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{state_path}' (FORMAT parquet)", [states])
+            (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
+        tick = add_phase_time(result.timings, "replace", tick)
+    for name in ANALYTIC_MARTS:
+        col = TIME_COLUMNS[name]
+        (result.rows[name],) = con.execute(
+            f"SELECT count(*) FROM {name} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
+            [start_us, end_us]).fetchone()
+    return tick
+
+
 def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,
                  config: AnalyticsConfig, within_day_workers: int = 1) -> int:
     """One day's event pipeline: its events -> bars_1m, late_events and liquidations_1m Parquet
     files under ``out``; returns the number of events read. The archive is read on the in-process
     runner (its work is vectorized: worker processes only add start-up and data-plane copies);
     captures and Kafka ranges (Python parsing per message) spread over ``within_day_workers``."""
+    if source == "archive":  # one vectorized pass over the day (ADR 022)
+        p = beam.Pipeline(runner=_runner(), options=_options(1))
+        archive_day_marts(p, settings.data_dir / "archive", [day], out, config)
+        return _run(p).get(_CountEvents.NAME, 0)
     d0, d1 = _day_bounds(day, day)
-    workers = 1 if source == "archive" else within_day_workers
-    p = beam.Pipeline(runner=_runner(), options=_options(workers))
+    p = beam.Pipeline(runner=_runner(), options=_options(within_day_workers))
     batches = _source(p, settings, source, captures, day, day, d0, d1)
     write_event_marts(p, batches, out, config, watermark_us=None, prior_bar_files=[])
     batches | "CountEvents" >> beam.ParDo(_CountEvents())
@@ -382,9 +498,19 @@ def _store_dq(con, result: BackfillResult) -> None:
 
 
 def _replace(con, table: str, files: list[str], start_us: int, end_us: int) -> int:
+    _delete_range(con, table, start_us, end_us)
+    return _insert_range(con, table, files, start_us, end_us)
+
+
+def _delete_range(con, table: str, start_us: int, end_us: int) -> None:
     col = TIME_COLUMNS[table]
     con.execute(f"DELETE FROM {table} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
                 [start_us, end_us])
+
+
+def _insert_range(con, table: str, files: list[str], start_us: int, end_us: int) -> int:
+    """Upsert the rows of ``files`` whose time lies in [start_us, end_us); returns their number."""
+    col = TIME_COLUMNS[table]
     if not files:
         return 0
     sel = (f"SELECT * FROM read_parquet(?, union_by_name=true) "
@@ -508,14 +634,17 @@ class DaskBackfill:
             day = next(queue, None)
             if day is None:
                 return
-            d0, d1 = _day_bounds(day, day)
             p = beam.Pipeline(runner=self.runner)
-            batches = _source(p, settings, source, captures, day, day, d0, d1)
-            write_event_marts(p, batches, staged, config, watermark_us=None, prior_bar_files=[])
-            # no Beam metrics on Dask: each batch's count is a row, keyed so a retried task's copy
-            # of it is counted once
-            (batches | "EventCounts" >> beam.Map(_event_count_row)
-             | "WriteEventCounts" >> WriteRowsToParquet(staged, "event_counts"))
+            if source == "archive":  # the same per-day pass as the local runner (ADR 022)
+                counts = archive_day_marts(p, settings.data_dir / "archive", [day], staged, config)
+            else:
+                d0, d1 = _day_bounds(day, day)
+                batches = _source(p, settings, source, captures, day, day, d0, d1)
+                write_event_marts(p, batches, staged, config, watermark_us=None, prior_bar_files=[])
+                counts = batches | "EventCounts" >> beam.Map(_event_count_row)
+            # no Beam metrics on Dask: each batch's (day's) count is a row, keyed so a retried
+            # task's copy of it is counted once
+            counts | "WriteEventCounts" >> WriteRowsToParquet(staged, "event_counts")
             running.append(p.run())
 
         for _ in range(max(1, settings.dask_days_in_flight)):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bench import data, peers
+from tests.unit.test_bench_quick import _fake_stages
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Polars and confluent-kafka are peers too (bars from the archive; the raw librdkafka loop) but
@@ -87,3 +88,18 @@ def test_memory_ratio_is_most_days_over_fewest():
     runs = [{"days": 90, "peak_pss_mb": 600.0}, {"days": 10, "peak_pss_mb": 500.0}]
     assert peers.memory_ratio(runs) == 1.2
     assert peers.memory_ratio(runs[:1]) is None
+
+
+def test_backfill_scale_targets_one_ratio_per_size_and_the_memory_ratio():
+    from bench import backfill_scale, run
+
+    runs = [{"events": 4_000_000, "archive": {"days": 4}, "ratio_to_duckdb_sql": 2.5},
+            {"events": 50_000_000, "archive": {"days": 25}, "ratio_to_duckdb_sql": 7.0}]
+    got = backfill_scale.targets(runs, [{"days": 10, "peak_pss_mb": 500.0}, {"days": 90, "peak_pss_mb": 650.0}])
+    assert [(t["value"], t["met"]) for t in got] == [(2.5, True), (7.0, False), (1.3, False)]
+    assert "50,000,000 events" in got[1]["name"] and all(t["op"] == "<=" for t in got)
+    assert backfill_scale.targets(runs[:1], []) == got[:1]  # no memory runs: no memory target
+    # make bench's own targets take the scale stage's runs (bench/run.py)
+    targets = run.targets({**_fake_stages(), "backfill_scale": [runs[1]]})
+    (t,) = [t for t in targets if t["name"] == "backfill time / DuckDB SQL time, 50,000,000 events"]
+    assert (t["value"], t["target"], t["met"]) == (7.0, 3.0, False)
