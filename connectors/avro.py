@@ -123,12 +123,17 @@ class AvroDecoder:
             raise SchemaDecodeError(f"corrupt Avro body: {exc}") from exc
 
 
-def _strip_logical_types(node: Any) -> Any:
+def strip_keys(node: Any, *keys: str) -> Any:
+    """A copy of a schema node without the attributes ``keys`` at any depth."""
     if isinstance(node, dict):
-        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+        return {k: strip_keys(v, *keys) for k, v in node.items() if k not in keys}
     if isinstance(node, list):
-        return [_strip_logical_types(v) for v in node]
+        return [strip_keys(v, *keys) for v in node]
     return node
+
+
+def _strip_logical_types(node: Any) -> Any:
+    return strip_keys(node, "logicalType")
 
 
 def _version(event_type: str, version: int) -> schemas.SchemaVersion:

@@ -36,21 +36,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
-from connectors.avro import HEADER_LEN, AvroDecoder, SchemaDecodeError, _strip_logical_types, _version
+from connectors.avro import HEADER_LEN, AvroDecoder, SchemaDecodeError, _version, strip_keys
 from schemas.arrow import EVENT_TYPE_META, avro_to_arrow
 
 #: a part of the block this small (after bisection) is decoded value by value
 LEAF = 16
 #: the container's sync marker: any 16 bytes (the block is never written anywhere)
 _SYNC = b"liqstream-block!"
-
-
-def _strip_defaults(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip_defaults(v) for k, v in node.items() if k != "default"}
-    if isinstance(node, list):
-        return [_strip_defaults(v) for v in node]
-    return node
 
 
 def _varint_len(z: np.ndarray) -> np.ndarray:
@@ -155,7 +147,7 @@ class BatchDecoder:
         import polars as pl
 
         head = io.BytesIO()
-        fastavro.writer(head, fastavro.parse_schema(_strip_defaults(_strip_logical_types(raw))), [],
+        fastavro.writer(head, fastavro.parse_schema(strip_keys(raw, "logicalType", "default")), [],
                         sync_marker=_SYNC)
         try:
             pl.read_avro(io.BytesIO(head.getvalue()))

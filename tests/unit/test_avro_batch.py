@@ -69,9 +69,13 @@ def _values(sv: schemas.SchemaVersion, data: st.DataObject, at_least: int) -> li
     return (once * (at_least // len(once) + 1))[: max(at_least, len(once))] + once
 
 
+#: a few drawn record sets per schema; large blocks are slow to draw, which is expected here
+_HYPOTHESIS = settings(max_examples=10, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+
+
 @pytest.mark.parametrize("name", sorted(VERSIONS))
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                       HealthCheck.large_base_example])
+@_HYPOTHESIS
 @given(data=st.data())
 def test_clean_values_decode_in_one_block_exactly_as_one_by_one(name, data):
     sv = VERSIONS[name]
@@ -101,8 +105,7 @@ def _corruptions(value: bytes, other_type_header: bytes) -> list[bytes | None]:
 
 
 @pytest.mark.parametrize("name", sorted(VERSIONS))
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                       HealthCheck.large_base_example])
+@_HYPOTHESIS
 @given(data=st.data())
 def test_corrupt_values_are_rejected_alone_with_the_per_record_reason(name, data):
     sv = VERSIONS[name]
