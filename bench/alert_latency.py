@@ -53,9 +53,15 @@ LIQ_DELAY_S, LIQ_EVERY_S = 3.0, 0.25
 #: an absorbed burst's flood starts this long after the shock, one liquidation every 0.5 s
 FLOOD_DELAY_S, FLOOD_EVERY_S = 12.0, 0.5
 P95_TARGET_S = 5.0
-#: producer processes per 10k events/s of input: one process building the scenario's records and
-#: encoding them reached only ~7.2k/s of a 10k target (2026-12-03), so each gets 5k/s
+#: a rate's figures count only when the generator delivered this share of it
+INPUT_REACHED = 0.95
+#: producer processes per 10k events/s of input: with kafka-python one process per 5k/s kept up on an
+#: idle core; with librdkafka one would do, two keep the pacing loop's Python (building the records)
+#: well below a core each
 PRODUCERS_PER_10K = 2
+#: the load generator's Kafka client: librdkafka by default, so the generator does not take the
+#: cores the job is measured on (bench.data.RdkafkaEventProducer); kafka-python as the connectors use
+PRODUCER_CLIENTS = ("confluent-kafka", "kafka-python")
 
 
 @dataclass(frozen=True)
@@ -193,10 +199,12 @@ def live_shocks(start_us: int, live_minutes: int, history_minutes: int, bases: l
 
 
 def _producer_main(bootstrap: str, scenario_args: dict, rate: float, live_from: int, wall_start: float,
-                   seed: int, with_shocks: bool, result_q) -> None:
+                   seed: int, with_shocks: bool, client: str, result_q) -> None:
     """Child process: the live seconds of the scenario at ``rate`` events/s, each second published
     when the wall clock reaches it; with ``with_shocks`` also the shocks and OI, recording when each
-    crossing event was handed to the producer."""
+    crossing event was handed to the producer. ``client``: the producer's Kafka client
+    (:data:`PRODUCER_CLIENTS`)."""
+    from bench.data import RdkafkaEventProducer
     from connectors.config import KafkaSettings
     from connectors.kafka.producer import EventProducer
 
@@ -206,8 +214,10 @@ def _producer_main(bootstrap: str, scenario_args: dict, rate: float, live_from: 
         if with_shocks else []
     crossings: list[dict] = []
     sent = 0
-    t_first = None
-    with EventProducer(KafkaSettings(bootstrap_servers=bootstrap)) as producer:
+    t_first = t_last = None
+    producer_cm = (RdkafkaEventProducer(bootstrap) if client == "confluent-kafka"
+                   else EventProducer(KafkaSettings(bootstrap_servers=bootstrap)))
+    with producer_cm as producer:
         encode, send = producer.encode_event, producer.send_encoded
         si = 0
         for second in range(live_from, sc.seconds):
@@ -228,13 +238,15 @@ def _producer_main(bootstrap: str, scenario_args: dict, rate: float, live_from: 
                     if len(e) == 3 and e[2]:
                         crossings.append({"base": e[1]["base"], "event_time": e[1]["event_time"],
                                           "produced_at": time.time()})
+                if j > i:  # the rate's window: first to last send, not the wait for the first due event
+                    t_last = time.time()
+                    t_first = t_first or t_last
                 sent += j - i
-                t_first = t_first or time.time()
                 i = j
                 if i < len(events):
                     time.sleep(0.01)
         producer.flush()
-    result_q.put({"sent": sent, "seconds": time.time() - (t_first or time.time()), "crossings": crossings})
+    result_q.put({"sent": sent, "seconds": (t_last - t_first) if t_first else 0.0, "crossings": crossings})
 
 
 def _quantiles(xs: list[float]) -> dict[str, float | None]:
@@ -246,7 +258,7 @@ def _quantiles(xs: list[float]) -> dict[str, float | None]:
 
 
 def run_rate(rate: float, workdir: Path, live_minutes: int = 5, history_minutes: int = 40, seed: int = 5,
-             producers_per_10k: int = PRODUCERS_PER_10K) -> dict[str, Any]:
+             producers_per_10k: int = PRODUCERS_PER_10K, producer_client: str = PRODUCER_CLIENTS[0]) -> dict[str, Any]:
     """One input rate: fresh broker and mart, the stream job, history then live minutes; latencies."""
     import os
 
@@ -254,7 +266,7 @@ def run_rate(rate: float, workdir: Path, live_minutes: int = 5, history_minutes:
     saved = os.environ.get(floor_env)
     os.environ[floor_env] = "1e15"  # per-base episodes only (module docstring); the job reads the env
     try:
-        return _run_rate(rate, workdir, live_minutes, history_minutes, seed, producers_per_10k)
+        return _run_rate(rate, workdir, live_minutes, history_minutes, seed, producers_per_10k, producer_client)
     finally:
         if saved is None:
             os.environ.pop(floor_env, None)
@@ -263,7 +275,9 @@ def run_rate(rate: float, workdir: Path, live_minutes: int = 5, history_minutes:
 
 
 def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: int, seed: int,
-              producers_per_10k: int) -> dict[str, Any]:
+              producers_per_10k: int, producer_client: str) -> dict[str, Any]:
+    if producer_client not in PRODUCER_CLIENTS:
+        raise ValueError(f"producer client {producer_client!r}: choose one of {PRODUCER_CLIENTS}")
     import duckdb
 
     from bench.data import _BASES, publish_events, run_producers
@@ -298,7 +312,7 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
         wall_start = live_start_us / 1e6 - history_minutes * 60  # wall time of the scenario's second 0
         n_prod = max(1, -(-int(rate) // 10_000) * producers_per_10k)
         parts = run_producers(_producer_main, [(broker.bootstrap, args, rate / n_prod, history_to, wall_start,
-                                                seed + 1 + i, i == 0) for i in range(n_prod)],
+                                                seed + 1 + i, i == 0, producer_client) for i in range(n_prod)],
                               timeout_s=seconds + 300)
         t_stop = time.time()
         while time.time() - t_stop < 60 and not errors:  # drained and the last watches resolved
@@ -347,7 +361,7 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
     commit = _quantiles([e["commit_s"] for e in episodes if e["commit_s"] is not None])
     topic = _quantiles([e["topic_s"] for e in episodes if e["topic_s"] is not None])
     return {"target_rate": rate, "achieved_input_rate": sent / live_s if live_s else None, "live_events": sent,
-            "producers": n_prod, "episodes": len(episodes),
+            "producers": n_prod, "producer_client": producer_client, "episodes": len(episodes),
             "watched": sum(e["state"] is not None for e in episodes),
             "resolved_as_expected": sum(e["state"] == e["expected_state"] for e in episodes),
             "live_cycles": int(live_runs[0] or 0), "mean_cycle_s": live_runs[1],
@@ -356,13 +370,14 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
 
 
 def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | None = None,
-                        producers_per_10k: int = PRODUCERS_PER_10K) -> dict[str, Any]:
+                        producers_per_10k: int = PRODUCERS_PER_10K,
+                        producer_client: str = PRODUCER_CLIENTS[0]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-alert-") as tmp:
         base = workdir or Path(tmp)
         steps = []
         for rate in rates:
             res = run_rate(rate, base / f"alert-{int(rate)}", live_minutes=live_minutes,
-                           producers_per_10k=producers_per_10k)
+                           producers_per_10k=producers_per_10k, producer_client=producer_client)
             steps.append(res)
             c, t = res["commit"], res["topic"]
             print(f"  alert latency @ {rate:,.0f}/s (achieved {res['achieved_input_rate'] or 0:,.0f}/s): "
@@ -375,9 +390,15 @@ def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | N
 def targets(stage: dict[str, Any] | None) -> list[dict[str, Any]]:
     """results.json target rows: p50/p95/max per rate, crossing event -> watch committed (the issue's
     figure; its target: p95 <= 5 s at 10k events/s) and -> watch record on the topic. The other
-    figures are reported with no target (target, op and met null)."""
+    figures are reported with no target (target, op and met null). A rate's latency counts as met
+    only when the input reached 95 % of the rate (a starved generator measures a lighter load);
+    the achieved input rate is a row of its own."""
     rows = []
     for s in (stage or {}).get("steps", []):
+        reached = (s.get("achieved_input_rate") or 0.0) >= INPUT_REACHED * s["target_rate"]
+        rows.append({"name": f"alert latency @ {s['target_rate']:,.0f}/s: achieved input rate",
+                     "value": s.get("achieved_input_rate"), "unit": "events/s",
+                     "target": INPUT_REACHED * s["target_rate"], "op": ">=", "met": reached})
         for where in ("commit", "topic"):
             for stat in ("p50_s", "p95_s", "max_s"):
                 v = s[where][stat]
@@ -386,7 +407,7 @@ def targets(stage: dict[str, Any] | None) -> list[dict[str, Any]]:
                                      f"{'committed' if where == 'commit' else 'on the topic'} ({stat[:-2]})",
                              "value": v, "unit": "s", "target": P95_TARGET_S if gated else None,
                              "op": "<=" if gated else None,
-                             "met": (v is not None and v <= P95_TARGET_S) if gated else None})
+                             "met": (v is not None and v <= P95_TARGET_S and reached) if gated else None})
     return rows
 
 
@@ -420,12 +441,14 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual run
     ap.add_argument("--write", type=Path, help="merge the figures into this results file (bench/results.json)")
     ap.add_argument("--producers-per-10k", type=int, default=PRODUCERS_PER_10K,
                     help="producer processes per 10k events/s of input")
+    ap.add_argument("--producer-client", choices=PRODUCER_CLIENTS, default=PRODUCER_CLIENTS[0],
+                    help="the load generator's Kafka client (default: librdkafka, cheapest per record)")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     load_start = list(os.getloadavg())
     res = stage_alert_latency(args.rates, live_minutes=args.live_minutes,
-                              producers_per_10k=args.producers_per_10k)
+                              producers_per_10k=args.producers_per_10k, producer_client=args.producer_client)
     res["load_average"] = {"start": load_start, "end": list(os.getloadavg())}
     print(json.dumps(targets(res), indent=2))
     print(f"load average {load_start} -> {res['load_average']['end']}")

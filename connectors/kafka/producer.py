@@ -25,6 +25,19 @@ class DeliveryError(RuntimeError):
     pass
 
 
+class EventEncoder:
+    """Normalized record -> (topic, key, Avro value, timestamp ms), whatever client sends it."""
+
+    def __init__(self) -> None:
+        self._encoders = {et: AvroEncoder(et) for et in TOPICS}
+
+    def encode_event(self, event_type: str, record: dict[str, Any]) -> tuple[str, bytes, bytes, int]:
+        """(topic, key, value, timestamp ms); raises ValueError/TypeError if the record does not fit the schema."""
+        value = self._encoders[event_type].encode(record)
+        key = f"{record['exchange']}:{record['symbol']}".encode()
+        return TOPICS[event_type], key, value, record["event_time"] // 1000
+
+
 class EventProducer:
     def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
         compression = None if settings.compression_type in ("", "none") else settings.compression_type
@@ -41,19 +54,14 @@ class EventProducer:
             **overrides,
         }
         self._producer = KafkaProducer(**config)
-        self._encoders = {et: AvroEncoder(et) for et in TOPICS}
+        self._event_encoder = EventEncoder()
+        self.encode_event = self._event_encoder.encode_event
         self._dead_encoder = AvroEncoder("dead_letter")
         self.sent: Counter = Counter()
         self._errors: list[BaseException] = []
 
     def _on_error(self, exc: BaseException) -> None:
         self._errors.append(exc)
-
-    def encode_event(self, event_type: str, record: dict[str, Any]) -> tuple[str, bytes, bytes, int]:
-        """(topic, key, value, timestamp ms); raises ValueError/TypeError if the record does not fit the schema."""
-        value = self._encoders[event_type].encode(record)
-        key = f"{record['exchange']}:{record['symbol']}".encode()
-        return TOPICS[event_type], key, value, record["event_time"] // 1000
 
     def send_encoded(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None) -> Any:
         """Send; returns the record's future (for a caller that needs each record's outcome)."""
