@@ -42,16 +42,22 @@ class WriteArchive(beam.DoFn):
         self._out_dir = out_dir
 
     def process(self, batch: pa.RecordBatch) -> Iterator[str]:
-        table = pa.Table.from_batches([batch])
-        et = _event_type(table)
-        days = pc.divide(table["event_time"], pa.scalar(DAY_US, pa.int64()))
-        for d in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, d))
-            folder = Path(self._out_dir) / et / f"date={day_of(d * DAY_US)}"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"part-{uuid.uuid4().hex}.parquet"
-            pq.write_table(part, path, compression="zstd")
-            yield str(path)
+        yield from write_archive_table(pa.Table.from_batches([batch]), Path(self._out_dir))
+
+
+def write_archive_table(table: pa.Table, out_dir: Path) -> list[str]:
+    """One event type's events -> one Parquet file per UTC day they cover, under ``out_dir``."""
+    et = _event_type(table)
+    days = pc.divide(table["event_time"], pa.scalar(DAY_US, pa.int64()))
+    paths = []
+    for d in pc.unique(days).to_pylist():
+        part = table.filter(pc.equal(days, d))
+        folder = out_dir / et / f"date={day_of(d * DAY_US)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{uuid.uuid4().hex}.parquet"
+        pq.write_table(part, path, compression="zstd")
+        paths.append(str(path))
+    return paths
 
 
 def publish(staging: Path, archive: Path) -> int:

@@ -303,7 +303,8 @@ class StreamJob:
                 h.last_dq_ok = int(result.dq_passed)
             h.lag = lag
         if result.status != "empty":
-            log.info("cycle %s: %s, %d events, %d rejects, %.2fs (%s), lag %d",
+            log.info("cycle %s: %s, %d events, %d rejects, %.2fs (%s; events pass: %s), lag %d",
                      result.run_id, result.status, result.events_in, result.rejects_in, seconds,
-                     ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()), sum(lag.values()))
+                     ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()), result.events_pass,
+                     sum(lag.values()))
         return probe_ok and not any(lag.values())

@@ -14,6 +14,7 @@ import pytest
 
 from bench.data import SYNTH_START_US, in_time_order, publish_events, synth_tables
 from connectors.config import KafkaSettings
+from connectors.kafka.fetch import ParallelFetcher
 from pipelines.jobs.backfill import run_backfill
 from pipelines.jobs.load import run_load
 from pipelines.settings import JobSettings
@@ -33,10 +34,15 @@ def test_one_cycle_many_cycles_and_a_backfill_give_equal_marts(fresh_broker, tmp
         return JobSettings(db=tmp_path / name / "marts.duckdb", data_dir=tmp_path / name, kafka=kafka)
 
     many = settings("many")
+    # the same cycles through the job's reader processes: the vectorized events pass (ADR 028)
+    many_pass = settings("many-pass")
     parts = 12  # each part ends mid-minute: the next cycle merges into the stored bars
-    for i in range(parts):
-        publish_events(kafka, iter(events[i * len(events) // parts:(i + 1) * len(events) // parts]))
-        assert run_load(many, run_dq=False).events_in > 0
+    with ParallelFetcher(kafka, 2, min_offsets=0) as fetcher:
+        for i in range(parts):
+            publish_events(kafka, iter(events[i * len(events) // parts:(i + 1) * len(events) // parts]))
+            n = run_load(many, run_dq=False).events_in
+            r = run_load(many_pass, run_dq=False, fetcher=fetcher)
+            assert n > 0 and (r.events_in, r.events_pass) == (n, "vectorized")
     one = settings("one")
     assert run_load(one, run_dq=False).events_in == len(events)
 
@@ -46,6 +52,7 @@ def test_one_cycle_many_cycles_and_a_backfill_give_equal_marts(fresh_broker, tmp
     run_backfill(rebuilt, day, day, run_dq=False)
 
     in_one, in_many, backfilled = mart_rows(one.db), mart_rows(many.db), mart_rows(rebuilt.db)
+    assert mart_differences(in_one, mart_rows(many_pass.db)) == {}
     assert sum(len(rows) for rows in in_one.values()) > 0 and len(in_one["bars_1m"]) >= 300
     assert mart_differences(in_one, in_many) == {}
     assert mart_differences(in_one, backfilled) == {}

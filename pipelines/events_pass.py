@@ -1,0 +1,204 @@
+"""The events phase of a fetched cycle in one vectorized pass (ADR 028).
+
+A streaming catch-up cycle whose ranges the reader processes fetched into Arrow IPC files
+(``connectors.kafka.fetch``) needs no Beam graph for its events phase: every event of the cycle
+is already on this process's disk, grouped by event type. :func:`run_events_pass` reads them
+once and computes what ``load.build_event_graph`` computes, with the same functions where the
+graph has a vectorized one and the same rounding everywhere:
+
+* duplicates (ADR 016): the same identity (``dedupe.event_key_sql``) and the same rule (the copy
+  at the lowest Kafka position is kept, a key committed in ``event_keys`` drops every copy), one
+  DuckDB query per event type instead of a shuffle of shards;
+* the archive: the kept events, one Parquet file per topic partition and UTC day (each file one
+  partition's increasing offsets, as ``archive._disjoint_order`` expects);
+* late events: ``bars.split_late_batch``;
+* bars: ``bars.day_bars`` over the on-time events (the backfill's pass, ADR 022); a minute the
+  mart already holds (``prior_bars``) is merged with ``merge_partials`` like the graph's
+  ``instrument_bars``, and every stored bar read back is written again, as the graph does;
+* liquidation minutes: ``liquidations.liquidation_minutes`` over the kept liquidations (late ones
+  included, as the graph's ``LiquidationBatchesPerMinute`` sees them);
+* rejects: the readers' dead-letter rows.
+
+The output files are those the graph writes (``<out>/<mart>-<uuid>.parquet``, the archive under
+``<out>/archive``, the new keys as ``event_keys-*.parquet``), so the commit that follows does not
+know which of the two ran. ``LIQSTREAM_EVENTS_PASS=graph`` selects the graph; a cycle holding an
+event type the pass does not know (:data:`KNOWN_EVENT_TYPES`) falls back to it on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.transforms.bars import BAR_EVENT_COLUMNS, EVENT_TYPE_META
+
+log = logging.getLogger(__name__)
+
+#: env var choosing the events phase of a fetched cycle: "vectorized" (default) or "graph"
+EVENTS_PASS_ENV = "LIQSTREAM_EVENTS_PASS"
+EVENTS_PASSES = ("vectorized", "graph")
+#: the event types the pass computes marts for; any other in a cycle sends the cycle to the graph
+KNOWN_EVENT_TYPES = frozenset(BAR_EVENT_COLUMNS)
+
+
+def events_pass_choice(env: dict[str, str] | None = None) -> str:
+    """The configured events pass (``LIQSTREAM_EVENTS_PASS``; empty or unset: vectorized)."""
+    value = (os.environ if env is None else env).get(EVENTS_PASS_ENV) or "vectorized"
+    if value not in EVENTS_PASSES:
+        raise ValueError(f"{EVENTS_PASS_ENV}={value!r}: use one of {', '.join(EVENTS_PASSES)}")
+    return value
+
+
+def read_fetched(files: list[str]) -> dict[str, pa.Table] | None:
+    """The fetched IPC files -> one table per event type (files in fetch order, i.e. each
+    partition's offsets increasing), or None if a file holds an event type the pass does not
+    know (the caller falls back to the graph)."""
+    parts: dict[str, list[pa.Table]] = {}
+    for path in files:
+        with pa.OSFile(path) as source:  # read, not mapped: the cycle's folder goes when it ends
+            table = pa.ipc.open_file(source).read_all()
+        event_type = (table.schema.metadata or {}).get(EVENT_TYPE_META, b"").decode()
+        if event_type not in KNOWN_EVENT_TYPES:
+            log.info("events pass: %s holds event type %r: this cycle runs the Beam graph", path, event_type)
+            return None
+        if table.num_rows:
+            parts.setdefault(event_type, []).append(table)
+    return {et: pa.concat_tables(ts, promote_options="permissive") for et, ts in parts.items()}
+
+
+def drop_duplicates(tables: dict[str, pa.Table], seen_file: str | None, out_dir: Path) -> tuple[dict[str, pa.Table], int]:
+    """The first copy of each event (``dedupe``'s identity and rule), input order kept; the kept
+    events' keys written to ``out_dir/event_keys-*.parquet``. Returns (tables, copies dropped)."""
+    import duckdb
+
+    from pipelines.dedupe import KEYS_NAME, _order_by, event_key_sql
+
+    kept_tables: dict[str, pa.Table] = {}
+    dropped = 0
+    con = duckdb.connect()
+    try:
+        for event_type, table in tables.items():
+            schema = table.schema
+            t = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+            con.register("t", t)
+            seen = f"AND _event_key NOT IN (SELECT key FROM read_parquet('{seen_file}'))" if seen_file else ""
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE kept AS SELECT _row, _event_key, event_time FROM "
+                f"(SELECT _row, event_time, {event_key_sql(event_type, table.column_names)} AS _event_key, "
+                f"{_order_by(t.column_names)} FROM t) "
+                f"QUALIFY row_number() OVER (PARTITION BY _event_key ORDER BY {_order_by(t.column_names)}) = 1 {seen}")
+            con.unregister("t")
+            ((n_kept,),) = con.execute("SELECT count(*) FROM kept").fetchall()
+            dropped += table.num_rows - n_kept
+            if n_kept:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                con.execute(f"COPY (SELECT _event_key AS key, event_time AS event_time_us FROM kept) TO "
+                            f"'{out_dir / f'{KEYS_NAME}-{uuid.uuid4().hex}.parquet'}' (FORMAT parquet)")
+            if n_kept == table.num_rows:
+                kept_tables[event_type] = table
+            elif n_kept:
+                rows = con.sql("SELECT _row FROM kept ORDER BY _row").to_arrow_table()
+                kept_tables[event_type] = table.take(rows.column(0)).cast(schema)
+    finally:
+        con.close()
+    return kept_tables, dropped
+
+
+def write_archive(tables: dict[str, pa.Table], staging: Path) -> None:
+    """The kept events -> ``staging/<event type>/date=<day>/part-<uuid>.parquet``, one file per
+    topic partition and day (``archive.WriteArchive`` writes one per batch and day)."""
+    from pipelines.archive import write_archive_table
+
+    for table in tables.values():
+        part = table["_partition"] if "_partition" in table.column_names else None
+        if part is None or pc.count_distinct(part).as_py() <= 1:
+            write_archive_table(table, staging)
+            continue
+        for p in sorted(pc.unique(part).to_pylist()):
+            write_archive_table(table.filter(pc.equal(part, p)), staging)
+
+
+def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table | None:
+    """The cycle's bars merged with the stored bars of the minutes still open (the graph's
+    ``instrument_bars`` with ``prior_rows``): a minute in both is merged as partials, a stored
+    bar alone is written again as the graph writes it (``partial_to_row`` of its partial)."""
+    if not prior_files:
+        return bars
+    from pipelines.sinks import plain_columns
+    from pipelines.transforms.bars import bar_row_to_partial, merge_partials, partial_to_row
+
+    prior = plain_columns(pa.concat_tables([pq.read_table(f) for f in prior_files], promote_options="permissive"))
+    merged: dict[tuple, dict[str, Any]] = {}
+    for row in prior.to_pylist():
+        key, partial = bar_row_to_partial(row)
+        merged[key] = merge_partials(merged.get(key), partial)
+    if bars is not None and bars.num_rows and merged:
+        # the cycle's bars of a stored minute: merged as the graph merges them, the rest kept as they are
+        keys = pa.table({"exchange": bars["exchange"], "symbol": bars["symbol"],
+                         "minute": pc.cast(bars["minute_ts"], pa.int64()),
+                         "_pos": pa.array(range(bars.num_rows), pa.int64())})
+        prior_keys = pa.table({"exchange": pa.array([k[0] for k in merged], pa.string()),
+                               "symbol": pa.array([k[1] for k in merged], pa.string()),
+                               "minute": pa.array([k[2] for k in merged], pa.int64())})
+        hit = keys.join(prior_keys, ["exchange", "symbol", "minute"], join_type="inner", use_threads=False)
+        both = pc.sort_indices(hit["_pos"])
+        both = hit["_pos"].take(both).combine_chunks()
+        if len(both):
+            for row in bars.take(both).to_pylist():
+                key, partial = bar_row_to_partial(row)
+                merged[key] = merge_partials(merged[key], partial)
+            bars = bars.filter(pc.invert(pc.is_in(keys["_pos"], value_set=both)))
+    rows = [partial_to_row(merged[key]) for key in sorted(merged)]
+    again = pa.Table.from_pylist(rows)
+    if bars is None or not bars.num_rows:
+        return again
+    return pa.concat_tables([bars, again.cast(bars.schema)])
+
+
+def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, watermark_us: int | None,
+                    prior_files: list[str], dedupe: bool, seen_file: str | None,
+                    bar_us: int) -> dict[str, int] | None:
+    """Phase A of a fetched cycle without the graph; writes the files ``build_event_graph``
+    writes and returns its counters, or None (nothing written) when the cycle holds an event
+    type the pass does not know."""
+    from pipelines.dedupe import DUPLICATES
+    from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
+    from pipelines.sinks import write_parquet_atomic
+    from pipelines.transforms.bars import day_bars, split_late_batch
+
+    tables = read_fetched(fetched.files)
+    if tables is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dropped = 0
+    if dedupe:
+        tables, dropped = drop_duplicates(tables, seen_file, out_dir)
+    write_archive(tables, out_dir / "archive")
+
+    def write(name: str, table: pa.Table | None) -> None:
+        if table is not None and table.num_rows:
+            write_parquet_atomic(table, str(out_dir), f"{name}-{uuid.uuid4().hex}.parquet")
+
+    on_time: dict[str, pa.Table] = {}
+    late_rows: list[dict[str, Any]] = []
+    for event_type, table in tables.items():
+        kept, late = split_late_batch(table, watermark_us, allowed_lateness_us)
+        on_time[event_type] = kept
+        late_rows += late
+    write("late_events", pa.Table.from_pylist(late_rows) if late_rows else None)
+    bars = day_bars(on_time, bar_us)
+    write("bars_1m", merge_prior_bars(bars, prior_files))
+    liq = liquidation_minutes(tables.get("liquidation"))
+    write("liquidations_1m", liq.cast(LIQUIDATIONS_1M_SCHEMA) if liq is not None else None)
+    if fetched.rejects:
+        from pipelines.jobs.load import REJECTS_SCHEMA
+
+        write("rejects", pa.Table.from_pylist(fetched.rejects, schema=REJECTS_SCHEMA))
+    return {DUPLICATES: dropped}
