@@ -481,8 +481,12 @@ def peer_rows(st: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     c = (st.get("streaming") or {}).get("catch_up") or {}
     if c:
         n = c["events"]
-        rows.append((f"catch-up {n:,} ev: job to last gate", f"{c['job_events_per_s']:,.0f} ev/s",
+        rows.append((f"catch-up {n:,} ev: job to last gate (cold)", f"{c['job_events_per_s']:,.0f} ev/s",
                      f"to its events commit {c['job_events_commit_per_s']:,.0f} ev/s", f"{c['job_cycles']} cycles"))
+        if c.get("warm"):
+            w = c["warm"]
+            rows.append((f"catch-up {n:,} ev: job to last gate (warm)", f"{w['events_per_s']:,.0f} ev/s",
+                         f"to its events commit {w['events_commit_per_s']:,.0f} ev/s", f"{w['cycles']} cycles"))
         for name, rate in (("kafka-python + fastavro", c.get("raw_consume_decode_per_s")),
                            ("confluent-kafka + fastavro", c.get("confluent_kafka_per_s")),
                            ("bytewax bars", (c.get("bytewax") or {}).get("events_per_s"))):

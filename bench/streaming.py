@@ -23,6 +23,7 @@ the topics within 15 s after the producer stopped, and the p95 latency is <= 5 s
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import time
@@ -190,8 +191,56 @@ def run_rate(rate: float, seconds: float, workdir: Path, seed: int = 11, interva
         return out
 
 
+def _drain(settings: Any, fetcher: Any = None) -> dict[str, Any]:
+    """One fresh ``StreamJob`` drains the topics until a cycle finds nothing new; the window is
+    ``run()``'s start -> the last busy cycle's whole work done (events, analytics, DQ gate; the gate
+    runs every cycle here, ``dq_every_s=0``), read from ``pipeline_runs``; ``commit_*`` stops at
+    that cycle's events commit (``finished_at``) instead. ``phases``: the busy cycles' phase seconds."""
+    import duckdb
+
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    job = StreamJob(settings, StreamOptions(interval_s=0.5, dq_every_s=0.0, exit_when_idle=1), fetcher=fetcher)
+    t0 = time.time()
+    job.run()
+    con = duckdb.connect(str(settings.db), read_only=True)
+    try:
+        n, done, committed, cycles = con.execute(
+            f"SELECT sum(events_in), max({CYCLE_DONE_US}), epoch_us(max(finished_at)), count(*) FROM pipeline_runs "
+            "WHERE job = 'load' AND events_in > 0 AND finished_at >= make_timestamp(?::BIGINT)",
+            [int(t0 * 1_000_000)]).fetchone()
+    finally:
+        con.close()
+    n = int(n or 0)
+    seconds, commit_s = done / 1e6 - t0, committed / 1e6 - t0
+    phases: dict[str, float] = {}
+    for c in job.recent_cycles:
+        if c["events"]:
+            for k, v in c["timings"].items():
+                phases[k] = phases.get(k, 0.0) + v
+    return {"events": n, "seconds": seconds, "cycles": int(cycles), "events_per_s": n / seconds if seconds > 0 else None,
+            "commit_seconds": commit_s, "events_commit_per_s": n / commit_s if commit_s > 0 else None,
+            "phases": {k: round(v, 3) for k, v in phases.items()},
+            "events_pass": sorted({c["events_pass"] for c in job.recent_cycles if c["events"]})}
+
+
+#: what each catch-up window holds (bench/results.json carries it beside the figures)
+CATCH_UP_WINDOWS = {
+    "cold": "a fresh StreamJob in a process that has run one empty cycle (Beam and the mart's migrations "
+            "imported): StreamJob.run() start -> the last busy cycle's DQ gate done. Inside: the reader "
+            "processes' spawn and connect, Great Expectations' import and context (first gate), the plan, "
+            "fetch, events phase, commit, analytics, DQ gate of every cycle.",
+    "warm": "the same process after the cold run, a second backlog of the same size (later event times): a "
+            "new StreamJob with reader processes started and connected before the clock, GX loaded; "
+            "StreamJob.run() start -> the last busy cycle's DQ gate done. Inside: plan, fetch, events phase, "
+            "commit (merging the minutes the cold run stored), analytics, DQ gate of every cycle.",
+    "peers": "the raw loops: first fetch -> last record decoded; Bytewax: the flow's start -> its last bar in "
+             "memory (nothing written); all on the cold backlog, before the job.",
+}
+
+
 def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk",
-                 peers: bool = False) -> dict[str, Any]:
+                 peers: bool = False, warm: bool = True) -> dict[str, Any]:
     """The job's own rate, against the peers' on the same topics.
 
     A live step cannot show it: the job never gets more than the producer sends, and here the
@@ -201,26 +250,26 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk
     and, with ``peers`` (``bench.peers``, the ``.[bench]`` extra), the raw confluent-kafka +
     fastavro loop and a Bytewax dataflow building the same bars (checked equal to the job's
     ``bars_1m``). Then the stream job drains it (a fresh ``StreamJob``: its reader processes start,
-    Great Expectations loads at its first gate, both inside the window) until a cycle finds nothing new.
+    Great Expectations loads at its first gate, both inside the window) until a cycle finds nothing
+    new: the *cold* window. With ``warm``, a second backlog of the same size (the next 10 minutes)
+    is published and drained by a new ``StreamJob`` whose readers were started before the clock:
+    the *warm* window (:data:`CATCH_UP_WINDOWS` says what each holds).
 
-    Windows (events over wall seconds): ``job_events_per_s`` from ``StreamJob.run()``'s start to the
-    end of the last busy cycle's work: its events, its analytics and its DQ gate committed (the gate
-    runs every cycle here, ``dq_every_s=0``, so the last cycle's is inside); ``job_events_commit_per_s``
-    to that cycle's events commit only (``finished_at``, before its analytics and gate: the figure the
-    bench reported before issue 21). The raw loops: first fetch to the last record decoded. Bytewax:
-    the flow's start to its last bar in memory (nothing written)."""
-    import duckdb
-
+    Figures (events over wall seconds): ``job_events_per_s`` (cold, to the last cycle's DQ gate
+    done: events, analytics and gate committed), ``job_events_commit_per_s`` (cold, to that
+    cycle's events commit only: the figure the bench reported before issue 21), ``warm`` (the same
+    for the warm window, ``ratio_to_best_peer`` against the cold backlog's peers)."""
     from bench.data import in_time_order, publish_events, synth_tables
     from bench.stages import raw_consume_decode
-    from connectors.kafka.reader import log_bounds, plan_ranges
+    from connectors.kafka.fetch import ParallelFetcher
+    from connectors.kafka.reader import OffsetRange, log_bounds, plan_ranges
     from pipelines.jobs.load import LOAD_TOPICS, run_load
-    from pipelines.jobs.stream import StreamJob, StreamOptions
 
+    span_us = 600_000_000
     with _fresh_broker_and_mart(workdir) as (broker, kafka, settings):
         run_load(settings)  # warm-up on empty topics: Beam's imports, the mart's migrations
-        start_us = int(time.time() * 1_000_000) - 600_000_000
-        tables = synth_tables(events, start_us, 600_000_000, seed)
+        start_us = int(time.time() * 1_000_000) - 2 * span_us
+        tables = synth_tables(events, start_us, span_us, seed)
         t = time.perf_counter()
         publish_events(kafka, in_time_order(tables), layout)
         produce_s = time.perf_counter() - t
@@ -234,31 +283,33 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk
             peer["confluent_kafka_per_s"] = pr.confluent_consume_decode(broker.bootstrap, ranges, events)
             bw = pr.bytewax_bars(broker.bootstrap, topics)
             peer["bytewax"] = {k: v for k, v in bw.items() if k != "bars"}
-        job = StreamJob(settings, StreamOptions(interval_s=0.5, dq_every_s=0.0, exit_when_idle=1))
-        t0 = time.time()
-        job.run()
-        con = duckdb.connect(str(settings.db), read_only=True)
-        try:
-            n, done, committed, cycles = con.execute(
-                f"SELECT sum(events_in), max({CYCLE_DONE_US}), epoch_us(max(finished_at)), count(*) FROM pipeline_runs "
-                "WHERE job = 'load' AND events_in > 0 AND finished_at >= make_timestamp(?::BIGINT)",
-                [int(t0 * 1_000_000)]).fetchone()
-        finally:
-            con.close()
+        load = os.getloadavg()[0]
+        cold = _drain(settings)
         if peers:
             peer["bytewax"]["bars_check"] = pr.compare_bars(settings.db, bw["bars"])
-        n = int(n or 0)
-        seconds, commit_s = done / 1e6 - t0, committed / 1e6 - t0
-        rate = n / seconds if seconds > 0 else None
+        cold["load_average"] = [load, os.getloadavg()[0]]
         rates = {"kafka-python + fastavro": raw, "confluent-kafka + fastavro": peer.get("confluent_kafka_per_s"),
                  "bytewax": (peer.get("bytewax") or {}).get("events_per_s")}
         best = max((k for k, v in rates.items() if v), key=lambda k: rates[k])
+        hot = None
+        if warm:
+            publish_events(kafka, in_time_order(synth_tables(events, start_us + span_us, span_us, seed + 1)), layout)
+            fetcher = ParallelFetcher(settings.kafka, settings.fetch_workers)
+            # the readers spawned, imported and connected before the clock: a few offsets already read
+            fetcher.fetch([OffsetRange(r.topic, r.partition, r.start, min(r.end, r.start + 100)) for r in ranges],
+                          workdir / "readers-warm-up")
+            load = os.getloadavg()[0]
+            hot = _drain(settings, fetcher)
+            hot["load_average"] = [load, os.getloadavg()[0]]
+            hot["ratio_to_best_peer"] = hot["events_per_s"] / rates[best] if hot["events_per_s"] else None
+        rate = cold["events_per_s"]
         return {"layout": layout, "events": events, "produce_per_s": events / produce_s, "raw_consume_decode_per_s": raw,
-                **peer, "job_events": n, "job_seconds": seconds, "job_cycles": int(cycles),
-                "job_events_per_s": rate, "job_events_commit_per_s": n / commit_s if commit_s > 0 else None,
+                **peer, "job_events": cold["events"], "job_seconds": cold["seconds"], "job_cycles": cold["cycles"],
+                "job_events_per_s": rate, "job_events_commit_per_s": cold["events_commit_per_s"],
                 "ratio_to_raw": rate / raw if rate and raw else None,
                 "best_peer": best, "best_peer_per_s": rates[best],
-                "ratio_to_best_peer": rate / rates[best] if rate else None}
+                "ratio_to_best_peer": rate / rates[best] if rate else None,
+                "cold": cold, "warm": hot, "windows": CATCH_UP_WINDOWS}
 
 
 def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = None,
@@ -271,12 +322,15 @@ def stage_streaming(rates: list[float], seconds: float, workdir: Path | None = N
         if catch_up_events:
             # the same backlog laid out as `replay FILE` leaves it (bulk) and as a live feed does (paced)
             catch_up = run_catch_up(catch_up_events, base / "catch-up", peers=peers)
-            catch_up_paced = run_catch_up(catch_up_events, base / "catch-up-paced", layout="paced")
+            catch_up_paced = run_catch_up(catch_up_events, base / "catch-up-paced", layout="paced", warm=False)
             for c in (catch_up, catch_up_paced):
-                print(f"  streaming catch-up of {catch_up_events:,} events ({c['layout']}): job "
+                w = c.get("warm")
+                print(f"  streaming catch-up of {catch_up_events:,} events ({c['layout']}): job cold "
                       f"{c['job_events_per_s']:,.0f}/s to its last gate ({c['job_events_commit_per_s']:,.0f}/s to "
-                      f"its events commit), best peer {c['best_peer']} {c['best_peer_per_s']:,.0f}/s "
-                      f"({c['ratio_to_best_peer']:.2f})", flush=True)
+                      f"its events commit)" + (f", warm {w['events_per_s']:,.0f}/s ({w['ratio_to_best_peer']:.2f})"
+                                               if w else "")
+                      + f", best peer {c['best_peer']} {c['best_peer_per_s']:,.0f}/s ({c['ratio_to_best_peer']:.2f})",
+                      flush=True)
         steps = []
         for rate in rates:
             res = run_rate(rate, seconds, base / f"rate-{int(rate)}")

@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,6 +153,8 @@ class StreamJob:
         self.health = StreamHealth()
         self._stop = threading.Event()
         self._signals = 0
+        #: the last cycles' events, wall seconds, phases and events pass (the bench reads them)
+        self.recent_cycles: deque[dict] = deque(maxlen=100)
 
     def request_stop(self, *_: object) -> None:
         self._signals += 1
@@ -302,6 +305,8 @@ class StreamJob:
             if result.dq:
                 h.last_dq_ok = int(result.dq_passed)
             h.lag = lag
+        self.recent_cycles.append({"events": result.events_in, "seconds": seconds, "timings": dict(result.timings),
+                                   "events_pass": result.events_pass})
         if result.status != "empty":
             log.info("cycle %s: %s, %d events, %d rejects, %.2fs (%s; events pass: %s), lag %d",
                      result.run_id, result.status, result.events_in, result.rejects_in, seconds,

@@ -238,6 +238,11 @@ def test_catch_up_bench_measures_the_whole_backlog(tmp_path):
     con.close()
     assert gates > 0 and commit_us < last_check <= done_us
     assert res["job_events_commit_per_s"] > res["job_events_per_s"]  # the events commit comes first
+    # the warm window: a second backlog of the same size, drained by a job whose readers were up
+    warm = res["warm"]
+    assert warm["events"] == 2_000 and warm["cycles"] >= 1 and warm["events_per_s"] > 0
+    assert warm["events_commit_per_s"] > warm["events_per_s"] and set(warm["phases"]) >= {"events", "dq"}
+    assert res["cold"]["events"] == 2_000 and res["windows"]["cold"] and res["windows"]["warm"]
 
 
 def _running(pid: int) -> bool:
