@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=None,
                     help="run only these variants (names as above; default: all)")
     ap.add_argument("--write-results", action="store_true")
+    ap.add_argument("--add-runs", nargs="+", metavar="JSON",
+                    help="with --write-results: also store the runs of earlier invocations (their bench/out/stream_ab.json)")
     args = ap.parse_args(argv)
     runs = []
     with tempfile.TemporaryDirectory(prefix="stream-ab-") as tmp:
@@ -99,31 +101,46 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / "bench" / "out").mkdir(exist_ok=True)
     (ROOT / "bench" / "out" / "stream_ab.json").write_text(json.dumps(out, indent=1, default=str))
     if args.write_results:
-        path = ROOT / "bench" / "results.json"
-        results = json.loads(path.read_text())
-        best = {}
-        for r in runs:
-            if r["variant"] != "base":
-                k = r["events"]
-                if k not in best or r["ratio_to_best_peer"] > best[k]["ratio_to_best_peer"]:
-                    best[k] = r
-        out["targets"] = [t for k, r in sorted(best.items()) for t in (
-            {"name": f"stream_ab: catch-up {k:,} events (analytics + DQ) / best peer ({r['best_peer']}), "
-                     f"readers on {r['variant']}", "value": r["ratio_to_best_peer"], "unit": "x",
-             "target": 1.2, "op": ">=", "met": r["ratio_to_best_peer"] >= 1.2},
-            {"name": f"stream_ab: catch-up {k:,} events (analytics + DQ), readers on {r['variant']}",
-             "value": r["job_events_per_s"], "unit": "events/s", "target": 150_000, "op": ">=",
-             "met": r["job_events_per_s"] >= 150_000},
-            *([{"name": f"stream_ab: catch-up {k:,} events, warm (analytics + DQ) / best peer ({r['best_peer']}), "
-                        f"readers on {r['variant']}", "value": r["warm"]["ratio_to_best_peer"], "unit": "x",
-                "target": 1.2, "op": ">=", "met": r["warm"]["ratio_to_best_peer"] >= 1.2},
-               {"name": f"stream_ab: catch-up {k:,} events, warm (analytics + DQ), readers on {r['variant']}",
-                "value": r["warm"]["events_per_s"], "unit": "events/s", "target": 150_000, "op": ">=",
-                "met": r["warm"]["events_per_s"] >= 150_000}] if r.get("warm") else []))]
-        results["stream_ab"] = out
-        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        for f in args.add_runs or []:
+            earlier = json.loads(Path(f).read_text())
+            out["runs"] = earlier["runs"] + out["runs"]
+            out["command"] = f"{earlier['command']}; {out['command']}"
+        store_results(out)
     return 0
 
+
+
+def store_results(out: dict) -> None:
+    """Store ``out`` (command, runs) and its issue-21 targets under ``stream_ab`` in bench/results.json.
+    The targets are the default configuration's (readers on confluent-kafka, the vectorized events
+    pass: variant ``confluent-kafka``), per backlog size; without such a run, the best variant's."""
+    path = ROOT / "bench" / "results.json"
+    results = json.loads(path.read_text())
+    chosen: dict[int, dict] = {}
+    for r in out["runs"]:
+        if r["variant"] == "base":
+            continue
+        held = chosen.get(r["events"])
+        default, held_default = r["variant"] == "confluent-kafka", held is not None and held["variant"] == "confluent-kafka"
+        if held is None or (default and not held_default) or (
+                default == held_default and r["ratio_to_best_peer"] > held["ratio_to_best_peer"]):
+            chosen[r["events"]] = r
+    out["targets"] = [t for k, r in sorted(chosen.items()) for t in (
+        {"name": f"stream_ab: catch-up {k:,} events, cold (analytics + DQ) / best peer ({r['best_peer']}), "
+                 f"readers on {r['variant']}", "value": r["ratio_to_best_peer"], "unit": "x",
+         "target": 1.2, "op": ">=", "met": r["ratio_to_best_peer"] >= 1.2},
+        {"name": f"stream_ab: catch-up {k:,} events, cold (analytics + DQ), readers on {r['variant']}",
+         "value": r["job_events_per_s"], "unit": "events/s", "target": 150_000, "op": ">=",
+         "met": r["job_events_per_s"] >= 150_000},
+        *([{"name": f"stream_ab: catch-up {k:,} events, warm (analytics + DQ) / best peer ({r['best_peer']}), "
+                    f"readers on {r['variant']}", "value": r["warm"]["ratio_to_best_peer"], "unit": "x",
+            "target": 1.2, "op": ">=", "met": r["warm"]["ratio_to_best_peer"] >= 1.2},
+           {"name": f"stream_ab: catch-up {k:,} events, warm (analytics + DQ), readers on {r['variant']}",
+            "value": r["warm"]["events_per_s"], "unit": "events/s", "target": 150_000, "op": ">=",
+            "met": r["warm"]["events_per_s"] >= 150_000}] if r.get("warm") else []))]
+    out["windows"] = next((r["windows"] for r in out["runs"] if r.get("windows")), None)
+    results["stream_ab"] = out
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""A fetched cycle's events phase alone: the vectorized pass against the Beam graph (ADR 028).
+
+    .venv/bin/python -m bench.events_pass [--events 300000] [--reps 2]
+
+Synthetic events (``bench.data.synth_tables``, 10 minutes) are written as the reader processes
+write a fetch (one Arrow IPC file per event type, partition and chunk of 100k offsets); then each
+rep times ``events_pass.run_events_pass`` and the graph (``load.build_event_graph`` over the same
+files, run on the FnApiRunner), alternately. Both with the dedupe on (the default horizon), no
+stored bars, no watermark: the work of a first catch-up cycle's events phase, without the fetch,
+the commit and the rest of the cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph")) -> list[dict]:
+    import apache_beam as beam
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from bench.data import SYNTH_START_US, synth_tables
+    from connectors.kafka.fetch import Fetched
+    from pipelines.events_pass import run_events_pass
+    from pipelines.jobs.load import _run, _runner_options, build_event_graph
+    from pipelines.settings import JobSettings
+    from pipelines.transforms.config import AnalyticsConfig
+
+    cfg = AnalyticsConfig()
+    out = []
+    with tempfile.TemporaryDirectory(prefix="events-pass-") as tmp:
+        d = Path(tmp)
+        files = []
+        for et, t in synth_tables(events, SYNTH_START_US, 600_000_000, 13).items():
+            for part in sorted(set(t["_partition"].to_pylist())):
+                sub = t.filter(pc.equal(t["_partition"], part))
+                for i, batch in enumerate(sub.to_batches(max_chunksize=100_000)):
+                    path = d / f"fetch-{et}-{part}-{i}.arrow"
+                    with pa.ipc.new_file(str(path), batch.schema) as w:
+                        w.write_batch(batch)
+                    files.append(str(path))
+        fetched = Fetched(files=files, records=events)
+        settings = JobSettings(db=d / "unused.duckdb", data_dir=d)
+        for rep in range(reps):
+            for name in passes:
+                target = d / f"out-{name}-{rep}"
+                load = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                if name == "vectorized":
+                    run_events_pass(fetched, target, cfg.allowed_lateness_us, None, [], True, None, cfg.bar_us)
+                else:
+                    p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
+                    build_event_graph(p, settings, [], target, cfg, None, [], fetched, None)
+                    _run(p)
+                s = time.perf_counter() - t0
+                out.append({"pass": name, "rep": rep, "seconds": s, "events_per_s": events / s, "load": load})
+                print(f"{name:<11} rep {rep}: {s:.2f} s, {events / s:,.0f} events/s (load {load:.1f})", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args(argv)
+    run(args.events, args.reps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
