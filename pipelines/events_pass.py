@@ -56,15 +56,39 @@ def events_pass_choice(env: dict[str, str] | None = None) -> str:
     return value
 
 
-def read_fetched(files: list[str]) -> dict[str, pa.Table] | None:
+#: the column the pass carries each event's identity in (``dedupe.event_key_sql``), dropped before any output
+KEY = "_event_key"
+
+
+def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
+    """One fetched IPC file -> (its event type, its table), with each row's identity in column
+    :data:`KEY` when ``keyed`` and the type is known: computed per file, on the file's columns,
+    as the graph's dedupe computes it per batch."""
+    import duckdb
+
+    from pipelines.dedupe import event_key_sql
+
+    with pa.OSFile(path) as source:  # read, not mapped: the cycle's folder goes when it ends
+        table = pa.ipc.open_file(source).read_all()
+    event_type = (table.schema.metadata or {}).get(EVENT_TYPE_META, b"").decode()
+    if keyed and event_type in KNOWN_EVENT_TYPES and table.num_rows:
+        con = duckdb.connect()
+        try:
+            con.register("t", table)
+            keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM t").to_arrow_table()
+        finally:
+            con.close()
+        table = table.append_column(KEY, keys.column(0))
+    return event_type, table
+
+
+def read_fetched(files: list[str], keyed: bool = False) -> dict[str, pa.Table] | None:
     """The fetched IPC files -> one table per event type (files in fetch order, i.e. each
-    partition's offsets increasing), or None if a file holds an event type the pass does not
-    know (the caller falls back to the graph)."""
+    partition's offsets increasing; with ``keyed``, the :data:`KEY` column), or None if a file
+    holds an event type the pass does not know (the caller falls back to the graph)."""
     parts: dict[str, list[pa.Table]] = {}
     for path in files:
-        with pa.OSFile(path) as source:  # read, not mapped: the cycle's folder goes when it ends
-            table = pa.ipc.open_file(source).read_all()
-        event_type = (table.schema.metadata or {}).get(EVENT_TYPE_META, b"").decode()
+        event_type, table = read_keyed(path, keyed)
         if event_type not in KNOWN_EVENT_TYPES:
             log.info("events pass: %s holds event type %r: this cycle runs the Beam graph", path, event_type)
             return None
@@ -74,38 +98,39 @@ def read_fetched(files: list[str]) -> dict[str, pa.Table] | None:
 
 
 def drop_duplicates(tables: dict[str, pa.Table], seen_file: str | None, out_dir: Path) -> tuple[dict[str, pa.Table], int]:
-    """The first copy of each event (``dedupe``'s identity and rule), input order kept; the kept
-    events' keys written to ``out_dir/event_keys-*.parquet``. Returns (tables, copies dropped)."""
+    """The first copy of each event (``dedupe``'s rule, on the identities in column :data:`KEY`),
+    input order kept, without that column; the kept events' keys written to
+    ``out_dir/event_keys-*.parquet``. Returns (tables, copies dropped)."""
     import duckdb
 
-    from pipelines.dedupe import KEYS_NAME, _order_by, event_key_sql
+    from pipelines.dedupe import KEYS_NAME, _order_by
 
     kept_tables: dict[str, pa.Table] = {}
     dropped = 0
     con = duckdb.connect()
     try:
         for event_type, table in tables.items():
-            schema = table.schema
-            t = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+            t = table.select([c for c in (KEY, "event_time", "_topic", "_partition", "_offset")
+                              if c in table.column_names])
+            t = t.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+            table = table.drop_columns([KEY])
             con.register("t", t)
-            seen = f"AND _event_key NOT IN (SELECT key FROM read_parquet('{seen_file}'))" if seen_file else ""
+            seen = f"AND {KEY} NOT IN (SELECT key FROM read_parquet('{seen_file}'))" if seen_file else ""
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE kept AS SELECT _row, _event_key, event_time FROM "
-                f"(SELECT _row, event_time, {event_key_sql(event_type, table.column_names)} AS _event_key, "
-                f"{_order_by(t.column_names)} FROM t) "
-                f"QUALIFY row_number() OVER (PARTITION BY _event_key ORDER BY {_order_by(t.column_names)}) = 1 {seen}")
+                f"CREATE OR REPLACE TEMP TABLE kept AS SELECT _row, {KEY}, event_time FROM t "
+                f"QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY {_order_by(t.column_names)}) = 1 {seen}")
             con.unregister("t")
             ((n_kept,),) = con.execute("SELECT count(*) FROM kept").fetchall()
             dropped += table.num_rows - n_kept
             if n_kept:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                con.execute(f"COPY (SELECT _event_key AS key, event_time AS event_time_us FROM kept) TO "
+                con.execute(f"COPY (SELECT {KEY} AS key, event_time AS event_time_us FROM kept) TO "
                             f"'{out_dir / f'{KEYS_NAME}-{uuid.uuid4().hex}.parquet'}' (FORMAT parquet)")
             if n_kept == table.num_rows:
                 kept_tables[event_type] = table
             elif n_kept:
                 rows = con.sql("SELECT _row FROM kept ORDER BY _row").to_arrow_table()
-                kept_tables[event_type] = table.take(rows.column(0)).cast(schema)
+                kept_tables[event_type] = table.take(rows.column(0))
     finally:
         con.close()
     return kept_tables, dropped
@@ -173,7 +198,7 @@ def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, water
     from pipelines.sinks import write_parquet_atomic
     from pipelines.transforms.bars import day_bars, split_late_batch
 
-    tables = read_fetched(fetched.files)
+    tables = read_fetched(fetched.files, dedupe)
     if tables is None:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
