@@ -163,15 +163,18 @@ class VenueBook:
 
     def open_spread(self, base_units: float, price: float, spread: float) -> None:
         """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
-        ``price`` (std ``spread``, 21 points within +-2.5 std), each over the tiers by the mix; the
-        levels the price has already crossed (longs at or above its bucket, shorts at or below) are
-        gone (liquidated before, or their owners added margin), the rest is scaled up to the OI."""
+        ``price`` (std ``spread``, within +-2.5 std, one point per bucket width and at least 21),
+        each over the tiers by the mix; the levels the price has already crossed (longs at or above
+        its bucket, shorts at or below) are gone (liquidated before, or their owners added margin),
+        the rest is scaled up to the OI."""
         if not spread > 0:
             self.open(base_units, price, 0.5)
             return
         if not base_units > 0 or not price > 0:
             return
-        z = np.linspace(-2.5, 2.5, 21)
+        # one entry point per bucket width (at least 21): coarser points leave each tier's levels in
+        # clumps a bucket-or-more apart, which the crossings then remove in lumps
+        z = np.linspace(-2.5, 2.5, max(21, int(math.ceil(5.0 * spread / self.grid.w)) + 1))
         g = np.exp(-0.5 * z * z)
         entries = price * np.exp(spread * z)[:, None]
         mass = (g / g.sum())[:, None] * self.weights[None, :]  # (entries, tiers)

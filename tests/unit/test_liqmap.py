@@ -139,6 +139,21 @@ def test_positions_from_before_the_data_are_spread_and_crossed_levels_dropped():
     assert b.top_long == int(np.flatnonzero(book[0])[-1]) and b.bottom_short == int(np.flatnonzero(book[1])[0])
 
 
+
+def test_positions_from_before_the_data_fill_every_bucket_of_their_spread():
+    # spread 1 % on 20 bp buckets: 5 x 0.01 / 0.002 + 1 = 26 entry points, e^(0.01 x 0.2) apart in
+    # price = one bucket, so the 10x levels (d = 0.095 > 2.5 std: none crossed) fill 26 consecutive
+    # buckets, none empty between (21 points would be 0.0025 apart and leave gaps); the middle one
+    # holds the largest share, exp(0) / sum(exp(-z^2 / 2)) of the side's 1 BTC
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0]), np.array([1.0]), 0.005)
+    b.open_spread(2.0, 100.0, 0.01)
+    longs = np.flatnonzero(b.book()[0])
+    assert len(longs) == 26 and longs[-1] - longs[0] == 25
+    z = np.linspace(-2.5, 2.5, 26)
+    assert b.book()[0].max() == pytest.approx(1.0 * np.exp(-0.5 * z * z).max() / np.exp(-0.5 * z * z).sum())
+    assert b.book()[0].sum() == pytest.approx(1.0) and b.book()[1].sum() == pytest.approx(1.0)
+
 def test_fuel_by_hand():
     # price 100; longs: 10 BTC liquidated near 99.5 (within 1 %), 20 near 97 (within 5 % only);
     # shorts: 5 near 101.5 (within 2 %)
