@@ -149,7 +149,8 @@ class AnalyticsConfig:
     liqmap_leverage_weights: tuple[float, ...] = (10.0, 20.0, 30.0, 20.0, 10.0, 7.0, 3.0)
     #: per-venue prior mixes: ((exchange, (w per tier...)), ...); env: "ex:w,w,...;ex2:w,..."
     liqmap_venue_leverage_weights: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    liqmap_calibration_rate: float = 0.05
+    #: how far each crossing moves the mix towards the calibration's EM estimate (1 = to it; ADR 026)
+    liqmap_calibration_rate: float = 1.0
     #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
     liqmap_mmr: float = 0.005
     #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI)
