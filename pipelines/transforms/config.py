@@ -145,11 +145,14 @@ class AnalyticsConfig:
     liqmap_grid_half_span: float = 0.7
     #: leverage tiers and the prior mix over them (every venue unless liqmap_venue_leverage_weights
     #: names it); calibrated online from realized liquidations at liqmap_calibration_rate (0 = off)
-    liqmap_leverage_tiers: tuple[float, ...] = (3.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0)
-    liqmap_leverage_weights: tuple[float, ...] = (10.0, 20.0, 30.0, 20.0, 10.0, 7.0, 3.0)
+    #: (the common steps of venues' leverage selectors: 25 -> 50 -> 100x alone left mass at 30-40x or
+    #: 75x no tier to sit in, ADR 026; the prior has a mean of 17x, as the 7-tier one had)
+    liqmap_leverage_tiers: tuple[float, ...] = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 75.0, 100.0)
+    liqmap_leverage_weights: tuple[float, ...] = (10.0, 15.0, 10.0, 20.0, 10.0, 12.0, 8.0, 4.0, 4.0, 3.0, 2.0, 2.0)
     #: per-venue prior mixes: ((exchange, (w per tier...)), ...); env: "ex:w,w,...;ex2:w,..."
     liqmap_venue_leverage_weights: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    liqmap_calibration_rate: float = 0.05
+    #: how far each crossing moves the mix towards the calibration's EM estimate (1 = to it; ADR 026)
+    liqmap_calibration_rate: float = 1.0
     #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
     liqmap_mmr: float = 0.005
     #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI)

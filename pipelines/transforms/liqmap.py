@@ -7,11 +7,11 @@ side and leverage tier. Every minute, in this order:
 
 1. **crossing**: exposure whose liquidation price the minute's low (longs) / high (shorts) reached
    (the bucket holding the low/high included, as a venue's liquidation engine would) is removed;
-2. **calibration**: the venue's realized liquidated USD of the side is compared with the USD the
-   map just removed; the tiers that were crossed are re-weighted by that ratio (exponentiated
-   gradient, rate ``liqmap_calibration_rate``) and their books rescaled, so the leverage mix learns
-   from where liquidations did (and did not) happen. Realized liquidations where the map had
-   nothing count for the highest tier (the map was too far from the price: more leverage);
+2. **calibration**: the venue's realized liquidated USD of the side and the USD each tier's book
+   just removed update an online EM of the leverage mix (:meth:`VenueBook.calibrate`, ADR 026): the
+   realized USD is attributed to the crossed tiers, and a tier's weight becomes what it was
+   attributed over what its book removed per unit weight, relative to the venue's realized / removed
+   ratio so far; the tier books are rescaled to the new weights;
 3. **closing**: an OI drop not explained by the realized liquidations (``-dOI - liq/price``) closes
    that much exposure pro rata over both sides and every bucket (nobody knows whose position closed);
 4. **turnover**: ``liqmap_turnover_per_day`` of the book closes and reopens at the minute's VWAP
@@ -54,6 +54,8 @@ STATE_TAG = "liquidation_map_state"
 SIDES = ("long", "short")
 FUEL_PCTS = (1, 2, 5)
 ALL = "all"
+#: the calibration's smallest tier weight: a tier rescaled to 0 would lose its book (and never learn back)
+EM_FLOOR = 1e-4
 
 
 def liquidation_distance(leverage: np.ndarray, mmr: float) -> np.ndarray:
@@ -126,11 +128,17 @@ class VenueBook:
     #: USD the map removed at crossings and USD realized there, so far (calibration's scale)
     seen_removed: float = field(init=False, default=0.0)
     seen_realized: float = field(init=False, default=0.0)
+    #: the calibration's EM sums per tier (ADR 026): realized USD attributed to the tier, and USD
+    #: its book removed per unit weight
+    em_usd: np.ndarray = field(init=False)
+    em_exposure: np.ndarray = field(init=False)
     dist: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = np.zeros((2, len(self.tiers), self.grid.nb))
         self.dist = liquidation_distance(self.tiers, self.mmr)
+        self.em_usd = np.zeros(len(self.tiers))
+        self.em_exposure = np.zeros(len(self.tiers))
         self._k = np.arange(len(self.tiers))
         self.refresh_frontiers()
 
@@ -163,15 +171,18 @@ class VenueBook:
 
     def open_spread(self, base_units: float, price: float, spread: float) -> None:
         """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
-        ``price`` (std ``spread``, 21 points within +-2.5 std), each over the tiers by the mix; the
-        levels the price has already crossed (longs at or above its bucket, shorts at or below) are
-        gone (liquidated before, or their owners added margin), the rest is scaled up to the OI."""
+        ``price`` (std ``spread``, within +-2.5 std, one point per bucket width and at least 21),
+        each over the tiers by the mix; the levels the price has already crossed (longs at or above
+        its bucket, shorts at or below) are gone (liquidated before, or their owners added margin),
+        the rest is scaled up to the OI."""
         if not spread > 0:
             self.open(base_units, price, 0.5)
             return
         if not base_units > 0 or not price > 0:
             return
-        z = np.linspace(-2.5, 2.5, 21)
+        # one entry point per bucket width (at least 21): coarser points leave each tier's levels in
+        # clumps a bucket-or-more apart, which the crossings then remove in lumps
+        z = np.linspace(-2.5, 2.5, max(21, int(math.ceil(5.0 * spread / self.grid.w)) + 1))
         g = np.exp(-0.5 * z * z)
         entries = price * np.exp(spread * z)[:, None]
         mass = (g / g.sum())[:, None] * self.weights[None, :]  # (entries, tiers)
@@ -220,31 +231,36 @@ class VenueBook:
         return removed
 
     def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float) -> None:
-        """Re-weight the tiers of one side's crossing by realized / estimated liquidated USD.
+        """One side's crossing as evidence on the leverage mix: an online EM (ADR 026).
 
-        ``removed_usd``: (tiers,) USD the map removed at this crossing. Tier k's weight is multiplied
-        by ``ratio ** (rate * share_k)`` (share_k: its part of the removed USD), then the weights
-        are renormalized and every tier book rescaled to the new weights."""
+        ``removed_usd``: (tiers,) USD the map removed at this crossing; ``realized_usd``: the venue's
+        liquidated USD of the side in the minute. Model: realized = c x sum_k w_k u_k, with u_k =
+        removed_k / w_k the USD tier k's book removes per unit weight and c the share of the map's
+        OI that is leveraged (unknown; the map counts all OI). The realized USD is attributed to the
+        tiers in proportion to what each removed (``em_usd`` += realized x removed_k / removed) and
+        ``em_exposure`` += u_k; the EM estimate of tier k is then ``em_usd_k / (c em_exposure_k)``
+        with c = realized / removed over every crossing so far (``seen_*``); a tier never crossed
+        keeps its weight. Crossings before the venue's first realized liquidation are not evidence
+        (a venue may publish none, or only some: silence is not "nothing was liquidated"). The weights move ``rate`` of the way to that estimate (normalized; 1 = to
+        it), floored at ``EM_FLOOR`` (a tier at 0 would lose its book for good), and every tier's book
+        is rescaled to its new weight. A crossing that removed nothing is no evidence for any tier."""
         if rate <= 0 or realized_usd < 0:
             return
         est = float(removed_usd.sum())
-        if est <= 0 and realized_usd <= 0:
-            return  # nothing crossed, nothing liquidated: no evidence
         if est <= 0:
-            share = np.zeros(len(self.tiers))
-            share[int(np.argmax(self.tiers))] = 1.0  # liquidations where the map had none: more leverage
-            ratio = 2.0
-        else:
-            share = removed_usd / est
-            # the map's USD counts all OI as leveraged: compare with the realized share the past
-            # crossings showed (lev), so the tiers learn where, not how much
-            lev = self.seen_realized / self.seen_removed if self.seen_removed > 0 and self.seen_realized > 0 else None
-            self.seen_removed += est
-            self.seen_realized += realized_usd
-            if lev is None:
-                return
-            ratio = min(max(realized_usd / (lev * est), 0.1), 10.0)  # one minute moves a weight by at most 10x^rate
-        new = self.weights * ratio ** (rate * share)
+            return  # liquidations where the map had nothing: no tier to attribute them to
+        self.seen_removed += est
+        self.seen_realized += realized_usd
+        if not self.seen_realized > 0:
+            return  # the venue has shown no liquidation yet (it may not publish them): no evidence
+        c = self.seen_realized / self.seen_removed
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.em_exposure += np.where(self.weights > 0, removed_usd / self.weights, 0.0)
+        self.em_usd += realized_usd * removed_usd / est
+        with np.errstate(invalid="ignore", divide="ignore"):
+            target = np.where(self.em_exposure > 0, self.em_usd / (c * self.em_exposure), self.weights)
+        target = np.maximum(target / target.sum(), EM_FLOOR)
+        new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
         new /= new.sum()
         with np.errstate(invalid="ignore", divide="ignore"):
             factor = np.where(self.weights > 0, new / self.weights, 1.0)
@@ -400,6 +416,7 @@ class Estimator:
                  "weights": [float(x) for x in book.weights], "scale": book.scale,
                  "last_oi": _f(self.last_oi.get((ex, sym), math.nan)),
                  "seen_removed_usd": book.seen_removed, "seen_realized_usd": book.seen_realized,
+                 "em_usd": [float(x) for x in book.em_usd], "em_exposure": [float(x) for x in book.em_exposure],
                  "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
                 for (ex, sym), book in sorted(self.books.items())]
 
@@ -424,6 +441,9 @@ class Estimator:
             book.refresh_frontiers()
             book.seen_removed = float(r.get("seen_removed_usd") or 0.0)
             book.seen_realized = float(r.get("seen_realized_usd") or 0.0)
+            for name in ("em_usd", "em_exposure"):  # (NULL in states from before migration 0021)
+                if r.get(name) is not None and len(r[name]) == len(tiers):
+                    setattr(book, name, np.asarray(r[name], dtype=float))
             book.scale = float(r["scale"])
             est.books[key] = book
             if r["last_oi"] is not None:

@@ -102,24 +102,35 @@ def test_crossing_the_short_side_and_a_miss():
     assert b.total_base() == pytest.approx(1.0)
 
 
-def test_calibration_moves_weight_to_the_tier_that_was_under_estimated():
-    # tiers 10x / 100x at 1/2 each. The map's USD count all OI as leveraged, so realized / removed is
-    # compared with the ratio of the crossings so far: the first crossing (50 USD removed, 100
-    # realized) only sets it to 2 and moves nothing. The second removes only 100x exposure worth 50
-    # USD while 200 USD were realized: 200 / (2 x 50) = 2, rate 1 -> w100 x 2 -> weights
-    # (0.5, 1.0) / 1.5 = (1/3, 2/3); the 10x book is rescaled by (1/3) / (1/2)
+def test_calibration_is_an_online_em_over_the_tiers():
+    # tiers 10x / 100x at 1/2 each, 1 BTC long per tier (levels 90.5 and 99.5).
     g = Grid.around(100.0, ONE_TIER)
     b = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
-    b.open(2.0, 100.0, 1.0)  # 1 BTC long per tier
-    b.calibrate(np.array([0.0, 50.0]), 100.0, rate=1.0)
-    assert b.weights.tolist() == [0.5, 0.5] and (b.seen_removed, b.seen_realized) == (50.0, 100.0)
-    b.calibrate(np.array([0.0, 50.0]), 200.0, rate=1.0)
-    assert b.weights == pytest.approx([1 / 3, 2 / 3])
-    assert b.book()[0, _bucket_of(g, 90.5)] == pytest.approx(2 / 3)
-    assert b.book()[0, _bucket_of(g, 99.5)] == pytest.approx(4 / 3)
-    # as many USD realized per USD removed as before: no evidence against the mix
-    b.calibrate(np.array([10.0, 10.0]), 20.0 * 300.0 / 100.0, rate=1.0)
-    assert b.weights == pytest.approx([1 / 3, 2 / 3])
+    b.open(2.0, 100.0, 1.0)
+    # before the venue's first realized liquidation a crossing is no evidence (it may publish none):
+    # the removed USD count in the scale, the EM sums stay 0, the mix does not move
+    b.calibrate(np.array([0.0, 30.0]), 0.0, rate=1.0)
+    assert (b.seen_removed, b.seen_realized) == (30.0, 0.0) and b.em_exposure.tolist() == [0.0, 0.0]
+    assert b.weights.tolist() == [0.5, 0.5]
+    # liquidations where the map removed nothing: no tier to attribute them to, nothing changes
+    b.calibrate(np.array([0.0, 0.0]), 40.0, rate=1.0)
+    assert (b.seen_removed, b.seen_realized) == (30.0, 0.0) and b.weights.tolist() == [0.5, 0.5]
+    # 1st: 100x removes 50 USD, 120 realized: c = 120 / 80 = 1.5; exposure (0, 50 / 0.5) = (0, 100),
+    # attributed (0, 120): target 100x = 120 / (1.5 x 100) = 0.8, 10x (never crossed) keeps 0.5
+    # -> (0.5, 0.8) / 1.3
+    b.calibrate(np.array([0.0, 50.0]), 120.0, rate=1.0)
+    assert b.em_exposure.tolist() == [0.0, 100.0] and b.em_usd.tolist() == [0.0, 120.0]
+    assert b.weights == pytest.approx([0.5 / 1.3, 0.8 / 1.3])
+    # the tier books follow the weights: 1 BTC x (w_new / 0.5)
+    assert b.book()[0, _bucket_of(g, 90.5)] == pytest.approx(1 / 1.3)
+    assert b.book()[0, _bucket_of(g, 99.5)] == pytest.approx(1.6 / 1.3)
+    # 2nd: both tiers remove 40 USD, 40 realized: c = 160 / 160 = 1; exposure += 40 / w, attributed
+    # += 40 x (1/2, 1/2): 10x 20 / (1 x 40 x 1.3 / 0.5) = 0.1923, 100x 140 / (1 x (100 + 40 x 1.3 /
+    # 0.8)) = 140 / 165 = 0.8485; normalized; rate 1/2 moves half way there
+    w0 = b.weights.copy()
+    b.calibrate(np.array([40.0, 40.0]), 40.0, rate=0.5)
+    t = np.array([20 / (40 * 1.3 / 0.5), 140 / (100 + 40 * 1.3 / 0.8)])
+    assert b.weights == pytest.approx(w0 + 0.5 * (t / t.sum() - w0))
 
 
 def test_positions_from_before_the_data_are_spread_and_crossed_levels_dropped():
@@ -138,6 +149,21 @@ def test_positions_from_before_the_data_are_spread_and_crossed_levels_dropped():
     assert int(np.argmax(book[0])) == _bucket_of(g, 90.5)
     assert b.top_long == int(np.flatnonzero(book[0])[-1]) and b.bottom_short == int(np.flatnonzero(book[1])[0])
 
+
+
+def test_positions_from_before_the_data_fill_every_bucket_of_their_spread():
+    # spread 1 % on 20 bp buckets: 5 x 0.01 / 0.002 + 1 = 26 entry points, e^(0.01 x 0.2) apart in
+    # price = one bucket, so the 10x levels (d = 0.095 > 2.5 std: none crossed) fill 26 consecutive
+    # buckets, none empty between (21 points would be 0.0025 apart and leave gaps); the middle one
+    # holds the largest share, exp(0) / sum(exp(-z^2 / 2)) of the side's 1 BTC
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0]), np.array([1.0]), 0.005)
+    b.open_spread(2.0, 100.0, 0.01)
+    longs = np.flatnonzero(b.book()[0])
+    assert len(longs) == 26 and longs[-1] - longs[0] == 25
+    z = np.linspace(-2.5, 2.5, 26)
+    assert b.book()[0].max() == pytest.approx(1.0 * np.exp(-0.5 * z * z).max() / np.exp(-0.5 * z * z).sum())
+    assert b.book()[0].sum() == pytest.approx(1.0) and b.book()[1].sum() == pytest.approx(1.0)
 
 def test_fuel_by_hand():
     # price 100; longs: 10 BTC liquidated near 99.5 (within 1 %), 20 near 97 (within 5 % only);
@@ -227,6 +253,14 @@ def test_the_state_rejects_books_of_another_grid_or_tier_set():
     assert Estimator.from_state(state, dataclasses.replace(cfg, liqmap_bucket_bp=10.0)) is None
     assert Estimator.from_state(state, dataclasses.replace(cfg, liqmap_leverage_tiers=(10.0,) * 7)) is None
     assert Estimator.from_state([], cfg) is None
+    # the calibration's EM sums travel with the books (migration 0021); states from before have none
+    book = est.books[("bybit", "BTCUSDT")]
+    book.em_usd[:] = np.arange(len(book.tiers)) * 2.0
+    book.em_exposure[:] = np.arange(len(book.tiers)) * 3.0
+    back = Estimator.from_state(est.state_rows("BTC"), cfg).books[("bybit", "BTCUSDT")]
+    assert back.em_usd.tolist() == book.em_usd.tolist() and back.em_exposure.tolist() == book.em_exposure.tolist()
+    old = [{**r, "em_usd": None, "em_exposure": None} for r in est.state_rows("BTC")]
+    assert Estimator.from_state(old, cfg).books[("bybit", "BTCUSDT")].em_usd.tolist() == [0.0] * len(book.tiers)
 
 
 def test_estimator_never_imports_the_simulator():
