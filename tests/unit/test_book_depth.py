@@ -1,0 +1,288 @@
+"""Order-book normalizers -> book_depth (connectors/book.py, ADR 025).
+
+Every venue's sequence in tests/fixtures/books/ is replayed through ``route`` and checked against an
+independent reference: a plain dict book per venue written here (its own parsing of the messages,
+its own band arithmetic by price thresholds, the venue's contract terms from its documentation),
+sampled at the last message of each 1 s slot.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from connectors.avro import AvroDecoder, AvroEncoder
+from connectors.exchanges import normalizer_for
+from connectors.normalize import route
+from connectors.plausibility import implausibility
+
+BOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "books"
+BANDS = (10, 50, 100, 200)
+SLOT_US = 1_000_000
+
+
+def _jsonl(name: str) -> list[tuple[int, dict]]:
+    return [(d["recv_us"], d["msg"]) for d in map(json.loads, (BOOKS / name).read_text().splitlines())]
+
+
+def _capture(name: str) -> list[tuple[int, str]]:
+    """``T: JSON`` lines of a real capture -> (received µs, raw text)."""
+    out = []
+    for line in (BOOKS / name).read_text().splitlines():
+        t, _, raw = line.partition(": ")
+        out.append((int(float(t) * 1_000_000), raw))
+    return out
+
+
+# --- the independent reference -----------------------------------------------------------------
+
+
+class RefBook:
+    """A plain dict book: snapshot replaces, update sets (size 0 deletes)."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+
+    def snapshot(self, bids, asks) -> None:
+        self.bids = {float(p): float(q) for p, q in bids if float(q) > 0}
+        self.asks = {float(p): float(q) for p, q in asks if float(q) > 0}
+
+    def update(self, bids, asks) -> None:
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for p, q in levels:
+                if float(q) == 0:
+                    side.pop(float(p), None)
+                else:
+                    side[float(p)] = float(q)
+
+
+def ref_depth(book: RefBook, usd) -> dict:
+    """Bands by price thresholds: a bid counts in band k when price >= mid x (1 - k/1e4)."""
+    bids = sorted(book.bids.items(), reverse=True)
+    asks = sorted(book.asks.items())
+    mid = (bids[0][0] + asks[0][0]) / 2
+    out = {"best_bid": bids[0][0], "best_ask": asks[0][0], "levels": len(bids) + len(asks),
+           "bid_reach_bp": (mid - bids[-1][0]) / mid * 1e4, "ask_reach_bp": (asks[-1][0] - mid) / mid * 1e4}
+    for k in BANDS:
+        floor, cap = mid * (1 - k / 1e4), mid * (1 + k / 1e4)
+        out[f"bid_usd_{k}bp"] = sum(usd(p, q) for p, q in bids if p >= floor) if out["bid_reach_bp"] >= k else None
+        out[f"ask_usd_{k}bp"] = sum(usd(p, q) for p, q in asks if p <= cap) if out["ask_reach_bp"] >= k else None
+    return out
+
+
+def expected_records(states: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """(event µs, reference depth) after each applied message -> the last state of every closed slot."""
+    out = []
+    for i, (t, depth) in enumerate(states[:-1]):
+        if states[i + 1][0] // SLOT_US > t // SLOT_US:
+            out.append((t, depth))
+    return out
+
+
+def replay(venue: str, rows) -> tuple[list[dict], list]:
+    norm = normalizer_for(venue)
+    records, outcomes = [], []
+    for recv, msg in rows:
+        out = route(norm, msg if isinstance(msg, str) else json.dumps(msg), recv)
+        outcomes.append(out)
+        records.extend(r for et, r in out.records if et == "book_depth")
+    return records, outcomes
+
+
+def assert_matches(records: list[dict], expected: list[tuple[int, dict]]) -> None:
+    assert len(records) == len(expected) >= 2
+    for rec, (t, ref) in zip(records, expected, strict=True):
+        assert rec["event_time"] == t
+        for key, want in ref.items():
+            if want is None:
+                assert rec[key] is None, key
+            else:
+                assert rec[key] == pytest.approx(want, rel=1e-9), key
+        assert AvroDecoder("book_depth").decode(AvroEncoder("book_depth").encode(rec)) == rec
+        assert implausibility("book_depth", rec) is None
+
+
+# --- band arithmetic by hand ---------------------------------------------------------------------
+
+
+def test_bands_by_hand_linear_and_inverse() -> None:
+    # mid 100.00: 10 bp = 0.10, 50 bp = 0.50, 100 bp = 1.00, 200 bp = 2.00 of price
+    norm = normalizer_for("hyperliquid")  # linear, sizes in coins: USD = price x size
+    snap = {"channel": "l2Book", "data": {"coin": "BTC", "time": 1733306400100, "levels": [
+        [{"px": "99.95", "sz": "2", "n": 1}, {"px": "99.8", "sz": "1", "n": 1}, {"px": "99.1", "sz": "3", "n": 1},
+         {"px": "98.5", "sz": "4", "n": 1}, {"px": "97", "sz": "5", "n": 1}],
+        [{"px": "100.05", "sz": "1", "n": 1}, {"px": "100.4", "sz": "2", "n": 1}, {"px": "101.5", "sz": "1", "n": 1}]]}}
+    assert route(norm, json.dumps(snap), 1733306400200000).ignored == "book_throttled"
+    later = json.loads(json.dumps(snap))
+    later["data"]["time"] = 1733306401100
+    [(et, rec)] = route(norm, json.dumps(later), 1733306401200000).records
+    assert et == "book_depth" and rec["event_time"] == 1733306400100000 and rec["ingest_time"] == 1733306400200000
+    assert (rec["best_bid"], rec["best_ask"], rec["levels"]) == (99.95, 100.05, 8)
+    assert rec["bid_reach_bp"] == pytest.approx(300) and rec["ask_reach_bp"] == pytest.approx(150)
+    # bids: 99.95 x 2 = 199.90 (5 bp); + 99.80 (20 bp) = 299.70; + 99.10 x 3 = 297.30 (90 bp) -> 597.00;
+    # + 98.50 x 4 = 394.00 (150 bp) -> 991.00; 97.00 (300 bp) is beyond every band
+    assert [rec[f"bid_usd_{k}bp"] for k in BANDS] == pytest.approx([199.9, 299.7, 597.0, 991.0])
+    # asks: 100.05 (5 bp); + 100.40 x 2 = 200.80 (40 bp) -> 300.85; 101.50 at 150 bp; reach 150 < 200 -> null
+    assert [rec[f"ask_usd_{k}bp"] for k in BANDS[:3]] == pytest.approx([100.05, 300.85, 300.85])
+    assert rec["ask_usd_200bp"] is None
+    assert (rec["exchange"], rec["symbol"], rec["base"], rec["quote"], rec["kind"]) == (
+        "hyperliquid", "BTC", "BTC", "USDC", "perpetual")
+
+    inv = normalizer_for("binance-delivery")  # BTCUSD_PERP: 100 USD a contract, whatever the price
+    snap = {"lastUpdateId": 10, "symbol": "BTCUSD_PERP", "pair": "BTCUSD", "E": 1733306400100, "T": 1733306400100,
+            "bids": [["99.95", "3"], ["99.5", "2"]], "asks": [["100.05", "1"], ["102.5", "7"]]}
+    assert route(inv, json.dumps(snap), 1733306400200000).ignored == "book_synced"
+    ev = {"e": "depthUpdate", "E": 1733306401300, "T": 1733306401300, "s": "BTCUSD_PERP", "ps": "BTCUSD",
+          "U": 11, "u": 12, "pu": 10, "b": [], "a": []}
+    [(_, rec)] = route(inv, json.dumps({"stream": "btcusd_perp@depth", "data": ev}), 1733306401400000).records
+    assert rec["bid_usd_10bp"] == 300.0 and rec["bid_usd_50bp"] == 500.0 and rec["bid_usd_100bp"] is None
+    assert rec["ask_usd_10bp"] == 100.0 and rec["ask_usd_200bp"] == 100.0  # 102.5 is 245 bp out
+
+
+
+# --- Binance -------------------------------------------------------------------------------------
+
+
+def _binance_states(rows, usd) -> list[tuple[int, dict]]:
+    """The reference's reading of Binance's sync rule: buffer until the snapshot, drop events that end
+    before its lastUpdateId, then apply every event in order (absolute sizes)."""
+    ref, states, pending, snap_id, t = RefBook(), [], [], None, 0
+    for _, msg in rows:
+        if "lastUpdateId" in msg:
+            ref.snapshot(msg["bids"], msg["asks"])
+            snap_id, t = msg["lastUpdateId"], msg["T"] * 1000
+            states.append((t, ref_depth(ref, usd)))
+            todo, pending = [e for e in pending if e["u"] >= snap_id], []
+        else:
+            todo = [msg["data"]]
+            if snap_id is None:
+                pending += todo
+                continue
+        for ev in todo:
+            ref.update(ev["b"], ev["a"])
+            t = max(t, ev["T"] * 1000)
+            states.append((t, ref_depth(ref, usd)))
+    return states
+
+
+def test_binance_futures_diff_depth_synced_from_snapshot_matches_reference() -> None:
+    rows = _jsonl("binance-futures_BTCUSDT_diff.jsonl")
+    records, outcomes = replay("binance-futures", rows)
+    # events 0-6 arrive before the snapshot (buffered); the snapshot drops 0-3 (u < lastUpdateId) and applies 4-6
+    assert [o.ignored for o in outcomes[:7]] == ["book_buffered"] * 7
+    assert all(o.dead is None for o in outcomes)
+    assert_matches(records, expected_records(_binance_states(rows, lambda p, q: p * q)))
+
+
+def test_binance_delivery_inverse_contracts_match_reference() -> None:
+    rows = _jsonl("binance-delivery_BTCUSD_PERP_diff.jsonl")
+    records, outcomes = replay("binance-delivery", rows)
+    assert all(o.dead is None for o in outcomes)
+    assert_matches(records, expected_records(_binance_states(rows, lambda p, q: q * 100.0)))  # 100 USD a contract
+
+
+def test_binance_partial_depth_is_a_snapshot_each_push() -> None:
+    rows = _jsonl("binance-futures_ETHUSDT_depth20.jsonl")
+    records, outcomes = replay("binance-futures", rows)
+    assert all(o.dead is None for o in outcomes)  # U/u/pu of partial pushes are not a chain: not checked
+    ref, states = RefBook(), []
+    for _, msg in rows:
+        ref.snapshot(msg["data"]["b"], msg["data"]["a"])
+        states.append((msg["data"]["T"] * 1000, ref_depth(ref, lambda p, q: p * q)))
+    assert_matches(records, expected_records(states))
+    assert all(r["bid_usd_200bp"] is None for r in records)  # 20 levels do not reach 200 bp
+
+
+def _ev(U, u, pu, t_ms, b=(), a=(), sym="BTCUSDT"):  # noqa: N803 - Binance's field names
+    return json.dumps({"stream": f"{sym.lower()}@depth@100ms", "data": {
+        "e": "depthUpdate", "E": t_ms + 2, "T": t_ms, "s": sym, "U": U, "u": u, "pu": pu,
+        "b": [list(x) for x in b], "a": [list(x) for x in a]}})
+
+
+def _snap(last_id, t_ms, bids=(("59999.9", "1.000"),), asks=(("60000.1", "1.000"),), sym="BTCUSDT"):
+    return json.dumps({"symbol": sym, "lastUpdateId": last_id, "E": t_ms, "T": t_ms,
+                       "bids": [list(x) for x in bids], "asks": [list(x) for x in asks]})
+
+
+T = 1733306400000  # ms
+R = T * 1000
+
+
+def test_binance_sync_rule_snapshot_and_buffer() -> None:
+    norm = normalizer_for("binance-futures")
+    assert route(norm, _ev(90, 95, 89, T + 10, b=[("59999.0", "5")]), R).ignored == "book_buffered"
+    assert route(norm, _ev(96, 102, 95, T + 20, b=[("59999.9", "2.5")]), R).ignored == "book_buffered"
+    assert route(norm, _ev(103, 105, 102, T + 30, a=[("60000.1", "0")], b=[("59999.8", "1")]), R).ignored == "book_buffered"
+    # a snapshot older than the buffer's first event cannot sync it: wait for the next one
+    assert route(norm, _snap(80, T + 5), R).ignored == "book_snapshot_too_old"
+    # lastUpdateId 100: event 90-95 dropped (u < 100), 96-102 is the first (U <= 100 <= u), then 103-105
+    out = route(norm, _snap(100, T + 25, asks=(("60000.1", "1.000"), ("60000.5", "3"))), R)
+    assert out.ignored == "book_synced"
+    book = norm.books.books["BTCUSDT"]
+    assert book.bids == {59999.9: 2.5, 59999.8: 1.0} and book.asks == {60000.5: 3.0}  # 59999.0 x 5 never applied
+    assert (book.best_bid, book.best_ask, book.seq) == (59999.9, 60000.5, 105)
+    # the next event must chain on pu; one that does not is a gap: dead letter, and the book resyncs
+    assert route(norm, _ev(106, 108, 105, T + 40, b=[("59999.7", "1")]), R).ignored == "book_throttled"
+    gap = route(norm, _ev(120, 121, 119, T + 1200), R)
+    assert (gap.dead.reason, gap.dead.event_type, gap.dead.topic) == ("book_gap", "book_depth", "book_depth.v1.dlq")
+    # ... the slot it closed still goes out, with the next message that is not dead-lettered
+    assert route(norm, _ev(122, 123, 121, T + 1300), R).ignored == "book_buffered"
+    out = route(norm, _snap(121, T + 1250), R)
+    [(et, rec)] = out.records
+    assert et == "book_depth" and rec["event_time"] == (T + 40) * 1000 and rec["best_bid"] == 59999.9
+    assert norm.books.books["BTCUSDT"].synced and norm.books.books["BTCUSDT"].seq == 123
+
+
+def test_binance_first_event_may_follow_the_snapshot_exactly() -> None:
+    norm = normalizer_for("binance-futures")
+    route(norm, _snap(100, T), R)
+    assert route(norm, _ev(104, 106, 100, T + 10, b=[("59999.5", "1")]), R).ignored == "book_throttled"  # pu == 100
+    norm2 = normalizer_for("binance-futures")
+    route(norm2, _snap(100, T), R)
+    assert route(norm2, _ev(104, 106, 101, T + 10), R).dead.reason == "book_gap"  # 101..103 missing
+    assert not norm2.books.books["BTCUSDT"].synced
+
+
+def test_binance_out_of_sequence_is_dropped_and_the_book_kept() -> None:
+    norm = normalizer_for("binance-futures")
+    route(norm, _snap(100, T), R)
+    route(norm, _ev(99, 103, 98, T + 10, b=[("59999.5", "1")]), R)
+    route(norm, _ev(104, 106, 103, T + 20, b=[("59999.5", "2")]), R)
+    old = route(norm, _ev(104, 106, 103, T + 20, b=[("59999.5", "9")]), R)  # the same event again
+    assert old.dead.reason == "book_out_of_sequence"
+    book = norm.books.books["BTCUSDT"]
+    assert book.synced and book.bids[59999.5] == 2.0 and book.seq == 106
+
+
+def test_binance_crossed_book_is_dead_lettered_and_resynced() -> None:
+    norm = normalizer_for("binance-futures")
+    route(norm, _snap(100, T), R)
+    out = route(norm, _ev(99, 103, 98, T + 10, b=[("60000.2", "1")]), R)  # a bid above the best ask
+    assert out.dead.reason == "book_crossed"
+    assert not norm.books.books["BTCUSDT"].synced
+    assert route(norm, _ev(104, 106, 103, T + 1500), R).ignored == "book_buffered"  # no record of a crossed book
+
+
+def test_binance_real_diff_stream_chains_without_gaps() -> None:
+    """40 real SUSHIUSDT diff events (2021): on a snapshot taken at the first event, every later event
+    chains on pu and the book equals the reference's."""
+    lines = _capture("binance-futures_SUSHIUSDT_depth.capture.txt")
+    first = json.loads(lines[0][1])["data"]
+    norm = normalizer_for("binance-futures")
+    snap = {"symbol": "SUSHIUSDT", "lastUpdateId": first["u"], "E": first["E"], "T": first["T"],
+            "bids": [["7.5000", "100"], ["7.4000", "900"]], "asks": [["7.7000", "100"], ["7.8000", "900"]]}
+    ref = RefBook()
+    ref.snapshot(snap["bids"], snap["asks"])
+    assert route(norm, json.dumps(snap), lines[0][0]).ignored == "book_synced"
+    n_records = 0
+    for recv, raw in lines:
+        out = route(norm, raw, recv)
+        assert out.dead is None, out.dead
+        n_records += len(out.records)
+        d = json.loads(raw)["data"]
+        ref.update(d["b"], d["a"])
+    book = norm.books.books["SUSHIUSDT"]
+    assert book.bids == ref.bids and book.asks == ref.asks and n_records >= 2
