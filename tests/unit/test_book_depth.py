@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from connectors.avro import AvroDecoder, AvroEncoder
+from connectors.book import BookConfig, okx_checksum_text, signed_crc32
 from connectors.exchanges import normalizer_for
 from connectors.normalize import route
 from connectors.plausibility import implausibility
@@ -92,8 +93,8 @@ def replay(venue: str, rows) -> tuple[list[dict], list]:
     return records, outcomes
 
 
-def assert_matches(records: list[dict], expected: list[tuple[int, dict]]) -> None:
-    assert len(records) == len(expected) >= 2
+def assert_matches(records: list[dict], expected: list[tuple[int, dict]], least: int = 2) -> None:
+    assert len(records) == len(expected) >= least
     for rec, (t, ref) in zip(records, expected, strict=True):
         assert rec["event_time"] == t
         for key, want in ref.items():
@@ -286,3 +287,228 @@ def test_binance_real_diff_stream_chains_without_gaps() -> None:
         ref.update(d["b"], d["a"])
     book = norm.books.books["SUSHIUSDT"]
     assert book.bids == ref.bids and book.asks == ref.asks and n_records >= 2
+
+
+# --- Bybit ---------------------------------------------------------------------------------------
+
+
+def test_bybit_v5_snapshot_and_deltas_match_reference() -> None:
+    rows = _jsonl("bybit_BTCUSDT_orderbook200.jsonl")
+    records, outcomes = replay("bybit", rows)
+    assert all(o.dead is None for o in outcomes)
+    ref, states = RefBook(), []
+    for _, msg in rows:
+        d = msg["data"]
+        (ref.snapshot if msg["type"] == "snapshot" else ref.update)(d["b"], d["a"])
+        states.append((msg["cts"] * 1000, ref_depth(ref, lambda p, q: p * q)))  # cts: the matching engine's time
+    assert_matches(records, expected_records(states))
+
+
+def _bybit(kind, u, t_ms, b=(), a=()):
+    return json.dumps({"topic": "orderbook.50.BTCUSDT", "type": kind, "ts": t_ms,
+                       "data": {"s": "BTCUSDT", "b": [list(x) for x in b], "a": [list(x) for x in a], "u": u, "seq": 7}})
+
+
+def test_bybit_v5_gap_out_of_sequence_and_restart_snapshot() -> None:
+    norm = normalizer_for("bybit")
+    assert route(norm, _bybit("delta", 5, T), R).ignored == "book_resyncing"  # no snapshot yet
+    route(norm, _bybit("snapshot", 10, T, b=[("60000", "1")], a=[("60001", "1")]), R)
+    assert route(norm, _bybit("delta", 11, T + 10, b=[("59999", "2")]), R).ignored == "book_throttled"
+    assert route(norm, _bybit("delta", 11, T + 20, b=[("59999", "9")]), R).dead.reason == "book_out_of_sequence"
+    assert norm.books.books["BTCUSDT"].bids == {60000.0: 1.0, 59999.0: 2.0}
+    gap = route(norm, _bybit("delta", 13, T + 1500), R)  # u 12 missing; closes slot 0 first
+    assert gap.dead.reason == "book_gap" and not norm.books.books["BTCUSDT"].synced
+    assert route(norm, _bybit("delta", 14, T + 1600), R).ignored == "book_resyncing"
+    # u == 1: a snapshot after a service restart, whatever its type says; the waiting slot-0 record goes out
+    out = route(norm, _bybit("delta", 1, T + 1700, b=[("59990", "1")], a=[("60010", "1")]), R)
+    [(_, rec)] = out.records
+    assert rec["event_time"] == (T + 10) * 1000 and rec["best_bid"] == 60000.0
+    assert norm.books.books["BTCUSDT"].bids == {59990.0: 1.0} and norm.books.books["BTCUSDT"].synced
+
+
+def test_bybit_v2_real_orderbook_l2_matches_reference() -> None:
+    """Real 2021 inverse BTCUSD orderBookL2_25 (1 USD contracts): snapshot rows, delete/update/insert."""
+    lines = _capture("bybit_v2_BTCUSD_orderBookL2_25.capture.txt")
+    records, outcomes = replay("bybit", lines)
+    assert all(o.dead is None for o in outcomes)
+    ref, states = RefBook(), []
+    for _, raw in lines:
+        msg = json.loads(raw)
+        if msg["type"] == "snapshot":
+            ref.snapshot([(r["price"], r["size"]) for r in msg["data"] if r["side"] == "Buy"],
+                         [(r["price"], r["size"]) for r in msg["data"] if r["side"] == "Sell"])
+        else:
+            d = msg["data"]
+            rows = [{**r, "size": 0} for r in d["delete"]] + d["update"] + d["insert"]
+            ref.update([(r["price"], r["size"]) for r in rows if r["side"] == "Buy"],
+                       [(r["price"], r["size"]) for r in rows if r["side"] == "Sell"])
+        states.append((msg["timestamp_e6"], ref_depth(ref, lambda p, q: q)))
+    assert_matches(records, expected_records(states), least=1)  # the excerpt spans 1.5 s
+
+
+# --- OKX -----------------------------------------------------------------------------------------
+
+
+def test_okx_checksum_documented_example() -> None:
+    """okx.com/docs-v5 "Checksum": bids 3366.1x7, 3366x6; asks 3366.8x9, 3368x8 -> the check string
+    "3366.1:7:3366.8:9:3366:6:3368:8"; with one bid and three asks the asks continue alone."""
+    text = okx_checksum_text([("3366.1", "7"), ("3366", "6")], [("3366.8", "9"), ("3368", "8")])
+    assert text == "3366.1:7:3366.8:9:3366:6:3368:8"
+    assert okx_checksum_text([("3366.1", "7")], [("3366.8", "9"), ("3368", "8"), ("3372", "8")]) == \
+        "3366.1:7:3366.8:9:3368:8:3372:8"
+    assert signed_crc32(text) == _independent_signed_crc32(text.encode())
+
+
+def _independent_signed_crc32(data: bytes) -> int:
+    """CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) bit by bit, then read as a signed 32-bit int."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    crc ^= 0xFFFFFFFF
+    return crc - (1 << 32) if crc & 0x80000000 else crc
+
+
+def test_okx_real_books_checksums_verify_and_match_reference() -> None:
+    """Real OKX books (2022, UNI-USD-SWAP, inverse 10 USD contracts): every message's checksum, computed
+    by OKX, matches the local book; the depth matches the reference."""
+    lines = _capture("okx_UNI-USD-SWAP_books.capture.txt")
+    records, outcomes = replay("okx", lines)
+    assert [o.dead for o in outcomes] == [None] * len(lines)
+    ref, states = RefBook(), []
+    for _, raw in lines:
+        msg = json.loads(raw)
+        d = msg["data"][0]
+        (ref.snapshot if msg["action"] == "snapshot" else ref.update)([r[:2] for r in d["bids"]], [r[:2] for r in d["asks"]])
+        states.append((int(d["ts"]) * 1000, ref_depth(ref, lambda p, q: q * 10.0)))
+    assert_matches(records, expected_records(states))
+
+
+def test_okx_books_with_sequence_ids_match_reference() -> None:
+    rows = _jsonl("okx_BTC-USDT-SWAP_books.jsonl")
+    records, outcomes = replay("okx", rows)
+    assert all(o.dead is None for o in outcomes)
+    ref, states = RefBook(), []
+    for _, msg in rows:
+        d = msg["data"][0]
+        (ref.snapshot if msg["action"] == "snapshot" else ref.update)([r[:2] for r in d["bids"]], [r[:2] for r in d["asks"]])
+        states.append((int(d["ts"]) * 1000, ref_depth(ref, lambda p, q: p * q * 0.01)))  # ctVal 0.01 BTC
+    assert_matches(records, expected_records(states))
+
+
+def test_okx_checksum_mismatch_and_sequence_gap_resync() -> None:
+    rows = _jsonl("okx_BTC-USDT-SWAP_books.jsonl")
+    norm = normalizer_for("okx")
+    route(norm, json.dumps(rows[0][1]), rows[0][0])
+    bad = json.loads(json.dumps(rows[1][1]))
+    bad["data"][0]["checksum"] += 1
+    out = route(norm, json.dumps(bad), rows[1][0])
+    assert (out.dead.reason, out.dead.topic) == ("book_checksum_mismatch", "book_depth.v1.dlq")
+    assert not norm.books.books["BTC-USDT-SWAP"].synced
+    assert route(norm, json.dumps(rows[2][1]), rows[2][0]).ignored == "book_resyncing"
+    norm = normalizer_for("okx")
+    route(norm, json.dumps(rows[0][1]), rows[0][0])
+    assert route(norm, json.dumps(rows[2][1]), rows[2][0]).dead.reason == "book_gap"  # rows[1] skipped
+    norm = normalizer_for("okx")
+    for recv, msg in rows[:3]:
+        route(norm, json.dumps(msg), recv)
+    assert route(norm, json.dumps(rows[2][1]), rows[2][0]).dead.reason == "book_out_of_sequence"  # a repeat
+    assert norm.books.books["BTC-USDT-SWAP"].synced
+
+
+def test_okx_books5_and_bbo_are_snapshots() -> None:
+    norm = normalizer_for("okx")
+    msg = {"arg": {"channel": "bbo-tbt", "instId": "BTC-USDT-SWAP"},
+           "data": [{"asks": [["60001.0", "12", "0", "1"]], "bids": [["60000.0", "30", "0", "2"]], "ts": str(T), "seqId": 9}]}
+    assert route(norm, json.dumps(msg), R).ignored == "book_throttled"
+    msg["data"][0]["ts"] = str(T + 1000)
+    [(_, rec)] = route(norm, json.dumps(msg), R + 1_000_000).records
+    assert (rec["best_bid"], rec["best_ask"], rec["levels"], rec["bid_reach_bp"]) == (60000.0, 60001.0, 2, pytest.approx(0.5 / 60000.5 * 1e4))
+    assert rec["bid_usd_10bp"] is None  # one level 0.83 bp from the mid reaches no band
+
+
+# --- Hyperliquid, Deribit ------------------------------------------------------------------------
+
+
+def test_hyperliquid_l2book_snapshots_match_reference() -> None:
+    rows = _jsonl("hyperliquid_BTC_l2Book.jsonl")
+    records, outcomes = replay("hyperliquid", rows)
+    assert all(o.dead is None for o in outcomes)
+    ref, states = RefBook(), []
+    for _, msg in rows:
+        bids, asks = msg["data"]["levels"]
+        ref.snapshot([(x["px"], x["sz"]) for x in bids], [(x["px"], x["sz"]) for x in asks])
+        states.append((msg["data"]["time"] * 1000, ref_depth(ref, lambda p, q: p * q)))
+    assert_matches(records, expected_records(states))
+
+
+def test_deribit_book_changes_match_reference() -> None:
+    rows = _jsonl("deribit_BTC-PERPETUAL_book.jsonl")
+    records, outcomes = replay("deribit", rows)
+    assert all(o.dead is None for o in outcomes)
+    ref, states = RefBook(), []
+    for _, msg in rows:
+        d = msg["params"]["data"]
+        sides = [[(p, 0 if act == "delete" else q) for act, p, q in d[k]] for k in ("bids", "asks")]
+        (ref.snapshot if d["type"] == "snapshot" else ref.update)(*sides)
+        states.append((d["timestamp"] * 1000, ref_depth(ref, lambda p, q: q)))  # inverse: amounts are USD
+    assert_matches(records, expected_records(states))
+
+
+def test_deribit_gap_and_options() -> None:
+    rows = _jsonl("deribit_BTC-PERPETUAL_book.jsonl")
+    norm = normalizer_for("deribit")
+    route(norm, json.dumps(rows[0][1]), rows[0][0])
+    gap = route(norm, json.dumps(rows[2][1]), rows[2][0])
+    assert (gap.dead.reason, gap.dead.exchange) == ("book_gap", "deribit")
+    assert route(norm, json.dumps(rows[3][1]), rows[3][0]).ignored == "book_resyncing"
+    opt = {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": "book.BTC-27DEC24-100000-C.100ms", "data": {
+        "type": "snapshot", "timestamp": T, "instrument_name": "BTC-27DEC24-100000-C", "change_id": 1,
+        "bids": [["new", 0.01, 10.0]], "asks": [["new", 0.011, 5.0]]}}}
+    assert route(norm, json.dumps(opt), R).ignored == "book_option"
+
+
+# --- throttle and config ------------------------------------------------------------------------
+
+
+def _hl(t_ms, bid="100", ask="101"):
+    return json.dumps({"channel": "l2Book", "data": {"coin": "ETH", "time": t_ms, "levels": [
+        [{"px": bid, "sz": "1", "n": 1}], [{"px": ask, "sz": "1", "n": 1}]]}})
+
+
+def test_throttle_one_record_per_slot_the_last_state() -> None:
+    norm = normalizer_for("hyperliquid")
+    outs = [route(norm, _hl(T + dt, bid=b), R + dt * 1000) for dt, b in
+            ((100, "99"), (500, "98"), (900, "97"), (1200, "96"), (1300, "95"), (3500, "94"))]
+    assert [o.ignored for o in outs[:3]] == ["book_throttled"] * 3
+    [(_, first)] = outs[3].records  # slot 0 closes: its last state (bid 97 at +900 ms)
+    assert (first["best_bid"], first["event_time"], first["ingest_time"]) == (97.0, (T + 900) * 1000, R + 900_000)
+    assert outs[4].ignored == "book_throttled"
+    [(_, second)] = outs[5].records  # slot 1's last state; slot 2 had no message: no record
+    assert (second["best_bid"], second["event_time"]) == (95.0, (T + 1300) * 1000)
+
+
+def test_depth_interval_is_a_config_field(monkeypatch) -> None:
+    from connectors import book
+
+    assert BookConfig().depth_interval_s == 1.0
+    assert BookConfig.from_env({"LIQSTREAM_BOOK_DEPTH_INTERVAL_S": "5"}).depth_interval_s == 5.0
+    with pytest.raises(ValueError):
+        BookConfig.from_env({"LIQSTREAM_BOOK_DEPTH_INTERVAL_S": "0"})
+    monkeypatch.setattr(book, "book_config", lambda: BookConfig(depth_interval_s=5.0))
+    norm = normalizer_for("hyperliquid")
+    outs = [route(norm, _hl(T + dt), R) for dt in (100, 1200, 4900, 5100)]
+    assert [bool(o.records) for o in outs] == [False, False, False, True]
+
+
+def test_implausible_depth_is_dead_lettered() -> None:
+    norm = normalizer_for("hyperliquid")
+    route(norm, _hl(T, bid="100", ask="101"), R)
+    huge = json.dumps({"channel": "l2Book", "data": {"coin": "ETH", "time": T + 1000, "levels": [
+        [{"px": "100", "sz": "1", "n": 1}], [{"px": "101", "sz": "1", "n": 1}]]}})
+    assert route(norm, huge, R).records  # fine
+    route(norm, json.dumps({"channel": "l2Book", "data": {"coin": "ETH", "time": T + 1100, "levels": [
+        [{"px": "100", "sz": "1e13", "n": 1}, {"px": "1", "sz": "1", "n": 1}], [{"px": "101", "sz": "1", "n": 1}]]}}), R)
+    out = route(norm, _hl(T + 2500), R)
+    assert (out.dead.reason, out.dead.event_type) == ("implausible_value", "book_depth")
