@@ -512,3 +512,11 @@ def test_implausible_depth_is_dead_lettered() -> None:
         [{"px": "100", "sz": "1e13", "n": 1}, {"px": "1", "sz": "1", "n": 1}], [{"px": "101", "sz": "1", "n": 1}]]}}), R)
     out = route(norm, _hl(T + 2500), R)
     assert (out.dead.reason, out.dead.event_type) == ("implausible_value", "book_depth")
+
+
+def test_bench_streams_are_clean_for_every_venue() -> None:
+    from bench.book_depth import VENUES, measure
+
+    for venue in VENUES:
+        row = measure(venue, 40, repeats=1)  # raises on a dead letter
+        assert row["records"] == 4 and row["messages"] >= 40, row  # 100 ms apart to +4 s: slots 0-3 closed
