@@ -33,10 +33,8 @@ as in its trades.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
-import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -44,6 +42,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from connectors.config import env_overrides
 from connectors.instruments import Instrument
 from connectors.normalize import Ignored, Malformed, Normalized, to_epoch_us
 
@@ -65,13 +64,7 @@ class BookConfig:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> BookConfig:
-        env = os.environ if environ is None else environ
-        changes: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"LIQSTREAM_BOOK_{f.name.upper()}")
-            if raw:
-                changes[f.name] = type(getattr(cls(), f.name))(raw)
-        cfg = dataclasses.replace(cls(), **changes)
+        cfg = cls(**env_overrides(cls, "LIQSTREAM_BOOK_", environ))
         if not cfg.depth_interval_s > 0 or cfg.binance_buffer_max < 1:
             raise ValueError(f"invalid book config {cfg}")
         return cfg
@@ -264,6 +257,19 @@ class DepthTracker:
         book.reset()
         raise Malformed(reason, detail, ET)
 
+    def check_follows(self, book: LocalBook, seq: int, prev: int | None, what: str, event_us: int) -> None:
+        """Before a delta ``seq`` that says it follows ``prev`` (None: unchecked): a book in resync ignores it; one
+        older than the book is ``book_out_of_sequence`` (dropped, the book kept); any other break is
+        ``book_gap`` (the book resyncs)."""
+        if not book.synced:
+            raise Ignored("book_resyncing")
+        if prev is None or prev == book.seq:
+            return
+        sym = book.inst.symbol
+        if seq <= book.seq and prev < book.seq:
+            raise Malformed("book_out_of_sequence", f"{sym}: {what}={seq} is not after the book's {book.seq}", ET)
+        self.fail(book, "book_gap", f"{sym}: {what}={seq} follows {prev} but the book is at {book.seq}", event_us)
+
     def out(self, reason: str = "book_throttled") -> list[Normalized]:
         """The records ready to go out, or Ignored(reason) when none is (the state waits in its slot)."""
         if not self.ready:
@@ -446,12 +452,7 @@ class BybitBooks(DepthTracker):
             return self.out()
         if kind != "delta":
             raise Malformed("bad_value", f"orderbook type={kind!r} is neither snapshot nor delta", ET)
-        if not book.synced:
-            raise Ignored("book_resyncing")
-        if u != book.seq + 1:
-            if u <= book.seq:
-                raise Malformed("book_out_of_sequence", f"{inst.symbol}: u={u} is not after the book's u={book.seq}", ET)
-            self.fail(book, "book_gap", f"{inst.symbol}: u={u} after u={book.seq}", event_us)
+        self.check_follows(book, u, u - 1, "u", event_us)
         self.deltas(book, bids, asks, event_us, received_us, u)
         return self.out()
 
@@ -542,13 +543,9 @@ class OkxBooks(DepthTracker):
         bids, asks = self._text_levels(r.get("bids"), "bids"), self._text_levels(r.get("asks"), "asks")
         seq, prev = r.get("seqId"), r.get("prevSeqId")
         if action == "update":
-            if not book.synced:
-                raise Ignored("book_resyncing")
-            if seq is not None and prev is not None and book.seq is not None and _int(prev, "prevSeqId") != book.seq:
-                if _int(seq, "seqId") <= book.seq and _int(prev, "prevSeqId") < book.seq:
-                    raise Malformed("book_out_of_sequence", f"{inst.symbol}: seqId={seq} prevSeqId={prev} is not "
-                                    f"after the book's seqId={book.seq}", ET)
-                self.fail(book, "book_gap", f"{inst.symbol}: prevSeqId={prev} but the last seqId={book.seq}", event_us)
+            checked = seq is not None and prev is not None and book.seq is not None
+            self.check_follows(book, _int(seq, "seqId") if checked else 0,
+                               _int(prev, "prevSeqId") if checked else None, "seqId", event_us)
             self.close_slot(book, event_us)
             tb, ta = book.text_bids, book.text_asks
             for px, qty, tp, tq in bids:
@@ -659,14 +656,6 @@ class DeribitBooks(DepthTracker):
             return self.out()
         if kind != "change":
             raise Malformed("bad_value", f"book type={kind!r} is neither snapshot nor change", ET)
-        if not book.synced:
-            raise Ignored("book_resyncing")
-        prev = _int(data.get("prev_change_id"), "prev_change_id")
-        if prev != book.seq:
-            if change_id <= book.seq:
-                raise Malformed("book_out_of_sequence", f"{inst.symbol}: change_id={change_id} is not after the "
-                                f"book's {book.seq}", ET)
-            self.fail(book, "book_gap", f"{inst.symbol}: prev_change_id={prev} but the last change_id={book.seq}",
-                      event_us)
+        self.check_follows(book, change_id, _int(data.get("prev_change_id"), "prev_change_id"), "change_id", event_us)
         self.deltas(book, bids, asks, event_us, received_us, change_id)
         return self.out()

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.config import env_overrides
+
 #: launch of each venue's derivatives market (UTC): no event of that venue can be older.
 #: Binance USDⓈ-M futures 2019-09, COIN-M 2020-06 (archived messages of its first quarterly, BTCUSD_200925,
 #: date from 2020-06-16), Bybit 2018-03 (inverse perpetual),
@@ -63,15 +65,10 @@ class Plausibility:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Plausibility:
         env = os.environ if environ is None else environ
-        changes: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"LIQSTREAM_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            if f.name == "venue_launch":
-                changes[f.name] = {**VENUE_LAUNCH, **dict(p.split("=", 1) for p in raw.split(",") if "=" in p)}
-            else:
-                changes[f.name] = type(getattr(cls(), f.name))(raw)
+        changes: dict[str, Any] = env_overrides(cls, "LIQSTREAM_", env, skip=("venue_launch",))
+        raw = env.get("LIQSTREAM_VENUE_LAUNCH")
+        if raw:
+            changes["venue_launch"] = {**VENUE_LAUNCH, **dict(p.split("=", 1) for p in raw.split(",") if "=" in p)}
         return dataclasses.replace(cls(), **changes)
 
     def launch_us(self, exchange: str | None) -> int:

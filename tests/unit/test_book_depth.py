@@ -520,3 +520,38 @@ def test_bench_streams_are_clean_for_every_venue() -> None:
     for venue in VENUES:
         row = measure(venue, 40, repeats=1)  # raises on a dead letter
         assert row["records"] == 4 and row["messages"] >= 40, row  # 100 ms apart to +4 s: slots 0-3 closed
+
+
+def test_okx_sequence_reset_and_heartbeat_follow_the_rule() -> None:
+    """okx.com/docs-v5: after maintenance seqId may drop below prevSeqId (prevSeqId still the last seqId);
+    a no-change push has seqId == prevSeqId and no levels. Neither is a gap."""
+    norm = normalizer_for("okx")
+
+    def msg(action, seq, prev, t_ms, bids=(), asks=()):
+        return json.dumps({"arg": {"channel": "books", "instId": "BTC-USDT-SWAP"}, "action": action, "data": [{
+            "bids": [[*x, "0", "1"] for x in bids], "asks": [[*x, "0", "1"] for x in asks], "ts": str(t_ms),
+            "seqId": seq, "prevSeqId": prev}]})
+
+    route(norm, msg("snapshot", 500, -1, T, [("60000.0", "5")], [("60001.0", "5")]), R)
+    assert route(norm, msg("update", 500, 500, T + 10), R).ignored == "book_throttled"  # heartbeat
+    assert route(norm, msg("update", 3, 500, T + 20, [("59999.0", "1")]), R).ignored == "book_throttled"  # reset
+    assert route(norm, msg("update", 4, 3, T + 30), R).ignored == "book_throttled"
+    assert norm.books.books["BTC-USDT-SWAP"].bids == {60000.0: 5.0, 59999.0: 1.0}
+    assert route(norm, msg("update", 9, 7, T + 40), R).dead.reason == "book_gap"
+
+
+def test_deribit_grouped_book_is_a_snapshot() -> None:
+    norm = normalizer_for("deribit")
+
+    def grouped(t_ms, bid):
+        return json.dumps({"jsonrpc": "2.0", "method": "subscription", "params": {
+            "channel": "book.BTC-PERPETUAL.none.10.100ms", "data": {
+                "timestamp": t_ms, "instrument_name": "BTC-PERPETUAL", "change_id": t_ms,
+                "bids": [[bid, 1000.0], [bid - 1000, 500.0]], "asks": [[60000.5, 2000.0], [61000.0, 10.0]]}}})
+
+    assert route(norm, grouped(T, 59999.5), R).ignored == "book_throttled"
+    [(_, rec)] = route(norm, grouped(T + 1000, 59990.0), R).records
+    # mid 60000: bids 59999.5 (0.08 bp) and 58999.5 (167 bp); USD = the amounts (inverse)
+    assert (rec["bid_usd_10bp"], rec["bid_usd_100bp"], rec["bid_usd_200bp"]) == (1000.0, 1000.0, None)
+    # asks 60000.5 (0.08 bp), 61000 (167 bp): the view reaches 167 bp on both sides, so 200 bp is null
+    assert (rec["ask_usd_10bp"], rec["ask_usd_100bp"], rec["ask_usd_200bp"]) == (2000.0, 2000.0, None)
