@@ -412,7 +412,9 @@ class BinanceBooks(DepthTracker):
             ev = buf.popleft()
             try:
                 self._apply(book, ev, received_us)
-            except Malformed:
+            except Malformed as exc:
+                if exc.reason == "book_out_of_sequence":
+                    continue  # a repeated event in the buffer: the book already holds it
                 if buf:  # the rest of the buffer follows the event that broke the chain
                     self.buffers[inst.symbol].extend(buf)
                 raise

@@ -555,3 +555,13 @@ def test_deribit_grouped_book_is_a_snapshot() -> None:
     assert (rec["bid_usd_10bp"], rec["bid_usd_100bp"], rec["bid_usd_200bp"]) == (1000.0, 1000.0, None)
     # asks 60000.5 (0.08 bp), 61000 (167 bp): the view reaches 167 bp on both sides, so 200 bp is null
     assert (rec["ask_usd_10bp"], rec["ask_usd_100bp"], rec["ask_usd_200bp"]) == (2000.0, 2000.0, None)
+
+
+def test_binance_repeated_event_in_the_buffer_is_skipped_at_sync() -> None:
+    norm = normalizer_for("binance-futures")
+    route(norm, _ev(96, 102, 95, T + 10, b=[("59999.9", "2")]), R)
+    route(norm, _ev(96, 102, 95, T + 10, b=[("59999.9", "2")]), R)  # the same event twice (a replayed frame)
+    route(norm, _ev(103, 105, 102, T + 20, b=[("59999.8", "1")]), R)
+    assert route(norm, _snap(100, T + 5), R).ignored == "book_synced"
+    book = norm.books.books["BTCUSDT"]
+    assert book.seq == 105 and book.bids == {59999.9: 2.0, 59999.8: 1.0} and not norm.books.buffers
