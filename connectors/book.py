@@ -118,7 +118,7 @@ class LocalBook:
     """One instrument's book: price -> size per side (dicts; sorted only to compute the bands)."""
 
     __slots__ = ("inst", "usd_mult", "inverse", "bids", "asks", "best_bid", "best_ask", "synced", "seq",
-                 "event_us", "ingest_us", "dirty", "text_bids", "text_asks")
+                 "event_us", "dirty", "text_bids", "text_asks")
 
     def __init__(self, inst: Instrument, usd_mult: float, inverse: bool, keep_text: bool = False) -> None:
         self.inst = inst
@@ -132,7 +132,6 @@ class LocalBook:
         self.synced = False
         self.seq: Any = None  # the venue's last applied sequence id
         self.event_us = 0
-        self.ingest_us = 0
         self.dirty = False  # holds a state not yet emitted
         # OKX: the venue's own price and size text per level, for the checksum
         self.text_bids: dict[float, tuple[str, str]] | None = {} if keep_text else None
@@ -185,7 +184,9 @@ class LocalBook:
         if bb is None or ba is None:
             return None
         mid = (bb + ba) / 2
-        rec: dict[str, Any] = {**self.inst.common_fields(), "event_time": self.event_us, "ingest_time": self.ingest_us,
+        # ingest_time: set when the record is handed out (DepthTracker.out), to the receive time of the message it
+        # goes out with: the record exists from then on, and it is that message's outcome (replay's accounting)
+        rec: dict[str, Any] = {**self.inst.common_fields(), "event_time": self.event_us, "ingest_time": 0,
                                "best_bid": bb, "best_ask": ba}
         for side, levels, sign in (("bid", self.bids, 1.0), ("ask", self.asks, -1.0)):
             s10 = s50 = s100 = s200 = 0.0
@@ -239,14 +240,13 @@ class DepthTracker:
                 self.ready.append((ET, rec))
             book.dirty = False
 
-    def applied(self, book: LocalBook, event_us: int, received_us: int) -> None:
+    def applied(self, book: LocalBook, event_us: int) -> None:
         """After applying a message: the book's state is now that of ``event_us``; a crossed book resyncs."""
         if book.crossed():
             bb, ba = book.best_bid, book.best_ask
             self.fail(book, "book_crossed", f"{book.inst.symbol}: best bid {bb} >= best ask {ba} after the update")
         if event_us > book.event_us or not book.dirty:
             book.event_us = event_us
-        book.ingest_us = received_us
         book.dirty = True
 
     def fail(self, book: LocalBook, reason: str, detail: str, event_us: int | None = None) -> None:
@@ -270,27 +270,30 @@ class DepthTracker:
             raise Malformed("book_out_of_sequence", f"{sym}: {what}={seq} is not after the book's {book.seq}", ET)
         self.fail(book, "book_gap", f"{sym}: {what}={seq} follows {prev} but the book is at {book.seq}", event_us)
 
-    def out(self, reason: str = "book_throttled") -> list[Normalized]:
-        """The records ready to go out, or Ignored(reason) when none is (the state waits in its slot)."""
+    def out(self, received_us: int, reason: str = "book_throttled") -> list[Normalized]:
+        """The records ready to go out, stamped with the receive time of the message they go out with; or
+        Ignored(reason) when none is (the state waits in its slot)."""
         if not self.ready:
             raise Ignored(reason)
         out, self.ready = self.ready, []
+        for _, rec in out:
+            rec["ingest_time"] = received_us
         return out
 
-    def snapshot(self, book: LocalBook, bids: list, asks: list, event_us: int, received_us: int, seq: Any) -> None:
+    def snapshot(self, book: LocalBook, bids: list, asks: list, event_us: int, seq: Any) -> None:
         self.close_slot(book, event_us)
         book.load(bids, asks)
         book.seq = seq
-        self.applied(book, event_us, received_us)
+        self.applied(book, event_us)
 
-    def deltas(self, book: LocalBook, bids: list, asks: list, event_us: int, received_us: int, seq: Any) -> None:
+    def deltas(self, book: LocalBook, bids: list, asks: list, event_us: int, seq: Any) -> None:
         self.close_slot(book, event_us)
         for px, qty in bids:
             book.set_bid(px, qty)
         for px, qty in asks:
             book.set_ask(px, qty)
         book.seq = seq
-        self.applied(book, event_us, received_us)
+        self.applied(book, event_us)
 
 
 Lookup = Callable[[Any], Instrument]
@@ -347,8 +350,8 @@ class BinanceBooks(DepthTracker):
         book = self.book(inst)
         event_us = self._event_us(m, received_us)
         if stream is not None and ("@depth5" in stream or "@depth10" in stream or "@depth20" in stream):
-            self.snapshot(book, _levels(m.get("b"), "b"), _levels(m.get("a"), "a"), event_us, received_us, None)
-            return self.out()
+            self.snapshot(book, _levels(m.get("b"), "b"), _levels(m.get("a"), "a"), event_us, None)
+            return self.out(received_us)
         pu = m.get("pu")  # COIN-M and USDⓈ-M send it; a stream without it is checked by U/u alone
         ev = (_int(m.get("U"), "U"), _int(m.get("u"), "u"), None if pu is None else _int(pu, "pu"),
               _levels(m.get("b"), "b"),
@@ -360,7 +363,7 @@ class BinanceBooks(DepthTracker):
             buf.append(ev)
             raise Ignored("book_buffered")
         self._apply(book, ev, received_us)
-        return self.out()
+        return self.out(received_us)
 
     def _apply(self, book: LocalBook, ev: tuple, received_us: int) -> None:
         first_u, last_u, pu, bids, asks, event_us = ev
@@ -383,7 +386,7 @@ class BinanceBooks(DepthTracker):
             self.close_slot(book, event_us)
             self._resync(book, ev)
             raise Malformed("book_gap", f"{sym}: pu={pu} but the last applied u={seq}", ET)
-        self.deltas(book, bids, asks, event_us, received_us, last_u)
+        self.deltas(book, bids, asks, event_us, last_u)
 
     def _resync(self, book: LocalBook, ev: tuple) -> None:
         """Drop the book; the event that broke it starts the buffer the next snapshot syncs from."""
@@ -404,8 +407,7 @@ class BinanceBooks(DepthTracker):
         if buf and buf[0][0] > last_id and buf[0][2] != last_id:
             raise Ignored("book_snapshot_too_old")  # the buffered events start after it: wait for a newer one
         event_us = self._event_us(m, received_us)
-        self.snapshot(book, _levels(m.get("bids"), "bids"), _levels(m.get("asks"), "asks"), event_us,
-                      received_us, last_id)
+        self.snapshot(book, _levels(m.get("bids"), "bids"), _levels(m.get("asks"), "asks"), event_us, last_id)
         self.awaiting[inst.symbol] = last_id
         self.buffers.pop(inst.symbol, None)
         while buf:
@@ -418,7 +420,7 @@ class BinanceBooks(DepthTracker):
                 if buf:  # the rest of the buffer follows the event that broke the chain
                     self.buffers[inst.symbol].extend(buf)
                 raise
-        return self.out("book_synced")
+        return self.out(received_us, "book_synced")
 
 
 # --------------------------------------------------------------------------- Bybit
@@ -450,13 +452,13 @@ class BybitBooks(DepthTracker):
         kind = msg.get("type")
         bids, asks = _levels(data.get("b"), "b"), _levels(data.get("a"), "a")
         if kind == "snapshot" or (kind == "delta" and u == 1):
-            self.snapshot(book, bids, asks, event_us, received_us, u)
-            return self.out()
+            self.snapshot(book, bids, asks, event_us, u)
+            return self.out(received_us)
         if kind != "delta":
             raise Malformed("bad_value", f"orderbook type={kind!r} is neither snapshot nor delta", ET)
         self.check_follows(book, u, u - 1, "u", event_us)
-        self.deltas(book, bids, asks, event_us, received_us, u)
-        return self.out()
+        self.deltas(book, bids, asks, event_us, u)
+        return self.out(received_us)
 
     @staticmethod
     def _v2_rows(rows: Any) -> tuple[list, list]:
@@ -479,8 +481,8 @@ class BybitBooks(DepthTracker):
         if msg.get("type") == "snapshot":
             rows = data.get("order_book") if isinstance(data, dict) else data
             bids, asks = self._v2_rows(rows)
-            self.snapshot(book, bids, asks, event_us, received_us, seq)
-            return self.out()
+            self.snapshot(book, bids, asks, event_us, seq)
+            return self.out(received_us)
         if msg.get("type") != "delta" or not isinstance(data, dict):
             raise Malformed("bad_value", "orderBookL2 message is neither a snapshot nor a delta object", ET)
         if not book.synced:
@@ -490,8 +492,8 @@ class BybitBooks(DepthTracker):
         deleted_b, deleted_a = self._v2_rows([{**r, "size": 0} if isinstance(r, dict) else r
                                               for r in data.get("delete") or []])
         set_b, set_a = self._v2_rows([*(data.get("update") or []), *(data.get("insert") or [])])
-        self.deltas(book, [*deleted_b, *set_b], [*deleted_a, *set_a], event_us, received_us, seq)
-        return self.out()
+        self.deltas(book, [*deleted_b, *set_b], [*deleted_a, *set_a], event_us, seq)
+        return self.out(received_us)
 
 
 # --------------------------------------------------------------------------- OKX
@@ -524,7 +526,7 @@ class OkxBooks(DepthTracker):
         action = msg.get("action")
         for r in data:
             self._row(channel, action, r, arg.get("instId", r.get("instId")), received_us)
-        return self.out()
+        return self.out(received_us)
 
     @staticmethod
     def _text_levels(rows: Any, name: str) -> list[tuple[float, float, str, str]]:
@@ -578,7 +580,7 @@ class OkxBooks(DepthTracker):
             if got != _int(checksum, "checksum"):
                 self.fail(book, "book_checksum_mismatch", f"{inst.symbol}: checksum {checksum} sent, {got} computed "
                           f"from the local book (seqId={seq})")
-        self.applied(book, event_us, received_us)
+        self.applied(book, event_us)
 
 
 # --------------------------------------------------------------------------- Hyperliquid
@@ -605,8 +607,8 @@ class HyperliquidBooks(DepthTracker):
             if not all(isinstance(x, dict) for x in side):
                 raise Malformed("bad_value", "l2Book level is not an object", ET)
             sides.append([_level((x.get("px"), x.get("sz"))) for x in side])
-        self.snapshot(self.book(inst), sides[0], sides[1], _time_us(data.get("time"), "time"), received_us, None)
-        return self.out()
+        self.snapshot(self.book(inst), sides[0], sides[1], _time_us(data.get("time"), "time"), None)
+        return self.out(received_us)
 
 
 # --------------------------------------------------------------------------- Deribit
@@ -649,15 +651,15 @@ class DeribitBooks(DepthTracker):
         change_id = _int(data.get("change_id"), "change_id")
         if channel.count(".") >= 4:  # grouped: a snapshot of the top levels each push
             self.snapshot(book, _levels(data.get("bids"), "bids"), _levels(data.get("asks"), "asks"), event_us,
-                          received_us, change_id)
-            return self.out()
+                          change_id)
+            return self.out(received_us)
         kind = data.get("type")
         bids, asks = self._changes(data.get("bids", []), "bids"), self._changes(data.get("asks", []), "asks")
         if kind == "snapshot":
-            self.snapshot(book, bids, asks, event_us, received_us, change_id)
-            return self.out()
+            self.snapshot(book, bids, asks, event_us, change_id)
+            return self.out(received_us)
         if kind != "change":
             raise Malformed("bad_value", f"book type={kind!r} is neither snapshot nor change", ET)
         self.check_follows(book, change_id, _int(data.get("prev_change_id"), "prev_change_id"), "change_id", event_us)
-        self.deltas(book, bids, asks, event_us, received_us, change_id)
-        return self.out()
+        self.deltas(book, bids, asks, event_us, change_id)
+        return self.out(received_us)

@@ -120,7 +120,8 @@ def test_bands_by_hand_linear_and_inverse() -> None:
     later = json.loads(json.dumps(snap))
     later["data"]["time"] = 1733306401100
     [(et, rec)] = route(norm, json.dumps(later), 1733306401200000).records
-    assert et == "book_depth" and rec["event_time"] == 1733306400100000 and rec["ingest_time"] == 1733306400200000
+    # ingest_time: when the message it goes out with was received (the record exists from then on)
+    assert et == "book_depth" and rec["event_time"] == 1733306400100000 and rec["ingest_time"] == 1733306401200000
     assert (rec["best_bid"], rec["best_ask"], rec["levels"]) == (99.95, 100.05, 8)
     assert rec["bid_reach_bp"] == pytest.approx(300) and rec["ask_reach_bp"] == pytest.approx(150)
     # bids: 99.95 x 2 = 199.90 (5 bp); + 99.80 (20 bp) = 299.70; + 99.10 x 3 = 297.30 (90 bp) -> 597.00;
@@ -483,7 +484,7 @@ def test_throttle_one_record_per_slot_the_last_state() -> None:
             ((100, "99"), (500, "98"), (900, "97"), (1200, "96"), (1300, "95"), (3500, "94"))]
     assert [o.ignored for o in outs[:3]] == ["book_throttled"] * 3
     [(_, first)] = outs[3].records  # slot 0 closes: its last state (bid 97 at +900 ms)
-    assert (first["best_bid"], first["event_time"], first["ingest_time"]) == (97.0, (T + 900) * 1000, R + 900_000)
+    assert (first["best_bid"], first["event_time"], first["ingest_time"]) == (97.0, (T + 900) * 1000, R + 1_200_000)
     assert outs[4].ignored == "book_throttled"
     [(_, second)] = outs[5].records  # slot 1's last state; slot 2 had no message: no record
     assert (second["best_bid"], second["event_time"]) == (95.0, (T + 1300) * 1000)
@@ -565,3 +566,20 @@ def test_binance_repeated_event_in_the_buffer_is_skipped_at_sync() -> None:
     assert route(norm, _snap(100, T + 5), R).ignored == "book_synced"
     book = norm.books.books["BTCUSDT"]
     assert book.seq == 105 and book.bids == {59999.9: 2.0, 59999.8: 1.0} and not norm.books.buffers
+
+
+def test_hyperliquid_documented_l2book_pair() -> None:
+    """The two l2Book examples of tests/fixtures/venues/hyperliquid (first mid 97430.5): the first state goes
+    out with the second message. By hand: 10 bp of the mid is 97.43, so the bids 97430 x 1.2 and 97429 x 0.5
+    and the asks 97431 x 0.8 and 97440 x 2.25 are within 10 bp; the deepest levels (97300, 97600) lie 13.4
+    and 17.4 bp out, so the view reaches no band beyond 10 bp: 50 bp and up are null."""
+    docs = [json.loads(line) for line in (BOOKS.parent / "venues" / "hyperliquid" / "doc_examples.jsonl").read_text()
+            .splitlines() if line.strip()]
+    first, second = (d["raw"] for d in docs if d["name"].startswith("l2Book"))
+    norm = normalizer_for("hyperliquid")
+    recv = first["data"]["time"] * 1000 + 300_000
+    assert route(norm, json.dumps(first), recv).ignored == "book_throttled"
+    [(_, rec)] = route(norm, json.dumps(second), recv + 1_200_000).records
+    assert rec["bid_reach_bp"] == pytest.approx((97430.5 - 97300) / 97430.5 * 1e4)  # 13.39 bp
+    assert rec["bid_usd_10bp"] == pytest.approx(97430 * 1.2 + 97429 * 0.5) and rec["bid_usd_50bp"] is None
+    assert rec["ask_usd_10bp"] == pytest.approx(97431 * 0.8 + 97440 * 2.25) and rec["ask_usd_50bp"] is None
