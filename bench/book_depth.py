@@ -173,10 +173,15 @@ def measure(venue: str, n: int, repeats: int = 3) -> dict:
             "messages_per_cpu_s": round(len(msgs) / best)}
 
 
+def stage_book_depth(n: int) -> dict[str, dict]:
+    """venue -> :func:`measure` row (the ``book_depth`` stage of bench/run.py)."""
+    return {v: measure(v, n) for v in VENUES}
+
+
 def main(argv: list[str] | None = None) -> int:
     n = int((argv or sys.argv[1:] or ["20000"])[0])
     load = os.getloadavg()
-    rows = [measure(v, n) for v in VENUES]
+    rows = list(stage_book_depth(n).values())
     print(json.dumps({"load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "venues": rows},
                      indent=1))
     return 0
