@@ -583,3 +583,14 @@ def test_hyperliquid_documented_l2book_pair() -> None:
     assert rec["bid_reach_bp"] == pytest.approx((97430.5 - 97300) / 97430.5 * 1e4)  # 13.39 bp
     assert rec["bid_usd_10bp"] == pytest.approx(97430 * 1.2 + 97429 * 0.5) and rec["bid_usd_50bp"] is None
     assert rec["ask_usd_10bp"] == pytest.approx(97431 * 0.8 + 97440 * 2.25) and rec["ask_usd_50bp"] is None
+
+
+def test_bench_table_has_a_book_depth_row_per_venue() -> None:
+    from bench import run
+    from tests.unit.test_bench_quick import _fake_stages
+
+    st = {**_fake_stages(), "book_depth": {"okx": {"messages_per_cpu_s": 19009}, "bybit": {"messages_per_cpu_s": 79091}}}
+    table = run.format_table({"stages": st, "targets": run.targets(st)})
+    rows = [line for line in table.splitlines() if "book -> book_depth" in line]
+    assert len(rows) == 2 and "okx" in rows[0] and run._f(19009) in rows[0]
+    assert "book -> book_depth" not in run.format_table({"stages": _fake_stages(), "targets": run.targets(_fake_stages())})
