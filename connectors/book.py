@@ -8,8 +8,9 @@ turns the book into a ``book_depth.v1`` record (schemas/book_depth.v1.avsc): res
 
 Throttle: the record of a slot is the LAST book state in it. A slot is known to be over when the
 instrument's first message of a later slot arrives, so that message's outcome carries the record
-(computed before the message is applied). A record whose carrier message is dead-lettered waits
-for the next book message of the venue that is not. At the end of a replay, the open slot of each
+(computed before the message is applied); its ``ingest_time`` is that message's receive time. A
+record whose carrier message is dead-lettered waits for the next book message of the venue that
+gives records. At the end of a replay, the open slot of each
 instrument is not emitted (nothing closes it).
 
 What cannot be trusted is never emitted: a sequence gap, an out-of-sequence update, a crossed book
