@@ -3,7 +3,8 @@
 A venue normalizer turns one parsed raw message into zero or more normalized
 records ``(event_type, record)``; it raises :class:`Ignored` for a message it
 recognises but liqstream does not use (subscription acks, heartbeats, a book
-update whose depth waits for its slot to close: connectors/book.py) and :class:`Malformed` for a message it cannot trust. The router
+update whose depth waits for its slot to close: connectors/book.py) and
+:class:`Malformed` for a message it cannot trust. The router
 (:func:`route`) wraps the JSON parsing and the normalizer so that every raw
 message ends in exactly one place: normalized records, a dead letter, or a
 counted ignore.
