@@ -552,19 +552,13 @@ class OkxBooks(DepthTracker):
             self.check_follows(book, _int(seq, "seqId") if checked else 0,
                                _int(prev, "prevSeqId") if checked else None, "seqId", event_us)
             self.close_slot(book, event_us)
-            tb, ta = book.text_bids, book.text_asks
-            for px, qty, tp, tq in bids:
-                book.set_bid(px, qty)
-                if qty > 0:
-                    tb[px] = (tp, tq)  # type: ignore[index]
-                else:
-                    tb.pop(px, None)  # type: ignore[union-attr]
-            for px, qty, tp, tq in asks:
-                book.set_ask(px, qty)
-                if qty > 0:
-                    ta[px] = (tp, tq)  # type: ignore[index]
-                else:
-                    ta.pop(px, None)  # type: ignore[union-attr]
+            for setter, text, levels in ((book.set_bid, book.text_bids, bids), (book.set_ask, book.text_asks, asks)):
+                for px, qty, tp, tq in levels:
+                    setter(px, qty)
+                    if qty > 0:
+                        text[px] = (tp, tq)  # type: ignore[index]
+                    else:
+                        text.pop(px, None)  # type: ignore[union-attr]
         elif action in ("snapshot", None):
             self.close_slot(book, event_us)
             book.load([(p, q) for p, q, _, _ in bids], [(p, q) for p, q, _, _ in asks])

@@ -371,31 +371,29 @@ def _independent_signed_crc32(data: bytes) -> int:
     return crc - (1 << 32) if crc & 0x80000000 else crc
 
 
+def _okx_states(msgs: list[dict], usd) -> list[tuple[int, dict]]:
+    ref, states = RefBook(), []
+    for msg in msgs:
+        d = msg["data"][0]
+        (ref.snapshot if msg["action"] == "snapshot" else ref.update)([r[:2] for r in d["bids"]], [r[:2] for r in d["asks"]])
+        states.append((int(d["ts"]) * 1000, ref_depth(ref, usd)))
+    return states
+
+
 def test_okx_real_books_checksums_verify_and_match_reference() -> None:
     """Real OKX books (2022, UNI-USD-SWAP, inverse 10 USD contracts): every message's checksum, computed
     by OKX, matches the local book; the depth matches the reference."""
     lines = _capture("okx_UNI-USD-SWAP_books.capture.txt")
     records, outcomes = replay("okx", lines)
     assert [o.dead for o in outcomes] == [None] * len(lines)
-    ref, states = RefBook(), []
-    for _, raw in lines:
-        msg = json.loads(raw)
-        d = msg["data"][0]
-        (ref.snapshot if msg["action"] == "snapshot" else ref.update)([r[:2] for r in d["bids"]], [r[:2] for r in d["asks"]])
-        states.append((int(d["ts"]) * 1000, ref_depth(ref, lambda p, q: q * 10.0)))
-    assert_matches(records, expected_records(states))
+    assert_matches(records, expected_records(_okx_states([json.loads(raw) for _, raw in lines], lambda p, q: q * 10.0)))
 
 
 def test_okx_books_with_sequence_ids_match_reference() -> None:
     rows = _jsonl("okx_BTC-USDT-SWAP_books.jsonl")
     records, outcomes = replay("okx", rows)
     assert all(o.dead is None for o in outcomes)
-    ref, states = RefBook(), []
-    for _, msg in rows:
-        d = msg["data"][0]
-        (ref.snapshot if msg["action"] == "snapshot" else ref.update)([r[:2] for r in d["bids"]], [r[:2] for r in d["asks"]])
-        states.append((int(d["ts"]) * 1000, ref_depth(ref, lambda p, q: p * q * 0.01)))  # ctVal 0.01 BTC
-    assert_matches(records, expected_records(states))
+    assert_matches(records, expected_records(_okx_states([m for _, m in rows], lambda p, q: p * q * 0.01)))  # ctVal 0.01
 
 
 def test_okx_checksum_mismatch_and_sequence_gap_resync() -> None:

@@ -487,6 +487,8 @@ def test_messages_async_iterator_stops_cleanly():
 
 
 class _OIHandler(http.server.BaseHTTPRequestHandler):
+    BODY = b'{"openInterest":"10659.509","symbol":"BTCUSDT","time":1589437530011}'
+
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         if "symbol=LIMITED" in self.path:
             self.send_response(429)
@@ -494,7 +496,7 @@ class _OIHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"code":-1003,"msg":"Too many requests"}')
             return
-        body = b'{"openInterest":"10659.509","symbol":"BTCUSDT","time":1589437530011}'
+        body = self.BODY
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -504,6 +506,19 @@ class _OIHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def _http_server(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A local HTTP server on a free port in a thread; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_open_interest_poller_against_local_http_server():
     assert open_interest_urls("binance-futures", ["btcusdt"]) == [
         "https://fapi.binance.com/fapi/v1/openInterest?symbol=BTCUSDT"]
@@ -511,11 +526,7 @@ def test_open_interest_poller_against_local_http_server():
         "https://dapi.binance.com/dapi/v1/openInterest?symbol=BTCUSD_PERP"]
     assert open_interest_urls("okx", ["BTC-USDT-SWAP"]) == []
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OIHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _http_server(_OIHandler) as base:
         async def main() -> None:
             got: list[RawMessage] = []
             urls = open_interest_urls("binance-futures", ["BTCUSDT", "LIMITED"], base) + ["http://127.0.0.1:9/x"]
@@ -531,24 +542,13 @@ def test_open_interest_poller_against_local_http_server():
             assert st["errors"]["http_429"] == 1 and sum(st["errors"].values()) == 2
 
         arun(main())
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
-class _DepthHandler(http.server.BaseHTTPRequestHandler):
+class _DepthHandler(_OIHandler):
     """Binance USDⓈ-M ``/fapi/v1/depth`` (its documented response: no symbol in it)."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = (b'{"lastUpdateId":1027024,"E":1589436922972,"T":1589436922959,'
-                b'"bids":[["4.00000000","431.00000000"]],"asks":[["4.00000200","12.00000000"]]}')
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+    BODY = (b'{"lastUpdateId":1027024,"E":1589436922972,"T":1589436922959,'
+            b'"bids":[["4.00000000","431.00000000"]],"asks":[["4.00000200","12.00000000"]]}')
 
 
 def test_depth_snapshot_poll_tags_the_symbol_and_syncs_the_book():
@@ -561,11 +561,7 @@ def test_depth_snapshot_poll_tags_the_symbol_and_syncs_the_book():
     assert depth_snapshot_urls("okx", ["BTC-USDT-SWAP"]) == []  # its books come with their snapshots
     coinm = '{"lastUpdateId":1,"symbol":"BTCUSD_PERP","pair":"BTCUSD","bids":[],"asks":[]}'
     assert tag_depth_symbol("https://x/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000", coinm) == coinm
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DepthHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _http_server(_DepthHandler) as base:
         async def main() -> None:
             got: list[RawMessage] = []
             poller = RestPoller("binance-futures", depth_snapshot_urls("binance-futures", ["BTCUSDT"], base), 60,
@@ -578,9 +574,6 @@ def test_depth_snapshot_poll_tags_the_symbol_and_syncs_the_book():
             assert norm.books.books["BTCUSDT"].asks == {4.000002: 12.0}
 
         arun(main())
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 # --------------------------------------------------------------------------- recorder
