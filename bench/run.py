@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 
 FULL: dict[str, Any] = {
     "sim": {"scenario": "A", "seed": 7, "duration": "10m", "trades_per_second": 400.0},
-    "normalize_seconds": 2.0, "agg_trades": 20_000,
+    "normalize_seconds": 2.0, "agg_trades": 20_000, "book_messages": 20_000,
     "kafka_events": 50_000,
     "bars_events": 2_000_000, "naive_events": 40_000,
     "mart_events": 500_000, "analytics_hours": 3,
@@ -55,7 +55,7 @@ FULL: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {
     "sim": {"scenario": "A", "seed": 7, "duration": "3m", "trades_per_second": 20.0},
-    "normalize_seconds": 0.1, "agg_trades": 1_000,
+    "normalize_seconds": 0.1, "agg_trades": 1_000, "book_messages": 200,
     "kafka_events": 2_000,
     "bars_events": 20_000, "naive_events": 5_000,
     "mart_events": 20_000, "analytics_hours": 1,
@@ -100,6 +100,10 @@ def run_stages(cfg: dict[str, Any], workdir: Path, broker_bootstrap: str | None 
 
     say("normalize + Avro encode vs json.loads")
     out["normalize"] = stages.stage_normalize(pool, cfg["normalize_seconds"], cfg["agg_trades"])
+    say("order books -> book_depth, per venue (bench/book_depth.py)")
+    from bench.book_depth import stage_book_depth
+
+    out["book_depth"] = stage_book_depth(cfg.get("book_messages", 20_000))
 
     say("Kafka produce / consume vs raw kafka-python + fastavro")
     records = (pool.records * (cfg["kafka_events"] // max(1, len(pool.records)) + 1))[: cfg["kafka_events"]]
@@ -289,6 +293,8 @@ def format_table(res: dict[str, Any]) -> str:
     a = n["binance_aggtrade"]
     rows.append(("  binance aggTrade", _f(a["normalize_encode_per_s"]) + " msg/CPU-s",
                  "json.loads " + _f(a["json_loads_per_s"]), _f(a["ratio"], 2)))
+    for venue, r in st.get("book_depth", {}).items():
+        rows.append((f"  {venue} book -> book_depth", _f(r["messages_per_cpu_s"]) + " msg/CPU-s", "", ""))
     k = st["kafka"]
     rows.append(("kafka produce (EventProducer)", _f(k["produce_per_s"]) + " ev/s", "", ""))
     rows.append(("kafka consume+decode (RangeReader)", _f(k["range_reader_decode_per_s"]) + " ev/s",

@@ -111,6 +111,20 @@ class KafkaSettings:
         return f"{self.bootstrap_servers} ({self.security_protocol}{auth})"
 
 
+def env_overrides(cls: Any, prefix: str, environ: dict[str, str] | None = None,
+                  skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Field -> value of each field of the dataclass ``cls`` set (non-empty) as ``<prefix><FIELD>`` in the
+    environment, converted to the type of the field's default (``skip``: fields the caller reads itself)."""
+    env = os.environ if environ is None else environ
+    defaults = cls()
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = env.get(f"{prefix}{f.name.upper()}")
+        if f.name not in skip and raw:
+            out[f.name] = type(getattr(defaults, f.name))(raw)
+    return out
+
+
 def _coerce(type_name: Any, raw: str) -> Any:
     t = str(type_name)
     if t.startswith("int"):

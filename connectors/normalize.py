@@ -2,8 +2,9 @@
 
 A venue normalizer turns one parsed raw message into zero or more normalized
 records ``(event_type, record)``; it raises :class:`Ignored` for a message it
-recognises but liqstream does not use (subscription acks, order-book updates,
-heartbeats) and :class:`Malformed` for a message it cannot trust. The router
+recognises but liqstream does not use (subscription acks, heartbeats, a book
+update whose depth waits for its slot to close: connectors/book.py) and
+:class:`Malformed` for a message it cannot trust. The router
 (:func:`route`) wraps the JSON parsing and the normalizer so that every raw
 message ends in exactly one place: normalized records, a dead letter, or a
 counted ignore.
@@ -27,6 +28,7 @@ TOPICS: dict[str, str] = {
     "liquidation": "liquidations.v1",
     "open_interest": "open_interest.v1",
     "funding": "funding.v1",
+    "book_depth": "book_depth.v1",
 }
 #: Dead letters whose event type is unknown (invalid JSON, unknown message).
 UNROUTED_DLQ = "raw.v1.dlq"

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.config import env_overrides
+
 #: launch of each venue's derivatives market (UTC): no event of that venue can be older.
 #: Binance USDⓈ-M futures 2019-09, COIN-M 2020-06 (archived messages of its first quarterly, BTCUSD_200925,
 #: date from 2020-06-16), Bybit 2018-03 (inverse perpetual),
@@ -55,21 +57,18 @@ class Plausibility:
     max_open_interest_usd: float = 1e12
     #: |funding rate| per period: venues cap it at a few percent
     max_abs_funding_rate: float = 1.0
+    #: resting USD of one book side within a depth band (book_depth): the deepest books hold ~$1e9 in 200 bp
+    max_depth_usd: float = 1e12
     #: venue -> earliest plausible event date (YYYY-MM-DD); ``LIQSTREAM_VENUE_LAUNCH=okx=2014-01-01,...``
     venue_launch: dict[str, str] = field(default_factory=lambda: dict(VENUE_LAUNCH))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Plausibility:
         env = os.environ if environ is None else environ
-        changes: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"LIQSTREAM_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            if f.name == "venue_launch":
-                changes[f.name] = {**VENUE_LAUNCH, **dict(p.split("=", 1) for p in raw.split(",") if "=" in p)}
-            else:
-                changes[f.name] = type(getattr(cls(), f.name))(raw)
+        changes: dict[str, Any] = env_overrides(cls, "LIQSTREAM_", env, skip=("venue_launch",))
+        raw = env.get("LIQSTREAM_VENUE_LAUNCH")
+        if raw:
+            changes["venue_launch"] = {**VENUE_LAUNCH, **dict(p.split("=", 1) for p in raw.split(",") if "=" in p)}
         return dataclasses.replace(cls(), **changes)
 
     def launch_us(self, exchange: str | None) -> int:
@@ -97,7 +96,9 @@ def bounds() -> Plausibility:
     return Plausibility.from_env()
 
 
-_PRICE_FIELDS = ("price", "mark_price", "index_price")
+_PRICE_FIELDS = ("price", "mark_price", "index_price", "best_bid", "best_ask")
+#: book_depth's band amounts: USD >= 0 (an empty band is 0), null where the book view does not reach
+DEPTH_USD_FIELDS = tuple(f"{side}_usd_{band}bp" for side in ("bid", "ask") for band in (10, 50, 100, 200))
 
 
 def implausibility(event_type: str, rec: dict[str, Any], received_at_us: int | None = None,
@@ -129,6 +130,11 @@ def implausibility(event_type: str, rec: dict[str, Any], received_at_us: int | N
             v = rec.get(name)
             if v is not None and not ((0.0 <= v if zero_ok else 0.0 < v) and v <= cap):
                 return "implausible_value", f"{name}={v!r} is outside ({'[' if zero_ok else '('}0, {cap:g}] for a {rec.get('kind')}"
+    if event_type == "book_depth":
+        for name in DEPTH_USD_FIELDS:
+            v = rec.get(name)
+            if v is not None and not 0.0 <= v <= b.max_depth_usd:
+                return "implausible_value", f"{name}={v!r} is outside [0, {b.max_depth_usd:g}]"
     v = rec.get("funding_rate")
     if v is not None and not -b.max_abs_funding_rate <= v <= b.max_abs_funding_rate:
         return "implausible_value", f"funding_rate={v!r} is outside [-{b.max_abs_funding_rate:g}, {b.max_abs_funding_rate:g}]"
@@ -181,6 +187,10 @@ def implausible_rows(event_type: str, batch: Any, now_us: int,
             if name in names:
                 v = col(name, 1.0)
                 bad |= ~((v > 0.0) & (v <= cap))  # 0 too: the per-row check knows the kinds that allow it
+        for name in DEPTH_USD_FIELDS:
+            if name in names:
+                v = col(name, 0.0)
+                bad |= ~((v >= 0.0) & (v <= b.max_depth_usd))
         if "funding_rate" in names:
             v = col("funding_rate", 0.0)
             bad |= ~((v >= -b.max_abs_funding_rate) & (v <= b.max_abs_funding_rate))

@@ -27,7 +27,10 @@ developers.binance.com, USDⓈ-M Futures "Websocket Market Streams" and
   (no price in it: ``open_interest_usd`` null). Older responses have no
   ``time``: the receive time stands in, flagged by ``event_time == ingest_time``. REST ``openInterestHist`` (a
   list) -> one OpenInterest per row with ``sumOpenInterestValue`` as USD.
-* Ignored (counted): ``bookTicker``, ``depthUpdate``, ``kline``,
+* ``depthUpdate`` (diff depth, or partial depth ``@depth5/10/20`` by its stream name) and REST
+  depth snapshots ``{"lastUpdateId", "bids", "asks"}`` -> BookDepth through a local order book
+  (connectors/book.py, :class:`~connectors.book.BinanceBooks`; ADR 025).
+* Ignored (counted): ``bookTicker``, ``kline``,
   ``24hrTicker``/``24hrMiniTicker``, subscription replies ``{"result","id"}``.
 """
 
@@ -39,12 +42,13 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET
 
+from connectors.book import BinanceBooks
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_EVENTS = frozenset(
-    {"bookTicker", "depthUpdate", "kline", "continuous_kline", "24hrTicker", "24hrMiniTicker",
+    {"bookTicker", "kline", "continuous_kline", "24hrTicker", "24hrMiniTicker",
      "compositeIndex", "contractInfo", "assetIndexUpdate"}
 )
 _QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD")
@@ -144,6 +148,8 @@ class BinanceFuturesNormalizer:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_usdm_symbol)
         #: last ``indexPriceUpdate`` per pair (COIN-M), for Funding records whose message has no ``i``
         self._index_by_pair: dict[str, float] = {}
+        #: local order books -> book_depth records (connectors/book.py, ADR 025)
+        self.books = BinanceBooks(lambda symbol: self._instrument(symbol, "book_depth"))
 
     # -- dispatch -----------------------------------------------------------------------------
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
@@ -156,7 +162,9 @@ class BinanceFuturesNormalizer:
             return self._open_interest_hist(msg, received_at_us)
         if not isinstance(msg, dict):
             raise Malformed("unknown_message", f"expected a JSON object, got {type(msg).__name__}")
+        stream = None
         if "data" in msg and "stream" in msg:
+            stream = msg["stream"] if isinstance(msg["stream"], str) else None
             msg = msg["data"]
             if isinstance(msg, list):  # e.g. !markPrice@arr delivers an array of updates
                 out: list[Normalized] = []
@@ -172,6 +180,10 @@ class BinanceFuturesNormalizer:
             return [self._liquidation(msg, received_at_us)]
         if event == "markPriceUpdate":
             return [self._funding(msg, received_at_us)]
+        if event == "depthUpdate":
+            return self.books.depth_update(msg, stream, received_at_us)
+        if event is None and "lastUpdateId" in msg and "bids" in msg and "asks" in msg:
+            return self.books.rest_snapshot(msg, received_at_us)
         if event == "indexPriceUpdate":
             self._index_price(msg)
         if event is None and "openInterest" in msg and "symbol" in msg:

@@ -38,8 +38,10 @@ liquidation, ticker}):
   of REST rows with ``id``) -> Liquidation, side as in v5;
   ``instrument_info.100ms.<symbol>`` snapshot/delta -> its fields translated to
   v5 ticker names (``_e4``/``_e6``/``_e8`` scaled) and merged as a v5 ticker,
-  event time ``timestamp_e6``. ``orderBookL2_*``, ``orderbook.*``,
-  ``kline.*`` and acks/pongs are ignored (counted). A failed subscription
+  event time ``timestamp_e6``. ``orderBook_200.*``, ``kline.*`` and acks/pongs are
+  ignored (counted).
+* Books: v5 ``orderbook.{depth}.{symbol}`` and v2 ``orderBookL2_*.{symbol}`` -> BookDepth through
+  a local order book (connectors/book.py, :class:`~connectors.book.BybitBooks`; ADR 025). A failed subscription
   (``success: false``) is dead-lettered as ``subscription_failed`` so it is seen.
 """
 
@@ -52,12 +54,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from connectors.book import BybitBooks
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.exchanges.isotime import iso_to_epoch_us
 from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
-_IGNORED_TOPIC_PREFIXES = ("orderbook.", "orderBookL2", "orderBook_200", "kline.", "klineV2.", "candle.",
+_IGNORED_TOPIC_PREFIXES = ("orderBook_200", "kline.", "klineV2.", "candle.",
                            "tickers_lt.", "kline_lt.", "lt.", "insurance.", "priceLimit.")
 #: v2 ``instrument_info`` fields -> the v5 ticker field each becomes, with the power of ten it is scaled by
 #: (``mark_price_e4`` 1905000 = 190.5). Snake case until 2021, camel case in 2022 (USDC contracts).
@@ -178,6 +181,8 @@ class BybitNormalizer:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_bybit_symbol)
         #: merged ``tickers`` state per symbol (deltas omit unchanged fields)
         self._tickers: dict[str, dict[str, Any]] = {}
+        #: local order books -> book_depth records (connectors/book.py, ADR 025)
+        self.books = BybitBooks(lambda symbol: self._instrument(symbol, "book_depth"))
 
     # -- dispatch -----------------------------------------------------------------------------
     def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
@@ -232,6 +237,10 @@ class BybitNormalizer:
             return [self._v2_trade(t, received_at_us) for t in self._data_list(msg, "trade")]
         if channel == "instrument_info":  # v2 tickers
             return self._v2_instrument_info(msg, received_at_us)
+        if channel == "orderbook":
+            return self.books.v5(msg, received_at_us)
+        if channel.startswith("orderBookL2"):  # v2 books
+            return self.books.v2(topic, msg, received_at_us)
         if topic.startswith(_IGNORED_TOPIC_PREFIXES):
             raise Ignored(channel)
         raise Malformed("unknown_message", f"unknown Bybit topic {topic!r}")

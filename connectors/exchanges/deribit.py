@@ -27,7 +27,9 @@ Every market-data message is a notification
   Option OI in USD is ``open_interest * index_price`` (underlying notional).
 * Ignored (counted): ``heartbeat`` / ``test_request`` notifications, RPC results
   (subscribe replies, REST responses such as ``get_instruments``), and the
-  channels liqstream does not use (book, quote, index, markprice...).
+  channels liqstream does not use (quote, index, markprice...).
+* ``book.*`` (perpetuals and futures; options ignored as ``book_option``) -> BookDepth through a
+  local order book (connectors/book.py, :class:`~connectors.book.DeribitBooks`; ADR 025).
 * RPC errors are dead-lettered (``rpc_error``): a rejected subscription must be seen.
 """
 
@@ -37,6 +39,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.book import DeribitBooks
 from connectors.instruments import Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
@@ -52,7 +55,7 @@ _SYMBOL = re.compile(
 )
 #: Public channels liqstream does not use: counted as ignored, never dead-lettered.
 _IGNORED_CHANNELS = frozenset({
-    "book", "quote", "deribit_price_index", "deribit_price_ranking", "deribit_price_statistics",
+    "quote", "deribit_price_index", "deribit_price_ranking", "deribit_price_statistics",
     "deribit_volatility_index", "estimated_expiration_price", "markprice", "perpetual",
     "platform_state", "announcements", "instrument", "chart", "incremental_ticker",
     "block_rfq", "block_trade_confirmations",
@@ -141,6 +144,8 @@ class DeribitNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_deribit_symbol)
+        #: local order books -> book_depth records (connectors/book.py, ADR 025)
+        self.books = DeribitBooks(lambda item: self._instrument(item, "book_depth"))
 
     def normalize(self, msg: Any, received_at_us: int) -> list[Normalized]:
         if not isinstance(msg, dict):
@@ -157,6 +162,8 @@ class DeribitNormalizer:
                 return self._trades(data, received_at_us)
             if prefix == "ticker":
                 return self._ticker(data, received_at_us)
+            if prefix == "book":
+                return self.books.book_channel(channel, data, received_at_us)
             if prefix in _IGNORED_CHANNELS:
                 raise Ignored(f"channel_{prefix}")
             raise Malformed("unknown_message", f"unknown Deribit channel {channel[:80]!r}")

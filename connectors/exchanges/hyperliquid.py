@@ -32,11 +32,13 @@ Mapping:
   position) the liquidated account did the opposite: vault buys = a **long**
   was closed. ``order_id`` = ``tid`` (the same on both sides of a fill, so a
   liquidation seen from two subscribed accounts has one key).
+* ``l2Book`` -> BookDepth (each push a snapshot; connectors/book.py,
+  :class:`~connectors.book.HyperliquidBooks`; ADR 025).
 * Spot coins (``"PURR/USDC"``, ``"@107"``) are kind ``spot``; ``@N`` needs the
   bundled spotMeta, ``X/Y`` is parsed. ``kPEPE``-style coins (price per 1000
   tokens) get base ``1000PEPE``, as Binance names the same contract.
 * Ignored (counted): ``subscriptionResponse``, ``pong``, ``activeSpotAssetCtx``
-  (no OI / funding), book / mids / candle / account channels, and ``userEvents``
+  (no OI / funding), bbo / mids / candle / account channels, and ``userEvents``
   payloads that are not fills. ``error`` replies are dead-lettered.
 """
 
@@ -47,6 +49,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from connectors.book import HyperliquidBooks
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.instruments import USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
@@ -58,7 +61,7 @@ _HL_USD_QUOTES = USD_QUOTES | {"USDT0", "USDH"}
 _PERP_COIN = re.compile(r"^(?:(?P<dex>[a-z0-9]{1,12}):)?(?P<k>k(?=[A-Z]))?(?P<coin>[A-Za-z0-9]{1,20})$")
 _SPOT_PAIR = re.compile(r"^(?P<base>[A-Za-z0-9]{1,20})/(?P<quote>[A-Za-z0-9]{1,20})$")
 _IGNORED_CHANNELS = frozenset({
-    "subscriptionResponse", "pong", "activeSpotAssetCtx", "l2Book", "bbo", "allMids", "candle",
+    "subscriptionResponse", "pong", "activeSpotAssetCtx", "bbo", "allMids", "candle",
     "notification", "webData2", "webData3", "orderUpdates", "userFundings",
     "userNonFundingLedgerUpdates", "activeAssetData", "userTwapSliceFills", "userTwapHistory",
     "post", "clearinghouseState", "openOrders", "assetCtxs", "twapStates",
@@ -128,6 +131,8 @@ class HyperliquidNormalizer:
 
     def __init__(self, instruments: InstrumentBook | None = None) -> None:
         self.instruments = instruments or InstrumentBook.load(self.venue, parse_hyperliquid_coin)
+        #: local order books -> book_depth records (connectors/book.py, ADR 025)
+        self.books = HyperliquidBooks(lambda coin: self._instrument(coin, "book_depth"))
 
     def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
         """A ``trades`` frame straight from the bytes (see connectors/exchanges/fast_trades.py), else None."""
@@ -159,6 +164,8 @@ class HyperliquidNormalizer:
             return self._trades(data, received_at_us)
         if channel == "activeAssetCtx":
             return self._asset_ctx(data, received_at_us)
+        if channel == "l2Book":
+            return self.books.l2book(data, received_at_us)
         if channel == "userFills" or channel == "user":
             return self._fills(data, received_at_us, channel)
         if isinstance(channel, str) and channel in _IGNORED_CHANNELS:

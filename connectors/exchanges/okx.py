@@ -33,6 +33,9 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
   (the older shape of the channel), it is buffered and counted as ignored
   ``funding_rate_buffered`` (its values go out with the next mark), so the
   outcome does not depend on which of the two channels came first.
+* ``books``, ``books-l2-tbt``, ``books50-l2-tbt``, ``books5``, ``bbo-tbt`` -> BookDepth through a
+  local order book, sequence ids and CRC32 checksum verified (connectors/book.py,
+  :class:`~connectors.book.OkxBooks`; ADR 025).
 * REST payloads ``/public/open-interest``, ``/public/mark-price``,
   ``/public/funding-rate``, ``/public/liquidation-orders`` and
   ``/market/trades`` map like their websocket channels.
@@ -42,7 +45,7 @@ Data - WebSocket" and "Order Book Trading - Market Data"):
   ``funding_rate`` buffered (no time of its own), ``ticker`` -> OpenInterest
   when it carries ``open_interest``; times are ISO strings.
 * Ignored (counted): subscribe/unsubscribe acks, ``notice``, connection-count
-  events, ``tickers``, ``books*``, ``bbo-tbt``, candles, ``index-tickers``, the
+  events, ``tickers``, candles, ``index-tickers``, the
   text ``pong``. ``{"event": "error"}`` is dead-lettered as ``subscription_failed``.
 """
 
@@ -54,16 +57,19 @@ from typing import Any, Literal
 
 import msgspec
 
+from connectors.book import OkxBooks
 from connectors.exchanges.fast_trades import LAX_FLOATS, trade_record
 from connectors.exchanges.isotime import iso_to_epoch_us
 from connectors.instruments import REFRESH_HINT, USD_QUOTES, Instrument, InstrumentBook, normalize_asset
 from connectors.normalize import Ignored, Malformed, Normalized, require, to_epoch_us, to_float
 
 _IGNORED_CHANNELS = frozenset({
-    "tickers", "books", "books5", "books50-l2-tbt", "books-l2-tbt", "bbo-tbt", "index-tickers", "instruments",
+    "tickers", "index-tickers", "instruments",
     "price-limit", "estimated-price", "opt-summary", "status", "block-tickers", "public-block-trades",
     "option-trades", "call-auction-details", "economic-calendar", "sprd-tickers", "adl-warning",
 })
+#: order-book channels -> book_depth (connectors/book.py)
+BOOK_CHANNELS = frozenset({"books", "books5", "books50-l2-tbt", "books-l2-tbt", "bbo-tbt"})
 _ACK_EVENTS = frozenset({"subscribe", "unsubscribe", "login", "notice", "channel-conn-count"})
 #: v3 tables are ``<market>/<channel>``
 _V3_MARKETS = frozenset({"spot", "swap", "futures", "option", "index", "margin"})
@@ -162,6 +168,8 @@ class OkxNormalizer:
         #: per instId: last mark price and funding state, merged across mark-price / funding-rate
         self._marks: dict[str, float] = {}
         self._funding: dict[str, tuple[float | None, int | None]] = {}
+        #: local order books -> book_depth records (connectors/book.py, ADR 025)
+        self.books = OkxBooks(lambda inst_id: self._instrument(inst_id, "book_depth"))
 
     # -- dispatch -----------------------------------------------------------------------------
     def normalize_raw(self, raw: bytes, received_at_us: int) -> list[Normalized] | None:
@@ -221,6 +229,8 @@ class OkxNormalizer:
             return [self._mark_price(r, received_at_us) for r in self._rows(msg, "funding")]
         if channel == "funding-rate":
             return self._funding_rates(self._rows(msg, "funding"), received_at_us)
+        if channel in BOOK_CHANNELS:
+            return self.books.channel(channel, msg, received_at_us)
         if channel in _IGNORED_CHANNELS or channel.startswith(("candle", "mark-price-candle", "index-candle")):
             raise Ignored(channel)
         raise Malformed("unknown_message", f"unknown OKX channel {channel!r}")

@@ -30,7 +30,13 @@ from pathlib import Path
 
 from connectors.sources.capture import CaptureWriter, RawMessage
 from connectors.sources.live.client import LiveConfig, LiveFeed
-from connectors.sources.live.poller import REST_BASES, RestPoller, open_interest_urls
+from connectors.sources.live.poller import (
+    REST_BASES,
+    RestPoller,
+    depth_snapshot_urls,
+    open_interest_urls,
+    tag_depth_symbol,
+)
 from connectors.sources.live.venues import ALL_CHANNELS, SPECS
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,7 @@ async def record(
     config: LiveConfig | None = None,
     url_override: str | None = None,
     oi_poll_interval_s: float | None = 10.0,
+    book_snapshot_interval_s: float | None = 60.0,
     rest_url_override: str | None = None,
     flush_interval_s: float = 1.0,
     progress: Callable[[dict], None] | None = None,
@@ -86,7 +93,9 @@ async def record(
     ``symbols`` is one list of venue symbols for every venue, or a mapping
     venue -> symbols. ``url_override`` points every websocket at one URL (a local test
     server, a relay); ``rest_url_override`` does the same for REST polls.
-    ``oi_poll_interval_s`` = None or 0 disables the open-interest REST poll.
+    ``oi_poll_interval_s`` = None or 0 disables the open-interest REST poll;
+    ``book_snapshot_interval_s`` the same for Binance's depth snapshots (the ``book`` channel's
+    diff-depth books sync from them: without the poll they never sync).
     ``progress`` is called every ``progress_interval_s`` with running counters.
     """
     unknown = [v for v in venues if v not in SPECS]
@@ -113,6 +122,12 @@ async def record(
                 if v in REST_BASES:
                     urls = open_interest_urls(v, per_venue[v], rest_url_override)
                     pollers.append(RestPoller(v, urls, oi_poll_interval_s, write))
+        if book_snapshot_interval_s and "book" in channels:
+            for v in venues:
+                urls = depth_snapshot_urls(v, per_venue[v], rest_url_override)
+                if urls:
+                    pollers.append(RestPoller(v, urls, book_snapshot_interval_s, write,
+                                              transform=tag_depth_symbol, label=f"{v}:depth"))
 
         async def flush_regularly() -> None:
             while not stop.is_set():
@@ -164,7 +179,7 @@ async def record(
             result.lines = writer.count
             result.elapsed_s = time.monotonic() - started
             result.feeds = {f.venue: f.summary() for f in feeds}
-            result.pollers = {p.venue: p.stats.as_dict() for p in pollers}
+            result.pollers = {p.label: p.stats.as_dict() for p in pollers}
     if failure is not None:
         raise failure
     return result
@@ -198,6 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rest-url-override", default=None, help="base URL for REST polls instead of the venue's")
     parser.add_argument("--oi-poll", type=float, default=10.0,
                         help="seconds between Binance openInterest REST polls per symbol; 0 = off")
+    parser.add_argument("--book-snapshot-poll", type=float, default=60.0,
+                        help="seconds between Binance REST depth snapshots per symbol (the book channel's "
+                             "diff-depth books sync from them); 0 = off")
     parser.add_argument("--backoff-max", type=float, default=60.0, help="cap of the reconnect backoff, seconds")
     parser.add_argument("--stats-every", type=float, default=60.0,
                         help="print feed counters to stderr every N seconds; 0 = only at the end")
@@ -231,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         return await record(
             args.venue, per_venue, args.out, args.duration, stop, channels=channels, config=config,
             url_override=args.url_override, oi_poll_interval_s=args.oi_poll or None,
+            book_snapshot_interval_s=args.book_snapshot_poll or None,
             rest_url_override=args.rest_url_override,
             progress=lambda p: print(f"capture: {json.dumps(p, sort_keys=True)}", file=sys.stderr),
             progress_interval_s=args.stats_every,

@@ -77,7 +77,7 @@ def test_golden_v2_linear_trade(norm: BybitNormalizer) -> None:
 
 def test_golden_v2_acks_and_books_ignored(norm: BybitNormalizer) -> None:
     lines = _lines()
-    for idx, reason in ((0, "subscription_reply"), (5, "orderBookL2_25")):
+    for idx, reason in ((0, "subscription_reply"), (5, "book_throttled")):  # 5: a book snapshot, its slot open
         with pytest.raises(Ignored) as exc:
             norm.normalize(lines[idx][1], lines[idx][0])
         assert exc.value.reason == reason
@@ -223,7 +223,8 @@ def test_control_frames(norm: BybitNormalizer) -> None:
                         ({"op": "pong", "args": ["1675418560633"], "conn_id": "c"}, "pong"),
                         ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": "", "op": "subscribe"},
                          "subscription_reply"),
-                        ({"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": 1, "data": {}}, "orderbook"),
+                        ({"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": 1672304486868,
+                          "data": {"s": "BTCUSDT", "b": [], "a": [], "u": 7, "seq": 1}}, "book_resyncing"),
                         ({"topic": "kline.5.BTCUSDT", "type": "snapshot", "ts": 1, "data": []}, "kline")):
         with pytest.raises(Ignored) as exc:
             norm.normalize(msg, RECV)

@@ -84,7 +84,7 @@ def test_capture_subscribe_result_and_book_are_ignored(norm: DeribitNormalizer) 
     sub = [raw for _, raw in lines if '"result"' in raw]
     book = [raw for _, raw in lines if '"channel":"book.' in raw]
     assert route(norm, sub[0], RECV).ignored == "rpc_result"
-    assert route(norm, book[0], RECV).ignored == "channel_book"
+    assert route(norm, book[0], RECV).ignored == "book_option"  # the capture's books are options'
 
 
 # --- documented shapes: trades, liquidations, tickers --------------------------------------------

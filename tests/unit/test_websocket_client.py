@@ -147,8 +147,8 @@ def test_binance_futures_streams_ride_in_the_url_of_the_market_route():
     (plan,) = spec_for("binance-futures").plans(["BTCUSDT", "ETHUSDT"])
     assert plan.url == (
         "wss://fstream.binance.com/market/stream?streams="
-        "btcusdt@aggTrade/btcusdt@forceOrder/btcusdt@markPrice@1s/"
-        "ethusdt@aggTrade/ethusdt@forceOrder/ethusdt@markPrice@1s"
+        "btcusdt@aggTrade/btcusdt@forceOrder/btcusdt@markPrice@1s/btcusdt@depth@100ms/"
+        "ethusdt@aggTrade/ethusdt@forceOrder/ethusdt@markPrice@1s/ethusdt@depth@100ms"
     )
     assert plan.subscribe == () and plan.heartbeat is None
 
@@ -167,14 +167,16 @@ def test_bybit_splits_linear_and_inverse_and_chunks_ten_args():
     by_label = {p.label: p for p in plans}
     assert by_label["linear"].url == "wss://stream.bybit.com/v5/public/linear"
     assert by_label["inverse"].url == "wss://stream.bybit.com/v5/public/inverse"
-    # 4 linear symbols x 3 topics = 12 topics -> 10 + 2
+    # 4 linear symbols x 4 topics = 16 topics -> 10 + 6
     first, second = (json.loads(f) for f in by_label["linear"].subscribe)
     assert first["op"] == "subscribe" and len(first["args"]) == 10
-    assert first["args"][:3] == ["publicTrade.BTCUSDT", "allLiquidation.BTCUSDT", "tickers.BTCUSDT"]
-    assert second["args"] == ["publicTrade.XRPUSDT", "allLiquidation.XRPUSDT", "tickers.XRPUSDT"][1:]
+    assert first["args"][:4] == ["publicTrade.BTCUSDT", "allLiquidation.BTCUSDT", "tickers.BTCUSDT",
+                                 "orderbook.200.BTCUSDT"]
+    assert second["args"] == ["tickers.SOLUSDT", "orderbook.200.SOLUSDT", "publicTrade.XRPUSDT",
+                              "allLiquidation.XRPUSDT", "tickers.XRPUSDT", "orderbook.200.XRPUSDT"]
     assert json.loads(by_label["inverse"].subscribe[0])["args"] == [
-        "publicTrade.BTCUSD", "allLiquidation.BTCUSD", "tickers.BTCUSD",
-        "publicTrade.ETHUSDH25", "allLiquidation.ETHUSDH25", "tickers.ETHUSDH25",
+        "publicTrade.BTCUSD", "allLiquidation.BTCUSD", "tickers.BTCUSD", "orderbook.200.BTCUSD",
+        "publicTrade.ETHUSDH25", "allLiquidation.ETHUSDH25", "tickers.ETHUSDH25", "orderbook.200.ETHUSDH25",
     ]
     assert by_label["linear"].heartbeat.message == '{"op":"ping"}'
     assert by_label["linear"].heartbeat.interval_s == 20.0 and by_label["linear"].heartbeat.mode == "periodic"
@@ -199,9 +201,11 @@ def test_okx_subscription_args_and_idle_text_ping():
             {"channel": "open-interest", "instId": "BTC-USDT-SWAP"},
             {"channel": "funding-rate", "instId": "BTC-USDT-SWAP"},
             {"channel": "mark-price", "instId": "BTC-USDT-SWAP"},
+            {"channel": "books", "instId": "BTC-USDT-SWAP"},
             {"channel": "trades", "instId": "BTC-USD-250627"},
             {"channel": "open-interest", "instId": "BTC-USD-250627"},
             {"channel": "mark-price", "instId": "BTC-USD-250627"},
+            {"channel": "books", "instId": "BTC-USD-250627"},
             {"channel": "liquidation-orders", "instType": "SWAP"},
             {"channel": "liquidation-orders", "instType": "FUTURES"},
         ],
@@ -226,7 +230,11 @@ def test_hyperliquid_and_deribit_frames():
     hb, sub = (json.loads(f) for f in db.subscribe)
     assert hb == {"jsonrpc": "2.0", "id": 1, "method": "public/set_heartbeat", "params": {"interval": 30}}
     assert sub["method"] == "public/subscribe"
-    assert sub["params"]["channels"] == ["trades.BTC-PERPETUAL.100ms", "ticker.BTC-PERPETUAL.100ms"]
+    assert sub["params"]["channels"] == ["trades.BTC-PERPETUAL.100ms", "ticker.BTC-PERPETUAL.100ms",
+                                         "book.BTC-PERPETUAL.100ms"]  # the book channel is on by default
+    (hl_book,) = spec_for("hyperliquid").plans(["BTC"], ["book"])
+    assert [json.loads(f) for f in hl_book.subscribe] == [
+        {"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}}]
 
 
 def test_deribit_answers_test_request_only():
@@ -304,7 +312,8 @@ def test_binance_drop_midstream_garbage_binary_then_reconnect_and_continue():
 
 
 def test_bybit_resubscribes_with_identical_frames_and_pings_every_interval():
-    expected_sub = {"op": "subscribe", "args": ["publicTrade.BCHUSDT", "allLiquidation.BCHUSDT", "tickers.BCHUSDT"]}
+    expected_sub = {"op": "subscribe", "args": ["publicTrade.BCHUSDT", "allLiquidation.BCHUSDT", "tickers.BCHUSDT",
+                                                "orderbook.200.BCHUSDT"]}
     lines = fixture_lines("bybit.txt")
 
     def responder(frame: str | bytes) -> str | None:
@@ -392,7 +401,8 @@ def test_deribit_test_request_is_answered_with_public_test():
         set_hb = json.loads(await conn.next_frame())
         sub = json.loads(await conn.next_frame())
         assert set_hb["method"] == "public/set_heartbeat" and set_hb["params"]["interval"] >= 10
-        assert sub["params"]["channels"] == ["trades.ETH-30JUL21-2800-C.100ms", "ticker.ETH-30JUL21-2800-C.100ms"]
+        assert sub["params"]["channels"] == ["trades.ETH-30JUL21-2800-C.100ms", "ticker.ETH-30JUL21-2800-C.100ms",
+                                             "book.ETH-30JUL21-2800-C.100ms"]
         await conn.ws.send('{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}')
         answer = json.loads(await conn.next_frame())
         assert answer["jsonrpc"] == "2.0" and answer["method"] == "public/test"
@@ -477,6 +487,8 @@ def test_messages_async_iterator_stops_cleanly():
 
 
 class _OIHandler(http.server.BaseHTTPRequestHandler):
+    BODY = b'{"openInterest":"10659.509","symbol":"BTCUSDT","time":1589437530011}'
+
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         if "symbol=LIMITED" in self.path:
             self.send_response(429)
@@ -484,7 +496,7 @@ class _OIHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"code":-1003,"msg":"Too many requests"}')
             return
-        body = b'{"openInterest":"10659.509","symbol":"BTCUSDT","time":1589437530011}'
+        body = self.BODY
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -494,6 +506,19 @@ class _OIHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def _http_server(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A local HTTP server on a free port in a thread; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_open_interest_poller_against_local_http_server():
     assert open_interest_urls("binance-futures", ["btcusdt"]) == [
         "https://fapi.binance.com/fapi/v1/openInterest?symbol=BTCUSDT"]
@@ -501,11 +526,7 @@ def test_open_interest_poller_against_local_http_server():
         "https://dapi.binance.com/dapi/v1/openInterest?symbol=BTCUSD_PERP"]
     assert open_interest_urls("okx", ["BTC-USDT-SWAP"]) == []
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OIHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _http_server(_OIHandler) as base:
         async def main() -> None:
             got: list[RawMessage] = []
             urls = open_interest_urls("binance-futures", ["BTCUSDT", "LIMITED"], base) + ["http://127.0.0.1:9/x"]
@@ -521,9 +542,38 @@ def test_open_interest_poller_against_local_http_server():
             assert st["errors"]["http_429"] == 1 and sum(st["errors"].values()) == 2
 
         arun(main())
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+
+
+class _DepthHandler(_OIHandler):
+    """Binance USDⓈ-M ``/fapi/v1/depth`` (its documented response: no symbol in it)."""
+
+    BODY = (b'{"lastUpdateId":1027024,"E":1589436922972,"T":1589436922959,'
+            b'"bids":[["4.00000000","431.00000000"]],"asks":[["4.00000200","12.00000000"]]}')
+
+
+def test_depth_snapshot_poll_tags_the_symbol_and_syncs_the_book():
+    from connectors.exchanges import normalizer_for
+    from connectors.normalize import route
+    from connectors.sources.live.poller import depth_snapshot_urls, tag_depth_symbol
+
+    assert depth_snapshot_urls("binance-delivery", ["btcusd_perp"]) == [
+        "https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000"]
+    assert depth_snapshot_urls("okx", ["BTC-USDT-SWAP"]) == []  # its books come with their snapshots
+    coinm = '{"lastUpdateId":1,"symbol":"BTCUSD_PERP","pair":"BTCUSD","bids":[],"asks":[]}'
+    assert tag_depth_symbol("https://x/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000", coinm) == coinm
+    with _http_server(_DepthHandler) as base:
+        async def main() -> None:
+            got: list[RawMessage] = []
+            poller = RestPoller("binance-futures", depth_snapshot_urls("binance-futures", ["BTCUSDT"], base), 60,
+                                got.append, timeout_s=2, transform=tag_depth_symbol, label="binance-futures:depth")
+            await poller.poll_once()
+            (msg,) = got
+            assert json.loads(msg.raw)["symbol"] == "BTCUSDT" and json.loads(msg.raw)["lastUpdateId"] == 1027024
+            norm = normalizer_for("binance-futures")
+            assert route(norm, msg.raw, msg.received_at_us, msg.source).ignored == "book_synced"
+            assert norm.books.books["BTCUSDT"].asks == {4.000002: 12.0}
+
+        arun(main())
 
 
 # --------------------------------------------------------------------------- recorder

@@ -8,6 +8,13 @@ event loop) and hands each response body on as a ``RawMessage`` with
 ``channel="rest"`` and ``source`` = the URL, exactly like a capture's REST line.
 Failures are counted per reason and never raised: a poll that fails is a gap in
 open interest, not a reason to stop recording trades.
+
+Binance's diff-depth books start from a REST snapshot (``GET /fapi/v1/depth`` /
+``/dapi/v1/depth``, ``limit=1000``, weight 20): :func:`depth_snapshot_urls`, polled every
+``book_snapshot_interval_s`` (a snapshot a book in sync does not need is ignored; one after a
+gap resyncs it, connectors/book.py). The USDⓈ-M response carries no symbol, so
+:func:`tag_depth_symbol` writes the URL's symbol into the body as its first field (COIN-M's
+has its own ``symbol`` and is left as it is).
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from connectors.sources.capture import RawMessage
 from connectors.sources.live.client import MessageHandler
@@ -31,6 +39,11 @@ REST_BASES = {
     "binance-futures": ("https://fapi.binance.com", "/fapi/v1/openInterest"),
     "binance-delivery": ("https://dapi.binance.com", "/dapi/v1/openInterest"),
 }
+
+#: REST depth-snapshot endpoints of the venues whose diff-depth books sync from one
+DEPTH_PATHS = {"binance-futures": "/fapi/v1/depth", "binance-delivery": "/dapi/v1/depth"}
+#: levels per side of a depth snapshot (1000: the deepest Binance serves, weight 20)
+DEPTH_SNAPSHOT_LIMIT = 1000
 
 USER_AGENT = "liqstream/0.1 (+capture)"
 
@@ -42,6 +55,25 @@ def open_interest_urls(venue: str, symbols: Sequence[str], base_override: str | 
     base, path = REST_BASES[venue]
     base = (base_override or base).rstrip("/")
     return [f"{base}{path}?symbol={quote(s.upper())}" for s in symbols]
+
+
+def depth_snapshot_urls(venue: str, symbols: Sequence[str], base_override: str | None = None,
+                        limit: int = DEPTH_SNAPSHOT_LIMIT) -> list[str]:
+    """The REST depth-snapshot URL of every symbol (empty for a venue whose books need none)."""
+    if venue not in DEPTH_PATHS:
+        return []
+    base = (base_override or REST_BASES[venue][0]).rstrip("/")
+    return [f"{base}{DEPTH_PATHS[venue]}?symbol={quote(s.upper())}&limit={limit}" for s in symbols]
+
+
+def tag_depth_symbol(url: str, body: str) -> str:
+    """A depth snapshot body with ``"symbol"`` (from ``url``'s query) as its first field when it has none."""
+    symbol = parse_qs(urlsplit(url).query).get("symbol", [None])[0]
+    text = body.lstrip()
+    if symbol is None or not text.startswith("{") or '"symbol"' in text[:400]:
+        return body
+    rest = text[1:].lstrip()
+    return '{"symbol":' + json.dumps(symbol) + ("" if rest.startswith("}") else ",") + rest
 
 
 @dataclass
@@ -82,6 +114,8 @@ class RestPoller:
         interval_s: float,
         on_message: MessageHandler,
         timeout_s: float = 10.0,
+        transform: Callable[[str, str], str] | None = None,
+        label: str | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
@@ -90,6 +124,10 @@ class RestPoller:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.on_message = on_message
+        #: (url, body) -> the body delivered (e.g. :func:`tag_depth_symbol`); None: as received
+        self.transform = transform
+        #: names the poller in a capture's summary (default: the venue)
+        self.label = label or venue
         self.stats = PollerStats(venue)
 
     async def poll_once(self) -> float | None:
@@ -112,6 +150,8 @@ class RestPoller:
                     retry_after = max(retry_after or 0.0, wait)
                 continue
             self.stats.ok += 1
+            if self.transform is not None:
+                body = self.transform(url, body)
             result = self.on_message(RawMessage(self.venue, time.time_ns() // 1000, body, url, "rest"))
             if inspect.isawaitable(result):
                 await result

@@ -16,6 +16,10 @@ Logical channels:
   tickers, OKX ``open-interest``); Binance has none: see :mod:`.poller`
 * ``funding``       - mark price / funding rate (Binance ``markPrice@1s``, OKX
   ``funding-rate`` + ``mark-price``, tickers elsewhere)
+* ``book``          - the order book, for book_depth (connectors/book.py, ADR 025): Binance
+  diff depth ``@depth@100ms`` (synced from REST snapshots: :mod:`.poller`), Bybit
+  ``orderbook.200``, OKX ``books`` (400 levels, checksummed), Hyperliquid ``l2Book``,
+  Deribit ``book.<instrument>.100ms``
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-ALL_CHANNELS: tuple[str, ...] = ("trades", "liquidations", "open_interest", "funding")
+ALL_CHANNELS: tuple[str, ...] = ("trades", "liquidations", "open_interest", "funding", "book")
+#: Bybit v5 book depth subscribed (linear/inverse offer 1, 50, 200, 1000; 200 levels push every 100 ms)
+BYBIT_BOOK_DEPTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +131,8 @@ class BinanceSpec(VenueSpec):
             if "funding" in chans:
                 # mark price, index price, funding rate and next funding time, every second
                 out.append(f"{s}@markPrice@1s")
+            if "book" in chans:
+                out.append(f"{s}@depth@100ms")  # diff depth; its snapshots come from the REST poll
             # open_interest: not on the socket; polled over REST (connectors.sources.live.poller)
         return out
 
@@ -188,6 +196,8 @@ class BybitSpec(VenueSpec):
                     topics.append(f"allLiquidation.{s}")
                 if ("open_interest" in chans or "funding" in chans) and f"tickers.{s}" not in topics:
                     topics.append(f"tickers.{s}")
+                if "book" in chans:
+                    topics.append(f"orderbook.{BYBIT_BOOK_DEPTH}.{s}")
             subs = tuple(_dumps({"op": "subscribe", "args": c}) for c in _chunks(topics, BYBIT_ARGS_PER_REQUEST))
             endpoint = url or f"{self.default_url.rstrip('/')}/{category}"
             plans.append(ConnectionPlan(self.venue, category, endpoint, subs, hb, tuple(syms)))
@@ -246,6 +256,8 @@ class OkxSpec(VenueSpec):
                     args.append({"channel": "funding-rate", "instId": inst})
                 if kind in ("SWAP", "FUTURES"):
                     args.append({"channel": "mark-price", "instId": inst})
+            if "book" in chans:
+                args.append({"channel": "books", "instId": inst})
             if "liquidations" in chans and kind in ("SWAP", "FUTURES") and kind not in inst_types:
                 inst_types.append(kind)
         args.extend({"channel": "liquidation-orders", "instType": t} for t in inst_types)
@@ -280,6 +292,8 @@ class HyperliquidSpec(VenueSpec):
                 subs.append(_dumps({"method": "subscribe", "subscription": {"type": "trades", "coin": coin}}))
             if "open_interest" in chans or "funding" in chans:
                 subs.append(_dumps({"method": "subscribe", "subscription": {"type": "activeAssetCtx", "coin": coin}}))
+            if "book" in chans:
+                subs.append(_dumps({"method": "subscribe", "subscription": {"type": "l2Book", "coin": coin}}))
         hb = Heartbeat(_dumps({"method": "ping"}), self.ping_interval_s, "periodic")
         return [ConnectionPlan(self.venue, "public", url or self.default_url, tuple(subs), hb, tuple(symbols))]
 
@@ -312,6 +326,8 @@ class DeribitSpec(VenueSpec):
                 subs.append(f"trades.{inst}.{self.interval}")
             if "open_interest" in chans or "funding" in chans:
                 subs.append(f"ticker.{inst}.{self.interval}")
+            if "book" in chans:
+                subs.append(f"book.{inst}.{self.interval}")
         frames = (
             _dumps({"jsonrpc": "2.0", "id": 1, "method": "public/set_heartbeat",
                     "params": {"interval": max(10, int(self.heartbeat_interval_s))}}),
