@@ -27,6 +27,7 @@ TOPICS: dict[str, str] = {
     "liquidation": "liquidations.v1",
     "open_interest": "open_interest.v1",
     "funding": "funding.v1",
+    "book_depth": "book_depth.v1",
 }
 #: Dead letters whose event type is unknown (invalid JSON, unknown message).
 UNROUTED_DLQ = "raw.v1.dlq"
