@@ -92,6 +92,15 @@ class AnalyticsConfig:
     cascade_min_move_pct_per_bp: float = 0.02
     cascade_impact_pct_per_bp: float = 0.08
     cascade_min_impact_z: float = 3.0
+    #: depth-aware impact (ADR 024, docs/analytics.md "Impact from the book"): the expected move
+    #: of a minute's forced orders is cascade_book_walk_coef x liquidated USD / the USD resting
+    #: within 100 bp of the mid on the side they hit (long liquidations sell into the bids, short
+    #: squeezes buy the asks), in percent -- a linear book moves price 1 % per its 100 bp depth.
+    #: Each venue's last book_depth is carried forward at most depth_max_stale_minutes, then
+    #: unknown; the scope's depth is the sum over its venues with a known depth. A minute with
+    #: no known depth falls back to cascade_impact_pct_per_bp x bp of OI liquidated.
+    cascade_book_walk_coef: float = 1.0
+    depth_max_stale_minutes: int = 5
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)

@@ -162,3 +162,33 @@ def test_detection_scores_against_simulator_truth(preset: str, seed: int) -> Non
     if s["precision"] < 0.95 and (preset, seed) in KNOWN_MISSES:
         pytest.xfail(f"{KNOWN_MISSES[(preset, seed)]}; this run: {s['precision']:.3f}, false {s['false']}")
     assert s["precision"] >= 0.95
+
+
+@pytest.mark.slow
+def test_depth_removes_the_false_cascades_the_fixed_impact_prior_reports_on_b() -> None:
+    """B's books move ~0.040 % per bp of OI liquidated, half the fixed prior's 0.08: on B seed 3
+    (a tuning seed) the detector without depth calls LINK's short run after the +3 % price-only
+    move a cascade; with each scope's book depth (the simulator's book_depth records) it does not.
+    The detector on the truth's per-minute arrays (the same detect_scope / detect_market)."""
+    from connectors.simulator import Simulation
+    from pipelines.transforms.scoring import detect_on_truth_minutes
+
+    sim = Simulation("B", seed=3)
+    depth: list[dict] = []
+    for _ in sim.messages():
+        depth += sim.take_book_depth()
+    truth = sim.truth.finish()
+    import dataclasses
+
+    from pipelines.transforms.config import AnalyticsConfig
+
+    # the detector before ADR 024: no depth (the prior), its volatility lookback and impact cut
+    before = dataclasses.replace(AnalyticsConfig(), vol_lookback_minutes=240, cascade_min_impact_z=3.0)
+    c, a = detect_on_truth_minutes(truth, before, None)
+    old = score_episodes(c, truth, a)
+    c, a = detect_on_truth_minutes(truth, None, depth)
+    new = score_episodes(c, truth, a)
+    assert old["false"], "the prior-only detector had a false cascade on B-3"
+    assert new["false"] == [] and new["precision"] == 1.0
+    assert new["slow_delev_as_cascade"] == 0 and new["price_moves_as_cascade"] == 0
+    assert new["burst_recall"] == 1.0
