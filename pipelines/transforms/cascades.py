@@ -487,7 +487,7 @@ def detect_market(
     oi_total = np.where(np.isfinite(ois).any(axis=0), np.nansum(ois, axis=0), np.nan)
     # the index moves by each base's move weighted by its OI share (market_index): so does the
     # expected move of the bases' forced orders (with the prior alone this is the prior over the
-    # market's OI, as before depth)
+    # market's current OI)
     w = np.nan_to_num(ois, nan=0.0)
     w = w / np.where(w.sum(axis=0) > 0, w.sum(axis=0), 1.0)
     return detect_scope(
