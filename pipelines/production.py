@@ -255,7 +255,7 @@ class _BatchRecords(beam.DoFn):
 # ---------------------------------------------------------------------------------------------
 def _total_events(row: dict) -> int:
     return (row["trade_count"] or 0) + (row["liquidation_events"] or 0) + (row["oi_events"] or 0) + (
-        row["funding_events"] or 0)
+        row["funding_events"] or 0) + (row.get("depth_events") or 0)
 
 
 class LatestBarPerMinute(beam.PTransform):

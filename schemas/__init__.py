@@ -21,7 +21,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 _FILE_RE = re.compile(r"^(?P<event_type>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
 
 #: Event types carried on Kafka, and the topic each one is published to.
-EVENT_TYPES: tuple[str, ...] = ("trade", "liquidation", "open_interest", "funding")
+EVENT_TYPES: tuple[str, ...] = ("trade", "liquidation", "open_interest", "funding", "book_depth")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from connectors.simulator.books import TrueBooks
+from connectors.simulator.depth import DepthRecords
 from connectors.simulator.model import CascadeModel
 from connectors.simulator.scenarios import Scenario, get_scenario
 from connectors.simulator.truth import GroundTruthBuilder
@@ -95,6 +96,15 @@ class Simulation:
         self.truth = GroundTruthBuilder(self.scenario, seed, price_impact, self.overrides)
         self.books = TrueBooks(self.scenario)  # the liquidation map's truth (issue 22)
         self.steps_done = 0
+        #: normalized book_depth records generated so far and not yet taken (take_book_depth)
+        self._book_depth: list[dict[str, Any]] = []
+
+    def take_book_depth(self) -> list[dict[str, Any]]:
+        """The book_depth.v1 records (already normalized, connectors/simulator/depth.py) the run
+        generated since the last call, in event-time order; call it while iterating ``messages()``
+        (they are held until taken)."""
+        out, self._book_depth = self._book_depth, []
+        return out
 
     @property
     def n_steps(self) -> int:
@@ -139,10 +149,13 @@ class Simulation:
         sent = [0] * V
         source = f"sim:{sc.name}:{self.seed}"
         trade_fns = [w.trade for w in writers]
+        depth = DepthRecords(sc, self.seed, [[w.instrument(s) if listed[s, vi] else None for s in range(S)]
+                                             for vi, w in enumerate(writers)], oi_share)
         for k in range(n_steps):
             r = model.step()
             self.books.record(model, r)
             t1 = r.t_us
+            self._book_depth += depth.due(k, t1, r.price, model.depth_usd, model.impact)
             t0 = t1 - step_us
             price = r.price
             dx = np.log(price / prev_price)

@@ -129,6 +129,11 @@ class Scenario:
     margin_gap: float = 0.015
     #: order-book depth that absorbs forced orders, as a fraction of the symbol's OI
     depth_fraction: float = 0.02
+    #: book_depth records (topic book_depth.v1): every depth_interval_s of sim time per venue and
+    #: symbol, the resting USD within each band of the mid that the model's impact implies
+    #: (connectors/simulator/depth.py), each side times exp(depth_noise x N(0, 1))
+    depth_interval_s: float = 60.0
+    depth_noise: float = 0.05
     #: share of an impact that fades out again (liquidity refills), and its e-folding time
     resilience: float = 0.35
     resilience_s: float = 1800.0

@@ -67,6 +67,11 @@ class VenueWriter:
         """Whether the venue lists symbol ``s`` (a venue without it gets no share of it)."""
         return True
 
+    def instrument(self, s: int) -> tuple[str, str]:
+        """(the venue's symbol, the normalized quote) of symbol ``s``'s perpetual, as the venue's
+        normalizer names it (the identity of the simulator's book_depth records)."""
+        return self.sym[s], "USDT"
+
     def _px(self, s: int, p: float) -> str:
         return f"{p:.{self.pdec[s]}f}"
 
@@ -230,6 +235,9 @@ class OkxWriter(VenueWriter):
     def lists(self, s: int) -> bool:
         return self.listed[s]
 
+    def instrument(self, s: int) -> tuple[str, str]:
+        return self.inst[s], "USDT"
+
     def _contracts(self, s: int, qty: float) -> float:
         return round(qty / self.ct_val[s], 2)
 
@@ -294,6 +302,9 @@ class HyperliquidWriter(VenueWriter):
         # a pool of trader addresses (formatting a fresh 160-bit address per trade is slow)
         self.addresses = ["0x" + _digest(f"hl-trader-{j}", 40) for j in range(4096)]
         self.hash_prefix = ["0x" + _digest(f"hl-tx-{i}", 48) for i in range(len(symbols))]
+
+    def instrument(self, s: int) -> tuple[str, str]:
+        return self.coin[s], "USDC"
 
     def _addr(self, n: int) -> str:
         return self.addresses[(n * 2654435761) & 4095]

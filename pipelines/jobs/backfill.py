@@ -62,7 +62,7 @@ TIME_COLUMNS = {
     "cascade_alerts": "alert_ts", "oi_deltas": "as_of_ts", "contagion": "as_of_ts",
     "liquidation_levels": "as_of_ts", "liquidation_fuel": "minute_ts",
 }
-EVENT_TYPES = ("trade", "liquidation", "open_interest", "funding")
+EVENT_TYPES = ("trade", "liquidation", "open_interest", "funding", "book_depth")
 BATCH_ROWS = 50_000
 
 

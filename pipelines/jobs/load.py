@@ -505,7 +505,7 @@ def confirmed_watermark(con, bar_files: list[str], current: int | None, max_jump
     cycle's next bar; else it is an unconfirmed outlier and the next one is tried. The first
     cycle of a job, holding a single bar, has nothing to confirm it with and takes it."""
     times = [t for (t,) in con.execute(
-        "SELECT epoch_us(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts), minute_ts)) AS t "
+        "SELECT epoch_us(coalesce(greatest(last_trade_ts, oi_last_ts, funding_ts, depth_ts), minute_ts)) AS t "
         "FROM read_parquet(?, union_by_name=true) ORDER BY t DESC LIMIT ?", [bar_files, _WATERMARK_CANDIDATES]).fetchall()]
     if current is None and len(times) == 1:
         return times[0]

@@ -112,6 +112,7 @@ def event_type_of(batch: pa.RecordBatch | pa.Table) -> str:
         ("liquidation", "side"),
         ("open_interest", "open_interest"),
         ("funding", "mark_price"),
+        ("book_depth", "bid_usd_100bp"),
     ):
         if marker in names:
             return event_type
@@ -164,6 +165,7 @@ _SUMS = (
     "liquidation_events",
     "oi_events",
     "funding_events",
+    "depth_events",
 )
 
 
@@ -206,6 +208,7 @@ _EMPTY: PartialBar = {
     "oi_first": None,
     "oi_last": None,
     "funding_last": None,
+    "depth_last": None,  # (event_time, bid USD within 100 bp, ask USD within 100 bp)
 }
 
 
@@ -235,6 +238,7 @@ def merge_partials(a: PartialBar | None, b: PartialBar | None) -> PartialBar | N
         oi_first=_first(a["oi_first"], b["oi_first"]),
         oi_last=_last(a["oi_last"], b["oi_last"]),
         funding_last=_last(a["funding_last"], b["funding_last"]),
+        depth_last=_last(a["depth_last"], b["depth_last"]),
     )
     return out
 
@@ -376,6 +380,25 @@ def bar_aggregates(table: pa.Table, event_type: str, bar_us: int = MINUTE_US, ke
             ],
             keys,
         )
+    if event_type == "book_depth":
+        # the minute's last depth record; ties on event_time broken by the values (nulls first),
+        # as _last orders the partials, so any split of the minute's records ends equal
+        return _grouped(
+            table,
+            bar_us,
+            {
+                "bid_key": pc.fill_null(table["bid_usd_100bp"], NEG_INF),
+                "ask_key": pc.fill_null(table["ask_usd_100bp"], NEG_INF),
+            },
+            ["event_time", "bid_key", "ask_key"],
+            [
+                ("event_time", "last"),
+                ("bid_usd_100bp", "last", _KEEP_NULLS),
+                ("ask_usd_100bp", "last", _KEEP_NULLS),
+                ("event_time", "count"),
+            ],
+            keys,
+        )
     raise ValueError(f"no bars for event type {event_type!r}")
 
 
@@ -417,10 +440,15 @@ def partial_bars(batch: pa.RecordBatch | pa.Table, bar_us: int = MINUTE_US) -> l
                 oi_last=(g["event_time_last"], g["open_interest_last"], g["open_interest_usd_last"]),
                 oi_events=g["event_time_count"],
             )
-        else:  # funding
+        elif event_type == "funding":
             p.update(
                 funding_last=(g["event_time_last"], g["mark_price_last"], g["funding_rate_last"], g["index_price_last"]),
                 funding_events=g["event_time_count"],
+            )
+        else:  # book_depth
+            p.update(
+                depth_last=(g["event_time_last"], g["bid_usd_100bp_last"], g["ask_usd_100bp_last"]),
+                depth_events=g["event_time_count"],
             )
         out.append(((g["exchange"], g["symbol"], g["minute"]), p))
     return out
@@ -444,7 +472,7 @@ def partial_to_row(p: PartialBar) -> dict[str, Any]:
         ref = close if close is not None else (p["funding_last"][1] if p["funding_last"] else None)
         return None if ref is None else snap[1] * ref
 
-    fl = p["funding_last"]
+    fl, dl = p["funding_last"], p["depth_last"]
     return {
         "minute_ts": micros_to_ts(p["minute"]),
         "exchange": p["exchange"],
@@ -486,6 +514,11 @@ def partial_to_row(p: PartialBar) -> dict[str, Any]:
         "oi_events": p["oi_events"],
         "funding_events": p["funding_events"],
         "volume_base_exact": _base_decimal(p["volume_base"]),
+        # the minute's last book_depth record (migration 0020): USD resting within 100 bp of the mid
+        "depth_bid_usd_100bp": dl[1] if dl else None,
+        "depth_ask_usd_100bp": dl[2] if dl else None,
+        "depth_ts": micros_to_ts(dl[0]) if dl else None,
+        "depth_events": p["depth_events"],
     }
 
 
@@ -517,7 +550,8 @@ def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
                         else round((row.get("volume_base") or 0.0) * 10**BASE_SCALE))
     for col in ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd"):
         p[col] = _micros_or_none(row.get(col)) or 0
-    for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events"):
+    for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events",
+                "depth_events"):
         p[col] = int(row.get(col) or 0)
     p["max_liq_usd"] = _micros_or_none(row.get("max_liq_usd"))
     if row.get("oi_first") is not None:
@@ -530,6 +564,8 @@ def bar_row_to_partial(row: dict[str, Any]) -> tuple[BarKey, PartialBar]:
             row.get("funding_rate_last"),
             row.get("index_price_last"),
         )
+    if row.get("depth_ts") is not None:
+        p["depth_last"] = (ts_to_micros(row["depth_ts"]), row.get("depth_bid_usd_100bp"), row.get("depth_ask_usd_100bp"))
     return (p["exchange"], p["symbol"], minute), p
 
 
@@ -548,6 +584,7 @@ BAR_EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "liquidation": ("event_time", "notional_usd", "side"),
     "open_interest": ("event_time", "open_interest", "open_interest_usd"),
     "funding": ("event_time", "mark_price", "funding_rate", "index_price"),
+    "book_depth": ("event_time", "bid_usd_100bp", "ask_usd_100bp"),
 }
 
 
@@ -714,6 +751,10 @@ def _bar_columns(aggs: dict[str, pa.Table], where: dict[str, pa.Array], n: int, 
         "oi_events": count("open_interest", "event_time_count"),
         "funding_events": count("funding", "event_time_count"),
         "volume_base_exact": volume_exact,
+        "depth_bid_usd_100bp": agg("book_depth", "bid_usd_100bp_last", f64),
+        "depth_ask_usd_100bp": agg("book_depth", "ask_usd_100bp_last", f64),
+        "depth_ts": agg("book_depth", "event_time_last", ts),
+        "depth_events": count("book_depth", "event_time_count"),
     }
     if tuple(columns) != BAR_COLUMNS:
         raise AssertionError("column-wise bars drifted from partial_to_row's columns")

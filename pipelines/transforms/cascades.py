@@ -95,6 +95,29 @@ def feedback_ratio(liq_usd: np.ndarray, adverse_ret_pct: np.ndarray, min_points:
     return max(0.0, float(alpha + gamma * kappa))
 
 
+#: the band of bars_1m's depth columns (depth_*_usd_100bp): 100 bp = 1 % of the mid
+DEPTH_BAND_PCT = 1.0
+
+
+def expected_impact_pct(liq_usd: np.ndarray, depth_usd: np.ndarray | None, oi_usd: np.ndarray,
+                        config: AnalyticsConfig) -> np.ndarray:
+    """Per minute: the move (%) the minute's forced orders on one side can cause by themselves.
+
+    From the book (ADR 024): cascade_book_walk_coef x liquidated USD / the USD resting within
+    100 bp on the side they hit x 1 % -- walking a linear book, X USD into a side holding D within
+    1 % moves price X / D %. A minute whose depth is unknown (NaN, or no depth given) falls back
+    to the prior: cascade_impact_pct_per_bp x bp of ``oi_usd`` liquidated (NaN without OI)."""
+    liq = np.asarray(liq_usd, dtype=float)
+    oi = np.asarray(oi_usd, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = np.where(oi > 0, config.cascade_impact_pct_per_bp * liq / oi * 1e4, np.nan)
+        if depth_usd is None:
+            return prior
+        d = np.asarray(depth_usd, dtype=float)
+        book = config.cascade_book_walk_coef * liq / d * DEPTH_BAND_PCT
+        return np.where(np.isfinite(d) & (d > 0), book, prior)
+
+
 def detect_scope(
     scope: str,
     minutes: np.ndarray,
@@ -111,12 +134,17 @@ def detect_scope(
     venue_short_micros: np.ndarray,
     config: AnalyticsConfig,
     oi_reference_before: float | None = None,
+    expected_long_pct: np.ndarray | None = None,
+    expected_short_pct: np.ndarray | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Episodes and alerts of one scope over contiguous minutes (see module docstring).
 
     ``oi_reference_before``: the scope's highest OI over the ``oi_reference_minutes`` before the
     window, when the job supplies it (a streaming cycle does not read days of bars); else the
     reference is computed from the window alone.
+    ``expected_long_pct`` / ``expected_short_pct``: per minute, the move (%) that side's forced
+    orders can cause (:func:`expected_impact_pct`, from the book's depth); NaN minutes, or None,
+    use the prior cascade_impact_pct_per_bp x bp of reference OI liquidated.
     """
     episodes: list[dict] = []
     alerts: list[dict] = []
@@ -152,10 +180,15 @@ def detect_scope(
     def price_before(s: int) -> float:
         return price[s - 1] if s > 0 and np.isfinite(price[s - 1]) else price[s]
 
-    def run(direction: str, side_micros: np.ndarray, sign: float) -> None:
+    def run(direction: str, side_micros: np.ndarray, sign: float, expected: np.ndarray | None) -> None:
         liq = np.asarray(side_micros, dtype=np.int64)
         liq_usd = liq / USD_MICROS
         cs = np.concatenate([[0.0], np.cumsum(liq_usd)])
+        # the move each minute's forced orders can cause: from the book where its depth is known,
+        # else the prior over the reference OI; cumulated for the runs' impact z
+        prior = expected_impact_pct(liq_usd, None, oi_ref, config)
+        own = prior if expected is None else np.where(np.isfinite(expected), expected, prior)
+        cs_impact = np.concatenate([[0.0], np.cumsum(np.nan_to_num(own))])
         if config.baseline_multiple > 0:
             idx = np.arange(n)
             lo = np.maximum(0, idx - config.baseline_minutes)
@@ -185,13 +218,14 @@ def detect_scope(
                 # the move the forced closes themselves can have caused, against the noise: an
                 # exogenous move that liquidations merely followed has a large z but too few bp
                 # liquidated per sqrt(minute) to have made it (docs/analytics.md)
-                impact_z = (config.cascade_impact_pct_per_bp * liq_bp
-                            / (sigma_before[s] * np.sqrt(t - s + 1)))
+                impact_z = (cs_impact[t + 1] - cs_impact[s]) / (sigma_before[s] * np.sqrt(t - s + 1))
             # each criterion is off at 0; on, an unknown value (no volatility or OI yet) fails it
             z_ok = config.cascade_move_z <= 0 or bool(np.isfinite(z) and z >= config.cascade_move_z)
             bp_ok = config.cascade_min_move_pct_per_bp <= 0 or bool(
                 np.isfinite(per_bp) and per_bp >= config.cascade_min_move_pct_per_bp)
-            impact_ok = config.cascade_min_impact_z <= 0 or config.cascade_impact_pct_per_bp <= 0 or bool(
+            # off at cascade_min_impact_z 0, or with no depth input and no prior (kappa 0)
+            impact_ok = config.cascade_min_impact_z <= 0 or (
+                expected is None and config.cascade_impact_pct_per_bp <= 0) or bool(
                 np.isfinite(impact_z) and impact_z >= config.cascade_min_impact_z)
             cascade = z_ok and bp_ok and impact_ok
             return {"kind": CASCADE if cascade else BURST, "price_move_pct": _nz(move),
@@ -342,14 +376,24 @@ def detect_scope(
         if state is not None and state["confirmed"] is not None:
             close(state, "open", None)
 
-    run(LONG, long_micros, -1.0)
-    run(SHORT, short_micros, 1.0)
+    run(LONG, long_micros, -1.0, expected_long_pct)
+    run(SHORT, short_micros, 1.0, expected_short_pct)
     return episodes, alerts
+
+
+def panel_expected_impact(panel: SymbolPanel, config: AnalyticsConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The base's per-minute expected moves (%) of its long / short liquidations: long
+    liquidations sell into the bids, short squeezes buy the asks (:func:`expected_impact_pct`);
+    NaN where the depth is unknown (the detector's prior applies there)."""
+    nan = np.full(len(panel.minutes), np.nan)
+    return (expected_impact_pct(panel.long_liq_usd, panel.bid_depth_usd, nan, config),
+            expected_impact_pct(panel.short_liq_usd, panel.ask_depth_usd, nan, config))
 
 
 def detect_panel(
     panel: SymbolPanel, config: AnalyticsConfig, oi_reference_before: float | None = None
 ) -> tuple[list[dict], list[dict]]:
+    exp_long, exp_short = panel_expected_impact(panel, config)
     return detect_scope(
         panel.base,
         panel.minutes,
@@ -366,6 +410,8 @@ def detect_panel(
         panel.venue_short_liq_micros,
         config,
         oi_reference_before,
+        exp_long,
+        exp_short,
     )
 
 
@@ -383,6 +429,8 @@ def market_parts(panel: SymbolPanel) -> dict[str, Any]:
         "venues": [v[0] for v in panel.venues],
         "v_long": panel.venue_long_liq_micros,
         "v_short": panel.venue_short_liq_micros,
+        "bid_depth": panel.bid_depth_usd,
+        "ask_depth": panel.ask_depth_usd,
     }
 
 
@@ -418,6 +466,8 @@ def detect_market(
     long_, short_ = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     ln, sn = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     prices, ois = np.full((len(parts), n), np.nan), np.full((len(parts), n), np.nan)
+    # per base, the expected move of its forced orders (from its book, else the prior over its OI)
+    exp_long, exp_short = np.zeros((len(parts), n)), np.zeros((len(parts), n))
     v_long = np.zeros((len(exchanges), n), dtype=np.int64)
     v_short = np.zeros((len(exchanges), n), dtype=np.int64)
     for k, p in enumerate(parts):
@@ -428,14 +478,22 @@ def detect_market(
         ln[sl] += p["long_n"]
         sn[sl] += p["short_n"]
         prices[k, sl], ois[k, sl] = p["price"], p["oi"]
+        exp_long[k, sl] = expected_impact_pct(p["long"] / USD_MICROS, p.get("bid_depth"), p["oi"], config)
+        exp_short[k, sl] = expected_impact_pct(p["short"] / USD_MICROS, p.get("ask_depth"), p["oi"], config)
         for vi, name in enumerate(p["venues"]):
             v_long[ex_i[name], sl] += p["v_long"][vi]
             v_short[ex_i[name], sl] += p["v_short"][vi]
     index = market_index(prices, ois)
     oi_total = np.where(np.isfinite(ois).any(axis=0), np.nansum(ois, axis=0), np.nan)
+    # the index moves by each base's move weighted by its OI share (market_index): so does the
+    # expected move of the bases' forced orders (with the prior alone this is the prior over the
+    # market's current OI)
+    w = np.nan_to_num(ois, nan=0.0)
+    w = w / np.where(w.sum(axis=0) > 0, w.sum(axis=0), 1.0)
     return detect_scope(
         config.market_scope, minutes, long_, short_, ln, sn, index, index, index, oi_total,
         exchanges, v_long, v_short, config, oi_reference_before,
+        (w * np.nan_to_num(exp_long)).sum(axis=0), (w * np.nan_to_num(exp_short)).sum(axis=0),
     )
 
 

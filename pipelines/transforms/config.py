@@ -86,12 +86,26 @@ class AnalyticsConfig:
     #: Otherwise the run is a liquidation_burst: kept, never at cascade severity (0 turns a
     #: criterion off; with all off every episode is a cascade, the USD-only rule). With fewer
     #: than vol_min_points returns before the run, the volatility of the window so far is used.
-    vol_lookback_minutes: int = 240
+    #: 720 (12 h; 240 before ADR 024): the impact z compares the book's expected move with this
+    #: volatility, and a 4-hour median's sampling error (+-15-20 % against the scope's whole noise
+    #: on the tuning seeds) was what let slow-deleveraging runs pass and true cascades fail
+    vol_lookback_minutes: int = 720
     vol_min_points: int = 30
     cascade_move_z: float = 8.0
     cascade_min_move_pct_per_bp: float = 0.02
     cascade_impact_pct_per_bp: float = 0.08
-    cascade_min_impact_z: float = 3.0
+    #: 4.6 with depth (ADR 024; 3.0 with the prior alone): the middle of the cuts that score
+    #: every tuning run (seeds 1-3) clean, 4.3-4.9; the truth's own cut is 5 (docs/analytics.md)
+    cascade_min_impact_z: float = 4.6
+    #: depth-aware impact (ADR 024, docs/analytics.md "Impact from the book"): the expected move
+    #: of a minute's forced orders is cascade_book_walk_coef x liquidated USD / the USD resting
+    #: within 100 bp of the mid on the side they hit (long liquidations sell into the bids, short
+    #: squeezes buy the asks), in percent -- a linear book moves price 1 % per its 100 bp depth.
+    #: Each venue's last book_depth is carried forward at most depth_max_stale_minutes, then
+    #: unknown; the scope's depth is the sum over its venues with a known depth. A minute with
+    #: no known depth falls back to cascade_impact_pct_per_bp x bp of OI liquidated.
+    cascade_book_walk_coef: float = 1.0
+    depth_max_stale_minutes: int = 5
     #: severity levels: the episode's liquidated USD crossing tier x its episode threshold
     #: raises the level by one and emits an escalation alert
     severity_tiers: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0)

@@ -34,7 +34,7 @@ from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
 OI_VENUE_KINDS = ("perpetual", "future")
 #: bars_1m columns the analytics read (what a job exports per base)
 FLOAT_COLUMNS = ("close", "high", "low", "mark_price_last", "oi_last_usd", "oi_last", "funding_rate_last",
-                 "volume_base")
+                 "volume_base", "depth_bid_usd_100bp", "depth_ask_usd_100bp")
 USD_COLUMNS = ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd", "max_liq_usd")
 COUNT_COLUMNS = ("trade_count", "long_liq_count", "short_liq_count")
 KEY_COLUMNS = ("base", "exchange", "symbol", "kind", "minute_ts")
@@ -74,6 +74,15 @@ def ffill_limited(values: np.ndarray, limit: int) -> np.ndarray:
     filled = np.take_along_axis(values, np.maximum(last, 0), axis=-1)
     ok = (last >= 0) & (np.arange(n) - last <= limit)
     return np.where(ok, filled, np.nan)
+
+
+def scope_depth(venue_depth: np.ndarray, max_stale: int) -> np.ndarray:
+    """(venues, minutes) of each venue's depth in its minutes with a book_depth record (NaN
+    elsewhere) -> the scope's depth per minute: each venue's last depth carried forward at most
+    ``max_stale`` minutes, summed over the venues with a known depth; NaN when none has one."""
+    ff = ffill_limited(np.asarray(venue_depth, dtype=float), max_stale)
+    known = ~np.isnan(ff)
+    return np.where(known.any(axis=0), np.nansum(ff, axis=0), np.nan)
 
 
 def usd_micros(values: np.ndarray) -> np.ndarray:
@@ -184,6 +193,10 @@ class SymbolPanel:
     max_liq_usd_micros: np.ndarray
     oi_usd: np.ndarray  # NaN when no venue has a (carried) OI
     oi_base: np.ndarray
+    #: USD resting within 100 bp of the mid, bids / asks, summed over the venues with a known
+    #: (carried, config.depth_max_stale_minutes) book_depth; NaN when none (scope_depth)
+    bid_depth_usd: np.ndarray
+    ask_depth_usd: np.ndarray
     oi_venues: np.ndarray
     funding_rate: np.ndarray  # OI-weighted mean of the venues' last funding rates
     venue_long_liq_micros: np.ndarray  # (venues, minutes)
@@ -306,6 +319,8 @@ def panel_from_columns(base: str, cols: Columns, config: AnalyticsConfig) -> Sym
         max_liq_usd_micros=ints["max_liq_usd"].max(axis=0),
         oi_usd=oi_sum,
         oi_base=oib_sum,
+        bid_depth_usd=scope_depth(mat(cols["depth_bid_usd_100bp"]), config.depth_max_stale_minutes),
+        ask_depth_usd=scope_depth(mat(cols["depth_ask_usd_100bp"]), config.depth_max_stale_minutes),
         oi_venues=oi_any.sum(axis=0),
         funding_rate=fmean,
         venue_long_liq_micros=ints["long_liq_usd"],

@@ -115,8 +115,9 @@ TRUTH_TAG = "truth"
 
 class SimulatedEvents(beam.DoFn):
     """Runs a simulator preset inside the pipeline (data is produced where it is read, never
-    shipped through Create) and yields RecordBatches of normalized events; the ground truth goes
-    to the ``truth`` output once the run is exhausted."""
+    shipped through Create) and yields RecordBatches of normalized events, the simulated books'
+    book_depth records among them; the ground truth goes to the ``truth`` output once the run is
+    exhausted."""
 
     def __init__(self, preset: str, seed: int, batch_size: int = 50_000, **overrides: Any) -> None:
         self.preset, self.seed, self.batch_size, self.overrides = preset, seed, batch_size, overrides
@@ -130,14 +131,21 @@ class SimulatedEvents(beam.DoFn):
         sim = Simulation(self.preset, seed=self.seed, **self.overrides)
         normalizers: dict = {}
         buf: dict[str, list[dict]] = {}
+        def add(event_type: str, record: dict):
+            recs = buf.setdefault(event_type, [])
+            recs.append(record)
+            if len(recs) >= self.batch_size:
+                yield records_to_batches(event_type, recs)
+                buf[event_type] = []
+
         for msg in sim.messages():
             nz = normalizers.get(msg.venue) or normalizers.setdefault(msg.venue, normalizer_for(msg.venue))
             for event_type, record in route(nz, msg.raw, msg.received_at_us, msg.source).records:
-                recs = buf.setdefault(event_type, [])
-                recs.append(record)
-                if len(recs) >= self.batch_size:
-                    yield records_to_batches(event_type, recs)
-                    buf[event_type] = []
+                yield from add(event_type, record)
+            for record in sim.take_book_depth():  # the simulated books' depth (already normalized)
+                yield from add("book_depth", record)
+        for record in sim.take_book_depth():
+            yield from add("book_depth", record)
         for event_type, recs in buf.items():
             if recs:
                 yield records_to_batches(event_type, recs)
@@ -172,15 +180,45 @@ def run_simulated(preset: str, seed: int, config: Any = None, **overrides: Any) 
     return out
 
 
-def detect_on_truth_minutes(truth: dict[str, Any], config: Any = None) -> tuple[list[dict], list[dict]]:
+def depth_minutes(records: Iterable[dict], bases: list[str], start_us: int, n: int,
+                  max_stale: int) -> dict[str, tuple[Any, Any]]:
+    """book_depth records -> per base, the (bid, ask) USD within 100 bp per minute as the panel
+    computes it (each instrument's last record of a minute, carried forward at most
+    ``max_stale`` minutes, summed over the base's venues: panel.scope_depth)."""
+    import numpy as np
+
+    from pipelines.transforms.panel import scope_depth
+
+    last: dict[tuple[str, str, str], dict[int, tuple[float, float]]] = {}
+    for r in records:
+        m = (int(r["event_time"]) - start_us) // 60_000_000
+        if 0 <= m < n:
+            last.setdefault((r["base"], r["exchange"], r["symbol"]), {})[m] = (
+                np.nan if r["bid_usd_100bp"] is None else r["bid_usd_100bp"],
+                np.nan if r["ask_usd_100bp"] is None else r["ask_usd_100bp"])
+    out = {}
+    for base in bases:
+        keys = [k for k in last if k[0] == base]
+        bid, ask = np.full((len(keys), n), np.nan), np.full((len(keys), n), np.nan)
+        for i, k in enumerate(keys):
+            for m, (b, a) in last[k].items():
+                bid[i, m], ask[i, m] = b, a
+        out[base] = (scope_depth(bid, max_stale), scope_depth(ask, max_stale))
+    return out
+
+
+def detect_on_truth_minutes(truth: dict[str, Any], config: Any = None,
+                            book_depth: Iterable[dict] | None = None) -> tuple[list[dict], list[dict]]:
     """The detector (the same ``detect_scope`` / ``detect_market``) on the truth's own per-minute
     arrays -- the model's price, liquidated USD per symbol and OI per venue -- instead of the Beam
     graph over the venues' messages: ~1 s a run instead of minutes, for tuning and for the whole
     matrix when the Beam runs do not fit. An approximation: the model price is less noisy than a
-    reference venue's trades, so borderline z's can differ (docs/analytics.md, "Scoring")."""
+    reference venue's trades, so borderline z's can differ (docs/analytics.md, "Scoring").
+    ``book_depth``: the run's book_depth records (the detector's depth input, as the panel
+    carries it: :func:`depth_minutes`); None = no depth (the prior)."""
     import numpy as np
 
-    from pipelines.transforms.cascades import detect_market, detect_scope
+    from pipelines.transforms.cascades import detect_market, detect_scope, expected_impact_pct
     from pipelines.transforms.config import AnalyticsConfig
 
     config = config or AnalyticsConfig()
@@ -191,30 +229,40 @@ def detect_on_truth_minutes(truth: dict[str, Any], config: Any = None) -> tuple[
     oi = np.nansum(np.asarray(mins["oi_usd"], dtype=float), axis=2)
     long_usd, short_usd = (np.asarray(mins[k], dtype=float) for k in ("liquidated_long_usd", "liquidated_short_usd"))
     zero = np.zeros(n, dtype=np.int64)
+    nan = np.full(n, np.nan)
+    depth = ({} if book_depth is None else
+             depth_minutes(book_depth, list(truth["symbols"]), int(mins["start_us"]), n, config.depth_max_stale_minutes))
     episodes, alerts, parts = [], [], []
     for b, base in enumerate(truth["symbols"]):
         lm = np.round(long_usd[:, b] * 1e6).astype(np.int64)
         sm = np.round(short_usd[:, b] * 1e6).astype(np.int64)
+        bid, ask = depth.get(base, (nan, nan))
         e, a = detect_scope(base, minutes, lm, sm, zero, zero, ohlc[:, b, 3], ohlc[:, b, 2], ohlc[:, b, 1], oi[:, b],
-                            ["all"], lm[None, :], sm[None, :], config)
+                            ["all"], lm[None, :], sm[None, :], config, None,
+                            expected_impact_pct(long_usd[:, b], bid, nan, config),
+                            expected_impact_pct(short_usd[:, b], ask, nan, config))
         episodes += e
         alerts += a
         parts.append({"base": base, "minutes": minutes, "long": lm, "short": sm, "long_n": zero, "short_n": zero,
                       "price": ohlc[:, b, 3], "oi": oi[:, b], "venues": ["all"], "v_long": lm[None, :],
-                      "v_short": sm[None, :]})
+                      "v_short": sm[None, :], "bid_depth": bid, "ask_depth": ask})
     e, a = detect_market(parts, config)
     return episodes + e, alerts + a
 
 
-def run_on_truth_minutes(preset: str, seed: int, config: Any = None, **overrides: Any) -> dict[str, Any]:
-    """Simulate (the messages are generated and dropped) and detect on the truth's minutes."""
+def run_on_truth_minutes(preset: str, seed: int, config: Any = None, depth: bool = True,
+                         **overrides: Any) -> dict[str, Any]:
+    """Simulate (the messages are generated and dropped; the book_depth records kept unless
+    ``depth`` is False) and detect on the truth's minutes."""
     from connectors.simulator import Simulation
 
     sim = Simulation(preset, seed=seed, **overrides)
+    book_depth: list[dict] = []
     for _ in sim.messages():
-        pass
+        book_depth += sim.take_book_depth()
+    book_depth += sim.take_book_depth()
     truth = sim.truth.finish()
-    cascades, alerts = detect_on_truth_minutes(truth, config)
+    cascades, alerts = detect_on_truth_minutes(truth, config, book_depth if depth else None)
     return {"cascades": cascades, "cascade_alerts": alerts, "truth": truth}
 
 

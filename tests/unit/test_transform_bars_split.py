@@ -56,7 +56,8 @@ def stored_bar(inst: dict, minute: dt.datetime, **values) -> dict:
     row.update(minute_ts=minute, **inst, volume_base=0.0)
     for col in ("volume_usd", "taker_buy_usd", "taker_sell_usd", "long_liq_usd", "short_liq_usd"):
         row[col] = 0.0
-    for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events"):
+    for col in ("trade_count", "long_liq_count", "short_liq_count", "liquidation_events", "oi_events", "funding_events",
+                "depth_events"):
         row[col] = 0
     row.update(values)
     row["volume_base_exact"] = Decimal(repr(row["volume_base"])).quantize(Decimal("1e-12"))  # as the mart keeps it

@@ -320,3 +320,63 @@ def test_a_flat_burst_fails_the_impact_criterion_too() -> None:
     assert btc["kind"] == "liquidation_burst"
     (btc,) = [e for e in run(rows, KIND_CFG)[0] if e["scope"] == "BTC"]
     assert btc["kind"] == "liquidation_burst"
+
+
+# -- impact from the book's depth (ADR 024) ------------------------------------------------------
+def test_expected_move_from_a_known_depth_by_hand() -> None:
+    from pipelines.transforms.cascades import expected_impact_pct
+
+    cfg = AnalyticsConfig(cascade_book_walk_coef=1.0, cascade_impact_pct_per_bp=0.08)
+    liq = np.array([2e6, 0.0, 3e6, 5e6])
+    depth = np.array([100e6, 100e6, np.nan, 0.0])  # known, known, unknown, empty (unknown too)
+    oi = np.full(4, 10e9)
+    got = expected_impact_pct(liq, depth, oi, cfg)
+    # 2M into 100M within 1 %: 0.02 %; minute 2 and 3 the prior: 0.08 % x 3 bp, 0.08 % x 5 bp
+    np.testing.assert_allclose(got, [0.02, 0.0, 0.24, 0.40])
+    half = dataclasses.replace(cfg, cascade_book_walk_coef=0.5)
+    assert expected_impact_pct(liq, depth, oi, half)[0] == pytest.approx(0.01)
+    # no depth at all: the prior everywhere (the old detector), NaN without OI
+    np.testing.assert_allclose(expected_impact_pct(liq, None, oi, cfg), [0.16, 0.0, 0.24, 0.40])
+    assert np.isnan(expected_impact_pct(liq, None, np.full(4, np.nan), cfg)).all()
+
+
+def test_scope_depth_carries_each_venue_forward_until_stale_and_sums_the_known_ones() -> None:
+    from pipelines.transforms.panel import scope_depth
+
+    nan = np.nan
+    venues = np.array([[10.0, nan, nan, nan, nan, nan],   # A: one record at minute 0
+                       [nan, nan, 5.0, nan, nan, nan]])   # B: one record at minute 2
+    # limit 2: A known at 0-2, B at 2-4; the sum over the venues known; none -> NaN
+    np.testing.assert_array_equal(scope_depth(venues, 2), [10.0, 10.0, 15.0, 5.0, 5.0, nan])
+    np.testing.assert_array_equal(scope_depth(venues, 0), [10.0, nan, 5.0, nan, nan, nan])
+
+
+def _with_depth(rows: list[dict], minute: int, bid: float, ask: float) -> list[dict]:
+    out = [dict(r) for r in rows]
+    (r,) = [r for r in out if r["minute_ts"] == M0 + dt.timedelta(minutes=minute)]
+    r["depth_bid_usd_100bp"], r["depth_ask_usd_100bp"] = bid, ask
+    return out
+
+
+def test_the_book_decides_whether_the_closes_could_make_the_move() -> None:
+    # minute 60: 6M of longs closed (6 bp of OI 10B) while price falls 2 % (move z ~13.5, 0.33 % per
+    # bp). The prior: 0.08 % x 6 bp = 0.48 % -> impact z 0.48 / SIGMA ~ 3.24 >= 3: a cascade
+    rows = _noisy_then(98.0, 98.0)
+    (btc,) = [e for e in run(rows, KIND_CFG)[0] if e["scope"] == "BTC"]
+    assert btc["kind"] == "cascade"
+    # a thin bid book, 10M within 1 % (4 minutes old: carried): 6M / 10M = 0.6 % -> z ~4.05: a cascade
+    thin = _with_depth(rows, 56, bid=10e6, ask=1e12)
+    (btc,) = [e for e in run(thin, KIND_CFG)[0] if e["scope"] == "BTC"]
+    assert btc["kind"] == "cascade"
+    # a deep bid book, 300M: 0.02 % -> z ~0.14: the closes cannot have made the move, a burst
+    deep = _with_depth(rows, 56, bid=300e6, ask=10e6)  # the thin asks are not what longs sell into
+    (btc,) = [e for e in run(deep, KIND_CFG)[0] if e["scope"] == "BTC"]
+    assert btc["kind"] == "liquidation_burst" and btc["severity_level"] == -1
+    # the same deep book 10 minutes old (> depth_max_stale_minutes 5): unknown, the prior decides
+    stale = _with_depth(rows, 50, bid=300e6, ask=300e6)
+    (btc,) = [e for e in run(stale, KIND_CFG)[0] if e["scope"] == "BTC"]
+    assert btc["kind"] == "cascade"
+    # ... and within a longer staleness limit the book decides again
+    (btc,) = [e for e in run(stale, dataclasses.replace(KIND_CFG, depth_max_stale_minutes=15))[0]
+              if e["scope"] == "BTC"]
+    assert btc["kind"] == "liquidation_burst"

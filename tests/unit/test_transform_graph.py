@@ -69,11 +69,11 @@ def test_config_from_env_and_lookbacks() -> None:
     assert (cfg.cascade_move_z, cfg.vol_lookback_minutes) == (5.5, 120)
     assert cfg.symbol_kinds == ("perpetual", "future") and cfg.severity_tiers == (1.0, 10.0)
     lb = AnalyticsConfig().lookback_minutes()
-    # 30 d span + 30 min carry; the volatility lookback (4 h, longer than the 1 h baseline) + a
+    # 30 d span + 30 min carry; the volatility lookback (12 h, longer than the 1 h baseline) + a
     # day-long episode + the gap + carry (+ a week of OI reference unless the job passes it from
     # OI_REFERENCE_SQL)
     assert lb["oi_deltas"] == 43_200 + 30
-    assert lb["cascades"] == 240 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
+    assert lb["cascades"] == 720 + 1_440 + 4 + 30 and lb["cascades_oi_reference"] == 10_080
     assert lb["contagion"] == 1_440 + 1 + 30
     assert lb["liquidation_map"] == 60 + 30  # the fuel's hour of volatility + carry; the book is stored state
 

@@ -40,7 +40,7 @@ def bar(m: int, exchange: str, symbol: str, base: str = "BTC", kind: str = "perp
         high: float | None = None, low: float | None = None, mark: float | None = None, vb: float = 0.0,
         vusd: float = 0.0, tc: int = 0, long_usd: float = 0.0, long_n: int = 0, short_usd: float = 0.0,
         short_n: int = 0, max_liq: float | None = None, oi_usd: float | None = None, oi: float | None = None,
-        funding: float | None = None) -> dict:
+        funding: float | None = None, depth_bid: float | None = None, depth_ask: float | None = None) -> dict:
     """A complete bars_1m row (every NOT NULL column of the mart filled)."""
     return {
         "minute_ts": M0 + dt.timedelta(minutes=m), "exchange": exchange, "symbol": symbol, "base": base,
@@ -52,6 +52,8 @@ def bar(m: int, exchange: str, symbol: str, base: str = "BTC", kind: str = "perp
         "oi_last_usd": oi_usd, "oi_first_ts": None, "oi_last_ts": None, "funding_rate_last": funding,
         "mark_price_last": mark, "index_price_last": None, "funding_ts": None, "liquidation_events": long_n + short_n,
         "oi_events": 0 if oi_usd is None else 1, "funding_events": 0 if funding is None else 1,
+        "depth_bid_usd_100bp": depth_bid, "depth_ask_usd_100bp": depth_ask, "depth_ts": None,
+        "depth_events": int(depth_bid is not None or depth_ask is not None),
     }
 
 
@@ -198,6 +200,23 @@ def reference_panel(base: str, rows: list[dict], config: AnalyticsConfig) -> Sym
             ints[k][i, j] = int(r.get(k) or 0)
         vol_base[i, j] = float(r.get("volume_base") or 0.0)
     lim = config.ffill_max_minutes
+    # depth: each venue's last known value, at most depth_max_stale_minutes old, summed over the
+    # venues that have one (a plain loop, not ffill_limited)
+    depth = {}
+    for side in ("bid", "ask"):
+        tot = np.full(n, np.nan)
+        for v in venues:
+            last, age = np.nan, 10**9
+            for j in range(n):
+                r = next((r for r, m in zip(rows, mins, strict=True) if (r["exchange"], r["symbol"]) == v
+                          and (m - m0) // bar_us == j), None)
+                if r is not None and r.get(f"depth_{side}_usd_100bp") is not None:
+                    last, age = float(r[f"depth_{side}_usd_100bp"]), 0
+                elif j > 0:
+                    age += 1
+                if age <= config.depth_max_stale_minutes and not np.isnan(last):
+                    tot[j] = last if np.isnan(tot[j]) else tot[j] + last
+        depth[side] = tot
     close_ff, oi_ff, oib_ff, fund_ff = (ffill_limited(a, lim) for a in (close, oi_usd, oi_base, funding))
     present = {v[0] for v in venues}
     ref_ex = next((e for e in config.price_reference_venues if e in present), None)
@@ -229,6 +248,7 @@ def reference_panel(base: str, rows: list[dict], config: AnalyticsConfig) -> Sym
         max_liq_usd_micros=ints["max_liq_usd"].max(axis=0),
         oi_usd=np.where(oi_any.any(axis=0), np.nansum(oi_ff, axis=0), np.nan),
         oi_base=np.where((~np.isnan(oib_ff)).any(axis=0), np.nansum(oib_ff, axis=0), np.nan),
+        bid_depth_usd=depth["bid"], ask_depth_usd=depth["ask"],
         oi_venues=oi_any.sum(axis=0), funding_rate=fmean, venue_long_liq_micros=ints["long_liq_usd"],
         venue_short_liq_micros=ints["short_liq_usd"], venues_with_bar=has.sum(axis=0),
     )
@@ -269,7 +289,9 @@ def random_bars(seed: int, minutes: int = 90) -> list[dict]:
                             max_liq=round(rnd.random() * 300, 6) if rnd.random() < 0.9 else None,
                             oi_usd=rnd.random() * 1e7 if rnd.random() < 0.3 else None,
                             oi=rnd.random() * 1e5 if rnd.random() < 0.3 else None,
-                            funding=rnd.random() * 1e-4 if rnd.random() < 0.1 else None))
+                            funding=rnd.random() * 1e-4 if rnd.random() < 0.1 else None,
+                            depth_bid=rnd.random() * 1e8 if rnd.random() < 0.3 else None,
+                            depth_ask=rnd.random() * 1e8 if rnd.random() < 0.3 else None))
     return rows
 
 
