@@ -140,8 +140,8 @@ def test_multivenue_capture_every_line_lands_in_exactly_one_place(fresh_broker, 
     assert per_venue_type == counters.records
     # every venue's fixtures put something on the normalized topics
     assert {venue for venue, _ in per_venue_type} == set(VENUES)
-    # book_depth: the venues' book normalizers (connectors/book.py) are not in these fixtures yet
-    assert {et for _, et in per_venue_type} == set(TOPICS) - {"book_depth"}
+    # every normalized topic gets something (book_depth: the Hyperliquid l2Book examples)
+    assert {et for _, et in per_venue_type} == set(TOPICS)
 
     # dead-letter topics: one message per dead letter, each naming its input line
     dead_decoder = AvroDecoder("dead_letter")
