@@ -37,7 +37,7 @@ def _one_many_backfill(fresh_broker, tmp_path, events: list, parts: int,
 
     many = settings("many")
     # the same cycles through the job's reader processes: the vectorized events pass (ADR 028),
-    # or the graph it falls back to for event types it does not know (book_depth)
+    # which knows every bar event type, book_depth included (backfill's day_bars)
     many_pass = settings("many-pass")
     with ParallelFetcher(kafka, 2, min_offsets=0) as fetcher:
         for i in range(parts):
@@ -106,7 +106,7 @@ def test_book_depth_bars_do_not_depend_on_the_cycles(fresh_broker, tmp_path):
     trades = list(in_time_order(synth_tables(3_000, SYNTH_START_US, 300_000_000, seed=9)))
     depth = _depth_records(SYNTH_START_US, 300_000_000, seed=9)
     events = sorted(trades + depth, key=lambda e: e[1]["event_time"])
-    one, many, many_pass, rebuilt = _one_many_backfill(fresh_broker, tmp_path, events, 7, events_pass="graph")
+    one, many, many_pass, rebuilt = _one_many_backfill(fresh_broker, tmp_path, events, 7)
     in_one, in_many, backfilled = mart_rows(one.db), mart_rows(many.db), mart_rows(rebuilt.db)
     assert mart_differences(in_one, in_many) == {}
     assert mart_differences(in_one, mart_rows(many_pass.db)) == {}
