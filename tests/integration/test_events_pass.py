@@ -114,7 +114,7 @@ def test_the_events_pass_equals_the_graph_cycle_by_cycle(fresh_broker, tmp_path,
 
 def test_an_unknown_event_type_sends_the_cycle_to_the_graph(tmp_path):
     known = pa.table({"event_time": [1]}).replace_schema_metadata({b"event_type": b"trade"})
-    unknown = pa.table({"event_time": [1]}).replace_schema_metadata({b"event_type": b"book_depth"})
+    unknown = pa.table({"event_time": [1]}).replace_schema_metadata({b"event_type": b"order_book_l3"})
     files = []
     for i, t in enumerate((known, unknown)):
         path = tmp_path / f"f{i}.arrow"
