@@ -310,6 +310,7 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
         while (job.health.cycles < 1 or sum(job.health.lag.values())) and time.monotonic() < deadline and not errors:
             time.sleep(0.2)
         wall_start = live_start_us / 1e6 - history_minutes * 60  # wall time of the scenario's second 0
+        history_cycles = {id(c) for c in job.recent_cycles}  # the catch-up of the history: not live
         n_prod = max(1, -(-int(rate) // 10_000) * producers_per_10k)
         parts = run_producers(_producer_main, [(broker.bootstrap, args, rate / n_prod, history_to, wall_start,
                                                 seed + 1 + i, i == 0, producer_client) for i in range(n_prod)],
@@ -365,8 +366,20 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
             "watched": sum(e["state"] is not None for e in episodes),
             "resolved_as_expected": sum(e["state"] == e["expected_state"] for e in episodes),
             "live_cycles": int(live_runs[0] or 0), "mean_cycle_s": live_runs[1],
+            "live_cycle_phases_mean_s": _mean_phases([c for c in job.recent_cycles
+                                                      if id(c) not in history_cycles and c["events"]]),
             "commit": commit, "topic": topic, "per_episode": episodes,
             "threshold_usd": CascadeScenario.crossing_threshold_usd(config)}
+
+
+def _mean_phases(cycles: list[dict]) -> dict[str, float]:
+    """Mean wall seconds per phase over ``cycles`` (the job's ``recent_cycles``: the last 100), so a
+    longer live cycle says which phase grew."""
+    phases: dict[str, float] = {}
+    for c in cycles:
+        for k, v in c["timings"].items():
+            phases[k] = phases.get(k, 0.0) + v
+    return {k: round(v / len(cycles), 3) for k, v in phases.items()} if cycles else {}
 
 
 def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | None = None,
@@ -384,6 +397,8 @@ def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | N
                   f"{res['watched']}/{res['episodes']} watched, {res['resolved_as_expected']} resolved as expected; "
                   f"to commit p50 {c['p50_s'] or float('nan'):.2f}s p95 {c['p95_s'] or float('nan'):.2f}s "
                   f"max {c['max_s'] or float('nan'):.2f}s; to topic p95 {t['p95_s'] or float('nan'):.2f}s", flush=True)
+            print(f"    {res['live_cycles']} live cycles, mean {res['mean_cycle_s'] or float('nan'):.2f}s; per phase "
+                  f"(mean s): {res['live_cycle_phases_mean_s']}", flush=True)
     return {"steps": steps}
 
 

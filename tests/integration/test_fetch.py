@@ -272,3 +272,57 @@ def test_readers_stalled_in_a_read_are_ended_at_once_when_a_cycle_is_abandoned(f
     # asked of the OS, not of Process.is_alive(): the pool's own thread joins the same Process objects,
     # and when it reaps a worker first, is_alive() can answer True (waitpid -> ECHILD -> "unknown")
     assert not [p.pid for p in procs if _running(p.pid)]
+
+
+def test_confluent_reader_asks_each_topics_metadata_once_before_assigning_it(fresh_broker):
+    """librdkafka left the first consume() after assigning a topic it had no metadata for empty for
+    ~1 s on the local broker, so a fresh reader (one per small stream cycle) paid ~1 s per topic:
+    the alert latency regression of 2026-12-04. The reader asks a topic's metadata once per consumer,
+    before its first assignment of the topic, and again after a reconnect (a new consumer)."""
+    from confluent_kafka import Consumer
+
+    from connectors.kafka.rdkafka_reader import ConfluentRangeReader
+    from connectors.kafka.reader import OffsetRange
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    sent = _produce(kafka, 600, seed=7)
+    calls: list[tuple[str, str]] = []
+
+    class Spy:
+        def __init__(self, conf):
+            self._c = Consumer(conf)
+
+        def list_topics(self, topic=None, timeout=-1):
+            calls.append(("metadata", topic))
+            return self._c.list_topics(topic=topic, timeout=timeout)
+
+        def assign(self, tps):
+            calls.extend(("assign", tp.topic) for tp in tps)
+            return self._c.assign(tps)
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+    import confluent_kafka
+
+    real = confluent_kafka.Consumer  # the reader constructs its consumers through this name
+    confluent_kafka.Consumer = Spy
+    try:
+        bounds = log_bounds(kafka, MAIN_TOPICS)
+        ranges = [r for r in plan_ranges(bounds, {}) if r.size > 0]
+        with ConfluentRangeReader(kafka, idle_timeout_s=20) as reader:
+            n = sum(1 for r in ranges for _ in reader.read(OffsetRange(r.topic, r.partition, r.start, r.end)))
+            reader._reconnect("test")
+            n += sum(1 for _ in reader.read(OffsetRange(ranges[0].topic, ranges[0].partition, ranges[0].start,
+                                                        ranges[0].start + 1)))
+    finally:
+        confluent_kafka.Consumer = real
+    assert n == len(sent) + 1 + 1  # every event, the garbled value, and the one record read again
+    topics = [r.topic for r in ranges]
+    first_assign = {}
+    for i, (what, topic) in enumerate(calls):
+        if what == "assign":
+            first_assign.setdefault(topic, i)
+    metadata = [i for i, (what, _) in enumerate(calls) if what == "metadata"]
+    assert [calls[i][1] for i in metadata] == [*dict.fromkeys(topics), ranges[0].topic]  # once per topic and consumer
+    assert all(calls[first_assign[t] - 1] == ("metadata", t) for t in set(topics))  # just before the first assign
