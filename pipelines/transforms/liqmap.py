@@ -200,16 +200,20 @@ class VenueBook:
             else:
                 self.bottom_short = min(self.bottom_short, int(liq[alive].min()))
 
-    def close_fraction(self, frac: float) -> None:
+    def close_fraction(self, frac: float) -> bool:
+        """Close ``frac`` of every bucket pro rata (``scale``); True when the stored numbers changed
+        (all closed, or renormalized), i.e. when ``store.sum()`` is no longer what it was."""
         frac = min(max(frac, 0.0), 1.0)
         if frac >= 1.0:
             self.store[:] = 0.0
             self.scale = 1.0
-            return
+            return True
         self.scale *= 1.0 - frac
         if self.scale < 1e-9:  # renormalize before the float runs out of range
             self.store *= self.scale
             self.scale = 1.0
+            return True
+        return False
 
     def cross(self, low: float, high: float) -> np.ndarray:
         """Remove the exposure whose liquidation price [low, high] reached; (2, tiers) base units removed."""
@@ -346,7 +350,31 @@ class Estimator:
                                                self.config.liqmap_mmr)
         return book
 
+    def _stacked(self, inp: MinuteInputs) -> tuple[list[VenueBook], np.ndarray, list[int | None]]:
+        """The books in key order, their stores stacked as one (books, 2, tiers, nb) array (each
+        book's ``store`` is a view of its row, so the per-book methods and the vectorized step
+        change the same numbers), and each book's venue row in ``inp`` (None: not in the inputs).
+        Creates the books of the venues new in ``inp``; rebuilt only when the set of books changes."""
+        index = {key: v for v, key in enumerate(inp.venues)}
+        for key in index:
+            self._book(key)
+        keys = sorted(self.books)
+        cached = self.__dict__.get("_stack_cache")
+        if cached is None or cached[0] != keys or any(
+                b.store.base is not cached[2] for b in cached[1]):  # a book's store was replaced
+            books = [self.books[k] for k in keys]
+            stack = np.zeros((len(keys),) + books[0].store.shape) if keys else np.zeros((0, 2, 0, self.grid.nb))
+            for i, b in enumerate(books):
+                stack[i] = b.store
+                b.store = stack[i]
+            cached = self._stack_cache = (keys, books, stack)
+        return cached[1], cached[2], [index.get(k) for k in keys]
+
     def step(self, inp: MinuteInputs, t: int) -> None:
+        """One minute for every venue book of the base (the module's order: cross, calibrate, close,
+        turn over, open), vectorized over the venues where the arithmetic is per element: the
+        crossing's sums, the opening's levels and adds. Each number is computed by the same
+        operations in the same order as one book at a time (tests/unit/test_liqmap_vector.py)."""
         cfg = self.config
         self.last_us = int(inp.minutes[t])
         price, vwap = float(inp.price[t]), float(inp.vwap[t])
@@ -358,38 +386,90 @@ class Estimator:
         high = float(inp.high[t]) if math.isfinite(inp.high[t]) else price
         share = long_share(float(inp.taker_buy_usd[t]), float(inp.taker_sell_usd[t]), cfg.liqmap_taker_tilt)
         turnover = cfg.liqmap_turnover_per_day / 1440.0
-        index = {key: v for v, key in enumerate(inp.venues)}
-        for key in sorted(set(self.books) | set(index)):
-            book = self._book(key)
-            v = index.get(key)
-            removed = book.cross(low, high)
-            realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
-            # crossed longs were liquidated around the low, shorts around the high
-            if cfg.liqmap_calibration_rate > 0:  # (no crossing and no liquidation: no evidence)
-                if realized[0] > 0 or removed[0].any():
-                    book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
-                if realized[1] > 0 or removed[1].any():
-                    book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
-            oi = float(inp.oi_base[v, t]) if v is not None else math.nan
+        books, stack, rows = self._stacked(inp)
+        n = len(books)
+        if not n:
+            return
+        # 1. crossing: the bucket of the low/high once, the crossed books' slices summed in one call
+        removed = np.zeros((n, 2, stack.shape[2]))
+        if low > 0 and math.isfinite(low):
+            b = self.grid.index1(low)
+            hit = [i for i, bk in enumerate(books) if b <= bk.top_long]
+            if hit:
+                scale = np.array([books[i].scale for i in hit])
+                sel = slice(None) if len(hit) == n else hit
+                removed[sel, 0] = stack[sel, 0, :, b:].sum(axis=2) * scale[:, None]
+                stack[sel, 0, :, b:] = 0.0
+                for i in hit:
+                    books[i].top_long = b - 1
+        if high > 0 and math.isfinite(high):
+            b = self.grid.index1(high)
+            hit = [i for i, bk in enumerate(books) if b >= bk.bottom_short]
+            if hit:
+                scale = np.array([books[i].scale for i in hit])
+                sel = slice(None) if len(hit) == n else hit
+                removed[sel, 1] = stack[sel, 1, :, : b + 1].sum(axis=2) * scale[:, None]
+                stack[sel, 1, :, : b + 1] = 0.0
+                for i in hit:
+                    books[i].bottom_short = b + 1
+        long_liq, short_liq = inp.long_liq_usd[:, t].tolist(), inp.short_liq_usd[:, t].tolist()
+        realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
+        # 2. calibration, per book (only where there is evidence: few minutes)
+        rate = cfg.liqmap_calibration_rate
+        if rate > 0:  # (no crossing and no liquidation: no evidence)
+            crossed = removed.any(axis=2).tolist()
+            for i, bk in enumerate(books):
+                # crossed longs were liquidated around the low, shorts around the high
+                if realized[i][0] > 0 or crossed[i][0]:
+                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate)
+                if realized[i][1] > 0 or crossed[i][1]:
+                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate)
+        # 3.-4. closing and turnover, per book (scalars)
+        oi_now = inp.oi_base[:, t].tolist()
+        opening: list[int] = []
+        amounts: list[float] = []
+        for i, (bk, v) in enumerate(zip(books, rows, strict=True)):
+            oi = oi_now[v] if v is not None else math.nan
             if not math.isfinite(oi):
                 continue  # no (carried) OI: the book only ages by crossings
+            key = self._stack_cache[0][i]
             prev = self.last_oi.get(key, math.nan)
             self.last_oi[key] = oi
             if not math.isfinite(prev):
                 # first value: entries unknown, spread around the price (or placed at it)
-                book.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
+                bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
                 continue
             d_oi = oi - prev
-            total = book.total_base()
+            stored = float(stack[i].sum())  # = bk.total_base() / bk.scale until the store changes
+            total = stored * bk.scale
             if d_oi < 0 and total > 0:
-                closed = -d_oi - (realized[0] + realized[1]) / price
-                if closed > 0:
-                    book.close_fraction(closed / total)
-            total = book.total_base()
+                closed = -d_oi - (realized[i][0] + realized[i][1]) / price
+                if closed > 0 and bk.close_fraction(closed / total):
+                    stored = float(stack[i].sum())
+            total = stored * bk.scale
             reopen = total * turnover
             if reopen > 0:
-                book.close_fraction(turnover)
-            book.open(max(d_oi, 0.0) + reopen, vwap, share)
+                bk.close_fraction(turnover)
+            amount = max(d_oi, 0.0) + reopen
+            if amount > 0:
+                opening.append(i)
+                amounts.append(amount)
+        # 5. opening at the VWAP: the tiers' levels once, every opening book's adds in one call
+        if opening:
+            dist = books[0].dist
+            liq_long = self.grid.index(vwap * (1.0 - dist))
+            liq_short = self.grid.index(vwap * (1.0 + dist))
+            rows_ = np.asarray(opening)[:, None]
+            k = np.arange(len(dist))[None, :]
+            amt = np.asarray(amounts)
+            weights = np.array([books[i].weights for i in opening])
+            scale = np.array([books[i].scale for i in opening])[:, None]
+            stack[rows_, 0, k, liq_long[None, :]] += (amt * share)[:, None] * weights / scale
+            stack[rows_, 1, k, liq_short[None, :]] += (amt * (1.0 - share))[:, None] * weights / scale
+            top, bottom = int(liq_long.max()), int(liq_short.min())
+            for i in opening:
+                books[i].top_long = max(books[i].top_long, top)
+                books[i].bottom_short = min(books[i].bottom_short, bottom)
 
     def books_by_scope(self) -> Iterator[tuple[str, str, np.ndarray]]:
         """(exchange, symbol, (2, nb) base units) per venue, then the sum as exchange 'all'."""
