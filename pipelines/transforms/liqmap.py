@@ -288,6 +288,18 @@ class MinuteInputs:
     long_liq_usd: np.ndarray  # (venues, n)
     short_liq_usd: np.ndarray
 
+    def lists(self) -> dict[str, list]:
+        """The arrays as Python lists, per minute (venue arrays transposed: [t][venue]), made once:
+        the minute step reads a few numbers each minute, and a list item is cheaper than an array's."""
+        cached = self.__dict__.get("_lists")
+        if cached is None:
+            cached = self._lists = {
+                name: getattr(self, name).tolist() for name in ("price", "vwap", "low", "high", "taker_buy_usd",
+                                                                "taker_sell_usd")}
+            cached.update({name: getattr(self, name).T.tolist() for name in ("oi_base", "long_liq_usd",
+                                                                             "short_liq_usd")})
+        return cached
+
 
 def minute_inputs(panel: SymbolPanel, venue_series: list[VenueSeries]) -> MinuteInputs:
     """The estimator's inputs from a base's panel and venue OI series (aligned to the panel minutes)."""
@@ -377,47 +389,52 @@ class Estimator:
         operations in the same order as one book at a time (tests/unit/test_liqmap_vector.py)."""
         cfg = self.config
         self.last_us = int(inp.minutes[t])
-        price, vwap = float(inp.price[t]), float(inp.vwap[t])
+        col = inp.lists()
+        price, vwap = col["price"][t], col["vwap"][t]
         if not (price > 0 and math.isfinite(price)):
             return  # no price this minute: nothing can be placed or crossed
         if not (vwap > 0 and math.isfinite(vwap)):
             vwap = price
-        low = float(inp.low[t]) if math.isfinite(inp.low[t]) else price
-        high = float(inp.high[t]) if math.isfinite(inp.high[t]) else price
-        share = long_share(float(inp.taker_buy_usd[t]), float(inp.taker_sell_usd[t]), cfg.liqmap_taker_tilt)
+        low = col["low"][t] if math.isfinite(col["low"][t]) else price
+        high = col["high"][t] if math.isfinite(col["high"][t]) else price
+        share = long_share(col["taker_buy_usd"][t], col["taker_sell_usd"][t], cfg.liqmap_taker_tilt)
         turnover = cfg.liqmap_turnover_per_day / 1440.0
         books, stack, rows = self._stacked(inp)
         n = len(books)
         if not n:
             return
         # 1. crossing: the bucket of the low/high once, the crossed books' slices summed in one call
-        removed = np.zeros((n, 2, stack.shape[2]))
-        if low > 0 and math.isfinite(low):
-            b = self.grid.index1(low)
-            hit = [i for i, bk in enumerate(books) if b <= bk.top_long]
-            if hit:
-                scale = np.array([books[i].scale for i in hit])
-                sel = slice(None) if len(hit) == n else hit
-                removed[sel, 0] = stack[sel, 0, :, b:].sum(axis=2) * scale[:, None]
-                stack[sel, 0, :, b:] = 0.0
-                for i in hit:
+        removed = None  # (books, 2, tiers) base units removed, when anything was crossed
+        crossed = [[False, False] for _ in range(n)]
+        for side, level in ((0, low), (1, high)):
+            if not (level > 0 and math.isfinite(level)):
+                continue
+            b = self.grid.index1(level)
+            hit = ([i for i, bk in enumerate(books) if b <= bk.top_long] if side == 0
+                   else [i for i, bk in enumerate(books) if b >= bk.bottom_short])
+            if not hit:
+                continue
+            if removed is None:
+                removed = np.zeros((n, 2, stack.shape[2]))
+            scale = np.array([books[i].scale for i in hit])
+            sel = slice(None) if len(hit) == n else hit
+            seg = (sel, 0, slice(None), slice(b, None)) if side == 0 else (sel, 1, slice(None), slice(None, b + 1))
+            removed[sel, side] = stack[seg].sum(axis=2) * scale[:, None]
+            stack[seg] = 0.0
+            any_ = removed[sel, side].any(axis=1).tolist()
+            for i, a in zip(hit, any_, strict=True):
+                crossed[i][side] = a
+                if side == 0:
                     books[i].top_long = b - 1
-        if high > 0 and math.isfinite(high):
-            b = self.grid.index1(high)
-            hit = [i for i, bk in enumerate(books) if b >= bk.bottom_short]
-            if hit:
-                scale = np.array([books[i].scale for i in hit])
-                sel = slice(None) if len(hit) == n else hit
-                removed[sel, 1] = stack[sel, 1, :, : b + 1].sum(axis=2) * scale[:, None]
-                stack[sel, 1, :, : b + 1] = 0.0
-                for i in hit:
+                else:
                     books[i].bottom_short = b + 1
-        long_liq, short_liq = inp.long_liq_usd[:, t].tolist(), inp.short_liq_usd[:, t].tolist()
+        long_liq, short_liq = col["long_liq_usd"][t], col["short_liq_usd"][t]
         realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
         # 2. calibration, per book (only where there is evidence: few minutes)
         rate = cfg.liqmap_calibration_rate
         if rate > 0:  # (no crossing and no liquidation: no evidence)
-            crossed = removed.any(axis=2).tolist()
+            if removed is None:
+                removed = np.zeros((n, 2, stack.shape[2]))
             for i, bk in enumerate(books):
                 # crossed longs were liquidated around the low, shorts around the high
                 if realized[i][0] > 0 or crossed[i][0]:
@@ -425,9 +442,12 @@ class Estimator:
                 if realized[i][1] > 0 or crossed[i][1]:
                     bk.calibrate(removed[i, 1] * high, realized[i][1], rate)
         # 3.-4. closing and turnover, per book (scalars)
-        oi_now = inp.oi_base[:, t].tolist()
+        oi_now = col["oi_base"][t]
         opening: list[int] = []
         amounts: list[float] = []
+        # each book's stored sum (its total_base() / scale), one row-wise call for all: the same
+        # pairwise sum of the same contiguous numbers as each book's store.sum()
+        stored_sums = stack.reshape(n, -1).sum(axis=1).tolist()
         for i, (bk, v) in enumerate(zip(books, rows, strict=True)):
             oi = oi_now[v] if v is not None else math.nan
             if not math.isfinite(oi):
@@ -440,7 +460,7 @@ class Estimator:
                 bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
                 continue
             d_oi = oi - prev
-            stored = float(stack[i].sum())  # = bk.total_base() / bk.scale until the store changes
+            stored = stored_sums[i]  # = bk.total_base() / bk.scale until the store changes
             total = stored * bk.scale
             if d_oi < 0 and total > 0:
                 closed = -d_oi - (realized[i][0] + realized[i][1]) / price
@@ -483,6 +503,12 @@ class Estimator:
     def total_book(self, a: int, b: int) -> np.ndarray:
         """:meth:`books_by_scope`'s 'all' book in buckets [a, b) (the same sums), zero elsewhere."""
         total = np.zeros((2, self.grid.nb))
+        cached = self.__dict__.get("_stack_cache")
+        if cached is not None and cached[0] == sorted(self.books):  # the stacked stores: one sum for all
+            sums = cached[2][:, :, :, a:b].sum(axis=2)
+            sums *= np.array([book.scale for book in cached[1]])[:, None, None]
+            total[:, a:b] = np.add.reduce(sums, axis=0)  # book by book, in key order, as below
+            return total
         for _, book in sorted(self.books.items()):
             total[:, a:b] += book.store[:, :, a:b].sum(axis=1) * book.scale
         return total
@@ -560,27 +586,40 @@ def range_window(grid: Grid, price: float, range_pct: float) -> tuple[int, int]:
 
 
 def fuel_row(base: str, ts: Any, book: np.ndarray, grid: Grid, price: float, vol_1h_pct: float | None,
-             config: AnalyticsConfig) -> dict:
+             config: AnalyticsConfig, window: tuple[int, int] | None = None) -> dict:
     """liquidation_fuel: USD within 1/2/5 % of the price per side and the nearest cluster each way.
 
     A bucket counts "within x %" when its mid price is; a cluster is a bucket holding at least
     ``liqmap_cluster_multiple`` x the side's mean bucket USD within ``liqmap_range_pct``."""
     rng = config.liqmap_range_pct
-    wa, wb = range_window(grid, price, rng)  # every bucket whose mid is within rng % (the rest is never read)
+    # every bucket whose mid is within rng % (the rest is never read); ``window``: the caller's range_window
+    wa, wb = window or range_window(grid, price, rng)
     mids = grid.mids[wa:wb]
     dist = (mids / price - 1.0) * 100.0
+    usd2 = book[:, wa:wb] * mids
+    # dist rises with the bucket, so each "within" set is a run of buckets: [lo, hi) by bisection
+    # (the sums are over the same numbers in the same order as over a boolean selection)
+    bounds = np.searchsorted(dist, (-rng, 0.0, 0.0, rng) + tuple(-p for p in FUEL_PCTS) + FUEL_PCTS,
+                             side="left").tolist()
+    right = np.searchsorted(dist, (0.0, rng) + FUEL_PCTS, side="right").tolist()
+    nf = len(FUEL_PCTS)
     row: dict[str, Any] = {"minute_ts": ts, "base": base, "price": price, "vol_1h_pct": vol_1h_pct}
-    for side, name, sel in ((0, "long", (dist <= 0) & (dist >= -rng)), (1, "short", (dist >= 0) & (dist <= rng))):
-        usd = book[side, wa:wb] * mids
-        for pct in FUEL_PCTS:
-            row[f"{name}_usd_{pct}pct"] = float(usd[sel & (np.abs(dist) <= pct)].sum())
-        idx = np.flatnonzero(sel)
-        mean = float(usd[idx].mean()) if len(idx) else 0.0
-        hot = idx[usd[idx] >= config.liqmap_cluster_multiple * mean] if mean > 0 else idx[:0]
+    for side, name in ((0, "long"), (1, "short")):
+        usd = usd2[side]
+        if side == 0:  # -rng <= dist <= 0; within pct: -pct <= dist
+            a, b = bounds[0], right[0]
+            runs = [(max(bounds[4 + j], a), b) for j in range(nf)]
+        else:  # 0 <= dist <= rng; within pct: dist <= pct
+            a, b = bounds[2], right[1]
+            runs = [(a, min(right[2 + j], b)) for j in range(nf)]
+        for pct, (x, y) in zip(FUEL_PCTS, runs, strict=True):  # (np.add.reduce: ndarray.sum without its wrapper)
+            row[f"{name}_usd_{pct}pct"] = float(np.add.reduce(usd[x:y])) if y > x else 0.0
+        mean = float(np.add.reduce(usd[a:b])) / (b - a) if b > a else 0.0  # = ndarray.mean, its sum / count
+        hot = np.flatnonzero(usd[a:b] >= config.liqmap_cluster_multiple * mean) + a if mean > 0 else ()
         if len(hot):
-            b = int(hot[np.argmin(np.abs(dist[hot]))])
-            d = abs(float(dist[b]))
-            row.update({f"{name}_cluster_price": float(mids[b]), f"{name}_cluster_usd": float(usd[b]),
+            j = int(hot[-1] if side == 0 else hot[0])  # the nearest to the price on the side
+            d = abs(float(dist[j]))
+            row.update({f"{name}_cluster_price": float(mids[j]), f"{name}_cluster_usd": float(usd[j]),
                         f"{name}_cluster_distance_pct": d,
                         f"{name}_cluster_distance_vol": d / vol_1h_pct if vol_1h_pct else None})
         else:
@@ -596,6 +635,27 @@ def hourly_vol_pct(price: np.ndarray, t: int, minutes: int) -> float | None:
         return None
     r = np.diff(np.log(p))
     return _f(float(r.std(ddof=1)) * math.sqrt(60.0) * 100.0)
+
+
+def hourly_vols_pct(price: np.ndarray, minutes: int) -> list[float | None]:
+    """:func:`hourly_vol_pct` of every minute t, the same numbers: the minutes whose whole window of
+    ``minutes + 1`` prices is usable in one vectorized pass (the same logs, differences and per-row
+    sums), the others (the first ``minutes``, windows with a missing price) one at a time."""
+    n = len(price)
+    out: list[float | None] = [None] * n
+    ok = np.isfinite(price) & (price > 0)
+    if n > minutes >= 2:
+        full = np.flatnonzero(np.lib.stride_tricks.sliding_window_view(ok, minutes + 1).all(axis=1))
+        if len(full):
+            r = np.diff(np.log(np.where(ok, price, 1.0)))
+            windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(r, minutes)[full])
+            vols = (windows.std(axis=1, ddof=1) * math.sqrt(60.0) * 100.0).tolist()
+            for j, v in zip((full + minutes).tolist(), vols, strict=True):
+                out[j] = v if math.isfinite(v) else None
+    for t in range(n):
+        if out[t] is None:
+            out[t] = hourly_vol_pct(price, t, minutes)
+    return out
 
 
 def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
@@ -632,6 +692,7 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
         if est is None:
             return  # no price from the warm-up on: nothing to place
     save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
+    vols = hourly_vols_pct(inp.price, config.liqmap_vol_minutes) if fuel else []
     for k in range(start, len(minutes)):
         est.step(inp, k)
         if k == save:
@@ -648,11 +709,10 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             continue
         ts = micros_to_ts(mk)
         # a minute without a snapshot needs the 'all' book only where the fuel reads it
-        scopes = list(est.books_by_scope()) if snapshot else [(ALL, "", est.total_book(
-            *range_window(est.grid, price, config.liqmap_range_pct)))]
+        window = range_window(est.grid, price, config.liqmap_range_pct)
+        scopes = list(est.books_by_scope()) if snapshot else [(ALL, "", est.total_book(*window))]
         if fuel:
-            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
-                                     hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
+            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price, vols[k], config, window)
         if snapshot:
             for ex, sym, book in scopes if venues else scopes[-1:]:
                 for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
