@@ -479,13 +479,15 @@ class Estimator:
             dist = books[0].dist
             liq_long = self.grid.index(vwap * (1.0 - dist))
             liq_short = self.grid.index(vwap * (1.0 + dist))
-            rows_ = np.asarray(opening)[:, None]
-            k = np.arange(len(dist))[None, :]
+            # flat positions of (book, side, tier, level) in the C-ordered stack: one indexed add per side
+            nt, nb = stack.shape[2], stack.shape[3]
+            first = (np.asarray(opening)[:, None] * 2 * nt + np.arange(nt)[None, :]) * nb
             amt = np.asarray(amounts)
             weights = np.array([books[i].weights for i in opening])
             scale = np.array([books[i].scale for i in opening])[:, None]
-            stack[rows_, 0, k, liq_long[None, :]] += (amt * share)[:, None] * weights / scale
-            stack[rows_, 1, k, liq_short[None, :]] += (amt * (1.0 - share))[:, None] * weights / scale
+            flat = stack.reshape(-1)  # a view (the stack is C-contiguous)
+            flat[(first + liq_long).ravel()] += ((amt * share)[:, None] * weights / scale).ravel()
+            flat[(first + nt * nb + liq_short).ravel()] += ((amt * (1.0 - share))[:, None] * weights / scale).ravel()
             top, bottom = int(liq_long.max()), int(liq_short.min())
             for i in opening:
                 books[i].top_long = max(books[i].top_long, top)
