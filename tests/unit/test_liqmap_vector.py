@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.liqmap import synth_columns
 from pipelines.transforms import liqmap
 from pipelines.transforms.config import AnalyticsConfig
-from pipelines.transforms.panel import COUNT_COLUMNS, FLOAT_COLUMNS, USD_COLUMNS, base_bars_from_columns
-
-VENUES = (("binance", "{}USDT"), ("bybit", "{}USDT"), ("okx", "{}-USDT-SWAP"), ("hyperliquid", "{}"))
+from pipelines.transforms.panel import base_bars_from_columns
 
 
 class ReferenceEstimator(liqmap.Estimator):
@@ -119,61 +118,6 @@ def reference_run(monkeypatch: pytest.MonkeyPatch, *args: Any, **kwargs: Any) ->
         m.setattr(liqmap, "fuel_row", reference_fuel_row)
         m.setattr(liqmap, "hourly_vols_pct", lambda p, n: [reference_vol(p, t, n) for t in range(len(p))])
         return list(liqmap.estimate_base(*args, **kwargs))
-
-
-def synth_columns(base: str, minutes: int, seed: int) -> dict[str, np.ndarray]:
-    """Bars of one base on 4 venues: a random walk with cascades (jumps with liquidations and OI
-    flushes), OI missing 10 % of minutes, one venue that publishes no liquidations, one silent for
-    half an hour, one that appears a third into the data, OI flushed to almost 0 now and then (books
-    closed whole, or pro rata far enough to renormalize), and a stretch without any price."""
-    rng = np.random.default_rng(seed)
-    r = rng.normal(0, 0.0015, minutes)
-    jumps = rng.random(minutes) < 0.005
-    r[jumps] += rng.normal(0, 0.02, jumps.sum())
-    price = 100.0 * np.exp(np.cumsum(r))
-    cols: dict[str, list] = {k: [] for k in ("exchange", "symbol", "kind", "minute") + FLOAT_COLUMNS
-                             + USD_COLUMNS + COUNT_COLUMNS}
-    for vi, (ex, sym) in enumerate(VENUES):
-        oi = np.maximum(1e5 * (1 + vi) + np.cumsum(rng.normal(0, 300, minutes) - 2000 * jumps), 1e3)
-        flush = rng.random(minutes) < 0.002
-        flush[(minutes * (vi + 2)) // 7] = True  # at least one a venue
-        oi[flush] *= rng.choice([1e-12, 1e-4, 0.0], flush.sum())
-        mark = price * np.exp(rng.normal(0, 2e-4, minutes))
-        hi = np.maximum(mark, price) * (1 + np.abs(rng.normal(0, 0.0015, minutes)) + 0.03 * jumps * (r > 0))
-        lo = np.minimum(mark, price) * (1 - np.abs(rng.normal(0, 0.0015, minutes)) - 0.03 * jumps * (r < 0))
-        vol = rng.gamma(2.0, 50.0, minutes)
-        buy = vol * mark * rng.uniform(0.2, 0.8, minutes)
-        liq = rng.random(minutes) < 0.05
-        long_liq = np.where(liq & (r < 0), rng.gamma(1.0, 2e4, minutes), 0.0) + np.where(jumps & (r < 0), 1e6, 0.0)
-        short_liq = np.where(liq & (r > 0), rng.gamma(1.0, 2e4, minutes), 0.0) + np.where(jumps & (r > 0), 1e6, 0.0)
-        oi_obs = np.where((rng.random(minutes) < 0.1) & ~flush, np.nan, oi)
-        if vi == 3:
-            long_liq[:] = short_liq[:] = 0.0
-        keep = np.ones(minutes, bool)
-        if vi == 2:
-            keep[minutes // 3 : minutes // 3 + 30] = False
-        if vi == 1:
-            keep[: minutes // 3] = False
-        close = np.where((np.arange(minutes) >= minutes // 2) & (np.arange(minutes) < minutes // 2 + 8), np.nan, mark)
-        n = int(keep.sum())
-        cols["exchange"] += [ex] * n
-        cols["symbol"] += [sym.format(base)] * n
-        cols["kind"] += ["perpetual"] * n
-        cols["minute"].append(1_767_225_600_000_000 + np.arange(minutes, dtype=np.int64)[keep] * 60_000_000)
-        vals = {"close": close, "high": np.where(np.isnan(close), np.nan, hi),
-                "low": np.where(np.isnan(close), np.nan, lo), "mark_price_last": close,
-                "oi_last_usd": oi_obs * mark, "oi_last": oi_obs, "funding_rate_last": np.full(minutes, 1e-4),
-                "volume_base": vol, "depth_bid_usd_100bp": np.full(minutes, np.nan),
-                "depth_ask_usd_100bp": np.full(minutes, np.nan), "volume_usd": np.round(vol * mark, 6),
-                "taker_buy_usd": np.round(buy, 6), "taker_sell_usd": np.round(vol * mark - buy, 6),
-                "long_liq_usd": np.round(long_liq, 6), "short_liq_usd": np.round(short_liq, 6),
-                "max_liq_usd": np.round(np.maximum(long_liq, short_liq), 6)}
-        for k, v in vals.items():
-            cols[k].append(np.asarray(v, float)[keep])
-        for k in COUNT_COLUMNS:
-            cols[k].append(np.ones(n, np.int64))
-    return {k: np.array(v, dtype=object) if k in ("exchange", "symbol", "kind") else np.concatenate(v)
-            for k, v in cols.items()}
 
 
 CONFIGS = {
