@@ -200,16 +200,20 @@ class VenueBook:
             else:
                 self.bottom_short = min(self.bottom_short, int(liq[alive].min()))
 
-    def close_fraction(self, frac: float) -> None:
+    def close_fraction(self, frac: float) -> bool:
+        """Close ``frac`` of every bucket pro rata (``scale``); True when the stored numbers changed
+        (all closed, or renormalized), i.e. when ``store.sum()`` is no longer what it was."""
         frac = min(max(frac, 0.0), 1.0)
         if frac >= 1.0:
             self.store[:] = 0.0
             self.scale = 1.0
-            return
+            return True
         self.scale *= 1.0 - frac
         if self.scale < 1e-9:  # renormalize before the float runs out of range
             self.store *= self.scale
             self.scale = 1.0
+            return True
+        return False
 
     def cross(self, low: float, high: float) -> np.ndarray:
         """Remove the exposure whose liquidation price [low, high] reached; (2, tiers) base units removed."""
@@ -284,6 +288,18 @@ class MinuteInputs:
     long_liq_usd: np.ndarray  # (venues, n)
     short_liq_usd: np.ndarray
 
+    def lists(self) -> dict[str, list]:
+        """The arrays as Python lists, per minute (venue arrays transposed: [t][venue]), made once:
+        the minute step reads a few numbers each minute, and a list item is cheaper than an array's."""
+        cached = self.__dict__.get("_lists")
+        if cached is None:
+            cached = self._lists = {
+                name: getattr(self, name).tolist() for name in ("price", "vwap", "low", "high", "taker_buy_usd",
+                                                                "taker_sell_usd")}
+            cached.update({name: getattr(self, name).T.tolist() for name in ("oi_base", "long_liq_usd",
+                                                                             "short_liq_usd")})
+        return cached
+
 
 def minute_inputs(panel: SymbolPanel, venue_series: list[VenueSeries]) -> MinuteInputs:
     """The estimator's inputs from a base's panel and venue OI series (aligned to the panel minutes)."""
@@ -346,50 +362,136 @@ class Estimator:
                                                self.config.liqmap_mmr)
         return book
 
+    def _stacked(self, inp: MinuteInputs) -> tuple[list[VenueBook], np.ndarray, list[int | None]]:
+        """The books in key order, their stores stacked as one (books, 2, tiers, nb) array (each
+        book's ``store`` is a view of its row, so the per-book methods and the vectorized step
+        change the same numbers), and each book's venue row in ``inp`` (None: not in the inputs).
+        Creates the books of the venues new in ``inp``; rebuilt only when the set of books changes."""
+        index = {key: v for v, key in enumerate(inp.venues)}
+        for key in index:
+            self._book(key)
+        keys = sorted(self.books)
+        cached = self.__dict__.get("_stack_cache")
+        if cached is None or cached[0] != keys or any(
+                b.store.base is not cached[2] for b in cached[1]):  # a book's store was replaced
+            books = [self.books[k] for k in keys]
+            stack = np.zeros((len(keys),) + books[0].store.shape) if keys else np.zeros((0, 2, 0, self.grid.nb))
+            for i, b in enumerate(books):
+                stack[i] = b.store
+                b.store = stack[i]
+            cached = self._stack_cache = (keys, books, stack)
+        return cached[1], cached[2], [index.get(k) for k in keys]
+
     def step(self, inp: MinuteInputs, t: int) -> None:
+        """One minute for every venue book of the base (the module's order: cross, calibrate, close,
+        turn over, open), vectorized over the venues where the arithmetic is per element: the
+        crossing's sums, the opening's levels and adds. Each number is computed by the same
+        operations in the same order as one book at a time (tests/unit/test_liqmap_vector.py)."""
         cfg = self.config
         self.last_us = int(inp.minutes[t])
-        price, vwap = float(inp.price[t]), float(inp.vwap[t])
+        col = inp.lists()
+        price, vwap = col["price"][t], col["vwap"][t]
         if not (price > 0 and math.isfinite(price)):
             return  # no price this minute: nothing can be placed or crossed
         if not (vwap > 0 and math.isfinite(vwap)):
             vwap = price
-        low = float(inp.low[t]) if math.isfinite(inp.low[t]) else price
-        high = float(inp.high[t]) if math.isfinite(inp.high[t]) else price
-        share = long_share(float(inp.taker_buy_usd[t]), float(inp.taker_sell_usd[t]), cfg.liqmap_taker_tilt)
+        low = col["low"][t] if math.isfinite(col["low"][t]) else price
+        high = col["high"][t] if math.isfinite(col["high"][t]) else price
+        share = long_share(col["taker_buy_usd"][t], col["taker_sell_usd"][t], cfg.liqmap_taker_tilt)
         turnover = cfg.liqmap_turnover_per_day / 1440.0
-        index = {key: v for v, key in enumerate(inp.venues)}
-        for key in sorted(set(self.books) | set(index)):
-            book = self._book(key)
-            v = index.get(key)
-            removed = book.cross(low, high)
-            realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
-            # crossed longs were liquidated around the low, shorts around the high
-            if cfg.liqmap_calibration_rate > 0:  # (no crossing and no liquidation: no evidence)
-                if realized[0] > 0 or removed[0].any():
-                    book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
-                if realized[1] > 0 or removed[1].any():
-                    book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
-            oi = float(inp.oi_base[v, t]) if v is not None else math.nan
+        books, stack, rows = self._stacked(inp)
+        n = len(books)
+        if not n:
+            return
+        # 1. crossing: the bucket of the low/high once, the crossed books' slices summed in one call
+        removed = None  # (books, 2, tiers) base units removed, when anything was crossed
+        crossed = [[False, False] for _ in range(n)]
+        for side, level in ((0, low), (1, high)):
+            if not (level > 0 and math.isfinite(level)):
+                continue
+            b = self.grid.index1(level)
+            hit = ([i for i, bk in enumerate(books) if b <= bk.top_long] if side == 0
+                   else [i for i, bk in enumerate(books) if b >= bk.bottom_short])
+            if not hit:
+                continue
+            if removed is None:
+                removed = np.zeros((n, 2, stack.shape[2]))
+            scale = np.array([books[i].scale for i in hit])
+            sel = slice(None) if len(hit) == n else hit
+            seg = (sel, 0, slice(None), slice(b, None)) if side == 0 else (sel, 1, slice(None), slice(None, b + 1))
+            removed[sel, side] = stack[seg].sum(axis=2) * scale[:, None]
+            stack[seg] = 0.0
+            any_ = removed[sel, side].any(axis=1).tolist()
+            for i, a in zip(hit, any_, strict=True):
+                crossed[i][side] = a
+                if side == 0:
+                    books[i].top_long = b - 1
+                else:
+                    books[i].bottom_short = b + 1
+        long_liq, short_liq = col["long_liq_usd"][t], col["short_liq_usd"][t]
+        realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
+        # 2. calibration, per book (only where there is evidence: few minutes)
+        rate = cfg.liqmap_calibration_rate
+        if rate > 0:  # (no crossing and no liquidation: no evidence)
+            if removed is None:
+                removed = np.zeros((n, 2, stack.shape[2]))
+            for i, bk in enumerate(books):
+                # crossed longs were liquidated around the low, shorts around the high
+                if realized[i][0] > 0 or crossed[i][0]:
+                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate)
+                if realized[i][1] > 0 or crossed[i][1]:
+                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate)
+        # 3.-4. closing and turnover, per book (scalars)
+        oi_now = col["oi_base"][t]
+        opening: list[int] = []
+        amounts: list[float] = []
+        # each book's stored sum (its total_base() / scale), one row-wise call for all: the same
+        # pairwise sum of the same contiguous numbers as each book's store.sum()
+        stored_sums = stack.reshape(n, -1).sum(axis=1).tolist()
+        for i, (bk, v) in enumerate(zip(books, rows, strict=True)):
+            oi = oi_now[v] if v is not None else math.nan
             if not math.isfinite(oi):
                 continue  # no (carried) OI: the book only ages by crossings
+            key = self._stack_cache[0][i]
             prev = self.last_oi.get(key, math.nan)
             self.last_oi[key] = oi
             if not math.isfinite(prev):
                 # first value: entries unknown, spread around the price (or placed at it)
-                book.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
+                bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
                 continue
             d_oi = oi - prev
-            total = book.total_base()
+            stored = stored_sums[i]  # = bk.total_base() / bk.scale until the store changes
+            total = stored * bk.scale
             if d_oi < 0 and total > 0:
-                closed = -d_oi - (realized[0] + realized[1]) / price
-                if closed > 0:
-                    book.close_fraction(closed / total)
-            total = book.total_base()
+                closed = -d_oi - (realized[i][0] + realized[i][1]) / price
+                if closed > 0 and bk.close_fraction(closed / total):
+                    stored = float(stack[i].sum())
+            total = stored * bk.scale
             reopen = total * turnover
             if reopen > 0:
-                book.close_fraction(turnover)
-            book.open(max(d_oi, 0.0) + reopen, vwap, share)
+                bk.close_fraction(turnover)
+            amount = max(d_oi, 0.0) + reopen
+            if amount > 0:
+                opening.append(i)
+                amounts.append(amount)
+        # 5. opening at the VWAP: the tiers' levels once, every opening book's adds in one call
+        if opening:
+            dist = books[0].dist
+            liq_long = self.grid.index(vwap * (1.0 - dist))
+            liq_short = self.grid.index(vwap * (1.0 + dist))
+            # flat positions of (book, side, tier, level) in the C-ordered stack: one indexed add per side
+            nt, nb = stack.shape[2], stack.shape[3]
+            first = (np.asarray(opening)[:, None] * 2 * nt + np.arange(nt)[None, :]) * nb
+            amt = np.asarray(amounts)
+            weights = np.array([books[i].weights for i in opening])
+            scale = np.array([books[i].scale for i in opening])[:, None]
+            flat = stack.reshape(-1)  # a view (the stack is C-contiguous)
+            flat[(first + liq_long).ravel()] += ((amt * share)[:, None] * weights / scale).ravel()
+            flat[(first + nt * nb + liq_short).ravel()] += ((amt * (1.0 - share))[:, None] * weights / scale).ravel()
+            top, bottom = int(liq_long.max()), int(liq_short.min())
+            for i in opening:
+                books[i].top_long = max(books[i].top_long, top)
+                books[i].bottom_short = min(books[i].bottom_short, bottom)
 
     def books_by_scope(self) -> Iterator[tuple[str, str, np.ndarray]]:
         """(exchange, symbol, (2, nb) base units) per venue, then the sum as exchange 'all'."""
@@ -403,6 +505,12 @@ class Estimator:
     def total_book(self, a: int, b: int) -> np.ndarray:
         """:meth:`books_by_scope`'s 'all' book in buckets [a, b) (the same sums), zero elsewhere."""
         total = np.zeros((2, self.grid.nb))
+        cached = self.__dict__.get("_stack_cache")
+        if cached is not None and cached[0] == sorted(self.books):  # the stacked stores: one sum for all
+            sums = cached[2][:, :, :, a:b].sum(axis=2)
+            sums *= np.array([book.scale for book in cached[1]])[:, None, None]
+            total[:, a:b] = np.add.reduce(sums, axis=0)  # book by book, in key order, as below
+            return total
         for _, book in sorted(self.books.items()):
             total[:, a:b] += book.store[:, :, a:b].sum(axis=1) * book.scale
         return total
@@ -480,27 +588,40 @@ def range_window(grid: Grid, price: float, range_pct: float) -> tuple[int, int]:
 
 
 def fuel_row(base: str, ts: Any, book: np.ndarray, grid: Grid, price: float, vol_1h_pct: float | None,
-             config: AnalyticsConfig) -> dict:
+             config: AnalyticsConfig, window: tuple[int, int] | None = None) -> dict:
     """liquidation_fuel: USD within 1/2/5 % of the price per side and the nearest cluster each way.
 
     A bucket counts "within x %" when its mid price is; a cluster is a bucket holding at least
     ``liqmap_cluster_multiple`` x the side's mean bucket USD within ``liqmap_range_pct``."""
     rng = config.liqmap_range_pct
-    wa, wb = range_window(grid, price, rng)  # every bucket whose mid is within rng % (the rest is never read)
+    # every bucket whose mid is within rng % (the rest is never read); ``window``: the caller's range_window
+    wa, wb = window or range_window(grid, price, rng)
     mids = grid.mids[wa:wb]
     dist = (mids / price - 1.0) * 100.0
+    usd2 = book[:, wa:wb] * mids
+    # dist rises with the bucket, so each "within" set is a run of buckets: [lo, hi) by bisection
+    # (the sums are over the same numbers in the same order as over a boolean selection)
+    bounds = np.searchsorted(dist, (-rng, 0.0, 0.0, rng) + tuple(-p for p in FUEL_PCTS) + FUEL_PCTS,
+                             side="left").tolist()
+    right = np.searchsorted(dist, (0.0, rng) + FUEL_PCTS, side="right").tolist()
+    nf = len(FUEL_PCTS)
     row: dict[str, Any] = {"minute_ts": ts, "base": base, "price": price, "vol_1h_pct": vol_1h_pct}
-    for side, name, sel in ((0, "long", (dist <= 0) & (dist >= -rng)), (1, "short", (dist >= 0) & (dist <= rng))):
-        usd = book[side, wa:wb] * mids
-        for pct in FUEL_PCTS:
-            row[f"{name}_usd_{pct}pct"] = float(usd[sel & (np.abs(dist) <= pct)].sum())
-        idx = np.flatnonzero(sel)
-        mean = float(usd[idx].mean()) if len(idx) else 0.0
-        hot = idx[usd[idx] >= config.liqmap_cluster_multiple * mean] if mean > 0 else idx[:0]
+    for side, name in ((0, "long"), (1, "short")):
+        usd = usd2[side]
+        if side == 0:  # -rng <= dist <= 0; within pct: -pct <= dist
+            a, b = bounds[0], right[0]
+            runs = [(max(bounds[4 + j], a), b) for j in range(nf)]
+        else:  # 0 <= dist <= rng; within pct: dist <= pct
+            a, b = bounds[2], right[1]
+            runs = [(a, min(right[2 + j], b)) for j in range(nf)]
+        for pct, (x, y) in zip(FUEL_PCTS, runs, strict=True):  # (np.add.reduce: ndarray.sum without its wrapper)
+            row[f"{name}_usd_{pct}pct"] = float(np.add.reduce(usd[x:y])) if y > x else 0.0
+        mean = float(np.add.reduce(usd[a:b])) / (b - a) if b > a else 0.0  # = ndarray.mean, its sum / count
+        hot = np.flatnonzero(usd[a:b] >= config.liqmap_cluster_multiple * mean) + a if mean > 0 else ()
         if len(hot):
-            b = int(hot[np.argmin(np.abs(dist[hot]))])
-            d = abs(float(dist[b]))
-            row.update({f"{name}_cluster_price": float(mids[b]), f"{name}_cluster_usd": float(usd[b]),
+            j = int(hot[-1] if side == 0 else hot[0])  # the nearest to the price on the side
+            d = abs(float(dist[j]))
+            row.update({f"{name}_cluster_price": float(mids[j]), f"{name}_cluster_usd": float(usd[j]),
                         f"{name}_cluster_distance_pct": d,
                         f"{name}_cluster_distance_vol": d / vol_1h_pct if vol_1h_pct else None})
         else:
@@ -516,6 +637,27 @@ def hourly_vol_pct(price: np.ndarray, t: int, minutes: int) -> float | None:
         return None
     r = np.diff(np.log(p))
     return _f(float(r.std(ddof=1)) * math.sqrt(60.0) * 100.0)
+
+
+def hourly_vols_pct(price: np.ndarray, minutes: int) -> list[float | None]:
+    """:func:`hourly_vol_pct` of every minute t, the same numbers: the minutes whose whole window of
+    ``minutes + 1`` prices is usable in one vectorized pass (the same logs, differences and per-row
+    sums), the others (the first ``minutes``, windows with a missing price) one at a time."""
+    n = len(price)
+    out: list[float | None] = [None] * n
+    ok = np.isfinite(price) & (price > 0)
+    if n > minutes >= 2:
+        full = np.flatnonzero(np.lib.stride_tricks.sliding_window_view(ok, minutes + 1).all(axis=1))
+        if len(full):
+            r = np.diff(np.log(np.where(ok, price, 1.0)))
+            windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(r, minutes)[full])
+            vols = (windows.std(axis=1, ddof=1) * math.sqrt(60.0) * 100.0).tolist()
+            for j, v in zip((full + minutes).tolist(), vols, strict=True):
+                out[j] = v if math.isfinite(v) else None
+    for t in range(n):
+        if out[t] is None:
+            out[t] = hourly_vol_pct(price, t, minutes)
+    return out
 
 
 def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
@@ -552,6 +694,7 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
         if est is None:
             return  # no price from the warm-up on: nothing to place
     save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
+    vols = hourly_vols_pct(inp.price, config.liqmap_vol_minutes) if fuel else []
     for k in range(start, len(minutes)):
         est.step(inp, k)
         if k == save:
@@ -568,11 +711,10 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             continue
         ts = micros_to_ts(mk)
         # a minute without a snapshot needs the 'all' book only where the fuel reads it
-        scopes = list(est.books_by_scope()) if snapshot else [(ALL, "", est.total_book(
-            *range_window(est.grid, price, config.liqmap_range_pct)))]
+        window = range_window(est.grid, price, config.liqmap_range_pct)
+        scopes = list(est.books_by_scope()) if snapshot else [(ALL, "", est.total_book(*window))]
         if fuel:
-            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price,
-                                     hourly_vol_pct(inp.price, k, config.liqmap_vol_minutes), config)
+            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price, vols[k], config, window)
         if snapshot:
             for ex, sym, book in scopes if venues else scopes[-1:]:
                 for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
