@@ -126,7 +126,8 @@ def _fresh_broker_and_mart(workdir: Path) -> Iterator[tuple[Any, Any, Any]]:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         ensure_topics(kafka)
         (workdir / "data").mkdir(exist_ok=True)
-        yield broker, kafka, JobSettings(db=workdir / "stream.duckdb", data_dir=workdir / "data", kafka=kafka)
+        # the job's own settings from the environment (LIQSTREAM_FETCH_MIN_OFFSETS, ...), on this broker and mart
+        yield broker, kafka, JobSettings.from_env(db=workdir / "stream.duckdb", data_dir=workdir / "data", kafka=kafka)
     finally:
         broker.stop()
 

@@ -189,7 +189,8 @@ class StreamJob:
         alerts = AlertDispatcher(self.settings)  # delivery threads (ADR 012), started after the fork below
         self.health.extra_metrics = alerts.metrics_lines
         # reader processes kept across cycles (see connectors.kafka.fetch)
-        fetcher = self._fetcher or (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers)
+        fetcher = self._fetcher or (ParallelFetcher(self.settings.kafka, self.settings.fetch_workers,
+                                                    min_offsets=self.settings.fetch_min_offsets)
                                     if self.settings.fetch_workers > 1 else None)
         if fetcher is not None:
             fetcher.start()
