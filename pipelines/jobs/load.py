@@ -548,7 +548,8 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
     ``gx_every_s`` (the stream job: ``JobSettings.dq_gx_every_s``): GX validates every suite and
     the Data Docs are rebuilt at most this often, the clock starting at the process's first gate;
     the gates between have DuckDB evaluate the expectations and run GX on a failing suite only,
-    whose Data Docs page is built at once (ADR 031). 0: GX at every gate."""
+    whose Data Docs page is built at once (ADR 031); a full gate has DuckDB evaluate the suites too
+    and logs a disagreement with GX. 0: GX at every gate, nothing else."""
     since = warehouse.get_state(con, "dq_from_us")
     if since is None and result.status == "empty":
         return  # nothing new since the last check
@@ -561,7 +562,7 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
         scope = DQ_SCOPES.get(suite)
         where = f"({scope.format(since=f'make_timestamp({int(since)})')})" if since is not None and scope else None
         result.dq.append(dq.validate(con, suite, run_id, where=where, since_us=since, docs_dir=docs_dir,
-                                     archive_dir=archive_dir, gx=full))
+                                     archive_dir=archive_dir, gx=full, audit=gx_every_s > 0))
     if full:
         dq.last_full_gate = now
     dq.publish_docs()  # the pages of the GX results of this gate, if any (a full gate, a failure)

@@ -181,3 +181,20 @@ def test_validate_without_gx_stores_a_duckdb_pass_and_runs_gx_on_a_failure(con):
     (stored,) = con.execute("SELECT json_extract(result, '$.duckdb_verdict.success')::VARCHAR FROM dq_results "
                             "WHERE run_id = 'fast-2'").fetchone()
     assert stored == "false"
+
+
+def test_a_full_gate_logs_where_duckdb_and_gx_disagree_and_keeps_gxs_verdict(con, monkeypatch, caplog):
+    import pipelines.dq as dq_mod
+
+    dq = DataQuality.shared()
+    con.execute("UPDATE liquidations_1m SET notional_usd = -1")  # GX fails it
+    real = dq_mod.sql_verdict
+
+    def wrong(c, sql, exps):  # a fast path stating an expectation wrongly: passes everything
+        v = real(c, sql, exps)
+        return {**v, "success": True, "results": [{**r, "success": True} for r in v["results"]]}
+
+    monkeypatch.setattr(dq_mod, "sql_verdict", wrong)
+    r = dq.validate(con, "liquidations_1m", "audit-1", gx=True, audit=True)
+    assert not r.success and r.engine == "gx"
+    assert any("differs from GX's" in m for m in caplog.messages)
