@@ -344,6 +344,9 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
                     a = decoder().decode(rec.value)
                     if a["severity_level"] == WATCH_OPEN_LEVEL:
                         on_topic[a["episode_id"]] = rec.timestamp  # ms: the producer's send time
+    # the DQ gates of the live cycles (every dq_every_s = 60 s), seconds each: a cycle that gates pays it
+    gates = [round(c["timings"]["dq"], 3) for c in job.recent_cycles
+             if id(c) not in history_cycles and "dq" in c.get("timings", {})]
     crossings = [c for p in parts for c in p["crossings"]]
     by_scope = {(s, m): (state, at, ep) for s, m, state, at, ep in watches}
     episodes = []
@@ -366,6 +369,7 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
             "watched": sum(e["state"] is not None for e in episodes),
             "resolved_as_expected": sum(e["state"] == e["expected_state"] for e in episodes),
             "live_cycles": int(live_runs[0] or 0), "mean_cycle_s": live_runs[1],
+            "dq_gates_s": gates,
             "live_cycle_phases_mean_s": _mean_phases([c for c in job.recent_cycles
                                                       if id(c) not in history_cycles and c["events"]]),
             "commit": commit, "topic": topic, "per_episode": episodes,

@@ -107,6 +107,11 @@ class JobSettings:
     #: (a producer rerun, a feed's resend) is recognised and dropped; 0 = no dedupe (ADR 016).
     #: Bounds the event_keys table: ~16 bytes per event of that span
     dedupe_horizon_s: int = 21_600
+    #: the stream job's DQ gates run Great Expectations itself (and rebuild the Data Docs) at most
+    #: every this many seconds; the gates between have DuckDB evaluate the same expectations
+    #: (pipelines/dq/sql.py) and run GX, with its Data Docs page built at once, only on a failure.
+    #: 0 = GX at every gate (ADR 031). One-shot `load`, `backfill` and `dq` always run GX.
+    dq_gx_every_s: int = 600
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

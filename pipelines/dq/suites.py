@@ -138,7 +138,7 @@ WITH l AS (SELECT exchange, symbol, minute AS minute_ts, sum(liq_count) AS n, su
                   long_liq_usd + short_liq_usd AS usd
            FROM bars_1m WHERE minute_ts >= {since} AND long_liq_count + short_liq_count > 0),
      late AS (SELECT DISTINCT exchange, symbol, time_bucket(INTERVAL 1 MINUTE, event_ts) AS minute_ts
-              FROM late_events WHERE event_type = 'liquidation')
+              FROM late_events WHERE event_type = 'liquidation' AND event_ts >= {since})
 SELECT coalesce(l.exchange, b.exchange) AS exchange, coalesce(l.symbol, b.symbol) AS symbol,
        coalesce(l.minute_ts, b.minute_ts) AS minute_ts,
        coalesce(l.n, 0) - coalesce(b.n, 0) AS count_difference,

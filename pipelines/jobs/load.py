@@ -364,7 +364,8 @@ def _export(con, sql: str, params: list, path: Path) -> list[str]:
 def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = True,
              config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
              run_analytics: bool = True, fetcher: ParallelFetcher | None = None,
-             after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False) -> LoadResult:
+             after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False,
+             dq_gx_every_s: float = 0.0) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
@@ -373,7 +374,7 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
     alerts there: a gate takes seconds). ``open_minute_watch`` (the stream job, when
     ``config.open_minute_watch``): cascades are detected on closed minutes only and the open
     minute raises watches (pipelines/alerts/watch.py, ADR 018); else every stored minute is analysed
-    (a bounded load: the data so far is all there is)."""
+    (a bounded load: the data so far is all there is). ``dq_gx_every_s``: see :func:`run_gate`."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -406,7 +407,7 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
                     after_analytics(con)
         if run_dq:
             run_gate(con, run_id, result, dq_suites or DQ_SUITES, docs_dir=settings.data_dir / "gx_docs",
-                     archive_dir=settings.data_dir / "archive")
+                     archive_dir=settings.data_dir / "archive", gx_every_s=dq_gx_every_s)
             result.took("dq", tick)
         result.duration_s = time.perf_counter() - t0
         con.execute("UPDATE pipeline_runs SET duration_s = ? WHERE run_id = ?", [result.duration_s, run_id])
@@ -466,12 +467,15 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         rej_files = parquet_glob(out, "rejects")
         if rej_files:
             con.execute("INSERT INTO rejects SELECT * FROM read_parquet(?) ON CONFLICT DO NOTHING", [rej_files])
-        if bar_files:
-            (first_touched,) = con.execute("SELECT epoch_us(min(minute_ts)) FROM read_parquet(?, union_by_name=true)",
-                                           [bar_files]).fetchone()
-            for name in ("analytics_from_us", "dq_from_us"):
+        # the gate's scope starts at the first minute this cycle wrote in any mart: a late
+        # liquidation lands in liquidations_1m's older minute while bars drop it
+        touched = {"analytics_from_us": _first_minute(con, bar_files, "minute_ts"),
+                   "dq_from_us": _first_minute(con, bar_files, "minute_ts", liq_files, "minute")}
+        for name, first_touched in touched.items():
+            if first_touched is not None:
                 pending = warehouse.get_state(con, name)
                 warehouse.set_state(con, name, first_touched if pending is None else min(pending, first_touched))
+        if bar_files:
             result.watermark_us = confirmed_watermark(con, bar_files, warehouse.get_state(con, "watermark_us"),
                                                       config.watermark_max_jump_us)
             warehouse.set_state(con, "watermark_us", result.watermark_us)
@@ -491,6 +495,18 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def _first_minute(con, *files_and_columns: Any) -> int | None:
+    """The earliest minute (epoch µs) in the given (Parquet files, minute column) pairs; None if none."""
+    firsts = []
+    for files, col in zip(files_and_columns[::2], files_and_columns[1::2], strict=True):
+        if files:
+            (first,) = con.execute(f"SELECT epoch_us(min({col})) FROM read_parquet(?, union_by_name=true)",
+                                   [files]).fetchall()[0]
+            if first is not None:
+                firsts.append(int(first))
+    return min(firsts) if firsts else None
 
 
 #: bars read when looking for the latest confirmed one (each skipped one is an isolated outlier)
@@ -515,24 +531,41 @@ def confirmed_watermark(con, bar_files: list[str], current: int | None, max_jump
     return current
 
 
-#: the column that dates each suite's rows: the gate checks only the rows of the loads since the last check
-DQ_TIME_COLUMNS = {"liquidations_1m": "minute", "bars_1m": "minute_ts", "cascades": "start_ts",
-                   "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
-                   "liquidation_fuel": "minute_ts"}
+#: the rows of each suite a cycle wrote: those dated from the gate's first touched minute ``{since}``
+#: on. Cascades: an episode is rewritten while open and when its end is confirmed, whatever its
+#: start: the episodes open, ending or closed from then on (each key's row is in the scope of the
+#: gate after the cycle that wrote it: tests/unit/test_dq_gate.py)
+DQ_SCOPES = {"liquidations_1m": "minute >= {since}", "bars_1m": "minute_ts >= {since}",
+             "cascades": "status = 'open' OR end_ts >= {since} OR closed_ts >= {since} OR start_ts >= {since}",
+             "oi_deltas": "as_of_ts >= {since}", "contagion": "as_of_ts >= {since}",
+             "liquidation_levels": "as_of_ts >= {since}", "liquidation_fuel": "minute_ts >= {since}"}
 
 
 def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: Path | None = None,
-             archive_dir: Path | None = None) -> None:
-    """Validate the rows loaded since the last gate; a critical failure quarantines their time range."""
+             archive_dir: Path | None = None, gx_every_s: float = 0.0) -> None:
+    """Validate the rows loaded since the last gate; a critical failure quarantines their time range.
+
+    ``gx_every_s`` (the stream job: ``JobSettings.dq_gx_every_s``): GX validates every suite and
+    the Data Docs are rebuilt at most this often, the clock starting at the process's first gate;
+    the gates between have DuckDB evaluate the expectations and run GX on a failing suite only,
+    whose Data Docs page is built at once (ADR 031); a full gate has DuckDB evaluate the suites too
+    and logs a disagreement with GX. 0: GX at every gate, nothing else."""
     since = warehouse.get_state(con, "dq_from_us")
     if since is None and result.status == "empty":
         return  # nothing new since the last check
+    dq = DataQuality.shared()
+    now = time.monotonic()
+    if dq.last_full_gate is None and gx_every_s > 0:
+        dq.last_full_gate = now
+    full = gx_every_s <= 0 or now - dq.last_full_gate >= gx_every_s
     for suite in suites:
-        col = DQ_TIME_COLUMNS.get(suite)
-        where = f"{col} >= make_timestamp({since})" if since is not None and col else None
-        result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=where, since_us=since,
-                                                       docs_dir=docs_dir, archive_dir=archive_dir))
-    DataQuality.shared().publish_docs()  # one Data Docs build per gate
+        scope = DQ_SCOPES.get(suite)
+        where = f"({scope.format(since=f'make_timestamp({int(since)})')})" if since is not None and scope else None
+        result.dq.append(dq.validate(con, suite, run_id, where=where, since_us=since, docs_dir=docs_dir,
+                                     archive_dir=archive_dir, gx=full, audit=gx_every_s > 0))
+    if full:
+        dq.last_full_gate = now
+    dq.publish_docs()  # the pages of the GX results of this gate, if any (a full gate, a failure)
     if not result.dq_passed:
         result.status = "dq_failed"
         failed = ",".join(r.suite for r in result.dq if r.critical and not r.success)

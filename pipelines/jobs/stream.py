@@ -32,7 +32,7 @@ from connectors.kafka.reader import log_bounds
 from pipelines import warehouse
 from pipelines.alerts.delivery import AlertDispatcher
 from pipelines.dq import DataQuality
-from pipelines.jobs.load import LOAD_TOPICS, LoadResult, run_load
+from pipelines.jobs.load import DQ_SUITES, LOAD_TOPICS, LoadResult, run_load
 from pipelines.settings import JobSettings
 from pipelines.warehouse import ClusterMismatch
 
@@ -197,8 +197,9 @@ class StreamJob:
         alerts.start()
         # Great Expectations loads in a thread while the first cycle reads and builds its bars: its
         # import was half of the job's CPU samples in a 100k-event catch-up (py-spy, issue 21), all
-        # on the first gate's critical path; the readers work in their own processes meanwhile
-        DataQuality.warm_up()
+        # on the first gate's critical path; the readers work in their own processes meanwhile. The
+        # suites' checkpoints are built there too (~1 s of the first gate before, ADR 031)
+        DataQuality.warm_up(DQ_SUITES)
         abandoned = False
         try:
             while not self._stop.is_set():
@@ -208,7 +209,8 @@ class StreamJob:
                                   or time.monotonic() - last_analytics >= opts.analytics_every_s)
                 try:
                     result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics,
-                                      fetcher=fetcher, after_analytics=alerts.sync_safely, open_minute_watch=True)
+                                      fetcher=fetcher, after_analytics=alerts.sync_safely, open_minute_watch=True,
+                                      dq_gx_every_s=self.settings.dq_gx_every_s)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
