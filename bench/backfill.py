@@ -88,8 +88,9 @@ def _child(args: dict[str, Any]) -> None:
     from pipelines.jobs.backfill import run_backfill
     from pipelines.settings import JobSettings
 
-    settings = JobSettings(db=Path(args["db"]), data_dir=Path(args["data_dir"]),
-                           backfill_workers=args.get("workers", 2))
+    # LIQSTREAM_* variables apply (e.g. LIQSTREAM_BACKFILL_MMAP_THRESHOLD=0 for an A/B of that setting)
+    settings = JobSettings.from_env(db=Path(args["db"]), data_dir=Path(args["data_dir"]),
+                                    backfill_workers=args.get("workers", 2))
     t = time.perf_counter()
     r = run_backfill(settings, date.fromisoformat(args["start"]), date.fromisoformat(args["end"]), source="archive",
                      run_dq=args.get("run_dq", True))

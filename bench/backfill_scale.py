@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.backfill_scale                          # 4M/4 d, 50M/25 d; 10 d vs 90 d
     .venv/bin/python -m bench.backfill_scale --sizes 4000000:4 --no-memory
     .venv/bin/python -m bench.backfill_scale --write bench/results.json   # also its targets there
+    .venv/bin/python -m bench.backfill_scale --memory-only            # only the 10 d vs 90 d peak memory
 
 Each size: a seeded synthetic archive (``bench.data.write_synth_archive``, 6 h of each day) in a
 temporary directory (removed after), the backfill in a child process (``bench.backfill``: every mart,
@@ -95,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="4000000:4,50000000:25", help="EVENTS:DAYS,...")
     ap.add_argument("--no-memory", action="store_true", help="skip the 10- vs 90-day peak memory runs")
+    ap.add_argument("--memory-only", action="store_true", help="only the 10- vs 90-day peak memory runs (no --sizes)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "backfill_scale.json")
     ap.add_argument("--write", type=Path, help="replace these targets in a results.json (e.g. bench/results.json)")
     args = ap.parse_args(argv)
-    sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",") if s]
+    sizes = [] if args.memory_only else [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="liqstream-bench-scale-") as tmp:
         runs = []
         for events, days in sizes:

@@ -82,6 +82,11 @@ class JobSettings:
     #: 0 = the whole range at once. Off by default: at 90 days, 7-day runs lowered the peak memory
     #: only from 3.44x to 3.0x a 10-day backfill's and took ~3x the time (docs/performance.md)
     backfill_analytics_days: int = 0
+    #: bytes from which the backfill's allocations get their own mapping, returned to the system
+    #: when freed (glibc's M_MMAP_THRESHOLD, set for the backfill process and its day workers);
+    #: 0 = glibc's default, which rises to 32 MB as arrays are freed so that the analytics' NumPy
+    #: arrays of a long range stayed in the heap, freed but resident (docs/performance.md)
+    backfill_mmap_threshold: int = 262_144
     #: Beam runner of `liqstream backfill`: "local" (this host, ADR 007) or "dask" (a dask.distributed
     #: cluster, ADR 017)
     backfill_runner: str = "local"

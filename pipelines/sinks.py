@@ -18,23 +18,26 @@ import pyarrow.parquet as pq
 
 
 class _WriteBundleParquet(beam.DoFn):
-    def __init__(self, out_dir: str, name: str, schema: pa.Schema | None) -> None:
+    def __init__(self, out_dir: str, name: str, schema: pa.Schema | None, flush_rows: int = 0) -> None:
         self._out_dir = out_dir
         self._name = name
         self._schema = schema
+        self._flush_rows = flush_rows
 
     def start_bundle(self) -> None:
         self._rows: list[dict] = []
 
     def process(self, row: dict) -> None:
         self._rows.append(row)
+        if self._flush_rows and len(self._rows) >= self._flush_rows:
+            self.finish_bundle()
 
     def finish_bundle(self) -> None:
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=self._schema)
-        write_parquet_atomic(table, self._out_dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
         self._rows = []
+        write_parquet_atomic(table, self._out_dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
 
 
 class _WriteTableParquet(beam.DoFn):
@@ -88,18 +91,24 @@ def make_dirs(location: str | Path) -> None:
 
 
 class WriteRowsToParquet(beam.PTransform):
-    """Rows -> Parquet files ``<name>-<uuid>.parquet``; ``schema=None`` infers it per bundle
-    (the driver loads them ``BY NAME`` with ``union_by_name``, so DuckDB's DDL decides types)."""
+    """Rows -> Parquet files ``<name>-<uuid>.parquet``; ``schema=None`` infers it per file
+    (the driver loads them ``BY NAME`` with ``union_by_name``, so DuckDB's DDL decides types).
 
-    def __init__(self, out_dir: str | Path, name: str, schema: pa.Schema | None = None) -> None:
+    ``flush_rows``: a file every this many rows of a bundle (0 = one file per bundle), so a bundle
+    of a long range (a backfill's analytics: the whole range's rows in one bundle) is not held as
+    Python dicts until it ends. Only for marts whose rows are unique on their key within a run
+    (the driver's upsert of several files is then the one file's)."""
+
+    def __init__(self, out_dir: str | Path, name: str, schema: pa.Schema | None = None, flush_rows: int = 0) -> None:
         super().__init__()
         self._out_dir = str(out_dir)
         self._name = name
         self._schema = schema
+        self._flush_rows = flush_rows
 
     def expand(self, rows):
         make_dirs(self._out_dir)
-        return rows | beam.ParDo(_WriteBundleParquet(self._out_dir, self._name, self._schema))
+        return rows | beam.ParDo(_WriteBundleParquet(self._out_dir, self._name, self._schema, self._flush_rows))
 
 
 def compact_batches(table: pa.Table, rows: int) -> Iterator[pa.RecordBatch]:

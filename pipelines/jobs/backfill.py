@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -221,6 +222,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                  captures: list[str] | None = None, config: AnalyticsConfig | None = None,
                  run_dq: bool = True, progress: bool = False) -> BackfillResult:
     config = config or AnalyticsConfig.from_env()
+    set_mmap_threshold(settings.backfill_mmap_threshold)  # before the day workers fork: they inherit it
     t0 = time.perf_counter()
     run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = BackfillResult(run_id, start, end)
@@ -483,6 +485,27 @@ def die_with_parent(parent_pid: int) -> None:
         threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def set_mmap_threshold(nbytes: int) -> bool:
+    """glibc's M_MMAP_THRESHOLD for this process (and the processes it forks after): allocations
+    from ``nbytes`` on are mapped on their own and unmapped when freed. glibc's default threshold
+    is dynamic: each freed mapping raises it (up to 32 MB), after which the analytics' per-base
+    NumPy arrays and Beam's buffers come from the heap and stay resident once freed, so the peak
+    grew with the range (docs/performance.md, "Backfill memory"). Setting it fixes the threshold
+    for the rest of the process. 0, or not glibc: nothing changes; returns whether it was set."""
+    if nbytes <= 0 or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    m_mmap_threshold = -3
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(m_mmap_threshold, int(nbytes)))
 
 
 def _store_dq(con, result: BackfillResult) -> None:

@@ -220,7 +220,7 @@ def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], 
     ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
     for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
                                                 closed_before_us=closed_before_us, liqmap_state=liqmap_state).items():
-        rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name)
+        rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name, flush_rows=config.sink_flush_rows)
 
 
 def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: int | None = None,

@@ -186,6 +186,10 @@ class AnalyticsConfig:
     liqmap_cluster_multiple: float = 3.0
     #: minutes of 1-minute returns behind the scope's recent (hourly) volatility
     liqmap_vol_minutes: int = 60
+    #: the analytic marts' Parquet writers write a file every this many rows (0 = one per bundle):
+    #: a backfill's analytics are one bundle over the whole range, whose rows (360k liquidation
+    #: levels at 90 days) were held as dicts until it ended (docs/performance.md, backfill memory)
+    sink_flush_rows: int = 20_000
 
     @property
     def bar_us(self) -> int:
