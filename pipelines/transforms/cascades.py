@@ -58,17 +58,36 @@ def _ols(y: np.ndarray, cols: list[np.ndarray]) -> np.ndarray:
     return coef
 
 
-def robust_sigma_before(ret_pct: np.ndarray, lookback: int, min_points: int) -> np.ndarray:
-    """Per minute t: the scope's 1-minute return volatility (%) over the ``lookback`` minutes
-    before t, as median |return| / 0.6745 (the normal-equivalent of the median absolute return):
-    robust to the few cascade minutes a lookback may hold, which would inflate a plain standard
-    deviation and hide a second wave. Fewer than ``min_points`` returns before t: the same over
-    all returns before t (the window so far); none: NaN."""
-    a = pd.Series(np.abs(ret_pct))
-    med = a.rolling(max(1, lookback), min_periods=max(1, min_points)).median().shift(1)
-    fallback = a.expanding(min_periods=2).median().shift(1)
-    out = med.fillna(fallback).to_numpy() / 0.6745
-    return np.where(out > 0, out, np.nan)
+def reference_sigma(ret_pct: np.ndarray, s: int, config: AnalyticsConfig) -> float:
+    """The volatility reference (%) of a run starting at minute ``s``: the scale of the scope's
+    1-minute returns over the ``vol_lookback_minutes`` before ``s`` (ADR 027, docs/analytics.md
+    "The volatility reference"). ``ret_pct`` is what the scale is taken of -- the detector passes
+    each minute's return net of its forced orders' expected impact when ``vol_net_of_impact``.
+
+    Normal-equivalent robust scale: median |x - c| / 0.6745, with c the window's median when
+    ``vol_centered`` (the MAD: a drift is not noise) and 0 otherwise (median |return|, before
+    ADR 027). With ``vol_trim_sigmas`` > 0 the minutes farther than that many first-pass sigmas
+    from c (a scheduled shock, a cascade's own minutes) are dropped and the scale re-taken over
+    the rest (for normal noise this drops ~6e-5 of the minutes at 4: no correction needed).
+    Fewer than ``vol_min_points`` finite returns in the window: all returns before ``s`` (the
+    window so far); fewer than 2: NaN."""
+    if s <= 0:
+        return np.nan
+    x = ret_pct[max(0, s - config.vol_lookback_minutes) : s]
+    x = x[np.isfinite(x)]
+    if x.size < config.vol_min_points and s > config.vol_lookback_minutes:
+        x = ret_pct[:s]
+        x = x[np.isfinite(x)]
+    if x.size < 2:
+        return np.nan
+    c = float(np.median(x)) if config.vol_centered else 0.0
+    dev = np.abs(x - c)
+    sigma = float(np.median(dev)) / 0.6745
+    if config.vol_trim_sigmas > 0 and sigma > 0:
+        kept = dev[dev <= config.vol_trim_sigmas * sigma]
+        if kept.size >= 2:
+            sigma = float(np.median(kept)) / 0.6745
+    return sigma if sigma > 0 else np.nan
 
 
 def feedback_ratio(liq_usd: np.ndarray, adverse_ret_pct: np.ndarray, min_points: int) -> float | None:
@@ -166,7 +185,23 @@ def detect_scope(
         oi_ref = np.fmax(oi_ref, float(oi_reference_before))
     with np.errstate(invalid="ignore", divide="ignore"):
         ret_pct = np.concatenate([[np.nan], (price[1:] / price[:-1] - 1.0) * 100.0])
-    sigma_before = robust_sigma_before(ret_pct, config.vol_lookback_minutes, config.vol_min_points)
+    # each side's expected move per minute: from the book where its depth is known, else the
+    # prior over the reference OI (the impact criterion's numerator, per run below)
+    def own_move(side_micros: np.ndarray, expected: np.ndarray | None) -> np.ndarray:
+        prior = expected_impact_pct(np.asarray(side_micros) / USD_MICROS, None, oi_ref, config)
+        return prior if expected is None else np.where(np.isfinite(expected), expected, prior)
+
+    own_long, own_short = own_move(long_micros, expected_long_pct), own_move(short_micros, expected_short_pct)
+    # the volatility reference (ADR 027): the scale of the returns net of the forced orders' own
+    # expected move (long liquidations push down, short squeezes up), taken only at the minutes
+    # runs start at (a few per window), each over the vol_lookback_minutes before it
+    vol_ret = ret_pct - (np.nan_to_num(own_short) - np.nan_to_num(own_long)) if config.vol_net_of_impact else ret_pct
+    sigma_cache: dict[int, float] = {}
+
+    def sigma_at(s: int) -> float:
+        if s not in sigma_cache:
+            sigma_cache[s] = reference_sigma(vol_ret, s, config)
+        return sigma_cache[s]
 
     def thresholds(t: int) -> tuple[float, float]:
         oi = oi_ref[t]
@@ -186,8 +221,7 @@ def detect_scope(
         cs = np.concatenate([[0.0], np.cumsum(liq_usd)])
         # the move each minute's forced orders can cause: from the book where its depth is known,
         # else the prior over the reference OI; cumulated for the runs' impact z
-        prior = expected_impact_pct(liq_usd, None, oi_ref, config)
-        own = prior if expected is None else np.where(np.isfinite(expected), expected, prior)
+        own = own_long if direction == LONG else own_short
         cs_impact = np.concatenate([[0.0], np.cumsum(np.nan_to_num(own))])
         if config.baseline_multiple > 0:
             idx = np.arange(n)
@@ -212,13 +246,13 @@ def detect_scope(
                 extreme = np.nan if np.isnan(window).all() else (
                     np.nanmin(window) if direction == LONG else np.nanmax(window))
                 move = sign * (extreme / p0 - 1.0) * 100.0
-                z = move / (sigma_before[s] * np.sqrt(t - s + 1))
+                z = move / (sigma_at(s) * np.sqrt(t - s + 1))
                 liq_bp = (cs[t + 1] - cs[s]) / oi_ref[s] * 1e4 if np.isfinite(oi_ref[s]) else np.nan
                 per_bp = move / liq_bp
                 # the move the forced closes themselves can have caused, against the noise: an
                 # exogenous move that liquidations merely followed has a large z but too few bp
                 # liquidated per sqrt(minute) to have made it (docs/analytics.md)
-                impact_z = (cs_impact[t + 1] - cs_impact[s]) / (sigma_before[s] * np.sqrt(t - s + 1))
+                impact_z = (cs_impact[t + 1] - cs_impact[s]) / (sigma_at(s) * np.sqrt(t - s + 1))
             # each criterion is off at 0; on, an unknown value (no volatility or OI yet) fails it
             z_ok = config.cascade_move_z <= 0 or bool(np.isfinite(z) and z >= config.cascade_move_z)
             bp_ok = config.cascade_min_move_pct_per_bp <= 0 or bool(
@@ -230,7 +264,7 @@ def detect_scope(
             cascade = z_ok and bp_ok and impact_ok
             return {"kind": CASCADE if cascade else BURST, "price_move_pct": _nz(move),
                     "price_move_z": _nz(z), "move_pct_per_liq_bp": _nz(per_bp),
-                    "vol_1m_pct": _nz(sigma_before[s])}
+                    "vol_1m_pct": _nz(sigma_at(s))}
 
         def adverse_ok(s: int, t: int) -> bool:
             if config.min_adverse_move_pct <= 0:

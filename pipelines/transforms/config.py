@@ -91,12 +91,23 @@ class AnalyticsConfig:
     #: on the tuning seeds) was what let slow-deleveraging runs pass and true cascades fail
     vol_lookback_minutes: int = 720
     vol_min_points: int = 30
+    #: the volatility reference's estimator (ADR 027, docs/analytics.md "The volatility reference"):
+    #: the scale of each minute's return net of its forced orders' expected move (the book's, else
+    #: the prior's), about the window's median (the MAD), re-taken without the minutes beyond
+    #: vol_trim_sigmas first-pass sigmas (a scheduled shock, a cascade; 4: normal noise loses
+    #: ~6e-5 of its minutes, a 0.6 %-a-minute shock against 0.08 % noise is 7 sigmas out);
+    #: False / False / 0 = median |return| / 0.6745, the reference before ADR 027
+    vol_net_of_impact: bool = True
+    vol_centered: bool = True
+    vol_trim_sigmas: float = 4.0
     cascade_move_z: float = 8.0
     cascade_min_move_pct_per_bp: float = 0.02
     cascade_impact_pct_per_bp: float = 0.08
-    #: 4.6 with depth (ADR 024; 3.0 with the prior alone): the middle of the cuts that score
-    #: every tuning run (seeds 1-3) clean, 4.3-4.9; the truth's own cut is 5 (docs/analytics.md)
-    cascade_min_impact_z: float = 4.6
+    #: 4.95 with the ADR 027 volatility reference (4.6 with median |return|, ADR 024; 3.0 with the
+    #: prior alone): the middle of the cuts that score every tuning run (seeds 1-3) clean,
+    #: 4.60-5.31 (D-3 ETH's slow run at 4.599, D-1 LINK's squeeze at 5.311); the truth's own
+    #: cut is 5 (docs/analytics.md)
+    cascade_min_impact_z: float = 4.95
     #: depth-aware impact (ADR 024, docs/analytics.md "Impact from the book"): the expected move
     #: of a minute's forced orders is cascade_book_walk_coef x liquidated USD / the USD resting
     #: within 100 bp of the mid on the side they hit (long liquidations sell into the bids, short

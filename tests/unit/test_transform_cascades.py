@@ -203,8 +203,12 @@ def test_feedback_ratio_recovers_a_known_branching_ratio() -> None:
 
 
 # -- cascade or liquidation burst (ADR 011) ------------------------------------------------------
+# the volatility is median |return| / 0.6745 here (the estimator before ADR 027): _noisy_then's
+# sawtooth has two return values, whose MAD about their median is 0 (no scale); the ADR 027
+# estimator is tested on its own below (test_reference_sigma_*)
 KIND_CFG = dataclasses.replace(CFG, cascade_move_z=6.0, cascade_min_move_pct_per_bp=0.02,
-                               cascade_impact_pct_per_bp=0.08, cascade_min_impact_z=3.0)
+                               cascade_impact_pct_per_bp=0.08, cascade_min_impact_z=3.0,
+                               vol_net_of_impact=False, vol_centered=False, vol_trim_sigmas=0.0)
 SIGMA = 0.1 / 0.6745  # the volatility of _noisy_then's first 60 minutes (median |return| / 0.6745)
 
 
@@ -380,3 +384,78 @@ def test_the_book_decides_whether_the_closes_could_make_the_move() -> None:
     (btc,) = [e for e in run(stale, dataclasses.replace(KIND_CFG, depth_max_stale_minutes=15))[0]
               if e["scope"] == "BTC"]
     assert btc["kind"] == "liquidation_burst"
+
+
+# -- the volatility reference (ADR 027) -----------------------------------------------------------
+def _mad_sigma(x: np.ndarray) -> float:
+    """Independent reference: the MAD about the median / 0.6745, with the statistics module."""
+    import statistics
+
+    med = statistics.median(x.tolist())
+    return statistics.median([abs(v - med) for v in x.tolist()]) / 0.6745
+
+
+def test_reference_sigma_by_hand() -> None:
+    from pipelines.transforms.cascades import reference_sigma
+
+    rng = np.random.default_rng(7)
+    ret = np.concatenate([[np.nan], 0.02 + rng.normal(0.0, 0.1, 199)])  # minute 0 has no return
+    ret[150:155] = 0.7  # a scheduled +3.5 % shock, 5 minutes of 0.7 %
+    cfg = AnalyticsConfig(vol_lookback_minutes=100, vol_min_points=30, vol_net_of_impact=True,
+                          vol_centered=True, vol_trim_sigmas=4.0)
+    legacy = dataclasses.replace(cfg, vol_centered=False, vol_trim_sigmas=0.0)
+    untrimmed = dataclasses.replace(cfg, vol_trim_sigmas=0.0)
+    w = ret[60:160]  # the 100 minutes before minute 160, the shock among them
+    assert reference_sigma(ret, 160, legacy) == pytest.approx(float(np.median(np.abs(w))) / 0.6745)
+    assert reference_sigma(ret, 160, untrimmed) == pytest.approx(_mad_sigma(w))
+    # trimmed: the first pass's scale, then the MAD of the minutes within 4 of it -- the shock out
+    s0 = _mad_sigma(w)
+    med = float(np.median(w))
+    kept = np.abs(w - med)[np.abs(w - med) <= 4 * s0]
+    assert kept.size == 95
+    assert reference_sigma(ret, 160, cfg) == pytest.approx(float(np.median(kept)) / 0.6745)
+    # fewer than vol_min_points before (minute 20: 19 returns): the window so far; none: NaN
+    assert reference_sigma(ret, 20, cfg) == pytest.approx(
+        float(np.median(np.abs(ret[1:20] - np.median(ret[1:20])))) / 0.6745, rel=0.5)
+    assert np.isnan(reference_sigma(ret, 1, cfg)) and np.isnan(reference_sigma(ret, 0, cfg))
+    # a window with fewer than vol_min_points finite returns beyond the lookback: all before
+    gappy = ret.copy()
+    gappy[100:180] = np.nan
+    assert reference_sigma(gappy, 180, untrimmed) == pytest.approx(_mad_sigma(gappy[1:100]))
+
+
+def test_a_run_after_a_price_only_shock_is_judged_against_the_noise_not_the_shock() -> None:
+    """Held-out D-13's mechanism (docs/analytics.md, "The volatility reference"): an hour of
+    history holding a +5 % exogenous move (10 of its 59 returns at +0.5 %) inflates median
+    |return| and the first-pass MAD alike (0.083 against the noise's 0.066 here), so the closes that follow look smaller against it than they are. The
+    reference net of the closes' own impact, about its median and without the shock minutes is
+    the noise; against it the same run is a cascade. Expected values computed here by hand."""
+    rng = np.random.default_rng(3)
+    closes = [100.0]
+    for m in range(1, 66):
+        r = 0.5 if 50 <= m < 60 else rng.normal(0.0, 0.08)
+        closes.append(closes[-1] * (1 + r / 100))
+    rows = [bar(m, "binance-futures", c, c, 0.0, 0, 10e9, high=c) for m, c in enumerate(closes[:60])]
+    # minutes 60-62: 2.2 bp of OI of shorts squeezed a minute (6.6 bp >= 5), price +0.2 % a minute
+    p = closes[59]
+    for m in range(60, 63):
+        p *= 1.002
+        rows.append(bar(m, "binance-futures", p, p, 0.0, 0, 10e9, short_usd=2.2e6, high=p))
+    rows += [bar(m, "binance-futures", p, p, 0.0, 0, 10e9, high=p) for m in range(63, 68)]
+    cfg = dataclasses.replace(CFG, cascade_move_z=0.0, cascade_min_move_pct_per_bp=0.0,
+                              cascade_impact_pct_per_bp=0.08, cascade_min_impact_z=4.2)
+    legacy = dataclasses.replace(cfg, vol_net_of_impact=False, vol_centered=False, vol_trim_sigmas=0.0)
+    ret = np.diff(np.array(closes[:60])) / np.array(closes[:59]) * 100  # the returns before minute 60
+    sig_legacy = float(np.median(np.abs(ret))) / 0.6745
+    first = _mad_sigma(ret)
+    dev = np.abs(ret - np.median(ret))
+    sig_new = float(np.median(dev[dev <= 4 * first])) / 0.6745
+    # the run's closes at the prior: 0.08 % per bp; judged at its 3rd minute (6.6 bp): 0.528 %,
+    # impact z 3.67 against median |return|, 4.64 against the trimmed MAD (cut 4.2 between)
+    impact = 0.08 * 6.6
+    assert impact / (sig_legacy * 3 ** 0.5) < 4.2 <= impact / (sig_new * 3 ** 0.5)
+    assert sig_new < 0.9 * first  # the trim, not the centring, removes the shock here
+    (old,) = [e for e in run(rows, legacy)[0] if e["scope"] == "BTC"]
+    (new,) = [e for e in run(rows, cfg)[0] if e["scope"] == "BTC"]
+    assert old["kind"] == "liquidation_burst" and old["vol_1m_pct"] == pytest.approx(sig_legacy, rel=1e-9)
+    assert new["kind"] == "cascade" and new["vol_1m_pct"] == pytest.approx(sig_new, rel=1e-9)
