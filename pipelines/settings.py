@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import KafkaSettings
+from connectors.kafka.fetch import MIN_OFFSETS
 from connectors.kafka.topics import ALERTS_TOPIC
 
 
@@ -104,8 +105,9 @@ class JobSettings:
     #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
     fetch_workers: int = 2
     #: smallest cycle (offsets) the reader processes read; below it the cycle reads inside its Beam
-    #: pipeline (connectors.kafka.fetch.MIN_OFFSETS; a fetched cycle's events phase is the vectorized pass)
-    fetch_min_offsets: int = 50_000
+    #: pipeline (connectors.kafka.fetch.MIN_OFFSETS: every cycle with data; a fetched cycle's events
+    #: phase is the vectorized pass)
+    fetch_min_offsets: int = MIN_OFFSETS
     #: seconds between progress lines of a long load / stream catch-up (events read of to read, rate)
     progress_every_s: int = 5
     #: seconds of event time before the watermark within which a copy of an event already counted

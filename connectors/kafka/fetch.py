@@ -35,10 +35,14 @@ from connectors.kafka.reader import READ_COUNT, OffsetRange
 
 #: largest range one task reads: enough chunks for the workers to share a partition's backlog
 CHUNK = 50_000
-#: smallest cycle (in offsets) worth the readers: below it the cycle reads in its own process.
-#: A reader's first fetch of a topic costs ~0.1 s more than in the job's process (measured, cause
-#: not found: docs/performance.md), which parallel reading only repays from ~50k events on
-MIN_OFFSETS = 50_000
+#: smallest cycle (in offsets) the readers take; below it the cycle reads in its own process (the
+#: Beam source) and its events phase is the graph. Every cycle with data goes to the readers: the
+#: "~0.1 s more per topic" a reader's fetch cost (docs/performance.md) was librdkafka/kafka-python
+#: learning each topic's metadata anew, fixed in the readers, and the vectorized events pass a fetch
+#: allows is what a live cycle gains most from (bench.alert_latency at 10k events/s, 2026-12-04, load
+#: 2-4, A B B A: 1 -> 89 / 55 live cycles of 1.31 / 2.28 s mean, watch p95 1.48 / 2.58 s; 50,000 -> 39-40 cycles of
+#: 3.1-3.3 s, p95 3.9-5.3 s; the events phase 0.43-0.58 s against 2.3-2.4 s)
+MIN_OFFSETS = 1
 
 log = logging.getLogger(__name__)
 
