@@ -35,14 +35,13 @@ from connectors.kafka.reader import READ_COUNT, OffsetRange
 
 #: largest range one task reads: enough chunks for the workers to share a partition's backlog
 CHUNK = 50_000
-#: smallest cycle (in offsets) the readers take; below it the cycle reads in its own process (the
-#: Beam source) and its events phase is the graph. Every cycle with data goes to the readers: the
-#: "~0.1 s more per topic" a reader's fetch cost (docs/performance.md) was librdkafka/kafka-python
-#: learning each topic's metadata anew, fixed in the readers, and the vectorized events pass a fetch
-#: allows is what a live cycle gains most from (bench.alert_latency at 10k events/s, 2026-12-04, load
-#: 2-4, A B B A: 1 -> 89 / 55 live cycles of 1.31 / 2.28 s mean, watch p95 1.48 / 2.58 s; 50,000 -> 39-40 cycles of
-#: 3.1-3.3 s, p95 3.9-5.3 s; the events phase 0.43-0.58 s against 2.3-2.4 s)
-MIN_OFFSETS = 1
+#: smallest cycle (in offsets) worth the readers: below it the cycle reads in its own process (a
+#: fresh range reader per cycle, the Beam source) and its events phase is the graph. Sending every
+#: cycle to the readers (1) shortened live cycles at 10k events/s in 2-minute runs (55-89 cycles of
+#: 1.3-2.3 s against 39-40 of 3.1-3.3 s) but is NOT the default: in 5-minute runs the long-lived
+#: reader consumers' fetch of small cycles grew from ~0.5 s to ~5 s per cycle until the job fell
+#: behind and a reader stalled (ADR 032, cause not found yet)
+MIN_OFFSETS = 50_000
 
 log = logging.getLogger(__name__)
 
