@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 LIQSTREAM_KAFKA_PORT ?= 9092
 
 SERVE_PORT ?= 8050
-.PHONY: help setup run serve test test-heavy test-explore test-fast test-kafka-python lint bench chaos reader-death-repeat broker broker-stop clean chromium
+.PHONY: help setup run serve test test-heavy test-explore test-fast test-kafka-python test-confluent-kafka lint bench chaos reader-death-repeat broker broker-stop clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 help: ## list the targets
@@ -46,8 +46,12 @@ test-explore: $(STAMP) ## property tests with fresh random examples each run (ma
 	@LIQSTREAM_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/unit/test_normalizers_property.py \
 		tests/unit/test_ingest_fast_path.py tests/unit/test_avro_codec.py
 
-test-kafka-python: $(STAMP) ## the stream job's chaos/restart tests with the readers on kafka-python (the default is confluent-kafka, ADR 028)
+test-kafka-python: $(STAMP) ## the stream job's chaos/restart tests with the readers on kafka-python (the default, ADR 033)
 	@KAFKA_READER_CLIENT=kafka-python $(PY) -m pytest -q tests/integration/test_stream_job.py \
+		tests/integration/test_fetch.py tests/integration/test_poison_records.py
+
+test-confluent-kafka: $(STAMP) ## the same chaos/restart tests with the readers on confluent-kafka (librdkafka; not the default, ADR 033)
+	@KAFKA_READER_CLIENT=confluent-kafka $(PY) -m pytest -q tests/integration/test_stream_job.py \
 		tests/integration/test_fetch.py tests/integration/test_poison_records.py
 
 test-fast: $(STAMP) ## unit tests only

@@ -40,11 +40,12 @@ class KafkaSettings:
     read_stall_ms: int = 5_000
     #: ... and fails (the cycle is retried) after this long without progress across reconnects
     read_timeout_ms: int = 30_000
-    #: the Kafka client of the bounded range readers (ADR 021, ADR 028): "confluent-kafka" (librdkafka,
-    #: the default) or "kafka-python" (pure Python, still supported: `make test-kafka-python`);
+    #: the Kafka client of the bounded range readers (ADR 021, 028, 033): "kafka-python" (the default
+    #: again since ADR 033: librdkafka readers stalled live runs) or "confluent-kafka" (librdkafka:
+    #: faster bulk catch-up; `make test-confluent-kafka` runs the chaos tests with it);
     #: producers, admin and the lag probe stay on kafka-python
     #: (the default follows KAFKA_READER_CLIENT even without from_env: the test suites run either client)
-    reader_client: str = field(default_factory=lambda: os.environ.get("KAFKA_READER_CLIENT") or "confluent-kafka")
+    reader_client: str = field(default_factory=lambda: os.environ.get("KAFKA_READER_CLIENT") or "kafka-python")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> KafkaSettings:
