@@ -9,6 +9,18 @@ from decimal import Decimal
 
 from connectors.sources.capture import RawMessage
 
+
+def memory_warehouse():
+    """An in-memory DuckDB with every mart migrated, in UTC (the DQ tests' database)."""
+    import duckdb
+
+    from pipelines import warehouse
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    warehouse.migrate(con)
+    return con
+
 T0_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
 
 

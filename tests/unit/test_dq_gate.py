@@ -7,12 +7,12 @@ failure still gets GX's result and its Data Docs page at once.
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from pipelines import warehouse
 from pipelines.dq import DataQuality
 from pipelines.jobs.load import LoadResult, _first_minute, run_gate
+from tests.helpers import memory_warehouse
 from tests.unit.test_dq_suites import T, _bar, _liq
 
 MIN_US = 60_000_000
@@ -22,9 +22,7 @@ TABLE_SUITES = ["liquidations_1m", "bars_1m", "cascades", "liquidations_reconcil
 
 @pytest.fixture
 def con():
-    c = duckdb.connect()
-    c.execute("SET TimeZone = 'UTC'")
-    warehouse.migrate(c)
+    c = memory_warehouse()
     yield c
     c.close()
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 
-import duckdb
 import pandas as pd
 import pytest
 
-from pipelines import warehouse
 from pipelines.dq import DataQuality
 from pipelines.dq.sql import compile_expectation, sql_verdict
 from pipelines.dq.suites import SUITES
+from tests.helpers import memory_warehouse
 
 TABLE_SUITES = [s for s, spec in SUITES.items() if spec.query is None]
 DERIVED_SUITES = [s for s, spec in SUITES.items() if spec.query is not None]
@@ -27,9 +26,7 @@ T0 = pd.Timestamp("2026-01-01T00:00:00Z")
 
 @pytest.fixture(scope="module")
 def con():
-    c = duckdb.connect()
-    c.execute("SET TimeZone = 'UTC'")
-    warehouse.migrate(c)
+    c = memory_warehouse()
     yield c
     c.close()
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
-from pipelines import warehouse
 from pipelines.dq import DataQuality
+from tests.helpers import memory_warehouse
 
 T = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
 
 
 @pytest.fixture
 def con():
-    c = duckdb.connect()
-    c.execute("SET TimeZone = 'UTC'")
-    warehouse.migrate(c)
+    c = memory_warehouse()
     yield c
     c.close()
 
