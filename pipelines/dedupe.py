@@ -145,6 +145,23 @@ class DropDuplicateEvents(beam.PTransform):
 
 
 # ---- the committed keys (DuckDB, in the cycle's transaction) -----------------------------------------
+def committed_among(con, keys: pa.Array) -> pa.Array:
+    """Those of ``keys`` that ``event_keys`` holds (committed by an earlier cycle), each once.
+
+    A semi-join inside the database, built on the cycle's keys: its cost grows with the cycle, and
+    with the committed keys only as a scan of one UBIGINT column. The Parquet export the graph
+    anti-joins (:func:`export_seen`) builds a hash table of *every* committed key instead, in each
+    shard: at 10k events/s the horizon holds millions of keys within minutes, and that export and
+    join grew into seconds per cycle (ADR 037)."""
+    cycle = pa.table({"key": keys})
+    con.register("_cycle_keys", cycle)
+    try:
+        return con.sql("SELECT DISTINCT key FROM event_keys WHERE key IN (SELECT key FROM _cycle_keys)"
+                       ).to_arrow_table().column(0)
+    finally:
+        con.unregister("_cycle_keys")
+
+
 def export_seen(con, path: Path) -> str | None:
     """The committed keys -> one Parquet file for the cycle's shards (None when there are none)."""
     (n,) = con.execute("SELECT count(*) FROM event_keys").fetchone()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,16 @@ def read_fetched(files: list[str], keyed: bool = False) -> dict[str, pa.Table] |
     return {et: pa.concat_tables(ts, promote_options="permissive") for et, ts in parts.items()}
 
 
-def drop_duplicates(tables: dict[str, pa.Table], seen_file: str | None, out_dir: Path) -> tuple[dict[str, pa.Table], int]:
+#: keys of the cycle -> those of them committed earlier (``dedupe.committed_among`` on the job's database)
+SeenLookup = Callable[[pa.Array], pa.Array]
+
+
+def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
+                    out_dir: Path) -> tuple[dict[str, pa.Table], int]:
     """The first copy of each event (``dedupe``'s rule, on the identities in column :data:`KEY`),
-    input order kept, without that column; the kept events' keys written to
-    ``out_dir/event_keys-*.parquet``. Returns (tables, copies dropped)."""
+    input order kept, without that column; a key ``seen`` reports committed drops every copy. The
+    kept events' keys are written to ``out_dir/event_keys-*.parquet``. Returns (tables, copies
+    dropped)."""
     import duckdb
 
     from pipelines.dedupe import KEYS_NAME, _order_by
@@ -115,10 +122,13 @@ def drop_duplicates(tables: dict[str, pa.Table], seen_file: str | None, out_dir:
             t = t.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
             table = table.drop_columns([KEY])
             con.register("t", t)
-            seen = f"AND {KEY} NOT IN (SELECT key FROM read_parquet('{seen_file}'))" if seen_file else ""
+            committed = ""
+            if seen is not None:
+                con.register("committed", pa.table({"key": seen(t[KEY])}))
+                committed = f"AND {KEY} NOT IN (SELECT key FROM committed)"
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE kept AS SELECT _row, {KEY}, event_time FROM t "
-                f"QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY {_order_by(t.column_names)}) = 1 {seen}")
+                f"QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY {_order_by(t.column_names)}) = 1 {committed}")
             con.unregister("t")
             ((n_kept,),) = con.execute("SELECT count(*) FROM kept").fetchall()
             dropped += table.num_rows - n_kept
@@ -188,11 +198,11 @@ def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table 
 
 
 def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, watermark_us: int | None,
-                    prior_files: list[str], dedupe: bool, seen_file: str | None,
+                    prior_files: list[str], dedupe: bool, seen: SeenLookup | None,
                     bar_us: int) -> dict[str, int] | None:
     """Phase A of a fetched cycle without the graph; writes the files ``build_event_graph``
     writes and returns its counters, or None (nothing written) when the cycle holds an event
-    type the pass does not know."""
+    type the pass does not know. ``seen``: the committed keys among the cycle's (None: none)."""
     from pipelines.dedupe import DUPLICATES
     from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
     from pipelines.sinks import write_parquet_atomic
@@ -204,7 +214,7 @@ def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, water
     out_dir.mkdir(parents=True, exist_ok=True)
     dropped = 0
     if dedupe:
-        tables, dropped = drop_duplicates(tables, seen_file, out_dir)
+        tables, dropped = drop_duplicates(tables, seen, out_dir)
     write_archive(tables, out_dir / "archive")
 
     def write(name: str, table: pa.Table | None) -> None:

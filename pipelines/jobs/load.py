@@ -429,7 +429,7 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         prior_files = _export(con, "SELECT * REPLACE (volume_base_exact::VARCHAR AS volume_base_exact) FROM bars_1m "
                               "WHERE minute_ts >= make_timestamp(?::BIGINT)", [since], tmp / "prior_bars.parquet")
     out = tmp / "events"
-    seen = dedupe.export_seen(con, tmp / "seen_keys.parquet") if settings.dedupe_horizon_s > 0 else None
+    dedupe_on = settings.dedupe_horizon_s > 0
     fetched = None
     if fetcher is not None and fetcher.worth_it(ranges):
         fetched = fetcher.fetch(ranges, tmp / "fetched")
@@ -439,10 +439,14 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     counts = None
     if fetched is not None and events_pass_choice() == "vectorized":
         # the fetched events in one vectorized pass; None: an event type it does not know (ADR 028)
-        counts = run_events_pass(fetched, out, config.allowed_lateness_us, watermark, prior_files,
-                                 settings.dedupe_horizon_s > 0, seen, config.bar_us)
+        # the committed keys among the cycle's: a semi-join in the database (ADR 037)
+        counts = run_events_pass(fetched, out, config.allowed_lateness_us, watermark, prior_files, dedupe_on,
+                                 (lambda keys: dedupe.committed_among(con, keys)) if dedupe_on else None,
+                                 config.bar_us)
         result.events_pass = "graph" if counts is None else "vectorized"
     if counts is None:
+        # the graph's shards anti-join an export of every committed key
+        seen = dedupe.export_seen(con, tmp / "seen_keys.parquet") if dedupe_on else None
         p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
         build_event_graph(p, settings, ranges, out, config, watermark, prior_files, fetched, seen)
         counts = _run(p)
