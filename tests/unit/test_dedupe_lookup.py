@@ -20,3 +20,11 @@ def test_committed_among_returns_the_cycles_committed_keys_once_each():
         assert "_cycle_keys" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     finally:
         con.close()
+
+
+def test_the_dedupe_bench_measures_both_ways():
+    from bench.dedupe_keys import measure
+
+    rows = measure(50, [500, 200])
+    assert [r["committed"] for r in rows] == [200, 500]
+    assert all(r["export_antijoin_s"] > 0 and r["lookup_s"] > 0 for r in rows)
