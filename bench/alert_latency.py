@@ -335,6 +335,11 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
             live_runs = con.execute(
                 "SELECT count(*), avg(duration_s) FROM pipeline_runs WHERE job = 'load' AND events_in > 0 "
                 "AND started_at >= make_timestamp(?::BIGINT)", [live_start_us]).fetchone()
+            # per live minute: a cycle that grows with the job's age (not with its input) shows here
+            by_minute = [(int(m), int(n), round(float(d), 2)) for m, n, d in con.execute(
+                "SELECT (epoch_us(started_at) - ?) // 60000000 AS m, count(*), avg(duration_s) FROM pipeline_runs "
+                "WHERE job = 'load' AND events_in > 0 AND started_at >= make_timestamp(?::BIGINT) "
+                "GROUP BY m ORDER BY m", [live_start_us, live_start_us]).fetchall()]
         finally:
             con.close()
         on_topic: dict[str, int] = {}
@@ -369,6 +374,7 @@ def _run_rate(rate: float, workdir: Path, live_minutes: int, history_minutes: in
             "watched": sum(e["state"] is not None for e in episodes),
             "resolved_as_expected": sum(e["state"] == e["expected_state"] for e in episodes),
             "live_cycles": int(live_runs[0] or 0), "mean_cycle_s": live_runs[1],
+            "live_cycles_by_minute": [{"minute": m, "cycles": n, "mean_s": d} for m, n, d in by_minute],
             "dq_gates_s": gates,
             "live_cycle_phases_mean_s": _mean_phases([c for c in job.recent_cycles
                                                       if id(c) not in history_cycles and c["events"]]),
@@ -403,6 +409,11 @@ def stage_alert_latency(rates: list[float], live_minutes: int, workdir: Path | N
                   f"max {c['max_s'] or float('nan'):.2f}s; to topic p95 {t['p95_s'] or float('nan'):.2f}s", flush=True)
             print(f"    {res['live_cycles']} live cycles, mean {res['mean_cycle_s'] or float('nan'):.2f}s; per phase "
                   f"(mean s): {res['live_cycle_phases_mean_s']}", flush=True)
+            print("    by live minute (cycles x mean s): " + ", ".join(
+                f"{m['minute']}: {m['cycles']} x {m['mean_s']:.2f}" for m in res["live_cycles_by_minute"]), flush=True)
+            print("    per episode (s to commit): " + ", ".join(
+                f"{e['base']}{' absorbed' if e['absorbed'] else ''} "
+                + ("-" if e["commit_s"] is None else f"{e['commit_s']:.2f}") for e in res["per_episode"]), flush=True)
     return {"steps": steps}
 
 

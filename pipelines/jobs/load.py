@@ -365,7 +365,7 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
              config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
              run_analytics: bool = True, fetcher: ParallelFetcher | None = None,
              after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False,
-             dq_gx_every_s: float = 0.0) -> LoadResult:
+             dq_gx_every_s: float = 0.0, bounds: dict | None = None) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
@@ -374,7 +374,9 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
     alerts there: a gate takes seconds). ``open_minute_watch`` (the stream job, when
     ``config.open_minute_watch``): cascades are detected on closed minutes only and the open
     minute raises watches (pipelines/alerts/watch.py, ADR 018); else every stored minute is analysed
-    (a bounded load: the data so far is all there is). ``dq_gx_every_s``: see :func:`run_gate`."""
+    (a bounded load: the data so far is all there is). ``dq_gx_every_s``: see :func:`run_gate`.
+    ``bounds``: the topics' (log start, log end) the caller has just asked (``reader.log_bounds``;
+    the stream job's lag probe, ADR 038); None asks the broker."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -386,7 +388,9 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         if reset_offsets:
             warehouse.reset_state(con, DERIVED_TABLES)
         committed = warehouse.committed_offsets(con, cid, LOAD_TOPICS)
-        ranges = plan_ranges(log_bounds(settings.kafka, LOAD_TOPICS), committed, settings.max_range)
+        if bounds is None:
+            bounds = log_bounds(settings.kafka, LOAD_TOPICS)
+        ranges = plan_ranges(bounds, committed, settings.max_range)
         result = LoadResult(run_id=run_id, status="empty", ranges=ranges)
         tick = result.took("plan", t0)
         tmp_parent = settings.data_dir if settings.data_dir.exists() else None

@@ -356,7 +356,8 @@ def test_empty_cycles_that_leave_lag_are_not_idle(fresh_broker, tmp_path, monkey
 
     monkeypatch.setattr(load, "log_bounds", short_log_end)
     settings = JobSettings(db=tmp_path / "lag.duckdb", data_dir=tmp_path, fetch_workers=1, kafka=kafka)
-    job = StreamJob(settings, StreamOptions(interval_s=0.1, dq_every_s=3600, exit_when_idle=2))
+    # bounds_reuse_s 0: every plan asks the broker (this test is about the plan's own answers)
+    job = StreamJob(settings, StreamOptions(interval_s=0.1, dq_every_s=3600, exit_when_idle=2, bounds_reuse_s=0))
     assert job.run() == 0
     assert short["plans"] > 3  # it planned again after the short ones
     assert mart_liquidations(settings.db) == expected_liquidations(msgs)
@@ -374,6 +375,7 @@ def test_empty_cycles_that_always_leave_lag_end_a_bounded_job_behind(fresh_broke
     monkeypatch.setattr(load, "log_bounds", lambda settings, topics: {
         tp: (begin, max(begin, end - 1)) for tp, (begin, end) in real(settings, topics).items()})
     settings = JobSettings(db=tmp_path / "stuck.duckdb", data_dir=tmp_path, fetch_workers=1, kafka=kafka)
-    job = StreamJob(settings, StreamOptions(interval_s=0.05, dq_every_s=3600, exit_when_idle=2, stuck_after=4))
+    job = StreamJob(settings, StreamOptions(interval_s=0.05, dq_every_s=3600, exit_when_idle=2, stuck_after=4,
+                                            bounds_reuse_s=0))
     assert job.run() == EXIT_BEHIND
     assert sum(job.health.lag.values()) > 0
