@@ -105,8 +105,8 @@ class JobSettings:
     #: reader processes of the stream job (connectors.kafka.fetch; 1 = read inside the Beam pipeline)
     fetch_workers: int = 2
     #: smallest cycle (offsets) the reader processes read; below it the cycle reads inside its Beam
-    #: pipeline (connectors.kafka.fetch.MIN_OFFSETS, 50,000; a fetched cycle's events phase is the
-    #: vectorized pass; 1 = every cycle, faster live cycles but see ADR 032 before using it)
+    #: pipeline and its events phase is the graph (connectors.kafka.fetch.MIN_OFFSETS: 1, every
+    #: cycle, ADR 039; a fetched cycle's events phase is the vectorized pass)
     fetch_min_offsets: int = MIN_OFFSETS
     #: seconds between progress lines of a long load / stream catch-up (events read of to read, rate)
     progress_every_s: int = 5

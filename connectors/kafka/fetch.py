@@ -36,12 +36,13 @@ from connectors.kafka.reader import READ_COUNT, OffsetRange
 #: largest range one task reads: enough chunks for the workers to share a partition's backlog
 CHUNK = 50_000
 #: smallest cycle (in offsets) worth the readers: below it the cycle reads in its own process (a
-#: fresh range reader per cycle, the Beam source) and its events phase is the graph. Sending every
-#: cycle to the readers (1) shortened live cycles at 10k events/s in 2-minute runs (55-89 cycles of
-#: 1.3-2.3 s against 39-40 of 3.1-3.3 s) but is NOT the default: in 5-minute runs the long-lived
-#: reader consumers' fetch of small cycles grew from ~0.5 s to ~5 s per cycle until the job fell
-#: behind and a reader stalled (ADR 032, cause not found yet)
-MIN_OFFSETS = 50_000
+#: fresh range reader per cycle, the Beam source) and its events phase is the graph. Every cycle
+#: goes to the readers (ADR 039): live cycles then take the vectorized events pass. It was 50,000
+#: while the confluent-kafka readers stalled 5-minute live runs (ADR 032/033); with kafka-python
+#: readers and the dedupe's lookup (ADR 037) an idle 5-minute run at 10k events/s watched 8/8
+#: episodes in 122 live cycles of 2.27 s mean (p95 6.40 s, before ADR 037) against p95 8.98 s
+#: with 50,000
+MIN_OFFSETS = 1
 
 log = logging.getLogger(__name__)
 
