@@ -40,6 +40,10 @@ class KafkaSettings:
     read_stall_ms: int = 5_000
     #: ... and fails (the cycle is retried) after this long without progress across reconnects
     read_timeout_ms: int = 30_000
+    #: kafka-python's pause when a bounded reader's poll has nothing to wait on (a topic it just
+    #: switched to has no metadata yet) and its back-off between retries of a failed request; its
+    #: default, 100 ms, was paid at each topic a reader switched to in a cycle (ADR 040)
+    reader_retry_backoff_ms: int = 10
     #: the Kafka client of the bounded range readers (ADR 021, 028, 033): "kafka-python" (the default
     #: again since ADR 033: librdkafka readers stalled live runs) or "confluent-kafka" (librdkafka:
     #: faster bulk catch-up; `make test-confluent-kafka` runs the chaos tests with it);

@@ -56,6 +56,7 @@ def _consumer(settings: KafkaSettings, **overrides: Any) -> KafkaConsumer:
         max_poll_records=5000,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
+        retry_backoff_ms=settings.reader_retry_backoff_ms,
         **overrides,
     )
 

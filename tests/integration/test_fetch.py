@@ -326,3 +326,19 @@ def test_confluent_reader_asks_each_topics_metadata_once_before_assigning_it(fre
     metadata = [i for i, (what, _) in enumerate(calls) if what == "metadata"]
     assert [calls[i][1] for i in metadata] == [*dict.fromkeys(topics), ranges[0].topic]  # once per topic and consumer
     assert all(calls[first_assign[t] - 1] == ("metadata", t) for t in set(topics))  # just before the first assign
+
+
+def test_the_kafka_python_readers_retry_back_off_is_the_settings(broker):
+    """kafka-python pauses ``retry_backoff_ms`` when a poll has nothing to wait on, e.g. at each topic a
+    range reader switches to (ADR 040): the readers and the bounds probe take it from the settings."""
+    from connectors.kafka.reader import RangeReader, _consumer
+
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    assert settings.reader_retry_backoff_ms == 10  # not kafka-python's 100 ms
+    with RangeReader(KafkaSettings(bootstrap_servers=broker.bootstrap, reader_retry_backoff_ms=7)) as reader:
+        assert reader._consumer.config["retry_backoff_ms"] == 7
+    probe = _consumer(settings)
+    try:
+        assert probe.config["retry_backoff_ms"] == 10
+    finally:
+        probe.close()
