@@ -313,17 +313,20 @@ class VenueBook:
         if not self.seen_realized > 0:
             return  # the venue has shown no liquidation yet (it may not publish them): no evidence
         c = self.seen_realized / self.seen_removed
+        # one errstate for the whole update (entering one costs about as much as the arithmetic here)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.em_exposure += np.where(self.weights > 0, removed_usd / self.weights, 0.0)
-        self.em_usd += realized_usd * removed_usd / est
-        with np.errstate(invalid="ignore", divide="ignore"):
+            self.em_usd += realized_usd * removed_usd / est
             target = np.where(self.em_exposure > 0, self.em_usd / (c * self.em_exposure), self.weights)
-        target = np.maximum(target / target.sum(), EM_FLOOR)
-        new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
-        new /= new.sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            factor = np.where(self.weights > 0, new / self.weights, 1.0)
-        self.store *= factor[None, :, None]
+            target = np.maximum(target / target.sum(), EM_FLOOR)
+            new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
+            new /= new.sum()
+            factor = np.where(self.weights > 0, new / self.weights, 1.0)[:, None]
+        # only the buckets that can hold exposure (longs up to top_long, shorts from bottom_short):
+        # the rest is 0 and stays 0, so the numbers are those of rescaling the whole store, at about
+        # half its cost (the rescale was most of a calibration's)
+        self.store[0, :, : self.top_long + 1] *= factor
+        self.store[1, :, self.bottom_short:] *= factor
         self.weights = new
 
 
@@ -582,12 +585,16 @@ class Estimator:
                          for i in hit])
         scale = np.array([books[i].scale for i in hit])
         sel = slice(None) if len(hit) == n else hit
-        far = (sel, 0, slice(None), slice(b + 1, None)) if side == 0 else (sel, 1, slice(None), slice(None, b))
         near = (sel, side, slice(None), b)
-        beyond = stack[far].sum(axis=2)
         part = stack[near] * frac[:, None]
-        removed[sel, side] = (beyond + part) * scale[:, None]
-        stack[far] = 0.0
+        # most crossings reach only into the frontier bucket: nothing beyond it is stored then (the
+        # frontier bounds the books), and 0.0 + part == part, so the sum and the zeroing are skipped
+        if (b < max(books[i].top_long for i in hit)) if side == 0 else (b > min(books[i].bottom_short for i in hit)):
+            far = (sel, 0, slice(None), slice(b + 1, None)) if side == 0 else (sel, 1, slice(None), slice(None, b))
+            removed[sel, side] = (stack[far].sum(axis=2) + part) * scale[:, None]
+            stack[far] = 0.0
+        else:
+            removed[sel, side] = part * scale[:, None]
         stack[near] *= (1.0 - frac)[:, None]
         any_ = removed[sel, side].any(axis=1).tolist()
         for i, a in zip(hit, any_, strict=True):
