@@ -321,12 +321,9 @@ class VenueBook:
             target = np.maximum(target / target.sum(), EM_FLOOR)
             new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
             new /= new.sum()
-            factor = np.where(self.weights > 0, new / self.weights, 1.0)[:, None]
-        # only the buckets that can hold exposure (longs up to top_long, shorts from bottom_short):
-        # the rest is 0 and stays 0, so the numbers are those of rescaling the whole store, at about
-        # half its cost (the rescale was most of a calibration's)
-        self.store[0, :, : self.top_long + 1] *= factor
-        self.store[1, :, self.bottom_short:] *= factor
+            factor = np.where(self.weights > 0, new / self.weights, 1.0)
+        # (the whole store: two slices bounded by the frontiers measured no cheaper than one contiguous multiply)
+        self.store *= factor[None, :, None]
         self.weights = new
 
 
@@ -550,9 +547,14 @@ class Estimator:
                 amounts.append(amount)
         # 5. opening at the VWAP: the tiers' levels once, every opening book's adds in one call
         if opening:
-            dist = books[0].dist
-            liq_long = self.grid.index(vwap * (1.0 - dist))
-            liq_short = self.grid.index(vwap * (1.0 + dist))
+            # both sides' levels in one call: (1 - d, 1 + d) per tier made once (the tiers and mmr are
+            # the config's), each level the same product as vwap * (1 - d) / vwap * (1 + d) alone
+            factors = self.__dict__.get("_level_factors")
+            if factors is None:
+                dist = books[0].dist
+                factors = self._level_factors = np.concatenate((1.0 - dist, 1.0 + dist))
+            levels = self.grid.index(vwap * factors)
+            liq_long, liq_short = levels[: len(factors) // 2], levels[len(factors) // 2:]
             # flat positions of (book, side, tier, level) in the C-ordered stack: one indexed add per side
             nt, nb = stack.shape[2], stack.shape[3]
             first = (np.asarray(opening)[:, None] * 2 * nt + np.arange(nt)[None, :]) * nb
