@@ -184,6 +184,10 @@ class AnalyticsConfig:
     liqmap_turnover_per_day: float = 1.0
     #: long share of new OI = 0.5 + tilt * taker imbalance / 2 (imbalance = (buy - sell) / (buy + sell))
     liqmap_taker_tilt: float = 1.0
+    #: the crossing removes only the part of the low's (high's) bucket the price reached, the bucket's
+    #: levels taken as spread evenly over it below (above) the deepest point already crossed in it
+    #: (False: the whole bucket, as before ADR 034; the fixed-tier baseline keeps that)
+    liqmap_partial_crossing: bool = True
     #: a venue's first OI (positions opened before the data) is spread over entries log-normal
     #: around the first price with this std (0 = all at the price); crossed levels dropped
     liqmap_initial_entry_spread: float = 0.03

@@ -96,6 +96,19 @@ class Grid:
         """:meth:`index` of one price (numpy's log, as :meth:`index`: the same bucket at an edge)."""
         return min(max(int(np.floor(np.log(price) / self.w)) - self.lo, 0), self.nb - 1)
 
+    def position1(self, price: float) -> tuple[int, float]:
+        """:meth:`index1` of one price and where in that bucket it lies, as a fraction of the bucket's
+        width in log price (0 = its low, towards 1 = its high); below the grid (0, 0.0), above it
+        (nb - 1, 1.0): beyond the edge buckets every level of theirs is passed."""
+        q = float(np.log(price) / self.w)
+        f = math.floor(q)
+        b = f - self.lo
+        if b < 0:
+            return 0, 0.0
+        if b > self.nb - 1:
+            return self.nb - 1, 1.0
+        return b, q - f
+
     def low(self, b: np.ndarray | int) -> np.ndarray:
         return np.exp((self.lo + np.asarray(b, dtype=float)) * self.w)
 
@@ -145,10 +158,28 @@ class VenueBook:
     def refresh_frontiers(self) -> None:
         """No long exposure above bucket ``top_long``, no short below ``bottom_short`` (bounds, kept
         by open and cross): a minute whose low/high stays inside them crosses nothing, and most
-        minutes do, so the crossing need not sum the book's far side every minute."""
+        minutes do, so the crossing need not sum the book's far side every minute.
+
+        ``edge_long`` / ``edge_short``: the same bounds in grid coordinates (bucket b spans [b, b + 1)),
+        within the frontier bucket when a partial crossing (ADR 034) reached into it: no long level
+        at or above ``edge_long``, no short level below ``edge_short``; always
+        ``top_long = ceil(edge_long) - 1`` and ``bottom_short = floor(edge_short)``."""
         longs, shorts = np.flatnonzero(self.store[0].any(axis=0)), np.flatnonzero(self.store[1].any(axis=0))
-        self.top_long = int(longs[-1]) if len(longs) else -1
-        self.bottom_short = int(shorts[0]) if len(shorts) else self.grid.nb
+        self.set_edges(float(longs[-1] + 1) if len(longs) else 0.0, float(shorts[0]) if len(shorts) else float(self.grid.nb))
+
+    def set_edges(self, edge_long: float, edge_short: float) -> None:
+        """The frontiers from their coordinates (:meth:`refresh_frontiers`)."""
+        self.edge_long, self.edge_short = edge_long, edge_short
+        self.top_long, self.bottom_short = math.ceil(edge_long) - 1, math.floor(edge_short)
+
+    def extend(self, top_long: int, bottom_short: int) -> None:
+        """New levels up to bucket ``top_long`` (longs) / down to ``bottom_short`` (shorts): a frontier
+        moved out by them bounds whole buckets again; within the frontier bucket new levels are taken
+        as lying where its uncrossed part is (the bucket's levels are not tracked within it)."""
+        if top_long > self.top_long:
+            self.top_long, self.edge_long = top_long, float(top_long + 1)
+        if bottom_short < self.bottom_short:
+            self.bottom_short, self.edge_short = bottom_short, float(bottom_short)
 
     def total_base(self) -> float:
         return float(self.store.sum()) * self.scale
@@ -166,8 +197,7 @@ class VenueBook:
         liq_short = self.grid.index(price * (1.0 + self.dist))
         self.store[0, k, liq_long] += base_units * long_share * self.weights / self.scale
         self.store[1, k, liq_short] += base_units * (1.0 - long_share) * self.weights / self.scale
-        self.top_long = max(self.top_long, int(liq_long.max()))
-        self.bottom_short = min(self.bottom_short, int(liq_short.min()))
+        self.extend(int(liq_long.max()), int(liq_short.min()))
 
     def open_spread(self, base_units: float, price: float, spread: float) -> None:
         """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
@@ -196,9 +226,9 @@ class VenueBook:
                 continue
             np.add.at(self.store[side], (k[alive], liq[alive]), (m * (0.5 * base_units / m.sum() / self.scale))[alive])
             if side == 0:
-                self.top_long = max(self.top_long, int(liq[alive].max()))
+                self.extend(int(liq[alive].max()), self.bottom_short)
             else:
-                self.bottom_short = min(self.bottom_short, int(liq[alive].min()))
+                self.extend(self.top_long, int(liq[alive].min()))
 
     def close_fraction(self, frac: float) -> bool:
         """Close ``frac`` of every bucket pro rata (``scale``); True when the stored numbers changed
@@ -215,23 +245,48 @@ class VenueBook:
             return True
         return False
 
-    def cross(self, low: float, high: float) -> np.ndarray:
-        """Remove the exposure whose liquidation price [low, high] reached; (2, tiers) base units removed."""
+    def cross(self, low: float, high: float, partial: bool = False) -> np.ndarray:
+        """Remove the exposure whose liquidation price [low, high] reached; (2, tiers) base units removed.
+
+        ``partial`` False: the buckets holding the low / high are removed whole. True (ADR 034): of
+        the low's bucket only the part above the low (:func:`partial_fraction`), the rest stays."""
         removed = np.zeros((2, len(self.tiers)))
         if low > 0 and math.isfinite(low):
-            b = self.grid.index1(low)
-            if b <= self.top_long:
-                seg = self.store[0, :, b:]
-                removed[0] = seg.sum(axis=1) * self.scale
-                seg[:] = 0.0
-                self.top_long = b - 1
+            if partial:
+                b, phi = self.grid.position1(low)
+                if b + phi < self.edge_long:
+                    frac = partial_fraction(0, b, phi, self.top_long, self.edge_long)
+                    above = self.store[0, :, b + 1:].sum(axis=1)
+                    part = self.store[0, :, b] * frac
+                    removed[0] = (above + part) * self.scale
+                    self.store[0, :, b + 1:] = 0.0
+                    self.store[0, :, b] *= 1.0 - frac
+                    self.set_edges(b + phi, self.edge_short)
+            else:
+                b = self.grid.index1(low)
+                if b <= self.top_long:
+                    seg = self.store[0, :, b:]
+                    removed[0] = seg.sum(axis=1) * self.scale
+                    seg[:] = 0.0
+                    self.set_edges(float(b), self.edge_short)
         if high > 0 and math.isfinite(high):
-            b = self.grid.index1(high)
-            if b >= self.bottom_short:
-                seg = self.store[1, :, : b + 1]
-                removed[1] = seg.sum(axis=1) * self.scale
-                seg[:] = 0.0
-                self.bottom_short = b + 1
+            if partial:
+                b, phi = self.grid.position1(high)
+                if b + phi > self.edge_short:
+                    frac = partial_fraction(1, b, phi, self.bottom_short, self.edge_short)
+                    below = self.store[1, :, :b].sum(axis=1)
+                    part = self.store[1, :, b] * frac
+                    removed[1] = (below + part) * self.scale
+                    self.store[1, :, :b] = 0.0
+                    self.store[1, :, b] *= 1.0 - frac
+                    self.set_edges(self.edge_long, b + phi)
+            else:
+                b = self.grid.index1(high)
+                if b >= self.bottom_short:
+                    seg = self.store[1, :, : b + 1]
+                    removed[1] = seg.sum(axis=1) * self.scale
+                    seg[:] = 0.0
+                    self.set_edges(self.edge_long, float(b + 1))
         return removed
 
     def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float) -> None:
@@ -258,18 +313,31 @@ class VenueBook:
         if not self.seen_realized > 0:
             return  # the venue has shown no liquidation yet (it may not publish them): no evidence
         c = self.seen_realized / self.seen_removed
+        # one errstate for the whole update (entering one costs about as much as the arithmetic here)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.em_exposure += np.where(self.weights > 0, removed_usd / self.weights, 0.0)
-        self.em_usd += realized_usd * removed_usd / est
-        with np.errstate(invalid="ignore", divide="ignore"):
+            self.em_usd += realized_usd * removed_usd / est
             target = np.where(self.em_exposure > 0, self.em_usd / (c * self.em_exposure), self.weights)
-        target = np.maximum(target / target.sum(), EM_FLOOR)
-        new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
-        new /= new.sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
+            target = np.maximum(target / target.sum(), EM_FLOOR)
+            new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
+            new /= new.sum()
             factor = np.where(self.weights > 0, new / self.weights, 1.0)
+        # (the whole store: two slices bounded by the frontiers measured no cheaper than one contiguous multiply)
         self.store *= factor[None, :, None]
         self.weights = new
+
+
+def partial_fraction(side: int, b: int, phi: float, frontier: int, edge: float) -> float:
+    """The share of bucket ``b``'s exposure a low (side 0) / high (side 1) at ``phi`` of the bucket's
+    width crosses (ADR 034). The bucket's levels are taken as spread evenly over its uncrossed part:
+    [b, edge) for longs when ``b`` is the frontier bucket (an earlier low reached into it), else
+    [b, b + 1); [edge, b + 1) for shorts likewise. Longs: the part above the low, shorts: below the
+    high. Requires the level to reach past the edge (longs ``b + phi < edge``, shorts ``> edge``)."""
+    if side == 0:
+        span = edge - b if b == frontier else 1.0
+        return (span - phi) / span
+    start = edge - b if b == frontier else 0.0
+    return (phi - start) / (1.0 - start)
 
 
 @dataclass
@@ -409,6 +477,9 @@ class Estimator:
         for side, level in ((0, low), (1, high)):
             if not (level > 0 and math.isfinite(level)):
                 continue
+            if cfg.liqmap_partial_crossing:
+                removed = self._cross_partial(books, stack, side, level, crossed, removed)
+                continue
             b = self.grid.index1(level)
             hit = ([i for i, bk in enumerate(books) if b <= bk.top_long] if side == 0
                    else [i for i, bk in enumerate(books) if b >= bk.bottom_short])
@@ -425,9 +496,9 @@ class Estimator:
             for i, a in zip(hit, any_, strict=True):
                 crossed[i][side] = a
                 if side == 0:
-                    books[i].top_long = b - 1
+                    books[i].set_edges(float(b), books[i].edge_short)
                 else:
-                    books[i].bottom_short = b + 1
+                    books[i].set_edges(books[i].edge_long, float(b + 1))
         long_liq, short_liq = col["long_liq_usd"][t], col["short_liq_usd"][t]
         realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
         # 2. calibration, per book (only where there is evidence: few minutes)
@@ -476,9 +547,14 @@ class Estimator:
                 amounts.append(amount)
         # 5. opening at the VWAP: the tiers' levels once, every opening book's adds in one call
         if opening:
-            dist = books[0].dist
-            liq_long = self.grid.index(vwap * (1.0 - dist))
-            liq_short = self.grid.index(vwap * (1.0 + dist))
+            # both sides' levels in one call: (1 - d, 1 + d) per tier made once (the tiers and mmr are
+            # the config's), each level the same product as vwap * (1 - d) / vwap * (1 + d) alone
+            factors = self.__dict__.get("_level_factors")
+            if factors is None:
+                dist = books[0].dist
+                factors = self._level_factors = np.concatenate((1.0 - dist, 1.0 + dist))
+            levels = self.grid.index(vwap * factors)
+            liq_long, liq_short = levels[: len(factors) // 2], levels[len(factors) // 2:]
             # flat positions of (book, side, tier, level) in the C-ordered stack: one indexed add per side
             nt, nb = stack.shape[2], stack.shape[3]
             first = (np.asarray(opening)[:, None] * 2 * nt + np.arange(nt)[None, :]) * nb
@@ -490,8 +566,46 @@ class Estimator:
             flat[(first + nt * nb + liq_short).ravel()] += ((amt * (1.0 - share))[:, None] * weights / scale).ravel()
             top, bottom = int(liq_long.max()), int(liq_short.min())
             for i in opening:
-                books[i].top_long = max(books[i].top_long, top)
-                books[i].bottom_short = min(books[i].bottom_short, bottom)
+                books[i].extend(top, bottom)
+
+    def _cross_partial(self, books: list[VenueBook], stack: np.ndarray, side: int, level: float,
+                       crossed: list[list[bool]], removed: np.ndarray | None) -> np.ndarray | None:
+        """The crossing of one side with ``liqmap_partial_crossing`` (:meth:`VenueBook.cross` with
+        ``partial``, every book hit at once: the same operations in the same order); ``removed``
+        (books, 2, tiers), allocated on the first hit."""
+        b, phi = self.grid.position1(level)
+        x = b + phi
+        hit = ([i for i, bk in enumerate(books) if x < bk.edge_long] if side == 0
+               else [i for i, bk in enumerate(books) if x > bk.edge_short])
+        if not hit:
+            return removed
+        n = len(books)
+        if removed is None:
+            removed = np.zeros((n, 2, stack.shape[2]))
+        frac = np.array([partial_fraction(side, b, phi, books[i].top_long, books[i].edge_long) if side == 0
+                         else partial_fraction(side, b, phi, books[i].bottom_short, books[i].edge_short)
+                         for i in hit])
+        scale = np.array([books[i].scale for i in hit])
+        sel = slice(None) if len(hit) == n else hit
+        near = (sel, side, slice(None), b)
+        part = stack[near] * frac[:, None]
+        # most crossings reach only into the frontier bucket: nothing beyond it is stored then (the
+        # frontier bounds the books), and 0.0 + part == part, so the sum and the zeroing are skipped
+        if (b < max(books[i].top_long for i in hit)) if side == 0 else (b > min(books[i].bottom_short for i in hit)):
+            far = (sel, 0, slice(None), slice(b + 1, None)) if side == 0 else (sel, 1, slice(None), slice(None, b))
+            removed[sel, side] = (stack[far].sum(axis=2) + part) * scale[:, None]
+            stack[far] = 0.0
+        else:
+            removed[sel, side] = part * scale[:, None]
+        stack[near] *= (1.0 - frac)[:, None]
+        any_ = removed[sel, side].any(axis=1).tolist()
+        for i, a in zip(hit, any_, strict=True):
+            crossed[i][side] = a
+            if side == 0:
+                books[i].set_edges(x, books[i].edge_short)
+            else:
+                books[i].set_edges(books[i].edge_long, x)
+        return removed
 
     def books_by_scope(self) -> Iterator[tuple[str, str, np.ndarray]]:
         """(exchange, symbol, (2, nb) base units) per venue, then the sum as exchange 'all'."""
@@ -525,6 +639,7 @@ class Estimator:
                  "last_oi": _f(self.last_oi.get((ex, sym), math.nan)),
                  "seen_removed_usd": book.seen_removed, "seen_realized_usd": book.seen_realized,
                  "em_usd": [float(x) for x in book.em_usd], "em_exposure": [float(x) for x in book.em_exposure],
+                 "edge_long": book.edge_long, "edge_short": book.edge_short,
                  "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
                 for (ex, sym), book in sorted(self.books.items())]
 
@@ -546,7 +661,10 @@ class Estimator:
             key = (r["exchange"], r["symbol"])
             book = VenueBook(est.grid, tiers, np.asarray(r["weights"], dtype=float), float(r["mmr"]))
             book.store = np.frombuffer(r["book"], dtype="<f8").reshape(2, len(tiers), est.grid.nb).copy()
-            book.refresh_frontiers()
+            if r.get("edge_long") is not None and r.get("edge_short") is not None:
+                book.set_edges(float(r["edge_long"]), float(r["edge_short"]))  # (a partial crossing's edges)
+            else:  # (NULL in states from before migration 0022)
+                book.refresh_frontiers()
             book.seen_removed = float(r.get("seen_removed_usd") or 0.0)
             book.seen_realized = float(r.get("seen_realized_usd") or 0.0)
             for name in ("em_usd", "em_exposure"):  # (NULL in states from before migration 0021)

@@ -102,6 +102,82 @@ def test_crossing_the_short_side_and_a_miss():
     assert b.total_base() == pytest.approx(1.0)
 
 
+def test_partial_crossing_takes_the_part_of_the_bucket_the_price_reached():
+    # ADR 034. 1 BTC long at 100 (10x: level 90.5) and 3 BTC short (level 109.5); L, S = the lows of
+    # their buckets, a price at p(x) = exp((lo + b + x) w) lies x of the bucket's width into bucket b
+    g = Grid.around(100.0, ONE_TIER)
+    bl, bs = _bucket_of(g, 90.5), _bucket_of(g, 109.5)
+
+    def at(b: int, x: float) -> float:
+        return math.exp((g.lo + b + x) * g.w)
+
+    assert g.position1(at(bl, 0.25)) == (bl, pytest.approx(0.25))
+    b = VenueBook(g, np.array([10.0]), np.array([1.0]), 0.005)
+    b.open(4.0, 100.0, 0.25)
+    assert (b.top_long, b.edge_long, b.bottom_short, b.edge_short) == (bl, bl + 1.0, bs, float(bs))
+    # a low a quarter into the long bucket: its levels spread evenly, the 3/4 above the low go
+    removed = b.cross(low=at(bl, 0.25), high=100.0, partial=True)
+    assert removed[0, 0] == pytest.approx(0.75) and b.book()[0, bl] == pytest.approx(0.25)
+    assert b.edge_long == pytest.approx(bl + 0.25) and b.top_long == bl
+    # a low above that edge (the levels there are gone already): nothing
+    assert b.cross(low=at(bl, 0.5), high=100.0, partial=True).sum() == 0.0
+    # a low at 0.1: the 0.25 left lie in [0, 0.25) of the bucket; (0.25 - 0.1) / 0.25 = 0.6 of them go
+    removed = b.cross(low=at(bl, 0.1), high=100.0, partial=True)
+    assert removed[0, 0] == pytest.approx(0.15) and b.book()[0, bl] == pytest.approx(0.1)
+    # 1 BTC more at 100 lands in the same (frontier) bucket: taken as lying in its uncrossed part,
+    # [0, 0.1): a low at 0.05 takes half of the 1.1 BTC
+    b.open(1.0, 100.0, 1.0)
+    assert b.edge_long == pytest.approx(bl + 0.1)
+    removed = b.cross(low=at(bl, 0.05), high=100.0, partial=True)
+    assert removed[0, 0] == pytest.approx(0.55) and b.book()[0, bl] == pytest.approx(0.55)
+    # shorts: a high 0.4 into the bucket takes 0.4 of the 3 BTC; a high at 0.3 nothing; one at 0.7 takes
+    # (0.7 - 0.4) / (1 - 0.4) = 1/2 of the 1.8 left
+    removed = b.cross(low=100.0, high=at(bs, 0.4), partial=True)
+    assert removed[1, 0] == pytest.approx(1.2) and b.edge_short == pytest.approx(bs + 0.4) and b.bottom_short == bs
+    assert b.cross(low=100.0, high=at(bs, 0.3), partial=True).sum() == 0.0
+    removed = b.cross(low=100.0, high=at(bs, 0.7), partial=True)
+    assert removed[1, 0] == pytest.approx(0.9) and b.book()[1, bs] == pytest.approx(0.9)
+    # a high in the next bucket up: this one goes whole, and 0.2 of the next (empty: nothing more)
+    removed = b.cross(low=100.0, high=at(bs + 1, 0.2), partial=True)
+    assert removed[1, 0] == pytest.approx(0.9) and b.book()[1].sum() == 0.0
+    assert b.edge_short == pytest.approx(bs + 1.2) and b.bottom_short == bs + 1
+    # new levels above the frontier bucket: the frontier moves out to whole buckets again, and a low
+    # at 0.5 of the old bucket takes the new bucket whole and half of the old one (its levels now
+    # taken as spread over it all: the partial state of a bucket behind the frontier is not kept)
+    b.open(1.0, at(bl + 1, 0.5) / 0.905, 1.0)  # level in bucket bl + 1
+    assert b.top_long == bl + 1 and b.edge_long == bl + 2.0
+    removed = b.cross(low=at(bl, 0.5), high=100.0, partial=True)
+    assert removed[0, 0] == pytest.approx(1.0 + 0.55 * 0.5)
+    # whole buckets (partial False, as before ADR 034): the low's bucket goes whole
+    removed = b.cross(low=at(bl, 0.25), high=100.0)
+    assert removed[0, 0] == pytest.approx(0.275) and b.book()[0].sum() == 0.0 and b.edge_long == float(bl)
+
+
+def test_partial_crossing_in_the_minute_step_and_its_state():
+    # the step crosses partially by default; the estimator's state carries the edges (migration 0022)
+    # and a continued estimator crosses the frontier bucket as the unbroken one would
+    g = Grid.around(100.0, ONE_TIER)
+    bl = _bucket_of(g, 90.5)
+    low = math.exp((g.lo + bl + 0.6) * g.w)
+    inp = _inputs(3, price=[100, 95, 95], vwap=[100, 95, 95], low=[100, low, math.exp((g.lo + bl + 0.3) * g.w)],
+                  high=[100, 96, 96], buy=[0, 0, 0], sell=[0, 0, 0], oi=[100, 100, 100])
+    est = Estimator.create(inp, 0, ONE_TIER)
+    est.step(inp, 0)
+    est.step(inp, 1)
+    assert est.books[("bybit", "BTCUSDT")].book()[0, bl] == pytest.approx(50 * 0.6)
+    rows = est.state_rows("BTC")
+    assert rows[0]["edge_long"] == pytest.approx(bl + 0.6)
+    cont = Estimator.from_state(rows, ONE_TIER)
+    for e in (est, cont):
+        e.step(inp, 2)  # (0.6 - 0.3) / 0.6: half of the 30 BTC left
+        assert e.books[("bybit", "BTCUSDT")].book()[0, bl] == pytest.approx(15.0)
+    assert cont.state_rows("BTC") == est.state_rows("BTC")
+    # a state from before migration 0022 (no edges): the frontiers from its books, whole buckets
+    old = [{k: (None if k in ("edge_long", "edge_short") else v) for k, v in r.items()} for r in rows]
+    b = Estimator.from_state(old, ONE_TIER).books[("bybit", "BTCUSDT")]
+    assert (b.top_long, b.edge_long) == (bl, bl + 1.0)
+
+
 def test_calibration_is_an_online_em_over_the_tiers():
     # tiers 10x / 100x at 1/2 each, 1 BTC long per tier (levels 90.5 and 99.5).
     g = Grid.around(100.0, ONE_TIER)

@@ -3,7 +3,9 @@ the one-book-at-a-time reference it replaced: the same rows and stored state, bi
 
 The reference below is the step, the 'all' window, the fuel and the hour's volatility as they were
 before the vectorization (commit 629a57d), kept here verbatim on the per-book methods (``VenueBook.cross``,
-``open``, ``calibrate``, ``close_fraction``, ``total_base``). ``estimate_base`` is run once with the
+``open``, ``calibrate``, ``close_fraction``, ``total_base``); since ADR 034 its crossing passes
+``liqmap_partial_crossing`` to ``VenueBook.cross`` (the per-book partial crossing, tested by hand in
+tests/unit/test_liqmap.py), so both crossings are compared. ``estimate_base`` is run once with the
 reference patched in and once as it is, on random multi-venue inputs (cascades, gaps, a venue that
 publishes no liquidations, a venue silent for half an hour, a venue that appears late, OI flushes that
 close whole books and renormalize them, minutes without a price) and, heavy, on a simulator run.
@@ -43,7 +45,7 @@ class ReferenceEstimator(liqmap.Estimator):
         for key in sorted(set(self.books) | set(index)):
             book = self._book(key)
             v = index.get(key)
-            removed = book.cross(low, high)
+            removed = book.cross(low, high, cfg.liqmap_partial_crossing)
             realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
             if cfg.liqmap_calibration_rate > 0:
                 if realized[0] > 0 or removed[0].any():
@@ -125,6 +127,7 @@ CONFIGS = {
     "one-tier, no turnover": dataclasses.replace(
         AnalyticsConfig(), liqmap_leverage_tiers=(10.0,), liqmap_leverage_weights=(1.0,), liqmap_turnover_per_day=0.0,
         liqmap_initial_entry_spread=0.0),
+    "whole-bucket crossing (before ADR 034)": dataclasses.replace(AnalyticsConfig(), liqmap_partial_crossing=False),
     "calibration at half rate, per-venue mix": dataclasses.replace(
         AnalyticsConfig(), liqmap_calibration_rate=0.5, liqmap_every_minutes=7, liqmap_cluster_multiple=1.5,
         liqmap_venue_leverage_weights=(("okx", (1.0,) * 12),)),
@@ -146,6 +149,15 @@ def test_vectorized_step_equals_the_reference_bit_for_bit(monkeypatch, name, see
         return changed[-1]
 
     monkeypatch.setattr(liqmap.VenueBook, "close_fraction", counted)
+    # every partial crossing's share of its bucket, the reference's then this run's (sides in another order)
+    partial: list[float] = []
+    partial_fraction = liqmap.partial_fraction
+
+    def logged(*args: Any) -> float:
+        partial.append(partial_fraction(*args))
+        return partial[-1]
+
+    monkeypatch.setattr(liqmap, "partial_fraction", logged)
     want = reference_run(monkeypatch, bb, cfg, int(minutes[200]), **kw)
     assert any(changed)
     got = list(liqmap.estimate_base(bb, cfg, int(minutes[200]), **kw))
@@ -161,6 +173,13 @@ def test_vectorized_step_equals_the_reference_bit_for_bit(monkeypatch, name, see
     assert len(state) == 4
     if cfg.liqmap_calibration_rate > 0 and len(cfg.liqmap_leverage_tiers) > 1:
         assert any(r["em_usd"] and sum(r["em_usd"]) > 0 for r in state)
+    # partial crossings took part of a bucket (0 < share < 1), in both runs alike (one 10x tier from
+    # the first price: its levels 9.5 % away, not always reached)
+    if not cfg.liqmap_partial_crossing:
+        assert not partial
+    elif len(cfg.liqmap_leverage_tiers) > 1:
+        assert any(0.0 < f < 1.0 for f in partial)
+    assert sorted(partial[: len(partial) // 2]) == sorted(partial[len(partial) // 2:])
 
 
 def test_continued_from_a_stored_state_the_vectorized_step_equals_the_reference(monkeypatch):
