@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: records asked of librdkafka per consume() call
 CONSUME_BATCH = 10_000
+#: the longest max-wait (ms) a reader of this process stepped up to, per bootstrap servers: a new reader
+#: (the Beam source makes one per stream cycle) starts there instead of finding the short fetches again
+_LEARNED_WAIT_MS: dict[str, int] = {}
 
 
 class Record(NamedTuple):
@@ -55,7 +58,8 @@ class ConfluentRangeReader:
         self.stall_s = min(settings.read_stall_ms / 1000, self.idle_timeout_s)
         start = settings.fetch_max_wait_ms
         self._waits = [start, *(w for w in FETCH_WAIT_STEPS_MS if w > start)]
-        self._step = 0
+        learned = _LEARNED_WAIT_MS.get(settings.bootstrap_servers, start)
+        self._step = max(i for i, w in enumerate(self._waits) if i == 0 or w <= learned)
         self.reconnects = 0
         #: topics whose metadata this consumer has asked for (see _know_topic)
         self._known_topics: set[str] = set()
@@ -88,6 +92,15 @@ class ConfluentRangeReader:
             "enable.partition.eof": False,
         })
 
+    def _step_up(self) -> bool:
+        """One step up the max-wait (remembered for this process's later readers); False at the top."""
+        if self._step + 1 >= len(self._waits):
+            return False
+        self._step += 1
+        key = self._settings.bootstrap_servers
+        _LEARNED_WAIT_MS[key] = max(_LEARNED_WAIT_MS.get(key, 0), self.fetch_max_wait_ms)
+        return True
+
     def _reconnect(self, why: str) -> None:
         log.info("range reader (confluent-kafka): %s; reconnecting with fetch.wait.max.ms=%d", why,
                  self.fetch_max_wait_ms)
@@ -103,8 +116,8 @@ class ConfluentRangeReader:
         covering [start, end) in offset order.
 
         Fetches that come back short move the max-wait one step up for the reader's life (a new
-        consumer: librdkafka's settings are fixed per consumer), by kafka-python's reader's rule
-        (ADR 009): fewer records than ``SHORT_FETCH_RECORDS`` (or than what is left of the range) over
+        consumer: librdkafka's settings are fixed per consumer; later readers of the process start
+        there), by kafka-python's reader's rule (ADR 009): fewer records than ``SHORT_FETCH_RECORDS`` (or than what is left of the range) over
         ``WINDOW_S`` of waiting in ``consume()``, the first ``consume()`` after an assignment not
         counted (it connects and asks metadata); a stall (no progress for ``read_stall_ms``) steps up
         too. When the range is read, or the caller stops early, the partition is unassigned: librdkafka
@@ -173,16 +186,15 @@ class ConfluentRangeReader:
                     raise read_timeout(rng, pos, self.idle_timeout_s, self.reconnects, self._settings, err)
                 if now - max(last_progress, last_reconnect) > self.stall_s:
                     why = stall_reason(rng, pos, now - last_progress)
-                    if err is None and self._step + 1 < len(self._waits):
-                        self._step += 1  # connected but given nothing: the shortest of short fetches
+                    if err is None:
+                        self._step_up()  # connected but given nothing: the shortest of short fetches
                     self._try_reconnect(why + (f" ({err})" if err else ""))
                     last_reconnect, assign = time.monotonic(), True
                 elif err is not None and not msgs:
                     time.sleep(0.5)
                 elif polled_s >= WINDOW_S:
                     got = pos - window_from
-                    if got < min(SHORT_FETCH_RECORDS, rng.end - window_from) and self._step + 1 < len(self._waits):
-                        self._step += 1
+                    if got < min(SHORT_FETCH_RECORDS, rng.end - window_from) and self._step_up():
                         self._try_reconnect(f"short fetches on {rng.topic}[{rng.partition}] ({got:,} records in "
                                             f"{polled_s:.1f}s with a {self._waits[self._step - 1]} ms max-wait)")
                         assign = True

@@ -113,6 +113,10 @@ def test_the_librdkafka_reader_reads_a_long_log_of_small_batches(fresh_broker):
             assert got == [(i, b"%d" % i) for i in range(start, end)]
             assert reader._consumer.assignment() == []  # nothing fetched ahead between reads
         assert reader.fetch_max_wait_ms > 10
+        learned = reader.fetch_max_wait_ms
+    with ConfluentRangeReader(kafka) as later:  # e.g. the Beam source's reader of the next stream cycle
+        assert later.fetch_max_wait_ms == learned
+        assert [r.offset for r in later.read(OffsetRange(topic, part, sent - 100, sent))] == list(range(sent - 100, sent))
 
 
 @pytest.mark.slow
