@@ -40,7 +40,9 @@ CHUNK = 50_000
 #: cycle to the readers (1) shortened live cycles at 10k events/s in 2-minute runs (55-89 cycles of
 #: 1.3-2.3 s against 39-40 of 3.1-3.3 s) but is NOT the default: in 5-minute runs the long-lived
 #: reader consumers' fetch of small cycles grew from ~0.5 s to ~5 s per cycle until the job fell
-#: behind and a reader stalled (ADR 032, cause not found yet)
+#: behind and a reader stalled (ADR 032). The cause was the local broker's fetch on a long log of
+#: small batches against the confluent-kafka readers' fixed 10 ms wait (ADR 035, fixed there); the
+#: threshold of 1 has not been measured again since
 MIN_OFFSETS = 50_000
 
 log = logging.getLogger(__name__)
