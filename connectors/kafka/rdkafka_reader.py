@@ -117,10 +117,10 @@ class ConfluentRangeReader:
 
         Fetches that come back short move the max-wait one step up for the reader's life (a new
         consumer: librdkafka's settings are fixed per consumer; later readers of the process start
-        there), by kafka-python's reader's rule (ADR 009): fewer records than ``SHORT_FETCH_RECORDS`` (or than what is left of the range) over
-        ``WINDOW_S`` of waiting in ``consume()``, the first ``consume()`` after an assignment not
-        counted (it connects and asks metadata); a stall (no progress for ``read_stall_ms``) steps up
-        too. When the range is read, or the caller stops early, the partition is unassigned: librdkafka
+        there), by kafka-python's reader's rule (ADR 009): fewer records than ``SHORT_FETCH_RECORDS``
+        (or than what is left of the range) over ``WINDOW_S`` of waiting in ``consume()``, the first
+        ``consume()`` after an assignment not counted (it connects and asks metadata); a stall (no
+        progress for ``read_stall_ms``) steps up too. When the range is read, or the caller stops early, the partition is unassigned: librdkafka
         would otherwise keep fetching it ahead until the next read, each fetch a listing of the
         partition on the local broker (ADR 035)."""
         if rng.size <= 0:
