@@ -34,7 +34,7 @@ class KafkaSettings:
     retention_ms: int = 7 * 24 * 3600 * 1000
     compression_type: str = "gzip"  # gzip | zstd | none (lz4/snappy need extra codec packages)
     request_timeout_ms: int = 30_000
-    #: the bounded reader's first fetch.max.wait.ms; it steps up when fetches come back short (ADR 009)
+    #: the bounded readers' first fetch max-wait; it steps up when fetches come back short (ADR 009, 035)
     fetch_max_wait_ms: int = 10
     #: liqstream's own: a range read without progress for this long reconnects and resumes ...
     read_stall_ms: int = 5_000
@@ -45,7 +45,8 @@ class KafkaSettings:
     #: default, 100 ms, was paid at each topic a reader switched to in a cycle (ADR 040)
     reader_retry_backoff_ms: int = 10
     #: the Kafka client of the bounded range readers (ADR 021, 028, 033): "kafka-python" (the default
-    #: again since ADR 033: librdkafka readers stalled live runs) or "confluent-kafka" (librdkafka:
+    #: again since ADR 033: librdkafka readers stalled live runs; cause found and fixed in ADR 035) or
+    #: "confluent-kafka" (librdkafka:
     #: faster bulk catch-up; `make test-confluent-kafka` runs the chaos tests with it);
     #: producers, admin and the lag probe stay on kafka-python
     #: (the default follows KAFKA_READER_CLIENT even without from_env: the test suites run either client)

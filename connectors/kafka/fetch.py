@@ -38,10 +38,10 @@ CHUNK = 50_000
 #: smallest cycle (in offsets) worth the readers: below it the cycle reads in its own process (a
 #: fresh range reader per cycle, the Beam source) and its events phase is the graph. Every cycle
 #: goes to the readers (ADR 039): live cycles then take the vectorized events pass. It was 50,000
-#: while the confluent-kafka readers stalled 5-minute live runs (ADR 032/033); with kafka-python
-#: readers and the dedupe's lookup (ADR 037) an idle 5-minute run at 10k events/s watched 8/8
-#: episodes in 122 live cycles of 2.27 s mean (p95 6.40 s, before ADR 037) against p95 8.98 s
-#: with 50,000
+#: while the confluent-kafka readers stalled 5-minute live runs (ADR 032/033; the cause was the
+#: local broker's fetch on a long log of small batches against their fixed 10 ms wait, fixed in
+#: ADR 035); with kafka-python readers an idle 5-minute run at 10k events/s watched 8/8 episodes
+#: in 122 live cycles of 2.27 s mean (p95 6.40 s, before ADR 037) against p95 8.98 s with 50,000
 MIN_OFFSETS = 1
 
 log = logging.getLogger(__name__)
