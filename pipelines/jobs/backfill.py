@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from connectors.normalize import DeadLetter, Outcome
@@ -53,6 +54,7 @@ from pipelines.settings import JobSettings
 from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
 from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
 from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.oi import oi_delta_rows_from_samples
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -340,6 +342,9 @@ def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsCo
     tick = time.perf_counter()
     for name in ANALYTIC_MARTS:
         _delete_range(con, name, start_us, end_us)
+    if settings.backfill_analytics_days > 0 and cluster is None:
+        tick = _windowed_analytics(con, settings, config, start_us, end_us, tmp, result, tick)
+        return _count_analytic_rows(con, start_us, end_us, result, tick)
     bar, lookback = config.bar_us, analytics_lookback_us(config)
     state_path, state_last = None, None
     for i, (c0, c1) in enumerate(_analytics_chunks(settings, start_us, end_us)):
@@ -388,12 +393,172 @@ def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsCo
             con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{state_path}' (FORMAT parquet)", [states])
             (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
         tick = add_phase_time(result.timings, "replace", tick)
+    return _count_analytic_rows(con, start_us, end_us, result, tick)
+
+
+def _count_analytic_rows(con, start_us: int, end_us: int, result: BackfillResult, tick: float) -> float:
     for name in ANALYTIC_MARTS:
         col = TIME_COLUMNS[name]
         (result.rows[name],) = con.execute(
             f"SELECT count(*) FROM {name} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
             [start_us, end_us]).fetchone()
     return tick
+
+
+def window_lookback_us(config: AnalyticsConfig) -> int:
+    """Bars a windowed backfill's window reads before its first minute (ADR 036): every analytic's
+    lookback but oi_deltas' spans (served from the windows' samples) and the OI reference (carried)."""
+    spans = {k: v for k, v in config.lookback_minutes().items() if k not in ("cascades_oi_reference", "oi_deltas")}
+    return max(spans.values()) * config.bar_us
+
+
+def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, start_us: int, end_us: int, tmp: Path,
+                        result: BackfillResult, tick: float) -> float:
+    """The analytic marts of [start_us, end_us) in windows of ``backfill_analytics_days`` (ADR 036),
+    equal to the whole range's one run. The whole range's run reads bars from ``w0`` (its lookback
+    before the range); the windows cover [w0, end): those before the range ("prehistory") emit no
+    mart, they only carry state. Each window reads its days plus :func:`window_lookback_us` (the
+    cascades' baseline and longest episode, contagion's day, the map's hour) and carries on:
+    * the liquidation map's books (as ``backfill_analytics_days`` did since ADR 022);
+    * each scope's OI per minute and the market index's growth factor (:class:`CarriedOI`): the
+      cascades' reference OI is the highest of the ``oi_reference_minutes`` before each minute,
+      which reach back past the window, and the index is a running product;
+    * oi_deltas' inputs at their sampled minutes (every 5 minutes): the 30-day span's rows are made
+      once at the end from these narrow series (``oi_delta_rows_from_samples``).
+    Returns the perf_counter reading after the last step."""
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    from pipelines.transforms.cascades import CARRY_TAG
+
+    bar = config.bar_us
+    lookback = window_lookback_us(config)
+    warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
+    w0 = min(start_us - analytics_lookback_us(config), start_us - warm)
+    ref0 = dict(oi_reference(con, start_us - analytics_lookback_us(config), config))
+    step = settings.backfill_analytics_days * DAY_US
+    cuts = [*range(w0, start_us, step), *range(start_us, end_us, step)]
+    carry: dict[str, tuple] = {}
+    samples: list[str] = []
+    state_path, state_last = None, None
+    for i, c0 in enumerate(cuts):
+        c1 = cuts[i + 1] if i + 1 < len(cuts) else None
+        emits = c0 >= start_us
+        cfg = config if emits else replace(config, liqmap_enabled=False)
+        window_start = max(w0, c0 - lookback)
+        liqmap = None
+        if emits and config.liqmap_enabled:
+            if state_last is None:  # no books to continue: they warm up before the range
+                data_from = c0 - warm
+            else:  # the carried prices and OI of the minutes before the books' next one (liqmap_cycle)
+                data_from = state_last + bar - config.ffill_max_minutes * bar
+            window_start = max(w0, min(window_start, data_from))
+            liqmap = {"state_path": state_path, "data_from_us": data_from,
+                      "settled_us": None if c1 is None else c1 - bar}
+        source, params = ("bars_1m", None) if c1 is None else (_BARS_UNTIL_FIRST_AFTER, [c1 + lookback])
+        out = tmp / f"analytics-{i}"
+        bars_by_base = export_bars_by_base(con, tmp / f"bars-{i}", config, since_us=window_start, source=source,
+                                           params=params)
+        if bars_by_base:
+            refs = [(scope, _carried(carry.get(scope), ref0.get(scope))) for scope in sorted(set(carry) | set(ref0))]
+            window = {"samples": (c0, c1), "carry": None if c1 is None else (c0, c1 + lookback)}
+            pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
+            build_analytics_graph(pa_, bars_by_base, out, cfg, emit_from_us=c0, oi_reference=refs,
+                                  liqmap_state=liqmap, window=window)
+            _run(pa_)
+            samples += parquet_glob(out, "oi_samples")
+            for f in parquet_glob(out, CARRY_TAG):
+                _carry_into(carry, pq.read_table(f))
+            if c1 is not None:  # what the next windows' history needs (the reference's minutes before them)
+                keep = c1 - lookback - (config.oi_reference_minutes + 1) * bar
+                carry = {k: _trim(v, keep) for k, v in carry.items()}
+        tick = add_phase_time(result.timings, "analytics", tick)
+        if not emits or not bars_by_base:
+            continue
+        if c0 > start_us:  # what the window before emitted after the cut is re-emitted now (as a stream cycle)
+            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT) "
+                        "AND alert_ts < make_timestamp(?::BIGINT)", [c0, end_us])
+            con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT) "
+                        "AND as_of_ts < make_timestamp(?::BIGINT)", [c0, end_us])
+        for name in ANALYTIC_MARTS:
+            _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
+        attach_cascade_fuel(con, config, c0)
+        states = parquet_glob(out, "liquidation_map_state")
+        state_path, state_last = None, None
+        if states:
+            state_path = str(tmp / f"liquidation_map_state-{i}.parquet")
+            con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{state_path}' (FORMAT parquet)", [states])
+            (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
+        tick = add_phase_time(result.timings, "replace", tick)
+    if samples:
+        out = tmp / "analytics-oi"
+        p = beam.Pipeline(runner=_runner(), options=_options(1))
+        (p | "Series" >> beam.Create(_sample_series(con, samples), reshuffle=False)
+         | "OIDeltas" >> beam.FlatMap(oi_delta_rows_from_samples, config, start_us)
+         | "Write" >> WriteRowsToParquet(out, "oi_deltas", flush_rows=config.sink_flush_rows))
+        _run(p)
+        tick = add_phase_time(result.timings, "analytics", tick)
+        _insert_range(con, "oi_deltas", parquet_glob(out, "oi_deltas"), start_us, end_us)
+        tick = add_phase_time(result.timings, "replace", tick)
+    return tick
+
+
+def _carried(c: tuple | None, reference: float | None):
+    from pipelines.transforms.cascades import CarriedOI
+
+    if c is None:
+        return CarriedOI(np.array([], dtype=np.int64), np.array([]), None, None, reference)
+    minutes, oi, q, first = c
+    return CarriedOI(minutes, oi, q, first, reference)
+
+
+def _carry_into(carry: dict[str, tuple], table: pa.Table) -> None:
+    """A window's carried rows (scope, minute_us, first_us, oi, q) into ``carry`` (scope -> (minutes,
+    oi, q or None, first_us)), minutes sorted and distinct (windows overlap: equal values)."""
+    cols = {k: table.column(k).to_numpy() for k in ("minute_us", "first_us", "oi", "q")}
+    scopes = table.column("scope").to_numpy(zero_copy_only=False)
+    for scope in np.unique(scopes):
+        sel = scopes == scope
+        minutes, oi, q = cols["minute_us"][sel], cols["oi"][sel], cols["q"][sel]
+        first = int(cols["first_us"][sel].min()) if sel.any() else None
+        old = carry.get(scope)
+        if old is not None:
+            minutes, oi, q = (np.concatenate([a, b]) for a, b in
+                              zip((old[0], old[1], old[2] if old[2] is not None else np.full(len(old[0]), np.nan)),
+                                  (minutes, oi, q), strict=True))
+            first = min(x for x in (first, old[3]) if x is not None)
+        minutes, idx = np.unique(minutes, return_index=True)
+        q = q[idx]
+        carry[scope] = (minutes, oi[idx], q if np.isfinite(q).any() else None, first)
+
+
+def _trim(c: tuple, keep_us: int) -> tuple:
+    minutes, oi, q, first = c
+    sel = minutes >= keep_us
+    return minutes[sel], oi[sel], None if q is None else q[sel], first
+
+
+def _sample_series(con, files: list[str]) -> list[tuple]:
+    """The windows' oi_deltas samples -> one element per venue / symbol series and one for the
+    market (its bases' symbol series), as ``oi_delta_rows_from_samples`` takes them."""
+    rows = con.execute("""
+        SELECT level, exchange, symbol, base, min(first_us), bool_or(any_oi),
+               list(minute_us ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL),
+               list(oi_usd ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL),
+               list(oi_base ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL),
+               list(price ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL)
+        FROM read_parquet(?) GROUP BY ALL ORDER BY level, base, exchange, symbol""", [files]).fetchall()
+    series = []
+    for level, exchange, symbol, base, first, any_oi, minutes, oi_usd, oi_base, price in rows:
+        series.append((level, exchange, symbol, base, int(first), bool(any_oi),
+                       np.asarray(minutes or [], dtype=np.int64), _floats(oi_usd), _floats(oi_base), _floats(price)))
+    market = sorted((s for s in series if s[0] == "symbol"), key=lambda s: s[3])
+    return series + ([("market", market)] if market else [])
+
+
+def _floats(values: list | None) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values or []], dtype=float)
 
 
 def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,
