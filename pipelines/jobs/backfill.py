@@ -53,6 +53,7 @@ from pipelines.jobs.load import (
 from pipelines.settings import JobSettings
 from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
 from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
+from pipelines.transforms.cascades import CARRY_SUMS, CARRY_TAG, CarriedOI
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.oi import oi_delta_rows_from_samples
 from schemas.arrow import arrow_schema
@@ -430,8 +431,6 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
 
     import pyarrow.parquet as pq
 
-    from pipelines.transforms.cascades import CARRY_TAG
-
     bar = config.bar_us
     lookback = window_lookback_us(config)
     warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
@@ -439,7 +438,7 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
     ref0 = dict(oi_reference(con, start_us - analytics_lookback_us(config), config))
     step = settings.backfill_analytics_days * DAY_US
     cuts = [*range(w0, start_us, step), *range(start_us, end_us, step)]
-    carry: dict[str, tuple] = {}
+    carry: dict[str, dict] = {}
     samples: list[str] = []
     state_path, state_last = None, None
     for i, c0 in enumerate(cuts):
@@ -504,39 +503,36 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
     return tick
 
 
-def _carried(c: tuple | None, reference: float | None):
-    from pipelines.transforms.cascades import CarriedOI
+_CARRY_COLUMNS = ("oi", "q", *CARRY_SUMS)
 
+
+def _carried(c: dict | None, reference: float | None) -> CarriedOI:
     if c is None:
         return CarriedOI(np.array([], dtype=np.int64), np.array([]), None, None, reference)
-    minutes, oi, q, first = c
-    return CarriedOI(minutes, oi, q, first, reference)
+    q = c["q"] if np.isfinite(c["q"]).any() else None
+    return CarriedOI(c["minute_us"], c["oi"], q, c["first_us"], reference, {k: c[k] for k in CARRY_SUMS})
 
 
-def _carry_into(carry: dict[str, tuple], table: pa.Table) -> None:
-    """A window's carried rows (scope, minute_us, first_us, oi, q) into ``carry`` (scope -> (minutes,
-    oi, q or None, first_us)), minutes sorted and distinct (windows overlap: equal values)."""
-    cols = {k: table.column(k).to_numpy() for k in ("minute_us", "first_us", "oi", "q")}
+def _carry_into(carry: dict[str, dict], table: pa.Table) -> None:
+    """A window's carried rows (:data:`CARRY_TAG`) into ``carry`` (scope -> its columns, minutes
+    sorted and distinct: windows overlap, with equal values; ``first_us`` the earliest grid start)."""
     scopes = table.column("scope").to_numpy(zero_copy_only=False)
+    cols = {k: table.column(k).to_numpy() for k in ("minute_us", "first_us", *_CARRY_COLUMNS)}
     for scope in np.unique(scopes):
         sel = scopes == scope
-        minutes, oi, q = cols["minute_us"][sel], cols["oi"][sel], cols["q"][sel]
-        first = int(cols["first_us"][sel].min()) if sel.any() else None
+        new = {k: v[sel] for k, v in cols.items()}
+        first = int(new.pop("first_us").min())
         old = carry.get(scope)
         if old is not None:
-            minutes, oi, q = (np.concatenate([a, b]) for a, b in
-                              zip((old[0], old[1], old[2] if old[2] is not None else np.full(len(old[0]), np.nan)),
-                                  (minutes, oi, q), strict=True))
-            first = min(x for x in (first, old[3]) if x is not None)
-        minutes, idx = np.unique(minutes, return_index=True)
-        q = q[idx]
-        carry[scope] = (minutes, oi[idx], q if np.isfinite(q).any() else None, first)
+            first = min(first, old["first_us"])
+            new = {k: np.concatenate([old[k], v]) for k, v in new.items()}
+        _, idx = np.unique(new["minute_us"], return_index=True)
+        carry[scope] = {**{k: v[idx] for k, v in new.items()}, "first_us": first}
 
 
-def _trim(c: tuple, keep_us: int) -> tuple:
-    minutes, oi, q, first = c
-    sel = minutes >= keep_us
-    return minutes[sel], oi[sel], None if q is None else q[sel], first
+def _trim(c: dict, keep_us: int) -> dict:
+    sel = c["minute_us"] >= keep_us
+    return {k: (v if k == "first_us" else v[sel]) for k, v in c.items()}
 
 
 def _sample_series(con, files: list[str]) -> list[tuple]:

@@ -51,6 +51,9 @@ class OIHistory:
     before: np.ndarray
     known: np.ndarray
     q_known: np.ndarray | None = None
+    #: per direction, the whole range's running sums before the window's first minute (liquidated
+    #: USD, expected impact): the detector's prefix sums continue from them, to the last bit
+    sums: dict[str, tuple[float, float]] | None = None
 
 
 @dataclass
@@ -65,6 +68,8 @@ class CarriedOI:
     q: np.ndarray | None
     first_us: int | None
     reference: float | None
+    #: the running sums through each minute: cs_long, cs_short, csi_long, csi_short (CARRY_SUMS)
+    sums: dict[str, np.ndarray] | None = None
 
     def history(self, m0: int, n: int, config: AnalyticsConfig) -> OIHistory | None:
         """The history of a window whose grid begins at ``m0``; None when the whole range's grid
@@ -83,7 +88,11 @@ class CarriedOI:
         if self.q is not None:
             # the index's factor at m0: carried, or (a gap before m0: no move) the last one before
             q = self.q[i:i + k] if k else (self.q[i - 1:i] if i else None)
-        return OIHistory(before, self.oi[i:i + k], q)
+        sums = None
+        if self.sums is not None and i:  # through the last carried minute before m0 (a gap adds nothing)
+            sums = {LONG: (float(self.sums["cs_long"][i - 1]), float(self.sums["csi_long"][i - 1])),
+                    SHORT: (float(self.sums["cs_short"][i - 1]), float(self.sums["csi_short"][i - 1]))}
+        return OIHistory(before, self.oi[i:i + k], q, sums)
 #: episode kinds (the ``kind`` column of cascades and cascade_alerts)
 CASCADE = "cascade"
 BURST = "liquidation_burst"
@@ -204,6 +213,7 @@ def detect_scope(
     expected_long_pct: np.ndarray | None = None,
     expected_short_pct: np.ndarray | None = None,
     history: OIHistory | None = None,
+    sums_out: dict | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Episodes and alerts of one scope over contiguous minutes (see module docstring).
 
@@ -214,7 +224,9 @@ def detect_scope(
     orders can cause (:func:`expected_impact_pct`, from the book's depth); NaN minutes, or None,
     use the prior cascade_impact_pct_per_bp x bp of reference OI liquidated.
     ``history`` (a windowed backfill, ADR 036): the scope's OI as the whole range has it before the
-    window's first minute and over its first minutes, so the reference OI is the whole range's.
+    window's first minute and over its first minutes, so the reference OI is the whole range's;
+    ``sums_out``: filled with each direction's running sums through each minute (the next window's
+    history).
     """
     episodes: list[dict] = []
     alerts: list[dict] = []
@@ -239,6 +251,7 @@ def detect_scope(
     oi_ref = (
         pd.Series(oi_prev).rolling(max(1, config.oi_reference_minutes), min_periods=1).max().to_numpy()
     )[len(before):]
+    oi_prev = oi_prev[len(before):]
     if oi_reference_before is not None and np.isfinite(oi_reference_before):
         oi_ref = np.fmax(oi_ref, float(oi_reference_before))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -276,11 +289,16 @@ def detect_scope(
     def run(direction: str, side_micros: np.ndarray, sign: float, expected: np.ndarray | None) -> None:
         liq = np.asarray(side_micros, dtype=np.int64)
         liq_usd = liq / USD_MICROS
-        cs = np.concatenate([[0.0], np.cumsum(liq_usd)])
+        # prefix sums added one minute at a time from the whole range's sum before the window (0.0
+        # at its start): the same floats as over the whole range
+        c0, ci0 = (0.0, 0.0) if history is None or not history.sums else history.sums[direction]
+        cs = np.cumsum(np.concatenate([[c0], liq_usd]))
         # the move each minute's forced orders can cause: from the book where its depth is known,
         # else the prior over the reference OI; cumulated for the runs' impact z
         own = own_long if direction == LONG else own_short
-        cs_impact = np.concatenate([[0.0], np.cumsum(np.nan_to_num(own))])
+        cs_impact = np.cumsum(np.concatenate([[ci0], np.nan_to_num(own)]))
+        if sums_out is not None:
+            sums_out[direction] = (cs[1:], cs_impact[1:])
         if config.baseline_multiple > 0:
             idx = np.arange(n)
             lo = np.maximum(0, idx - config.baseline_minutes)
@@ -484,7 +502,7 @@ def panel_expected_impact(panel: SymbolPanel, config: AnalyticsConfig) -> tuple[
 
 def detect_panel(
     panel: SymbolPanel, config: AnalyticsConfig, oi_reference_before: float | None = None,
-    history: OIHistory | None = None,
+    history: OIHistory | None = None, sums_out: dict | None = None,
 ) -> tuple[list[dict], list[dict]]:
     exp_long, exp_short = panel_expected_impact(panel, config)
     return detect_scope(
@@ -506,6 +524,7 @@ def detect_panel(
         exp_long,
         exp_short,
         history,
+        sums_out,
     )
 
 
@@ -598,7 +617,7 @@ def detect_market(
     index = 100.0 * growth
     oi_total = np.where(np.isfinite(ois).any(axis=0), np.nansum(ois, axis=0), np.nan)
     if series is not None:
-        series.update(minutes=minutes, oi=oi_total, q=growth)
+        series.update(minutes=minutes, oi=oi_total, q=growth, sums={})
     # the index moves by each base's move weighted by its OI share (market_index): so does the
     # expected move of the bases' forced orders (with the prior alone this is the prior over the
     # market's current OI)
@@ -608,6 +627,7 @@ def detect_market(
         config.market_scope, minutes, long_, short_, ln, sn, index, index, index, oi_total,
         exchanges, v_long, v_short, config, oi_reference_before,
         (w * np.nan_to_num(exp_long)).sum(axis=0), (w * np.nan_to_num(exp_short)).sum(axis=0), history,
+        None if series is None else series["sums"],
     )
 
 
@@ -628,9 +648,11 @@ class _DetectPerBase(beam.DoFn):
     come from the closed minutes only, and a second detection over all minutes yields the open
     minutes' cascade starts."""
 
-    def __init__(self, config: AnalyticsConfig, closed_before_us: int | None = None) -> None:
+    def __init__(self, config: AnalyticsConfig, closed_before_us: int | None = None,
+                 carry_range: tuple[int, int | None] | None = None) -> None:
         self.config = config
         self.closed_before_us = closed_before_us
+        self.carry_range = carry_range
 
     def process(self, keyed: tuple[str, BaseBars], oi_reference: dict | None = None):
         base, bb = keyed
@@ -640,13 +662,17 @@ class _DetectPerBase(beam.DoFn):
         ref, history = _reference((oi_reference or {}).get(base), int(panel.minutes[0]), len(panel.minutes),
                                   self.config)
         closed = panel if self.closed_before_us is None else panel_before(panel, self.closed_before_us)
-        episodes, alerts = detect_panel(closed, self.config, ref, history) if closed is not None else ([], [])
+        sums: dict | None = None if self.carry_range is None else {}
+        episodes, alerts = detect_panel(closed, self.config, ref, history, sums) if closed is not None else ([], [])
+        carry = None
+        if sums:  # (a windowed backfill: no open minute, closed is the panel)
+            carry = carry_table(base, panel.minutes, panel.oi_usd, None, sums, *self.carry_range)
         full_parts, opened = None, []
         if closed is not panel:
             full_parts = market_parts(panel)
             opened = open_minute_starts(detect_panel(panel, self.config, ref)[1], self.closed_before_us)
         closed_parts = market_parts(closed) if closed is not None else None
-        yield self.config.market_scope, (closed_parts, full_parts, episodes, alerts, opened)
+        yield self.config.market_scope, (closed_parts, full_parts, episodes, alerts, opened, carry)
 
 
 def _reference(ref: float | CarriedOI | None, m0: int, n: int,
@@ -658,14 +684,22 @@ def _reference(ref: float | CarriedOI | None, m0: int, n: int,
     return ref, None
 
 
-def carry_table(scope: str, minutes: np.ndarray, oi: np.ndarray, q: np.ndarray | None, lo_us: int,
+#: the running sums a window carries per scope and minute (``detect_scope``'s ``sums_out``)
+CARRY_SUMS = ("cs_long", "cs_short", "csi_long", "csi_short")
+
+
+def carry_table(scope: str, minutes: np.ndarray, oi: np.ndarray, q: np.ndarray | None, sums: dict, lo_us: int,
                 hi_us: int | None) -> pa.Table:
-    """A scope's OI (and index growth) at its minutes in [lo_us, hi_us), as :data:`CARRY_TAG` rows."""
+    """A scope's OI, index growth and running sums at its minutes in [lo_us, hi_us), as
+    :data:`CARRY_TAG` rows."""
     keep = minutes >= lo_us if hi_us is None else (minutes >= lo_us) & (minutes < hi_us)
     n = int(keep.sum())
-    return pa.table({"scope": [scope] * n, "minute_us": minutes[keep], "first_us": np.full(n, int(minutes[0])),
-                     "oi": np.asarray(oi, dtype=float)[keep],
-                     "q": np.full(n, np.nan) if q is None else np.asarray(q, dtype=float)[keep]})
+    cols = {"scope": [scope] * n, "minute_us": minutes[keep], "first_us": np.full(n, int(minutes[0])),
+            "oi": np.asarray(oi, dtype=float)[keep],
+            "q": np.full(n, np.nan) if q is None else np.asarray(q, dtype=float)[keep]}
+    cols.update({"cs_long": sums[LONG][0][keep], "csi_long": sums[LONG][1][keep],
+                 "cs_short": sums[SHORT][0][keep], "csi_short": sums[SHORT][1][keep]})
+    return pa.table(cols)
 
 
 class _DetectMarket(beam.DoFn):
@@ -687,18 +721,18 @@ class _DetectMarket(beam.DoFn):
         parts = [c for c, *_ in items if c is not None]
         market = detect_market(parts, self.config, ref, carried, series)
         if self.carry_range is not None and parts:
-            lo, hi = self.carry_range
-            tables = [carry_table(p["base"], p["minutes"], p["oi"], None, lo, hi) for p in parts]
-            tables.append(carry_table(self.config.market_scope, series["minutes"], series["oi"], series["q"], lo, hi))
+            tables = [c for *_, c in items if c is not None]
+            tables.append(carry_table(self.config.market_scope, series["minutes"], series["oi"], series["q"],
+                                      series["sums"], *self.carry_range))
             yield beam.pvalue.TaggedOutput(CARRY_TAG, pa.concat_tables(tables))
-        for episodes, alerts in [(e, a) for _, _, e, a, _ in items] + [market]:
+        for episodes, alerts in [(e, a) for _, _, e, a, *_ in items] + [market]:
             yield from filter(self.keep_episode, episodes)
             for a in filter(self.keep_alert, alerts):
                 yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
         if self.closed_before_us is None:
             return
         full = detect_market([c if f is None else f for c, f, *_ in items], self.config, ref)[1]
-        for a in [a for *_, opened in items for a in opened] + open_minute_starts(full, self.closed_before_us):
+        for a in [a for *_, opened, _ in items for a in opened] + open_minute_starts(full, self.closed_before_us):
             yield beam.pvalue.TaggedOutput(OPEN_STARTS_TAG, a)
 
 
@@ -730,7 +764,7 @@ class DetectCascadesOnPanels(AnalyticsTransform):
     def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
         side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
         cut = self.closed_before_us
-        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config, cut), **side)
+        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config, cut, self.carry_range), **side)
         market = (
             per_base
             | "GroupMarket" >> beam.GroupByKey()
