@@ -279,7 +279,12 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
                              "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
                              "liquidation_fuel": "minute_ts"}
+                    windows = _gate_windows(settings, start_us, end_us)
                     for suite, col in where.items():
+                        if len(windows) > 1:  # one window's frame at a time (ADR 036)
+                            result.dq.append(DataQuality.shared().validate_windows(
+                                con, suite, run_id, col, windows, docs_dir=settings.data_dir / "gx_docs"))
+                            continue
                         cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond,
                                                                        docs_dir=settings.data_dir / "gx_docs"))
@@ -312,6 +317,14 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
         con.close()
         if cluster is not None:
             cluster.close()
+
+
+def _gate_windows(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """[from, to) of the DQ gate's windows: ``backfill_analytics_days`` at a time (0: the range)."""
+    step = settings.backfill_analytics_days * DAY_US
+    if step <= 0:
+        return [(start_us, end_us)]
+    return [(a, min(a + step, end_us)) for a in range(start_us, end_us, step)]
 
 
 def _analytics_chunks(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int | None]]:
