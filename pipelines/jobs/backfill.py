@@ -506,7 +506,7 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
     if samples:
         out = tmp / "analytics-oi"
         p = beam.Pipeline(runner=_runner(), options=_options(1))
-        (p | "Series" >> beam.Create(_sample_series(con, samples), reshuffle=False)
+        (p | "Series" >> beam.Create(_sample_series(samples), reshuffle=False)
          | "OIDeltas" >> beam.FlatMap(oi_delta_rows_from_samples, config, start_us)
          | "Write" >> WriteRowsToParquet(out, "oi_deltas", flush_rows=config.sink_flush_rows))
         _run(p)
@@ -548,26 +548,25 @@ def _trim(c: dict, keep_us: int) -> dict:
     return {k: (v if k == "first_us" else v[sel]) for k, v in c.items()}
 
 
-def _sample_series(con, files: list[str]) -> list[tuple]:
-    """The windows' oi_deltas samples -> one element per venue / symbol series and one for the
+def _sample_series(files: list[str]) -> list[tuple]:
+    """The windows' oi_deltas samples -> one element per venue / symbol series (its windows' samples
+    in time order; ``first_us`` the earliest grid start, ``any_oi`` of any window) and one for the
     market (its bases' symbol series), as ``oi_delta_rows_from_samples`` takes them."""
-    rows = con.execute("""
-        SELECT level, exchange, symbol, base, min(first_us), bool_or(any_oi),
-               list(minute_us ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL),
-               list(oi_usd ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL),
-               list(oi_base ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL),
-               list(price ORDER BY minute_us) FILTER (WHERE minute_us IS NOT NULL)
-        FROM read_parquet(?) GROUP BY ALL ORDER BY level, base, exchange, symbol""", [files]).fetchall()
+    import pyarrow.parquet as pq
+
+    by_key: dict[tuple, list[dict]] = {}
+    for f in files:
+        for row in pq.read_table(f).to_pylist():
+            by_key.setdefault((row["level"], row["base"], row["exchange"], row["symbol"]), []).append(row)
     series = []
-    for level, exchange, symbol, base, first, any_oi, minutes, oi_usd, oi_base, price in rows:
-        series.append((level, exchange, symbol, base, int(first), bool(any_oi),
-                       np.asarray(minutes or [], dtype=np.int64), _floats(oi_usd), _floats(oi_base), _floats(price)))
+    for (level, base, exchange, symbol), rows in sorted(by_key.items()):
+        rows.sort(key=lambda r: r["minute_us"][0] if r["minute_us"] else r["first_us"])
+        cat = {k: np.concatenate([np.asarray(r[k], dtype=np.int64 if k == "minute_us" else float) for r in rows])
+               for k in ("minute_us", "oi_usd", "oi_base", "price")}
+        series.append((level, exchange, symbol, base, min(r["first_us"] for r in rows), any(r["any_oi"] for r in rows),
+                       cat["minute_us"], cat["oi_usd"], cat["oi_base"], cat["price"]))
     market = sorted((s for s in series if s[0] == "symbol"), key=lambda s: s[3])
     return series + ([("market", market)] if market else [])
-
-
-def _floats(values: list | None) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values or []], dtype=float)
 
 
 def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,

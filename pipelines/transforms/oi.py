@@ -201,11 +201,12 @@ def market_delta_rows(parts: list[tuple], config: AnalyticsConfig, emit_from_us:
 
 
 # ---- the windowed backfill (ADR 036): oi_deltas from narrow samples ----------------------------
-#: one row per series and sampled minute: what oi_deltas reads of a window's panels
+#: one row per series and window: its values at the sampled minutes of the window (lists), where
+#: its grid begins in the window and whether its OI has a value anywhere in it
 OI_SAMPLE_SCHEMA = pa.schema([("level", pa.string()), ("exchange", pa.string()), ("symbol", pa.string()),
-                              ("base", pa.string()), ("minute_us", pa.int64()), ("first_us", pa.int64()),
-                              ("oi_usd", pa.float64()), ("oi_base", pa.float64()), ("price", pa.float64()),
-                              ("any_oi", pa.bool_())])
+                              ("base", pa.string()), ("first_us", pa.int64()), ("any_oi", pa.bool_()),
+                              ("minute_us", pa.list_(pa.int64())), ("oi_usd", pa.list_(pa.float64())),
+                              ("oi_base", pa.list_(pa.float64())), ("price", pa.list_(pa.float64()))])
 
 
 def sample_stride(config: AnalyticsConfig) -> int:
@@ -216,27 +217,22 @@ def sample_stride(config: AnalyticsConfig) -> int:
 
 def _samples(level: str, exchange: str, symbol: str, base: str, minutes: np.ndarray, oi_usd: np.ndarray,
              oi_base: np.ndarray | None, price: np.ndarray | None, lo_us: int, hi_us: int | None,
-             config: AnalyticsConfig) -> pa.Table:
-    """One series' values at its sampled minutes in [lo_us, hi_us) (multiples of
-    :func:`sample_stride`), and one row without a minute: where its grid begins in this window
-    (``first_us``) and whether its OI has a value anywhere in it (``any_oi``)."""
+             config: AnalyticsConfig) -> dict[str, Any]:
+    """One series' row of :data:`OI_SAMPLE_SCHEMA`: its values at its sampled minutes in
+    [lo_us, hi_us) (multiples of :func:`sample_stride`)."""
     every = sample_stride(config) * config.bar_us
     m0 = int(minutes[0])
     first = -(-max(m0, lo_us) // every) * every
     last = int(minutes[-1]) if hi_us is None else min(int(minutes[-1]), hi_us - 1)
     t = np.arange(first, last + 1, every, dtype=np.int64)
     j = (t - m0) // config.bar_us
-    n = len(t) + 1
 
     def col(values: np.ndarray | None) -> np.ndarray:
-        v = np.full(len(t), np.nan) if values is None else np.asarray(values, dtype=float)[j]
-        return np.append(v, np.nan)
+        return np.full(len(t), np.nan) if values is None else np.asarray(values, dtype=float)[j]
 
-    return pa.table({"level": [level] * n, "exchange": [exchange] * n, "symbol": [symbol] * n, "base": [base] * n,
-                     "minute_us": pa.array(np.append(t, 0), mask=np.arange(n) == n - 1),
-                     "first_us": np.full(n, m0, dtype=np.int64), "oi_usd": col(oi_usd), "oi_base": col(oi_base),
-                     "price": col(price), "any_oi": np.full(n, bool(np.isfinite(oi_usd).any()))},
-                    schema=OI_SAMPLE_SCHEMA)
+    return {"level": level, "exchange": exchange, "symbol": symbol, "base": base, "first_us": m0,
+            "any_oi": bool(np.isfinite(oi_usd).any()), "minute_us": t, "oi_usd": col(oi_usd),
+            "oi_base": col(oi_base), "price": col(price)}
 
 
 class OISamplesFromPanels(beam.PTransform):
@@ -263,7 +259,7 @@ def _base_samples(keyed: tuple[str, BaseBars], config: AnalyticsConfig, lo_us: i
         tables.append(_samples("symbol", "all", base, base, p.minutes, p.oi_usd, p.oi_base, p.price, lo_us, hi_us,
                                config))
     if tables:
-        yield pa.concat_tables(tables)
+        yield pa.Table.from_pylist(tables, schema=OI_SAMPLE_SCHEMA)
 
 
 def oi_delta_rows_from_samples(series: tuple, config: AnalyticsConfig, emit_from_us: int | None) -> list[dict]:

@@ -36,3 +36,21 @@ def test_analytics_a_day_at_a_time_equal_the_whole_range_at_once(tmp_path):
     reference, got = mart_rows(whole.db, FILLED), mart_rows(daily.db, FILLED)
     assert all(reference[t] for t in FILLED), {t: len(reference[t]) for t in FILLED}
     assert mart_differences(reference, got) == {}
+
+
+def test_windows_after_days_before_the_range_equal_the_whole_range(tmp_path):
+    """Days before the range are read by the whole range's run (its lookback): the windowed run goes
+    through them in windows that emit nothing and carry the cascades' OI history, the market index,
+    the detector's running sums and oi_deltas' samples into the range (ADR 036)."""
+    write_synth_archive(tmp_path / "archive", 200_000, 4, seed=3, hours_per_day=4)
+    days = [date(2024, 1, d) for d in range(1, 5)]
+    whole = JobSettings(db=tmp_path / "whole.duckdb", data_dir=tmp_path, backfill_analytics_days=0)
+    windowed = whole.replace(db=tmp_path / "windowed.duckdb", backfill_analytics_days=1)
+    for s in (whole, windowed):  # the days before the range are in the marts, as a backfill leaves them
+        assert run_backfill(s, days[0], days[1], run_dq=False).status == "ok"
+    results = [run_backfill(s, days[2], days[3], run_dq=False) for s in (whole, windowed)]
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert results[0].rows == results[1].rows
+    reference, got = mart_rows(whole.db, FILLED), mart_rows(windowed.db, FILLED)
+    assert all(reference[t] for t in FILLED), {t: len(reference[t]) for t in FILLED}
+    assert mart_differences(reference, got) == {}

@@ -90,18 +90,15 @@ def test_oi_deltas_from_samples_gathered_over_windows_equal_the_dense_series():
     dense = delta_rows("venue", "binance", "BTCUSDT", "BTC", minutes, oi, oi_base, price, cfg, emit)
     # windows of 7 days from the start, each seeing its days plus 1.5 days before (its own grid start)
     cuts = list(range(int(minutes[0]), int(minutes[-1]) + 1, 7 * 1440 * MINUTE_US))
-    tables = []
+    rows = []
     for i, c0 in enumerate(cuts):
         c1 = cuts[i + 1] if i + 1 < len(cuts) else None
         lo = max(0, (c0 - int(minutes[0])) // MINUTE_US - 2160)
         hi = n if c1 is None else min(n, (c1 - int(minutes[0])) // MINUTE_US + 2160)
-        tables.append(_samples("venue", "binance", "BTCUSDT", "BTC", minutes[lo:hi], oi[lo:hi], oi_base[lo:hi],
-                               price[lo:hi], c0, c1, cfg).to_pylist())
-    rows = [r for t in tables for r in t]
-    got_min = min(r["first_us"] for r in rows)
-    samples = sorted((r for r in rows if r["minute_us"] is not None), key=lambda r: r["minute_us"])
-    series = ("venue", "binance", "BTCUSDT", "BTC", got_min, True, np.array([r["minute_us"] for r in samples]),
-              *(np.array([r[k] for r in samples], dtype=float) for k in ("oi_usd", "oi_base", "price")))
+        rows.append(_samples("venue", "binance", "BTCUSDT", "BTC", minutes[lo:hi], oi[lo:hi], oi_base[lo:hi],
+                             price[lo:hi], c0, c1, cfg))
+    series = ("venue", "binance", "BTCUSDT", "BTC", min(r["first_us"] for r in rows), True,
+              *(np.concatenate([r[k] for r in rows]) for k in ("minute_us", "oi_usd", "oi_base", "price")))
     got = oi_delta_rows_from_samples(series, cfg, emit)
     assert dense and got == dense
 
