@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -225,6 +226,9 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                  captures: list[str] | None = None, config: AnalyticsConfig | None = None,
                  run_dq: bool = True, progress: bool = False) -> BackfillResult:
     config = config or AnalyticsConfig.from_env()
+    limit = settings.backfill_duckdb_memory_limit.strip()
+    if limit and not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]?i?B", limit, re.IGNORECASE):
+        raise ValueError(f"backfill_duckdb_memory_limit {limit!r}: a size such as 256MB or 1GiB")
     set_mmap_threshold(settings.backfill_mmap_threshold)  # before the day workers fork: they inherit it
     t0 = time.perf_counter()
     run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -239,6 +243,8 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
             cluster.close()
         raise
     warehouse.migrate(con)
+    if limit:
+        con.execute(f"SET memory_limit = '{limit}'")
     try:
         with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
             tmp = Path(tmp_str)
@@ -327,16 +333,6 @@ def _gate_windows(settings: JobSettings, start_us: int, end_us: int) -> list[tup
     return [(a, min(a + step, end_us)) for a in range(start_us, end_us, step)]
 
 
-def _analytics_chunks(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int | None]]:
-    """[from, to) of each analytics run, oldest first; the last runs to the end of the stored bars
-    (episodes crossing the range's end are whole, as before)."""
-    step = settings.backfill_analytics_days * DAY_US
-    if step <= 0 or settings.backfill_runner == "dask":  # (on Dask the memory is the workers')
-        return [(start_us, None)]
-    cuts = list(range(start_us, end_us, step))
-    return [(c, c + step) for c in cuts[:-1]] + [(cuts[-1], None)]
-
-
 #: a base's bars up to and including its first bar at or after the parameter (all, if none)
 _BARS_UNTIL_FIRST_AFTER = """(SELECT * FROM bars_1m b WHERE b.minute_ts <= coalesce(
     (SELECT min(n.minute_ts) FROM bars_1m n WHERE n.base = b.base AND n.minute_ts >= make_timestamp(?::BIGINT)),
@@ -345,13 +341,9 @@ _BARS_UNTIL_FIRST_AFTER = """(SELECT * FROM bars_1m b WHERE b.minute_ts <= coale
 
 def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsConfig, start_us: int,
                         end_us: int, tmp: Path, result: BackfillResult) -> float:
-    """The analytic marts of [start_us, end_us) from the replaced bars, in the open transaction,
-    ``backfill_analytics_days`` at a time (ADR 022): each run reads its days' bars plus the
-    lookback, emits from its first minute and upserts like a stream cycle (``load._phase_analytics``:
-    the detection re-runs over the lookback, so an episode crossing a cut is re-emitted whole; the
-    alerts and map snapshots after the cut are replaced), and the liquidation map continues from the
-    books the run before stored (settled at its last minute) instead of warming up again. The first
-    run warms the books up (a backfill has no stored books to continue, ADR 015). Returns the
+    """The analytic marts of [start_us, end_us) from the replaced bars, in the open transaction:
+    in windows of ``backfill_analytics_days`` (:func:`_windowed_analytics`, ADR 036), or (0, or on
+    Dask, whose memory is its workers') in one run over the range and its lookback. Returns the
     perf_counter reading after the last replacement (phases "analytics" and "replace" accounted)."""
     tick = time.perf_counter()
     for name in ANALYTIC_MARTS:
@@ -359,54 +351,25 @@ def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsCo
     if settings.backfill_analytics_days > 0 and cluster is None:
         tick = _windowed_analytics(con, settings, config, start_us, end_us, tmp, result, tick)
         return _count_analytic_rows(con, start_us, end_us, result, tick)
-    bar, lookback = config.bar_us, analytics_lookback_us(config)
-    state_path, state_last = None, None
-    for i, (c0, c1) in enumerate(_analytics_chunks(settings, start_us, end_us)):
-        marts_start = c0 - lookback
-        if state_last is None:  # no books to continue: they warm up before c0
-            warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
-            data_from = c0 - warm
-        else:  # the carried prices and OI of the minutes before the books' next one (liqmap_cycle)
-            data_from = state_last + bar - config.ffill_max_minutes * bar
-        window_start = min(marts_start, data_from)
-        # a run reads past its last day: each base up to its first bar a lookback after the cut, so
-        # its panel runs on as the whole range's does (the carried values after a day's last bar,
-        # an episode closed by the quiet minutes after it); the next run re-emits from the cut
-        source, params = ("bars_1m", None) if c1 is None else (_BARS_UNTIL_FIRST_AFTER, [c1 + lookback])
-        out = tmp / f"analytics-{i}"
-        bars_by_base = export_bars_by_base(con, tmp / f"bars-{i}", config, since_us=window_start, source=source,
-                                           params=params)
-        if bars_by_base:
-            ref = oi_reference(con, marts_start, config)
-            if cluster is not None:  # the bases spread over the cluster too (one run: no books to carry)
-                cluster.run_analytics(bars_by_base, config, c0, ref, out)
-            else:
-                liqmap = None
-                if config.liqmap_enabled and (c1 is not None or state_path is not None):
-                    liqmap = {"state_path": state_path, "data_from_us": data_from,
-                              "settled_us": None if c1 is None else c1 - bar}
-                # in-process: the per-base panels are vectorized, and worker processes cost more
-                # (start-up, pickling the panels) than they save (ADR 007)
-                pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
-                build_analytics_graph(pa_, bars_by_base, out, config, emit_from_us=c0, oi_reference=ref,
-                                      liqmap_state=liqmap)
-                _run(pa_)
-        tick = add_phase_time(result.timings, "analytics", tick)
-        if c0 > start_us:  # what the run before emitted after the cut is re-emitted now (as a stream cycle)
-            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT) "
-                        "AND alert_ts < make_timestamp(?::BIGINT)", [c0, end_us])
-            con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT) "
-                        "AND as_of_ts < make_timestamp(?::BIGINT)", [c0, end_us])
-        for name in ANALYTIC_MARTS:
-            _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
-        attach_cascade_fuel(con, config, c0)
-        states = parquet_glob(out, "liquidation_map_state")
-        state_path, state_last = None, None
-        if states:
-            state_path = str(tmp / f"liquidation_map_state-{i}.parquet")
-            con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{state_path}' (FORMAT parquet)", [states])
-            (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
-        tick = add_phase_time(result.timings, "replace", tick)
+    marts_start = start_us - analytics_lookback_us(config)
+    warm = config.liqmap_warmup_minutes * config.bar_us if config.liqmap_enabled else 0
+    out = tmp / "analytics"
+    bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=min(marts_start, start_us - warm))
+    if bars_by_base:
+        ref = oi_reference(con, marts_start, config)
+        if cluster is not None:  # the bases spread over the cluster
+            cluster.run_analytics(bars_by_base, config, start_us, ref, out)
+        else:
+            # in-process: the per-base panels are vectorized, and worker processes cost more
+            # (start-up, pickling the panels) than they save (ADR 007)
+            pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
+            build_analytics_graph(pa_, bars_by_base, out, config, emit_from_us=start_us, oi_reference=ref)
+            _run(pa_)
+    tick = add_phase_time(result.timings, "analytics", tick)
+    for name in ANALYTIC_MARTS:
+        _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
+    attach_cascade_fuel(con, config, start_us)
+    tick = add_phase_time(result.timings, "replace", tick)
     return _count_analytic_rows(con, start_us, end_us, result, tick)
 
 
