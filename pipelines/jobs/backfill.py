@@ -438,10 +438,7 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
         if bars_by_base:
             refs = [(scope, _carried(carry.get(scope), ref0.get(scope))) for scope in sorted(set(carry) | set(ref0))]
             window = {"samples": (c0, c1), "carry": None if c1 is None else (c0, c1 + lookback)}
-            pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
-            build_analytics_graph(pa_, bars_by_base, out, cfg, emit_from_us=c0, oi_reference=refs,
-                                  liqmap_state=liqmap, window=window)
-            _run(pa_)
+            _run_window(settings, bars_by_base, out, cfg, c0, refs, liqmap, window)
             samples += parquet_glob(out, "oi_samples")
             for f in parquet_glob(out, CARRY_TAG):
                 _carry_into(carry, pq.read_table(f))
@@ -480,6 +477,32 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
 
 
 _CARRY_COLUMNS = ("oi", "q", *CARRY_SUMS)
+
+
+def _run_window(settings: JobSettings, bars_by_base: dict[str, list[str]], out: Path, config: AnalyticsConfig,
+                emit_from_us: int, refs: list, liqmap: dict | None, window: dict) -> None:
+    """One window's analytics graph (its marts, samples and carry -> Parquet under ``out``). With
+    ``backfill_window_process`` in a forked process: what the window's Beam run allocates (panels,
+    pickled parts, row dicts) goes with the process, so nothing of it stays resident in this one
+    from window to window (in-process, the backfill's baseline grew ~10 MB per window)."""
+
+    def run() -> None:
+        p = beam.Pipeline(runner=_runner(), options=_options(1))
+        build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=refs,
+                              liqmap_state=liqmap, window=window)
+        _run(p)
+
+    if not settings.backfill_window_process or not hasattr(os, "fork"):
+        run()
+        return
+    from multiprocessing import get_context
+
+    proc = get_context("fork").Process(target=run, name="backfill-window", daemon=True)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"the analytics window from {emit_from_us} failed (exit code {proc.exitcode}; its "
+                           "traceback is above)")
 
 
 def _carried(c: dict | None, reference: float | None) -> CarriedOI:
