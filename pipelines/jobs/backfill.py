@@ -495,10 +495,17 @@ def _run_window(settings: JobSettings, bars_by_base: dict[str, list[str]], out: 
     if not settings.backfill_window_process or not hasattr(os, "fork"):
         run()
         return
+    import gc
     from multiprocessing import get_context
 
     proc = get_context("fork").Process(target=run, name="backfill-window", daemon=True)
-    proc.start()
+    # the objects of this process in the GC's permanent generation: the child's collections do not
+    # write to them, so their pages stay shared instead of being copied into the child
+    gc.freeze()
+    try:
+        proc.start()
+    finally:
+        gc.unfreeze()
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f"the analytics window from {emit_from_us} failed (exit code {proc.exitcode}; its "
