@@ -85,14 +85,6 @@ class JobSettings:
     #: are the whole range's row for row while the memory no longer grows with the range;
     #: 0 = the whole range in one run (as before; also what the Dask runner does)
     backfill_analytics_days: int = 7
-    #: DuckDB's memory_limit for the backfill's connection ("" = DuckDB's default, 80 % of RAM): the
-    #: open transaction holds every rebuilt row, and DuckDB keeps its blocks in memory up to the
-    #: limit (beyond it they go to its temp directory)
-    backfill_duckdb_memory_limit: str = ""
-    #: run each analytics window of a backfill in a forked process (ADR 036): what a window's Beam
-    #: run allocates is returned to the system when it ends, instead of staying resident in the
-    #: backfill's process; False = in this process
-    backfill_window_process: bool = True
     #: bytes from which the backfill's allocations get their own mapping, returned to the system
     #: when freed (glibc's M_MMAP_THRESHOLD, set for the backfill process and its day workers);
     #: 0 = glibc's default, which rises to 32 MB as arrays are freed so that the analytics' NumPy
@@ -140,10 +132,7 @@ class JobSettings:
             key = "LIQSTREAM_" + f.name.upper()
             if f.name not in ("kafka", "alerts") and env.get(key):
                 t = str(f.type)
-                if t == "bool":
-                    values[f.name] = env[key].strip().lower() in ("1", "true", "yes")
-                else:
-                    values[f.name] = Path(env[key]) if "Path" in t else env[key] if t == "str" else int(env[key])
+                values[f.name] = Path(env[key]) if "Path" in t else env[key] if t == "str" else int(env[key])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -226,9 +225,6 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                  captures: list[str] | None = None, config: AnalyticsConfig | None = None,
                  run_dq: bool = True, progress: bool = False) -> BackfillResult:
     config = config or AnalyticsConfig.from_env()
-    limit = settings.backfill_duckdb_memory_limit.strip()
-    if limit and not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]?i?B", limit, re.IGNORECASE):
-        raise ValueError(f"backfill_duckdb_memory_limit {limit!r}: a size such as 256MB or 1GiB")
     set_mmap_threshold(settings.backfill_mmap_threshold)  # before the day workers fork: they inherit it
     t0 = time.perf_counter()
     run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -243,8 +239,6 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
             cluster.close()
         raise
     warehouse.migrate(con)
-    if limit:
-        con.execute(f"SET memory_limit = '{limit}'")
     try:
         with tempfile.TemporaryDirectory(prefix="liqstream-backfill-") as tmp_str:
             tmp = Path(tmp_str)
@@ -438,7 +432,7 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
         if bars_by_base:
             refs = [(scope, _carried(carry.get(scope), ref0.get(scope))) for scope in sorted(set(carry) | set(ref0))]
             window = {"samples": (c0, c1), "carry": None if c1 is None else (c0, c1 + lookback)}
-            _run_window(settings, bars_by_base, out, cfg, c0, refs, liqmap, window)
+            _run_window(bars_by_base, out, cfg, c0, refs, liqmap, window)
             samples += parquet_glob(out, "oi_samples")
             for f in parquet_glob(out, CARRY_TAG):
                 _carry_into(carry, pq.read_table(f))
@@ -479,37 +473,15 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
 _CARRY_COLUMNS = ("oi", "q", *CARRY_SUMS)
 
 
-def _run_window(settings: JobSettings, bars_by_base: dict[str, list[str]], out: Path, config: AnalyticsConfig,
-                emit_from_us: int, refs: list, liqmap: dict | None, window: dict) -> None:
-    """One window's analytics graph (its marts, samples and carry -> Parquet under ``out``). With
-    ``backfill_window_process`` in a forked process: what the window's Beam run allocates (panels,
-    pickled parts, row dicts) goes with the process, so nothing of it stays resident in this one
-    from window to window (in-process, the backfill's baseline grew ~10 MB per window)."""
-
-    def run() -> None:
-        p = beam.Pipeline(runner=_runner(), options=_options(1))
-        build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=refs,
-                              liqmap_state=liqmap, window=window)
-        _run(p)
-
-    if not settings.backfill_window_process or not hasattr(os, "fork"):
-        run()
-        return
-    import gc
-    from multiprocessing import get_context
-
-    proc = get_context("fork").Process(target=run, name="backfill-window", daemon=True)
-    # the objects of this process in the GC's permanent generation: the child's collections do not
-    # write to them, so their pages stay shared instead of being copied into the child
-    gc.freeze()
-    try:
-        proc.start()
-    finally:
-        gc.unfreeze()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"the analytics window from {emit_from_us} failed (exit code {proc.exitcode}; its "
-                           "traceback is above)")
+def _run_window(bars_by_base: dict[str, list[str]], out: Path, config: AnalyticsConfig, emit_from_us: int,
+                refs: list, liqmap: dict | None, window: dict) -> None:
+    """One window's analytics graph (its marts, samples and carry -> Parquet under ``out``),
+    in-process: the per-base panels are vectorized, and worker processes cost more (start-up,
+    pickling the panels) than they save (ADR 007)."""
+    p = beam.Pipeline(runner=_runner(), options=_options(1))
+    build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=refs,
+                          liqmap_state=liqmap, window=window)
+    _run(p)
 
 
 def _carried(c: dict | None, reference: float | None) -> CarriedOI:
