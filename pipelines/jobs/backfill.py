@@ -51,7 +51,7 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob, write_parquet_atomic
 from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
 from pipelines.transforms.cascades import CARRY_SUMS, CARRY_TAG, CarriedOI
 from pipelines.transforms.config import AnalyticsConfig
@@ -458,12 +458,17 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
             (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
         tick = add_phase_time(result.timings, "replace", tick)
     if samples:
+        # here, not in a Beam run: Create would pickle every series (and the runner decode it) at once
         out = tmp / "analytics-oi"
-        p = beam.Pipeline(runner=_runner(), options=_options(1))
-        (p | "Series" >> beam.Create(_sample_series(samples), reshuffle=False)
-         | "OIDeltas" >> beam.FlatMap(oi_delta_rows_from_samples, config, start_us)
-         | "Write" >> WriteRowsToParquet(out, "oi_deltas", flush_rows=config.sink_flush_rows))
-        _run(p)
+        out.mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+        for series in _sample_series(samples):
+            rows += oi_delta_rows_from_samples(series, config, start_us)
+            if len(rows) >= max(1, config.sink_flush_rows):
+                write_parquet_atomic(pa.Table.from_pylist(rows), str(out), f"oi_deltas-{uuid.uuid4().hex}.parquet")
+                rows = []
+        if rows:
+            write_parquet_atomic(pa.Table.from_pylist(rows), str(out), f"oi_deltas-{uuid.uuid4().hex}.parquet")
         tick = add_phase_time(result.timings, "analytics", tick)
         _insert_range(con, "oi_deltas", parquet_glob(out, "oi_deltas"), start_us, end_us)
         tick = add_phase_time(result.timings, "replace", tick)
