@@ -83,8 +83,10 @@ class JobSettings:
     #: 5-minute samples of the windows) and carries on the whole range's state (the liquidation
     #: map's books, each scope's OI, the market index, the detector's running sums), so the marts
     #: are the whole range's row for row while the memory no longer grows with the range;
-    #: 0 = the whole range in one run (as before; also what the Dask runner does)
-    backfill_analytics_days: int = 7
+    #: 0 = the whole range in one run (as before; also what the Dask runner does). 14, not 7: at 90
+    #: days 7-day windows peaked at 885 MB in 186 s, 14-day ones at 923 MB in 130 s (main: 1,619 MB,
+    #: 75 s; docs/performance.md)
+    backfill_analytics_days: int = 14
     #: bytes from which the backfill's allocations get their own mapping, returned to the system
     #: when freed (glibc's M_MMAP_THRESHOLD, set for the backfill process and its day workers);
     #: 0 = glibc's default, which rises to 32 MB as arrays are freed so that the analytics' NumPy
