@@ -82,7 +82,7 @@ class JobSettings:
     #: days plus ~1.5 days (the cascades' lookback; not oi_deltas' 30-day span, made at the end from
     #: 5-minute samples of the windows) and carries on the whole range's state (the liquidation
     #: map's books, each scope's OI, the market index, the detector's running sums), so the marts
-    #: are the whole range's row for row while the memory no longer grows with the range;
+    #: are the whole range's row for row while its panels no longer grow with the range;
     #: 0 = the whole range in one run (as before; also what the Dask runner does). 14, not 7: at 90
     #: days 7-day windows peaked at 885 MB in 186 s, 14-day ones at 923 MB in 130 s (main: 1,619 MB,
     #: 75 s; docs/performance.md)
