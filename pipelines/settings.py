@@ -78,11 +78,15 @@ class JobSettings:
     workers: int = 1
     #: worker processes of a backfill (each runs whole days' work items; 2 = both cores here)
     backfill_workers: int = 2
-    #: days of a backfill whose analytics run at once (with their lookback), oldest first, each
-    #: continuing the liquidation map's books of the one before, as stream cycles do (ADR 022);
-    #: 0 = the whole range at once. Off by default: at 90 days, 7-day runs lowered the peak memory
-    #: only from 3.44x to 3.0x a 10-day backfill's and took ~3x the time (docs/performance.md)
-    backfill_analytics_days: int = 0
+    #: days of a backfill whose analytics run at once, oldest first (ADR 036): each window reads its
+    #: days plus ~1.5 days (the cascades' lookback; not oi_deltas' 30-day span, made at the end from
+    #: 5-minute samples of the windows) and carries on the whole range's state (the liquidation
+    #: map's books, each scope's OI, the market index, the detector's running sums), so the marts
+    #: are the whole range's row for row while its panels no longer grow with the range;
+    #: 0 = the whole range in one run (as before; also what the Dask runner does). 14, not 7: at 90
+    #: days 7-day windows peaked at 885 MB in 186 s, 14-day ones at 923 MB in 130 s (main: 1,619 MB,
+    #: 75 s; docs/performance.md)
+    backfill_analytics_days: int = 14
     #: bytes from which the backfill's allocations get their own mapping, returned to the system
     #: when freed (glibc's M_MMAP_THRESHOLD, set for the backfill process and its day workers);
     #: 0 = glibc's default, which rises to 32 MB as arrays are freed so that the analytics' NumPy

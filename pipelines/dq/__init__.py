@@ -206,6 +206,29 @@ class DataQuality:
         with self._use:
             return self._validate(con, suite, run_id, where, store, since_us, docs_dir, archive_dir, gx, audit)
 
+    def validate_windows(self, con: duckdb.DuckDBPyConnection, suite: str, run_id: str, column: str,
+                         bounds: list[tuple[int, int]], docs_dir: Path | None = None) -> DQResult:
+        """Validate the rows of a mart whose ``column`` lies in each [from_us, to_us) of ``bounds``
+        (a windowed backfill's windows, ADR 036: one window's frame in memory at a time) and store
+        one result for the suite: failed where any window failed, ``evaluated`` / ``successful``
+        counting expectations (an expectation succeeds when it did in every window), rows summed.
+        The suites' expectations are per row, or uniqueness of keys that hold the time column, so
+        the verdict is the one of the whole range at once."""
+        spec = SUITES[suite]
+        checked_at = datetime.now(UTC)
+        parts = [self.validate(con, suite, run_id, store=False, docs_dir=docs_dir,
+                               where=f"{column} >= make_timestamp({int(a)}) AND {column} < make_timestamp({int(b)})")
+                 for a, b in bounds]
+        failed = tuple(sorted({f for r in parts for f in r.failed_expectations}))
+        evaluated = max((r.evaluated for r in parts), default=0)
+        out = DQResult(suite=spec.name, table=spec.table, success=all(r.success for r in parts), critical=spec.critical,
+                       evaluated=evaluated, successful=evaluated - len(failed), failed_expectations=failed,
+                       rows_checked=sum(r.rows_checked for r in parts))
+        doc = {"windows": [{"from_us": a, "to_us": b, "success": r.success, "rows": r.rows_checked,
+                            "failed": list(r.failed_expectations)} for (a, b), r in zip(bounds, parts, strict=True)]}
+        self._store(con, run_id, spec, checked_at, out, doc)
+        return out
+
     def _validate(self, con: duckdb.DuckDBPyConnection, suite: str, run_id: str, where: str | None, store: bool,
                   since_us: int | None, docs_dir: Path | None, archive_dir: Path | None, gx: bool,
                   audit: bool) -> DQResult:

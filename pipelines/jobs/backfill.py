@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from connectors.normalize import DeadLetter, Outcome
@@ -50,9 +51,11 @@ from pipelines.jobs.load import (
     write_event_marts,
 )
 from pipelines.settings import JobSettings
-from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.sinks import WriteRowsToParquet, WriteTablesToParquet, parquet_glob, write_parquet_atomic
 from pipelines.transforms.bars import BAR_EVENT_COLUMNS, IDENT_COLUMNS
+from pipelines.transforms.cascades import CARRY_SUMS, CARRY_TAG, CarriedOI
 from pipelines.transforms.config import AnalyticsConfig
+from pipelines.transforms.oi import oi_delta_rows_from_samples
 from schemas.arrow import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -276,7 +279,12 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     where = {"bars_1m": "minute_ts", "liquidations_1m": "minute", "cascades": "start_ts",
                              "oi_deltas": "as_of_ts", "contagion": "as_of_ts", "liquidation_levels": "as_of_ts",
                              "liquidation_fuel": "minute_ts"}
+                    windows = _gate_windows(settings, start_us, end_us)
                     for suite, col in where.items():
+                        if len(windows) > 1:  # one window's frame at a time (ADR 036)
+                            result.dq.append(DataQuality.shared().validate_windows(
+                                con, suite, run_id, col, windows, docs_dir=settings.data_dir / "gx_docs"))
+                            continue
                         cond = f"{col} >= make_timestamp({start_us}) AND {col} < make_timestamp({end_us})"
                         result.dq.append(DataQuality.shared().validate(con, suite, run_id, where=cond,
                                                                        docs_dir=settings.data_dir / "gx_docs"))
@@ -311,14 +319,12 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
             cluster.close()
 
 
-def _analytics_chunks(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int | None]]:
-    """[from, to) of each analytics run, oldest first; the last runs to the end of the stored bars
-    (episodes crossing the range's end are whole, as before)."""
+def _gate_windows(settings: JobSettings, start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """[from, to) of the DQ gate's windows: ``backfill_analytics_days`` at a time (0: the range)."""
     step = settings.backfill_analytics_days * DAY_US
-    if step <= 0 or settings.backfill_runner == "dask":  # (on Dask the memory is the workers')
-        return [(start_us, None)]
-    cuts = list(range(start_us, end_us, step))
-    return [(c, c + step) for c in cuts[:-1]] + [(cuts[-1], None)]
+    if step <= 0:
+        return [(start_us, end_us)]
+    return [(a, min(a + step, end_us)) for a in range(start_us, end_us, step)]
 
 
 #: a base's bars up to and including its first bar at or after the parameter (all, if none)
@@ -329,51 +335,114 @@ _BARS_UNTIL_FIRST_AFTER = """(SELECT * FROM bars_1m b WHERE b.minute_ts <= coale
 
 def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsConfig, start_us: int,
                         end_us: int, tmp: Path, result: BackfillResult) -> float:
-    """The analytic marts of [start_us, end_us) from the replaced bars, in the open transaction,
-    ``backfill_analytics_days`` at a time (ADR 022): each run reads its days' bars plus the
-    lookback, emits from its first minute and upserts like a stream cycle (``load._phase_analytics``:
-    the detection re-runs over the lookback, so an episode crossing a cut is re-emitted whole; the
-    alerts and map snapshots after the cut are replaced), and the liquidation map continues from the
-    books the run before stored (settled at its last minute) instead of warming up again. The first
-    run warms the books up (a backfill has no stored books to continue, ADR 015). Returns the
+    """The analytic marts of [start_us, end_us) from the replaced bars, in the open transaction:
+    in windows of ``backfill_analytics_days`` (:func:`_windowed_analytics`, ADR 036), or (0, or on
+    Dask, whose memory is its workers') in one run over the range and its lookback. Returns the
     perf_counter reading after the last replacement (phases "analytics" and "replace" accounted)."""
     tick = time.perf_counter()
     for name in ANALYTIC_MARTS:
         _delete_range(con, name, start_us, end_us)
-    bar, lookback = config.bar_us, analytics_lookback_us(config)
+    if settings.backfill_analytics_days > 0 and cluster is None:
+        tick = _windowed_analytics(con, settings, config, start_us, end_us, tmp, result, tick)
+        return _count_analytic_rows(con, start_us, end_us, result, tick)
+    marts_start = start_us - analytics_lookback_us(config)
+    warm = config.liqmap_warmup_minutes * config.bar_us if config.liqmap_enabled else 0
+    out = tmp / "analytics"
+    bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=min(marts_start, start_us - warm))
+    if bars_by_base:
+        ref = oi_reference(con, marts_start, config)
+        if cluster is not None:  # the bases spread over the cluster
+            cluster.run_analytics(bars_by_base, config, start_us, ref, out)
+        else:
+            # in-process: the per-base panels are vectorized, and worker processes cost more
+            # (start-up, pickling the panels) than they save (ADR 007)
+            pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
+            build_analytics_graph(pa_, bars_by_base, out, config, emit_from_us=start_us, oi_reference=ref)
+            _run(pa_)
+    tick = add_phase_time(result.timings, "analytics", tick)
+    for name in ANALYTIC_MARTS:
+        _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
+    attach_cascade_fuel(con, config, start_us)
+    tick = add_phase_time(result.timings, "replace", tick)
+    return _count_analytic_rows(con, start_us, end_us, result, tick)
+
+
+def _count_analytic_rows(con, start_us: int, end_us: int, result: BackfillResult, tick: float) -> float:
+    for name in ANALYTIC_MARTS:
+        col = TIME_COLUMNS[name]
+        (result.rows[name],) = con.execute(
+            f"SELECT count(*) FROM {name} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
+            [start_us, end_us]).fetchone()
+    return tick
+
+
+def window_lookback_us(config: AnalyticsConfig) -> int:
+    """Bars a windowed backfill's window reads before its first minute (ADR 036): every analytic's
+    lookback but oi_deltas' spans (served from the windows' samples) and the OI reference (carried)."""
+    spans = {k: v for k, v in config.lookback_minutes().items() if k not in ("cascades_oi_reference", "oi_deltas")}
+    return max(spans.values()) * config.bar_us
+
+
+def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, start_us: int, end_us: int, tmp: Path,
+                        result: BackfillResult, tick: float) -> float:
+    """The analytic marts of [start_us, end_us) in windows of ``backfill_analytics_days`` (ADR 036),
+    equal to the whole range's one run. The whole range's run reads bars from ``w0`` (its lookback
+    before the range); the windows cover [w0, end): those before the range ("prehistory") emit no
+    mart, they only carry state. Each window reads its days plus :func:`window_lookback_us` (the
+    cascades' baseline and longest episode, contagion's day, the map's hour) and carries on:
+    * the liquidation map's books (as ``backfill_analytics_days`` did since ADR 022);
+    * each scope's OI per minute and the market index's growth factor (:class:`CarriedOI`): the
+      cascades' reference OI is the highest of the ``oi_reference_minutes`` before each minute,
+      which reach back past the window, and the index is a running product;
+    * oi_deltas' inputs at their sampled minutes (every 5 minutes): the 30-day span's rows are made
+      once at the end from these narrow series (``oi_delta_rows_from_samples``).
+    Returns the perf_counter reading after the last step."""
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    bar = config.bar_us
+    lookback = window_lookback_us(config)
+    warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
+    w0 = min(start_us - analytics_lookback_us(config), start_us - warm)
+    ref0 = dict(oi_reference(con, start_us - analytics_lookback_us(config), config))
+    step = settings.backfill_analytics_days * DAY_US
+    cuts = [*range(w0, start_us, step), *range(start_us, end_us, step)]
+    carry: dict[str, dict] = {}
+    samples: list[str] = []
     state_path, state_last = None, None
-    for i, (c0, c1) in enumerate(_analytics_chunks(settings, start_us, end_us)):
-        marts_start = c0 - lookback
-        if state_last is None:  # no books to continue: they warm up before c0
-            warm = config.liqmap_warmup_minutes * bar if config.liqmap_enabled else 0
-            data_from = c0 - warm
-        else:  # the carried prices and OI of the minutes before the books' next one (liqmap_cycle)
-            data_from = state_last + bar - config.ffill_max_minutes * bar
-        window_start = min(marts_start, data_from)
-        # a run reads past its last day: each base up to its first bar a lookback after the cut, so
-        # its panel runs on as the whole range's does (the carried values after a day's last bar,
-        # an episode closed by the quiet minutes after it); the next run re-emits from the cut
+    for i, c0 in enumerate(cuts):
+        c1 = cuts[i + 1] if i + 1 < len(cuts) else None
+        emits = c0 >= start_us
+        cfg = config if emits else replace(config, liqmap_enabled=False)
+        window_start = max(w0, c0 - lookback)
+        liqmap = None
+        if emits and config.liqmap_enabled:
+            if state_last is None:  # no books to continue: they warm up before the range
+                data_from = c0 - warm
+            else:  # the carried prices and OI of the minutes before the books' next one (liqmap_cycle)
+                data_from = state_last + bar - config.ffill_max_minutes * bar
+            window_start = max(w0, min(window_start, data_from))
+            liqmap = {"state_path": state_path, "data_from_us": data_from,
+                      "settled_us": None if c1 is None else c1 - bar}
         source, params = ("bars_1m", None) if c1 is None else (_BARS_UNTIL_FIRST_AFTER, [c1 + lookback])
         out = tmp / f"analytics-{i}"
         bars_by_base = export_bars_by_base(con, tmp / f"bars-{i}", config, since_us=window_start, source=source,
                                            params=params)
         if bars_by_base:
-            ref = oi_reference(con, marts_start, config)
-            if cluster is not None:  # the bases spread over the cluster too (one run: no books to carry)
-                cluster.run_analytics(bars_by_base, config, c0, ref, out)
-            else:
-                liqmap = None
-                if config.liqmap_enabled and (c1 is not None or state_path is not None):
-                    liqmap = {"state_path": state_path, "data_from_us": data_from,
-                              "settled_us": None if c1 is None else c1 - bar}
-                # in-process: the per-base panels are vectorized, and worker processes cost more
-                # (start-up, pickling the panels) than they save (ADR 007)
-                pa_ = beam.Pipeline(runner=_runner(), options=_options(1))
-                build_analytics_graph(pa_, bars_by_base, out, config, emit_from_us=c0, oi_reference=ref,
-                                      liqmap_state=liqmap)
-                _run(pa_)
+            refs = [(scope, _carried(carry.get(scope), ref0.get(scope))) for scope in sorted(set(carry) | set(ref0))]
+            window = {"samples": (c0, c1), "carry": None if c1 is None else (c0, c1 + lookback)}
+            _run_window(bars_by_base, out, cfg, c0, refs, liqmap, window)
+            samples += parquet_glob(out, "oi_samples")
+            for f in parquet_glob(out, CARRY_TAG):
+                _carry_into(carry, pq.read_table(f))
+            if c1 is not None:  # what the next windows' history needs (the reference's minutes before them)
+                keep = c1 - lookback - (config.oi_reference_minutes + 1) * bar
+                carry = {k: _trim(v, keep) for k, v in carry.items()}
         tick = add_phase_time(result.timings, "analytics", tick)
-        if c0 > start_us:  # what the run before emitted after the cut is re-emitted now (as a stream cycle)
+        if not emits or not bars_by_base:
+            continue
+        if c0 > start_us:  # what the window before emitted after the cut is re-emitted now (as a stream cycle)
             con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT) "
                         "AND alert_ts < make_timestamp(?::BIGINT)", [c0, end_us])
             con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT) "
@@ -388,12 +457,90 @@ def _backfill_analytics(con, cluster, settings: JobSettings, config: AnalyticsCo
             con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{state_path}' (FORMAT parquet)", [states])
             (state_last,) = con.execute("SELECT min(last_minute_us) FROM read_parquet(?)", [states]).fetchone()
         tick = add_phase_time(result.timings, "replace", tick)
-    for name in ANALYTIC_MARTS:
-        col = TIME_COLUMNS[name]
-        (result.rows[name],) = con.execute(
-            f"SELECT count(*) FROM {name} WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)",
-            [start_us, end_us]).fetchone()
+    if samples:
+        # here, not in a Beam run: Create would pickle every series (and the runner decode it) at once
+        out = tmp / "analytics-oi"
+        out.mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+        for series in _sample_series(samples):
+            rows += oi_delta_rows_from_samples(series, config, start_us)
+            if len(rows) >= max(1, config.sink_flush_rows):
+                write_parquet_atomic(pa.Table.from_pylist(rows), str(out), f"oi_deltas-{uuid.uuid4().hex}.parquet")
+                rows = []
+        if rows:
+            write_parquet_atomic(pa.Table.from_pylist(rows), str(out), f"oi_deltas-{uuid.uuid4().hex}.parquet")
+        tick = add_phase_time(result.timings, "analytics", tick)
+        _insert_range(con, "oi_deltas", parquet_glob(out, "oi_deltas"), start_us, end_us)
+        tick = add_phase_time(result.timings, "replace", tick)
     return tick
+
+
+_CARRY_COLUMNS = ("oi", "q", *CARRY_SUMS)
+
+
+def _run_window(bars_by_base: dict[str, list[str]], out: Path, config: AnalyticsConfig, emit_from_us: int,
+                refs: list, liqmap: dict | None, window: dict) -> None:
+    """One window's analytics graph (its marts, samples and carry -> Parquet under ``out``),
+    in-process: the per-base panels are vectorized, and worker processes cost more (start-up,
+    pickling the panels) than they save (ADR 007)."""
+    p = beam.Pipeline(runner=_runner(), options=_options(1))
+    build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=refs,
+                          liqmap_state=liqmap, window=window)
+    _run(p)
+
+
+def _carried(c: dict | None, reference: float | None) -> CarriedOI:
+    if c is None:
+        return CarriedOI(np.array([], dtype=np.int64), np.array([]), None, None, reference)
+    q = c["q"] if np.isfinite(c["q"]).any() else None
+    return CarriedOI(c["minute_us"], c["oi"], q, c["first_us"], reference, {k: c[k] for k in CARRY_SUMS})
+
+
+def _carry_into(carry: dict[str, dict], table: pa.Table) -> None:
+    """A window's carried rows (:data:`CARRY_TAG`) into ``carry`` (scope -> its columns, minutes
+    sorted and distinct: windows overlap, with equal values; ``first_us`` the earliest grid start)."""
+    scopes = table.column("scope").to_numpy(zero_copy_only=False)
+    cols = {k: table.column(k).to_numpy() for k in ("minute_us", "first_us", *_CARRY_COLUMNS)}
+    for scope in np.unique(scopes):
+        sel = scopes == scope
+        new = {k: v[sel] for k, v in cols.items()}
+        first = int(new.pop("first_us").min())
+        old = carry.get(scope)
+        if old is not None:
+            first = min(first, old["first_us"])
+            new = {k: np.concatenate([old[k], v]) for k, v in new.items()}
+        _, idx = np.unique(new["minute_us"], return_index=True)
+        carry[scope] = {**{k: v[idx] for k, v in new.items()}, "first_us": first}
+
+
+def _trim(c: dict, keep_us: int) -> dict:
+    sel = c["minute_us"] >= keep_us
+    return {k: (v if k == "first_us" else v[sel]) for k, v in c.items()}
+
+
+def _sample_series(files: list[str]) -> list[tuple]:
+    """The windows' oi_deltas samples -> one element per venue / symbol series (its windows' samples
+    in time order; ``first_us`` the earliest grid start, ``any_oi`` of any window) and one for the
+    market (its bases' symbol series), as ``oi_delta_rows_from_samples`` takes them."""
+    import pyarrow.parquet as pq
+
+    lists = ("minute_us", "oi_usd", "oi_base", "price")
+    by_key: dict[tuple, list[dict]] = {}
+    for f in files:
+        t = pq.read_table(f)
+        keys = zip(*(t.column(k).to_pylist() for k in ("level", "base", "exchange", "symbol")), strict=True)
+        first, any_oi = t.column("first_us").to_pylist(), t.column("any_oi").to_pylist()
+        for i, key in enumerate(keys):  # the lists as NumPy arrays (as Python floats they took ~5x the memory)
+            row = {k: t.column(k)[i].values.to_numpy(zero_copy_only=False) for k in lists}
+            by_key.setdefault(key, []).append({**row, "first_us": first[i], "any_oi": any_oi[i]})
+    series = []
+    for (level, base, exchange, symbol), rows in sorted(by_key.items()):
+        rows.sort(key=lambda r: r["minute_us"][0] if len(r["minute_us"]) else r["first_us"])
+        cat = {k: np.concatenate([r[k] for r in rows]) for k in lists}
+        series.append((level, exchange, symbol, base, min(r["first_us"] for r in rows), any(r["any_oi"] for r in rows),
+                       cat["minute_us"], cat["oi_usd"], cat["oi_base"], cat["price"]))
+    market = sorted((s for s in series if s[0] == "symbol"), key=lambda s: s[3])
+    return series + ([("market", market)] if market else [])
 
 
 def backfill_day(settings: JobSettings, source: str, captures: list[str], day: date, out: Path,

@@ -46,7 +46,8 @@ from pipelines.dq import DataQuality, DQResult
 from pipelines.events_pass import events_pass_choice, run_events_pass
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
 from pipelines.settings import JobSettings
-from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, parquet_glob
+from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.transforms.cascades import CARRY_TAG
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from pipelines.transforms.graph import build_analytics_on_panels, build_bars
 from pipelines.transforms.panel import ANALYTICS_BAR_COLUMNS, ReadBasePanels, bar_kinds
@@ -211,16 +212,21 @@ def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], 
                           config: AnalyticsConfig, emit_from_us: int | None,
                           oi_reference: list[tuple[str, float]] | None = None,
                           closed_before_us: int | None = None,
-                          liqmap_state: dict[str, Any] | None = None) -> None:
+                          liqmap_state: dict[str, Any] | None = None, window: dict | None = None) -> None:
     """Phase B: stored bars (touched minutes + lookback), one set of Parquet files per base
     (:func:`export_bars_by_base`) -> the analytic marts. Each base's files are read into Arrow and
     aggregated inside a DoFn: no bar row crosses Beam's data plane. ``closed_before_us``: the
-    open-minute watch (ADR 018), cascades from the minutes before it only."""
+    open-minute watch (ADR 018), cascades from the minutes before it only. ``window``: a windowed
+    backfill's window (``build_analytics_on_panels``; its samples and carry are Arrow tables)."""
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
     ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
     for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
-                                                closed_before_us=closed_before_us, liqmap_state=liqmap_state).items():
-        rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name, flush_rows=config.sink_flush_rows)
+                                                closed_before_us=closed_before_us, liqmap_state=liqmap_state,
+                                                window=window).items():
+        if name in ("oi_samples", CARRY_TAG):
+            rows | f"Write_{name}" >> WriteTablesToParquet(out_dir, name)
+        else:
+            rows | f"Write_{name}" >> WriteRowsToParquet(out_dir, name, flush_rows=config.sink_flush_rows)
 
 
 def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: int | None = None,

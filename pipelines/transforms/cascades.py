@@ -22,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
@@ -35,7 +37,62 @@ from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels,
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
 ALERTS_TAG = "alerts"
+#: a windowed backfill's carried OI per scope (ADR 036): Arrow tables of (scope, minute_us, oi, q)
+CARRY_TAG = "cascade_carry"
 OPEN_STARTS_TAG = "open_starts"
+
+
+@dataclass
+class OIHistory:
+    """A scope's OI as the whole range has it: ``before`` the ``oi_reference_minutes`` before the
+    window's first minute (NaN where it has none), ``known`` from that minute on, as far as the
+    windows before computed it; ``q_known`` likewise for the market index's growth factor."""
+
+    before: np.ndarray
+    known: np.ndarray
+    q_known: np.ndarray | None = None
+    #: per direction, the whole range's running sums before the window's first minute (liquidated
+    #: USD, expected impact): the detector's prefix sums continue from them, to the last bit
+    sums: dict[str, tuple[float, float]] | None = None
+
+
+@dataclass
+class CarriedOI:
+    """What a windowed backfill (ADR 036) carries of one scope from window to window: its OI (and
+    for the market, its index's growth factor) per minute of the whole range's grid, from the
+    windows before; ``first_us`` where that grid begins; ``reference`` the OI reference from SQL
+    before the whole range's window (``OI_REFERENCE_SQL``), as the whole range's run has it."""
+
+    minutes: np.ndarray
+    oi: np.ndarray
+    q: np.ndarray | None
+    first_us: int | None
+    reference: float | None
+    #: the running sums through each minute: cs_long, cs_short, csi_long, csi_short (CARRY_SUMS)
+    sums: dict[str, np.ndarray] | None = None
+
+    def history(self, m0: int, n: int, config: AnalyticsConfig) -> OIHistory | None:
+        """The history of a window whose grid begins at ``m0``; None when the whole range's grid
+        begins there too (nothing before it)."""
+        if self.first_us is None or self.first_us >= m0:
+            return None
+        bar, r = config.bar_us, max(1, config.oi_reference_minutes)
+        before = np.full(r, np.nan)
+        sel = (self.minutes >= m0 - r * bar) & (self.minutes < m0)
+        before[(self.minutes[sel] - (m0 - r * bar)) // bar] = self.oi[sel]
+        i = int(np.searchsorted(self.minutes, m0))
+        run = self.minutes[i:i + n]
+        ok = run == m0 + np.arange(len(run), dtype=np.int64) * bar  # the carried minutes contiguous from m0
+        k = len(run) if ok.all() else int(np.argmin(ok))
+        q = None
+        if self.q is not None:
+            # the index's factor at m0: carried, or (a gap before m0: no move) the last one before
+            q = self.q[i:i + k] if k else (self.q[i - 1:i] if i else None)
+        sums = None
+        if self.sums is not None and i:  # through the last carried minute before m0 (a gap adds nothing)
+            sums = {LONG: (float(self.sums["cs_long"][i - 1]), float(self.sums["csi_long"][i - 1])),
+                    SHORT: (float(self.sums["cs_short"][i - 1]), float(self.sums["csi_short"][i - 1]))}
+        return OIHistory(before, self.oi[i:i + k], q, sums)
 #: episode kinds (the ``kind`` column of cascades and cascade_alerts)
 CASCADE = "cascade"
 BURST = "liquidation_burst"
@@ -155,6 +212,8 @@ def detect_scope(
     oi_reference_before: float | None = None,
     expected_long_pct: np.ndarray | None = None,
     expected_short_pct: np.ndarray | None = None,
+    history: OIHistory | None = None,
+    sums_out: dict | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Episodes and alerts of one scope over contiguous minutes (see module docstring).
 
@@ -164,6 +223,10 @@ def detect_scope(
     ``expected_long_pct`` / ``expected_short_pct``: per minute, the move (%) that side's forced
     orders can cause (:func:`expected_impact_pct`, from the book's depth); NaN minutes, or None,
     use the prior cascade_impact_pct_per_bp x bp of reference OI liquidated.
+    ``history`` (a windowed backfill, ADR 036): the scope's OI as the whole range has it before the
+    window's first minute and over its first minutes, so the reference OI is the whole range's;
+    ``sums_out``: filled with each direction's running sums through each minute (the next window's
+    history).
     """
     episodes: list[dict] = []
     alerts: list[dict] = []
@@ -175,12 +238,20 @@ def detect_scope(
     hot_floor = floor * config.hot_oi_bp / config.episode_oi_bp
     price = np.asarray(price, dtype=float)
     oi_usd = np.asarray(oi_usd, dtype=float)
-    oi_prev = np.concatenate([oi_usd[:1], oi_usd[:-1]])
+    before = np.array([])
+    if history is not None:  # the minutes before the window, and the first ones as the whole range has them
+        oi_usd = oi_usd.copy()
+        k = min(len(history.known), n)
+        oi_usd[:k] = history.known[:k]
+        before = history.before
+    ext = np.concatenate([before, oi_usd])
+    oi_prev = np.concatenate([ext[:1], ext[:-1]])
     # OI the thresholds scale with: the highest of the oi_reference_minutes before, so the
     # leverage a crash just removed still sets the bar for the next wave
     oi_ref = (
         pd.Series(oi_prev).rolling(max(1, config.oi_reference_minutes), min_periods=1).max().to_numpy()
-    )
+    )[len(before):]
+    oi_prev = oi_prev[len(before):]
     if oi_reference_before is not None and np.isfinite(oi_reference_before):
         oi_ref = np.fmax(oi_ref, float(oi_reference_before))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -218,11 +289,16 @@ def detect_scope(
     def run(direction: str, side_micros: np.ndarray, sign: float, expected: np.ndarray | None) -> None:
         liq = np.asarray(side_micros, dtype=np.int64)
         liq_usd = liq / USD_MICROS
-        cs = np.concatenate([[0.0], np.cumsum(liq_usd)])
+        # prefix sums added one minute at a time from the whole range's sum before the window (0.0
+        # at its start): the same floats as over the whole range
+        c0, ci0 = (0.0, 0.0) if history is None or not history.sums else history.sums[direction]
+        cs = np.cumsum(np.concatenate([[c0], liq_usd]))
         # the move each minute's forced orders can cause: from the book where its depth is known,
         # else the prior over the reference OI; cumulated for the runs' impact z
         own = own_long if direction == LONG else own_short
-        cs_impact = np.concatenate([[0.0], np.cumsum(np.nan_to_num(own))])
+        cs_impact = np.cumsum(np.concatenate([[ci0], np.nan_to_num(own)]))
+        if sums_out is not None:
+            sums_out[direction] = (cs[1:], cs_impact[1:])
         if config.baseline_multiple > 0:
             idx = np.arange(n)
             lo = np.maximum(0, idx - config.baseline_minutes)
@@ -425,7 +501,8 @@ def panel_expected_impact(panel: SymbolPanel, config: AnalyticsConfig) -> tuple[
 
 
 def detect_panel(
-    panel: SymbolPanel, config: AnalyticsConfig, oi_reference_before: float | None = None
+    panel: SymbolPanel, config: AnalyticsConfig, oi_reference_before: float | None = None,
+    history: OIHistory | None = None, sums_out: dict | None = None,
 ) -> tuple[list[dict], list[dict]]:
     exp_long, exp_short = panel_expected_impact(panel, config)
     return detect_scope(
@@ -446,6 +523,8 @@ def detect_panel(
         oi_reference_before,
         exp_long,
         exp_short,
+        history,
+        sums_out,
     )
 
 
@@ -468,11 +547,19 @@ def market_parts(panel: SymbolPanel) -> dict[str, Any]:
     }
 
 
-def market_index(prices: np.ndarray, oi: np.ndarray) -> np.ndarray:
-    """OI-weighted market price index (100 at the first minute).
+def market_index(prices: np.ndarray, oi: np.ndarray, q_known: np.ndarray | None = None) -> np.ndarray:
+    """OI-weighted market price index (100 at the first minute): 100 x :func:`market_growth`."""
+    return 100.0 * market_growth(prices, oi, q_known)
+
+
+def market_growth(prices: np.ndarray, oi: np.ndarray, q_known: np.ndarray | None = None) -> np.ndarray:
+    """The market index's cumulative growth factor (1 at the first minute).
 
     r_m(t) = sum_b w_b(t-1) r_b(t) / sum_b w_b(t-1), w = OI in USD: a base moves the market index
     in proportion to the leverage riding on it, which is what liquidations respond to.
+    ``q_known`` (a windowed backfill, ADR 036): the whole range's factors of the first minutes;
+    the product continues from the last of them, one factor at a time as over the whole range,
+    so every value is the whole range's to the last bit.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         r = prices[:, 1:] / prices[:, :-1] - 1.0
@@ -481,12 +568,20 @@ def market_index(prices: np.ndarray, oi: np.ndarray) -> np.ndarray:
     den = np.where(ok, w, 0.0).sum(axis=0)
     num = np.where(ok, w * np.nan_to_num(r), 0.0).sum(axis=0)
     rm = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return 100.0 * np.concatenate([[1.0], np.cumprod(1.0 + rm)])
+    steps = np.concatenate([[1.0], 1.0 + rm])
+    k = 0 if q_known is None else min(len(q_known), len(steps))
+    if k == 0:
+        return np.cumprod(steps)
+    return np.concatenate([q_known[:k - 1], np.cumprod(np.concatenate([q_known[k - 1:k], steps[k:]]))])
 
 
 def detect_market(
-    parts: Iterable[dict], config: AnalyticsConfig, oi_reference_before: float | None = None
+    parts: Iterable[dict], config: AnalyticsConfig, oi_reference_before: float | None = None,
+    carried: CarriedOI | None = None, series: dict | None = None,
 ) -> tuple[list[dict], list[dict]]:
+    """The market scope from its bases' parts. ``carried`` (a windowed backfill, ADR 036): the
+    market's OI and index as the windows before had them (:class:`CarriedOI`); ``series``: filled
+    with the market's minutes, OI and index growth, for the next window's ``carried``."""
     parts = sorted(parts, key=lambda p: p["base"])
     if not parts:
         return [], []
@@ -517,8 +612,12 @@ def detect_market(
         for vi, name in enumerate(p["venues"]):
             v_long[ex_i[name], sl] += p["v_long"][vi]
             v_short[ex_i[name], sl] += p["v_short"][vi]
-    index = market_index(prices, ois)
+    history = None if carried is None else carried.history(m0, n, config)
+    growth = market_growth(prices, ois, None if history is None else history.q_known)
+    index = 100.0 * growth
     oi_total = np.where(np.isfinite(ois).any(axis=0), np.nansum(ois, axis=0), np.nan)
+    if series is not None:
+        series.update(minutes=minutes, oi=oi_total, q=growth, sums={})
     # the index moves by each base's move weighted by its OI share (market_index): so does the
     # expected move of the bases' forced orders (with the prior alone this is the prior over the
     # market's current OI)
@@ -527,7 +626,8 @@ def detect_market(
     return detect_scope(
         config.market_scope, minutes, long_, short_, ln, sn, index, index, index, oi_total,
         exchanges, v_long, v_short, config, oi_reference_before,
-        (w * np.nan_to_num(exp_long)).sum(axis=0), (w * np.nan_to_num(exp_short)).sum(axis=0),
+        (w * np.nan_to_num(exp_long)).sum(axis=0), (w * np.nan_to_num(exp_short)).sum(axis=0), history,
+        None if series is None else series["sums"],
     )
 
 
@@ -548,45 +648,91 @@ class _DetectPerBase(beam.DoFn):
     come from the closed minutes only, and a second detection over all minutes yields the open
     minutes' cascade starts."""
 
-    def __init__(self, config: AnalyticsConfig, closed_before_us: int | None = None) -> None:
+    def __init__(self, config: AnalyticsConfig, closed_before_us: int | None = None,
+                 carry_range: tuple[int, int | None] | None = None) -> None:
         self.config = config
         self.closed_before_us = closed_before_us
+        self.carry_range = carry_range
 
     def process(self, keyed: tuple[str, BaseBars], oi_reference: dict | None = None):
         base, bb = keyed
         panel = bb.panel
         if panel is None:
             return
-        ref = (oi_reference or {}).get(base)
+        ref, history = _reference((oi_reference or {}).get(base), int(panel.minutes[0]), len(panel.minutes),
+                                  self.config)
         closed = panel if self.closed_before_us is None else panel_before(panel, self.closed_before_us)
-        episodes, alerts = detect_panel(closed, self.config, ref) if closed is not None else ([], [])
+        sums: dict | None = None if self.carry_range is None else {}
+        episodes, alerts = detect_panel(closed, self.config, ref, history, sums) if closed is not None else ([], [])
+        carry = None
+        if sums:  # (a windowed backfill: no open minute, closed is the panel)
+            carry = carry_table(base, panel.minutes, panel.oi_usd, None, sums, *self.carry_range)
         full_parts, opened = None, []
         if closed is not panel:
             full_parts = market_parts(panel)
             opened = open_minute_starts(detect_panel(panel, self.config, ref)[1], self.closed_before_us)
         closed_parts = market_parts(closed) if closed is not None else None
-        yield self.config.market_scope, (closed_parts, full_parts, episodes, alerts, opened)
+        yield self.config.market_scope, (closed_parts, full_parts, episodes, alerts, opened, carry)
+
+
+def _reference(ref: float | CarriedOI | None, m0: int, n: int,
+               config: AnalyticsConfig) -> tuple[float | None, OIHistory | None]:
+    """A scope's side input -> (OI reference before the window, history): a float from
+    ``OI_REFERENCE_SQL``, or a windowed backfill's :class:`CarriedOI` (ADR 036)."""
+    if isinstance(ref, CarriedOI):
+        return ref.reference, ref.history(m0, n, config)
+    return ref, None
+
+
+#: the running sums a window carries per scope and minute (``detect_scope``'s ``sums_out``)
+CARRY_SUMS = ("cs_long", "cs_short", "csi_long", "csi_short")
+
+
+def carry_table(scope: str, minutes: np.ndarray, oi: np.ndarray, q: np.ndarray | None, sums: dict, lo_us: int,
+                hi_us: int | None) -> pa.Table:
+    """A scope's OI, index growth and running sums at its minutes in [lo_us, hi_us), as
+    :data:`CARRY_TAG` rows."""
+    keep = minutes >= lo_us if hi_us is None else (minutes >= lo_us) & (minutes < hi_us)
+    n = int(keep.sum())
+    cols = {"scope": [scope] * n, "minute_us": minutes[keep], "first_us": np.full(n, int(minutes[0])),
+            "oi": np.asarray(oi, dtype=float)[keep],
+            "q": np.full(n, np.nan) if q is None else np.asarray(q, dtype=float)[keep]}
+    cols.update({"cs_long": sums[LONG][0][keep], "csi_long": sums[LONG][1][keep],
+                 "cs_short": sums[SHORT][0][keep], "csi_short": sums[SHORT][1][keep]})
+    return pa.table(cols)
 
 
 class _DetectMarket(beam.DoFn):
-    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None, closed_before_us: int | None = None) -> None:
+    def __init__(self, config: AnalyticsConfig, emit_from_us: int | None, closed_before_us: int | None = None,
+                 carry_range: tuple[int, int | None] | None = None) -> None:
         self.config = config
         self.keep_episode = _emitted(emit_from_us, "closed_ts")
         self.keep_alert = _emitted(emit_from_us, "alert_ts")
         self.closed_before_us = closed_before_us
+        self.carry_range = carry_range
 
     def process(self, keyed: tuple[str, Iterable[tuple]], oi_reference: dict | None = None):
         items = list(keyed[1])
         ref = (oi_reference or {}).get(self.config.market_scope)
-        market = detect_market([c for c, *_ in items if c is not None], self.config, ref)
-        for episodes, alerts in [(e, a) for _, _, e, a, _ in items] + [market]:
+        carried = ref if isinstance(ref, CarriedOI) else None
+        if carried is not None:
+            ref = carried.reference
+        series: dict = {}
+        parts = [c for c, *_ in items if c is not None]
+        market = detect_market(parts, self.config, ref, carried, series)
+        if self.carry_range is not None and parts:
+            tables = [c for *_, c in items if c is not None]
+            tables.append(carry_table(self.config.market_scope, series["minutes"], series["oi"], series["q"],
+                                      series["sums"], *self.carry_range))
+            yield beam.pvalue.TaggedOutput(CARRY_TAG, pa.concat_tables(tables))
+        for episodes, alerts in [(e, a) for _, _, e, a, *_ in items] + [market]:
             yield from filter(self.keep_episode, episodes)
             for a in filter(self.keep_alert, alerts):
                 yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
         if self.closed_before_us is None:
             return
         full = detect_market([c if f is None else f for c, f, *_ in items], self.config, ref)[1]
-        for a in [a for *_, opened in items for a in opened] + open_minute_starts(full, self.closed_before_us):
+        for a in [a for *_, opened, _ in items for a in opened] + open_minute_starts(full, self.closed_before_us):
             yield beam.pvalue.TaggedOutput(OPEN_STARTS_TAG, a)
 
 
@@ -609,22 +755,26 @@ class DetectCascadesOnPanels(AnalyticsTransform):
     ``start`` alerts the open minutes' partial bars would raise (:func:`open_minute_starts`).
     """
 
-    def __init__(self, *args: Any, closed_before_us: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, closed_before_us: int | None = None,
+                 carry_range: tuple[int, int | None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.closed_before_us = closed_before_us
+        self.carry_range = carry_range
 
     def expand(self, panels: beam.PCollection) -> dict[str, beam.PCollection]:
         side = {} if self.oi_reference is None else {"oi_reference": beam.pvalue.AsDict(self.oi_reference)}
         cut = self.closed_before_us
-        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config, cut), **side)
+        per_base = panels | "DetectPerBase" >> beam.ParDo(_DetectPerBase(self.config, cut, self.carry_range), **side)
         market = (
             per_base
             | "GroupMarket" >> beam.GroupByKey()
             | "DetectMarket"
-            >> beam.ParDo(_DetectMarket(self.config, self.emit_from_us, cut), **side).with_outputs(
-                ALERTS_TAG, OPEN_STARTS_TAG, main="episodes")
+            >> beam.ParDo(_DetectMarket(self.config, self.emit_from_us, cut, self.carry_range), **side).with_outputs(
+                ALERTS_TAG, OPEN_STARTS_TAG, CARRY_TAG, main="episodes")
         )
         out = {"cascades": market.episodes, "cascade_alerts": market[ALERTS_TAG]}
+        if self.carry_range is not None:
+            out[CARRY_TAG] = market[CARRY_TAG]
         if cut is not None:
             out["cascade_open_starts"] = market[OPEN_STARTS_TAG]
         return out

@@ -29,7 +29,7 @@ from pipelines.transforms.cascades import DetectCascadesOnPanels
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.contagion import ScoreContagionOnPanels
 from pipelines.transforms.liqmap import FUEL_TAG, LEVELS_TAG, STATE_TAG, LiquidationMapFromPanels
-from pipelines.transforms.oi import OIDeltasFromPanels
+from pipelines.transforms.oi import OIDeltasFromPanels, OISamplesFromPanels
 from pipelines.transforms.panel import AnalyticsTransform, BasePanels, SymbolBarsFromPanels
 
 
@@ -78,22 +78,33 @@ def build_analytics_on_panels(
     oi_reference: beam.PCollection | None = None,
     closed_before_us: int | None = None,
     liqmap_state: dict | None = None,
+    window: dict | None = None,
 ) -> dict[str, beam.PCollection]:
     """(base, BaseBars) elements (``BasePanels`` or ``ReadBasePanels``) -> the analytic marts, as
     :func:`build_analytics`. ``closed_before_us`` (the stream job's open-minute watch, ADR 018):
-    cascades and alerts from the closed minutes only, plus "cascade_open_starts"."""
+    cascades and alerts from the closed minutes only, plus "cascade_open_starts".
+
+    ``window`` (a windowed backfill, ADR 036): {"samples": (lo_us, hi_us), "carry": (lo_us, hi_us)
+    or None}. Instead of "oi_deltas", "oi_samples" (the oi_deltas inputs at their sampled minutes in
+    the samples range, :class:`OISamplesFromPanels`), and "cascade_carry" (each scope's OI and the
+    market index in the carry range, for the next window's ``oi_reference``: :class:`CarriedOI`)."""
     config = config or AnalyticsConfig()
+    carry = None if window is None else window.get("carry")
     cascades = panels | "DetectCascades" >> DetectCascadesOnPanels(config, emit_from_us, oi_reference,
-                                                                  closed_before_us=closed_before_us)
+                                                                  closed_before_us=closed_before_us,
+                                                                  carry_range=carry)
     # liqmap_state: LiquidationMapFromPanels' state_path / settled_us / data_from_us (a streaming cycle)
     liqmap = (panels | "LiquidationMap" >> LiquidationMapFromPanels(config, emit_from_us, **(liqmap_state or {}))
               if config.liqmap_enabled else {})
     marts = {
         "bars_1m_symbol": panels | "ComputeSymbolBars" >> SymbolBarsFromPanels(emit_from_us),
         **cascades,
-        "oi_deltas": panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us),
         "contagion": panels | "ScoreContagion" >> ScoreContagionOnPanels(config, emit_from_us),
     }
+    if window is None:
+        marts["oi_deltas"] = panels | "ComputeOIDeltas" >> OIDeltasFromPanels(config, emit_from_us)
+    else:
+        marts["oi_samples"] = panels | "OISamples" >> OISamplesFromPanels(config, *window["samples"])
     if liqmap:
         marts.update({"liquidation_levels": liqmap[LEVELS_TAG], "liquidation_fuel": liqmap[FUEL_TAG]})
     if liqmap and liqmap_state is not None:
