@@ -144,7 +144,7 @@ class DropDuplicateEvents(beam.PTransform):
                 | "DropCopies" >> beam.ParDo(_DropShardDuplicates(self.seen_file, self.out_dir, self.shards)))
 
 
-# ---- the committed keys (DuckDB, in the cycle's transaction) -----------------------------------------
+# ---- the committed keys (DuckDB: looked up before the cycle's transaction, added in it) -----------------
 def committed_among(con, keys: pa.Array) -> pa.Array:
     """Those of ``keys`` that ``event_keys`` holds (committed by an earlier cycle), each once.
 
