@@ -12,19 +12,19 @@ figures compare the event and analytics pipelines plus the client's DuckDB repla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench import data
-from bench.backfill import _tree_memory, run_backfill_measured
+from bench.backfill import PeakSampler, run_backfill_measured
 
 
 def _dask_run(archive_root: Path, db: Path, start: date, end: date, workers: int) -> dict[str, Any]:
@@ -36,26 +36,15 @@ def _dask_run(archive_root: Path, db: Path, start: date, end: date, workers: int
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
             Client(c.scheduler_address) as client:
         pids = list(client.run(os.getpid).values())
-        peak = dict.fromkeys(pids, 0)
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                for pid in pids:
-                    peak[pid] = max(peak[pid], _tree_memory(pid)[1])
-                stop.wait(0.2)
-
-        th = threading.Thread(target=sample, daemon=True)
-        th.start()
         settings = JobSettings(db=db, data_dir=archive_root, backfill_runner="dask",
                                dask_scheduler=c.scheduler_address, staging=str(db.parent / f"staging-{workers}"))
-        t = time.perf_counter()
-        r = run_backfill(settings, start, end, run_dq=False)
-        seconds = time.perf_counter() - t
-        stop.set()
-        th.join()
+        with contextlib.ExitStack() as stack:
+            samplers = [stack.enter_context(PeakSampler(pid)) for pid in pids]
+            t = time.perf_counter()
+            r = run_backfill(settings, start, end, run_dq=False)
+            seconds = time.perf_counter() - t
     return {"status": r.status, "events": r.events, "seconds": seconds, "events_per_s": r.events / seconds,
-            "timings": r.timings, "peak_worker_pss_mb": max(peak.values()) / 2**20, "workers": workers}
+            "timings": r.timings, "peak_worker_pss_mb": max(x.peak_pss for x in samplers) / 2**20, "workers": workers}
 
 
 def stage_dask_backfill(events: int, days: int, workdir: Path, seed: int = 5) -> dict[str, Any]:
