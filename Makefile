@@ -37,7 +37,7 @@ serve: $(STAMP) ## the live desk on http://127.0.0.1:8050/ (SERVE_PORT=N to chan
 	@$(VENV)/bin/liqstream serve --port $(SERVE_PORT)
 
 test: $(STAMP) chromium ## the test suite (starts its own brokers; renders the report in headless Chromium)
-	@$(PY) -m pytest -q -m "not heavy"
+	@$(PY) -m pytest -q -m "not heavy" --durations=25
 
 test-heavy: $(STAMP) ## the full preset x seed scoring matrix against the simulator's ground truth (~10 min)
 	@$(PY) -m pytest -q -s -m "slow or heavy" tests/unit/test_transform_scoring.py tests/unit/test_liqmap_score.py
