@@ -9,9 +9,10 @@ side and leverage tier. Every minute, in this order:
    (the bucket holding the low/high included, as a venue's liquidation engine would) is removed;
 2. **calibration**: the venue's realized liquidated USD of the side and the USD each tier's book
    just removed update an online EM of the leverage mix (:meth:`VenueBook.calibrate`, ADR 026): the
-   realized USD is attributed to the crossed tiers, and a tier's weight becomes what it was
-   attributed over what its book removed per unit weight, relative to the venue's realized / removed
-   ratio so far; the tier books are rescaled to the new weights;
+   realized USD is attributed to the crossed tiers, and each tier's rate is what it was attributed
+   over what its book removed per unit weight; the tiers ever crossed share what they hold by their
+   rates, the tiers never crossed keep their share (ADR 041: liquidations say nothing about them);
+   the tier books are rescaled to the new weights;
 3. **closing**: an OI drop not explained by the realized liquidations (``-dOI - liq/price``) closes
    that much exposure pro rata over both sides and every bucket (nobody knows whose position closed);
 4. **turnover**: ``liqmap_turnover_per_day`` of the book closes and reopens at the minute's VWAP
@@ -302,7 +303,14 @@ class VenueBook:
         keeps its weight. Crossings before the venue's first realized liquidation are not evidence
         (a venue may publish none, or only some: silence is not "nothing was liquidated"). The weights move ``rate`` of the way to that estimate (normalized; 1 = to
         it), floored at ``EM_FLOOR`` (a tier at 0 would lose its book for good), and every tier's book
-        is rescaled to its new weight. A crossing that removed nothing is no evidence for any tier."""
+        is rescaled to its new weight. A crossing that removed nothing is no evidence for any tier.
+
+        ``keep_uncrossed`` (``liqmap_calibration_keep_uncrossed``, default on, ADR 041): instead of
+        the estimate relative to c, the crossed tiers' rates ``em_usd_k / em_exposure_k`` are
+        normalized among themselves to the share the crossed tiers hold, and a tier never crossed
+        keeps its weight (:meth:`_target_keeping_uncrossed`). Without it, c counts the USD removed
+        before the first realized liquidation, which the EM sums do not, and every renormalization
+        shrinks the uncrossed tiers again (their target is their current weight)."""
         if rate <= 0 or realized_usd < 0:
             return
         est = float(removed_usd.sum())
