@@ -290,7 +290,8 @@ class VenueBook:
                     self.set_edges(self.edge_long, float(b + 1))
         return removed
 
-    def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float, keep_uncrossed: bool = False) -> None:
+    def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float,
+                  keep_uncrossed: bool = False) -> None:
         """One side's crossing as evidence on the leverage mix: an online EM (ADR 026).
 
         ``removed_usd``: (tiers,) USD the map removed at this crossing; ``realized_usd``: the venue's
@@ -336,7 +337,6 @@ class VenueBook:
         # (the whole store: two slices bounded by the frontiers measured no cheaper than one contiguous multiply)
         self.store *= factor[None, :, None]
         self.weights = new
-
 
     def _target_keeping_uncrossed(self) -> np.ndarray:
         """The EM estimate with the tiers never crossed holding their share (ADR 041): the crossed
