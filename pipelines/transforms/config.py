@@ -178,6 +178,10 @@ class AnalyticsConfig:
     liqmap_venue_leverage_weights: tuple[tuple[str, tuple[float, ...]], ...] = ()
     #: how far each crossing moves the mix towards the calibration's EM estimate (1 = to it; ADR 026)
     liqmap_calibration_rate: float = 1.0
+    #: the calibration's tiers never crossed keep their share of the mix, the crossed ones share the
+    #: rest by their realized / removed rates (ADR 041; False: every tier's EM estimate relative to
+    #: the venue's realized / removed ratio so far, ADR 026, which shrank the uncrossed tiers)
+    liqmap_calibration_keep_uncrossed: bool = True
     #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
     liqmap_mmr: float = 0.005
     #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI)

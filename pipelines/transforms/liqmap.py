@@ -9,9 +9,10 @@ side and leverage tier. Every minute, in this order:
    (the bucket holding the low/high included, as a venue's liquidation engine would) is removed;
 2. **calibration**: the venue's realized liquidated USD of the side and the USD each tier's book
    just removed update an online EM of the leverage mix (:meth:`VenueBook.calibrate`, ADR 026): the
-   realized USD is attributed to the crossed tiers, and a tier's weight becomes what it was
-   attributed over what its book removed per unit weight, relative to the venue's realized / removed
-   ratio so far; the tier books are rescaled to the new weights;
+   realized USD is attributed to the crossed tiers, and each tier's rate is what it was attributed
+   over what its book removed per unit weight; the tiers ever crossed share what they hold by their
+   rates, the tiers never crossed keep their share (ADR 041: liquidations say nothing about them);
+   the tier books are rescaled to the new weights;
 3. **closing**: an OI drop not explained by the realized liquidations (``-dOI - liq/price``) closes
    that much exposure pro rata over both sides and every bucket (nobody knows whose position closed);
 4. **turnover**: ``liqmap_turnover_per_day`` of the book closes and reopens at the minute's VWAP
@@ -289,7 +290,8 @@ class VenueBook:
                     self.set_edges(self.edge_long, float(b + 1))
         return removed
 
-    def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float) -> None:
+    def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float,
+                  keep_uncrossed: bool = False) -> None:
         """One side's crossing as evidence on the leverage mix: an online EM (ADR 026).
 
         ``removed_usd``: (tiers,) USD the map removed at this crossing; ``realized_usd``: the venue's
@@ -302,7 +304,14 @@ class VenueBook:
         keeps its weight. Crossings before the venue's first realized liquidation are not evidence
         (a venue may publish none, or only some: silence is not "nothing was liquidated"). The weights move ``rate`` of the way to that estimate (normalized; 1 = to
         it), floored at ``EM_FLOOR`` (a tier at 0 would lose its book for good), and every tier's book
-        is rescaled to its new weight. A crossing that removed nothing is no evidence for any tier."""
+        is rescaled to its new weight. A crossing that removed nothing is no evidence for any tier.
+
+        ``keep_uncrossed`` (``liqmap_calibration_keep_uncrossed``, default on, ADR 041): instead of
+        the estimate relative to c, the crossed tiers' rates ``em_usd_k / em_exposure_k`` are
+        normalized among themselves to the share the crossed tiers hold, and a tier never crossed
+        keeps its weight (:meth:`_target_keeping_uncrossed`). Without it, c counts the USD removed
+        before the first realized liquidation, which the EM sums do not, and every renormalization
+        shrinks the uncrossed tiers again (their target is their current weight)."""
         if rate <= 0 or realized_usd < 0:
             return
         est = float(removed_usd.sum())
@@ -312,12 +321,15 @@ class VenueBook:
         self.seen_realized += realized_usd
         if not self.seen_realized > 0:
             return  # the venue has shown no liquidation yet (it may not publish them): no evidence
-        c = self.seen_realized / self.seen_removed
         # one errstate for the whole update (entering one costs about as much as the arithmetic here)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.em_exposure += np.where(self.weights > 0, removed_usd / self.weights, 0.0)
             self.em_usd += realized_usd * removed_usd / est
-            target = np.where(self.em_exposure > 0, self.em_usd / (c * self.em_exposure), self.weights)
+            if keep_uncrossed:
+                target = self._target_keeping_uncrossed()
+            else:
+                c = self.seen_realized / self.seen_removed
+                target = np.where(self.em_exposure > 0, self.em_usd / (c * self.em_exposure), self.weights)
             target = np.maximum(target / target.sum(), EM_FLOOR)
             new = self.weights + min(rate, 1.0) * (target / target.sum() - self.weights)
             new /= new.sum()
@@ -325,6 +337,17 @@ class VenueBook:
         # (the whole store: two slices bounded by the frontiers measured no cheaper than one contiguous multiply)
         self.store *= factor[None, :, None]
         self.weights = new
+
+    def _target_keeping_uncrossed(self) -> np.ndarray:
+        """The EM estimate with the tiers never crossed holding their share (ADR 041): the crossed
+        tiers' rates ``em_usd_k / em_exposure_k`` (= c w_k) are normalized among themselves and
+        share what the crossed tiers hold now; c cancels."""
+        crossed = self.em_exposure > 0
+        rates = np.where(crossed, self.em_usd / np.where(crossed, self.em_exposure, 1.0), 0.0)
+        total = float(rates.sum())
+        if not total > 0:
+            return self.weights
+        return np.where(crossed, float(self.weights[crossed].sum()) * rates / total, self.weights)
 
 
 def partial_fraction(side: int, b: int, phi: float, frontier: int, edge: float) -> float:
@@ -502,16 +525,16 @@ class Estimator:
         long_liq, short_liq = col["long_liq_usd"][t], col["short_liq_usd"][t]
         realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
         # 2. calibration, per book (only where there is evidence: few minutes)
-        rate = cfg.liqmap_calibration_rate
+        rate, keep = cfg.liqmap_calibration_rate, cfg.liqmap_calibration_keep_uncrossed
         if rate > 0:  # (no crossing and no liquidation: no evidence)
             if removed is None:
                 removed = np.zeros((n, 2, stack.shape[2]))
             for i, bk in enumerate(books):
                 # crossed longs were liquidated around the low, shorts around the high
                 if realized[i][0] > 0 or crossed[i][0]:
-                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate)
+                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate, keep)
                 if realized[i][1] > 0 or crossed[i][1]:
-                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate)
+                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate, keep)
         # 3.-4. closing and turnover, per book (scalars)
         oi_now = col["oi_base"][t]
         opening: list[int] = []

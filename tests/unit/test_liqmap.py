@@ -178,23 +178,24 @@ def test_partial_crossing_in_the_minute_step_and_its_state():
     assert (b.top_long, b.edge_long) == (bl, bl + 1.0)
 
 
-def test_calibration_is_an_online_em_over_the_tiers():
+def test_calibration_relative_to_the_venue_ratio_before_adr_041():
+    # the rule before ADR 041 (liqmap_calibration_keep_uncrossed False), kept reachable.
     # tiers 10x / 100x at 1/2 each, 1 BTC long per tier (levels 90.5 and 99.5).
     g = Grid.around(100.0, ONE_TIER)
     b = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
     b.open(2.0, 100.0, 1.0)
     # before the venue's first realized liquidation a crossing is no evidence (it may publish none):
     # the removed USD count in the scale, the EM sums stay 0, the mix does not move
-    b.calibrate(np.array([0.0, 30.0]), 0.0, rate=1.0)
+    b.calibrate(np.array([0.0, 30.0]), 0.0, rate=1.0, keep_uncrossed=False)
     assert (b.seen_removed, b.seen_realized) == (30.0, 0.0) and b.em_exposure.tolist() == [0.0, 0.0]
     assert b.weights.tolist() == [0.5, 0.5]
     # liquidations where the map removed nothing: no tier to attribute them to, nothing changes
-    b.calibrate(np.array([0.0, 0.0]), 40.0, rate=1.0)
+    b.calibrate(np.array([0.0, 0.0]), 40.0, rate=1.0, keep_uncrossed=False)
     assert (b.seen_removed, b.seen_realized) == (30.0, 0.0) and b.weights.tolist() == [0.5, 0.5]
     # 1st: 100x removes 50 USD, 120 realized: c = 120 / 80 = 1.5; exposure (0, 50 / 0.5) = (0, 100),
     # attributed (0, 120): target 100x = 120 / (1.5 x 100) = 0.8, 10x (never crossed) keeps 0.5
     # -> (0.5, 0.8) / 1.3
-    b.calibrate(np.array([0.0, 50.0]), 120.0, rate=1.0)
+    b.calibrate(np.array([0.0, 50.0]), 120.0, rate=1.0, keep_uncrossed=False)
     assert b.em_exposure.tolist() == [0.0, 100.0] and b.em_usd.tolist() == [0.0, 120.0]
     assert b.weights == pytest.approx([0.5 / 1.3, 0.8 / 1.3])
     # the tier books follow the weights: 1 BTC x (w_new / 0.5)
@@ -204,9 +205,58 @@ def test_calibration_is_an_online_em_over_the_tiers():
     # += 40 x (1/2, 1/2): 10x 20 / (1 x 40 x 1.3 / 0.5) = 0.1923, 100x 140 / (1 x (100 + 40 x 1.3 /
     # 0.8)) = 140 / 165 = 0.8485; normalized; rate 1/2 moves half way there
     w0 = b.weights.copy()
-    b.calibrate(np.array([40.0, 40.0]), 40.0, rate=0.5)
+    b.calibrate(np.array([40.0, 40.0]), 40.0, rate=0.5, keep_uncrossed=False)
     t = np.array([20 / (40 * 1.3 / 0.5), 140 / (100 + 40 * 1.3 / 0.8)])
     assert b.weights == pytest.approx(w0 + 0.5 * (t / t.sum() - w0))
+
+
+def test_calibration_tiers_never_crossed_keep_their_share():
+    # ADR 041, the same steps as above. tiers 10x / 100x at 1/2 each, 1 BTC long per tier.
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
+    b.open(2.0, 100.0, 1.0)
+    b.calibrate(np.array([0.0, 30.0]), 0.0, rate=1.0, keep_uncrossed=True)  # before any liquidation
+    b.calibrate(np.array([0.0, 0.0]), 40.0, rate=1.0, keep_uncrossed=True)  # nothing removed
+    assert b.weights.tolist() == [0.5, 0.5]
+    # 1st evidence: 100x removes 50 USD, 120 realized. Only 100x was crossed: its rate 120 / 100 is
+    # the only one, so it keeps the crossed tiers' share (1/2) and 10x, never crossed, its 1/2.
+    # (The old rule: c = 120 / 80 counts the 30 USD removed before the evidence, 100x -> 0.8, and
+    # the 10x tier is renormalized down to 0.385 though nothing was learnt about it.)
+    b.calibrate(np.array([0.0, 50.0]), 120.0, rate=1.0, keep_uncrossed=True)
+    assert b.em_exposure.tolist() == [0.0, 100.0] and b.em_usd.tolist() == [0.0, 120.0]
+    assert b.weights.tolist() == [0.5, 0.5]
+    # the same evidence 5 times more: still nothing about 10x (the old rule shrank it every time)
+    for _ in range(5):
+        b.calibrate(np.array([0.0, 50.0]), 120.0, rate=1.0, keep_uncrossed=True)
+    assert b.weights.tolist() == [0.5, 0.5]
+    assert b.em_exposure.tolist() == [0.0, 600.0] and b.em_usd.tolist() == [0.0, 720.0]
+    # both tiers remove 40 USD, 40 realized: exposure (80, 680), attributed (20, 740); rates
+    # 20 / 80 = 0.25 and 740 / 680 = 1.0882 share the crossed tiers' 1: (0.18681, 0.81319); rate 1/2
+    # moves half way: (0.3434, 0.6566); the tier books follow (1 BTC x w / 0.5)
+    b.calibrate(np.array([40.0, 40.0]), 40.0, rate=0.5, keep_uncrossed=True)
+    t = np.array([0.25, 740 / 680]) / (0.25 + 740 / 680)
+    assert t == pytest.approx([0.18681, 0.81319], abs=1e-5)
+    assert b.weights == pytest.approx(0.5 + 0.5 * (t - 0.5))
+    assert b.book()[0, _bucket_of(g, 90.5)] == pytest.approx(2 * (0.5 + 0.5 * (t[0] - 0.5)))
+
+
+def test_calibration_crossed_tiers_share_what_they_hold():
+    # three tiers 5x / 20x / 100x at 0.5 / 0.3 / 0.2; only 20x and 100x are ever crossed. The
+    # crossed pair holds 0.5 and keeps it; within it the rates decide: 20x removes 30 USD (per unit
+    # weight 100), 100x 20 USD (100), 10 USD realized attributed 6 / 4: rates 0.06 / 0.04 -> 0.3 /
+    # 0.2 (the weights were right); a 2nd crossing where only 100x removes 20 USD and nothing is
+    # realized: 100x exposure 200, rate 4 / 200 = 0.02 -> (0.06, 0.02) x 0.5 / 0.08 = (0.375, 0.125)
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([5.0, 20.0, 100.0]), np.array([0.5, 0.3, 0.2]), 0.005)
+    b.calibrate(np.array([0.0, 30.0, 20.0]), 10.0, rate=1.0, keep_uncrossed=True)
+    assert b.weights == pytest.approx([0.5, 0.3, 0.2])
+    b.calibrate(np.array([0.0, 0.0, 20.0]), 0.0, rate=1.0, keep_uncrossed=True)
+    assert b.weights == pytest.approx([0.5, 0.375, 0.125])
+    # the old rule on the same crossings: c = 10 / 70, 5x (never crossed) no longer 0.5
+    o = VenueBook(g, np.array([5.0, 20.0, 100.0]), np.array([0.5, 0.3, 0.2]), 0.005)
+    o.calibrate(np.array([0.0, 30.0, 20.0]), 10.0, rate=1.0, keep_uncrossed=False)
+    o.calibrate(np.array([0.0, 0.0, 20.0]), 0.0, rate=1.0, keep_uncrossed=False)
+    assert o.weights[0] != pytest.approx(0.5, abs=0.01)
 
 
 def test_positions_from_before_the_data_are_spread_and_crossed_levels_dropped():

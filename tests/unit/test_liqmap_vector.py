@@ -5,7 +5,8 @@ The reference below is the step, the 'all' window, the fuel and the hour's volat
 before the vectorization (commit 629a57d), kept here verbatim on the per-book methods (``VenueBook.cross``,
 ``open``, ``calibrate``, ``close_fraction``, ``total_base``); since ADR 034 its crossing passes
 ``liqmap_partial_crossing`` to ``VenueBook.cross`` (the per-book partial crossing, tested by hand in
-tests/unit/test_liqmap.py), so both crossings are compared. ``estimate_base`` is run once with the
+tests/unit/test_liqmap.py), so both crossings are compared; since ADR 041 its calibration passes
+``liqmap_calibration_keep_uncrossed`` to ``VenueBook.calibrate`` likewise, both rules compared. ``estimate_base`` is run once with the
 reference patched in and once as it is, on random multi-venue inputs (cascades, gaps, a venue that
 publishes no liquidations, a venue silent for half an hour, a venue that appears late, OI flushes that
 close whole books and renormalize them, minutes without a price) and, heavy, on a simulator run.
@@ -49,9 +50,11 @@ class ReferenceEstimator(liqmap.Estimator):
             realized = (0.0, 0.0) if v is None else (float(inp.long_liq_usd[v, t]), float(inp.short_liq_usd[v, t]))
             if cfg.liqmap_calibration_rate > 0:
                 if realized[0] > 0 or removed[0].any():
-                    book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate)
+                    book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate,
+                                   cfg.liqmap_calibration_keep_uncrossed)
                 if realized[1] > 0 or removed[1].any():
-                    book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate)
+                    book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate,
+                                   cfg.liqmap_calibration_keep_uncrossed)
             oi = float(inp.oi_base[v, t]) if v is not None else math.nan
             if not math.isfinite(oi):
                 continue
@@ -128,6 +131,8 @@ CONFIGS = {
         AnalyticsConfig(), liqmap_leverage_tiers=(10.0,), liqmap_leverage_weights=(1.0,), liqmap_turnover_per_day=0.0,
         liqmap_initial_entry_spread=0.0),
     "whole-bucket crossing (before ADR 034)": dataclasses.replace(AnalyticsConfig(), liqmap_partial_crossing=False),
+    "calibration relative to the venue's ratio (before ADR 041)": dataclasses.replace(
+        AnalyticsConfig(), liqmap_calibration_keep_uncrossed=False),
     "calibration at half rate, per-venue mix": dataclasses.replace(
         AnalyticsConfig(), liqmap_calibration_rate=0.5, liqmap_every_minutes=7, liqmap_cluster_multiple=1.5,
         liqmap_venue_leverage_weights=(("okx", (1.0,) * 12),)),
