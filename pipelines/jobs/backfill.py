@@ -396,6 +396,8 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
       which reach back past the window, and the index is a running product;
     * oi_deltas' inputs at their sampled minutes (every 5 minutes): the 30-day span's rows are made
       once at the end from these narrow series (``oi_delta_rows_from_samples``).
+    The windows' marts stay in their Parquet outputs until all have run, then go into the open
+    transaction in one insert per mart (:func:`_insert_staged`, ADR 042).
     Returns the perf_counter reading after the last step."""
     from dataclasses import replace
 
