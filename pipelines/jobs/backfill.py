@@ -527,8 +527,14 @@ def _run_window(bars_by_base: dict[str, list[str]], out: Path, config: Analytics
     """One window's analytics graph (its marts, samples and carry -> Parquet under ``out``),
     in-process: the per-base panels are vectorized, and worker processes cost more (start-up,
     pickling the panels) than they save (ADR 007)."""
+    import pickle
+
+    out.mkdir(parents=True, exist_ok=True)  # the carried history as a file: through Create, Beam bz2-pickles it 4x
+    refs_path = out / "oi_reference.pickle"
+    with open(refs_path, "wb") as f:
+        pickle.dump(refs, f, protocol=pickle.HIGHEST_PROTOCOL)
     p = beam.Pipeline(runner=_runner(), options=_options(1))
-    build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=refs,
+    build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=str(refs_path),
                           liqmap_state=liqmap, window=window)
     _run(p)
 
