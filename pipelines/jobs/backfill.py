@@ -396,6 +396,8 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
       which reach back past the window, and the index is a running product;
     * oi_deltas' inputs at their sampled minutes (every 5 minutes): the 30-day span's rows are made
       once at the end from these narrow series (``oi_delta_rows_from_samples``).
+    The windows' marts stay in their Parquet outputs until all have run, then go into the open
+    transaction in one insert per mart (:func:`_insert_staged`, ADR 042).
     Returns the perf_counter reading after the last step."""
     from dataclasses import replace
 
@@ -410,6 +412,7 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
     cuts = [*range(w0, start_us, step), *range(start_us, end_us, step)]
     carry: dict[str, dict] = {}
     samples: list[str] = []
+    staged: list[tuple[int, Path]] = []  # (cut, output) of each window that emitted, in order
     state_path, state_last = None, None
     for i, c0 in enumerate(cuts):
         c1 = cuts[i + 1] if i + 1 < len(cuts) else None
@@ -442,14 +445,7 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
         tick = add_phase_time(result.timings, "analytics", tick)
         if not emits or not bars_by_base:
             continue
-        if c0 > start_us:  # what the window before emitted after the cut is re-emitted now (as a stream cycle)
-            con.execute("DELETE FROM cascade_alerts WHERE alert_ts > make_timestamp(?::BIGINT) "
-                        "AND alert_ts < make_timestamp(?::BIGINT)", [c0, end_us])
-            con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT) "
-                        "AND as_of_ts < make_timestamp(?::BIGINT)", [c0, end_us])
-        for name in ANALYTIC_MARTS:
-            _insert_range(con, name, parquet_glob(out, name), start_us, end_us)
-        attach_cascade_fuel(con, config, c0)
+        staged.append((c0, out))  # its marts stay in its Parquet until the commit's one insert per mart
         states = parquet_glob(out, "liquidation_map_state")
         state_path, state_last = None, None
         if states:
@@ -472,7 +468,55 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
         tick = add_phase_time(result.timings, "analytics", tick)
         _insert_range(con, "oi_deltas", parquet_glob(out, "oi_deltas"), start_us, end_us)
         tick = add_phase_time(result.timings, "replace", tick)
-    return tick
+    _insert_staged(con, config, staged, start_us, end_us)
+    return add_phase_time(result.timings, "replace", tick)
+
+
+#: the windows' re-emission (ADR 036): a window's alerts after its cut, and its levels from its cut
+#: on, replace everything the windows before it emitted there, as a stream cycle's delete would
+_REEMITTED_AFTER_CUT = {"cascade_alerts": ">", "liquidation_levels": ">="}
+
+
+def _insert_staged(con, config: AnalyticsConfig, staged: list[tuple[int, Path]], start_us: int, end_us: int) -> None:
+    """The windows' analytic marts, staged in their Parquet outputs (``staged``: each emitting
+    window's cut and output directory, in order) -> the open transaction, one ``INSERT OR REPLACE``
+    per mart (ADR 042). The result is what the windows' upserts one after the other left in the
+    marts (ADR 036): of each key (the mart's primary key) the version of the last window that wrote
+    it, unless a later window deleted it (``_REEMITTED_AFTER_CUT``: that window's cut before the
+    row's time); then the episodes' fuel, once, from the range's first minute. Until here the rows
+    are files, not the transaction's: DuckDB holds them only from this statement to the commit."""
+    if not staged:
+        return
+    for name in ANALYTIC_MARTS:
+        parts, params = [], []
+        for k, (_c0, out) in enumerate(staged):
+            files = parquet_glob(out, name)
+            if not files:
+                continue
+            next_cut = staged[k + 1][0] if k + 1 < len(staged) else None
+            parts.append(f"SELECT *, {k} AS _window, ?::BIGINT AS _next_cut FROM read_parquet(?, union_by_name=true)")
+            params += [next_cut, files]
+        if not parts:
+            continue
+        col = TIME_COLUMNS[name]
+        rows = " UNION ALL BY NAME ".join(parts)
+        sel = f"SELECT * FROM ({rows}) WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)"
+        params += [start_us, end_us]
+        key = _primary_key(con, name)
+        if key:  # the last window's version of each key
+            sel += f" QUALIFY _window = max(_window) OVER (PARTITION BY {', '.join(key)})"
+        op = _REEMITTED_AFTER_CUT.get(name)
+        if op is not None:  # gone if a later window's cut lies before it (the next cut: the cuts ascend)
+            sel = f"SELECT * FROM ({sel}) WHERE _next_cut IS NULL OR NOT ({col} {op} make_timestamp(_next_cut))"
+        con.execute(f"INSERT OR REPLACE INTO {name} BY NAME SELECT * EXCLUDE (_window, _next_cut) FROM ({sel})",
+                    params)
+    attach_cascade_fuel(con, config, start_us)
+
+
+def _primary_key(con, table: str) -> list[str]:
+    row = con.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
+                      "AND constraint_type = 'PRIMARY KEY'", [table]).fetchone()
+    return list(row[0]) if row else []
 
 
 _CARRY_COLUMNS = ("oi", "q", *CARRY_SUMS)
@@ -483,8 +527,14 @@ def _run_window(bars_by_base: dict[str, list[str]], out: Path, config: Analytics
     """One window's analytics graph (its marts, samples and carry -> Parquet under ``out``),
     in-process: the per-base panels are vectorized, and worker processes cost more (start-up,
     pickling the panels) than they save (ADR 007)."""
+    import pickle
+
+    out.mkdir(parents=True, exist_ok=True)  # the carried history as a file: through Create, Beam bz2-pickles it 4x
+    refs_path = out / "oi_reference.pickle"
+    with open(refs_path, "wb") as f:
+        pickle.dump(refs, f, protocol=pickle.HIGHEST_PROTOCOL)
     p = beam.Pipeline(runner=_runner(), options=_options(1))
-    build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=refs,
+    build_analytics_graph(p, bars_by_base, out, config, emit_from_us=emit_from_us, oi_reference=str(refs_path),
                           liqmap_state=liqmap, window=window)
     _run(p)
 

@@ -210,16 +210,23 @@ def write_event_marts(p: beam.Pipeline, batches, out_dir: Path, config: Analytic
 
 def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], out_dir: Path,
                           config: AnalyticsConfig, emit_from_us: int | None,
-                          oi_reference: list[tuple[str, float]] | None = None,
+                          oi_reference: list[tuple[str, float]] | str | None = None,
                           closed_before_us: int | None = None,
                           liqmap_state: dict[str, Any] | None = None, window: dict | None = None) -> None:
     """Phase B: stored bars (touched minutes + lookback), one set of Parquet files per base
     (:func:`export_bars_by_base`) -> the analytic marts. Each base's files are read into Arrow and
     aggregated inside a DoFn: no bar row crosses Beam's data plane. ``closed_before_us``: the
     open-minute watch (ADR 018), cascades from the minutes before it only. ``window``: a windowed
-    backfill's window (``build_analytics_on_panels``; its samples and carry are Arrow tables)."""
+    backfill's window (``build_analytics_on_panels``; its samples and carry are Arrow tables).
+    ``oi_reference`` as a path: a pickle file of that list, read when the graph runs (a windowed
+    backfill's carried history: Beam pickles a ``Create``'s values with bz2 several times per run)."""
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
-    ref = (p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)) if oi_reference is not None else None
+    ref = None
+    if isinstance(oi_reference, str):
+        ref = (p | "OIReferenceFile" >> beam.Create([oi_reference], reshuffle=False)
+               | "OIReference" >> beam.FlatMap(_load_pickled))
+    elif oi_reference is not None:
+        ref = p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)
     for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
                                                 closed_before_us=closed_before_us, liqmap_state=liqmap_state,
                                                 window=window).items():
@@ -253,6 +260,13 @@ def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: i
         if files:
             by_base[unquote(d.name[len("base="):])] = files
     return by_base
+
+
+def _load_pickled(path: str) -> list:
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def liqmap_cycle(con, config: AnalyticsConfig, from_us: int, state_path: Path) -> dict[str, Any]:
