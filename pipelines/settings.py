@@ -123,6 +123,10 @@ class JobSettings:
     #: (pipelines/dq/sql.py) and run GX, with its Data Docs page built at once, only on a failure.
     #: 0 = GX at every gate (ADR 031). One-shot `load`, `backfill` and `dq` always run GX.
     dq_gx_every_s: int = 600
+    #: 1: once a stream cycle's events committed, the reader processes plan and read the next
+    #: cycle's ranges while this cycle's analytics and DQ gate run; the next cycle takes them if
+    #: it starts from the same committed offsets (ADR 043). 0: each cycle plans and reads itself
+    fetch_ahead: int = 1
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

@@ -379,3 +379,44 @@ def test_empty_cycles_that_always_leave_lag_end_a_bounded_job_behind(fresh_broke
                                             bounds_reuse_s=0))
     assert job.run() == EXIT_BEHIND
     assert sum(job.health.lag.values()) > 0
+
+
+def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tmp_path, monkeypatch):
+    """ADR 043: a busy cycle's readers read the next cycle's ranges during its analytics; the next
+    cycle takes them. Every event counts once, a cycle whose analytics failed after the read ahead
+    started included (its events were committed: the read ahead starts from those offsets)."""
+    from pipelines.jobs import load
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    messages = binance_force_orders(4000, seed=11)
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(0, len(messages), 200):
+            publish_raw_stream(messages[i:i + 200], kafka)
+            time.sleep(0.3)
+        done.set()
+
+    analytics = load._phase_analytics
+    calls = {"n": 0}
+
+    def analytics_failing_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("analytics failed once")
+        return analytics(*args, **kwargs)
+
+    monkeypatch.setattr(load, "_phase_analytics", analytics_failing_once)
+    settings = JobSettings(db=tmp_path / "stream.duckdb", data_dir=tmp_path, kafka=kafka)
+    assert settings.fetch_ahead == 1 and settings.fetch_workers > 1
+    job = StreamJob(settings, StreamOptions(interval_s=0.2, dq_every_s=3600, exit_when_idle=2, done=done.is_set))
+    producer = threading.Thread(target=produce)
+    producer.start()
+    status = job.run()
+    producer.join()
+    assert status == 0
+    assert job.health.failed_cycles == 1
+    assert sum(c["read_ahead"] for c in job.recent_cycles) >= 2  # the path under test ran
+    assert not list(tmp_path.glob("liqstream-ahead-*"))  # every read ahead's files removed
+    assert mart_liquidations(settings.db) == expected_liquidations(messages)
