@@ -150,8 +150,20 @@ class CatchUpProgress:
             progress_log.info("%s", self.line())
 
 
+class _ReusedViews(PipelineOptions):
+    """PipelineOptions whose ``view_as`` makes each view once: Beam asks for views many times
+    while it builds and runs a graph, and each new view parses every option of its class anew
+    (argparse). The views of one options object share its values, so a kept view is the view."""
+
+    def view_as(self, cls):  # type: ignore[override]
+        views = self.__dict__.setdefault("_views", {})
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        return views[cls]
+
+
 def _runner_options(settings: JobSettings) -> PipelineOptions:
-    return PipelineOptions(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
+    return _ReusedViews(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
 
 
 def _run(p: beam.Pipeline) -> dict[str, int]:
