@@ -386,7 +386,8 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
              run_analytics: bool = True, fetcher: ParallelFetcher | None = None,
              after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False,
              dq_gx_every_s: float = 0.0, bounds: dict | None = None, ahead: FetchAhead | None = None,
-             after_events: Callable[[Any, str], None] | None = None) -> LoadResult:
+             read_ahead: Callable[[dict[tuple[str, int], int]], None] | None = None,
+             read_ahead_early: bool = False) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
@@ -399,9 +400,11 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
     ``bounds``: the topics' (log start, log end) the caller has just asked (``reader.log_bounds``;
     the stream job's lag probe, ADR 038); None asks the broker. ``ahead``: the ranges the stream
     job's readers read during the last cycle's analytics (ADR 043), used as this cycle's plan and
-    fetch if they start at the committed offsets. ``after_events(con, cluster_id)``: called once a
-    busy cycle's events phase committed, before its analytics (the stream job starts the next
-    read ahead there)."""
+    fetch if they start at the committed offsets. ``read_ahead(committed)``: the stream job starts
+    the next cycle's read from ``committed``, the offsets once this cycle's events committed: called
+    after that commit, before the analytics; with ``read_ahead_early``, as soon as the cycle's
+    own fetch ended (the read then overlaps the events pass too; if the commit fails, the next
+    cycle's committed offsets differ and it does not take the read)."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -414,17 +417,17 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
             warehouse.reset_state(con, DERIVED_TABLES)
         committed = warehouse.committed_offsets(con, cid, LOAD_TOPICS)
         t_ahead = time.perf_counter()
-        read_ahead = ahead.take(committed) if ahead is not None else None
+        taken = ahead.take(committed) if ahead is not None else None
         waited_s = time.perf_counter() - t_ahead
-        if read_ahead is not None:
-            ranges, fetched = read_ahead
+        if taken is not None:
+            ranges, fetched = taken
         else:
             if bounds is None:
                 bounds = log_bounds(settings.kafka, LOAD_TOPICS)
             ranges, fetched = plan_ranges(bounds, committed, settings.max_range), None
         result = LoadResult(run_id=run_id, status="empty", ranges=ranges)
         tick = result.took("plan", t0)
-        if read_ahead is not None:  # the wait for the read ahead is the cycle's fetch, not its plan
+        if taken is not None:  # the wait for the read ahead is the cycle's fetch, not its plan
             result.read_ahead = True
             result.timings["plan"] -= waited_s
             result.timings["fetch"] = waited_s
@@ -433,10 +436,14 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
             tmp = Path(tmp_str)
             if ranges:
                 with CatchUpProgress(run_id, sum(r.size for r in ranges), settings.progress_every_s) as progress:
+                    after_fetch = None
+                    if read_ahead is not None:
+                        after_commit = {**committed, **{(r.topic, r.partition): r.end for r in ranges}}
+                        after_fetch = (lambda: read_ahead(after_commit)) if read_ahead_early else None
                     _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0, fetcher, progress,
-                                  fetched)
-                if after_events is not None:
-                    after_events(con, cid)
+                                  fetched, after_fetch)
+                if read_ahead is not None and not read_ahead_early:
+                    read_ahead(after_commit)
             else:
                 _record_run(con, result, started, t0, "load")
             tick = time.perf_counter()
@@ -468,8 +475,9 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
 def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: list[OffsetRange], cid: str,
                   tmp: Path, result: LoadResult, started: datetime, t0: float,
                   fetcher: ParallelFetcher | None = None, progress: CatchUpProgress | None = None,
-                  fetched: Fetched | None = None) -> None:
-    """Phase A and its commit. ``fetched``: the ranges already read (a read ahead, ADR 043)."""
+                  fetched: Fetched | None = None, after_fetch: Callable[[], None] | None = None) -> None:
+    """Phase A and its commit. ``fetched``: the ranges already read (a read ahead, ADR 043);
+    ``after_fetch``: called once the ranges are read by the reader processes (either way)."""
     t_events = time.perf_counter()
     watermark = warehouse.get_state(con, "watermark_us")
     prior_files: list[str] = []
@@ -484,6 +492,8 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
     if fetched is None and fetcher is not None and fetcher.worth_it(ranges):
         fetched = fetcher.fetch(ranges, tmp / "fetched")
         t_events = result.took("fetch", t_events)
+    if fetched is not None and after_fetch is not None:
+        after_fetch()
     if progress is not None:
         progress.phase = "read + bars" if fetched is None else "bars"
     counts = None

@@ -231,7 +231,8 @@ class StreamJob:
                     result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics,
                                       fetcher=fetcher, after_analytics=alerts.sync_safely, open_minute_watch=True,
                                       dq_gx_every_s=self.settings.dq_gx_every_s, bounds=self._fresh_bounds(),
-                                      ahead=ahead, after_events=self._read_ahead if self._readers else None)
+                                      ahead=ahead, read_ahead=self._read_ahead if self._readers else None,
+                                      read_ahead_early=self.settings.fetch_ahead >= 2)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
@@ -316,15 +317,14 @@ class StreamJob:
                         type(exc).__name__, exc)
             return None
 
-    def _read_ahead(self, con: Any, cid: str) -> None:
-        """After a cycle's events commit (run_load's ``after_events``): the readers plan and read
-        the next cycle's ranges, from the offsets just committed, while this cycle goes on (ADR 043)."""
+    def _read_ahead(self, committed: dict[tuple[str, int], int]) -> None:
+        """run_load's ``read_ahead``: the readers plan and read the next cycle's ranges from
+        ``committed`` (this cycle's offsets once committed) while this cycle goes on (ADR 043)."""
         import tempfile
         from pathlib import Path
 
         if self._ahead is not None:  # not taken (a failed cycle in between): its files go
             self._ahead.discard()
-        committed = warehouse.committed_offsets(con, cid, LOAD_TOPICS)
         kafka, max_range = self.settings.kafka, self.settings.max_range
         parent = self.settings.data_dir if self.settings.data_dir.exists() else None
         self._ahead = FetchAhead(self._readers, lambda: plan_ranges(log_bounds(kafka, LOAD_TOPICS), committed, max_range),

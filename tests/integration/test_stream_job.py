@@ -381,15 +381,19 @@ def test_empty_cycles_that_always_leave_lag_end_a_bounded_job_behind(fresh_broke
     assert sum(job.health.lag.values()) > 0
 
 
-def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tmp_path, monkeypatch):
-    """ADR 043: a busy cycle's readers read the next cycle's ranges during its analytics; the next
-    cycle takes them. Every event counts once, a cycle whose analytics failed after the read ahead
-    started included (its events were committed: the read ahead starts from those offsets)."""
+@pytest.mark.parametrize("fetch_ahead", [1, 2])
+def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tmp_path, monkeypatch, fetch_ahead):
+    """ADR 043: a busy cycle's readers read the next cycle's ranges while it goes on (2: from the
+    end of its fetch; 1: from its events commit); the next cycle takes them. Every event counts
+    once, a cycle whose analytics failed after the read ahead started included (its events were
+    committed: the read ahead starts from those offsets), and one whose commit failed after it
+    started (2: the next cycle's committed offsets are not those: it reads its ranges itself)."""
+    from connectors.kafka.fetch import FetchAhead
     from pipelines.jobs import load
     from pipelines.jobs.stream import StreamJob, StreamOptions
 
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
-    messages = binance_force_orders(4000, seed=11)
+    messages = binance_force_orders(6000, seed=11)
     done = threading.Event()
 
     def produce() -> None:
@@ -403,20 +407,41 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
 
     def analytics_failing_once(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:
             raise RuntimeError("analytics failed once")
         return analytics(*args, **kwargs)
 
+    store_offsets = load.warehouse.store_offsets
+    commits = {"n": 0}
+
+    def commit_failing_once(*args, **kwargs):
+        commits["n"] += 1
+        if commits["n"] == 3:
+            raise RuntimeError("commit failed once")
+        return store_offsets(*args, **kwargs)
+
+    take = FetchAhead.take
+    taken: list[bool] = []
+
+    def counted_take(self, committed):
+        got = take(self, committed)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(FetchAhead, "take", counted_take)
     monkeypatch.setattr(load, "_phase_analytics", analytics_failing_once)
-    settings = JobSettings(db=tmp_path / "stream.duckdb", data_dir=tmp_path, kafka=kafka)
-    assert settings.fetch_ahead == 1 and settings.fetch_workers > 1
+    monkeypatch.setattr(load.warehouse, "store_offsets", commit_failing_once)
+    settings = JobSettings(db=tmp_path / "stream.duckdb", data_dir=tmp_path, kafka=kafka, fetch_ahead=fetch_ahead)
+    assert settings.fetch_workers > 1
     job = StreamJob(settings, StreamOptions(interval_s=0.2, dq_every_s=3600, exit_when_idle=2, done=done.is_set))
     producer = threading.Thread(target=produce)
     producer.start()
     status = job.run()
     producer.join()
     assert status == 0
-    assert job.health.failed_cycles == 1
-    assert sum(c["read_ahead"] for c in job.recent_cycles) >= 2  # the path under test ran
+    assert job.health.failed_cycles == 2 and calls["n"] > 2 and commits["n"] > 3  # both failed once
+    assert sum(taken) >= 3  # the path under test ran (in the failed cycles too)
+    if fetch_ahead == 2:  # the read ahead started before the failed commit was not taken
+        assert not all(taken)
     assert not list(tmp_path.glob("liqstream-ahead-*"))  # every read ahead's files removed
     assert mart_liquidations(settings.db) == expected_liquidations(messages)
