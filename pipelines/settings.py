@@ -127,8 +127,9 @@ class JobSettings:
     #: ranges while this cycle goes on; the next cycle takes them if it starts from the offsets
     #: they were planned from. 2: as soon as this cycle's fetch ended (overlaps its events pass,
     #: commit, analytics and DQ gate); 1: once its events committed (overlaps analytics and DQ);
-    #: 0: each cycle plans and reads itself
-    fetch_ahead: int = 2
+    #: 0 (default): each cycle plans and reads itself. Off by default: on the shared 2-core machine
+    #: it ran more, shorter cycles but did not lower the alert latency (docs/performance.md)
+    fetch_ahead: int = 0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

@@ -36,7 +36,8 @@ def _stream_proc(db, bootstrap, *extra: str, metrics_port: int | None = None,
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, tmp_path):
+@pytest.mark.parametrize("fetch_ahead", ["0", "2"])  # 2: the next cycle is read ahead (ADR 043)
+def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, tmp_path, fetch_ahead):
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
     messages = binance_force_orders(6000, seed=7)
     db = tmp_path / "stream.duckdb"
@@ -53,14 +54,15 @@ def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, 
     rng = random.Random(3)
     kills = 0
     while kills < 4:
-        proc = _stream_proc(db, fresh_broker.bootstrap)
+        proc = _stream_proc(db, fresh_broker.bootstrap, env_extra={"LIQSTREAM_FETCH_AHEAD": fetch_ahead})
         time.sleep(rng.uniform(3.0, 7.0))  # import + first cycles; lands at random points of a cycle
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
     producer.join()
     assert done.is_set()
-    final = _stream_proc(db, fresh_broker.bootstrap, "--exit-when-idle", "2")
+    final = _stream_proc(db, fresh_broker.bootstrap, "--exit-when-idle", "2",
+                         env_extra={"LIQSTREAM_FETCH_AHEAD": fetch_ahead})
     out, _ = final.communicate(timeout=900)  # bounded; generous for a loaded machine
     assert final.returncode == 0, out[-2000:]
 
