@@ -442,7 +442,7 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
     producer.join()
     assert status == 0
     assert job.health.failed_cycles == 2 and calls["n"] > 2 and commits["n"] > 3  # both failed once
-    assert sum(taken) >= 3  # the path under test ran (in the failed cycles too)
+    assert sum(taken) >= 2  # the path under test ran (a read ahead finding nothing new is not taken)
     if fetch_ahead == 2:  # the read ahead started before the failed commit was not taken
         assert not all(taken)
     assert not list(tmp_path.glob("liqstream-ahead-*"))  # every read ahead's files removed
