@@ -50,8 +50,10 @@ def write_archive_table(table: pa.Table, out_dir: Path) -> list[str]:
     et = _event_type(table)
     days = pc.divide(table["event_time"], pa.scalar(DAY_US, pa.int64()))
     paths = []
-    for d in pc.unique(days).to_pylist():
-        part = table.filter(pc.equal(days, d))
+    unique_days = pc.unique(days).to_pylist()
+    for d in unique_days:
+        # one day (every live cycle but the one crossing midnight): the table as it is, not a copy
+        part = table if len(unique_days) == 1 else table.filter(pc.equal(days, d))
         folder = out_dir / et / f"date={day_of(d * DAY_US)}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-{uuid.uuid4().hex}.parquet"

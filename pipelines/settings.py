@@ -123,6 +123,13 @@ class JobSettings:
     #: (pipelines/dq/sql.py) and run GX, with its Data Docs page built at once, only on a failure.
     #: 0 = GX at every gate (ADR 031). One-shot `load`, `backfill` and `dq` always run GX.
     dq_gx_every_s: int = 600
+    #: the stream job's read ahead (ADR 043): the reader processes plan and read the next cycle's
+    #: ranges while this cycle goes on; the next cycle takes them if it starts from the offsets
+    #: they were planned from. 2: as soon as this cycle's fetch ended (overlaps its events pass,
+    #: commit, analytics and DQ gate); 1: once its events committed (overlaps analytics and DQ);
+    #: 0 (default): each cycle plans and reads itself. Off by default: on the shared 2-core machine
+    #: it ran more, shorter cycles but did not lower the alert latency (docs/performance.md)
+    fetch_ahead: int = 0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

@@ -199,3 +199,57 @@ def _fetch_chunk(rng: OffsetRange, out_dir: str) -> tuple[str | None, int, list[
     if _TOPIC_EVENT.get(rng.topic) is None:
         rows += len(rejects)
     return path, rows, rejects
+
+
+class FetchAhead:
+    """The next cycle's ranges, planned and read by the reader processes while this cycle's
+    analytics and DQ gate run (the stream job, ADR 043).
+
+    Started once a cycle's events phase committed: from the offsets just committed
+    (``committed``) to the log ends asked then, read into ``out_dir`` by a thread of its own
+    that hands the ranges to ``fetcher`` (the job's thread does not touch the fetcher meanwhile).
+    The next cycle takes its ranges and files with :meth:`take` only if it starts from the same
+    committed offsets; else, or if the plan or the read failed, it plans and reads as before.
+    Nothing is committed here: the files are temporary, the offsets are committed with the marts
+    of the cycle that takes them, so a crash at any point re-reads from the committed offsets."""
+
+    def __init__(self, fetcher: ParallelFetcher, plan: Callable[[], list[OffsetRange]],
+                 committed: dict[tuple[str, int], int], out_dir: Path) -> None:
+        """``plan``: the ranges from ``committed`` to the log ends (called in the thread)."""
+        self.committed = dict(committed)
+        self.out_dir = out_dir
+        self._result: tuple[list[OffsetRange], Fetched | None] | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        # a daemon thread: a fetch stalled on the broker must not hold the interpreter at exit
+        self._thread = threading.Thread(target=self._run, args=(fetcher, plan), name="fetch-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, fetcher: ParallelFetcher, plan: Callable[[], list[OffsetRange]]) -> None:
+        try:
+            ranges = plan()
+            self._result = (ranges, fetcher.fetch(ranges, self.out_dir) if ranges else None)
+        except BaseException as exc:  # reported by take(): the cycle then reads its ranges itself
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def take(self, committed: dict[tuple[str, int], int]) -> tuple[list[OffsetRange], Fetched] | None:
+        """Wait for the read; its (ranges, fetched) if planned from ``committed`` and read, else None."""
+        self._done.wait()
+        if self._error is not None:
+            log.warning("reading ahead failed (%s: %s): the cycle reads its ranges itself",
+                        type(self._error).__name__, self._error)
+            return None
+        ranges, fetched = self._result or ([], None)
+        if fetched is None or not ranges or committed != self.committed:
+            return None
+        return ranges, fetched
+
+    def discard(self, wait: bool = True) -> None:
+        """Remove the files (after the read ended, unless ``wait`` is False: the job is abandoned)."""
+        import shutil
+
+        if wait:
+            self._done.wait()
+        shutil.rmtree(self.out_dir, ignore_errors=True)

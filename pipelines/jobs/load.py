@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.kafka.beam_source import REJECTS, ReadKafkaRangeBatches
-from connectors.kafka.fetch import Fetched, ParallelFetcher
+from connectors.kafka.fetch import FetchAhead, Fetched, ParallelFetcher
 from connectors.kafka.reader import READ_COUNT, OffsetRange, log_bounds, plan_ranges
 from connectors.kafka.topics import all_topics, cluster_id
 from connectors.normalize import TOPICS
@@ -96,6 +96,8 @@ class LoadResult:
     watermark_us: int | None = None
     #: how the events phase ran: "graph" (the Beam graph) or "vectorized" (a fetched cycle's one pass, ADR 028)
     events_pass: str = "graph"
+    #: the cycle's ranges and fetch were the read ahead during the cycle before (ADR 043)
+    read_ahead: bool = False
     #: wall seconds per phase: "plan" (offsets, log bounds), "fetch" (the reader processes, big
     #: cycles only), "events" (the Beam pipeline), "commit" (archive + upserts + offsets), "analytics", "dq"
     timings: dict[str, float] = field(default_factory=dict)
@@ -148,8 +150,20 @@ class CatchUpProgress:
             progress_log.info("%s", self.line())
 
 
+class _ReusedViews(PipelineOptions):
+    """PipelineOptions whose ``view_as`` makes each view once: Beam asks for views many times
+    while it builds and runs a graph, and each new view parses every option of its class anew
+    (argparse). The views of one options object share its values, so a kept view is the view."""
+
+    def view_as(self, cls):  # type: ignore[override]
+        views = self.__dict__.setdefault("_views", {})
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        return views[cls]
+
+
 def _runner_options(settings: JobSettings) -> PipelineOptions:
-    return PipelineOptions(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
+    return _ReusedViews(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
 
 
 def _run(p: beam.Pipeline) -> dict[str, int]:
@@ -385,7 +399,9 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
              config: AnalyticsConfig | None = None, dq_suites: list[str] | None = None,
              run_analytics: bool = True, fetcher: ParallelFetcher | None = None,
              after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False,
-             dq_gx_every_s: float = 0.0, bounds: dict | None = None) -> LoadResult:
+             dq_gx_every_s: float = 0.0, bounds: dict | None = None, ahead: FetchAhead | None = None,
+             read_ahead: Callable[[dict[tuple[str, int], int]], None] | None = None,
+             read_ahead_early: bool = False) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
@@ -396,7 +412,13 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
     minute raises watches (pipelines/alerts/watch.py, ADR 018); else every stored minute is analysed
     (a bounded load: the data so far is all there is). ``dq_gx_every_s``: see :func:`run_gate`.
     ``bounds``: the topics' (log start, log end) the caller has just asked (``reader.log_bounds``;
-    the stream job's lag probe, ADR 038); None asks the broker."""
+    the stream job's lag probe, ADR 038); None asks the broker. ``ahead``: the ranges the stream
+    job's readers read during the last cycle's analytics (ADR 043), used as this cycle's plan and
+    fetch if they start at the committed offsets. ``read_ahead(committed)``: the stream job starts
+    the next cycle's read from ``committed``, the offsets once this cycle's events committed: called
+    after that commit, before the analytics; with ``read_ahead_early``, as soon as the cycle's
+    own fetch ended (the read then overlaps the events pass too; if the commit fails, the next
+    cycle's committed offsets differ and it does not take the read)."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -408,17 +430,34 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         if reset_offsets:
             warehouse.reset_state(con, DERIVED_TABLES)
         committed = warehouse.committed_offsets(con, cid, LOAD_TOPICS)
-        if bounds is None:
-            bounds = log_bounds(settings.kafka, LOAD_TOPICS)
-        ranges = plan_ranges(bounds, committed, settings.max_range)
+        t_ahead = time.perf_counter()
+        taken = ahead.take(committed) if ahead is not None else None
+        waited_s = time.perf_counter() - t_ahead
+        if taken is not None:
+            ranges, fetched = taken
+        else:
+            if bounds is None:
+                bounds = log_bounds(settings.kafka, LOAD_TOPICS)
+            ranges, fetched = plan_ranges(bounds, committed, settings.max_range), None
         result = LoadResult(run_id=run_id, status="empty", ranges=ranges)
         tick = result.took("plan", t0)
+        if taken is not None:  # the wait for the read ahead is the cycle's fetch, not its plan
+            result.read_ahead = True
+            result.timings["plan"] -= waited_s
+            result.timings["fetch"] = waited_s
         tmp_parent = settings.data_dir if settings.data_dir.exists() else None
         with tempfile.TemporaryDirectory(prefix="liqstream-cycle-", dir=tmp_parent) as tmp_str:
             tmp = Path(tmp_str)
             if ranges:
                 with CatchUpProgress(run_id, sum(r.size for r in ranges), settings.progress_every_s) as progress:
-                    _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0, fetcher, progress)
+                    after_fetch = None
+                    if read_ahead is not None:
+                        after_commit = {**committed, **{(r.topic, r.partition): r.end for r in ranges}}
+                        after_fetch = (lambda: read_ahead(after_commit)) if read_ahead_early else None
+                    _phase_events(con, settings, config, ranges, cid, tmp, result, started, t0, fetcher, progress,
+                                  fetched, after_fetch)
+                if read_ahead is not None and not read_ahead_early:
+                    read_ahead(after_commit)
             else:
                 _record_run(con, result, started, t0, "load")
             tick = time.perf_counter()
@@ -436,13 +475,23 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
         result.duration_s = time.perf_counter() - t0
         con.execute("UPDATE pipeline_runs SET duration_s = ? WHERE run_id = ?", [result.duration_s, run_id])
         return result
+    except KeyboardInterrupt:  # an abandoned cycle (the stream job's second signal) waits for no read
+        if ahead is not None:
+            ahead.discard(wait=False)
+            ahead = None
+        raise
     finally:
         con.close()
+        if ahead is not None:
+            ahead.discard()  # its files were this cycle's fetch, or not taken
 
 
 def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: list[OffsetRange], cid: str,
                   tmp: Path, result: LoadResult, started: datetime, t0: float,
-                  fetcher: ParallelFetcher | None = None, progress: CatchUpProgress | None = None) -> None:
+                  fetcher: ParallelFetcher | None = None, progress: CatchUpProgress | None = None,
+                  fetched: Fetched | None = None, after_fetch: Callable[[], None] | None = None) -> None:
+    """Phase A and its commit. ``fetched``: the ranges already read (a read ahead, ADR 043);
+    ``after_fetch``: called once the ranges are read by the reader processes (either way)."""
     t_events = time.perf_counter()
     watermark = warehouse.get_state(con, "watermark_us")
     prior_files: list[str] = []
@@ -454,10 +503,11 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
                               "WHERE minute_ts >= make_timestamp(?::BIGINT)", [since], tmp / "prior_bars.parquet")
     out = tmp / "events"
     dedupe_on = settings.dedupe_horizon_s > 0
-    fetched = None
-    if fetcher is not None and fetcher.worth_it(ranges):
+    if fetched is None and fetcher is not None and fetcher.worth_it(ranges):
         fetched = fetcher.fetch(ranges, tmp / "fetched")
         t_events = result.took("fetch", t_events)
+    if fetched is not None and after_fetch is not None:
+        after_fetch()
     if progress is not None:
         progress.phase = "read + bars" if fetched is None else "bars"
     counts = None

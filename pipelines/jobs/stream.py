@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from connectors.kafka.fetch import ParallelFetcher
-from connectors.kafka.reader import log_bounds
+from connectors.kafka.fetch import FetchAhead, ParallelFetcher
+from connectors.kafka.reader import log_bounds, plan_ranges
 from pipelines import warehouse
 from pipelines.alerts.delivery import AlertDispatcher
 from pipelines.dq import DataQuality
@@ -162,6 +162,9 @@ class StreamJob:
         self.recent_cycles: deque[dict] = deque(maxlen=100)
         #: the last lag probe's (monotonic time, log bounds): the next cycle's plan when it is fresh
         self._probed: tuple[float, dict] | None = None
+        #: the next cycle's ranges being read during this cycle's analytics (ADR 043)
+        self._ahead: FetchAhead | None = None
+        self._readers: ParallelFetcher | None = None
 
     def request_stop(self, *_: object) -> None:
         self._signals += 1
@@ -201,6 +204,7 @@ class StreamJob:
                                     if self.settings.fetch_workers > 1 else None)
         if fetcher is not None:
             fetcher.start()
+        self._readers = fetcher if self.settings.fetch_ahead else None
         alerts.start()
         # Great Expectations loads in a thread while the first cycle reads and builds its bars: its
         # import was half of the job's CPU samples in a 100k-event catch-up (py-spy, issue 21), all
@@ -220,10 +224,15 @@ class StreamJob:
                 want_dq = opts.dq_every_s <= 0 or time.monotonic() - last_dq >= opts.dq_every_s
                 want_analytics = (opts.analytics_every_s <= 0 or idle > 0
                                   or time.monotonic() - last_analytics >= opts.analytics_every_s)
+                # run_load takes the read ahead (its ranges, if they start at the committed offsets)
+                # and removes its files when the cycle ends, whatever happened
+                ahead, self._ahead = self._ahead, None
                 try:
                     result = run_load(self.settings, run_dq=want_dq, run_analytics=want_analytics,
                                       fetcher=fetcher, after_analytics=alerts.sync_safely, open_minute_watch=True,
-                                      dq_gx_every_s=self.settings.dq_gx_every_s, bounds=self._fresh_bounds())
+                                      dq_gx_every_s=self.settings.dq_gx_every_s, bounds=self._fresh_bounds(),
+                                      ahead=ahead, read_ahead=self._read_ahead if self._readers else None,
+                                      read_ahead_early=self.settings.fetch_ahead >= 2)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
@@ -276,6 +285,9 @@ class StreamJob:
             abandoned = True  # a second signal: the cycle was dropped before its commit
             raise
         finally:
+            if self._ahead is not None:  # read for a cycle that will not run
+                self._ahead.discard(wait=not abandoned)
+                self._ahead = None
             if keeper is not None:
                 keeper.close()
             alerts.close()
@@ -304,6 +316,19 @@ class StreamJob:
             log.warning("database %s not kept open (%s: %s): each cycle opens it", self.settings.db,
                         type(exc).__name__, exc)
             return None
+
+    def _read_ahead(self, committed: dict[tuple[str, int], int]) -> None:
+        """run_load's ``read_ahead``: the readers plan and read the next cycle's ranges from
+        ``committed`` (this cycle's offsets once committed) while this cycle goes on (ADR 043)."""
+        import tempfile
+        from pathlib import Path
+
+        if self._ahead is not None:  # not taken (a failed cycle in between): its files go
+            self._ahead.discard()
+        kafka, max_range = self.settings.kafka, self.settings.max_range
+        parent = self.settings.data_dir if self.settings.data_dir.exists() else None
+        self._ahead = FetchAhead(self._readers, lambda: plan_ranges(log_bounds(kafka, LOAD_TOPICS), committed, max_range),
+                                 committed, Path(tempfile.mkdtemp(prefix="liqstream-ahead-", dir=parent)))
 
     def _fresh_bounds(self) -> dict | None:
         """The last lag probe's log bounds if it is at most ``bounds_reuse_s`` old (used once)."""
@@ -340,7 +365,7 @@ class StreamJob:
                 h.last_dq_ok = int(result.dq_passed)
             h.lag = lag
         self.recent_cycles.append({"events": result.events_in, "seconds": seconds, "timings": dict(result.timings),
-                                   "events_pass": result.events_pass})
+                                   "events_pass": result.events_pass, "read_ahead": result.read_ahead})
         if result.status != "empty":
             log.info("cycle %s: %s, %d events, %d rejects, %.2fs (%s; events pass: %s), lag %d",
                      result.run_id, result.status, result.events_in, result.rejects_in, seconds,

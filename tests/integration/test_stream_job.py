@@ -36,7 +36,8 @@ def _stream_proc(db, bootstrap, *extra: str, metrics_port: int | None = None,
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, tmp_path):
+@pytest.mark.parametrize("fetch_ahead", ["0", "2"])  # 2: the next cycle is read ahead (ADR 043)
+def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, tmp_path, fetch_ahead):
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
     messages = binance_force_orders(6000, seed=7)
     db = tmp_path / "stream.duckdb"
@@ -53,14 +54,15 @@ def test_kill9_mid_cycle_repeatedly_loses_nothing_and_counts_once(fresh_broker, 
     rng = random.Random(3)
     kills = 0
     while kills < 4:
-        proc = _stream_proc(db, fresh_broker.bootstrap)
+        proc = _stream_proc(db, fresh_broker.bootstrap, env_extra={"LIQSTREAM_FETCH_AHEAD": fetch_ahead})
         time.sleep(rng.uniform(3.0, 7.0))  # import + first cycles; lands at random points of a cycle
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
     producer.join()
     assert done.is_set()
-    final = _stream_proc(db, fresh_broker.bootstrap, "--exit-when-idle", "2")
+    final = _stream_proc(db, fresh_broker.bootstrap, "--exit-when-idle", "2",
+                         env_extra={"LIQSTREAM_FETCH_AHEAD": fetch_ahead})
     out, _ = final.communicate(timeout=900)  # bounded; generous for a loaded machine
     assert final.returncode == 0, out[-2000:]
 
@@ -379,3 +381,69 @@ def test_empty_cycles_that_always_leave_lag_end_a_bounded_job_behind(fresh_broke
                                             bounds_reuse_s=0))
     assert job.run() == EXIT_BEHIND
     assert sum(job.health.lag.values()) > 0
+
+
+@pytest.mark.parametrize("fetch_ahead", [1, 2])
+def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tmp_path, monkeypatch, fetch_ahead):
+    """ADR 043: a busy cycle's readers read the next cycle's ranges while it goes on (2: from the
+    end of its fetch; 1: from its events commit); the next cycle takes them. Every event counts
+    once, a cycle whose analytics failed after the read ahead started included (its events were
+    committed: the read ahead starts from those offsets), and one whose commit failed after it
+    started (2: the next cycle's committed offsets are not those: it reads its ranges itself)."""
+    from connectors.kafka.fetch import FetchAhead
+    from pipelines.jobs import load
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    messages = binance_force_orders(6000, seed=11)
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(0, len(messages), 200):
+            publish_raw_stream(messages[i:i + 200], kafka)
+            time.sleep(0.3)
+        done.set()
+
+    analytics = load._phase_analytics
+    calls = {"n": 0}
+
+    def analytics_failing_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("analytics failed once")
+        return analytics(*args, **kwargs)
+
+    store_offsets = load.warehouse.store_offsets
+    commits = {"n": 0}
+
+    def commit_failing_once(*args, **kwargs):
+        commits["n"] += 1
+        if commits["n"] == 3:
+            raise RuntimeError("commit failed once")
+        return store_offsets(*args, **kwargs)
+
+    take = FetchAhead.take
+    taken: list[bool] = []
+
+    def counted_take(self, committed):
+        got = take(self, committed)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(FetchAhead, "take", counted_take)
+    monkeypatch.setattr(load, "_phase_analytics", analytics_failing_once)
+    monkeypatch.setattr(load.warehouse, "store_offsets", commit_failing_once)
+    settings = JobSettings(db=tmp_path / "stream.duckdb", data_dir=tmp_path, kafka=kafka, fetch_ahead=fetch_ahead)
+    assert settings.fetch_workers > 1
+    job = StreamJob(settings, StreamOptions(interval_s=0.2, dq_every_s=3600, exit_when_idle=2, done=done.is_set))
+    producer = threading.Thread(target=produce)
+    producer.start()
+    status = job.run()
+    producer.join()
+    assert status == 0
+    assert job.health.failed_cycles == 2 and calls["n"] > 2 and commits["n"] > 3  # both failed once
+    assert sum(taken) >= 2  # the path under test ran (a read ahead finding nothing new is not taken)
+    if fetch_ahead == 2:  # the read ahead started before the failed commit was not taken
+        assert not all(taken)
+    assert not list(tmp_path.glob("liqstream-ahead-*"))  # every read ahead's files removed
+    assert mart_liquidations(settings.db) == expected_liquidations(messages)
