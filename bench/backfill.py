@@ -146,7 +146,11 @@ def _tree_rss(pids: list[int]) -> int:
 
 def _tree_pss(pids: list[int]) -> tuple[int, int]:
     """(RSS, PSS) bytes of ``pids`` from ``smaps_rollup`` (the kernel walks every page table: ~10 ms
-    of CPU per call for a 600 MB process on this machine)."""
+    of CPU per call for a 600 MB process on this machine).
+
+    RSS counts a page shared by several processes in each of them (the backfill's day workers
+    are forked, so they share the parent's pages until written); PSS splits each shared page
+    among its sharers, so the PSS of a tree is the memory it really holds."""
     rss = pss = 0
     for pid in pids:
         try:
@@ -158,15 +162,6 @@ def _tree_pss(pids: list[int]) -> tuple[int, int]:
         except (OSError, ValueError, IndexError):
             continue
     return rss, pss
-
-
-def _tree_memory(root: int) -> tuple[int, int]:
-    """(RSS, PSS) bytes of ``root`` and every descendant (from /proc).
-
-    RSS counts a page shared by several processes in each of them (the backfill's day workers
-    are forked, so they share the parent's pages until written); PSS splits each shared page
-    among its sharers, so the PSS of a tree is the memory it really holds."""
-    return _tree_pss(_tree_pids(root))
 
 
 class PeakSampler:
@@ -217,7 +212,7 @@ class PeakSampler:
 def run_backfill_measured(archive_root: Path, db: Path, start: str, end: str, workers: int = 2,
                           run_dq: bool = True) -> dict[str, Any]:
     """The backfill in a child process; adds ``peak_rss_mb`` and ``peak_pss_mb`` (the child and its
-    worker processes, see :func:`_tree_memory`) and ``events_per_s``."""
+    worker processes, see :class:`PeakSampler`) and ``events_per_s``."""
     args = {"db": str(db), "data_dir": str(archive_root), "start": start, "end": end, "workers": workers,
             "run_dq": run_dq}
     proc = subprocess.Popen([sys.executable, "-m", "bench.backfill", json.dumps(args)], stdout=subprocess.PIPE,

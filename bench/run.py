@@ -240,7 +240,7 @@ def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
     catch_up = stream.get("catch_up") or {}
     runs = sorted(st["backfill"]["runs"], key=lambda r: r["events"])
     largest = runs[-1]
-    # memory: peak PSS (see bench.backfill._tree_memory) must not grow with the size (same events
+    # memory: peak PSS (see bench.backfill.PeakSampler) must not grow with the size (same events
     # per day, more days)
     growth = runs[-1]["peak_pss_mb"] / runs[0]["peak_pss_mb"] if len(runs) > 1 else None
     from bench.alert_latency import targets as alert_targets

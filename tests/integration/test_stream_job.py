@@ -383,6 +383,17 @@ def test_empty_cycles_that_always_leave_lag_end_a_bounded_job_behind(fresh_broke
     assert sum(job.health.lag.values()) > 0
 
 
+def _failing_on_call(fn, n: int, message: str):
+    """``fn`` wrapped to raise RuntimeError(message) on its n-th call only; ``.calls`` counts them."""
+    def wrapper(*args, **kwargs):
+        wrapper.calls += 1
+        if wrapper.calls == n:
+            raise RuntimeError(message)
+        return fn(*args, **kwargs)
+    wrapper.calls = 0
+    return wrapper
+
+
 @pytest.mark.parametrize("fetch_ahead", [1, 2])
 def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tmp_path, monkeypatch, fetch_ahead):
     """ADR 043: a busy cycle's readers read the next cycle's ranges while it goes on (2: from the
@@ -404,23 +415,8 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
             time.sleep(0.3)
         done.set()
 
-    analytics = load._phase_analytics
-    calls = {"n": 0}
-
-    def analytics_failing_once(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("analytics failed once")
-        return analytics(*args, **kwargs)
-
-    store_offsets = load.warehouse.store_offsets
-    commits = {"n": 0}
-
-    def commit_failing_once(*args, **kwargs):
-        commits["n"] += 1
-        if commits["n"] == 3:
-            raise RuntimeError("commit failed once")
-        return store_offsets(*args, **kwargs)
+    analytics_failing_once = _failing_on_call(load._phase_analytics, 2, "analytics failed once")
+    commit_failing_once = _failing_on_call(load.warehouse.store_offsets, 3, "commit failed once")
 
     take = FetchAhead.take
     taken: list[bool] = []
@@ -441,7 +437,7 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
     status = job.run()
     producer.join()
     assert status == 0
-    assert job.health.failed_cycles == 2 and calls["n"] > 2 and commits["n"] > 3  # both failed once
+    assert job.health.failed_cycles == 2 and analytics_failing_once.calls > 2 and commit_failing_once.calls > 3  # both failed once
     assert sum(taken) >= 2  # the path under test ran (a read ahead finding nothing new is not taken)
     if fetch_ahead == 2:  # the read ahead started before the failed commit was not taken
         assert not all(taken)
