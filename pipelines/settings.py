@@ -130,6 +130,11 @@ class JobSettings:
     #: 0 (default): each cycle plans and reads itself. Off by default: on the shared 2-core machine
     #: it ran more, shorter cycles but did not lower the alert latency (docs/performance.md)
     fetch_ahead: int = 0
+    #: the stream job's analytics graph is built, translated and fused once and re-run every cycle,
+    #: its per-cycle values read from a file when it runs (ADR 045); 0 = a fresh pipeline per cycle
+    #: (as before). On by default: the analytics phase took 0.48-0.55x main's wall time in the
+    #: A/B of docs/performance.md ("Analytics graph reuse"), every mart row equal
+    analytics_graph_reuse: int = 1
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

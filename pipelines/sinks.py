@@ -16,6 +16,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.transforms.params import RunParam, resolve
+
 
 class _WriteBundleParquet(beam.DoFn):
     def __init__(self, out_dir: str, name: str, schema: pa.Schema | None, flush_rows: int = 0) -> None:
@@ -26,6 +28,7 @@ class _WriteBundleParquet(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._rows: list[dict] = []
+        self._dir = resolve(self._out_dir)  # a RunParam: this run's folder (ADR 045)
 
     def process(self, row: dict) -> None:
         self._rows.append(row)
@@ -37,7 +40,7 @@ class _WriteBundleParquet(beam.DoFn):
             return
         table = pa.Table.from_pylist(self._rows, schema=self._schema)
         self._rows = []
-        write_parquet_atomic(table, self._out_dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
+        write_parquet_atomic(table, self._dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
 
 
 class _WriteTableParquet(beam.DoFn):
@@ -45,22 +48,25 @@ class _WriteTableParquet(beam.DoFn):
         self._out_dir = out_dir
         self._name = name
 
+    def start_bundle(self) -> None:
+        self._dir = resolve(self._out_dir)
+
     def process(self, table: pa.Table) -> None:
         if table.num_rows:
-            write_parquet_atomic(table, self._out_dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
+            write_parquet_atomic(table, self._dir, f"{self._name}-{uuid.uuid4().hex}.parquet")
 
 
 class WriteTablesToParquet(beam.PTransform):
     """Arrow tables (a mart's rows, built column-wise) -> one Parquet file ``<name>-<uuid>.parquet`` each,
     beside :class:`WriteRowsToParquet`'s files (the driver loads both the same way)."""
 
-    def __init__(self, out_dir: str | Path, name: str) -> None:
+    def __init__(self, out_dir: str | Path | RunParam, name: str) -> None:
         super().__init__()
-        self._out_dir = str(out_dir)
+        self._out_dir = _location(out_dir)
         self._name = name
 
     def expand(self, tables):
-        make_dirs(self._out_dir)
+        _make_dirs_now(self._out_dir)
         return tables | beam.ParDo(_WriteTableParquet(self._out_dir, self._name))
 
 
@@ -83,6 +89,16 @@ def write_parquet_atomic(table: pa.Table, directory: str, name: str) -> None:
     fs.mv(tmp, f"{root}/{name}")
 
 
+def _location(out_dir: str | Path | RunParam) -> str | RunParam:
+    return out_dir if isinstance(out_dir, RunParam) else str(out_dir)
+
+
+def _make_dirs_now(out_dir: str | RunParam) -> None:
+    """A folder known when the graph is built is made then; a RunParam's exists before its run."""
+    if not isinstance(out_dir, RunParam):
+        make_dirs(out_dir)
+
+
 def make_dirs(location: str | Path) -> None:
     import fsspec
 
@@ -99,15 +115,16 @@ class WriteRowsToParquet(beam.PTransform):
     Python dicts until it ends. Only for marts whose rows are unique on their key within a run
     (the driver's upsert of several files is then the one file's)."""
 
-    def __init__(self, out_dir: str | Path, name: str, schema: pa.Schema | None = None, flush_rows: int = 0) -> None:
+    def __init__(self, out_dir: str | Path | RunParam, name: str, schema: pa.Schema | None = None,
+                 flush_rows: int = 0) -> None:
         super().__init__()
-        self._out_dir = str(out_dir)
+        self._out_dir = _location(out_dir)
         self._name = name
         self._schema = schema
         self._flush_rows = flush_rows
 
     def expand(self, rows):
-        make_dirs(self._out_dir)
+        _make_dirs_now(self._out_dir)
         return rows | beam.ParDo(_WriteBundleParquet(self._out_dir, self._name, self._schema, self._flush_rows))
 
 

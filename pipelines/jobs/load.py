@@ -44,6 +44,7 @@ from pipelines.alerts import watch as alert_watch
 from pipelines.archive import WriteArchive
 from pipelines.dq import DataQuality, DQResult
 from pipelines.events_pass import events_pass_choice, run_events_pass
+from pipelines.jobs import graph_reuse
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
 from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, WriteTablesToParquet, parquet_glob
@@ -51,6 +52,7 @@ from pipelines.transforms.cascades import CARRY_TAG
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from pipelines.transforms.graph import build_analytics_on_panels, build_bars
 from pipelines.transforms.panel import ANALYTICS_BAR_COLUMNS, ReadBasePanels, bar_kinds
+from pipelines.transforms.params import RunParam
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("liqstream.progress")
@@ -162,13 +164,23 @@ class _ReusedViews(PipelineOptions):
         return views[cls]
 
 
+def _runner_option_values(settings: JobSettings) -> dict[str, Any]:
+    """The runner options of a job's pipelines (what a reused graph is keyed on, ADR 045)."""
+    return {"direct_num_workers": settings.workers, "direct_running_mode": "in_memory"}
+
+
 def _runner_options(settings: JobSettings) -> PipelineOptions:
-    return _ReusedViews(flags=[], direct_num_workers=settings.workers, direct_running_mode="in_memory")
+    return _ReusedViews(flags=[], **_runner_option_values(settings))
 
 
 def _run(p: beam.Pipeline) -> dict[str, int]:
     result = p.run()
     result.wait_until_finish()
+    return _counters(result)
+
+
+def _counters(result) -> dict[str, int]:
+    """A finished run's counters by name (summed over steps)."""
     counts: dict[str, int] = {}
     for c in result.metrics().query()["counters"]:
         counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(c.committed or 0)
@@ -233,10 +245,14 @@ def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], 
     open-minute watch (ADR 018), cascades from the minutes before it only. ``window``: a windowed
     backfill's window (``build_analytics_on_panels``; its samples and carry are Arrow tables).
     ``oi_reference`` as a path: a pickle file of that list, read when the graph runs (a windowed
-    backfill's carried history: Beam pickles a ``Create``'s values with bz2 several times per run)."""
+    backfill's carried history: Beam pickles a ``Create``'s values with bz2 several times per run).
+
+    Any per-run value (``bars_by_base``, ``out_dir``, ``emit_from_us``, ``oi_reference``,
+    ``closed_before_us``, ``liqmap_state``'s values) may be a ``RunParam``, read when the graph runs:
+    the stream job builds this graph once and re-runs it every cycle (ADR 045, pipelines/jobs/graph_reuse.py)."""
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
     ref = None
-    if isinstance(oi_reference, str):
+    if isinstance(oi_reference, str | RunParam):
         ref = (p | "OIReferenceFile" >> beam.Create([oi_reference], reshuffle=False)
                | "OIReference" >> beam.FlatMap(_load_pickled))
     elif oi_reference is not None:
@@ -276,9 +292,11 @@ def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: i
     return by_base
 
 
-def _load_pickled(path: str) -> list:
+def _load_pickled(path: str | RunParam) -> list:
     import pickle
 
+    if isinstance(path, RunParam):
+        return path.get()
     with open(path, "rb") as f:
         return pickle.load(f)
 
@@ -681,7 +699,12 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         return 0
     bars_by_base = export_bars_by_base(con, tmp / "bars", config, since_us=window_start)
     out = tmp / "out"
-    if bars_by_base:
+    if bars_by_base and settings.analytics_graph_reuse:
+        # the graph built and fused once, re-run with this cycle's values (ADR 045)
+        graph_reuse.run_analytics(settings, config, bars_by_base, out, emit_from_us=from_us,
+                                  oi_reference=oi_reference(con, marts_start, config), closed_before_us=closed_before,
+                                  liqmap_state=liqmap)
+    elif bars_by_base:
         p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
         build_analytics_graph(p, bars_by_base, out, config, emit_from_us=from_us,
                               oi_reference=oi_reference(con, marts_start, config), closed_before_us=closed_before,

@@ -33,6 +33,7 @@ import pyarrow as pa
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
 from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels, SymbolPanel, panel_before
+from pipelines.transforms.params import resolve
 
 LONG = "long_liquidation"  # longs force-sold, price falling
 SHORT = "short_squeeze"  # shorts force-bought, price rising
@@ -654,6 +655,9 @@ class _DetectPerBase(beam.DoFn):
         self.closed_before_us = closed_before_us
         self.carry_range = carry_range
 
+    def start_bundle(self) -> None:
+        self._cut = resolve(self.closed_before_us)  # a RunParam is read when the graph runs (ADR 045)
+
     def process(self, keyed: tuple[str, BaseBars], oi_reference: dict | None = None):
         base, bb = keyed
         panel = bb.panel
@@ -661,7 +665,7 @@ class _DetectPerBase(beam.DoFn):
             return
         ref, history = _reference((oi_reference or {}).get(base), int(panel.minutes[0]), len(panel.minutes),
                                   self.config)
-        closed = panel if self.closed_before_us is None else panel_before(panel, self.closed_before_us)
+        closed = panel if self._cut is None else panel_before(panel, self._cut)
         sums: dict | None = None if self.carry_range is None else {}
         episodes, alerts = detect_panel(closed, self.config, ref, history, sums) if closed is not None else ([], [])
         carry = None
@@ -670,7 +674,7 @@ class _DetectPerBase(beam.DoFn):
         full_parts, opened = None, []
         if closed is not panel:
             full_parts = market_parts(panel)
-            opened = open_minute_starts(detect_panel(panel, self.config, ref)[1], self.closed_before_us)
+            opened = open_minute_starts(detect_panel(panel, self.config, ref)[1], self._cut)
         closed_parts = market_parts(closed) if closed is not None else None
         yield self.config.market_scope, (closed_parts, full_parts, episodes, alerts, opened, carry)
 
@@ -706,10 +710,16 @@ class _DetectMarket(beam.DoFn):
     def __init__(self, config: AnalyticsConfig, emit_from_us: int | None, closed_before_us: int | None = None,
                  carry_range: tuple[int, int | None] | None = None) -> None:
         self.config = config
-        self.keep_episode = _emitted(emit_from_us, "closed_ts")
-        self.keep_alert = _emitted(emit_from_us, "alert_ts")
+        self.emit_from_us = emit_from_us
         self.closed_before_us = closed_before_us
         self.carry_range = carry_range
+
+    def start_bundle(self) -> None:
+        # this run's values (RunParams are read when the graph runs, ADR 045)
+        emit_from_us = resolve(self.emit_from_us)
+        self.keep_episode = _emitted(emit_from_us, "closed_ts")
+        self.keep_alert = _emitted(emit_from_us, "alert_ts")
+        self._cut = resolve(self.closed_before_us)
 
     def process(self, keyed: tuple[str, Iterable[tuple]], oi_reference: dict | None = None):
         items = list(keyed[1])
@@ -729,10 +739,10 @@ class _DetectMarket(beam.DoFn):
             yield from filter(self.keep_episode, episodes)
             for a in filter(self.keep_alert, alerts):
                 yield beam.pvalue.TaggedOutput(ALERTS_TAG, a)
-        if self.closed_before_us is None:
+        if self._cut is None:
             return
         full = detect_market([c if f is None else f for c, f, *_ in items], self.config, ref)[1]
-        for a in [a for *_, opened, _ in items for a in opened] + open_minute_starts(full, self.closed_before_us):
+        for a in [a for *_, opened, _ in items for a in opened] + open_minute_starts(full, self._cut):
             yield beam.pvalue.TaggedOutput(OPEN_STARTS_TAG, a)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
 from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels
+from pipelines.transforms.params import resolve
 
 
 def _f(v: float) -> float | None:
@@ -193,7 +194,7 @@ class _Score(beam.DoFn):
         self.config, self.emit_from_us = config, emit_from_us
 
     def process(self, keyed: tuple[str, Iterable[dict]]):
-        yield from score_contagion(list(keyed[1]), self.config, self.emit_from_us)
+        yield from score_contagion(list(keyed[1]), self.config, resolve(self.emit_from_us))
 
 
 class ScoreContagionOnPanels(AnalyticsTransform):

@@ -48,6 +48,7 @@ import numpy as np
 from pipelines.transforms.bars import micros_to_ts
 from pipelines.transforms.config import USD_MICROS, AnalyticsConfig
 from pipelines.transforms.panel import AnalyticsTransform, BaseBars, BasePanels, SymbolPanel, VenueSeries
+from pipelines.transforms.params import resolve
 
 LEVELS_TAG = "liquidation_levels"
 FUEL_TAG = "liquidation_fuel"
@@ -880,13 +881,16 @@ class _EstimateFn(beam.DoFn):
         self.config, self.emit_from_us = config, emit_from_us
         self.state_path, self.settled_us, self.data_from_us = state_path, settled_us, data_from_us
 
-    def setup(self) -> None:
-        self._state = read_state(self.state_path)
+    def start_bundle(self) -> None:
+        # each run's values (RunParams: read when the graph runs, ADR 045) and its stored books
+        self._emit, self._settled, self._data_from = (resolve(v) for v in (self.emit_from_us, self.settled_us,
+                                                                           self.data_from_us))
+        self._state = read_state(resolve(self.state_path))
 
     def process(self, keyed: tuple[str, BaseBars]):
         base, bb = keyed
-        for tag, row in estimate_base(bb, self.config, self.emit_from_us, state=self._state.get(base),
-                                      settled_us=self.settled_us, data_from_us=self.data_from_us):
+        for tag, row in estimate_base(bb, self.config, self._emit, state=self._state.get(base),
+                                      settled_us=self._settled, data_from_us=self._data_from):
             yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
 
 

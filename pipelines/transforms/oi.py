@@ -32,6 +32,7 @@ from pipelines.transforms.panel import (
     columns_from_rows,
     venue_series_from_columns,
 )
+from pipelines.transforms.params import resolve
 
 
 def regime(oi_change_pct: float, price_change_pct: float | None, flat_pct: float) -> str:
@@ -161,7 +162,7 @@ class _Deltas(beam.DoFn):
         self.config, self.emit_from_us = config, emit_from_us
 
     def process(self, keyed: tuple[str, Iterable[tuple]]):
-        cfg, emit = self.config, self.emit_from_us
+        cfg, emit = self.config, resolve(self.emit_from_us)
         parts = sorted(keyed[1], key=lambda p: p[0])
         for base, sym, venues in parts:
             for vs in venues:

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from pipelines.transforms.bars import micros_to_ts, ts_to_micros
 from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
+from pipelines.transforms.params import RunParam, resolve
 
 #: kinds whose per-venue OI series feed oi_deltas' venue level (whatever config.symbol_kinds says)
 OI_VENUE_KINDS = ("perpetual", "future")
@@ -481,20 +482,32 @@ class _ReadBaseBars(beam.DoFn):
             yield base, base_bars_from_arrow(base, table, self.config)
 
 
+def base_file_items(files_by_base: Any) -> list[tuple[str, list[str]]]:
+    """{base: [files]} (or a RunParam of it, read now) -> sorted (base, [files]) of the bases with files."""
+    return sorted((b, [str(p) for p in ps]) for b, ps in resolve(files_by_base).items() if ps)
+
+
 class ReadBasePanels(beam.PTransform):
     """{base: [Parquet files of its bars]} -> (base, BaseBars), read and aggregated inside a DoFn:
     only the paths are created, no bar row goes through Beam (see ``export_bars_by_base`` in
-    pipelines/jobs/load.py for the files)."""
+    pipelines/jobs/load.py for the files). ``files_by_base`` may be a RunParam: the bases and
+    their files are then those of the run (ADR 045)."""
 
-    def __init__(self, files_by_base: dict[str, list[str]], config: AnalyticsConfig | None = None) -> None:
+    def __init__(self, files_by_base: Any, config: AnalyticsConfig | None = None) -> None:
         super().__init__()
-        self._items = sorted((b, [str(p) for p in ps]) for b, ps in files_by_base.items() if ps)
+        self._files = files_by_base if isinstance(files_by_base, RunParam) else base_file_items(files_by_base)
         self.config = config or AnalyticsConfig()
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        # one element (the map or its RunParam), listed by the DoFn fused after it: no shuffle
         return (pbegin
-                | "BaseFiles" >> beam.Create(self._items, reshuffle=False)
+                | "BaseFiles" >> beam.Create([self._files], reshuffle=False)
+                | "BaseItems" >> beam.FlatMap(_base_items)
                 | "ReadBaseBars" >> beam.ParDo(_ReadBaseBars(self.config)))
+
+
+def _base_items(files: Any) -> list[tuple[str, list[str]]]:
+    return files if isinstance(files, list) else base_file_items(files)  # items, or a RunParam of the map
 
 
 # ---- bars_1m_symbol -------------------------------------------------------------------------------
@@ -557,7 +570,7 @@ class _SymbolBarsFn:
 
     def __call__(self, keyed: tuple[str, BaseBars]) -> list[dict[str, Any]]:
         panel = keyed[1].panel
-        return [] if panel is None else symbol_bar_rows(panel, self.emit_from_us)
+        return [] if panel is None else symbol_bar_rows(panel, resolve(self.emit_from_us))
 
 
 class SymbolBarsFromPanels(beam.PTransform):
