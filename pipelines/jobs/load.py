@@ -52,7 +52,7 @@ from pipelines.transforms.cascades import CARRY_TAG
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from pipelines.transforms.graph import build_analytics_on_panels, build_bars
 from pipelines.transforms.panel import ANALYTICS_BAR_COLUMNS, ReadBasePanels, bar_kinds
-from pipelines.transforms.params import RunParam
+from pipelines.transforms.params import RunParam, resolve, values_at_run
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("liqstream.progress")
@@ -251,12 +251,7 @@ def build_analytics_graph(p: beam.Pipeline, bars_by_base: dict[str, list[str]], 
     ``closed_before_us``, ``liqmap_state``'s values) may be a ``RunParam``, read when the graph runs:
     the stream job builds this graph once and re-runs it every cycle (ADR 045, pipelines/jobs/graph_reuse.py)."""
     panels = p | "BasePanels" >> ReadBasePanels(bars_by_base, config)
-    ref = None
-    if isinstance(oi_reference, str | RunParam):
-        ref = (p | "OIReferenceFile" >> beam.Create([oi_reference], reshuffle=False)
-               | "OIReference" >> beam.FlatMap(_load_pickled))
-    elif oi_reference is not None:
-        ref = p | "OIReference" >> beam.Create(oi_reference, reshuffle=False)
+    ref = None if oi_reference is None else values_at_run(p, "OIReference", oi_reference, _oi_reference_values)
     for name, rows in build_analytics_on_panels(panels, config, emit_from_us, oi_reference=ref,
                                                 closed_before_us=closed_before_us, liqmap_state=liqmap_state,
                                                 window=window).items():
@@ -292,11 +287,17 @@ def export_bars_by_base(con, out_dir: Path, config: AnalyticsConfig, since_us: i
     return by_base
 
 
-def _load_pickled(path: str | RunParam) -> list:
+def _oi_reference_values(ref: list | str | RunParam) -> list:
+    """``build_analytics_graph``'s ``oi_reference`` when the graph runs: the list, the pickle file's
+    list, or the RunParam's."""
+    if isinstance(ref, str):
+        return _load_pickled(ref)
+    return list(resolve(ref))
+
+
+def _load_pickled(path: str) -> list:
     import pickle
 
-    if isinstance(path, RunParam):
-        return path.get()
     with open(path, "rb") as f:
         return pickle.load(f)
 

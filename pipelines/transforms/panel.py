@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from pipelines.transforms.bars import micros_to_ts, ts_to_micros
 from pipelines.transforms.config import MINUTE_US, USD_MICROS, AnalyticsConfig
-from pipelines.transforms.params import RunParam, resolve
+from pipelines.transforms.params import RunParam, resolve, values_at_run
 
 #: kinds whose per-venue OI series feed oi_deltas' venue level (whatever config.symbol_kinds says)
 OI_VENUE_KINDS = ("perpetual", "future")
@@ -499,10 +499,7 @@ class ReadBasePanels(beam.PTransform):
         self.config = config or AnalyticsConfig()
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        # one element (the map or its RunParam), listed by the DoFn fused after it: no shuffle
-        return (pbegin
-                | "BaseFiles" >> beam.Create([self._files], reshuffle=False)
-                | "BaseItems" >> beam.FlatMap(_base_items)
+        return (values_at_run(pbegin, "BaseFiles", self._files, _base_items)
                 | "ReadBaseBars" >> beam.ParDo(_ReadBaseBars(self.config)))
 
 

@@ -53,3 +53,26 @@ def write_run_params(path: str | Path, values: dict[str, Any]) -> None:
     with open(tmp, "wb") as f:
         pickle.dump(values, f, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(tmp, path)
+
+
+class _Listing:
+    def __init__(self, value: Any, listing) -> None:
+        self.value, self.listing = value, listing
+
+    def __call__(self, _impulse: bytes) -> list:
+        return list(self.listing(self.value))
+
+
+def _resolved(value: Any) -> Any:
+    return resolve(value)
+
+
+def values_at_run(pbegin, label: str, value: Any, listing=_resolved):
+    """A PCollection of ``listing(value)``'s elements, listed when the graph runs (``value`` plain
+    or a RunParam). An Impulse and one FlatMap: ``Create([value]) | FlatMap(...)`` is four
+    transforms (Impulse, the Create's FlatMap and decoding Map, then the listing), and each
+    ParDo costs the runner a DoFn set-up per run."""
+    import apache_beam as beam
+
+    return (pbegin | f"{label}Impulse" >> beam.Impulse()
+            | label >> beam.FlatMap(_Listing(value, listing)))
