@@ -11,6 +11,9 @@ the open-minute watch on), each after marking the mart's last minute touched (a 
 ``analytics_from_us``). Per cycle: wall seconds and the process's CPU seconds (under load, CPU
 time moves less than wall time). The first cycle is reported apart (imports, first graph).
 
+``LIQSTREAM_ANALYTICS_GRAPH_REUSE=0`` times a fresh Beam pipeline per cycle instead of the kept
+graph (ADR 045); the first cycle is the one that builds and fuses the kept graph.
+
 Run ``--time`` with another checkout's code (``cd /tmp/main-src && /path/.venv/bin/python -m
 bench.analytics_cycle --time DIR``) for an A/B on the same mart.
 """
