@@ -132,8 +132,8 @@ class JobSettings:
     fetch_ahead: int = 0
     #: the stream job's analytics graph is built, translated and fused once and re-run every cycle,
     #: its per-cycle values read from a file when it runs (ADR 045); 0 = a fresh pipeline per cycle
-    #: (as before). On by default: the analytics phase took 0.48-0.55x main's wall time in the
-    #: A/B of docs/performance.md ("Analytics graph reuse"), every mart row equal
+    #: (as before). On by default: the analytics phase took 0.60-0.72x main's CPU in the A/B of
+    #: docs/performance.md ("Analytics graph reuse"), every mart row equal
     analytics_graph_reuse: int = 1
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
