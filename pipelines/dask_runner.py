@@ -3,7 +3,7 @@
 ``apache_beam.runners.dask.dask_runner.DaskRunner`` (apache-beam 2.77) translates a pipeline into
 ``dask.bag`` operations and submits them to a ``dask.distributed`` scheduler. As shipped it cannot
 run the backfill's graph correctly; this runner keeps its translation of Create, GroupByKey and
-Flatten and mends four things, each found on the backfill's graph:
+Flatten, adds Impulse, and mends four things, each found on the backfill's graph:
 
 * only the LAST visited transform's bag is computed: a graph with several sinks (bars, late events,
   liquidation minutes, counts) ran one of them. Every leaf bag is computed here.
@@ -127,6 +127,8 @@ class _BagVisitor(PipelineVisitor):
             bag = inputs[0]
         elif isinstance(t, overrides._Create):
             bag = db.from_sequence(list(t.values) or [], partition_size=self.partition_size)
+        elif isinstance(t, beam.Impulse):  # one empty-bytes element (the analytics' run-time listings, ADR 045)
+            bag = db.from_sequence([b""], partition_size=self.partition_size)
         elif isinstance(t, beam.ParDo):
             bag = self._par_do(node, inputs[0])
         elif isinstance(t, overrides._Flatten):
