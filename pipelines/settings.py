@@ -92,6 +92,12 @@ class JobSettings:
     #: 0 = glibc's default, which rises to 32 MB as arrays are freed so that the analytics' NumPy
     #: arrays of a long range stayed in the heap, freed but resident (docs/performance.md)
     backfill_mmap_threshold: int = 262_144
+    #: Arrow's memory pool in the backfill process and its day workers: "system" (glibc malloc, which
+    #: honours ``backfill_mmap_threshold``), "jemalloc", "mimalloc", or "" = pyarrow's default
+    #: (mimalloc, or what ARROW_DEFAULT_MEMORY_POOL names). mimalloc's purging of freed memory cost
+    #: a day worker 2-3 s of kernel time per 3 days read and the 4M-event backfill peaked ~25 %
+    #: higher than with "system" (ADR 047, docs/performance.md)
+    backfill_arrow_pool: str = "system"
     #: Beam runner of `liqstream backfill`: "local" (this host, ADR 007) or "dask" (a dask.distributed
     #: cluster, ADR 017)
     backfill_runner: str = "local"

@@ -1,0 +1,60 @@
+"""The backfill's Arrow memory pool (ADR 047): set for this process, the ones it forks and the ones it spawns."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import pyarrow as pa
+import pytest
+
+from pipelines.jobs.backfill import ARROW_POOLS, use_arrow_pool
+from pipelines.settings import JobSettings
+
+
+def _backend() -> str:
+    import pyarrow
+
+    return pyarrow.default_memory_pool().backend_name
+
+
+@pytest.fixture
+def restore_pool():
+    pool, env = pa.default_memory_pool(), os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
+    yield
+    pa.set_memory_pool(pool)
+    if env is None:
+        os.environ.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+    else:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = env
+
+
+@pytest.mark.parametrize("name", ["system", "jemalloc"])
+def test_the_pool_is_used_here_and_in_forked_and_spawned_children(restore_pool, name):
+    other = "mimalloc" if name != "mimalloc" else "system"
+    pa.set_memory_pool(getattr(pa, f"{other}_memory_pool")())
+    assert _backend() == other
+    assert use_arrow_pool(name) == name
+    assert _backend() == name
+    assert pa.array(range(1000)).to_numpy().sum() == 499500  # allocations work from the new pool
+    for method in ("fork", "spawn"):
+        with mp.get_context(method).Pool(1) as pool:
+            assert pool.apply(_backend) == name, method
+
+
+def test_empty_changes_nothing(restore_pool):
+    before = _backend()
+    assert use_arrow_pool("") == before
+    assert _backend() == before
+
+
+def test_an_unknown_pool_is_refused_with_the_choices(restore_pool):
+    before = _backend()
+    with pytest.raises(ValueError, match="system, jemalloc, mimalloc"):
+        use_arrow_pool("tcmalloc")
+    assert _backend() == before
+
+
+def test_the_setting_defaults_to_system_and_reads_the_environment():
+    assert JobSettings().backfill_arrow_pool == "system" and "system" in ARROW_POOLS
+    assert JobSettings.from_env({"LIQSTREAM_BACKFILL_ARROW_POOL": "jemalloc"}).backfill_arrow_pool == "jemalloc"
