@@ -38,6 +38,7 @@ import pyarrow as pa
 from connectors.normalize import DeadLetter, Outcome
 from pipelines import archive, warehouse
 from pipelines.archive import DAY_US
+from pipelines.arrow_pool import use_arrow_pool
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
     ANALYTIC_MARTS,
@@ -226,7 +227,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                  run_dq: bool = True, progress: bool = False) -> BackfillResult:
     config = config or AnalyticsConfig.from_env()
     set_mmap_threshold(settings.backfill_mmap_threshold)  # before the day workers fork: they inherit it
-    use_arrow_pool(settings.backfill_arrow_pool)  # likewise (ADR 047)
+    use_arrow_pool(settings.backfill_arrow_pool, "LIQSTREAM_BACKFILL_ARROW_POOL")  # likewise (ADR 047)
     t0 = time.perf_counter()
     run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = BackfillResult(run_id, start, end)
@@ -683,37 +684,6 @@ def die_with_parent(parent_pid: int) -> None:
         threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(1)
-
-
-ARROW_POOLS = ("system", "jemalloc", "mimalloc")
-
-
-def use_arrow_pool(name: str) -> str:
-    """Make ``name`` (one of :data:`ARROW_POOLS`) Arrow's default memory pool for this process, the
-    processes it forks after, and those it spawns (they read ARROW_DEFAULT_MEMORY_POOL as pyarrow
-    loads); "" changes nothing. Buffers allocated before stay with their pool. Returns the backend
-    now in use. A pool this pyarrow build lacks is an error that names the ones it has."""
-    if not name:
-        return pa.default_memory_pool().backend_name
-    if name not in ARROW_POOLS:
-        raise ValueError(f"LIQSTREAM_BACKFILL_ARROW_POOL={name!r}: choose one of {', '.join(ARROW_POOLS)} or '' "
-                         "(pyarrow's default)")
-    try:
-        pool = getattr(pa, f"{name}_memory_pool")()
-    except NotImplementedError as exc:  # a build without that allocator
-        have = [p for p in ARROW_POOLS if _has_pool(p)]
-        raise ValueError(f"this pyarrow build has no {name} memory pool ({exc}); it has: {', '.join(have)}") from exc
-    pa.set_memory_pool(pool)
-    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = name
-    return pool.backend_name
-
-
-def _has_pool(name: str) -> bool:
-    try:
-        getattr(pa, f"{name}_memory_pool")()
-    except NotImplementedError:
-        return False
-    return True
 
 
 def set_mmap_threshold(nbytes: int) -> bool:

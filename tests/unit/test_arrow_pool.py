@@ -8,7 +8,8 @@ import os
 import pyarrow as pa
 import pytest
 
-from pipelines.jobs.backfill import ARROW_POOLS, use_arrow_pool
+from pipelines.arrow_pool import POOLS as ARROW_POOLS
+from pipelines.arrow_pool import use_arrow_pool
 from pipelines.settings import JobSettings
 
 
@@ -50,11 +51,14 @@ def test_empty_changes_nothing(restore_pool):
 
 def test_an_unknown_pool_is_refused_with_the_choices(restore_pool):
     before = _backend()
-    with pytest.raises(ValueError, match="system, jemalloc, mimalloc"):
-        use_arrow_pool("tcmalloc")
+    with pytest.raises(ValueError, match="LIQSTREAM_STREAM_ARROW_POOL='tcmalloc': choose one of system, jemalloc, mimalloc"):
+        use_arrow_pool("tcmalloc", "LIQSTREAM_STREAM_ARROW_POOL")
     assert _backend() == before
 
 
-def test_the_setting_defaults_to_system_and_reads_the_environment():
+def test_the_settings_default_and_read_the_environment():
     assert JobSettings().backfill_arrow_pool == "system" and "system" in ARROW_POOLS
-    assert JobSettings.from_env({"LIQSTREAM_BACKFILL_ARROW_POOL": "jemalloc"}).backfill_arrow_pool == "jemalloc"
+    assert JobSettings().stream_arrow_pool == ""  # pyarrow's default until a live run decides (ADR 047)
+    env = {"LIQSTREAM_BACKFILL_ARROW_POOL": "jemalloc", "LIQSTREAM_STREAM_ARROW_POOL": "system"}
+    assert JobSettings.from_env(env).backfill_arrow_pool == "jemalloc"
+    assert JobSettings.from_env(env).stream_arrow_pool == "system"
