@@ -62,3 +62,24 @@ def test_the_settings_default_and_read_the_environment():
     env = {"LIQSTREAM_BACKFILL_ARROW_POOL": "jemalloc", "LIQSTREAM_STREAM_ARROW_POOL": "system"}
     assert JobSettings.from_env(env).backfill_arrow_pool == "jemalloc"
     assert JobSettings.from_env(env).stream_arrow_pool == "system"
+
+
+def test_the_stream_job_refuses_an_unknown_pool_before_it_starts(tmp_path, restore_pool):
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    job = StreamJob(JobSettings(db=tmp_path / "m.duckdb", data_dir=tmp_path, stream_arrow_pool="tcmalloc"),
+                    StreamOptions(max_cycles=1))
+    with pytest.raises(ValueError, match="LIQSTREAM_STREAM_ARROW_POOL='tcmalloc'"):
+        job.run()
+    assert not (tmp_path / "m.duckdb").exists()  # nothing started
+
+
+def test_the_backfill_refuses_an_unknown_pool_before_it_starts(tmp_path, restore_pool):
+    import datetime as dt
+
+    from pipelines.jobs.backfill import run_backfill
+
+    settings = JobSettings(db=tmp_path / "m.duckdb", data_dir=tmp_path, backfill_arrow_pool="tcmalloc")
+    with pytest.raises(ValueError, match="LIQSTREAM_BACKFILL_ARROW_POOL='tcmalloc'"):
+        run_backfill(settings, dt.date(2024, 1, 1), dt.date(2024, 1, 1))
+    assert not (tmp_path / "m.duckdb").exists()
