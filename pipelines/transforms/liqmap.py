@@ -12,7 +12,8 @@ side and leverage tier. Every minute, in this order:
    realized USD is attributed to the crossed tiers, and each tier's rate is what it was attributed
    over what its book removed per unit weight; the tiers ever crossed share what they hold by their
    rates, the tiers never crossed keep their share (ADR 041: liquidations say nothing about them);
-   the tier books are rescaled to the new weights;
+   the tier books are rescaled to the new weights (``liqmap_calibration_nnls``, off by default:
+   the rates from a non-negative least squares fit over every crossing so far instead, ADR 044);
 3. **closing**: an OI drop not explained by the realized liquidations (``-dOI - liq/price``) closes
    that much exposure pro rata over both sides and every bucket (nobody knows whose position closed);
 4. **turnover**: ``liqmap_turnover_per_day`` of the book closes and reopens at the minute's VWAP
