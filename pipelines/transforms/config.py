@@ -182,14 +182,6 @@ class AnalyticsConfig:
     #: rest by their realized / removed rates (ADR 041; False: every tier's EM estimate relative to
     #: the venue's realized / removed ratio so far, ADR 026, which shrank the uncrossed tiers)
     liqmap_calibration_keep_uncrossed: bool = True
-    #: the calibration re-attributes every past crossing at each one (ADR 044): the crossed tiers'
-    #: rates are the non-negative least squares fit of realized ~ sum_k beta_k u_k over the crossings
-    #: so far (u_k = USD tier k removed per unit weight; each crossing weighted by 1 / its removed
-    #: USD), from the sums sum u u^T and sum u R carried with the books, instead of the online EM's
-    #: attribution by the weights of the time; the tiers never crossed keep their share as in ADR 041
-    #: (on: liqmap_calibration_keep_uncrossed is not read). Off by default: it scored lower on the
-    #: tuning runs (docs/analytics.md, "Batch calibration (ADR 044)")
-    liqmap_calibration_nnls: bool = False
     #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
     liqmap_mmr: float = 0.005
     #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI)

@@ -12,8 +12,7 @@ side and leverage tier. Every minute, in this order:
    realized USD is attributed to the crossed tiers, and each tier's rate is what it was attributed
    over what its book removed per unit weight; the tiers ever crossed share what they hold by their
    rates, the tiers never crossed keep their share (ADR 041: liquidations say nothing about them);
-   the tier books are rescaled to the new weights (``liqmap_calibration_nnls``, off by default:
-   the rates from a non-negative least squares fit over every crossing so far instead, ADR 044);
+   the tier books are rescaled to the new weights;
 3. **closing**: an OI drop not explained by the realized liquidations (``-dOI - liq/price``) closes
    that much exposure pro rata over both sides and every bucket (nobody knows whose position closed);
 4. **turnover**: ``liqmap_turnover_per_day`` of the book closes and reopens at the minute's VWAP
@@ -147,10 +146,6 @@ class VenueBook:
     #: its book removed per unit weight
     em_usd: np.ndarray = field(init=False)
     em_exposure: np.ndarray = field(init=False)
-    #: the batch calibration's sums over the same crossings (ADR 044): sum u u^T (tiers x tiers) and
-    #: sum u R (tiers), u = the USD each tier removed per unit weight, R = the realized USD
-    nnls_gram: np.ndarray = field(init=False)
-    nnls_moment: np.ndarray = field(init=False)
     dist: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,8 +153,6 @@ class VenueBook:
         self.dist = liquidation_distance(self.tiers, self.mmr)
         self.em_usd = np.zeros(len(self.tiers))
         self.em_exposure = np.zeros(len(self.tiers))
-        self.nnls_gram = np.zeros((len(self.tiers), len(self.tiers)))
-        self.nnls_moment = np.zeros(len(self.tiers))
         self._k = np.arange(len(self.tiers))
         self.refresh_frontiers()
 
@@ -298,7 +291,7 @@ class VenueBook:
         return removed
 
     def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float,
-                  keep_uncrossed: bool = False, nnls: bool = False) -> None:
+                  keep_uncrossed: bool = False) -> None:
         """One side's crossing as evidence on the leverage mix: an online EM (ADR 026).
 
         ``removed_usd``: (tiers,) USD the map removed at this crossing; ``realized_usd``: the venue's
@@ -318,13 +311,7 @@ class VenueBook:
         normalized among themselves to the share the crossed tiers hold, and a tier never crossed
         keeps its weight (:meth:`_target_keeping_uncrossed`). Without it, c counts the USD removed
         before the first realized liquidation, which the EM sums do not, and every renormalization
-        shrinks the uncrossed tiers again (their target is their current weight).
-
-        ``nnls`` (``liqmap_calibration_nnls``, ADR 044): the crossed tiers' rates are instead the
-        non-negative least squares fit of ``R ~ sum_k beta_k u_k`` over every evidence crossing so
-        far (:meth:`_target_nnls`, from ``nnls_gram`` / ``nnls_moment``), which re-attributes past
-        crossings as the evidence grows; the EM attributes each one once, by the weights of its time.
-        The tiers never crossed keep their share as with ``keep_uncrossed``."""
+        shrinks the uncrossed tiers again (their target is their current weight)."""
         if rate <= 0 or realized_usd < 0:
             return
         est = float(removed_usd.sum())
@@ -336,16 +323,9 @@ class VenueBook:
             return  # the venue has shown no liquidation yet (it may not publish them): no evidence
         # one errstate for the whole update (entering one costs about as much as the arithmetic here)
         with np.errstate(invalid="ignore", divide="ignore"):
-            u = np.where(self.weights > 0, removed_usd / self.weights, 0.0)
-            self.em_exposure += u
+            self.em_exposure += np.where(self.weights > 0, removed_usd / self.weights, 0.0)
             self.em_usd += realized_usd * removed_usd / est
-            if nnls:
-                # each crossing weighted by 1 / its removed USD: the realized USD is a sum over many
-                # positions, its variance grows with its mean (quasi-Poisson least squares)
-                self.nnls_gram += np.outer(u, u) / est
-                self.nnls_moment += u * (realized_usd / est)
-                target = self._target_nnls()
-            elif keep_uncrossed:
+            if keep_uncrossed:
                 target = self._target_keeping_uncrossed()
             else:
                 c = self.seen_realized / self.seen_removed
@@ -358,22 +338,6 @@ class VenueBook:
         self.store *= factor[None, :, None]
         self.weights = new
 
-    def _target_nnls(self) -> np.ndarray:
-        """The batch estimate (ADR 044): ``beta = argmin_{beta >= 0} sum_t (R_t - beta . u_t)^2`` over
-        the crossed tiers (:func:`nnls_gram`; ``beta_k`` = c w_k), normalized among themselves to the
-        share the crossed tiers hold now; a tier never crossed keeps its weight, c cancels (ADR 041)."""
-        crossed = np.diag(self.nnls_gram) > 0
-        if not crossed.any():
-            return self.weights
-        idx = np.flatnonzero(crossed)
-        beta = nnls_gram(self.nnls_gram[np.ix_(idx, idx)], self.nnls_moment[idx])
-        total = float(beta.sum())
-        if not total > 0:
-            return self.weights  # no crossed tier explains any realized USD: nothing to share by
-        target = self.weights.copy()
-        target[idx] = float(self.weights[idx].sum()) * beta / total
-        return target
-
     def _target_keeping_uncrossed(self) -> np.ndarray:
         """The EM estimate with the tiers never crossed holding their share (ADR 041): the crossed
         tiers' rates ``em_usd_k / em_exposure_k`` (= c w_k) are normalized among themselves and
@@ -384,44 +348,6 @@ class VenueBook:
         if not total > 0:
             return self.weights
         return np.where(crossed, float(self.weights[crossed].sum()) * rates / total, self.weights)
-
-
-def nnls_gram(gram: np.ndarray, moment: np.ndarray, max_iter: int = 100) -> np.ndarray:
-    """``argmin_{x >= 0} x^T G x - 2 h^T x`` (= non-negative least squares ``min ||U x - R||`` given
-    ``G = U^T U``, ``h = U^T R``): Lawson and Hanson's active-set method on the normal equations,
-    from x = 0 (deterministic: the same sums give the same x, a continued state the same as an
-    unbroken run). The columns are scaled to a unit diagonal first (the sums span many orders of
-    magnitude); the passive set's equations are solved by least squares (collinear tiers: the
-    minimum-norm solution). ``G``'s diagonal must be > 0."""
-    d = np.sqrt(np.diag(gram))
-    g = gram / np.outer(d, d)
-    h = moment / d
-    n = len(h)
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    tol = 1e-10 * max(float(np.abs(h).max()), 1e-300)
-    for _ in range(max_iter):
-        grad = h - g @ x  # the negative gradient / 2: a free tier with grad > 0 would lower the loss
-        free = ~passive & (grad > tol)
-        if not free.any():
-            break
-        passive[int(np.argmax(np.where(free, grad, -np.inf)))] = True
-        while True:
-            p = np.flatnonzero(passive)
-            z = np.zeros(n)
-            z[p] = np.linalg.lstsq(g[np.ix_(p, p)], h[p], rcond=None)[0]
-            if (z[p] > 0).all():
-                x = z
-                break
-            neg = p[z[p] <= 0]
-            step = x[neg] - z[neg]  # >= 0 (x >= 0 >= z there); 0 only where both are 0
-            alpha = float(np.min(np.where(step > 0, x[neg] / np.where(step > 0, step, 1.0), 0.0)))
-            x = x + alpha * (z - x)
-            passive &= x > tol * 1e-3
-            x[~passive] = 0.0
-            if not passive.any():
-                break
-    return x / d
 
 
 def partial_fraction(side: int, b: int, phi: float, frontier: int, edge: float) -> float:
@@ -599,16 +525,16 @@ class Estimator:
         long_liq, short_liq = col["long_liq_usd"][t], col["short_liq_usd"][t]
         realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
         # 2. calibration, per book (only where there is evidence: few minutes)
-        rate, keep, nnls = cfg.liqmap_calibration_rate, cfg.liqmap_calibration_keep_uncrossed, cfg.liqmap_calibration_nnls
+        rate, keep = cfg.liqmap_calibration_rate, cfg.liqmap_calibration_keep_uncrossed
         if rate > 0:  # (no crossing and no liquidation: no evidence)
             if removed is None:
                 removed = np.zeros((n, 2, stack.shape[2]))
             for i, bk in enumerate(books):
                 # crossed longs were liquidated around the low, shorts around the high
                 if realized[i][0] > 0 or crossed[i][0]:
-                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate, keep, nnls)
+                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate, keep)
                 if realized[i][1] > 0 or crossed[i][1]:
-                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate, keep, nnls)
+                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate, keep)
         # 3.-4. closing and turnover, per book (scalars)
         oi_now = col["oi_base"][t]
         opening: list[int] = []
@@ -737,8 +663,6 @@ class Estimator:
                  "seen_removed_usd": book.seen_removed, "seen_realized_usd": book.seen_realized,
                  "em_usd": [float(x) for x in book.em_usd], "em_exposure": [float(x) for x in book.em_exposure],
                  "edge_long": book.edge_long, "edge_short": book.edge_short,
-                 "nnls_gram": [float(x) for x in book.nnls_gram.ravel()],
-                 "nnls_moment": [float(x) for x in book.nnls_moment],
                  "book": np.ascontiguousarray(book.store, dtype="<f8").tobytes()}
                 for (ex, sym), book in sorted(self.books.items())]
 
@@ -769,10 +693,6 @@ class Estimator:
             for name in ("em_usd", "em_exposure"):  # (NULL in states from before migration 0021)
                 if r.get(name) is not None and len(r[name]) == len(tiers):
                     setattr(book, name, np.asarray(r[name], dtype=float))
-            nt = len(tiers)  # (NULL in states from before migration 0023: the batch sums start at 0)
-            if r.get("nnls_gram") is not None and len(r["nnls_gram"]) == nt * nt and len(r.get("nnls_moment") or ()) == nt:
-                book.nnls_gram = np.asarray(r["nnls_gram"], dtype=float).reshape(nt, nt)
-                book.nnls_moment = np.asarray(r["nnls_moment"], dtype=float)
             book.scale = float(r["scale"])
             est.books[key] = book
             if r["last_oi"] is not None:

@@ -23,7 +23,6 @@ from pipelines.transforms.liqmap import (
     estimate_base,
     fuel_row,
     liquidation_distance,
-    nnls_gram,
 )
 from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
 
@@ -260,81 +259,6 @@ def test_calibration_crossed_tiers_share_what_they_hold():
     assert o.weights[0] != pytest.approx(0.5, abs=0.01)
 
 
-def test_nnls_on_the_normal_equations_by_hand():
-    # interior: G = [[1, 1/2], [1/2, 1]], h = (1, 1) -> x = G^-1 h = (2/3, 2/3)
-    assert nnls_gram(np.array([[1.0, 0.5], [0.5, 1.0]]), np.array([1.0, 1.0])) == pytest.approx([2 / 3, 2 / 3])
-    # a bound: G = [[2, 1], [1, 1]], h = (1, -1): unconstrained (2, -3); with x >= 0 the second is 0
-    # and the first h_1 / G_11 = 1/2 (the second's gradient h_2 - G_21 x_1 = -3/2 < 0: optimal)
-    assert nnls_gram(np.array([[2.0, 1.0], [1.0, 1.0]]), np.array([1.0, -1.0])).tolist() == pytest.approx([0.5, 0.0])
-    # the sums' scale does not matter (the columns are scaled to a unit diagonal): tier 1's sums 1e12
-    # times tier 0's, x_1 = 1e-6 x what it would be at unit scale (G_11 1e12, G_01 1e6)
-    g = np.array([[1.0, 0.5e6], [0.5e6, 1e12]])
-    assert nnls_gram(g, np.array([1.0, 1e6])) == pytest.approx([2 / 3, 2 / 3 * 1e-6])
-    # nothing explains a non-positive moment: 0
-    assert nnls_gram(np.array([[4.0]]), np.array([-1.0])).tolist() == [0.0]
-
-
-def test_batch_calibration_re_attributes_past_crossings():
-    # ADR 044. tiers 5x / 20x / 100x at 0.5 / 0.3 / 0.2; 5x is never crossed and keeps its 0.5 (ADR 041).
-    # Each crossing adds u u^T / E and u R / E (u = USD removed per unit weight, E = USD removed).
-    g = Grid.around(100.0, ONE_TIER)
-
-    def book() -> VenueBook:
-        return VenueBook(g, np.array([5.0, 20.0, 100.0]), np.array([0.5, 0.3, 0.2]), 0.005)
-
-    b = book()
-    # 1st: only 100x removes 20 USD (u = 100), 4 realized: G_22 = 100^2 / 20 = 500, h_2 = 100 x 4 / 20 = 20;
-    # one crossed tier: it keeps the crossed share (0.2)
-    b.calibrate(np.array([0.0, 0.0, 20.0]), 4.0, rate=1.0, nnls=True)
-    assert b.nnls_gram[2, 2] == pytest.approx(500.0) and b.nnls_moment.tolist() == pytest.approx([0.0, 0.0, 20.0])
-    assert b.weights == pytest.approx([0.5, 0.3, 0.2])
-    # 2nd: only 20x removes 30 USD (u = 100), 9 realized: G_11 = 1e4 / 30, h_1 = 30; G diagonal ->
-    # beta = (30 / (1e4 / 30), 20 / 500) = (0.09, 0.04); the crossed tiers' 0.5 by 9 : 4
-    b.calibrate(np.array([0.0, 30.0, 0.0]), 9.0, rate=1.0, nnls=True)
-    assert b.weights == pytest.approx([0.5, 0.5 * 9 / 13, 0.5 * 4 / 13])
-    # 3rd: both remove 100 per unit weight (USD 100 w: 34.615 + 15.385 = 50), 26 realized, twice what
-    # beta says: G += 100^2 / 50 = 200 everywhere, h += 100 x 26 / 50 = 52 -> G = [[1e4/30 + 200, 200],
-    # [200, 700]], h = (82, 72); det = 1e6 / 3; beta_20 = (82 x 700 - 200 x 72) x 3e-6 = 0.129,
-    # beta_100 = (1600/3 x 72 - 200 x 82) x 3e-6 = 0.066 -> the 0.5 by 129 : 66
-    w = b.weights.copy()
-    b.calibrate(np.array([0.0, 100.0 * w[1], 100.0 * w[2]]), 26.0, rate=1.0, nnls=True)
-    assert b.nnls_gram[1:, 1:] == pytest.approx(np.array([[1e4 / 30 + 200, 200], [200, 700]]))
-    assert b.nnls_moment[1:] == pytest.approx([82.0, 72.0])
-    assert b.weights == pytest.approx([0.5, 0.5 * 0.129 / 0.195, 0.5 * 0.066 / 0.195])
-    # the online EM (ADR 041) on the same crossings: the 3rd's 26 USD attributed by what each tier
-    # removed (18 : 8), rates (9 + 18) / 200 : (4 + 8) / 200 = 9 : 4 as before -- it never re-weighs
-    e = book()
-    for removed, realized in (([0.0, 0.0, 20.0], 4.0), ([0.0, 30.0, 0.0], 9.0)):
-        e.calibrate(np.array(removed), realized, rate=1.0, keep_uncrossed=True)
-    w = e.weights.copy()
-    e.calibrate(np.array([0.0, 100.0 * w[1], 100.0 * w[2]]), 26.0, rate=1.0, keep_uncrossed=True)
-    assert e.weights == pytest.approx([0.5, 0.5 * 9 / 13, 0.5 * 4 / 13])
-    assert e.weights[1] != pytest.approx(b.weights[1], abs=1e-3)
-
-
-def test_batch_calibration_clips_a_tier_the_crossings_do_not_support():
-    # weights 0.5 / 0.25 / 0.25, 1 BTC long per unit weight. 1st: 20x alone removes 25 USD (u = 100),
-    # 10 realized: G_11 = 1e4 / 25 = 400, h_1 = 40. 2nd: both remove 25 USD (u = (100, 100), E = 50),
-    # 5 realized: G += 200, h += 10 -> G = [[600, 200], [200, 200]], h = (50, 10). Least squares:
-    # beta_100 = (600 x 10 - 200 x 50) / 80000 = -0.05; NNLS: beta_100 = 0, beta_20 = 50 / 600 (the
-    # gradient of beta_100 there 10 - 200 x 50 / 600 < 0), so 20x takes the crossed tiers' 0.5 and
-    # 100x falls to the floor (1e-4, normalized); its book follows its weight
-    g = Grid.around(100.0, ONE_TIER)
-    b = VenueBook(g, np.array([5.0, 20.0, 100.0]), np.array([0.5, 0.25, 0.25]), 0.005)
-    b.open(1.0, 100.0, 1.0)
-    b.calibrate(np.array([0.0, 25.0, 0.0]), 10.0, rate=1.0, nnls=True)
-    assert b.weights == pytest.approx([0.5, 0.25, 0.25])
-    b.calibrate(np.array([0.0, 25.0, 25.0]), 5.0, rate=1.0, nnls=True)
-    assert b.nnls_gram[1:, 1:] == pytest.approx(np.array([[600.0, 200.0], [200.0, 200.0]]))
-    assert b.weights == pytest.approx(np.array([0.5, 0.5, 1e-4]) / 1.0001)
-    assert b.book()[0, _bucket_of(g, 99.6)] == pytest.approx(1e-4 / 1.0001)
-    # the online EM: 5 USD split 2.5 / 2.5, rates 12.5 / 200 and 2.5 / 100 share the 0.5 as 5 : 2
-    e = VenueBook(g, np.array([5.0, 20.0, 100.0]), np.array([0.5, 0.25, 0.25]), 0.005)
-    e.calibrate(np.array([0.0, 25.0, 0.0]), 10.0, rate=1.0, keep_uncrossed=True)
-    e.calibrate(np.array([0.0, 25.0, 25.0]), 5.0, rate=1.0, keep_uncrossed=True)
-    assert e.weights == pytest.approx([0.5, 0.5 * 5 / 7, 0.5 * 2 / 7])
-
-
 def test_positions_from_before_the_data_are_spread_and_crossed_levels_dropped():
     # one 10x tier (d = 0.095), 2 BTC at price 100, entries spread 5 %: the entries 2.5 std above
     # (100 e^0.125 = 113.3) put long levels at 102.5 > 100, already crossed: dropped; the long side
@@ -443,31 +367,6 @@ def test_a_run_continued_from_its_stored_state_equals_an_unbroken_run():
     assert late != want
 
 
-def test_a_run_continued_from_its_stored_state_equals_an_unbroken_run_with_the_batch_calibration():
-    # ADR 044: the fit's sums travel with the state; a continued run equals an unbroken one, and
-    # one continued from a state without its sums (as before migration 0023) does not
-    cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60, ffill_max_minutes=5,
-                              liqmap_calibration_nnls=True)
-    rows = _bar_rows(300)
-    for i in (100, 120, 140, 160, 170):  # evidence before and after the cut
-        rows[i]["long_liq_usd"] = 5e4 * (1 + i % 3)
-    full = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows), cfg), cfg, None))
-    settled = _minute_us(rows[151])
-    first = list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[:200]), cfg), cfg, None,
-                               settled_us=settled))
-    state = [r for tag, r in first if tag == STATE_TAG]
-    assert any(sum(r["nnls_moment"]) > 0 for r in state)
-    data_from, emit = _minute_us(rows[152 - 5]), _minute_us(rows[215])
-    want = [(tag, r) for tag, r in full if _minute_us({"minute_ts": r.get("minute_ts", r.get("as_of_ts"))}) >= emit]
-
-    def cont(st: list[dict]) -> list:
-        return list(estimate_base(base_bars_from_columns("BTC", columns_from_rows(rows[152 - 5:]), cfg), cfg, emit,
-                                  state=st, data_from_us=data_from))
-
-    assert want and cont(state) == want
-    assert cont([{**r, "nnls_gram": None, "nnls_moment": None} for r in state]) != want
-
-
 def test_the_state_rejects_books_of_another_grid_or_tier_set():
     cfg = dataclasses.replace(AnalyticsConfig(), liqmap_warmup_minutes=60)
     rows = _bar_rows(40)
@@ -488,17 +387,6 @@ def test_the_state_rejects_books_of_another_grid_or_tier_set():
     assert back.em_usd.tolist() == book.em_usd.tolist() and back.em_exposure.tolist() == book.em_exposure.tolist()
     old = [{**r, "em_usd": None, "em_exposure": None} for r in est.state_rows("BTC")]
     assert Estimator.from_state(old, cfg).books[("bybit", "BTCUSDT")].em_usd.tolist() == [0.0] * len(book.tiers)
-    # and the batch calibration's sums (migration 0023, ADR 044): the tiers x tiers matrix row-major
-    nt = len(book.tiers)
-    book.nnls_gram[:] = np.arange(nt * nt, dtype=float).reshape(nt, nt)
-    book.nnls_moment[:] = np.arange(nt) * 5.0
-    rows = est.state_rows("BTC")
-    assert rows[0]["nnls_gram"][1] == 1.0 and rows[0]["nnls_gram"][nt] == float(nt)
-    back = Estimator.from_state(rows, cfg).books[("bybit", "BTCUSDT")]
-    assert np.array_equal(back.nnls_gram, book.nnls_gram) and np.array_equal(back.nnls_moment, book.nnls_moment)
-    old = [{**r, "nnls_gram": None, "nnls_moment": None} for r in rows]
-    back = Estimator.from_state(old, cfg).books[("bybit", "BTCUSDT")]
-    assert not back.nnls_gram.any() and not back.nnls_moment.any()
 
 
 def test_estimator_never_imports_the_simulator():

@@ -6,8 +6,7 @@ before the vectorization (commit 629a57d), kept here verbatim on the per-book me
 ``open``, ``calibrate``, ``close_fraction``, ``total_base``); since ADR 034 its crossing passes
 ``liqmap_partial_crossing`` to ``VenueBook.cross`` (the per-book partial crossing, tested by hand in
 tests/unit/test_liqmap.py), so both crossings are compared; since ADR 041 its calibration passes
-``liqmap_calibration_keep_uncrossed`` to ``VenueBook.calibrate`` likewise, both rules compared, and since
-ADR 044 ``liqmap_calibration_nnls`` (the online EM's rates and the batch fit both compared). ``estimate_base`` is run once with the
+``liqmap_calibration_keep_uncrossed`` to ``VenueBook.calibrate`` likewise, both rules compared. ``estimate_base`` is run once with the
 reference patched in and once as it is, on random multi-venue inputs (cascades, gaps, a venue that
 publishes no liquidations, a venue silent for half an hour, a venue that appears late, OI flushes that
 close whole books and renormalize them, minutes without a price) and, heavy, on a simulator run.
@@ -52,10 +51,10 @@ class ReferenceEstimator(liqmap.Estimator):
             if cfg.liqmap_calibration_rate > 0:
                 if realized[0] > 0 or removed[0].any():
                     book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate,
-                                   cfg.liqmap_calibration_keep_uncrossed, cfg.liqmap_calibration_nnls)
+                                   cfg.liqmap_calibration_keep_uncrossed)
                 if realized[1] > 0 or removed[1].any():
                     book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate,
-                                   cfg.liqmap_calibration_keep_uncrossed, cfg.liqmap_calibration_nnls)
+                                   cfg.liqmap_calibration_keep_uncrossed)
             oi = float(inp.oi_base[v, t]) if v is not None else math.nan
             if not math.isfinite(oi):
                 continue
@@ -133,8 +132,7 @@ CONFIGS = {
         liqmap_initial_entry_spread=0.0),
     "whole-bucket crossing (before ADR 034)": dataclasses.replace(AnalyticsConfig(), liqmap_partial_crossing=False),
     "calibration relative to the venue's ratio (before ADR 041)": dataclasses.replace(
-        AnalyticsConfig(), liqmap_calibration_keep_uncrossed=False, liqmap_calibration_nnls=False),
-    "calibration by the batch fit (ADR 044)": dataclasses.replace(AnalyticsConfig(), liqmap_calibration_nnls=True),
+        AnalyticsConfig(), liqmap_calibration_keep_uncrossed=False),
     "calibration at half rate, per-venue mix": dataclasses.replace(
         AnalyticsConfig(), liqmap_calibration_rate=0.5, liqmap_every_minutes=7, liqmap_cluster_multiple=1.5,
         liqmap_venue_leverage_weights=(("okx", (1.0,) * 12),)),
@@ -180,7 +178,6 @@ def test_vectorized_step_equals_the_reference_bit_for_bit(monkeypatch, name, see
     assert len(state) == 4
     if cfg.liqmap_calibration_rate > 0 and len(cfg.liqmap_leverage_tiers) > 1:
         assert any(r["em_usd"] and sum(r["em_usd"]) > 0 for r in state)
-        assert any(sum(r["nnls_moment"]) > 0 for r in state) == cfg.liqmap_calibration_nnls
     # partial crossings took part of a bucket (0 < share < 1), in both runs alike (one 10x tier from
     # the first price: its levels 9.5 % away, not always reached)
     if not cfg.liqmap_partial_crossing:
