@@ -1,6 +1,6 @@
 """A fetched cycle's events phase alone: the vectorized pass against the Beam graph (ADR 028).
 
-    .venv/bin/python -m bench.events_pass [--events 300000] [--reps 2]
+    .venv/bin/python -m bench.events_pass [--events 300000] [--reps 2] [--passes vectorized,graph]
 
 Synthetic events (``bench.data.synth_tables``, 10 minutes) are written as the reader processes
 write a fetch (one Arrow IPC file per event type, partition and chunk of 100k offsets); then each
@@ -68,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--passes", default="vectorized,graph",
+                    help="comma-separated passes to time, in this order per rep (default: vectorized,graph)")
     args = ap.parse_args(argv)
-    run(args.events, args.reps)
+    passes = tuple(p for p in args.passes.split(",") if p)
+    unknown = set(passes) - {"vectorized", "graph"}
+    if unknown or not passes:
+        ap.error(f"--passes: use vectorized and/or graph, not {args.passes!r}")
+    run(args.events, args.reps, passes)
     return 0
 
 

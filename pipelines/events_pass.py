@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -61,10 +62,11 @@ def events_pass_choice(env: dict[str, str] | None = None) -> str:
 KEY = "_event_key"
 
 
-def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
+def read_keyed(path: str, keyed: bool, con: Any = None) -> tuple[str, pa.Table]:
     """One fetched IPC file -> (its event type, its table), with each row's identity in column
     :data:`KEY` when ``keyed`` and the type is known: computed per file, on the file's columns,
-    as the graph's dedupe computes it per batch."""
+    as the graph's dedupe computes it per batch. ``con``: a DuckDB connection to compute them on
+    (:func:`read_fetched` shares one among a cycle's files; None: a connection of its own)."""
     import duckdb
 
     from pipelines.dedupe import event_key_sql
@@ -73,12 +75,16 @@ def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
         table = pa.ipc.open_file(source).read_all()
     event_type = (table.schema.metadata or {}).get(EVENT_TYPE_META, b"").decode()
     if keyed and event_type in KNOWN_EVENT_TYPES and table.num_rows:
-        con = duckdb.connect()
+        own = con is None
+        if own:
+            con = duckdb.connect()
         try:
-            con.register("t", table)
-            keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM t").to_arrow_table()
+            con.register("_fetched", table)
+            keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM _fetched").to_arrow_table()
+            con.unregister("_fetched")
         finally:
-            con.close()
+            if own:
+                con.close()
         table = table.append_column(KEY, keys.column(0))
     return event_type, table
 
@@ -86,15 +92,23 @@ def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
 def read_fetched(files: list[str], keyed: bool = False) -> dict[str, pa.Table] | None:
     """The fetched IPC files -> one table per event type (files in fetch order, i.e. each
     partition's offsets increasing; with ``keyed``, the :data:`KEY` column), or None if a file
-    holds an event type the pass does not know (the caller falls back to the graph)."""
+    holds an event type the pass does not know (the caller falls back to the graph). One DuckDB
+    connection computes the keys of every file (a connection per file cost ~5 % of the pass)."""
+    import duckdb
+
     parts: dict[str, list[pa.Table]] = {}
-    for path in files:
-        event_type, table = read_keyed(path, keyed)
-        if event_type not in KNOWN_EVENT_TYPES:
-            log.info("events pass: %s holds event type %r: this cycle runs the Beam graph", path, event_type)
-            return None
-        if table.num_rows:
-            parts.setdefault(event_type, []).append(table)
+    con = duckdb.connect() if keyed else None
+    try:
+        for path in files:
+            event_type, table = read_keyed(path, keyed, con)
+            if event_type not in KNOWN_EVENT_TYPES:
+                log.info("events pass: %s holds event type %r: this cycle runs the Beam graph", path, event_type)
+                return None
+            if table.num_rows:
+                parts.setdefault(event_type, []).append(table)
+    finally:
+        if con is not None:
+            con.close()
     return {et: pa.concat_tables(ts, promote_options="permissive") for et, ts in parts.items()}
 
 
@@ -119,7 +133,7 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
         for event_type, table in tables.items():
             t = table.select([c for c in (KEY, "event_time", "_topic", "_partition", "_offset")
                               if c in table.column_names])
-            t = t.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+            t = t.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
             table = table.drop_columns([KEY])
             con.register("t", t)
             committed = ""
