@@ -1,6 +1,7 @@
 """A fetched cycle's events phase alone: the vectorized pass against the Beam graph (ADR 028).
 
     .venv/bin/python -m bench.events_pass [--events 300000] [--reps 2] [--passes vectorized,graph]
+        [--archive-parquet lean|full]
 
 Synthetic events (``bench.data.synth_tables``, 10 minutes) are written as the reader processes
 write a fetch (one Arrow IPC file per event type, partition and chunk of 100k offsets); then each
@@ -19,7 +20,8 @@ import time
 from pathlib import Path
 
 
-def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph")) -> list[dict]:
+def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph"),
+        archive_parquet: str = "lean") -> list[dict]:
     import apache_beam as beam
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -46,14 +48,15 @@ def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph"
                         w.write_batch(batch)
                     files.append(str(path))
         fetched = Fetched(files=files, records=events)
-        settings = JobSettings(db=d / "unused.duckdb", data_dir=d)
+        settings = JobSettings(db=d / "unused.duckdb", data_dir=d, archive_parquet=archive_parquet)
         for rep in range(reps):
             for name in passes:
                 target = d / f"out-{name}-{rep}"
                 load = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 if name == "vectorized":
-                    run_events_pass(fetched, target, cfg.allowed_lateness_us, None, [], True, None, cfg.bar_us)
+                    run_events_pass(fetched, target, cfg.allowed_lateness_us, None, [], True, None, cfg.bar_us,
+                                    archive_parquet)
                 else:
                     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
                     build_event_graph(p, settings, [], target, cfg, None, [], fetched, None)
@@ -70,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--passes", default="vectorized,graph",
                     help="comma-separated passes to time, in this order per rep (default: vectorized,graph)")
+    ap.add_argument("--archive-parquet", default="lean", choices=("lean", "full"),
+                    help="the archive's Parquet writer settings (JobSettings.archive_parquet)")
     args = ap.parse_args(argv)
     passes = tuple(p for p in args.passes.split(",") if p)
     unknown = set(passes) - {"vectorized", "graph"}
     if unknown or not passes:
         ap.error(f"--passes: use vectorized and/or graph, not {args.passes!r}")
-    run(args.events, args.reps, passes)
+    run(args.events, args.reps, passes, args.archive_parquet)
     return 0
 
 

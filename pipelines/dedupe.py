@@ -44,7 +44,7 @@ _ID_COLUMNS = {"trade": "trade_id", "liquidation": "order_id"}
 #: UHUGEINT) to BIT, to a VARCHAR of 128 '0'/'1' characters, takes characters 65-128 (the low 64
 #: bits), and casts them back through BIT to UBIGINT: ~40 % of the key's cost (ADR 046). Masking the
 #: low 64 bits gives the same number, the first 8 bytes of the md5 digest read little-endian
-#: (tests/unit/test_event_keys.py checks both against ``hashlib``), so stored keys keep matching.
+#: (tests/unit/test_events_pass_outputs.py checks both against ``hashlib``), so stored keys keep matching.
 _MD5_LOW64 = "(md5_number({}) & 18446744073709551615::UHUGEINT)::UBIGINT"
 
 

@@ -160,18 +160,19 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
     return kept_tables, dropped
 
 
-def write_archive(tables: dict[str, pa.Table], staging: Path) -> None:
+def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "lean") -> None:
     """The kept events -> ``staging/<event type>/date=<day>/part-<uuid>.parquet``, one file per
-    topic partition and day (``archive.WriteArchive`` writes one per batch and day)."""
+    topic partition and day (``archive.WriteArchive`` writes one per batch and day), with the
+    writer settings ``parquet`` (``archive.ARCHIVE_PARQUET``)."""
     from pipelines.archive import write_archive_table
 
     for table in tables.values():
         part = table["_partition"] if "_partition" in table.column_names else None
         if part is None or pc.count_distinct(part).as_py() <= 1:
-            write_archive_table(table, staging)
+            write_archive_table(table, staging, parquet)
             continue
         for p in sorted(pc.unique(part).to_pylist()):
-            write_archive_table(table.filter(pc.equal(part, p)), staging)
+            write_archive_table(table.filter(pc.equal(part, p)), staging, parquet)
 
 
 def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table | None:
@@ -213,10 +214,11 @@ def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table 
 
 def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, watermark_us: int | None,
                     prior_files: list[str], dedupe: bool, seen: SeenLookup | None,
-                    bar_us: int) -> dict[str, int] | None:
+                    bar_us: int, archive_parquet: str = "lean") -> dict[str, int] | None:
     """Phase A of a fetched cycle without the graph; writes the files ``build_event_graph``
     writes and returns its counters, or None (nothing written) when the cycle holds an event
-    type the pass does not know. ``seen``: the committed keys among the cycle's (None: none)."""
+    type the pass does not know. ``seen``: the committed keys among the cycle's (None: none);
+    ``archive_parquet``: the archive's writer settings (``JobSettings.archive_parquet``)."""
     from pipelines.dedupe import DUPLICATES
     from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
     from pipelines.sinks import write_parquet_atomic
@@ -229,7 +231,7 @@ def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, water
     dropped = 0
     if dedupe:
         tables, dropped = drop_duplicates(tables, seen, out_dir)
-    write_archive(tables, out_dir / "archive")
+    write_archive(tables, out_dir / "archive", archive_parquet)
 
     def write(name: str, table: pa.Table | None) -> None:
         if table is not None and table.num_rows:

@@ -130,6 +130,11 @@ class JobSettings:
     #: 0 (default): each cycle plans and reads itself. Off by default: on the shared 2-core machine
     #: it ran more, shorter cycles but did not lower the alert latency (docs/performance.md)
     fetch_ahead: int = 0
+    #: the raw-event archive's Parquet writer (pipelines.archive.ARCHIVE_PARQUET, ADR 046): "lean"
+    #: (default) = dictionaries for the string columns and statistics for the others only, half
+    #: the write time of "full" (Arrow's defaults: both for every column, as before) and smaller
+    #: files; same rows and values either way (docs/performance.md)
+    archive_parquet: str = "lean"
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

@@ -1,10 +1,15 @@
-"""The dedupe's event keys (ADR 016, 046) against independent computations.
+"""The events pass's outputs that ADR 046 made cheaper, against independent computations.
+
+Keys: the dedupe's event keys (ADR 016, 046).
 
 The keys committed in ``event_keys`` by earlier runs were DuckDB's ``md5_number_upper`` of the
 identity's text; the key expression computes it another way (ADR 046), so it must give the same
 number on every row: checked against that macro and against ``hashlib.md5`` of the same text
 (first 8 digest bytes, little-endian), for every event type, with ids present, empty and missing,
 nulls, and doubles whose text is unusual (NaN, infinities, -0.0, huge and tiny magnitudes).
+
+Archive: the files written with either ``JobSettings.archive_parquet`` hold their input's rows,
+schema and values (read back by Arrow, by DuckDB SQL and by the backfill's readers).
 """
 
 from __future__ import annotations
@@ -14,9 +19,18 @@ import hashlib
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from bench.data import SYNTH_START_US, synth_tables
+from pipelines.archive import (
+    ARCHIVE_PARQUET,
+    days_in,
+    parquet_options,
+    read_day,
+    read_day_columns,
+    write_archive_table,
+)
 from pipelines.dedupe import event_key_sql, event_key_text_sql
 from pipelines.events_pass import KEY, read_keyed
 from schemas.arrow import EVENT_TYPE_META
@@ -106,3 +120,59 @@ def test_a_known_key():
     ((key,),) = con.sql("SELECT " + event_key_sql("x", ["x"]).replace(
         event_key_text_sql("x", ["x"]), "x") + " FROM t").fetchall()
     assert key == 12704604231530709392
+
+
+# ---- the archive's Parquet writer (ADR 046) ------------------------------------------------------------
+def _archive(tmp_path, parquet: str) -> dict[str, list[str]]:
+    return {et: write_archive_table(t, tmp_path / parquet, parquet) for et, t in TABLES.items()}
+
+
+@pytest.mark.parametrize("parquet", ARCHIVE_PARQUET)
+def test_archive_files_hold_the_events(tmp_path, parquet):
+    """Each archive file read back by Arrow and by DuckDB SQL is its input, row for row (a
+    multiset difference both ways, DuckDB equating NaNs), with the schema and its event type."""
+    con = duckdb.connect()
+    for event_type, files in _archive(tmp_path, parquet).items():
+        table = TABLES[event_type]
+        assert len(files) == 1  # the events span one day: one file
+        back = pq.read_table(files[0])
+        assert same_rows(back, table)
+        con.register("t", table)
+        cols = ", ".join(f'"{c}"' for c in table.column_names)
+        for a, b in ((f"read_parquet('{files[0]}')", "t"), ("t", f"read_parquet('{files[0]}')")):
+            assert con.sql(f"SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}").fetchall() == []
+
+
+def test_lean_archive_reads_back_as_the_full_one(tmp_path):
+    """The backfill's readers (``read_day``, ``read_day_columns``) see the same days either way."""
+    _archive(tmp_path, "lean"), _archive(tmp_path, "full")
+    for event_type, table in TABLES.items():
+        (day,) = days_in(tmp_path / "full", event_type, "2000-01-01", "2100-01-01")
+        assert days_in(tmp_path / "lean", event_type, day, day) == [day]
+        assert same_rows(read_day(tmp_path / "lean", event_type, day), read_day(tmp_path / "full", event_type, day))
+        cols = ["exchange", "symbol", "event_time", "price"] if "price" in table.column_names else \
+            ["exchange", "symbol", "event_time"]
+        lean = read_day_columns(tmp_path / "lean", event_type, day, cols, ("exchange", "symbol"))
+        full = read_day_columns(tmp_path / "full", event_type, day, cols, ("exchange", "symbol"))
+        assert lean.equals(full) or same_rows(lean, full)
+
+
+def test_lean_archive_files_encode_as_documented(tmp_path):
+    """"lean": dictionary pages for the string columns only, statistics for the others only;
+    "full": both for every column (Arrow's defaults, as before ADR 046)."""
+    for parquet in ARCHIVE_PARQUET:
+        path = _archive(tmp_path, parquet)["trade"][0]
+        meta = pq.ParquetFile(path).metadata
+        for i in range(meta.num_columns):
+            chunk = meta.row_group(0).column(i)
+            is_string = chunk.physical_type == "BYTE_ARRAY"
+            dictionary = chunk.dictionary_page_offset is not None
+            has_stats = chunk.is_stats_set and chunk.statistics.has_min_max
+            if chunk.path_in_schema in ("expiry", "trade_id"):  # all null: no min/max to keep
+                has_stats = chunk.is_stats_set
+            if parquet == "full":
+                assert dictionary and has_stats, chunk.path_in_schema
+            else:
+                assert dictionary == is_string and has_stats == (not is_string), chunk.path_in_schema
+    with pytest.raises(ValueError, match="LIQSTREAM_ARCHIVE_PARQUET"):
+        parquet_options(TABLES["trade"].schema, "fast")
