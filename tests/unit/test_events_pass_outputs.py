@@ -19,6 +19,7 @@ import hashlib
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -32,7 +33,7 @@ from pipelines.archive import (
     write_archive_table,
 )
 from pipelines.dedupe import event_key_sql, event_key_text_sql
-from pipelines.events_pass import KEY, read_keyed
+from pipelines.events_pass import KEY, drop_duplicates, read_keyed
 from schemas.arrow import EVENT_TYPE_META
 
 _ODD = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e300, 5e-324, 1e16, 1e-5, 123456789.125, 0.1]
@@ -176,3 +177,62 @@ def test_lean_archive_files_encode_as_documented(tmp_path):
                 assert dictionary == is_string and has_stats == (not is_string), chunk.path_in_schema
     with pytest.raises(ValueError, match="LIQSTREAM_ARCHIVE_PARQUET"):
         parquet_options(TABLES["trade"].schema, "fast")
+
+
+# ---- the pass's dedupe: with and without copies in the cycle (ADR 046's shortcut) ----------------------
+def _reference_kept(table: pa.Table, committed: set[int]) -> list[int]:
+    """Row indices the rule keeps, by plain Python: per key the copy at the lowest (topic,
+    partition, offset), none if the key is committed; in input order."""
+    rows = table.select([KEY, "_topic", "_partition", "_offset"]).to_pylist()
+    first: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        j = first.get(r[KEY])
+        if j is None or (r["_topic"], r["_partition"], r["_offset"]) < tuple(rows[j][c] for c in ("_topic", "_partition", "_offset")):
+            first[r[KEY]] = i
+    return sorted(i for k, i in first.items() if k not in committed)
+
+
+@pytest.mark.parametrize("copies", [False, True])
+@pytest.mark.parametrize("n_committed", [0, 25])
+def test_drop_duplicates_keeps_the_first_copies(tmp_path, copies, n_committed):
+    con = duckdb.connect()
+    tables = {}
+    for event_type, table in TABLES.items():
+        path = tmp_path / f"{event_type}.arrow"
+        with pa.ipc.new_file(str(path), table.schema) as w:
+            w.write_table(table)
+        keyed = read_keyed(str(path), True, con)[1]
+        if copies:  # a replay: rows again at later offsets, ahead of their originals in input order
+            again = keyed.slice(100, 300)
+            again = again.set_column(again.schema.get_field_index("_offset"), "_offset",
+                                     pc.add(again["_offset"], 1_000_000))
+            keyed = pa.concat_tables([again, keyed])
+        tables[event_type] = keyed
+    committed = {et: set(t[KEY].to_pylist()[-n_committed:]) if n_committed else set() for et, t in tables.items()}
+    asked = []
+
+    def seen(keys: pa.Array) -> pa.Array:
+        asked.append(keys)
+        pool = set().union(*committed.values())
+        return pa.array(sorted({k for k in keys.to_pylist() if k in pool}), pa.uint64())
+
+    kept, dropped = drop_duplicates(tables, seen, tmp_path / "out")
+    assert len(asked) == len(tables)
+    want_dropped = 0
+    for event_type, table in tables.items():
+        want = _reference_kept(table, committed[event_type])
+        want_dropped += table.num_rows - len(want)
+        if want:
+            assert same_rows(kept[event_type], table.take(pa.array(want, pa.int64())).drop_columns([KEY]))
+        else:  # every event of the type committed before: no table, as the graph yields no batch
+            assert event_type not in kept
+    assert dropped == want_dropped and (dropped > 0) == (copies or n_committed > 0)
+    # the key files: the kept events' keys and event times, each once
+    got = con.sql(f"SELECT key, event_time_us FROM read_parquet('{tmp_path / 'out'}/event_keys-*.parquet') "
+                  "ORDER BY ALL").fetchall()
+    want_keys = sorted((r[KEY], r["event_time"]) for et, t in tables.items()
+                       for r in t.take(pa.array(_reference_kept(t, committed[et]), pa.int64()))
+                       .select([KEY, "event_time"]).to_pylist())
+    assert got == want_keys
+    assert con.sql(f"SELECT typeof(key), typeof(event_time_us) FROM read_parquet('{tmp_path / 'out'}/event_keys-*.parquet') "
+                   "LIMIT 1").fetchall() == [("UBIGINT", "BIGINT")]
