@@ -1,7 +1,7 @@
 """A fetched cycle's events phase alone: the vectorized pass against the Beam graph (ADR 028).
 
     .venv/bin/python -m bench.events_pass [--events 300000] [--reps 2] [--passes vectorized,graph]
-        [--archive-parquet lean|full]
+        [--archive-parquet lean|full] [--archive-thread 0|1]
 
 Synthetic events (``bench.data.synth_tables``, 10 minutes) are written as the reader processes
 write a fetch (one Arrow IPC file per event type, partition and chunk of 100k offsets); then each
@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph"),
-        archive_parquet: str = "lean") -> list[dict]:
+        archive_parquet: str = "lean", archive_thread: int = 0) -> list[dict]:
     import apache_beam as beam
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -49,7 +49,8 @@ def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph"
                         w.write_batch(batch)
                     files.append(str(path))
         fetched = Fetched(files=files, records=events)
-        settings = JobSettings(db=d / "unused.duckdb", data_dir=d, archive_parquet=archive_parquet)
+        settings = JobSettings(db=d / "unused.duckdb", data_dir=d, archive_parquet=archive_parquet,
+                               events_pass_archive_thread=archive_thread)
         for rep in range(reps):
             for name in passes:
                 target = d / f"out-{name}-{rep}"
@@ -58,7 +59,7 @@ def run(events: int, reps: int, passes: tuple[str, ...] = ("vectorized", "graph"
                 t0 = time.perf_counter()
                 if name == "vectorized":
                     run_events_pass(fetched, target, cfg.allowed_lateness_us, None, [], True, None, cfg.bar_us,
-                                    archive_parquet)
+                                    archive_parquet, bool(archive_thread))
                 else:
                     p = beam.Pipeline(runner=FnApiRunner(), options=_runner_options(settings))
                     build_event_graph(p, settings, [], target, cfg, None, [], fetched, None)
@@ -80,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated passes to time, in this order per rep (default: vectorized,graph)")
     ap.add_argument("--archive-parquet", default="lean", choices=("lean", "full"),
                     help="the archive's Parquet writer settings (JobSettings.archive_parquet)")
+    ap.add_argument("--archive-thread", type=int, default=0, choices=(0, 1),
+                    help="the pass writes the archive in a thread (JobSettings.events_pass_archive_thread)")
     args = ap.parse_args(argv)
     passes = tuple(p for p in args.passes.split(",") if p)
     unknown = set(passes) - {"vectorized", "graph"}
     if unknown or not passes:
         ap.error(f"--passes: use vectorized and/or graph, not {args.passes!r}")
-    run(args.events, args.reps, passes, args.archive_parquet)
+    run(args.events, args.reps, passes, args.archive_parquet, args.archive_thread)
     return 0
 
 

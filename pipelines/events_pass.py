@@ -238,16 +238,15 @@ def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table 
 
 def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, watermark_us: int | None,
                     prior_files: list[str], dedupe: bool, seen: SeenLookup | None,
-                    bar_us: int, archive_parquet: str = "lean") -> dict[str, int] | None:
+                    bar_us: int, archive_parquet: str = "lean",
+                    archive_thread: bool = False) -> dict[str, int] | None:
     """Phase A of a fetched cycle without the graph; writes the files ``build_event_graph``
     writes and returns its counters, or None (nothing written) when the cycle holds an event
     type the pass does not know. ``seen``: the committed keys among the cycle's (None: none);
-    ``archive_parquet``: the archive's writer settings (``JobSettings.archive_parquet``)."""
-    from pipelines.dedupe import DUPLICATES
-    from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
-    from pipelines.sinks import write_parquet_atomic
-    from pipelines.transforms.bars import day_bars, split_late_batch
-
+    ``archive_parquet``: the archive's writer settings (``JobSettings.archive_parquet``);
+    ``archive_thread``: the archive is written by a thread while the marts are computed
+    (``JobSettings.events_pass_archive_thread``); the pass returns only once it is written (or
+    raises its error), so what the commit that follows finds is the same."""
     tables = read_fetched(fetched.files, dedupe)
     if tables is None:
         return None
@@ -255,7 +254,26 @@ def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, water
     dropped = 0
     if dedupe:
         tables, dropped = drop_duplicates(tables, seen, out_dir)
-    write_archive(tables, out_dir / "archive", archive_parquet)
+    if not archive_thread:
+        write_archive(tables, out_dir / "archive", archive_parquet)
+        return _write_marts(tables, fetched, out_dir, allowed_lateness_us, watermark_us, prior_files, bar_us, dropped)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="archive") as pool:
+        archived = pool.submit(write_archive, tables, out_dir / "archive", archive_parquet)
+        counts = _write_marts(tables, fetched, out_dir, allowed_lateness_us, watermark_us, prior_files, bar_us, dropped)
+    # leaving the block waited for the archive, on an error of the marts too; its own error is the pass's
+    archived.result()
+    return counts
+
+
+def _write_marts(tables: dict[str, pa.Table], fetched: Any, out_dir: Path, allowed_lateness_us: int,
+                 watermark_us: int | None, prior_files: list[str], bar_us: int, dropped: int) -> dict[str, int]:
+    """:func:`run_events_pass`'s marts of the kept events (all but the archive); its counters."""
+    from pipelines.dedupe import DUPLICATES
+    from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
+    from pipelines.sinks import write_parquet_atomic
+    from pipelines.transforms.bars import day_bars, split_late_batch
 
     def write(name: str, table: pa.Table | None) -> None:
         if table is not None and table.num_rows:

@@ -135,6 +135,10 @@ class JobSettings:
     #: the write time of "full" (Arrow's defaults: both for every column, as before) and smaller
     #: files; same rows and values either way (docs/performance.md)
     archive_parquet: str = "lean"
+    #: 1 = a fetched cycle's events pass (ADR 028) writes the archive in a thread while it computes
+    #: the marts (both mostly outside the GIL), and returns once both are written (ADR 046); 0 = one
+    #: after the other
+    events_pass_archive_thread: int = 0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.data import SYNTH_START_US, synth_tables
+from connectors.kafka.fetch import Fetched
 from pipelines.archive import (
     ARCHIVE_PARQUET,
     days_in,
@@ -33,7 +34,7 @@ from pipelines.archive import (
     write_archive_table,
 )
 from pipelines.dedupe import event_key_sql, event_key_text_sql
-from pipelines.events_pass import KEY, drop_duplicates, read_keyed
+from pipelines.events_pass import KEY, drop_duplicates, read_keyed, run_events_pass
 from schemas.arrow import EVENT_TYPE_META
 
 _ODD = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e300, 5e-324, 1e16, 1e-5, 123456789.125, 0.1]
@@ -236,3 +237,50 @@ def test_drop_duplicates_keeps_the_first_copies(tmp_path, copies, n_committed):
     assert got == want_keys
     assert con.sql(f"SELECT typeof(key), typeof(event_time_us) FROM read_parquet('{tmp_path / 'out'}/event_keys-*.parquet') "
                    "LIMIT 1").fetchall() == [("UBIGINT", "BIGINT")]
+
+
+# ---- the archive written by a thread while the marts are computed (JobSettings.events_pass_archive_thread)
+PLAIN = synth_tables(20_000, SYNTH_START_US, 600_000_000, 11)  # the marts need finite prices and sizes
+
+
+def _pass_outputs(tmp_path, name: str, thread: bool) -> dict[str, list[pa.Table]]:
+    files = []
+    for event_type, table in PLAIN.items():
+        path = tmp_path / f"{name}-{event_type}.arrow"
+        with pa.ipc.new_file(str(path), table.schema) as w:
+            w.write_table(table)
+        files.append(str(path))
+    out = tmp_path / name
+    counts = run_events_pass(Fetched(files=files, records=sum(t.num_rows for t in PLAIN.values())), out,
+                             60_000_000, None, [], True, None, 60_000_000, "lean", thread)
+    assert counts == {"duplicates_dropped": 0}
+    got: dict[str, list[pa.Table]] = {}
+    for f in sorted(out.rglob("*.parquet")):  # by folder and file name without its uuid
+        rel = f.relative_to(out)
+        got.setdefault(f"{rel.parent}/{rel.name.rsplit('-', 1)[0]}", []).append(pq.read_table(f))
+    for tables in got.values():  # the uuids order a name's files at random: by content instead
+        tables.sort(key=lambda t: (t.num_rows, repr(t.slice(0, 1).to_pylist())))
+    return got
+
+
+def test_the_archive_thread_writes_the_same_files(tmp_path):
+    one_by_one, threaded = _pass_outputs(tmp_path, "seq", False), _pass_outputs(tmp_path, "thread", True)
+    assert sorted(one_by_one) == sorted(threaded)
+    names = set(one_by_one)
+    assert {"./bars_1m", "./liquidations_1m", "./event_keys"} <= names
+    assert {n.split("/")[1] for n in names if n.startswith("archive/")} == set(PLAIN)
+    for name, tables in one_by_one.items():
+        assert len(tables) == len(threaded[name])
+        for a, b in zip(tables, threaded[name], strict=True):
+            assert a.equals(b, check_metadata=True), name
+
+
+def test_an_archive_thread_error_is_the_pass_error(tmp_path, monkeypatch):
+    import pipelines.events_pass as ep
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ep, "write_archive", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _pass_outputs(tmp_path, "thread", True)
