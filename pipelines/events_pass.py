@@ -132,7 +132,7 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
     con = duckdb.connect()
     try:
         for event_type, table in tables.items():
-            if pc.count_distinct(table[KEY]).as_py() == table.num_rows:
+            if _all_distinct(table[KEY]):
                 # no two rows share a key (every cycle but a replay's): each row is its event's first
                 # copy, so the rule keeps the rows whose key is not committed, without ordering any
                 kept = _drop_committed(table, seen)
@@ -174,6 +174,13 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
     return kept_tables, dropped
 
 
+def _all_distinct(keys: pa.ChunkedArray) -> bool:
+    """No key twice (sorted, no two neighbours equal: NumPy's sort of 300k keys took 4 ms, Arrow's
+    ``count_distinct`` 35 ms and 0.1-0.4 s of CPU on its first call in a process)."""
+    k = np.sort(keys.to_numpy())
+    return bool(np.all(k[1:] != k[:-1]))
+
+
 def _drop_committed(table: pa.Table, seen: SeenLookup | None) -> pa.Table:
     """``table`` without the rows whose :data:`KEY` ``seen`` reports committed."""
     if seen is None:
@@ -192,7 +199,8 @@ def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "le
 
     for table in tables.values():
         part = table["_partition"] if "_partition" in table.column_names else None
-        if part is None or pc.count_distinct(part).as_py() <= 1:
+        low_high = pc.min_max(part) if part is not None else None
+        if low_high is None or low_high["min"] == low_high["max"]:  # one partition (nulls aside, as before)
             write_archive_table(table, staging, parquet)
             continue
         for p in sorted(pc.unique(part).to_pylist()):
