@@ -22,20 +22,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.settings import ARCHIVE_PARQUET
 from schemas.arrow import EVENT_TYPE_META, arrow_schema
 
 DAY_US = 86_400_000_000
-#: the archive's Parquet writer settings (``JobSettings.archive_parquet``, ADR 046): "lean" =
-#: zstd, dictionary pages and min/max statistics for the string columns only where they pay:
-#: dictionaries for the strings (instruments and sides repeat on every row), statistics for the
-#: others (times and positions; a string's min/max over a day of every instrument prunes
-#: nothing); "full" = zstd with Arrow's defaults (a dictionary attempted and statistics kept for
-#: every column), as before ADR 046. Same rows, schema and values either way
-ARCHIVE_PARQUET = ("lean", "full")
 
 
 def parquet_options(schema: pa.Schema, mode: str = "lean") -> dict:
-    """``pq.write_table`` keyword arguments of an archive file of ``schema`` (:data:`ARCHIVE_PARQUET`)."""
+    """``pq.write_table`` keyword arguments of an archive file of ``schema`` with the writer
+    settings ``mode`` (``JobSettings.archive_parquet``, ADR 046). "lean": zstd, dictionary pages
+    for the string columns only (instruments and sides repeat on every row; the doubles are all
+    distinct, so a dictionary was built and dropped on every page) and min/max statistics for the
+    other columns only (times and positions; a string's min/max over a day of every instrument
+    prunes nothing). "full": zstd with Arrow's defaults (both for every column), as before ADR 046.
+    Same rows, schema and values either way."""
     if mode == "full":
         return {"compression": "zstd"}
     if mode != "lean":

@@ -68,6 +68,10 @@ class AlertSettings:
         return cls(**values)
 
 
+#: the archive's Parquet writer settings (``JobSettings.archive_parquet``; ``pipelines.archive.parquet_options``)
+ARCHIVE_PARQUET = ("lean", "full")
+
+
 @dataclass(frozen=True)
 class JobSettings:
     db: Path = Path("data/liqstream.duckdb")
@@ -141,6 +145,14 @@ class JobSettings:
     events_pass_archive_thread: int = 0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    def __post_init__(self) -> None:
+        # a typo in the environment stops the job at its start, not at its first busy cycle
+        if self.archive_parquet not in ARCHIVE_PARQUET:
+            raise ValueError(f"LIQSTREAM_ARCHIVE_PARQUET={self.archive_parquet!r}: use one of "
+                             f"{', '.join(ARCHIVE_PARQUET)}")
+        if self.events_pass_archive_thread not in (0, 1):
+            raise ValueError(f"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD={self.events_pass_archive_thread!r}: use 0 or 1")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> JobSettings:

@@ -25,16 +25,10 @@ import pytest
 
 from bench.data import SYNTH_START_US, synth_tables
 from connectors.kafka.fetch import Fetched
-from pipelines.archive import (
-    ARCHIVE_PARQUET,
-    days_in,
-    parquet_options,
-    read_day,
-    read_day_columns,
-    write_archive_table,
-)
+from pipelines.archive import days_in, parquet_options, read_day, read_day_columns, write_archive_table
 from pipelines.dedupe import event_key_sql, event_key_text_sql
 from pipelines.events_pass import KEY, drop_duplicates, read_keyed, run_events_pass
+from pipelines.settings import ARCHIVE_PARQUET, JobSettings
 from schemas.arrow import EVENT_TYPE_META
 
 _ODD = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e300, 5e-324, 1e16, 1e-5, 123456789.125, 0.1]
@@ -284,3 +278,13 @@ def test_an_archive_thread_error_is_the_pass_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ep, "write_archive", broken)
     with pytest.raises(OSError, match="disk full"):
         _pass_outputs(tmp_path, "thread", True)
+
+
+def test_settings_refuse_unknown_writer_modes():
+    assert JobSettings.from_env({}).archive_parquet == "lean"
+    assert JobSettings.from_env({"LIQSTREAM_ARCHIVE_PARQUET": "full"}).archive_parquet == "full"
+    assert JobSettings.from_env({"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD": "1"}).events_pass_archive_thread == 1
+    with pytest.raises(ValueError, match="LIQSTREAM_ARCHIVE_PARQUET"):
+        JobSettings.from_env({"LIQSTREAM_ARCHIVE_PARQUET": "snappy"})
+    with pytest.raises(ValueError, match="LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD"):
+        JobSettings.from_env({"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD": "2"})
