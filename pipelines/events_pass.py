@@ -203,8 +203,13 @@ def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "le
         if low_high is None or low_high["min"] == low_high["max"]:  # one partition (nulls aside, as before)
             write_archive_table(table, staging, parquet)
             continue
-        for p in sorted(pc.unique(part).to_pylist()):
-            write_archive_table(table.filter(pc.equal(part, p)), staging, parquet)
+        # grouped by partition at once (a stable sort: offsets stay increasing), then one slice per
+        # partition: one copy of the table, where a filter per partition scanned it per partition
+        order = pc.sort_indices(part)
+        grouped, parts = table.take(order), pc.fill_null(part.take(order), -1).to_numpy(zero_copy_only=False)
+        bounds = [0, *(np.flatnonzero(parts[1:] != parts[:-1]) + 1).tolist(), len(parts)]
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            write_archive_table(grouped.slice(start, end - start), staging, parquet)
 
 
 def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table | None:

@@ -25,6 +25,7 @@ import pytest
 
 from bench.data import SYNTH_START_US, synth_tables
 from connectors.kafka.fetch import Fetched
+from pipelines import archive
 from pipelines.archive import days_in, parquet_options, read_day, read_day_columns, write_archive_table
 from pipelines.dedupe import event_key_sql, event_key_text_sql
 from pipelines.events_pass import KEY, drop_duplicates, read_keyed, run_events_pass
@@ -288,3 +289,44 @@ def test_settings_refuse_unknown_writer_modes():
         JobSettings.from_env({"LIQSTREAM_ARCHIVE_PARQUET": "snappy"})
     with pytest.raises(ValueError, match="LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD"):
         JobSettings.from_env({"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD": "2"})
+
+
+def test_the_archive_splits_a_cycle_by_partition_and_day(tmp_path):
+    """A cycle of 3 partitions over 2 UTC days: one file per partition and day, each one
+    partition's increasing offsets (the backfill's fast path), together the kept events (DuckDB)."""
+    from bench.events_pass import _spread
+
+    day_us = 86_400_000_000
+    start = SYNTH_START_US // day_us * day_us + day_us - 300_000_000  # 5 minutes before midnight
+    tables = {et: _spread(t, 3) for et, t in synth_tables(6_000, start, 600_000_000, 5).items()}
+    files = []
+    for event_type, table in tables.items():  # a fetch's files: partitions interleaved
+        for i, batch in enumerate(table.to_batches(max_chunksize=700)):
+            path = tmp_path / f"{event_type}-{i}.arrow"
+            with pa.ipc.new_file(str(path), table.schema) as w:
+                w.write_batch(batch)
+            files.append(str(path))
+    run_events_pass(Fetched(files=files, records=6_000), tmp_path / "out", 60_000_000, None, [], True, None,
+                    60_000_000)
+    archive_dir = tmp_path / "out" / "archive"
+    con = duckdb.connect()
+    for event_type, table in tables.items():
+        days = days_in(archive_dir, event_type, "2000-01-01", "2100-01-01")
+        assert len(days) == 2
+        written = sorted((archive_dir / event_type).rglob("*.parquet"))
+        pairs = set(zip(table["_partition"].to_pylist(), (t // day_us for t in table["event_time"].to_pylist()),
+                        strict=True))
+        assert len(written) == len(pairs) and len({p for p, _ in pairs}) == 3
+        for f in written:
+            t = pq.read_table(f)
+            assert len(set(t["_partition"].to_pylist())) == 1
+            assert all(a < b for a, b in zip(t["_offset"].to_pylist(), t["_offset"].to_pylist()[1:], strict=False))
+        for day in days:
+            assert archive._disjoint_order([str(f) for f in written if f"date={day}" in str(f)]) is not None
+        con.register("t", table)
+        cols = ", ".join(f'"{c}"' for c in table.column_names)
+        for day in days:
+            got = read_day(archive_dir, event_type, day)
+            want = con.sql(f"SELECT {cols} FROM t WHERE strftime(make_timestamp(event_time), '%Y-%m-%d') = '{day}' "
+                           "ORDER BY _topic, _partition, _offset").to_arrow_table()
+            assert same_rows(got.select(table.column_names).cast(want.schema), want)
