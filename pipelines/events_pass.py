@@ -194,22 +194,41 @@ def _drop_committed(table: pa.Table, seen: SeenLookup | None) -> pa.Table:
 def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "lean") -> None:
     """The kept events -> ``staging/<event type>/date=<day>/part-<uuid>.parquet``, one file per
     topic partition and day (``archive.WriteArchive`` writes one per batch and day), with the
-    writer settings ``parquet`` (``archive.ARCHIVE_PARQUET``)."""
+    writer settings ``parquet`` (``JobSettings.archive_parquet``)."""
     from pipelines.archive import write_archive_table
 
     for table in tables.values():
-        part = table["_partition"] if "_partition" in table.column_names else None
-        low_high = pc.min_max(part) if part is not None else None
-        if low_high is None or low_high["min"] == low_high["max"]:  # one partition (nulls aside, as before)
-            write_archive_table(table, staging, parquet)
+        for one in _by_partition(table):
+            write_archive_table(one, staging, parquet)
+
+
+def _by_partition(table: pa.Table) -> list[pa.Table]:
+    """``table``'s rows per topic partition, each in the table's order (a partition's offsets
+    increasing). Without copying when each of its chunks holds one partition (a fetched file's
+    rows, unless the dedupe dropped some of them): the chunks are regrouped; else one stable sort
+    and one ``take``, then a slice per partition (a filter per partition scanned it per partition)."""
+    part = table["_partition"] if "_partition" in table.column_names else None
+    if part is None or not table.num_rows:
+        return [table]
+    low_high = pc.min_max(part)
+    if low_high["min"] == low_high["max"]:  # one partition (nulls aside, as before)
+        return [table]
+    groups: dict[int, list[pa.RecordBatch]] = {}
+    for batch in table.to_batches():
+        if not batch.num_rows:
             continue
-        # grouped by partition at once (a stable sort: offsets stay increasing), then one slice per
-        # partition: one copy of the table, where a filter per partition scanned it per partition
-        order = pc.sort_indices(part)
-        grouped, parts = table.take(order), pc.fill_null(part.take(order), -1).to_numpy(zero_copy_only=False)
-        bounds = [0, *(np.flatnonzero(parts[1:] != parts[:-1]) + 1).tolist(), len(parts)]
-        for start, end in zip(bounds, bounds[1:], strict=False):
-            write_archive_table(grouped.slice(start, end - start), staging, parquet)
+        p = batch.column(table.schema.get_field_index("_partition"))
+        one = pc.min_max(p)
+        if p.null_count or one["min"] != one["max"]:
+            groups = {}
+            break
+        groups.setdefault(one["min"].as_py(), []).append(batch)
+    if groups:
+        return [pa.Table.from_batches(groups[p], table.schema) for p in sorted(groups)]
+    order = pc.sort_indices(part)
+    grouped, parts = table.take(order), pc.fill_null(part.take(order), -1).to_numpy(zero_copy_only=False)
+    bounds = [0, *(np.flatnonzero(parts[1:] != parts[:-1]) + 1).tolist(), len(parts)]
+    return [grouped.slice(start, end - start) for start, end in zip(bounds, bounds[1:], strict=False)]
 
 
 def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table | None:

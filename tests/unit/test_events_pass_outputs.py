@@ -15,6 +15,7 @@ schema and values (read back by Arrow, by DuckDB SQL and by the backfill's reade
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import duckdb
 import numpy as np
@@ -291,9 +292,12 @@ def test_settings_refuse_unknown_writer_modes():
         JobSettings.from_env({"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD": "2"})
 
 
-def test_the_archive_splits_a_cycle_by_partition_and_day(tmp_path):
+@pytest.mark.parametrize("files_per_partition", [True, False])
+def test_the_archive_splits_a_cycle_by_partition_and_day(tmp_path, files_per_partition):
     """A cycle of 3 partitions over 2 UTC days: one file per partition and day, each one
-    partition's increasing offsets (the backfill's fast path), together the kept events (DuckDB)."""
+    partition's increasing offsets (the backfill's fast path), together the kept events (DuckDB).
+    Fetched files of one partition each (the readers' files: regrouped without a copy) or of
+    mixed partitions (sorted by partition)."""
     from bench.events_pass import _spread
 
     day_us = 86_400_000_000
@@ -301,7 +305,11 @@ def test_the_archive_splits_a_cycle_by_partition_and_day(tmp_path):
     tables = {et: _spread(t, 3) for et, t in synth_tables(6_000, start, 600_000_000, 5).items()}
     files = []
     for event_type, table in tables.items():  # a fetch's files: partitions interleaved
-        for i, batch in enumerate(table.to_batches(max_chunksize=700)):
+        batches = table.to_batches(max_chunksize=700)
+        if files_per_partition:
+            per = [table.filter(pc.equal(table["_partition"], p)).to_batches(max_chunksize=700) for p in range(3)]
+            batches = [b for row in itertools.zip_longest(*per) for b in row if b is not None]
+        for i, batch in enumerate(batches):
             path = tmp_path / f"{event_type}-{i}.arrow"
             with pa.ipc.new_file(str(path), table.schema) as w:
                 w.write_batch(batch)
