@@ -68,6 +68,10 @@ class AlertSettings:
         return cls(**values)
 
 
+#: the archive's Parquet writer settings (``JobSettings.archive_parquet``; ``pipelines.archive.parquet_options``)
+ARCHIVE_PARQUET = ("lean", "full")
+
+
 @dataclass(frozen=True)
 class JobSettings:
     db: Path = Path("data/liqstream.duckdb")
@@ -141,8 +145,25 @@ class JobSettings:
     #: 0 (default): each cycle plans and reads itself. Off by default: on the shared 2-core machine
     #: it ran more, shorter cycles but did not lower the alert latency (docs/performance.md)
     fetch_ahead: int = 0
+    #: the raw-event archive's Parquet writer (pipelines.archive.ARCHIVE_PARQUET, ADR 046): "lean"
+    #: (default) = dictionaries for the string columns and statistics for the others only, half
+    #: the write time of "full" (Arrow's defaults: both for every column, as before) and smaller
+    #: files; same rows and values either way (docs/performance.md)
+    archive_parquet: str = "lean"
+    #: 1 = a fetched cycle's events pass (ADR 028) writes the archive in a thread while it computes
+    #: the marts (both mostly outside the GIL), and returns once both are written (ADR 046); 0 = one
+    #: after the other
+    events_pass_archive_thread: int = 0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    def __post_init__(self) -> None:
+        # a typo in the environment stops the job at its start, not at its first busy cycle
+        if self.archive_parquet not in ARCHIVE_PARQUET:
+            raise ValueError(f"LIQSTREAM_ARCHIVE_PARQUET={self.archive_parquet!r}: use one of "
+                             f"{', '.join(ARCHIVE_PARQUET)}")
+        if self.events_pass_archive_thread not in (0, 1):
+            raise ValueError(f"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD={self.events_pass_archive_thread!r}: use 0 or 1")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> JobSettings:
