@@ -22,9 +22,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.settings import ARCHIVE_PARQUET
 from schemas.arrow import EVENT_TYPE_META, arrow_schema
 
 DAY_US = 86_400_000_000
+
+
+def parquet_options(schema: pa.Schema, mode: str = "lean") -> dict:
+    """``pq.write_table`` keyword arguments of an archive file of ``schema`` with the writer
+    settings ``mode`` (``JobSettings.archive_parquet``, ADR 046). "lean": zstd, dictionary pages
+    for the string columns only (instruments and sides repeat on every row; the doubles are all
+    distinct, so a dictionary was built and dropped on every page) and min/max statistics for the
+    other columns only (times and positions; a string's min/max over a day of every instrument
+    prunes nothing). "full": zstd with Arrow's defaults (both for every column), as before ADR 046.
+    Same rows, schema and values either way."""
+    if mode == "full":
+        return {"compression": "zstd"}
+    if mode != "lean":
+        raise ValueError(f"LIQSTREAM_ARCHIVE_PARQUET={mode!r}: use one of {', '.join(ARCHIVE_PARQUET)}")
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    return {"compression": "zstd", "use_dictionary": strings,
+            "write_statistics": [f.name for f in schema if f.name not in strings]}
 
 
 def _event_type(batch: pa.RecordBatch | pa.Table) -> str:
@@ -38,15 +56,18 @@ def day_of(us: int) -> str:
 class WriteArchive(beam.DoFn):
     """RecordBatch -> one Parquet file per UTC day it covers, under ``out_dir`` (staging)."""
 
-    def __init__(self, out_dir: str) -> None:
+    def __init__(self, out_dir: str, parquet: str = "lean") -> None:
         self._out_dir = out_dir
+        self._parquet = parquet
 
     def process(self, batch: pa.RecordBatch) -> Iterator[str]:
-        yield from write_archive_table(pa.Table.from_batches([batch]), Path(self._out_dir))
+        yield from write_archive_table(pa.Table.from_batches([batch]), Path(self._out_dir), self._parquet)
 
 
-def write_archive_table(table: pa.Table, out_dir: Path) -> list[str]:
-    """One event type's events -> one Parquet file per UTC day they cover, under ``out_dir``."""
+def write_archive_table(table: pa.Table, out_dir: Path, parquet: str = "lean") -> list[str]:
+    """One event type's events -> one Parquet file per UTC day they cover, under ``out_dir``
+    (written with :func:`parquet_options` of ``parquet``)."""
+    options = parquet_options(table.schema, parquet)
     et = _event_type(table)
     days = pc.divide(table["event_time"], pa.scalar(DAY_US, pa.int64()))
     paths = []
@@ -57,7 +78,7 @@ def write_archive_table(table: pa.Table, out_dir: Path) -> list[str]:
         folder = out_dir / et / f"date={day_of(d * DAY_US)}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-{uuid.uuid4().hex}.parquet"
-        pq.write_table(part, path, compression="zstd")
+        pq.write_table(part, path, **options)
         paths.append(str(path))
     return paths
 

@@ -8,8 +8,10 @@ identity and keeps the first copy only:
 * identity (:func:`event_key_sql`): venue + symbol + the venue's id where it gives one (a trade's
   ``trade_id``, a liquidation's ``order_id``), else a hash of the whole normalized record but its
   ``ingest_time`` (Binance liquidations, OI and funding snapshots carry no id); the first 64 bits
-  of the md5 of that text (DuckDB's ``md5_number_upper``: with 10 million keys within the horizon,
-  the odds that two different events share one are ~3 in a million);
+  of the md5 of that text, i.e. its first 8 digest bytes read as a little-endian UBIGINT (what
+  DuckDB's ``md5_number_upper`` returns, computed without that macro's text round trip: ADR 046;
+  with 10 million keys within the horizon, the odds that two different events share one are ~3 in
+  a million);
 * within a cycle: batches are split by ``key % shards`` and grouped (a shuffle of Arrow tables, not
   of rows), each shard keeps the copy at the lowest Kafka position;
 * across cycles: the keys committed in ``event_keys`` (written in the transaction that commits the
@@ -38,8 +40,22 @@ _NOT_CONTENT = {"ingest_time", "_topic", "_partition", "_offset"}
 _ID_COLUMNS = {"trade": "trade_id", "liquidation": "order_id"}
 
 
+#: DuckDB's ``md5_number_upper(x)`` is, in DuckDB 2.0, a macro that casts ``md5_number(x)`` (a
+#: UHUGEINT) to BIT, to a VARCHAR of 128 '0'/'1' characters, takes characters 65-128 (the low 64
+#: bits), and casts them back through BIT to UBIGINT: ~40 % of the key's cost (ADR 046). Masking the
+#: low 64 bits gives the same number, the first 8 bytes of the md5 digest read little-endian
+#: (tests/unit/test_events_pass_outputs.py checks both against ``hashlib``), so stored keys keep matching.
+_MD5_LOW64 = "(md5_number({}) & 18446744073709551615::UHUGEINT)::UBIGINT"
+
+
 def event_key_sql(event_type: str, columns: list[str]) -> str:
-    """A DuckDB expression: the 64-bit identity of a row of ``event_type`` with ``columns``."""
+    """A DuckDB expression: the 64-bit identity of a row of ``event_type`` with ``columns``
+    (``md5_number_upper`` of the identity's text, computed as :data:`_MD5_LOW64`)."""
+    return _MD5_LOW64.format(event_key_text_sql(event_type, columns))
+
+
+def event_key_text_sql(event_type: str, columns: list[str]) -> str:
+    """A DuckDB expression: the text whose md5 is the identity of a row (:func:`event_key_sql`)."""
     content = [c for c in columns if c not in _NOT_CONTENT]
     whole = "concat_ws('|', " + ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '\\N')" for c in content) + ")"
     ident = _ID_COLUMNS.get(event_type)
@@ -48,7 +64,7 @@ def event_key_sql(event_type: str, columns: list[str]) -> str:
         text = f"CASE WHEN \"{ident}\" IS NULL OR \"{ident}\" = '' THEN {whole} ELSE {by_id} END"
     else:
         text = whole
-    return f"md5_number_upper(concat_ws('|', '{event_type}', {text}))"
+    return f"concat_ws('|', '{event_type}', {text})"
 
 
 def _order_by(columns: list[str]) -> str:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -61,10 +62,11 @@ def events_pass_choice(env: dict[str, str] | None = None) -> str:
 KEY = "_event_key"
 
 
-def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
+def read_keyed(path: str, keyed: bool, con: Any = None) -> tuple[str, pa.Table]:
     """One fetched IPC file -> (its event type, its table), with each row's identity in column
     :data:`KEY` when ``keyed`` and the type is known: computed per file, on the file's columns,
-    as the graph's dedupe computes it per batch."""
+    as the graph's dedupe computes it per batch. ``con``: a DuckDB connection to compute them on
+    (:func:`read_fetched` shares one among a cycle's files; None: a connection of its own)."""
     import duckdb
 
     from pipelines.dedupe import event_key_sql
@@ -73,12 +75,16 @@ def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
         table = pa.ipc.open_file(source).read_all()
     event_type = (table.schema.metadata or {}).get(EVENT_TYPE_META, b"").decode()
     if keyed and event_type in KNOWN_EVENT_TYPES and table.num_rows:
-        con = duckdb.connect()
+        own = con is None
+        if own:
+            con = duckdb.connect()
         try:
-            con.register("t", table)
-            keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM t").to_arrow_table()
+            con.register("_fetched", table)
+            keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM _fetched").to_arrow_table()
+            con.unregister("_fetched")
         finally:
-            con.close()
+            if own:
+                con.close()
         table = table.append_column(KEY, keys.column(0))
     return event_type, table
 
@@ -86,15 +92,23 @@ def read_keyed(path: str, keyed: bool) -> tuple[str, pa.Table]:
 def read_fetched(files: list[str], keyed: bool = False) -> dict[str, pa.Table] | None:
     """The fetched IPC files -> one table per event type (files in fetch order, i.e. each
     partition's offsets increasing; with ``keyed``, the :data:`KEY` column), or None if a file
-    holds an event type the pass does not know (the caller falls back to the graph)."""
+    holds an event type the pass does not know (the caller falls back to the graph). One DuckDB
+    connection computes the keys of every file (a connection per file cost ~5 % of the pass)."""
+    import duckdb
+
     parts: dict[str, list[pa.Table]] = {}
-    for path in files:
-        event_type, table = read_keyed(path, keyed)
-        if event_type not in KNOWN_EVENT_TYPES:
-            log.info("events pass: %s holds event type %r: this cycle runs the Beam graph", path, event_type)
-            return None
-        if table.num_rows:
-            parts.setdefault(event_type, []).append(table)
+    con = duckdb.connect() if keyed else None
+    try:
+        for path in files:
+            event_type, table = read_keyed(path, keyed, con)
+            if event_type not in KNOWN_EVENT_TYPES:
+                log.info("events pass: %s holds event type %r: this cycle runs the Beam graph", path, event_type)
+                return None
+            if table.num_rows:
+                parts.setdefault(event_type, []).append(table)
+    finally:
+        if con is not None:
+            con.close()
     return {et: pa.concat_tables(ts, promote_options="permissive") for et, ts in parts.items()}
 
 
@@ -107,20 +121,36 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
     """The first copy of each event (``dedupe``'s rule, on the identities in column :data:`KEY`),
     input order kept, without that column; a key ``seen`` reports committed drops every copy. The
     kept events' keys are written to ``out_dir/event_keys-*.parquet``. Returns (tables, copies
-    dropped)."""
+    dropped). An event type whose keys are all distinct (no copy within the cycle) skips the
+    query that orders the copies (ADR 046)."""
     import duckdb
 
     from pipelines.dedupe import KEYS_NAME, _order_by
 
     kept_tables: dict[str, pa.Table] = {}
     dropped = 0
-    con = duckdb.connect()
+    con = None  # opened for the first event type with copies (a connection cost ~14 ms of CPU)
     try:
         for event_type, table in tables.items():
+            if _all_distinct(table[KEY]):
+                # no two rows share a key (every cycle but a replay's): each row is its event's first
+                # copy, so the rule keeps the rows whose key is not committed, without ordering any
+                kept = _drop_committed(table, seen)
+                dropped += table.num_rows - kept.num_rows
+                if kept.num_rows:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    # the file DuckDB's COPY below writes (UBIGINT key, BIGINT time); no dictionary:
+                    # every key differs, and trying one was 3/4 of this write
+                    pq.write_table(pa.table({"key": kept[KEY], "event_time_us": kept["event_time"]}),
+                                   out_dir / f"{KEYS_NAME}-{uuid.uuid4().hex}.parquet", use_dictionary=False)
+                    kept_tables[event_type] = kept.drop_columns([KEY])
+                continue
             t = table.select([c for c in (KEY, "event_time", "_topic", "_partition", "_offset")
                               if c in table.column_names])
-            t = t.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+            t = t.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
             table = table.drop_columns([KEY])
+            if con is None:
+                con = duckdb.connect()
             con.register("t", t)
             committed = ""
             if seen is not None:
@@ -142,22 +172,66 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
                 rows = con.sql("SELECT _row FROM kept ORDER BY _row").to_arrow_table()
                 kept_tables[event_type] = table.take(rows.column(0))
     finally:
-        con.close()
+        if con is not None:
+            con.close()
     return kept_tables, dropped
 
 
-def write_archive(tables: dict[str, pa.Table], staging: Path) -> None:
+def _all_distinct(keys: pa.ChunkedArray) -> bool:
+    """No key twice (sorted, no two neighbours equal: NumPy's sort of 300k keys took 4 ms, Arrow's
+    ``count_distinct`` 35 ms and 0.1-0.4 s of CPU on its first call in a process)."""
+    k = np.sort(keys.to_numpy())
+    return bool(np.all(k[1:] != k[:-1]))
+
+
+def _drop_committed(table: pa.Table, seen: SeenLookup | None) -> pa.Table:
+    """``table`` without the rows whose :data:`KEY` ``seen`` reports committed."""
+    if seen is None:
+        return table
+    committed = seen(table[KEY])
+    if not len(committed):
+        return table
+    return table.filter(pc.invert(pc.is_in(table[KEY], value_set=committed)))
+
+
+def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "lean") -> None:
     """The kept events -> ``staging/<event type>/date=<day>/part-<uuid>.parquet``, one file per
-    topic partition and day (``archive.WriteArchive`` writes one per batch and day)."""
+    topic partition and day (``archive.WriteArchive`` writes one per batch and day), with the
+    writer settings ``parquet`` (``JobSettings.archive_parquet``)."""
     from pipelines.archive import write_archive_table
 
     for table in tables.values():
-        part = table["_partition"] if "_partition" in table.column_names else None
-        if part is None or pc.count_distinct(part).as_py() <= 1:
-            write_archive_table(table, staging)
+        for one in _by_partition(table):
+            write_archive_table(one, staging, parquet)
+
+
+def _by_partition(table: pa.Table) -> list[pa.Table]:
+    """``table``'s rows per topic partition, each in the table's order (a partition's offsets
+    increasing). Without copying when each of its chunks holds one partition (a fetched file's
+    rows, unless the dedupe dropped some of them): the chunks are regrouped; else one stable sort
+    and one ``take``, then a slice per partition (a filter per partition scanned it per partition)."""
+    part = table["_partition"] if "_partition" in table.column_names else None
+    if part is None or not table.num_rows:
+        return [table]
+    low_high = pc.min_max(part)
+    if low_high["min"] == low_high["max"]:  # one partition (nulls aside, as before)
+        return [table]
+    groups: dict[int, list[pa.RecordBatch]] = {}
+    for batch in table.to_batches():
+        if not batch.num_rows:
             continue
-        for p in sorted(pc.unique(part).to_pylist()):
-            write_archive_table(table.filter(pc.equal(part, p)), staging)
+        p = batch.column(table.schema.get_field_index("_partition"))
+        one = pc.min_max(p)
+        if p.null_count or one["min"] != one["max"]:
+            groups = {}
+            break
+        groups.setdefault(one["min"].as_py(), []).append(batch)
+    if groups:
+        return [pa.Table.from_batches(groups[p], table.schema) for p in sorted(groups)]
+    order = pc.sort_indices(part)
+    grouped, parts = table.take(order), pc.fill_null(part.take(order), -1).to_numpy(zero_copy_only=False)
+    bounds = [0, *(np.flatnonzero(parts[1:] != parts[:-1]) + 1).tolist(), len(parts)]
+    return [grouped.slice(start, end - start) for start, end in zip(bounds, bounds[1:], strict=False)]
 
 
 def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table | None:
@@ -199,15 +273,15 @@ def merge_prior_bars(bars: pa.Table | None, prior_files: list[str]) -> pa.Table 
 
 def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, watermark_us: int | None,
                     prior_files: list[str], dedupe: bool, seen: SeenLookup | None,
-                    bar_us: int) -> dict[str, int] | None:
+                    bar_us: int, archive_parquet: str = "lean",
+                    archive_thread: bool = False) -> dict[str, int] | None:
     """Phase A of a fetched cycle without the graph; writes the files ``build_event_graph``
     writes and returns its counters, or None (nothing written) when the cycle holds an event
-    type the pass does not know. ``seen``: the committed keys among the cycle's (None: none)."""
-    from pipelines.dedupe import DUPLICATES
-    from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
-    from pipelines.sinks import write_parquet_atomic
-    from pipelines.transforms.bars import day_bars, split_late_batch
-
+    type the pass does not know. ``seen``: the committed keys among the cycle's (None: none);
+    ``archive_parquet``: the archive's writer settings (``JobSettings.archive_parquet``);
+    ``archive_thread``: the archive is written by a thread while the marts are computed
+    (``JobSettings.events_pass_archive_thread``); the pass returns only once it is written (or
+    raises its error), so what the commit that follows finds is the same."""
     tables = read_fetched(fetched.files, dedupe)
     if tables is None:
         return None
@@ -215,7 +289,26 @@ def run_events_pass(fetched: Any, out_dir: Path, allowed_lateness_us: int, water
     dropped = 0
     if dedupe:
         tables, dropped = drop_duplicates(tables, seen, out_dir)
-    write_archive(tables, out_dir / "archive")
+    if not archive_thread:
+        write_archive(tables, out_dir / "archive", archive_parquet)
+        return _write_marts(tables, fetched, out_dir, allowed_lateness_us, watermark_us, prior_files, bar_us, dropped)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="archive") as pool:
+        archived = pool.submit(write_archive, tables, out_dir / "archive", archive_parquet)
+        counts = _write_marts(tables, fetched, out_dir, allowed_lateness_us, watermark_us, prior_files, bar_us, dropped)
+    # leaving the block waited for the archive, on an error of the marts too; its own error is the pass's
+    archived.result()
+    return counts
+
+
+def _write_marts(tables: dict[str, pa.Table], fetched: Any, out_dir: Path, allowed_lateness_us: int,
+                 watermark_us: int | None, prior_files: list[str], bar_us: int, dropped: int) -> dict[str, int]:
+    """:func:`run_events_pass`'s marts of the kept events (all but the archive); its counters."""
+    from pipelines.dedupe import DUPLICATES
+    from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, liquidation_minutes
+    from pipelines.sinks import write_parquet_atomic
+    from pipelines.transforms.bars import day_bars, split_late_batch
 
     def write(name: str, table: pa.Table | None) -> None:
         if table is not None and table.num_rows:

@@ -68,6 +68,10 @@ class AlertSettings:
         return cls(**values)
 
 
+#: the archive's Parquet writer settings (``JobSettings.archive_parquet``; ``pipelines.archive.parquet_options``)
+ARCHIVE_PARQUET = ("lean", "full")
+
+
 @dataclass(frozen=True)
 class JobSettings:
     db: Path = Path("data/liqstream.duckdb")
@@ -92,6 +96,17 @@ class JobSettings:
     #: 0 = glibc's default, which rises to 32 MB as arrays are freed so that the analytics' NumPy
     #: arrays of a long range stayed in the heap, freed but resident (docs/performance.md)
     backfill_mmap_threshold: int = 262_144
+    #: Arrow's memory pool in the backfill process and its day workers: "system" (glibc malloc, which
+    #: honours ``backfill_mmap_threshold``), "jemalloc", "mimalloc", or "" = pyarrow's default
+    #: (mimalloc, or what ARROW_DEFAULT_MEMORY_POOL names). mimalloc's purging of freed memory cost
+    #: a day worker 2-3 s of kernel time per 3 days read and the 4M-event backfill peaked ~25 %
+    #: higher than with "system" (ADR 047, docs/performance.md)
+    backfill_arrow_pool: str = "system"
+    #: the same for the stream job and its reader processes; "" (default) = pyarrow's default.
+    #: `system` caught a 300k backlog up in 5.3 / 8.0 / 12.5 s against mimalloc's 6.5 / 10.4 / 16.2 s
+    #: (warm window, load 5-9) with less kernel time, but a long-lived process's memory under glibc is not
+    #: measured yet (ADR 047)
+    stream_arrow_pool: str = ""
     #: Beam runner of `liqstream backfill`: "local" (this host, ADR 007) or "dask" (a dask.distributed
     #: cluster, ADR 017)
     backfill_runner: str = "local"
@@ -135,8 +150,25 @@ class JobSettings:
     #: (as before). On by default: the analytics phase took 0.60-0.72x main's CPU in the A/B of
     #: docs/performance.md ("Analytics graph reuse"), every mart row equal
     analytics_graph_reuse: int = 1
+    #: the raw-event archive's Parquet writer (pipelines.archive.ARCHIVE_PARQUET, ADR 046): "lean"
+    #: (default) = dictionaries for the string columns and statistics for the others only, half
+    #: the write time of "full" (Arrow's defaults: both for every column, as before) and smaller
+    #: files; same rows and values either way (docs/performance.md)
+    archive_parquet: str = "lean"
+    #: 1 = a fetched cycle's events pass (ADR 028) writes the archive in a thread while it computes
+    #: the marts (both mostly outside the GIL), and returns once both are written (ADR 046); 0 = one
+    #: after the other
+    events_pass_archive_thread: int = 0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    def __post_init__(self) -> None:
+        # a typo in the environment stops the job at its start, not at its first busy cycle
+        if self.archive_parquet not in ARCHIVE_PARQUET:
+            raise ValueError(f"LIQSTREAM_ARCHIVE_PARQUET={self.archive_parquet!r}: use one of "
+                             f"{', '.join(ARCHIVE_PARQUET)}")
+        if self.events_pass_archive_thread not in (0, 1):
+            raise ValueError(f"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD={self.events_pass_archive_thread!r}: use 0 or 1")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> JobSettings:

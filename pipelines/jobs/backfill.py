@@ -38,6 +38,7 @@ import pyarrow as pa
 from connectors.normalize import DeadLetter, Outcome
 from pipelines import archive, warehouse
 from pipelines.archive import DAY_US
+from pipelines.arrow_pool import use_arrow_pool
 from pipelines.dq import DataQuality, DQResult
 from pipelines.jobs.load import (
     ANALYTIC_MARTS,
@@ -226,6 +227,7 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                  run_dq: bool = True, progress: bool = False) -> BackfillResult:
     config = config or AnalyticsConfig.from_env()
     set_mmap_threshold(settings.backfill_mmap_threshold)  # before the day workers fork: they inherit it
+    use_arrow_pool(settings.backfill_arrow_pool, "LIQSTREAM_BACKFILL_ARROW_POOL")  # likewise (ADR 047)
     t0 = time.perf_counter()
     run_id = f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = BackfillResult(run_id, start, end)

@@ -206,7 +206,7 @@ def build_event_graph(p: beam.Pipeline, settings: JobSettings, ranges: list[Offs
     if settings.dedupe_horizon_s > 0:
         batches = batches | "DropDuplicates" >> dedupe.DropDuplicateEvents(dedupe_seen, out_dir)
     write_event_marts(p, batches, out_dir, config, watermark_us, prior_bar_files)
-    batches | "Archive" >> beam.ParDo(WriteArchive(str(out_dir / "archive")))
+    batches | "Archive" >> beam.ParDo(WriteArchive(str(out_dir / "archive"), settings.archive_parquet))
     rejects | "WriteRejects" >> WriteRowsToParquet(out_dir, "rejects", REJECTS_SCHEMA)
 
 
@@ -535,7 +535,7 @@ def _phase_events(con, settings: JobSettings, config: AnalyticsConfig, ranges: l
         # the committed keys among the cycle's: a semi-join in the database (ADR 037)
         counts = run_events_pass(fetched, out, config.allowed_lateness_us, watermark, prior_files, dedupe_on,
                                  (lambda keys: dedupe.committed_among(con, keys)) if dedupe_on else None,
-                                 config.bar_us)
+                                 config.bar_us, settings.archive_parquet, bool(settings.events_pass_archive_thread))
         result.events_pass = "graph" if counts is None else "vectorized"
     if counts is None:
         # the graph's shards anti-join an export of every committed key

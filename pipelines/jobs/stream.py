@@ -32,6 +32,7 @@ from connectors.kafka.fetch import FetchAhead, ParallelFetcher
 from connectors.kafka.reader import log_bounds, plan_ranges
 from pipelines import warehouse
 from pipelines.alerts.delivery import AlertDispatcher
+from pipelines.arrow_pool import use_arrow_pool
 from pipelines.dq import DataQuality
 from pipelines.jobs.load import DQ_SUITES, LOAD_TOPICS, LoadResult, run_load
 from pipelines.settings import JobSettings
@@ -180,6 +181,8 @@ class StreamJob:
 
     def run(self) -> int:
         opts = self.options
+        # before the reader processes spawn: they take it from the environment (ADR 047)
+        use_arrow_pool(self.settings.stream_arrow_pool, "LIQSTREAM_STREAM_ARROW_POOL")
         server = serve_metrics(self.health, opts.metrics_port) if opts.metrics_port else None
         if server:
             log.info("metrics on http://127.0.0.1:%d/metrics", opts.metrics_port)
