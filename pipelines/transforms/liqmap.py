@@ -200,7 +200,7 @@ class VenueBook:
         self.store[1, k, liq_short] += base_units * (1.0 - long_share) * self.weights / self.scale
         self.extend(int(liq_long.max()), int(liq_short.min()))
 
-    def open_spread(self, base_units: float, price: float, spread: float) -> None:
+    def open_spread(self, base_units: float, price: float, spread: float, gap: float = 0.0) -> None:
         """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
         ``price`` (std ``spread``, within +-2.5 std, one point per bucket width and at least 21),
         each over the tiers by the mix; the levels the price has already crossed (longs at or above
@@ -218,10 +218,12 @@ class VenueBook:
         entries = price * np.exp(spread * z)[:, None]
         mass = (g / g.sum())[:, None] * self.weights[None, :]  # (entries, tiers)
         k = np.broadcast_to(self._k, mass.shape)
-        pb = self.grid.index1(price)
+        # survivors: longs below the bucket of price x (1 - gap), shorts above that of price x (1 + gap)
+        # (gap 0: the price's bucket, the levels it has crossed)
+        pl, ps = self.grid.index1(price * (1.0 - gap)), self.grid.index1(price * (1.0 + gap))
         for side, liq in ((0, self.grid.index(entries * (1.0 - self.dist))),
                           (1, self.grid.index(entries * (1.0 + self.dist)))):
-            alive = liq < pb if side == 0 else liq > pb
+            alive = liq < pl if side == 0 else liq > ps
             m = np.where(alive, mass, 0.0)
             if not m.sum() > 0:
                 continue
@@ -551,7 +553,7 @@ class Estimator:
             self.last_oi[key] = oi
             if not math.isfinite(prev):
                 # first value: entries unknown, spread around the price (or placed at it)
-                bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
+                bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread, cfg.liqmap_initial_margin_gap)
                 continue
             d_oi = oi - prev
             stored = stored_sums[i]  # = bk.total_base() / bk.scale until the store changes
