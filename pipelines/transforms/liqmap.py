@@ -22,7 +22,9 @@ side and leverage tier. Every minute, in this order:
    and over the venue's leverage tiers by its current mix; a tier-``L`` long is liquidated at
    ``VWAP * (1 - d(L))``, a short at ``VWAP * (1 + d(L))`` with ``d(L) = max(1/L - mmr, 1/(2L))``.
 
-A venue's first OI value is opened at its first price (its positions' entries are unknown).
+A venue's first OI value (its positions' entries are unknown) is spread over entries log-normal
+around its first price (``liqmap_initial_entry_spread``); the levels the price has crossed or lies
+within ``liqmap_initial_margin_gap`` of are dropped (ADR 048: liquidated before, or margin added).
 
 **State across cycles, exactly once** (ADR 015). A streaming cycle passes the stored books
 (``liquidation_map_state``) and its settled minute: the book steps only the minutes after the stored
@@ -205,7 +207,9 @@ class VenueBook:
         ``price`` (std ``spread``, within +-2.5 std, one point per bucket width and at least 21),
         each over the tiers by the mix; the levels the price has already crossed (longs at or above
         its bucket, shorts at or below) are gone (liquidated before, or their owners added margin),
-        the rest is scaled up to the OI."""
+        and so are those within ``gap`` of it (ADR 048: longs at or above the bucket of
+        ``price * (1 - gap)``, shorts at or below that of ``price * (1 + gap)``); the rest is scaled
+        up to the OI."""
         if not spread > 0:
             self.open(base_units, price, 0.5)
             return
