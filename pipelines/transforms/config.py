@@ -184,8 +184,9 @@ class AnalyticsConfig:
     liqmap_calibration_keep_uncrossed: bool = True
     #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
     liqmap_mmr: float = 0.005
-    #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI)
-    liqmap_turnover_per_day: float = 1.0
+    #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI);
+    #: 0.5 (a leveraged position held ~2 days) since ADR 048, 1.0 before
+    liqmap_turnover_per_day: float = 0.5
     #: long share of new OI = 0.5 + tilt * taker imbalance / 2 (imbalance = (buy - sell) / (buy + sell))
     liqmap_taker_tilt: float = 1.0
     #: the crossing removes only the part of the low's (high's) bucket the price reached, the bucket's
@@ -195,6 +196,10 @@ class AnalyticsConfig:
     #: a venue's first OI (positions opened before the data) is spread over entries log-normal
     #: around the first price with this std (0 = all at the price); crossed levels dropped
     liqmap_initial_entry_spread: float = 0.03
+    #: ... and so are its levels within this fraction of the first price (ADR 048): positions that
+    #: close to liquidation have been liquidated already or their owners added margin (0 = only the
+    #: crossed levels, as before ADR 048)
+    liqmap_initial_margin_gap: float = 0.03
     #: every minute's book is rebuilt from the aligned anchor floor(t / W) * W - W (W = this):
     #: stream and backfill agree, a cycle reads 2 W of bars back
     liqmap_warmup_minutes: int = 1_440

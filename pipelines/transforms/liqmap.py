@@ -22,7 +22,9 @@ side and leverage tier. Every minute, in this order:
    and over the venue's leverage tiers by its current mix; a tier-``L`` long is liquidated at
    ``VWAP * (1 - d(L))``, a short at ``VWAP * (1 + d(L))`` with ``d(L) = max(1/L - mmr, 1/(2L))``.
 
-A venue's first OI value is opened at its first price (its positions' entries are unknown).
+A venue's first OI value (its positions' entries are unknown) is spread over entries log-normal
+around its first price (``liqmap_initial_entry_spread``); the levels the price has crossed or lies
+within ``liqmap_initial_margin_gap`` of are dropped (ADR 048: liquidated before, or margin added).
 
 **State across cycles, exactly once** (ADR 015). A streaming cycle passes the stored books
 (``liquidation_map_state``) and its settled minute: the book steps only the minutes after the stored
@@ -201,12 +203,14 @@ class VenueBook:
         self.store[1, k, liq_short] += base_units * (1.0 - long_share) * self.weights / self.scale
         self.extend(int(liq_long.max()), int(liq_short.min()))
 
-    def open_spread(self, base_units: float, price: float, spread: float) -> None:
+    def open_spread(self, base_units: float, price: float, spread: float, gap: float = 0.0) -> None:
         """Open ``base_units`` held from before the data began, 50/50: entries log-normal around
         ``price`` (std ``spread``, within +-2.5 std, one point per bucket width and at least 21),
         each over the tiers by the mix; the levels the price has already crossed (longs at or above
         its bucket, shorts at or below) are gone (liquidated before, or their owners added margin),
-        the rest is scaled up to the OI."""
+        and so are those within ``gap`` of it (ADR 048: longs at or above the bucket of
+        ``price * (1 - gap)``, shorts at or below that of ``price * (1 + gap)``); the rest is scaled
+        up to the OI."""
         if not spread > 0:
             self.open(base_units, price, 0.5)
             return
@@ -219,10 +223,12 @@ class VenueBook:
         entries = price * np.exp(spread * z)[:, None]
         mass = (g / g.sum())[:, None] * self.weights[None, :]  # (entries, tiers)
         k = np.broadcast_to(self._k, mass.shape)
-        pb = self.grid.index1(price)
+        # survivors: longs below the bucket of price x (1 - gap), shorts above that of price x (1 + gap)
+        # (gap 0: the price's bucket, the levels it has crossed)
+        pl, ps = self.grid.index1(price * (1.0 - gap)), self.grid.index1(price * (1.0 + gap))
         for side, liq in ((0, self.grid.index(entries * (1.0 - self.dist))),
                           (1, self.grid.index(entries * (1.0 + self.dist)))):
-            alive = liq < pb if side == 0 else liq > pb
+            alive = liq < pl if side == 0 else liq > ps
             m = np.where(alive, mass, 0.0)
             if not m.sum() > 0:
                 continue
@@ -552,7 +558,7 @@ class Estimator:
             self.last_oi[key] = oi
             if not math.isfinite(prev):
                 # first value: entries unknown, spread around the price (or placed at it)
-                bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
+                bk.open_spread(oi, price, cfg.liqmap_initial_entry_spread, cfg.liqmap_initial_margin_gap)
                 continue
             d_oi = oi - prev
             stored = stored_sums[i]  # = bk.total_base() / bk.scale until the store changes

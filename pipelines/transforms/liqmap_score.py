@@ -40,7 +40,8 @@ def baseline_config(config: AnalyticsConfig) -> AnalyticsConfig:
     return dataclasses.replace(config, liqmap_leverage_tiers=(10.0, 25.0, 50.0, 100.0),
                                liqmap_leverage_weights=(1.0, 1.0, 1.0, 1.0), liqmap_venue_leverage_weights=(),
                                liqmap_calibration_rate=0.0, liqmap_turnover_per_day=0.0, liqmap_taker_tilt=0.0,
-                               liqmap_initial_entry_spread=0.0, liqmap_partial_crossing=False)
+                               liqmap_initial_entry_spread=0.0, liqmap_initial_margin_gap=0.0,
+                               liqmap_partial_crossing=False)
 
 
 def estimate_buckets(levels: Iterable[dict], w: float) -> dict[tuple[str, int, str], Buckets]:

@@ -291,6 +291,30 @@ def test_positions_from_before_the_data_fill_every_bucket_of_their_spread():
     assert b.book()[0].max() == pytest.approx(1.0 * np.exp(-0.5 * z * z).max() / np.exp(-0.5 * z * z).sum())
     assert b.book()[0].sum() == pytest.approx(1.0) and b.book()[1].sum() == pytest.approx(1.0)
 
+def test_positions_from_before_the_data_keep_a_margin_gap():
+    # one 100x tier (d = max(0.01 - 0.005, 1/200) = 0.005), 2 BTC at price 100, entries spread 1 %:
+    # 26 entries 100 e^(0.01 z), z = -2.5, -2.3, ..., 2.5; long levels 99.5 e^(0.01 z). Gap 2 %: a
+    # long survives only below the bucket of 98 (ln(98) / 0.002 = 2292.5 -> bucket 2292): z = -1.5
+    # (98.02, ln / 0.002 = 2292.6) shares 98's bucket and is gone, z = -1.7 (97.82, 2291.6) survives:
+    # z in {-2.5, -2.3, -2.1, -1.9, -1.7}, weights e^(-z^2/2) = .04394 .07100 .11025 .16447 .23575
+    # (sum .62541), scaled to the side's 1 BTC: 97.82 holds .23575 / .62541 = 0.37695 BTC.
+    # Shorts mirrored (100.5 e^(0.01 z) above 102's bucket: z >= 1.7, 102.22). Gap 0 (the old rule)
+    # keeps every long level below 100, 98.02 included.
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([100.0]), np.array([1.0]), 0.005)
+    b.open_spread(2.0, 100.0, 0.01, 0.02)
+    book = b.book()
+    assert book[0].sum() == pytest.approx(1.0) and book[1].sum() == pytest.approx(1.0)
+    assert book[0, _bucket_of(g, 98.0):].sum() == 0.0 and book[1, : _bucket_of(g, 102.0) + 1].sum() == 0.0
+    assert len(np.flatnonzero(book[0])) == 5 and len(np.flatnonzero(book[1])) == 5
+    assert book[0, _bucket_of(g, 99.5 * math.exp(-0.017))] == pytest.approx(0.37695, abs=1e-5)
+    assert book[1, _bucket_of(g, 100.5 * math.exp(0.017))] == pytest.approx(0.37695, abs=1e-5)
+    assert book[0, _bucket_of(g, 99.5 * math.exp(-0.025))] == pytest.approx(0.04394 / 0.62541, abs=1e-5)
+    old = VenueBook(g, np.array([100.0]), np.array([1.0]), 0.005)
+    old.open_spread(2.0, 100.0, 0.01)
+    assert old.book()[0, _bucket_of(g, 99.5 * math.exp(-0.015))] > 0.0
+
+
 def test_fuel_by_hand():
     # price 100; longs: 10 BTC liquidated near 99.5 (within 1 %), 20 near 97 (within 5 % only);
     # shorts: 5 near 101.5 (within 2 %)

@@ -101,7 +101,7 @@ def test_swept_overlap_by_hand():
 def test_baseline_is_fixed_tiers_without_learning():
     b = baseline_config(AnalyticsConfig())
     assert b.liqmap_leverage_tiers == (10.0, 25.0, 50.0, 100.0) and b.liqmap_calibration_rate == 0.0
-    assert b.liqmap_turnover_per_day == 0.0 and b.liqmap_taker_tilt == 0.0
+    assert b.liqmap_turnover_per_day == 0.0 and b.liqmap_taker_tilt == 0.0 and b.liqmap_initial_margin_gap == 0.0
 
 
 @pytest.mark.heavy

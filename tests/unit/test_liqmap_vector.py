@@ -61,7 +61,7 @@ class ReferenceEstimator(liqmap.Estimator):
             prev = self.last_oi.get(key, math.nan)
             self.last_oi[key] = oi
             if not math.isfinite(prev):
-                book.open_spread(oi, price, cfg.liqmap_initial_entry_spread)
+                book.open_spread(oi, price, cfg.liqmap_initial_entry_spread, cfg.liqmap_initial_margin_gap)
                 continue
             d_oi = oi - prev
             total = book.total_base()
@@ -131,6 +131,8 @@ CONFIGS = {
         AnalyticsConfig(), liqmap_leverage_tiers=(10.0,), liqmap_leverage_weights=(1.0,), liqmap_turnover_per_day=0.0,
         liqmap_initial_entry_spread=0.0),
     "whole-bucket crossing (before ADR 034)": dataclasses.replace(AnalyticsConfig(), liqmap_partial_crossing=False),
+    "no initial margin gap, turnover 1/day (before ADR 048)": dataclasses.replace(
+        AnalyticsConfig(), liqmap_initial_margin_gap=0.0, liqmap_turnover_per_day=1.0),
     "calibration relative to the venue's ratio (before ADR 041)": dataclasses.replace(
         AnalyticsConfig(), liqmap_calibration_keep_uncrossed=False),
     "calibration at half rate, per-venue mix": dataclasses.replace(
