@@ -62,29 +62,20 @@ def events_pass_choice(env: dict[str, str] | None = None) -> str:
 KEY = "_event_key"
 
 
-def read_keyed(path: str, keyed: bool, con: Any = None) -> tuple[str, pa.Table]:
+def read_keyed(path: str, keyed: bool, con: Any) -> tuple[str, pa.Table]:
     """One fetched IPC file -> (its event type, its table), with each row's identity in column
     :data:`KEY` when ``keyed`` and the type is known: computed per file, on the file's columns,
-    as the graph's dedupe computes it per batch. ``con``: a DuckDB connection to compute them on
-    (:func:`read_fetched` shares one among a cycle's files; None: a connection of its own)."""
-    import duckdb
-
+    as the graph's dedupe computes it per batch. ``con``: the DuckDB connection to compute them on
+    (:func:`read_fetched` shares one among a cycle's files; unused when not ``keyed``)."""
     from pipelines.dedupe import event_key_sql
 
     with pa.OSFile(path) as source:  # read, not mapped: the cycle's folder goes when it ends
         table = pa.ipc.open_file(source).read_all()
     event_type = (table.schema.metadata or {}).get(EVENT_TYPE_META, b"").decode()
     if keyed and event_type in KNOWN_EVENT_TYPES and table.num_rows:
-        own = con is None
-        if own:
-            con = duckdb.connect()
-        try:
-            con.register("_fetched", table)
-            keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM _fetched").to_arrow_table()
-            con.unregister("_fetched")
-        finally:
-            if own:
-                con.close()
+        con.register("_fetched", table)
+        keys = con.sql(f"SELECT {event_key_sql(event_type, table.column_names)} FROM _fetched").to_arrow_table()
+        con.unregister("_fetched")
         table = table.append_column(KEY, keys.column(0))
     return event_type, table
 
