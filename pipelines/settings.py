@@ -102,6 +102,13 @@ class JobSettings:
     #: a day worker 2-3 s of kernel time per 3 days read and the 4M-event backfill peaked ~25 %
     #: higher than with "system" (ADR 047, docs/performance.md)
     backfill_arrow_pool: str = "system"
+    #: 1 = once the day workers are done, the backfill turns on DuckDB's allocator background threads
+    #: (``allocator_background_threads``): DuckDB's bundled jemalloc then returns the pages its
+    #: queries freed to the system after its 1 s decay, while DuckDB sits idle between the
+    #: windows' exports. Without them the pages stay resident until DuckDB allocates again: the
+    #: replace of 90 days' bars left ~150 MB of freed pages resident through every analytics
+    #: window (10 days: ~40 MB), the peak growing with the days (ADR 051). 0 = DuckDB's default (off)
+    backfill_duckdb_background_purge: int = 1
     #: the same for the stream job and its reader processes; "" (default) = pyarrow's default.
     #: `system` caught a 300k backlog up in 5.3 / 8.0 / 12.5 s against mimalloc's 6.5 / 10.4 / 16.2 s
     #: (warm window, load 5-9) with less kernel time, but a long-lived process's memory under glibc is not
