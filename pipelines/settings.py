@@ -102,18 +102,6 @@ class JobSettings:
     #: a day worker 2-3 s of kernel time per 3 days read and the 4M-event backfill peaked ~25 %
     #: higher than with "system" (ADR 047, docs/performance.md)
     backfill_arrow_pool: str = "system"
-    #: 1 = once the day workers are done, the backfill turns on DuckDB's allocator background threads
-    #: (``allocator_background_threads``): DuckDB's bundled jemalloc then returns the pages its
-    #: queries freed to the system after its 1 s decay, while DuckDB sits idle between the windows'
-    #: exports (the replace of 90 days' bars otherwise left ~150 MB of freed pages resident through
-    #: every window, 10 days ~40 MB). 0 (default): DuckDB's default. Not on by default: the peak did
-    #: not move (other steps are as high) and the 4M-event backfill was slower in both A/B pairs (ADR 051)
-    backfill_duckdb_background_purge: int = 0
-    #: 1 = after each analytics window the backfill returns the heap's free pages to the system
-    #: (glibc's ``malloc_trim(0)``; the windows' freed small allocations leave holes that stay
-    #: resident: the heap grew 44 -> 137 MB over a 90-day range's windows). 0 (default) = never;
-    #: not on by default for the same reasons (ADR 051)
-    backfill_trim_heap: int = 0
     #: the same for the stream job and its reader processes; "" (default) = pyarrow's default.
     #: `system` caught a 300k backlog up in 5.3 / 8.0 / 12.5 s against mimalloc's 6.5 / 10.4 / 16.2 s
     #: (warm window, load 5-9) with less kernel time, but a long-lived process's memory under glibc is not

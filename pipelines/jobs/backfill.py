@@ -268,9 +268,6 @@ def run_backfill(settings: JobSettings, start: date, end: date, source: str = "a
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(events=f"{result.events:,}")
             add_phase_time(result.timings, "events", tick)
-            # after the day workers, not before their fork: from here DuckDB's freed pages go back
-            # to the system while the windows' analytics run in Python (ADR 051)
-            purge_duckdb_freed_pages(con, settings.backfill_duckdb_background_purge)
             con.execute("BEGIN")
             try:
                 tick = time.perf_counter()
@@ -447,8 +444,6 @@ def _windowed_analytics(con, settings: JobSettings, config: AnalyticsConfig, sta
             if c1 is not None:  # what the next windows' history needs (the reference's minutes before them)
                 keep = c1 - lookback - (config.oi_reference_minutes + 1) * bar
                 carry = {k: _trim(v, keep) for k, v in carry.items()}
-        if settings.backfill_trim_heap:
-            trim_heap()  # the window's freed heap pages (ADR 051)
         tick = add_phase_time(result.timings, "analytics", tick)
         if not emits or not bars_by_base:
             continue
@@ -710,37 +705,6 @@ def set_mmap_threshold(nbytes: int) -> bool:
     m_mmap_threshold = -3
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(m_mmap_threshold, int(nbytes)))
-
-
-def purge_duckdb_freed_pages(con, enabled: int) -> bool:
-    """Turn on DuckDB's allocator background threads (``allocator_background_threads``) when
-    ``enabled``: its bundled jemalloc then purges freed pages after their decay (1 s) on its own.
-    Without them jemalloc purges only when DuckDB next allocates, so the pages a bulk statement
-    freed (the replace of a range's bars: ~150 MB at 90 days) stayed resident while the backfill
-    ran its analytics in Python (ADR 051). Returns whether the setting is on."""
-    if enabled:
-        con.execute("SET allocator_background_threads = true")
-    (on,) = con.execute("SELECT current_setting('allocator_background_threads')").fetchone()
-    return bool(on)
-
-
-def trim_heap() -> bool:
-    """glibc's ``malloc_trim(0)``: the free pages inside the heap (not only at its top) back to the
-    system. A window's analytics free most of what they allocated, but below the fixed mmap
-    threshold it came from the heap, and the holes the next windows do not reuse stayed resident:
-    at 90 days the heap's resident part grew 44 -> 137 MB over the windows, 60-80 MB of it free
-    (ADR 051). Not glibc: nothing; returns whether it ran."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # musl and others
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
-    return True
 
 
 def _store_dq(con, result: BackfillResult) -> None:
