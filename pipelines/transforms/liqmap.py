@@ -859,8 +859,8 @@ def fuel_rows(pending: list[tuple[dict, np.ndarray, int]], grid: Grid, config: A
                 row[f"{name}_usd_{pct}pct"] = out[f"{name}_usd_{pct}pct"][t]
             if out[f"{name}_found"][t]:
                 d = out[f"{name}_dist"][t]
-                row.update({f"{name}_cluster_price": out[f"{name}_price"][t], f"{name}_cluster_usd": out[f"{name}_usd"][t],
-                            f"{name}_cluster_distance_pct": d,
+                row.update({f"{name}_cluster_price": out[f"{name}_price"][t],
+                            f"{name}_cluster_usd": out[f"{name}_usd"][t], f"{name}_cluster_distance_pct": d,
                             f"{name}_cluster_distance_vol": d / vol if vol else None})
             else:
                 row.update({f"{name}_cluster_{k}": None for k in ("price", "usd", "distance_pct", "distance_vol")})
@@ -942,10 +942,10 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             rows.extend((STATE_TAG, row) for row in est.state_rows(panel.base))
         mk = int(minutes[k])
         price = float(inp.price[k])
-        if (emit_from_us is not None and mk < emit_from_us) or not panel.has_bar[k] or not (
-                price > 0 and math.isfinite(price)):
-            pass
-        elif (snapshot := mk % every_us == 0) or fuel:
+        emit = ((emit_from_us is None or mk >= emit_from_us) and bool(panel.has_bar[k])
+                and price > 0 and math.isfinite(price))
+        snapshot = emit and mk % every_us == 0
+        if emit and (fuel or snapshot):
             ts = micros_to_ts(mk)
             # a minute without a snapshot needs the 'all' book only where the fuel reads it
             window = range_window(est.grid, price, config.liqmap_range_pct)
@@ -959,7 +959,7 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
                 for ex, sym, book in scopes if venues else scopes[-1:]:
                     rows.extend((LEVELS_TAG, row) for row in level_rows(panel.base, ts, ex, sym, book, est.grid,
                                                                          price, config.liqmap_range_pct))
-        if len(pending) >= batch or k == len(minutes) - 1:
+        if not pending or len(pending) >= batch or k == len(minutes) - 1:  # (nothing held without fuel rows)
             fuel_rows(pending, est.grid, config)
             yield from rows
             rows, pending = [], []
