@@ -210,6 +210,10 @@ class AnalyticsConfig:
     liqmap_cluster_multiple: float = 3.0
     #: minutes of 1-minute returns behind the scope's recent (hourly) volatility
     liqmap_vol_minutes: int = 60
+    #: liquidation_fuel rows are computed this many minutes at a time, vectorized over the minutes
+    #: (ADR 049; the same numbers as one at a time): a base's rows of such a batch are held until it
+    #: is complete (memory ~ this x the rows of a minute); 1 = one minute at a time
+    liqmap_fuel_batch_minutes: int = 1_440
     #: the analytic marts' Parquet writers write a file every this many rows (0 = one per bundle):
     #: a backfill's analytics are one bundle over the whole range, whose rows (360k liquidation
     #: levels at 90 days) were held as dicts until it ended (docs/performance.md, backfill memory)

@@ -647,16 +647,15 @@ class Estimator:
         yield ALL, "", total
 
     def total_book(self, a: int, b: int) -> np.ndarray:
-        """:meth:`books_by_scope`'s 'all' book in buckets [a, b) (the same sums), zero elsewhere."""
-        total = np.zeros((2, self.grid.nb))
+        """:meth:`books_by_scope`'s 'all' book in buckets [a, b) (the same sums): (2, b - a)."""
         cached = self.__dict__.get("_stack_cache")
         if cached is not None and cached[0] == sorted(self.books):  # the stacked stores: one sum for all
             sums = cached[2][:, :, :, a:b].sum(axis=2)
             sums *= np.array([book.scale for book in cached[1]])[:, None, None]
-            total[:, a:b] = np.add.reduce(sums, axis=0)  # book by book, in key order, as below
-            return total
+            return np.add.reduce(sums, axis=0)  # book by book, in key order, as below
+        total = np.zeros((2, b - a))
         for _, book in sorted(self.books.items()):
-            total[:, a:b] += book.store[:, :, a:b].sum(axis=1) * book.scale
+            total += book.store[:, :, a:b].sum(axis=1) * book.scale
         return total
 
     # --- the state stored between cycles (liquidation_map_state, one row per base and venue) --------
@@ -735,46 +734,136 @@ def range_window(grid: Grid, price: float, range_pct: float) -> tuple[int, int]:
             min(int(grid.index1(price * (1 + range_pct / 100.0))) + 2, grid.nb))
 
 
+#: numpy sums a contiguous float64 run (``np.add.reduce``) of up to this many numbers with 8
+#: accumulators, a longer one as the sums of its two halves (:func:`run_sums`)
+PAIRWISE_BLOCK = 128
+
+
+def run_sums(x: np.ndarray) -> np.ndarray:
+    """``np.add.reduce`` of every row of ``x`` (rows, n), the same numbers, with a handful of numpy
+    calls for all the rows: numpy's pairwise summation, per row, is ``r_j = x_j + x_{j+8} + ...``
+    over the whole blocks of 8 (j < 8), ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))``, then
+    the numbers left one at a time (fewer than 8: all one at a time from 0.0); beyond
+    ``PAIRWISE_BLOCK`` numbers the sum of its halves (at a multiple of 8). Pinned against
+    ``np.add.reduce`` by tests/unit/test_liqmap_speed.py (a numpy upgrade that changes it fails there)."""
+    n = x.shape[1]
+    if n > PAIRWISE_BLOCK:
+        half = n // 2 - (n // 2) % 8
+        return run_sums(x[:, :half]) + run_sums(x[:, half:])
+    if n < 8:
+        res = np.zeros(x.shape[0])
+        for i in range(n):
+            res += x[:, i]
+        return res
+    r = x[:, :8].copy()
+    whole = n - n % 8
+    for i in range(8, whole, 8):
+        r += x[:, i : i + 8]
+    res = ((r[:, 0] + r[:, 1]) + (r[:, 2] + r[:, 3])) + ((r[:, 4] + r[:, 5]) + (r[:, 6] + r[:, 7]))
+    for i in range(whole, n):
+        res += x[:, i]
+    return res
+
+
+def runs_sums(x: np.ndarray, row: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``np.add.reduce(x[row[i], lo[i]:hi[i]])`` of every run i (0.0 for an empty run), bit for bit:
+    the runs of each length summed together (:func:`run_sums`; a batch's runs have few lengths)."""
+    out = np.zeros(len(lo))
+    n = hi - lo
+    for m in np.unique(n[n > 0]).tolist():
+        sel = np.flatnonzero(n == m)
+        out[sel] = run_sums(x[row[sel, None], lo[sel, None] + np.arange(m)])
+    return out
+
+
 def fuel_row(base: str, ts: Any, book: np.ndarray, grid: Grid, price: float, vol_1h_pct: float | None,
              config: AnalyticsConfig, window: tuple[int, int] | None = None) -> dict:
     """liquidation_fuel: USD within 1/2/5 % of the price per side and the nearest cluster each way.
 
     A bucket counts "within x %" when its mid price is; a cluster is a bucket holding at least
-    ``liqmap_cluster_multiple`` x the side's mean bucket USD within ``liqmap_range_pct``."""
-    rng = config.liqmap_range_pct
-    # every bucket whose mid is within rng % (the rest is never read); ``window``: the caller's range_window
-    wa, wb = window or range_window(grid, price, rng)
-    mids = grid.mids[wa:wb]
-    dist = (mids / price - 1.0) * 100.0
-    usd2 = book[:, wa:wb] * mids
-    # dist rises with the bucket, so each "within" set is a run of buckets: [lo, hi) by bisection
-    # (the sums are over the same numbers in the same order as over a boolean selection)
-    bounds = np.searchsorted(dist, (-rng, 0.0, 0.0, rng) + tuple(-p for p in FUEL_PCTS) + FUEL_PCTS,
-                             side="left").tolist()
-    right = np.searchsorted(dist, (0.0, rng) + FUEL_PCTS, side="right").tolist()
-    nf = len(FUEL_PCTS)
+    ``liqmap_cluster_multiple`` x the side's mean bucket USD within ``liqmap_range_pct``.
+    ``window``: the caller's :func:`range_window` (every bucket whose mid is within range_pct %;
+    the rest of ``book`` is never read). One minute of :func:`fuel_rows`."""
+    wa, wb = window or range_window(grid, price, config.liqmap_range_pct)
     row: dict[str, Any] = {"minute_ts": ts, "base": base, "price": price, "vol_1h_pct": vol_1h_pct}
-    for side, name in ((0, "long"), (1, "short")):
-        usd = usd2[side]
-        if side == 0:  # -rng <= dist <= 0; within pct: -pct <= dist
-            a, b = bounds[0], right[0]
-            runs = [(max(bounds[4 + j], a), b) for j in range(nf)]
-        else:  # 0 <= dist <= rng; within pct: dist <= pct
-            a, b = bounds[2], right[1]
-            runs = [(a, min(right[2 + j], b)) for j in range(nf)]
-        for pct, (x, y) in zip(FUEL_PCTS, runs, strict=True):  # (np.add.reduce: ndarray.sum without its wrapper)
-            row[f"{name}_usd_{pct}pct"] = float(np.add.reduce(usd[x:y])) if y > x else 0.0
-        mean = float(np.add.reduce(usd[a:b])) / (b - a) if b > a else 0.0  # = ndarray.mean, its sum / count
-        hot = np.flatnonzero(usd[a:b] >= config.liqmap_cluster_multiple * mean) + a if mean > 0 else ()
-        if len(hot):
-            j = int(hot[-1] if side == 0 else hot[0])  # the nearest to the price on the side
-            d = abs(float(dist[j]))
-            row.update({f"{name}_cluster_price": float(mids[j]), f"{name}_cluster_usd": float(usd[j]),
-                        f"{name}_cluster_distance_pct": d,
-                        f"{name}_cluster_distance_vol": d / vol_1h_pct if vol_1h_pct else None})
-        else:
-            row.update({f"{name}_cluster_{k}": None for k in ("price", "usd", "distance_pct", "distance_vol")})
+    fuel_rows([(row, book[:, wa:wb], wa)], grid, config)
     return row
+
+
+def fuel_rows(pending: list[tuple[dict, np.ndarray, int]], grid: Grid, config: AnalyticsConfig) -> None:
+    """:func:`fuel_row` of many minutes at once (ADR 049), the same numbers: each of ``pending`` is
+    (the minute's row holding ``price`` and ``vol_1h_pct``, its 'all' book in its range window
+    (2, wb - wa), wa); the rows are completed in place. The windows are padded to the widest (the
+    padding's distance +inf: beyond every bound), the bounds of each "within" run counted (the
+    distance rises with the bucket: the count below a value is numpy's ``searchsorted``), the runs
+    summed as numpy sums them (:func:`runs_sums`), the clusters found over the padded rows."""
+    if not pending:
+        return
+    rng, nf = config.liqmap_range_pct, len(FUEL_PCTS)
+    nt = len(pending)
+    wa = np.fromiter((p[2] for p in pending), np.int64, nt)
+    width = np.fromiter((p[1].shape[1] for p in pending), np.int64, nt)
+    price = np.fromiter((p[0]["price"] for p in pending), float, nt)
+    cols = np.arange(int(width.max()))
+    inside = cols < width[:, None]
+    mids = grid.mids[np.minimum(wa[:, None] + cols, grid.nb - 1)]
+    dist = np.where(inside, (mids / price[:, None] - 1.0) * 100.0, np.inf)
+    book = np.zeros((nt, 2, len(cols)))
+    for t, p in enumerate(pending):
+        book[t, :, : p[1].shape[1]] = p[1]
+    usd = book * mids[:, None, :]  # (minutes, side, bucket)
+
+    def below(v: float) -> np.ndarray:  # searchsorted(dist, v, side="left")
+        return np.count_nonzero(dist < v, axis=1)
+
+    def upto(v: float) -> np.ndarray:  # searchsorted(dist, v, side="right")
+        return np.count_nonzero(dist <= v, axis=1)
+
+    # the side's range [a, b) and each pct's run in it: longs -rng <= dist <= 0 (within pct: -pct <=
+    # dist), shorts 0 <= dist <= rng (within pct: dist <= pct)
+    a = (below(-rng), below(0.0))
+    b = (upto(0.0), upto(rng))
+    runs = ([(np.maximum(below(-pct), a[0]), b[0]) for pct in FUEL_PCTS],
+            [(a[1], np.minimum(upto(pct), b[1])) for pct in FUEL_PCTS])
+    # every run of both sides summed in one call: row 2 t + side of the flat (minutes x sides, bucket) usd
+    flat = usd.reshape(2 * nt, len(cols))
+    run_rows, los, his = [], [], []
+    for s in (0, 1):
+        for x, y in runs[s] + [(a[s], b[s])]:
+            run_rows.append(np.arange(s, 2 * nt, 2))
+            los.append(x)
+            his.append(y)
+    sums = runs_sums(flat, np.concatenate(run_rows), np.concatenate(los), np.concatenate(his))
+    sums = sums.reshape(2, nf + 1, nt)  # (side, pct... then the whole range, minute)
+    count = (b[0] - a[0], b[1] - a[1])
+    out: dict[str, list] = {}
+    for s, name in ((0, "long"), (1, "short")):
+        for j, pct in enumerate(FUEL_PCTS):
+            out[f"{name}_usd_{pct}pct"] = sums[s, j].tolist()
+        # = ndarray.mean over the range, its sum / count
+        mean = np.where(count[s] > 0, sums[s, nf] / np.maximum(count[s], 1), 0.0)
+        hot = ((cols >= a[s][:, None]) & (cols < b[s][:, None]) & (usd[:, s] >= config.liqmap_cluster_multiple
+                                                                    * mean[:, None]) & (mean > 0)[:, None])
+        found = hot.any(axis=1)
+        # the nearest to the price on the side: the last hot bucket of the longs, the first of the shorts
+        j = len(cols) - 1 - np.argmax(hot[:, ::-1], axis=1) if s == 0 else np.argmax(hot, axis=1)
+        t_ = np.arange(nt)
+        out[f"{name}_found"] = found.tolist()
+        out[f"{name}_price"] = mids[t_, j].tolist()
+        out[f"{name}_usd"] = usd[t_, s, j].tolist()
+        out[f"{name}_dist"] = np.abs(dist[t_, j]).tolist()
+    for t, (row, _, _) in enumerate(pending):
+        vol = row["vol_1h_pct"]
+        for name in ("long", "short"):
+            for pct in FUEL_PCTS:
+                row[f"{name}_usd_{pct}pct"] = out[f"{name}_usd_{pct}pct"][t]
+            if out[f"{name}_found"][t]:
+                d = out[f"{name}_dist"][t]
+                row.update({f"{name}_cluster_price": out[f"{name}_price"][t],
+                            f"{name}_cluster_usd": out[f"{name}_usd"][t], f"{name}_cluster_distance_pct": d,
+                            f"{name}_cluster_distance_vol": d / vol if vol else None})
+            else:
+                row.update({f"{name}_cluster_{k}": None for k in ("price", "usd", "distance_pct", "distance_vol")})
 
 
 def hourly_vol_pct(price: np.ndarray, t: int, minutes: int) -> float | None:
@@ -843,30 +932,37 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             return  # no price from the warm-up on: nothing to place
     save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
     vols = hourly_vols_pct(inp.price, config.liqmap_vol_minutes) if fuel else []
+    # the rows in order, held while their batch of fuel rows is incomplete (fuel_rows, ADR 049)
+    rows: list[tuple[str, dict]] = []
+    pending: list[tuple[dict, np.ndarray, int]] = []
+    batch = max(int(config.liqmap_fuel_batch_minutes), 1)
     for k in range(start, len(minutes)):
         est.step(inp, k)
         if k == save:
-            for row in est.state_rows(panel.base):
-                yield STATE_TAG, row
+            rows.extend((STATE_TAG, row) for row in est.state_rows(panel.base))
         mk = int(minutes[k])
-        if (emit_from_us is not None and mk < emit_from_us) or not panel.has_bar[k]:
-            continue
         price = float(inp.price[k])
-        if not (price > 0 and math.isfinite(price)):
-            continue
-        snapshot = mk % every_us == 0
-        if not (fuel or snapshot):
-            continue
-        ts = micros_to_ts(mk)
-        # a minute without a snapshot needs the 'all' book only where the fuel reads it
-        window = range_window(est.grid, price, config.liqmap_range_pct)
-        scopes = list(est.books_by_scope()) if snapshot else [(ALL, "", est.total_book(*window))]
-        if fuel:
-            yield FUEL_TAG, fuel_row(panel.base, ts, scopes[-1][2], est.grid, price, vols[k], config, window)
-        if snapshot:
-            for ex, sym, book in scopes if venues else scopes[-1:]:
-                for row in level_rows(panel.base, ts, ex, sym, book, est.grid, price, config.liqmap_range_pct):
-                    yield LEVELS_TAG, row
+        emit = ((emit_from_us is None or mk >= emit_from_us) and bool(panel.has_bar[k])
+                and price > 0 and math.isfinite(price))
+        snapshot = emit and mk % every_us == 0
+        if emit and (fuel or snapshot):
+            ts = micros_to_ts(mk)
+            # a minute without a snapshot needs the 'all' book only where the fuel reads it
+            window = range_window(est.grid, price, config.liqmap_range_pct)
+            scopes = list(est.books_by_scope()) if snapshot else []
+            if fuel:
+                row = {"minute_ts": ts, "base": panel.base, "price": price, "vol_1h_pct": vols[k]}
+                pending.append((row, scopes[-1][2][:, window[0]:window[1]].copy() if snapshot
+                                else est.total_book(*window), window[0]))
+                rows.append((FUEL_TAG, row))
+            if snapshot:
+                for ex, sym, book in scopes if venues else scopes[-1:]:
+                    rows.extend((LEVELS_TAG, row) for row in level_rows(panel.base, ts, ex, sym, book, est.grid,
+                                                                         price, config.liqmap_range_pct))
+        if not pending or len(pending) >= batch or k == len(minutes) - 1:  # (nothing held without fuel rows)
+            fuel_rows(pending, est.grid, config)
+            yield from rows
+            rows, pending = [], []
 
 
 def read_state(path: str | None) -> dict[str, list[dict]]:

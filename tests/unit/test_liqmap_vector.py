@@ -79,7 +79,7 @@ class ReferenceEstimator(liqmap.Estimator):
         total = np.zeros((2, self.grid.nb))
         for _, book in sorted(self.books.items()):
             total[:, a:b] += book.store[:, :, a:b].sum(axis=1) * book.scale
-        return total
+        return total[:, a:b]  # (the window alone since ADR 049)
 
 
 def reference_fuel_row(base: str, ts: Any, book: np.ndarray, grid: liqmap.Grid, price: float,
@@ -107,6 +107,15 @@ def reference_fuel_row(base: str, ts: Any, book: np.ndarray, grid: liqmap.Grid, 
     return row
 
 
+def reference_fuel_rows(pending: list, grid: liqmap.Grid, config: AnalyticsConfig) -> None:
+    """The batch of fuel rows one minute at a time by :func:`reference_fuel_row` (the batch is ADR 049's)."""
+    for row, window, wa in pending:
+        book = np.zeros((2, grid.nb))
+        book[:, wa : wa + window.shape[1]] = window
+        row.update(reference_fuel_row(row["base"], row["minute_ts"], book, grid, row["price"], row["vol_1h_pct"],
+                                      config))
+
+
 def reference_vol(price: np.ndarray, t: int, minutes: int) -> float | None:
     p = price[max(0, t - minutes) : t + 1]
     p = p[np.isfinite(p) & (p > 0)]
@@ -121,6 +130,7 @@ def reference_run(monkeypatch: pytest.MonkeyPatch, *args: Any, **kwargs: Any) ->
     with monkeypatch.context() as m:
         m.setattr(liqmap, "Estimator", ReferenceEstimator)
         m.setattr(liqmap, "fuel_row", reference_fuel_row)
+        m.setattr(liqmap, "fuel_rows", reference_fuel_rows)
         m.setattr(liqmap, "hourly_vols_pct", lambda p, n: [reference_vol(p, t, n) for t in range(len(p))])
         return list(liqmap.estimate_base(*args, **kwargs))
 
