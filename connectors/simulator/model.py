@@ -156,28 +156,36 @@ class CascadeModel:
         raise ValueError(f"shock on unknown symbol {base!r}")
 
     def _init_book(self, p0: np.ndarray) -> None:
-        """Positions opened in the past around the start price: liquidation levels spread out."""
+        """Positions opened in the past around the start price: liquidation levels spread out.
+
+        ``1 - recent_share`` of each side's book was opened at entries ``entry_spread`` around the
+        start price, ``recent_share`` at entries ``recent_entry_spread`` around it (a quiet period's
+        positions, issue 22's near books); both without the levels within ``margin_gap``."""
         sc = self.sc
-        e = np.linspace(-3, 3, 61) * sc.entry_spread
-        g = np.exp(-0.5 * (e / sc.entry_spread) ** 2)
-        g /= g.sum()
+        parts = [(sc.entry_spread, 1.0 - sc.recent_share)]
+        if sc.recent_share > 0:
+            parts.append((sc.recent_entry_spread, sc.recent_share))
         centre = self.nb // 2
+        # positions whose liquidation level is within ``margin_gap`` of the start
+        # price are gone already: liquidated earlier, or their owners added margin
+        gap = max(2, int(sc.margin_gap / BIN))
         flat = self.book.reshape(2, -1)
-        for side, offs, share in ((0, self.long_off, self.long_share), (1, self.short_off, 1 - self.long_share)):
-            for s in range(self.n):
-                # bins: entry offset + leverage offset; weights: entry density x leverage weight
-                bins = centre + np.round(e[:, None] / BIN).astype(np.int64) + offs[s][None, :]
-                mass = g[:, None] * self.leverage_weights[None, :]
-                entry_px = p0[s] * np.exp(e)[:, None]
-                # positions whose liquidation level is within ``margin_gap`` of the start
-                # price are gone already: liquidated earlier, or their owners added margin
-                gap = max(2, int(sc.margin_gap / BIN))
-                alive = bins <= centre - gap if side == 0 else bins >= centre + gap
-                bins = np.clip(bins, 0, self.nb - 1)
-                usd = self.lev_usd0[s] * share[s]
-                mass = np.where(alive, mass, 0.0)
-                mass *= usd / mass.sum()
-                np.add.at(flat[side], s * self.nb + bins.ravel(), (mass / entry_px).ravel())
+        for spread, part in parts:
+            e = np.linspace(-3, 3, 61) * spread
+            g = np.exp(-0.5 * (e / spread) ** 2)
+            g /= g.sum()
+            for side, offs, share in ((0, self.long_off, self.long_share), (1, self.short_off, 1 - self.long_share)):
+                for s in range(self.n):
+                    # bins: entry offset + leverage offset; weights: entry density x leverage weight
+                    bins = centre + np.round(e[:, None] / BIN).astype(np.int64) + offs[s][None, :]
+                    mass = g[:, None] * self.leverage_weights[None, :]
+                    entry_px = p0[s] * np.exp(e)[:, None]
+                    alive = bins <= centre - gap if side == 0 else bins >= centre + gap
+                    bins = np.clip(bins, 0, self.nb - 1)
+                    usd = self.lev_usd0[s] * share[s] * part
+                    mass = np.where(alive, mass, 0.0)
+                    mass *= usd / mass.sum()
+                    np.add.at(flat[side], s * self.nb + bins.ravel(), (mass / entry_px).ravel())
 
     def _dominance(self, price: np.ndarray) -> float:
         oi_usd = (self.lev_base[0] + self.lev_base[1] + self.passive_base) * price

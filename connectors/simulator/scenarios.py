@@ -127,6 +127,12 @@ class Scenario:
     impact_carry: float = 0.3
     #: at the start no position is liquidatable within this distance of the price
     margin_gap: float = 0.015
+    #: a share of the initial leveraged book opened recently, in a quiet period around the start
+    #: price (entries log-normal with ``recent_entry_spread``); ``margin_gap`` applies to it too.
+    #: 0 = every initial entry from ``entry_spread`` (the presets). INITIAL_BOOKS["near"] uses it
+    #: (issue 22, ADR 050: a start book with liquidation levels within 1-3 % of the price)
+    recent_share: float = 0.0
+    recent_entry_spread: float = 0.004
     #: order-book depth that absorbs forced orders, as a fraction of the symbol's OI
     depth_fraction: float = 0.02
     #: book_depth records (topic book_depth.v1): every depth_interval_s of sim time per venue and
@@ -364,6 +370,16 @@ LEVERAGE_MIXES: dict[str, tuple[float, ...] | None] = {
     "default": None,
     "low": (14, 20, 24, 16, 10, 5, 4, 3, 2, 1, 0.5, 0.3, 0.1, 0.1),
     "high": (0, 0, 0.5, 0.5, 1, 1, 2, 3, 5, 7.5, 15, 25, 22, 17.5),
+}
+
+#: variants of a preset's initial book (overrides a run takes with ``book=`` in the liquidation map's
+#: scoring, ADR 050). ``gapped`` = the preset as it is: no level within ``margin_gap`` (1.5 % calm,
+#: 3.5 % A/C/D) of the start price. ``near`` = a book after a quiet period: the price ranged within
+#: 0.75 % of the start, so only levels that close are gone, and 30 % of the book was opened during that
+#: period (entries 0.4 % std around the start price): levels from 0.75 % on, the nearest from 30-75x.
+INITIAL_BOOKS: dict[str, dict[str, float]] = {
+    "gapped": {},
+    "near": {"margin_gap": 0.0075, "recent_share": 0.3, "recent_entry_spread": 0.004},
 }
 
 PRESETS: dict[str, Scenario] = {s.name: s for s in (_preset_a(), _preset_b(), _preset_c(), _preset_d(), _preset_calm())}

@@ -196,10 +196,12 @@ class AnalyticsConfig:
     #: a venue's first OI (positions opened before the data) is spread over entries log-normal
     #: around the first price with this std (0 = all at the price); crossed levels dropped
     liqmap_initial_entry_spread: float = 0.03
-    #: ... and so are its levels within this fraction of the first price (ADR 048): positions that
-    #: close to liquidation have been liquidated already or their owners added margin (0 = only the
-    #: crossed levels, as before ADR 048)
-    liqmap_initial_margin_gap: float = 0.03
+    #: ... and so are its levels within this fraction of the first price (ADR 048): a prior that
+    #: positions that close to liquidation have been liquidated already or their owners added margin.
+    #: 0 (ADR 050) = only the crossed levels: nothing in the data says how far the unseen past price
+    #: went; 0.03 fitted the simulator's presets (no level within 3.5 %) and lost on books with levels
+    #: near the price (scenarios.INITIAL_BOOKS["near"])
+    liqmap_initial_margin_gap: float = 0.0
     #: every minute's book is rebuilt from the aligned anchor floor(t / W) * W - W (W = this):
     #: stream and backfill agree, a cycle reads 2 W of bars back
     liqmap_warmup_minutes: int = 1_440

@@ -24,7 +24,8 @@ side and leverage tier. Every minute, in this order:
 
 A venue's first OI value (its positions' entries are unknown) is spread over entries log-normal
 around its first price (``liqmap_initial_entry_spread``); the levels the price has crossed or lies
-within ``liqmap_initial_margin_gap`` of are dropped (ADR 048: liquidated before, or margin added).
+within ``liqmap_initial_margin_gap`` of are dropped (ADR 048: liquidated before, or margin added;
+0 by default, ADR 050: nothing in the data says how far the unseen past price went).
 
 **State across cycles, exactly once** (ADR 015). A streaming cycle passes the stored books
 (``liquidation_map_state``) and its settled minute: the book steps only the minutes after the stored

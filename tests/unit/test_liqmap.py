@@ -315,6 +315,28 @@ def test_positions_from_before_the_data_keep_a_margin_gap():
     assert old.book()[0, _bucket_of(g, 99.5 * math.exp(-0.015))] > 0.0
 
 
+def test_the_default_first_book_keeps_levels_near_the_price():
+    # ADR 050: the default gap is 0, so a venue's first book drops only the levels the price has
+    # crossed (longs at or above the price's bucket). One 100x tier (d = 0.005), 2 BTC at 100, spread
+    # 1 %: long levels 99.5 e^(0.01 z), z = -2.5, -2.3, ..., 2.5, in buckets floor(ln(99.5) / 0.002
+    # + 5 z) = 2300.08 + 5 z; the price's bucket is floor(ln(100) / 0.002) = 2302, so z <= 0.3
+    # survive (15 levels; z = 0.5, 99.999, lies in 2302). Weights e^(-z^2/2) for z = -2.5 .. 0.3:
+    # .04394 .07100 .11025 .16447 .23575 .32465 .42956 .54607 .66698 .78270 .88250 .95600 .99501
+    # .99501 .95600, sum 8.15990; the nearest level, 99.799 (0.2 % below the price), holds
+    # .95600 / 8.15990 = 0.11716 of the side's 1 BTC. ADR 048's 3 % gap kept nothing above 97.
+    cfg = AnalyticsConfig()
+    g = Grid.around(100.0, ONE_TIER)
+    b = VenueBook(g, np.array([100.0]), np.array([1.0]), 0.005)
+    b.open_spread(2.0, 100.0, 0.01, cfg.liqmap_initial_margin_gap)
+    book = b.book()
+    assert len(np.flatnonzero(book[0])) == 15 and len(np.flatnonzero(book[1])) == 15
+    assert book[0].sum() == pytest.approx(1.0) and book[0, _bucket_of(g, 100.0):].sum() == 0.0
+    assert book[0, _bucket_of(g, 99.5 * math.exp(0.003))] == pytest.approx(0.11716, abs=1e-5)
+    assert book[0, _bucket_of(g, 99.5 * math.exp(-0.025))] == pytest.approx(0.04394 / 8.15990, abs=1e-5)
+    # shorts mirrored: 100.5 e^(0.01 z) above the price's bucket, the nearest (z = -0.3) at 100.201
+    assert book[1, _bucket_of(g, 100.5 * math.exp(-0.003))] == pytest.approx(0.11716, abs=1e-5)
+
+
 def test_fuel_by_hand():
     # price 100; longs: 10 BTC liquidated near 99.5 (within 1 %), 20 near 97 (within 5 % only);
     # shorts: 5 near 101.5 (within 2 %)

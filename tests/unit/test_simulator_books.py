@@ -82,3 +82,38 @@ def test_a_gap_down_is_recorded_at_the_liquidation_levels_it_crossed() -> None:
     assert max(p for p, _ in got) > r.price[0] * 1.02  # spread over the gap, not at the step's price
     assert float(r.liq_long_base[0]) == pytest.approx(float(before[i:].sum()))  # the step's total: those buckets
     assert books.burst_liquidations == []  # calm's bursts are hours away
+
+
+def test_the_near_initial_book_has_levels_near_the_price_and_the_presets_have_none() -> None:
+    """scenarios.INITIAL_BOOKS (ADR 050): the presets' books start with no liquidation level within their
+    margin gap (1.5 % calm, 3.5 % A/C/D); the ``near`` variant's hold levels from 0.75 % on. With the
+    default mix, entries within +-3 std of 0.4 % (30 % of the book) and leverage from 30x up
+    (distance 1/L - mmr <= 2.93 % for BTC), a share of several % lies within 3 %; none lies within
+    0.75 %. The presets' books are unchanged by the variant's fields (recent_share 0)."""
+    import dataclasses
+
+    import numpy as np
+
+    from connectors.simulator.model import BIN, CascadeModel
+    from connectors.simulator.scenarios import INITIAL_BOOKS, PRESETS
+
+    def within(sc, lo: float, hi: float) -> tuple[float, float]:
+        m = CascadeModel(sc, 1)
+        c = m.nb // 2  # the grid is centred on the start price; BTC is symbol 0
+        longs, shorts = m.book[0, 0], m.book[1, 0]
+        near_long = longs[c - int(round(hi / BIN)):c - int(round(lo / BIN))].sum() / longs.sum()
+        near_short = shorts[c + int(round(lo / BIN)) + 1:c + int(round(hi / BIN)) + 1].sum() / shorts.sum()
+        return float(near_long), float(near_short)
+
+    for name in ("A", "C", "D", "calm"):
+        sc = PRESETS[name]
+        assert within(sc, 0.0, 0.0145) == (0.0, 0.0)  # the presets: nothing within 1.45 %
+        near = dataclasses.replace(sc, **INITIAL_BOOKS["near"])
+        long_13, short_13 = within(near, 0.01, 0.03)
+        assert long_13 > 0.05 and short_13 > 0.05, (name, long_13, short_13)
+        assert within(near, 0.0, 0.0070) == (0.0, 0.0)  # the quiet period's range is cleared
+        # the variant's fields at their defaults give the preset's book, bit for bit
+        same = dataclasses.replace(sc, recent_share=0.0, recent_entry_spread=0.01)
+        assert np.array_equal(CascadeModel(same, 1).book, CascadeModel(sc, 1).book)
+    for name in ("A", "C", "D"):
+        assert within(PRESETS[name], 0.0, 0.0345) == (0.0, 0.0)
