@@ -209,11 +209,16 @@ class StreamJob:
             fetcher.start()
         self._readers = fetcher if self.settings.fetch_ahead else None
         alerts.start()
-        # Great Expectations loads in a thread while the first cycle reads and builds its bars: its
-        # import was half of the job's CPU samples in a 100k-event catch-up (py-spy, issue 21), all
-        # on the first gate's critical path; the readers work in their own processes meanwhile. The
-        # suites' checkpoints are built there too (~1 s of the first gate before, ADR 031)
-        DataQuality.warm_up(DQ_SUITES)
+        # Great Expectations loads in a thread, its suites' checkpoints built there too (~1 s of the
+        # first gate before, ADR 031). Its import was half of the job's CPU samples in a 100k-event
+        # catch-up (py-spy, issue 21). With dq_gx_every_s > 0 the gates before the first full one are
+        # DuckDB's and need no GX (ADR 053): it loads once a cycle left no lag ("caught_up"), not
+        # on the cores a catch-up's first cycles use; with 0 (GX at every gate), from the start
+        if self.settings.dq_gx_warm_up not in ("caught_up", "start"):
+            raise ValueError(f"dq_gx_warm_up must be 'caught_up' or 'start', not {self.settings.dq_gx_warm_up!r}")
+        gx_warming = self.settings.dq_gx_every_s <= 0 or self.settings.dq_gx_warm_up == "start"
+        if gx_warming:
+            DataQuality.warm_up(DQ_SUITES)
         abandoned = False
         # The database stays open in this process for the job's life: each cycle's connections (the
         # cycle, the lag probe, the alert outbox's sync, the snapshot's checkpoint) then share one
@@ -282,6 +287,9 @@ class StreamJob:
                     break
                 if opts.max_cycles and cycles >= opts.max_cycles:
                     break
+                if caught_up and not gx_warming:  # the job goes on: GX loads while it waits (ADR 053)
+                    DataQuality.warm_up(DQ_SUITES)
+                    gx_warming = True
                 # interval_s is the cycle period: a busy cycle longer than it is followed at once
                 self._stop.wait(max(0.0, opts.interval_s - (time.perf_counter() - t0)))
         except KeyboardInterrupt:

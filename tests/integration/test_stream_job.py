@@ -443,3 +443,38 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
         assert not all(taken)
     assert not list(tmp_path.glob("liqstream-ahead-*"))  # every read ahead's files removed
     assert mart_liquidations(settings.db) == expected_liquidations(messages)
+
+
+@pytest.mark.parametrize("warm_up,gx_every", [("caught_up", 600), ("start", 600), ("caught_up", 0)])
+def test_great_expectations_loads_once_the_job_caught_up(fresh_broker, tmp_path, monkeypatch, warm_up, gx_every):
+    """ADR 053: with gates DuckDB decides (dq_gx_every_s > 0) the job loads GX once a cycle left no
+    lag and the job goes on, not while it catches up ("caught_up"); "start", or GX at every gate,
+    loads it at the start as before. The marts are the same either way."""
+    from pipelines.jobs import load
+    from pipelines.jobs import stream as stream_mod
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    msgs = binance_force_orders(120, seed=17)
+    publish_raw_stream(msgs, kafka)
+    real = load.log_bounds
+    plans = {"n": 0}
+
+    def short_log_end(settings, topics):  # the first three plans see every log end one short: lag left
+        bounds = real(settings, topics)
+        plans["n"] += 1
+        return bounds if plans["n"] > 3 else {tp: (b, max(b, e - 1)) for tp, (b, e) in bounds.items()}
+
+    monkeypatch.setattr(load, "log_bounds", short_log_end)
+    settings = JobSettings(db=tmp_path / "gx.duckdb", data_dir=tmp_path, fetch_workers=1, kafka=kafka,
+                           dq_gx_every_s=gx_every, dq_gx_warm_up=warm_up)
+    job = StreamJob(settings, StreamOptions(interval_s=0.1, dq_every_s=0, exit_when_idle=2, bounds_reuse_s=0))
+    calls = []
+    monkeypatch.setattr(stream_mod.DataQuality, "warm_up",
+                        classmethod(lambda cls, suites=None: calls.append((job.health.cycles, sum(job.health.lag.values())))))
+    assert job.run() == 0
+    if warm_up == "caught_up" and gx_every:
+        assert len(calls) == 1 and calls[0][1] == 0 and calls[0][0] >= 4, calls  # after the cycles that left lag
+    else:
+        assert calls == [(0, 0)]
+    assert mart_liquidations(settings.db) == expected_liquidations(msgs)
