@@ -261,16 +261,9 @@ class DataQuality:
                   since_us: int | None, docs_dir: Path | None, archive_dir: Path | None, gx: bool,
                   audit: bool) -> DQResult:
         spec = SUITES[suite]
-        if spec.query is not None:
-            since = f"make_timestamp({int(since_us) if since_us is not None else 0})"
-            files: list[str] = []
-            if "{archive_files}" in spec.query:
-                files = archive_files(archive_dir, since_us)
-                if not files:  # nothing archived in the checked days (e.g. a backfill from captures)
-                    return DQResult(spec.name, spec.table, True, spec.critical, 0, 0, (), 0)
-            sql = spec.query.format(since=since, archive_files="[" + ", ".join(f"'{f}'" for f in files) + "]")
-        else:
-            sql = f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
+        sql = _suite_sql(spec, where, since_us, archive_dir)
+        if sql is None:  # nothing archived in the checked days (e.g. a backfill from captures)
+            return DQResult(spec.name, spec.table, True, spec.critical, 0, 0, (), 0)
         checked_at = datetime.now(UTC)
         t0 = time.perf_counter()
         fast = None
@@ -318,6 +311,22 @@ class DataQuality:
             self._store(con, run_id, spec, checked_at, out, doc)
         return out
 
+    def passes_in_duckdb(self, con: duckdb.DuckDBPyConnection, suite: str, where: str | None = None,
+                         since_us: int | None = None, archive_dir: Path | None = None) -> bool:
+        """Whether DuckDB finds the suite's rows passing (as :meth:`validate` with ``gx=False`` would
+        decide without GX): nothing stored, GX never loaded. False also when DuckDB cannot state an
+        expectation or the check fails to run (GX would then be needed). The stream job asks it to
+        know early whether its gate will need GX (ADR 053)."""
+        spec = SUITES[suite]
+        sql = _suite_sql(spec, where, since_us, archive_dir)
+        if sql is None:
+            return True
+        try:
+            fast = sql_verdict(con, sql, self.expectations(spec))
+        except Exception:
+            return False
+        return fast is not None and bool(fast["success"])
+
     @staticmethod
     def _store(con: duckdb.DuckDBPyConnection, run_id: str, spec: SuiteSpec, checked_at: datetime, out: DQResult,
                doc: dict[str, Any]) -> None:
@@ -326,3 +335,17 @@ class DataQuality:
             [run_id, spec.name, spec.table, checked_at, out.success, spec.critical, out.evaluated, out.successful,
              out.evaluated - out.successful, ",".join(out.failed_expectations), json.dumps(doc, default=str)],
         )
+
+
+def _suite_sql(spec: SuiteSpec, where: str | None, since_us: int | None, archive_dir: Path | None) -> str | None:
+    """The rows a suite validates: its derived query from ``since_us`` on, or its table (``where``);
+    None when a query over the archive has no archived day to read."""
+    if spec.query is None:
+        return f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
+    since = f"make_timestamp({int(since_us) if since_us is not None else 0})"
+    files: list[str] = []
+    if "{archive_files}" in spec.query:
+        files = archive_files(archive_dir, since_us)
+        if not files:
+            return None
+    return spec.query.format(since=since, archive_files="[" + ", ".join(f"'{f}'" for f in files) + "]")
