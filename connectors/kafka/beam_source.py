@@ -16,6 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 from connectors.config import KafkaSettings
 from connectors.kafka.range_decode import TOPIC_EVENT, RangeDecoder, Reject
 from connectors.kafka.reader import OffsetRange
+from connectors.normalize import TOPICS
 
 #: tag of the rejects output: records that could not be decoded, and dead letters read from DLQ topics
 REJECTS = "rejects"
