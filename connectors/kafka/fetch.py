@@ -7,8 +7,8 @@ spread it over worker processes only by starting them anew for every pipeline (e
 and by pickling every batch through its data plane, which measured slower than one process.
 So the stream job keeps ``workers`` reader processes alive (spawned once, each with its
 long-lived consumer) and hands them the cycle's ranges, cut into chunks; each chunk is read
-by :class:`~connectors.kafka.beam_source.ReadRangeBatches` — the same code the Beam source
-runs — and written to one Arrow IPC file, which the cycle's Beam pipeline then reads
+by :class:`~connectors.kafka.range_decode.RangeDecoder` — the same code the Beam source
+runs, without importing Beam (ADR 053) — and written to one Arrow IPC file, which the cycle's Beam pipeline then reads
 (``ReadArrowFiles``). Nothing changes for exactly-once: the files live in the cycle's
 temporary directory, and offsets are committed with the marts as before; a cycle that fails
 (a reader process dying included) is retried from the committed offsets.
@@ -163,10 +163,10 @@ def _worker_init(settings: KafkaSettings, parent_pid: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     import logging
 
-    from connectors.kafka.beam_source import ReadRangeBatches
+    from connectors.kafka.range_decode import RangeDecoder
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # clean closes log tracebacks (README)
-    _READER = ReadRangeBatches(settings)
+    _READER = RangeDecoder(settings)
     _READER.setup()
 
 
@@ -180,23 +180,23 @@ def _fetch_chunk(rng: OffsetRange, out_dir: str) -> tuple[str | None, int, list[
     """One chunk -> (its IPC file or None, records read, reject rows), counted as the Beam source
     counts them: a dead-letter topic's records are read and rejected, a main topic's decoded
     events are read, its undecodable ones rejected."""
-    from connectors.kafka.beam_source import _TOPIC_EVENT
+    from connectors.kafka.range_decode import TOPIC_EVENT
 
     rows, rejects, writer, path = 0, [], None, None
     try:
-        for item in _READER.process(rng):
+        for item in _READER.batches(rng):
             if isinstance(item, pa.RecordBatch):
                 if writer is None:
                     path = str(Path(out_dir) / f"fetch-{rng.topic}-{rng.partition}-{rng.start}.arrow")
                     writer = pa.ipc.new_file(path, item.schema)
                 writer.write_batch(item)
                 rows += item.num_rows
-            else:  # a TaggedOutput(REJECTS, row)
-                rejects.append(item.value)
+            else:  # a range_decode.Reject
+                rejects.append(item.row)
     finally:
         if writer is not None:
             writer.close()
-    if _TOPIC_EVENT.get(rng.topic) is None:
+    if TOPIC_EVENT.get(rng.topic) is None:
         rows += len(rejects)
     return path, rows, rejects
 

@@ -4,7 +4,8 @@ Suites are named after the table they guard and declare one expectation per
 stated property (``suites.py``). Results are stored in ``dq_results`` (one row
 per run and suite, with the full GX validation result as JSON), never printed
 and forgotten. Great Expectations takes ~5 s to import, so it is loaded once
-per process, on first use (or in a thread from a job's start: :meth:`DataQuality.warm_up`).
+per process, on first use (or in a thread: :meth:`DataQuality.warm_up`); a gate that DuckDB
+decides alone never loads it (ADR 053).
 
 A validation with ``gx=False`` (the stream job's gates between its full ones) has DuckDB
 evaluate the suite's expectations (``sql.py``, ADR 031) and runs GX only when that finds a
@@ -69,19 +70,8 @@ class DataQuality:
     _instance: DataQuality | None = None
 
     def __init__(self) -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        import great_expectations as gx
-
-        for name in list(logging.root.manager.loggerDict):
-            if name.startswith("great_expectations"):
-                logging.getLogger(name).setLevel(logging.WARNING)
-        self._gx = gx
-        self._ctx = gx.get_context(mode="ephemeral")
-        try:
-            self._ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-        except Exception:  # older/newer GX: progress bars are cosmetic
-            pass
-        self._source = self._ctx.data_sources.add_pandas("liqstream")
+        self._gx_loaded: tuple[Any, Any, Any] | None = None  # (gx, context, data source): _load_gx
+        self._gx_lock = threading.Lock()
         self._checkpoints: dict[str, Any] = {}
         self._sites: set[str] = set()
         self._recent: dict[str, list[Any]] = {}
@@ -91,6 +81,41 @@ class DataQuality:
         self._use = threading.RLock()
         #: monotonic time of the last gate that ran GX on every suite (:func:`pipelines.jobs.load.run_gate`)
         self.last_full_gate: float | None = None
+
+    def _load_gx(self) -> tuple[Any, Any, Any]:
+        """Great Expectations' module, ephemeral context and pandas data source, loaded on first use
+        (ADR 053): a gate that DuckDB decides (``gx=False`` and a pass) never needs them."""
+        with self._gx_lock:
+            if self._gx_loaded is None:
+                os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+                import great_expectations as gx
+
+                for name in list(logging.root.manager.loggerDict):
+                    if name.startswith("great_expectations"):
+                        logging.getLogger(name).setLevel(logging.WARNING)
+                ctx = gx.get_context(mode="ephemeral")
+                try:
+                    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+                except Exception:  # older/newer GX: progress bars are cosmetic
+                    pass
+                self._gx_loaded = (gx, ctx, ctx.data_sources.add_pandas("liqstream"))
+            return self._gx_loaded
+
+    @property
+    def _gx(self) -> Any:
+        return self._load_gx()[0]
+
+    @property
+    def _ctx(self) -> Any:
+        return self._load_gx()[1]
+
+    @property
+    def _source(self) -> Any:
+        return self._load_gx()[2]
+
+    @property
+    def gx_loaded(self) -> bool:
+        return self._gx_loaded is not None
 
     _lock = threading.Lock()
 
@@ -104,7 +129,7 @@ class DataQuality:
     @classmethod
     def warm_up(cls, suites: list[str] | None = None) -> threading.Thread:
         """Load Great Expectations in a background thread (5-10 s of imports and context set-up)
-        while the caller's Beam pipeline runs; :meth:`shared` then waits for it, if still loading.
+        while the caller's Beam pipeline runs; a gate that needs GX then waits for it, if still loading.
         With ``suites``, their expectations and checkpoints are built there too (~0.1 s each, else
         on the first gate's path). A failure there is not swallowed: the next ``shared()`` tries
         again and raises."""
@@ -116,6 +141,7 @@ class DataQuality:
     def _try_shared(cls, suites: list[str] | None = None) -> None:
         try:
             dq = cls.shared()
+            dq._load_gx()
             for name in suites or []:
                 with dq._use:
                     dq._checkpoint(SUITES[name])
@@ -123,7 +149,7 @@ class DataQuality:
             pass
 
     def expectations(self, spec: SuiteSpec) -> list[Any]:
-        """The suite's expectation objects, built once per process."""
+        """The suite's expectations (``suites.Expect``: no GX import), built once per process."""
         exps = self._expectations.get(spec.name)
         if exps is None:
             exps = self._expectations[spec.name] = spec.expectations()
@@ -151,7 +177,7 @@ class DataQuality:
             batch = asset.add_batch_definition_whole_dataframe(f"{spec.name}_load")
             suite = self._ctx.suites.add(gx.ExpectationSuite(name=spec.name))
             for expectation in self.expectations(spec):
-                suite.add_expectation(expectation)
+                suite.add_expectation(expectation.to_gx())
             vd = self._ctx.validation_definitions.add(gx.ValidationDefinition(name=spec.name, data=batch, suite=suite))
             cp = self._ctx.checkpoints.add(gx.Checkpoint(name=f"{spec.name}_checkpoint", validation_definitions=[vd],
                                                          result_format="SUMMARY"))
@@ -179,7 +205,9 @@ class DataQuality:
             return self._publish_docs()
 
     def _publish_docs(self) -> list[Path]:
-        done = []
+        done: list[Path] = []
+        if not self._pending_docs:  # nothing GX validated since the last call (GX may not even be loaded)
+            return done
         live = set(self._ctx.validation_results_store.list_keys())
         for docs_dir, keys in list(self._pending_docs.items()):
             keys = [k for k in keys if k in live]
@@ -233,16 +261,9 @@ class DataQuality:
                   since_us: int | None, docs_dir: Path | None, archive_dir: Path | None, gx: bool,
                   audit: bool) -> DQResult:
         spec = SUITES[suite]
-        if spec.query is not None:
-            since = f"make_timestamp({int(since_us) if since_us is not None else 0})"
-            files: list[str] = []
-            if "{archive_files}" in spec.query:
-                files = archive_files(archive_dir, since_us)
-                if not files:  # nothing archived in the checked days (e.g. a backfill from captures)
-                    return DQResult(spec.name, spec.table, True, spec.critical, 0, 0, (), 0)
-            sql = spec.query.format(since=since, archive_files="[" + ", ".join(f"'{f}'" for f in files) + "]")
-        else:
-            sql = f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
+        sql = _suite_sql(spec, where, since_us, archive_dir)
+        if sql is None:  # nothing archived in the checked days (e.g. a backfill from captures)
+            return DQResult(spec.name, spec.table, True, spec.critical, 0, 0, (), 0)
         checked_at = datetime.now(UTC)
         t0 = time.perf_counter()
         fast = None
@@ -290,6 +311,22 @@ class DataQuality:
             self._store(con, run_id, spec, checked_at, out, doc)
         return out
 
+    def passes_in_duckdb(self, con: duckdb.DuckDBPyConnection, suite: str, where: str | None = None,
+                         since_us: int | None = None, archive_dir: Path | None = None) -> bool:
+        """Whether DuckDB finds the suite's rows passing (as :meth:`validate` with ``gx=False`` would
+        decide without GX): nothing stored, GX never loaded. False also when DuckDB cannot state an
+        expectation or the check fails to run (GX would then be needed). The stream job asks it to
+        know early whether its gate will need GX (ADR 053)."""
+        spec = SUITES[suite]
+        sql = _suite_sql(spec, where, since_us, archive_dir)
+        if sql is None:
+            return True
+        try:
+            fast = sql_verdict(con, sql, self.expectations(spec))
+        except Exception:
+            return False
+        return fast is not None and bool(fast["success"])
+
     @staticmethod
     def _store(con: duckdb.DuckDBPyConnection, run_id: str, spec: SuiteSpec, checked_at: datetime, out: DQResult,
                doc: dict[str, Any]) -> None:
@@ -298,3 +335,17 @@ class DataQuality:
             [run_id, spec.name, spec.table, checked_at, out.success, spec.critical, out.evaluated, out.successful,
              out.evaluated - out.successful, ",".join(out.failed_expectations), json.dumps(doc, default=str)],
         )
+
+
+def _suite_sql(spec: SuiteSpec, where: str | None, since_us: int | None, archive_dir: Path | None) -> str | None:
+    """The rows a suite validates: its derived query from ``since_us`` on, or its table (``where``);
+    None when a query over the archive has no archived day to read."""
+    if spec.query is None:
+        return f"SELECT * FROM {spec.table}" + (f" WHERE {where}" if where else "")
+    since = f"make_timestamp({int(since_us) if since_us is not None else 0})"
+    files: list[str] = []
+    if "{archive_files}" in spec.query:
+        files = archive_files(archive_dir, since_us)
+        if not files:
+            return None
+    return spec.query.format(since=since, archive_files="[" + ", ".join(f"'{f}'" for f in files) + "]")

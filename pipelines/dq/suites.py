@@ -2,9 +2,52 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class ExpectationConfig:
+    """What GX's ``Expectation.configuration`` gives (``type``, ``kwargs``) for an :class:`Expect`."""
+
+    type: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """An expectation stated without importing Great Expectations (ADR 053): the name of its GX
+    class (``great_expectations.expectations.<name>``) and its arguments, as GX keeps them (floats
+    where GX coerces to floats: tests/unit/test_dq_suites.py requires ``configuration`` to equal
+    the GX object's). The gates DuckDB evaluates (``sql.py``, ADR 031) need only this; :meth:`to_gx`
+    makes the GX object when a checkpoint is built. GX's import and context were ~2 s of CPU on the
+    first gate's path."""
+
+    name: str
+    kwargs: dict[str, Any] = field(hash=False)
+
+    @property
+    def configuration(self) -> ExpectationConfig:
+        return ExpectationConfig(re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower(), dict(self.kwargs))
+
+    def to_gx(self) -> Any:
+        import great_expectations.expectations as gx_expectations
+
+        return getattr(gx_expectations, self.name)(**self.kwargs)
+
+
+class _Expectations:
+    """``gxe.ExpectX(**kwargs)`` -> ``Expect("ExpectX", kwargs)``: the suites read as GX's API."""
+
+    def __getattr__(self, name: str) -> Callable[..., Expect]:
+        if not name.startswith("Expect"):
+            raise AttributeError(name)
+        return lambda **kwargs: Expect(name, kwargs)
+
+
+gxe = _Expectations()
 
 
 @dataclass(frozen=True)
@@ -19,46 +62,40 @@ class SuiteSpec:
 
 
 def _liquidations_1m() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     keys = ["exchange", "symbol", "side", "minute"]
     return [
         *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in keys),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=keys),
         gxe.ExpectColumnValuesToBeInSet(column="side", value_set=["long", "short"]),
-        gxe.ExpectColumnValuesToBeBetween(column="notional_usd", min_value=0, strict_min=True),
-        gxe.ExpectColumnValuesToBeBetween(column="liq_count", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="notional_usd", min_value=0.0, strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="liq_count", min_value=1.0),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="notional_usd", column_B="max_notional_usd", or_equal=True),
     ]
 
 
 def _bars_1m() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     keys = ["exchange", "symbol", "minute_ts"]
     return [
         *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in keys),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=keys),
         gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["perpetual", "future", "spot", "option"]),
-        gxe.ExpectColumnValuesToBeBetween(column="volume_usd", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="long_liq_usd", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="short_liq_usd", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="low", min_value=0, strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="volume_usd", min_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="long_liq_usd", min_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="short_liq_usd", min_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="low", min_value=0.0, strict_min=True),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True,
                                                      ignore_row_if="either_value_is_missing"),
     ]
 
 
 def _cascades() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     return [
         gxe.ExpectColumnValuesToNotBeNull(column="episode_id"),
         gxe.ExpectColumnValuesToBeUnique(column="episode_id"),
         gxe.ExpectColumnValuesToBeInSet(column="direction", value_set=["long_liquidation", "short_squeeze"]),
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["open", "closed"]),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="end_ts", column_B="start_ts", or_equal=False),
-        gxe.ExpectColumnValuesToBeBetween(column="severity", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="severity", min_value=0.0),
         gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["cascade", "liquidation_burst"]),
         # a burst is never at cascade severity, a cascade always reached a tier (ADR 011)
         gxe.ExpectColumnPairValuesToBeInSet(
@@ -68,8 +105,6 @@ def _cascades() -> list[Any]:
 
 
 def _oi_deltas() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     keys = ["level", "exchange", "symbol", "as_of_ts", "span"]
     return [
         *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in ("level", "symbol", "as_of_ts", "span")),
@@ -78,8 +113,6 @@ def _oi_deltas() -> list[Any]:
 
 
 def _contagion() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     keys = ["base", "as_of_ts", "window_minutes"]
     return [
         *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in keys),
@@ -88,27 +121,23 @@ def _contagion() -> list[Any]:
 
 
 def _liquidation_levels() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     keys = ["base", "exchange", "symbol", "as_of_ts", "side", "price_low"]
     return [
         *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in [*keys, "usd", "price"]),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=keys),
         gxe.ExpectColumnValuesToBeInSet(column="side", value_set=["long", "short"]),
-        gxe.ExpectColumnValuesToBeBetween(column="usd", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="usd", min_value=0.0),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="price_high", column_B="price_low", or_equal=False),
     ]
 
 
 def _liquidation_fuel() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     keys = ["base", "minute_ts"]
     usd = [f"{s}_usd_{p}pct" for s in ("long", "short") for p in (1, 2, 5)]
     return [
         *(gxe.ExpectColumnValuesToNotBeNull(column=k) for k in [*keys, "price", *usd]),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=keys),
-        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in usd),
+        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0) for c in usd),
         # within 2 % holds within 1 %, within 5 % holds within 2 %
         *(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=f"{s}_usd_{b}pct", column_B=f"{s}_usd_{a}pct",
                                                        or_equal=True)
@@ -173,12 +202,10 @@ HAVING count(*) > 0
 
 
 def _staging_notional() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     return [
-        gxe.ExpectColumnValuesToBeBetween(column="max_rel_error", min_value=0, max_value=1e-9),
-        gxe.ExpectColumnValuesToBeBetween(column="min_price", min_value=0, strict_min=True),
-        gxe.ExpectColumnValuesToBeBetween(column="min_size", min_value=0, strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="max_rel_error", min_value=0.0, max_value=1e-9),
+        gxe.ExpectColumnValuesToBeBetween(column="min_price", min_value=0.0, strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="min_size", min_value=0.0, strict_min=True),
         gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=["trade", "liquidation"]),
     ]
 
@@ -186,24 +213,18 @@ def _staging_notional() -> list[Any]:
 def _freshness() -> list[Any]:
     import os
 
-    import great_expectations.expectations as gxe
-
     limit = float(os.environ.get("LIQSTREAM_FRESHNESS_S", "300"))
     return [gxe.ExpectColumnValuesToBeBetween(column="staleness_s", max_value=limit)]
 
 
 def _bar_continuity() -> list[Any]:
-    import great_expectations.expectations as gxe
-
-    return [gxe.ExpectColumnValuesToBeBetween(column="max_gap_minutes", min_value=1, max_value=5)]
+    return [gxe.ExpectColumnValuesToBeBetween(column="max_gap_minutes", min_value=1.0, max_value=5.0)]
 
 
 def _liquidation_reconciliation() -> list[Any]:
-    import great_expectations.expectations as gxe
-
     return [
-        gxe.ExpectColumnValuesToBeBetween(column="count_difference", min_value=0, max_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="usd_difference", min_value=0, max_value=0.01),
+        gxe.ExpectColumnValuesToBeBetween(column="count_difference", min_value=0.0, max_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="usd_difference", min_value=0.0, max_value=0.01),
     ]
 
 

@@ -420,7 +420,7 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
              after_analytics: Callable[[Any], None] | None = None, open_minute_watch: bool = False,
              dq_gx_every_s: float = 0.0, bounds: dict | None = None, ahead: FetchAhead | None = None,
              read_ahead: Callable[[dict[tuple[str, int], int]], None] | None = None,
-             read_ahead_early: bool = False) -> LoadResult:
+             read_ahead_early: bool = False, after_events: Callable[[Any], None] | None = None) -> LoadResult:
     """One bounded cycle: the unread offsets of every topic -> marts, offsets, archive, DQ.
 
     ``fetcher``: reader processes kept by the caller across cycles (the stream job) to read
@@ -437,7 +437,8 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
     the next cycle's read from ``committed``, the offsets once this cycle's events committed: called
     after that commit, before the analytics; with ``read_ahead_early``, as soon as the cycle's
     own fetch ended (the read then overlaps the events pass too; if the commit fails, the next
-    cycle's committed offsets differ and it does not take the read)."""
+    cycle's committed offsets differ and it does not take the read). ``after_events(con)``: called
+    once a cycle's events committed, before its analytics (the stream job: whether to load GX now)."""
     config = config or AnalyticsConfig.from_env()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -477,6 +478,8 @@ def run_load(settings: JobSettings, reset_offsets: bool = False, run_dq: bool = 
                                   fetched, after_fetch)
                 if read_ahead is not None and not read_ahead_early:
                     read_ahead(after_commit)
+                if after_events is not None:
+                    after_events(con)
             else:
                 _record_run(con, result, started, t0, "load")
             tick = time.perf_counter()
@@ -656,8 +659,7 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
         dq.last_full_gate = now
     full = gx_every_s <= 0 or now - dq.last_full_gate >= gx_every_s
     for suite in suites:
-        scope = DQ_SCOPES.get(suite)
-        where = f"({scope.format(since=f'make_timestamp({int(since)})')})" if since is not None and scope else None
+        where = gate_scope(suite, since)
         result.dq.append(dq.validate(con, suite, run_id, where=where, since_us=since, docs_dir=docs_dir,
                                      archive_dir=archive_dir, gx=full, audit=gx_every_s > 0))
     if full:
@@ -674,6 +676,24 @@ def run_gate(con, run_id: str, result: LoadResult, suites: list[str], docs_dir: 
         log.error("load %s failed its data-quality gate (%s): its rows are quarantined from the analyst views",
                   run_id, failed)
     warehouse.set_state(con, "dq_from_us", None)
+
+
+def gate_scope(suite: str, since: int | None) -> str | None:
+    """The WHERE of a plain suite's rows in a gate whose first touched minute is ``since``."""
+    scope = DQ_SCOPES.get(suite)
+    return f"({scope.format(since=f'make_timestamp({int(since)})')})" if since is not None and scope else None
+
+
+def gate_needs_gx(con, suites: list[str], archive_dir: Path | None) -> bool:
+    """Whether a gate now, over the rows written since the last one, would have a suite DuckDB does
+    not pass (so GX would run: ADR 031). Asked by the stream job after a cycle's events commit, to
+    load GX while the analytics run when the gate will need it (ADR 053); the gate decides anew."""
+    since = warehouse.get_state(con, "dq_from_us")
+    if since is None:
+        return False
+    dq = DataQuality.shared()
+    return not all(dq.passes_in_duckdb(con, suite, where=gate_scope(suite, since), since_us=since,
+                                       archive_dir=archive_dir) for suite in suites)
 
 
 #: job_state: the first minute the last open-minute analysis left open (ADR 018)

@@ -34,7 +34,7 @@ from pipelines import warehouse
 from pipelines.alerts.delivery import AlertDispatcher
 from pipelines.arrow_pool import use_arrow_pool
 from pipelines.dq import DataQuality
-from pipelines.jobs.load import DQ_SUITES, LOAD_TOPICS, LoadResult, run_load
+from pipelines.jobs.load import DQ_SUITES, LOAD_TOPICS, LoadResult, gate_needs_gx, run_load
 from pipelines.settings import JobSettings
 from pipelines.warehouse import ClusterMismatch
 
@@ -166,6 +166,8 @@ class StreamJob:
         #: the next cycle's ranges being read during this cycle's analytics (ADR 043)
         self._ahead: FetchAhead | None = None
         self._readers: ParallelFetcher | None = None
+        #: Great Expectations is loading or loaded (ADR 053)
+        self._gx_warming = False
 
     def request_stop(self, *_: object) -> None:
         self._signals += 1
@@ -209,11 +211,16 @@ class StreamJob:
             fetcher.start()
         self._readers = fetcher if self.settings.fetch_ahead else None
         alerts.start()
-        # Great Expectations loads in a thread while the first cycle reads and builds its bars: its
-        # import was half of the job's CPU samples in a 100k-event catch-up (py-spy, issue 21), all
-        # on the first gate's critical path; the readers work in their own processes meanwhile. The
-        # suites' checkpoints are built there too (~1 s of the first gate before, ADR 031)
-        DataQuality.warm_up(DQ_SUITES)
+        # Great Expectations loads in a thread, its suites' checkpoints built there too (~1 s of the
+        # first gate before, ADR 031). Its import was half of the job's CPU samples in a 100k-event
+        # catch-up (py-spy, issue 21). With dq_gx_every_s > 0 the gates before the first full one are
+        # DuckDB's and need no GX (ADR 053): it loads once a cycle left no lag ("caught_up"), not
+        # on the cores a catch-up's first cycles use; with 0 (GX at every gate), from the start
+        if self.settings.dq_gx_warm_up not in ("caught_up", "start"):
+            raise ValueError(f"dq_gx_warm_up must be 'caught_up' or 'start', not {self.settings.dq_gx_warm_up!r}")
+        self._gx_warming = self.settings.dq_gx_every_s <= 0 or self.settings.dq_gx_warm_up == "start"
+        if self._gx_warming:
+            DataQuality.warm_up(DQ_SUITES)
         abandoned = False
         # The database stays open in this process for the job's life: each cycle's connections (the
         # cycle, the lag probe, the alert outbox's sync, the snapshot's checkpoint) then share one
@@ -235,7 +242,8 @@ class StreamJob:
                                       fetcher=fetcher, after_analytics=alerts.sync_safely, open_minute_watch=True,
                                       dq_gx_every_s=self.settings.dq_gx_every_s, bounds=self._fresh_bounds(),
                                       ahead=ahead, read_ahead=self._read_ahead if self._readers else None,
-                                      read_ahead_early=self.settings.fetch_ahead >= 2)
+                                      read_ahead_early=self.settings.fetch_ahead >= 2,
+                                      after_events=None if self._gx_warming else self._gx_if_gate_needs_it)
                 except ClusterMismatch:
                     raise  # not transient: the operator must decide (see the message)
                 except Exception as exc:  # broker down, network: transient, retry
@@ -282,6 +290,8 @@ class StreamJob:
                     break
                 if opts.max_cycles and cycles >= opts.max_cycles:
                     break
+                if caught_up and not self._gx_warming:  # the job goes on: GX loads while it waits (ADR 053)
+                    self._warm_up_gx()
                 # interval_s is the cycle period: a busy cycle longer than it is followed at once
                 self._stop.wait(max(0.0, opts.interval_s - (time.perf_counter() - t0)))
         except KeyboardInterrupt:
@@ -311,6 +321,24 @@ class StreamJob:
                         EXIT_BEHIND)
             return EXIT_BEHIND
         return 0 if self.health.last_dq_ok else 3
+
+    def _warm_up_gx(self) -> None:
+        DataQuality.warm_up(DQ_SUITES)
+        self._gx_warming = True
+
+    def _gx_if_gate_needs_it(self, con: Any) -> None:
+        """run_load's ``after_events``: a suite DuckDB does not pass now (a backlog older than the
+        freshness limit, a failing check) makes the gate run GX: load it while the analytics run
+        instead of in the gate (ADR 053). Best effort: the gate decides either way."""
+        if self._gx_warming:
+            return
+        try:
+            needed = gate_needs_gx(con, DQ_SUITES, self.settings.data_dir / "archive")
+        except Exception as exc:  # the gate will say what is wrong
+            log.debug("no early DQ verdict (%s: %s)", type(exc).__name__, exc)
+            needed = True
+        if needed:
+            self._warm_up_gx()
 
     def _open_database(self) -> Any:
         try:

@@ -443,3 +443,45 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
         assert not all(taken)
     assert not list(tmp_path.glob("liqstream-ahead-*"))  # every read ahead's files removed
     assert mart_liquidations(settings.db) == expected_liquidations(messages)
+
+
+@pytest.mark.parametrize("warm_up,gx_every,fresh", [("caught_up", 600, True), ("caught_up", 600, False),
+                                                    ("start", 600, True), ("caught_up", 0, True)])
+def test_great_expectations_loads_when_the_gate_needs_it(fresh_broker, tmp_path, monkeypatch, warm_up, gx_every,
+                                                         fresh):
+    """ADR 053: with gates DuckDB decides (dq_gx_every_s > 0) the job loads GX once a cycle left no
+    lag and the job goes on ("caught_up"), unless a cycle's events make a suite fail in DuckDB (a
+    backlog older than the freshness limit): then right after that cycle's events commit, before
+    its gate. "start", or GX at every gate, loads it at the start as before. The marts are the same."""
+    from pipelines.jobs import load
+    from pipelines.jobs import stream as stream_mod
+    from pipelines.jobs.stream import StreamJob, StreamOptions
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    # fresh: within the freshness suite's 300 s; else the helper's fixed past (a stale backlog)
+    msgs = (binance_force_orders(120, seed=17, t0_ms=int(time.time() * 1000) - 90_000, span_s=60) if fresh
+            else binance_force_orders(120, seed=17))
+    publish_raw_stream(msgs, kafka)
+    real = load.log_bounds
+    plans = {"n": 0}
+
+    def short_log_end(settings, topics):  # the first three plans see every log end one short: lag left
+        bounds = real(settings, topics)
+        plans["n"] += 1
+        return bounds if plans["n"] > 3 else {tp: (b, max(b, e - 1)) for tp, (b, e) in bounds.items()}
+
+    monkeypatch.setattr(load, "log_bounds", short_log_end)
+    settings = JobSettings(db=tmp_path / "gx.duckdb", data_dir=tmp_path, fetch_workers=1, kafka=kafka,
+                           dq_gx_every_s=gx_every, dq_gx_warm_up=warm_up)
+    job = StreamJob(settings, StreamOptions(interval_s=0.1, dq_every_s=0, exit_when_idle=2, bounds_reuse_s=0))
+    calls = []  # (plans made, cycles ended, lag) when the warm-up started
+    monkeypatch.setattr(stream_mod.DataQuality, "warm_up", classmethod(
+        lambda cls, suites=None: calls.append((plans["n"], job.health.cycles, sum(job.health.lag.values())))))
+    assert job.run() == 0
+    if warm_up == "start" or not gx_every:
+        assert calls == [(0, 0, 0)]
+    elif fresh:  # after the cycles that left lag (the first three plans), when one left none
+        assert len(calls) == 1 and calls[0][0] >= 4 and calls[0][1] >= 4 and calls[0][2] == 0, calls
+    else:  # in the first cycle, after its events (one plan made, no cycle ended yet)
+        assert calls == [(1, 0, 0)], calls
+    assert mart_liquidations(settings.db) == expected_liquidations(msgs)

@@ -140,3 +140,52 @@ def test_warm_up_loads_gx_once_while_the_caller_goes_on(monkeypatch):
     got = dq_mod.DataQuality.shared()
     th.join(timeout=120)
     assert not th.is_alive() and len(built) == 1 and got is built[0] is dq_mod.DataQuality.shared()
+
+
+def test_suites_state_their_expectations_as_gx_keeps_them_without_importing_gx():
+    """ADR 053: the suites are ``suites.Expect`` (GX's class name and arguments); what the DuckDB
+    gate compiles (``configuration``) must be what GX's own object says, type for type (GX turns
+    a between's bounds into floats: 0 and 0.0 would be stored differently in dq_results)."""
+    import subprocess
+    import sys
+
+    from pipelines.dq.suites import SUITES
+
+    n = 0
+    for spec in SUITES.values():
+        for e in spec.expectations():
+            ours, theirs = e.configuration, e.to_gx().configuration
+            assert (ours.type, repr(ours.kwargs)) == (theirs.type, repr(dict(theirs.kwargs))), (spec.name, e)
+            n += 1
+    assert n > 50
+    code = ("import sys; from pipelines.dq.suites import SUITES; [s.expectations() for s in SUITES.values()]; "
+            "from pipelines.dq import DataQuality; DataQuality.shared(); "
+            "print('great_expectations' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_gate_duckdb_passes_never_loads_gx_and_a_failing_one_does():
+    """The stream job's gates between full ones (``gx=False``): a pass is DuckDB's alone, GX is not
+    even imported (ADR 053); a failure runs GX, loaded then, and its verdict is stored."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from pipelines.dq import DataQuality
+from tests.helpers import memory_warehouse
+from tests.unit.test_dq_suites import _bar, _liq
+con = memory_warehouse()
+dq = DataQuality.shared()
+_bar(con, 0, long_n=2, long_usd=300.0)
+_liq(con, 0, 2, 300.0)
+ok = dq.validate(con, "liquidations_reconciliation", "r1", store=False, gx=False)
+print(ok.success, ok.engine, "great_expectations" in sys.modules, dq.gx_loaded)
+_bar(con, 1, long_n=3, long_usd=90.0)
+_liq(con, 1, 2, 60.0)
+bad = dq.validate(con, "liquidations_reconciliation", "r2", store=False, gx=False)
+print(bad.success, bad.engine, "great_expectations" in sys.modules, dq.gx_loaded)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["True duckdb False False", "False gx True True"], out.stdout
