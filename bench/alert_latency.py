@@ -216,7 +216,7 @@ def _producer_main(bootstrap: str, scenario_args: dict, rate: float, live_from: 
     sent = 0
     t_first = t_last = None
     producer_cm = (RdkafkaEventProducer(bootstrap) if client == "confluent-kafka"
-                   else EventProducer(KafkaSettings(bootstrap_servers=bootstrap)))
+                   else EventProducer(KafkaSettings.from_env(bootstrap_servers=bootstrap)))
     with producer_cm as producer:
         encode, send = producer.encode_event, producer.send_encoded
         si = 0

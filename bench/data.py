@@ -264,7 +264,7 @@ def publish_events(kafka, events: Iterator[tuple[str, dict]], layout: str = "bul
 class RdkafkaEventProducer:
     """The load generator's producer on librdkafka (confluent-kafka): the same records, encoding,
     keys and timestamps as :class:`connectors.kafka.producer.EventProducer` (its ``encode_event``)
-    and the same delivery settings (acks=all, idempotent, linger 20 ms), with the per-record send in C.
+    and the same delivery settings (acks=all, idempotent, ``KafkaSettings.producer_linger_ms``), with the per-record send in C.
 
     The paced benchmarks measure the job, not the generator: a kafka-python send costs tens of µs of
     Python per record, so at 10k events/s two kafka-python producer processes took a large share of
@@ -276,11 +276,11 @@ class RdkafkaEventProducer:
         from connectors.config import KafkaSettings
         from connectors.kafka.producer import EventEncoder
 
-        settings = KafkaSettings(bootstrap_servers=bootstrap)
+        settings = KafkaSettings.from_env(bootstrap_servers=bootstrap)  # KAFKA_PRODUCER_LINGER_MS reaches the feed
         self.encode_event = EventEncoder().encode_event
         self._errors: list[str] = []
         self._p = Producer({**settings.rdkafka_config(), "acks": "all", "enable.idempotence": True,
-                            "linger.ms": 20, "batch.size": 256 * 1024,
+                            "linger.ms": settings.producer_linger_ms, "batch.size": 256 * 1024,
                             "queue.buffering.max.messages": 1_000_000})
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:

@@ -33,6 +33,11 @@ class KafkaSettings:
     replication_factor: int = 1
     retention_ms: int = 7 * 24 * 3600 * 1000
     compression_type: str = "gzip"  # gzip | zstd | none (lz4/snappy need extra codec packages)
+    #: how long liqstream's producers (the connectors', the replay's, the benches' feed) hold a record
+    #: to batch it with others (linger.ms): every record waits up to this long before it is sent; each
+    #: partition gets about one record batch per producer and linger. A broker that lists every batch of
+    #: a partition per fetch (the local broker, Tansu 0.6) reads slower as those batches pile up (ADR 052)
+    producer_linger_ms: int = 20
     request_timeout_ms: int = 30_000
     #: the bounded readers' first fetch max-wait; it steps up when fetches come back short (ADR 009, 035)
     fetch_max_wait_ms: int = 10
@@ -40,6 +45,17 @@ class KafkaSettings:
     read_stall_ms: int = 5_000
     #: ... and fails (the cycle is retried) after this long without progress across reconnects
     read_timeout_ms: int = 30_000
+    #: the log bounds (the plan, the lag probe) take each partition's log end from a fetch that asks
+    #: for no bytes (its high watermark) instead of ListOffsets + a confirming fetch: on the local
+    #: broker (Tansu 0.6) ListOffsets and any fetch that may return records list every record batch of
+    #: the partition, a cost that grows with the log; a fetch of 0 bytes lists nothing (ADR 052)
+    bounds_by_fetch: bool = True
+    #: ... the max-wait of that fetch (it returns no record on Tansu, which then waits this long)
+    bounds_fetch_max_wait_ms: int = 1
+    #: ... and the log start (ListOffsets earliest, a listing too) is asked again at most this often
+    #: per partition and process; in between the last answer stands (a log start moves only by
+    #: retention, and a read below it restarts at the log start: ``auto_offset_reset`` earliest)
+    log_start_refresh_s: float = 60.0
     #: kafka-python's pause when a bounded reader's poll has nothing to wait on (a topic it just
     #: switched to has no metadata yet) and its back-off between retries of a failed request; its
     #: default, 100 ms, was paid at each topic a reader switched to in a cycle (ADR 040)
@@ -135,4 +151,10 @@ def _coerce(type_name: Any, raw: str) -> Any:
     t = str(type_name)
     if t.startswith("int"):
         return int(raw)
+    if t == "float":
+        return float(raw)
+    if t == "bool":
+        if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"not a boolean: {raw!r} (use 1/0, true/false, yes/no, on/off)")
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     return raw

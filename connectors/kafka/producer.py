@@ -46,7 +46,7 @@ class EventProducer:
             "acks": "all",
             "enable_idempotence": True,
             "compression_type": compression,
-            "linger_ms": 20,
+            "linger_ms": settings.producer_linger_ms,
             "batch_size": 256 * 1024,
             "max_in_flight_requests_per_connection": 5,
             "retries": 2**31 - 1,

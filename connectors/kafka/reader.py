@@ -10,13 +10,14 @@ transaction). Ranges are split into chunks so Beam can spread them over workers.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from connectors.config import KafkaSettings
 
@@ -53,11 +54,11 @@ def _consumer(settings: KafkaSettings, **overrides: Any) -> KafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        retry_backoff_ms=settings.reader_retry_backoff_ms,
-        **overrides,
+        **{"max_poll_records": 5000,
+           "fetch_max_bytes": 64 * 1024 * 1024,
+           "max_partition_fetch_bytes": 16 * 1024 * 1024,
+           "retry_backoff_ms": settings.reader_retry_backoff_ms,
+           **overrides},
     )
 
 
@@ -68,9 +69,23 @@ def _close_quietly(consumer: KafkaConsumer) -> None:
         log.debug("closing a stalled consumer failed", exc_info=True)
 
 
+#: (bootstrap servers, topic, partition) -> (log start, log end, monotonic time the log start was
+#: asked): what :func:`log_bounds` last found in this process (ADR 052)
+_BOUNDS_SEEN: dict[tuple[str, str, int], tuple[int, int, float]] = {}
+_BOUNDS_LOCK = threading.Lock()
+
+
 def log_bounds(settings: KafkaSettings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> (log start, log end) for every partition of the topics that exist."""
-    consumer = _consumer(settings)
+    """(topic, partition) -> (log start, log end) for every partition of the topics that exist.
+
+    With ``settings.bounds_by_fetch`` (default) the log end is the high watermark of one fetch of
+    every partition that asks for no bytes, and the log start is asked (ListOffsets earliest) only
+    for a partition not seen for ``log_start_refresh_s``: on the local broker each ListOffsets and
+    each fetch that may return records lists every record batch of the partition (ADR 035, 052),
+    a fetch of 0 bytes lists none. Otherwise ListOffsets both ways and a confirming fetch (ADR 023).
+    """
+    consumer = _consumer(settings, **({"fetch_max_bytes": 0, "fetch_max_wait_ms": settings.bounds_fetch_max_wait_ms}
+                                      if settings.bounds_by_fetch else {}))
     try:
         tps = []
         for topic in topics:
@@ -79,14 +94,54 @@ def log_bounds(settings: KafkaSettings, topics: list[str]) -> dict[tuple[str, in
                 tps.extend(TopicPartition(topic, p) for p in sorted(parts))
         if not tps:
             return {}
-        begin = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps)
-        # the confirmation gets as long as any request: on a loaded machine 5 s was not always enough,
-        # and an unconfirmed end leaves a batch's tail for a later cycle (ADR 023)
-        end = _confirm_high_watermarks(consumer, tps, begin, end, max(5.0, settings.request_timeout_ms / 1000))
+        timeout_s = max(5.0, settings.request_timeout_ms / 1000)
+        if not settings.bounds_by_fetch:
+            begin = consumer.beginning_offsets(tps)
+            end = consumer.end_offsets(tps)
+            # the confirmation gets as long as any request: on a loaded machine 5 s was not always enough,
+            # and an unconfirmed end leaves a batch's tail for a later cycle (ADR 023)
+            end = _confirm_high_watermarks(consumer, tps, begin, end, timeout_s)
+            return {(tp.topic, tp.partition): (begin[tp], end[tp]) for tp in tps}
+        now = time.monotonic()
+        with _BOUNDS_LOCK:
+            seen = {tp: _BOUNDS_SEEN.get((settings.bootstrap_servers, tp.topic, tp.partition)) for tp in tps}
+        stale = [tp for tp, s in seen.items() if s is None or now - s[2] > settings.log_start_refresh_s]
+        asked = consumer.beginning_offsets(stale) if stale else {}
+        begin = {tp: asked[tp] if tp in asked else seen[tp][0] for tp in tps}  # type: ignore[index]
+        # a fetch position the log still holds: the last end seen (or the log start): on Apache Kafka a
+        # position past the end would be reset and read from the start
+        start_at = {tp: max(begin[tp], seen[tp][1]) if seen[tp] else begin[tp] for tp in tps}  # type: ignore[index]
+        end = _high_watermarks(consumer, tps, start_at, timeout_s)
+        with _BOUNDS_LOCK:
+            for tp in tps:
+                _BOUNDS_SEEN[(settings.bootstrap_servers, tp.topic, tp.partition)] = (
+                    begin[tp], end[tp], now if tp in asked else seen[tp][2])  # type: ignore[index]
         return {(tp.topic, tp.partition): (begin[tp], end[tp]) for tp in tps}
     finally:
         consumer.close()
+
+
+def _high_watermarks(consumer: KafkaConsumer, tps: list[TopicPartition], start_at: dict, timeout_s: float) -> dict:
+    """Each partition's high watermark, from fetches at ``start_at`` by a consumer made with
+    ``fetch_max_bytes=0``: the local broker answers them without listing the log and without a
+    record; Apache Kafka with the high watermark and at most one record batch (KIP-74)."""
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, start_at[tp])
+    found: dict = {}
+    pending = set(tps)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise KafkaTimeoutError(f"no high watermark for {sorted(map(tuple, pending))} within {timeout_s:.0f}s")
+        consumer.poll(timeout_ms=5, max_records=1)
+        for tp in list(pending):
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                found[tp] = hw
+                pending.discard(tp)
+    consumer.unsubscribe()
+    return found
 
 
 def _confirm_high_watermarks(consumer: KafkaConsumer, tps: list[TopicPartition], begin: dict, end: dict,
