@@ -112,6 +112,12 @@ def log_bounds(settings: KafkaSettings, topics: list[str]) -> dict[tuple[str, in
         # position past the end would be reset and read from the start
         start_at = {tp: max(begin[tp], seen[tp][1]) if seen[tp] else begin[tp] for tp in tps}  # type: ignore[index]
         end = _high_watermarks(consumer, tps, start_at, timeout_s)
+        # a log now shorter than this process saw it (the topic was deleted and made again) no longer
+        # has the remembered start: ask it again rather than plan from a start the log never had
+        again = [tp for tp in tps if tp not in asked and seen[tp] is not None and end[tp] < seen[tp][1]]
+        if again:
+            asked = {**asked, **consumer.beginning_offsets(again)}
+            begin.update((tp, asked[tp]) for tp in again)
         with _BOUNDS_LOCK:
             for tp in tps:
                 _BOUNDS_SEEN[(settings.bootstrap_servers, tp.topic, tp.partition)] = (

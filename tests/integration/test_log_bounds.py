@@ -96,3 +96,21 @@ def test_an_empty_topic_and_a_missing_one(fresh_broker):
     assert log_bounds(kafka, ["no.such.topic"]) == {}
     empty = log_bounds(kafka, MAIN_TOPICS)
     assert empty and set(empty.values()) == {(0, 0)}
+
+
+def test_a_log_shorter_than_remembered_has_its_start_asked_again(fresh_broker, count_list_offsets):
+    """This process remembers each partition with a later start and a longer log than the broker now
+    has (the topic was deleted and made again, e.g. after retention had moved its start): the
+    remembered start must not stand, or the plan would start past records the new log holds."""
+    import time
+
+    kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
+    sent = _publish(kafka, 2_000, seed=6, start_us=SYNTH_START_US)
+    now = time.monotonic()
+    for p in range(kafka.partitions):
+        for topic in MAIN_TOPICS:
+            reader._BOUNDS_SEEN[(kafka.bootstrap_servers, topic, p)] = (500, 1_000_000, now)
+    bounds = log_bounds(kafka, MAIN_TOPICS)
+    assert all(begin == 0 for begin, _ in bounds.values())
+    assert _per_topic(bounds) == sent
+    assert count_list_offsets["earliest"] == len(bounds) and count_list_offsets["latest"] == 0
