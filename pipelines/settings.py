@@ -176,6 +176,8 @@ class JobSettings:
                              f"{', '.join(ARCHIVE_PARQUET)}")
         if self.events_pass_archive_thread not in (0, 1):
             raise ValueError(f"LIQSTREAM_EVENTS_PASS_ARCHIVE_THREAD={self.events_pass_archive_thread!r}: use 0 or 1")
+        if self.dq_gx_warm_up not in ("caught_up", "start"):
+            raise ValueError(f"LIQSTREAM_DQ_GX_WARM_UP={self.dq_gx_warm_up!r}: use caught_up or start")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> JobSettings:

@@ -216,8 +216,6 @@ class StreamJob:
         # catch-up (py-spy, issue 21). With dq_gx_every_s > 0 the gates before the first full one are
         # DuckDB's and need no GX (ADR 053): it loads once a cycle left no lag ("caught_up"), not
         # on the cores a catch-up's first cycles use; with 0 (GX at every gate), from the start
-        if self.settings.dq_gx_warm_up not in ("caught_up", "start"):
-            raise ValueError(f"dq_gx_warm_up must be 'caught_up' or 'start', not {self.settings.dq_gx_warm_up!r}")
         self._gx_warming = self.settings.dq_gx_every_s <= 0 or self.settings.dq_gx_warm_up == "start"
         if self._gx_warming:
             DataQuality.warm_up(DQ_SUITES)
