@@ -16,7 +16,6 @@ from apache_beam.transforms.window import TimestampedValue
 from connectors.config import KafkaSettings
 from connectors.kafka.range_decode import TOPIC_EVENT, RangeDecoder, Reject
 from connectors.kafka.reader import OffsetRange
-from connectors.normalize import TOPICS
 
 #: tag of the rejects output: records that could not be decoded, and dead letters read from DLQ topics
 REJECTS = "rejects"
@@ -99,21 +98,3 @@ class ReadKafkaRangeBatches(beam.PTransform):
             )
         )
 
-
-class ReadKafkaRanges(beam.PTransform):
-    """Offset ranges -> {event_type: PCollection of timestamped records, 'rejects': rows}."""
-
-    def __init__(self, settings: KafkaSettings, ranges: list[OffsetRange]) -> None:
-        super().__init__()
-        self._settings = settings
-        self._ranges = ranges
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "OffsetRanges" >> beam.Create(self._ranges or [], reshuffle=False)
-            | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadAndDecode" >> beam.ParDo(ReadDecodedRanges(self._settings)).with_outputs(
-                REJECTS, *TOPICS.keys()
-            )
-        )
