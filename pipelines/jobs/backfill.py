@@ -481,15 +481,12 @@ _REEMITTED_AFTER_CUT = {"cascade_alerts": ">", "liquidation_levels": ">="}
 
 def _insert_staged(con, config: AnalyticsConfig, staged: list[tuple[int, Path]], start_us: int, end_us: int) -> None:
     """The windows' analytic marts, staged in their Parquet outputs (``staged``: each emitting
-    window's cut and output directory, in order) -> the open transaction, ``INSERT OR REPLACE``
-    statements per mart (ADR 042). The result is what the windows' upserts one after the other left in the
+    window's cut and output directory, in order) -> the open transaction, one ``INSERT OR REPLACE``
+    per mart (ADR 042). The result is what the windows' upserts one after the other left in the
     marts (ADR 036): of each key (the mart's primary key) the version of the last window that wrote
     it, unless a later window deleted it (``_REEMITTED_AFTER_CUT``: that window's cut before the
     row's time); then the episodes' fuel, once, from the range's first minute. Until here the rows
-    are files, not the transaction's: DuckDB holds them only from this statement to the commit.
-    A keyed mart goes in one slice of its keys at a time (ADR 054): as many slices as windows, by
-    the keys' hash, so each statement ranks about one window's rows; a key's versions all lie in
-    its slice, so the slices are disjoint and each is the one statement's rows of its keys."""
+    are files, not the transaction's: DuckDB holds them only from this statement to the commit."""
     if not staged:
         return
     for name in ANALYTIC_MARTS:
@@ -508,17 +505,13 @@ def _insert_staged(con, config: AnalyticsConfig, staged: list[tuple[int, Path]],
         sel = f"SELECT * FROM ({rows}) WHERE {col} >= make_timestamp(?::BIGINT) AND {col} < make_timestamp(?::BIGINT)"
         params += [start_us, end_us]
         key = _primary_key(con, name)
-        slices = len(staged) if key else 1
-        if slices > 1:  # this statement's slice of the keys (the parameter after the range's)
-            sel += f" AND hash({', '.join(key)}) % {slices} = ?::UBIGINT"
         if key:  # the last window's version of each key
             sel += f" QUALIFY _window = max(_window) OVER (PARTITION BY {', '.join(key)})"
         op = _REEMITTED_AFTER_CUT.get(name)
         if op is not None:  # gone if a later window's cut lies before it (the next cut: the cuts ascend)
             sel = f"SELECT * FROM ({sel}) WHERE _next_cut IS NULL OR NOT ({col} {op} make_timestamp(_next_cut))"
-        sql = f"INSERT OR REPLACE INTO {name} BY NAME SELECT * EXCLUDE (_window, _next_cut) FROM ({sel})"
-        for s in range(slices):
-            con.execute(sql, params + [s] if slices > 1 else params)
+        con.execute(f"INSERT OR REPLACE INTO {name} BY NAME SELECT * EXCLUDE (_window, _next_cut) FROM ({sel})",
+                    params)
     attach_cascade_fuel(con, config, start_us)
 
 
