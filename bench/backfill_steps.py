@@ -5,8 +5,8 @@ whose memory issue 21 is about); a thread reads this process's PSS (``/proc/self
 every ``--interval`` seconds and keeps the peak of each step, the step being the innermost of the
 wrapped functions below that is running ("other": none of them, e.g. the day pool's wait, the
 export of a window's bars). On entering a step it records the PSS (the level the steps before
-left), and at the end of a step given a connection DuckDB's ``duckdb_memory()`` (total, and by tag
-after the staged inserts). ``--sql`` runs statements on the job's connection first (e.g.
+left), and at the end of a step given a connection DuckDB's ``duckdb_memory()`` (the step's largest
+total, and its tags). ``--sql`` runs statements on the job's connection first (e.g.
 ``"SET preserve_insertion_order=false"``) for an A/B of a DuckDB setting.
 
     .venv/bin/python -m bench.backfill_steps ARCHIVE_ROOT DAYS DB [--sql "SET ..."]
@@ -92,8 +92,9 @@ class StepProfile:
     def _duckdb(self, step: str, con: Any) -> None:
         rows = con.execute("SELECT tag, memory_usage_bytes // 1048576 FROM duckdb_memory() "
                            "WHERE memory_usage_bytes >= 1048576").fetchall()
-        self.duckdb_mb[step] = max(self.duckdb_mb.get(step, 0), sum(int(mb) for _, mb in rows))
-        if step == "insert_staged":
+        total = sum(int(mb) for _, mb in rows)
+        if total >= self.duckdb_mb.get(step, 0):  # the tags at the step's largest total
+            self.duckdb_mb[step] = total
             self.duckdb_tags[step] = [[tag, int(mb)] for tag, mb in rows]
 
 
