@@ -1,0 +1,152 @@
+"""A backfill's memory by step (ADR 051, ADR 054): where a long backfill's peak is.
+
+The backfill runs in this process (the day workers are forked children, gone by the late steps
+whose memory issue 21 is about); a thread reads this process's PSS (``/proc/self/smaps_rollup``)
+every ``--interval`` seconds and keeps the peak of each step, the step being the innermost of the
+wrapped functions below that is running ("other": none of them, e.g. the day pool's wait, the
+export of a window's bars). On entering a step it records the PSS (the level the steps before
+left), and at the end of a step given a connection DuckDB's ``duckdb_memory()`` (the step's largest
+total, and its tags). ``--sql`` runs statements on the job's connection first (e.g.
+``"SET preserve_insertion_order=false"``) for an A/B of a DuckDB setting.
+
+    .venv/bin/python -m bench.backfill_steps ARCHIVE_ROOT DAYS DB [--sql "SET ..."]
+
+``ARCHIVE_ROOT`` holds ``archive/`` (e.g. ``bench.data.write_synth_archive(root / "archive", ...)``);
+the backfill covers its first ``DAYS`` days. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+#: (module attribute, step name, index of the DuckDB connection argument or None)
+_STEPS = (
+    ("_days_in_pool", "days_pool", None),
+    ("_replace", "replace_bars", 0),
+    ("export_bars_by_base", "export_bars", None),
+    ("_run_window", "window", None),
+    ("_carry_into", "carry", None),
+    ("_sample_series", "oi_samples", None),
+    ("oi_delta_rows_from_samples", "oi_rows", None),
+    ("_insert_range", "insert_range", 0),
+    ("_insert_staged", "insert_staged", 0),
+    ("attach_cascade_fuel", "fuel", 0),
+)
+_GATE = (("validate", "dq_validate"), ("validate_windows", "dq_windows"), ("publish_docs", "dq_docs"))
+
+
+def _pss_mb() -> int:
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+class StepProfile:
+    def __init__(self, interval_s: float) -> None:
+        self.step = "other"
+        self.peaks: dict[str, int] = {}
+        self.entered: list[tuple[str, int]] = []  # (step, PSS MB on entering it), in order
+        self.duckdb_mb: dict[str, int] = {}
+        self.duckdb_tags: dict[str, list] = {}
+        self._interval = interval_s
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            v, step = _pss_mb(), self.step
+            if v > self.peaks.get(step, 0):
+                self.peaks[step] = v
+            self._stop.wait(self._interval)
+
+    def start(self) -> None:
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wrap(self, owner: Any, attr: str, step: str, con_arg: int | None = None) -> None:
+        fn = getattr(owner, attr)
+
+        @functools.wraps(fn)
+        def stepped(*args: Any, **kwargs: Any) -> Any:
+            outer, self.step = self.step, step
+            self.entered.append((step, _pss_mb()))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if con_arg is not None:
+                    self._duckdb(step, args[con_arg])
+                self.step = outer
+
+        setattr(owner, attr, stepped)
+
+    def _duckdb(self, step: str, con: Any) -> None:
+        rows = con.execute("SELECT tag, memory_usage_bytes // 1048576 FROM duckdb_memory() "
+                           "WHERE memory_usage_bytes >= 1048576").fetchall()
+        total = sum(int(mb) for _, mb in rows)
+        if total >= self.duckdb_mb.get(step, 0):  # the tags at the step's largest total
+            self.duckdb_mb[step] = total
+            self.duckdb_tags[step] = [[tag, int(mb)] for tag, mb in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", type=Path, help="a directory holding archive/")
+    ap.add_argument("days", type=int)
+    ap.add_argument("db", type=Path, help="the DuckDB file to backfill (made if missing)")
+    ap.add_argument("--sql", default="", help="statements run on the job's connection first, ';'-separated")
+    ap.add_argument("--interval", type=float, default=0.1, help="seconds between PSS samples")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import logging
+
+    logging.disable(logging.INFO)
+    from pipelines import warehouse
+    from pipelines.dq import DataQuality
+    from pipelines.jobs import backfill as bf
+    from pipelines.settings import JobSettings
+
+    prof = StepProfile(args.interval)
+    for attr, step, con_arg in _STEPS:
+        prof.wrap(bf, attr, step, con_arg)
+    for attr, step in _GATE:
+        prof.wrap(DataQuality, attr, step)
+    connect = warehouse.connect
+
+    def connect_with_settings(*a: Any, **k: Any) -> Any:
+        con = connect(*a, **k)
+        for stmt in filter(None, (s.strip() for s in args.sql.split(";"))):
+            con.execute(stmt)
+        return con
+
+    bf.warehouse.connect = connect_with_settings  # the module bf reads it through
+    days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in (args.root / "archive").glob("*/date=*"))
+    if not days:
+        raise SystemExit(f"no archive days under {args.root / 'archive'}")
+    settings = JobSettings.from_env(db=args.db, data_dir=args.root, backfill_workers=args.workers)
+    prof.start()
+    t = time.perf_counter()
+    try:
+        r = bf.run_backfill(settings, days[0], days[0] + timedelta(days=args.days - 1), source="archive")
+    finally:
+        bf.warehouse.connect = connect
+        prof.stop()
+    print(json.dumps({"days": args.days, "seconds": round(time.perf_counter() - t, 1), "status": r.status,
+                      "sql": args.sql, "peak_pss_mb": max(prof.peaks.values()), "peak_pss_mb_by_step": prof.peaks,
+                      "duckdb_mb_by_step": prof.duckdb_mb, "duckdb_tags": prof.duckdb_tags,
+                      "pss_mb_entering": prof.entered, "rows": r.rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
