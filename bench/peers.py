@@ -215,10 +215,10 @@ def bytewax_bars(bootstrap: str, topics: list[str]) -> dict[str, Any]:
     from fastavro import schemaless_reader
 
     from connectors.avro import HEADER_LEN
-    from connectors.normalize import TOPICS
+    from connectors.normalize import TOPIC_EVENT
 
     schemas_ = _avro_schemas()
-    type_of = {t: et for et, t in TOPICS.items()}
+    type_of = TOPIC_EVENT
     counted = [0]
 
     def decode(msg) -> tuple[str, tuple[str, dict]]:

@@ -30,6 +30,8 @@ TOPICS: dict[str, str] = {
     "funding": "funding.v1",
     "book_depth": "book_depth.v1",
 }
+#: topic -> event type (a ``.dlq`` topic is in neither)
+TOPIC_EVENT: dict[str, str] = {topic: et for et, topic in TOPICS.items()}
 #: Dead letters whose event type is unknown (invalid JSON, unknown message).
 UNROUTED_DLQ = "raw.v1.dlq"
 

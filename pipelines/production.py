@@ -50,7 +50,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.avro import AvroDecoder, SchemaDecodeError
 from connectors.config import KafkaSettings
-from connectors.normalize import TOPICS
+from connectors.normalize import TOPIC_EVENT, TOPICS
 from connectors.plausibility import implausibility
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationStats, _MinuteRow
 from pipelines.transforms.bars import ComputeBars, WindowIntoBars, records_to_batches, ts_to_micros
@@ -71,7 +71,6 @@ DEFAULT_GROUP_ID = "liqstream-production"
 #: the Java IO expansion service jar itself (downloads it once, needs Java)
 EXPANSION_SERVICE_ENV = "LIQSTREAM_KAFKA_EXPANSION_SERVICE"
 DEFAULT_ANALYTICS_PERIOD_MINUTES = 5
-_TOPIC_EVENT = {topic: et for et, topic in TOPICS.items()}
 
 #: natural key of every mart (the PRIMARY KEY of pipelines/marts/*.sql): the loader upserts by it
 MART_KEYS: dict[str, tuple[str, ...]] = {
@@ -206,7 +205,7 @@ class DecodeKafkaValues(beam.DoFn):
         self._dead = AvroDecoder("dead_letter")
 
     def process(self, rec: Any) -> Iterator[Any]:
-        event_type = _TOPIC_EVENT.get(rec.topic)
+        event_type = TOPIC_EVENT.get(rec.topic)
         if event_type is None:
             self._rejected.inc()
             yield pvalue.TaggedOutput(REJECTS, self._dead_letter(rec))

@@ -14,12 +14,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from connectors.config import KafkaSettings
-from connectors.kafka.range_decode import TOPIC_EVENT, RangeDecoder, Reject
+from connectors.kafka.range_decode import RangeDecoder, Reject
 from connectors.kafka.reader import OffsetRange
+from connectors.normalize import TOPIC_EVENT
 
 #: tag of the rejects output: records that could not be decoded, and dead letters read from DLQ topics
 REJECTS = "rejects"
-_TOPIC_EVENT = TOPIC_EVENT
 
 
 class ReadDecodedRanges(beam.DoFn):
@@ -67,7 +67,7 @@ class ReadRangeBatches(ReadDecodedRanges):
     """
 
     def process(self, rng: OffsetRange):
-        if _TOPIC_EVENT.get(rng.topic) is None:  # dead letters: few, row by row
+        if TOPIC_EVENT.get(rng.topic) is None:  # dead letters: few, row by row
             yield from super().process(rng)
             return
         for item in self._core.batches(rng):

@@ -180,7 +180,7 @@ def _fetch_chunk(rng: OffsetRange, out_dir: str) -> tuple[str | None, int, list[
     """One chunk -> (its IPC file or None, records read, reject rows), counted as the Beam source
     counts them: a dead-letter topic's records are read and rejected, a main topic's decoded
     events are read, its undecodable ones rejected."""
-    from connectors.kafka.range_decode import TOPIC_EVENT
+    from connectors.normalize import TOPIC_EVENT
 
     rows, rejects, writer, path = 0, [], None, None
     try:

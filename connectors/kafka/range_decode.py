@@ -21,11 +21,8 @@ from connectors.avro_batch import BatchDecoder
 from connectors.config import KafkaSettings
 from connectors.kafka.rdkafka_reader import range_reader
 from connectors.kafka.reader import OffsetRange
-from connectors.normalize import TOPICS
+from connectors.normalize import TOPIC_EVENT, TOPICS
 from connectors.plausibility import implausibility, implausible_rows
-
-#: the event type of each main topic (a dead-letter topic has none)
-TOPIC_EVENT = {topic: et for et, topic in TOPICS.items()}
 
 
 class Reject:

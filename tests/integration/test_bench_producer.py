@@ -13,7 +13,7 @@ from connectors.config import KafkaSettings
 from connectors.kafka.producer import EventEncoder
 from connectors.kafka.reader import RangeReader, log_bounds, plan_ranges
 from connectors.kafka.topics import ensure_topics
-from connectors.normalize import TOPICS
+from connectors.normalize import TOPIC_EVENT, TOPICS
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,6 @@ def test_rdkafka_load_generator_delivers_what_the_connectors_producer_would(fres
         for rng in plan_ranges(log_bounds(kafka, list(TOPICS.values())), {}):
             got += [(rng.topic, rec.key, rec.value, rec.timestamp) for rec in reader.read(rng)]
     assert sorted(got) == expected
-    by_topic = {topic: et for et, topic in TOPICS.items()}
+    by_topic = TOPIC_EVENT
     decoded = sorted((by_topic[t], AvroDecoder(by_topic[t]).decode(v)["event_time"]) for t, _, v, _ in got)
     assert decoded == sorted((et, r["event_time"]) for et, r in records)
