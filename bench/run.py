@@ -77,6 +77,8 @@ TARGETS = {
     "backfill_events_per_s": 500_000, "backfill_vs_duckdb": 3.0,
     # the issue asks for bounded memory at 50M events; measured as peak RSS growth between two sizes
     "backfill_rss_growth": 1.1,
+    # issue 22: the live job's throughput with the liquidation map on, within 10 % of it off
+    "liqmap_on_vs_off": 0.9,
 }
 
 
@@ -270,6 +272,8 @@ def targets(st: dict[str, Any]) -> list[dict[str, Any]]:
         _target("backfill peak memory (PSS), 90 days / 10 days at the same events per day",
                 peers.memory_ratio(st["backfill"].get("memory") or []), "ratio", t["backfill_memory_90_vs_10_days"],
                 "<="),
+        *([_target("liquidation map on / off: live cycles' throughput (events per wall second)",
+                   st["liqmap"].get("on_vs_off"), "ratio", t["liqmap_on_vs_off"], ">=")] if st.get("liqmap") else []),
     ]
 
 

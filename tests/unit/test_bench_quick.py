@@ -123,6 +123,13 @@ def test_targets_compare_values_with_the_issue_targets():
     assert next(t for t in run.targets(st) if "90 days" in t["name"])["met"] is True  # 1.1 <= 1.2
     bf = next(t for t in targets if t["name"].startswith("backfill time"))
     assert bf["value"] == 2.0 and bf["met"] is True  # 2.0 <= 3
+    # the liquidation map's cost (issue 22): on / off throughput >= 0.9, only where the stage ran
+    assert not any(t["name"].startswith("liquidation map") for t in targets)
+    st["liqmap"] = {"on_vs_off": 0.86}
+    (lm,) = [t for t in run.targets(st) if t["name"].startswith("liquidation map")]
+    assert lm["value"] == 0.86 and lm["op"] == ">=" and lm["target"] == 0.9 and lm["met"] is False
+    st["liqmap"] = {"on_vs_off": 0.93}
+    assert next(t for t in run.targets(st) if t["name"].startswith("liquidation map"))["met"] is True
 
 
 def test_results_json_structure_and_table(tmp_path):
