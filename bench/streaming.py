@@ -229,8 +229,9 @@ def _drain(settings: Any, fetcher: Any = None) -> dict[str, Any]:
 CATCH_UP_WINDOWS = {
     "cold": "a fresh StreamJob in a process that has run one empty cycle (Beam and the mart's migrations "
             "imported): StreamJob.run() start -> the last busy cycle's DQ gate done. Inside: the reader "
-            "processes' spawn and connect, Great Expectations' import and context (first gate), the plan, "
-            "fetch, events phase, commit, analytics, DQ gate of every cycle.",
+            "processes' spawn and connect, the plan, fetch, events phase, commit, analytics, DQ gate of "
+            "every cycle; Great Expectations' import only if a gate needs GX (a failing critical suite: the "
+            "backlog's stale freshness is DuckDB's verdict, ADR 059; GX loads once the job is caught up).",
     "warm": "the same process after the cold run, a second backlog of the same size (later event times): a "
             "new StreamJob with reader processes started and connected before the clock, GX loaded; "
             "StreamJob.run() start -> the last busy cycle's DQ gate done. Inside: plan, fetch, events phase, "
@@ -250,9 +251,9 @@ def run_catch_up(events: int, workdir: Path, seed: int = 13, layout: str = "bulk
     it all, one after the other: the raw kafka-python + fastavro loop (``stages.raw_consume_decode``)
     and, with ``peers`` (``bench.peers``, the ``.[bench]`` extra), the raw confluent-kafka +
     fastavro loop and a Bytewax dataflow building the same bars (checked equal to the job's
-    ``bars_1m``). Then the stream job drains it (a fresh ``StreamJob``: its reader processes start,
-    Great Expectations loads at its first gate, both inside the window) until a cycle finds nothing
-    new: the *cold* window. With ``warm``, a second backlog of the same size (the next 10 minutes)
+    ``bars_1m``). Then the stream job drains it (a fresh ``StreamJob``: its reader processes start
+    inside the window; Great Expectations loads once it is caught up, the backlog's stale freshness
+    being DuckDB's verdict, ADR 059) until a cycle finds nothing new: the *cold* window. With ``warm``, a second backlog of the same size (the next 10 minutes)
     is published and drained by a new ``StreamJob`` whose readers were started before the clock:
     the *warm* window (:data:`CATCH_UP_WINDOWS` says what each holds).
 

@@ -135,14 +135,14 @@ class JobSettings:
     dedupe_horizon_s: int = 21_600
     #: the stream job's DQ gates run Great Expectations itself (and rebuild the Data Docs) at most
     #: every this many seconds; the gates between have DuckDB evaluate the same expectations
-    #: (pipelines/dq/sql.py) and run GX, with its Data Docs page built at once, only on a failure.
-    #: 0 = GX at every gate (ADR 031). One-shot `load`, `backfill` and `dq` always run GX.
+    #: (pipelines/dq/sql.py) and run GX, with its Data Docs page built at once, only on a failure
+    #: (but the freshness suite's: DuckDB's verdict, ADR 059). 0 = GX at every gate (ADR 031). One-shot `load`, `backfill` and `dq` always run GX.
     dq_gx_every_s: int = 600
     #: when the stream job loads Great Expectations (~2 s of CPU, 5-10 s on a loaded machine) with
     #: dq_gx_every_s > 0, whose first gates DuckDB decides without GX (ADR 053): "caught_up" (default),
     #: in a thread once a cycle left no lag, so a catch-up's cycles do not share the cores with it, or
-    #: right after a cycle's events commit when DuckDB finds a suite failing (GX validates it in that
-    #: gate; a stale backlog fails the freshness suite); "start": in a thread at the job's
+    #: right after a cycle's events commit when DuckDB finds a suite failing that GX must validate in
+    #: that gate (not the freshness suite a stale backlog fails: DuckDB decides it, ADR 059); "start": in a thread at the job's
     #: start, as before. dq_gx_every_s = 0 (GX at every gate) always loads it at the start
     dq_gx_warm_up: str = "caught_up"
     #: the stream job's read ahead (ADR 043): the reader processes plan and read the next cycle's

@@ -10,6 +10,9 @@ decides alone never loads it (ADR 053).
 A validation with ``gx=False`` (the stream job's gates between its full ones) has DuckDB
 evaluate the suite's expectations (``sql.py``, ADR 031) and runs GX only when that finds a
 failure or cannot state an expectation: GX's fixed ~20-40 ms per expectation is most of a gate.
+A failure of a suite whose ``gx_on_failure`` is False (the non-critical freshness suite) is
+DuckDB's verdict there too, stored with the rows it checked; GX validates it at the full gates
+(ADR 059).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class DQResult:
     successful: int
     failed_expectations: tuple[str, ...]
     rows_checked: int
-    #: who decided: "gx" (a Great Expectations checkpoint) or "duckdb" (``sql.py``; passes only)
+    #: who decided: "gx" (a Great Expectations checkpoint) or "duckdb" (``sql.py``: passes, and the
+    #: failures of a suite whose ``gx_on_failure`` is False, ADR 059)
     engine: str = "gx"
 
     @property
@@ -62,6 +66,9 @@ def archive_files(archive_dir: Path | None, since_us: int | None) -> list[str]:
 
 #: validation results per suite kept in GX's store and shown in Data Docs (dq_results keeps all)
 DOCS_HISTORY = 5
+#: checked rows stored with a failure DuckDB decides (a suite with ``gx_on_failure`` False, ADR 059):
+#: the freshness suite's one row (its staleness), what GX's result would show as the unexpected values
+DUCKDB_FAILURE_ROWS = 20
 
 
 class DataQuality:
@@ -273,13 +280,22 @@ class DataQuality:
             except Exception:  # a check that cannot run: GX runs it below and reports why
                 fast = None
         fast_s = time.perf_counter() - t0
-        if fast is not None and fast["success"] and not gx:
-            out = DQResult(suite=spec.name, table=spec.table, success=True, critical=spec.critical,
+        if fast is not None and not gx and (fast["success"] or not spec.gx_on_failure):
+            failed = tuple(sorted({r["expectation_config"]["type"] for r in fast["results"] if not r["success"]}))
+            out = DQResult(suite=spec.name, table=spec.table, success=bool(fast["success"]), critical=spec.critical,
                            evaluated=fast["statistics"]["evaluated_expectations"],
-                           successful=fast["statistics"]["successful_expectations"], failed_expectations=(),
+                           successful=fast["statistics"]["successful_expectations"], failed_expectations=failed,
                            rows_checked=fast["rows"], engine="duckdb")
+            doc = {**fast, "seconds": round(fast_s, 4)}
+            if failed:  # what was found (GX's result lists the unexpected values); GX checks it at a full gate
+                try:
+                    cur = con.execute(f"SELECT * FROM ({sql}) LIMIT {int(DUCKDB_FAILURE_ROWS)}")
+                    names = [d[0] for d in cur.description]
+                    doc["rows_checked_sample"] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+                except duckdb.Error as exc:  # the verdict stands without its sample
+                    doc["rows_checked_sample_error"] = f"{type(exc).__name__}: {exc}"[:500]
             if store:
-                self._store(con, run_id, spec, checked_at, out, {**fast, "seconds": round(fast_s, 4)})
+                self._store(con, run_id, spec, checked_at, out, doc)
             return out
         try:
             df = con.execute(sql).df()
@@ -311,12 +327,13 @@ class DataQuality:
             self._store(con, run_id, spec, checked_at, out, doc)
         return out
 
-    def passes_in_duckdb(self, con: duckdb.DuckDBPyConnection, suite: str, where: str | None = None,
-                         since_us: int | None = None, archive_dir: Path | None = None) -> bool:
-        """Whether DuckDB finds the suite's rows passing (as :meth:`validate` with ``gx=False`` would
-        decide without GX): nothing stored, GX never loaded. False also when DuckDB cannot state an
-        expectation or the check fails to run (GX would then be needed). The stream job asks it to
-        know early whether its gate will need GX (ADR 053)."""
+    def decided_in_duckdb(self, con: duckdb.DuckDBPyConnection, suite: str, where: str | None = None,
+                          since_us: int | None = None, archive_dir: Path | None = None) -> bool:
+        """Whether :meth:`validate` with ``gx=False`` would decide the suite without GX: DuckDB finds
+        its rows passing, or failing a suite whose failures DuckDB decides (``gx_on_failure`` False,
+        ADR 059). Nothing stored, GX never loaded. False when DuckDB cannot state an expectation or
+        the check fails to run (GX would then be needed). The stream job asks it to know early
+        whether its gate will need GX (ADR 053)."""
         spec = SUITES[suite]
         sql = _suite_sql(spec, where, since_us, archive_dir)
         if sql is None:
@@ -325,7 +342,7 @@ class DataQuality:
             fast = sql_verdict(con, sql, self.expectations(spec))
         except Exception:
             return False
-        return fast is not None and bool(fast["success"])
+        return fast is not None and (bool(fast["success"]) or not spec.gx_on_failure)
 
     @staticmethod
     def _store(con: duckdb.DuckDBPyConnection, run_id: str, spec: SuiteSpec, checked_at: datetime, out: DQResult,

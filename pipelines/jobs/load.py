@@ -686,14 +686,14 @@ def gate_scope(suite: str, since: int | None) -> str | None:
 
 def gate_needs_gx(con, suites: list[str], archive_dir: Path | None) -> bool:
     """Whether a gate now, over the rows written since the last one, would have a suite DuckDB does
-    not pass (so GX would run: ADR 031). Asked by the stream job after a cycle's events commit, to
+    not decide (a failure GX must validate: ADR 031, ADR 059). Asked by the stream job after a cycle's events commit, to
     load GX while the analytics run when the gate will need it (ADR 053); the gate decides anew."""
     since = warehouse.get_state(con, "dq_from_us")
     if since is None:
         return False
     dq = DataQuality.shared()
-    return not all(dq.passes_in_duckdb(con, suite, where=gate_scope(suite, since), since_us=since,
-                                       archive_dir=archive_dir) for suite in suites)
+    return not all(dq.decided_in_duckdb(con, suite, where=gate_scope(suite, since), since_us=since,
+                                        archive_dir=archive_dir) for suite in suites)
 
 
 #: job_state: the first minute the last open-minute analysis left open (ADR 018)

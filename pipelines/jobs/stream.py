@@ -325,9 +325,10 @@ class StreamJob:
         self._gx_warming = True
 
     def _gx_if_gate_needs_it(self, con: Any) -> None:
-        """run_load's ``after_events``: a suite DuckDB does not pass now (a backlog older than the
-        freshness limit, a failing check) makes the gate run GX: load it while the analytics run
-        instead of in the gate (ADR 053). Best effort: the gate decides either way."""
+        """run_load's ``after_events``: a suite failing now in a way DuckDB does not decide (a failing
+        critical check; not the freshness suite, whose failures DuckDB decides between full gates:
+        ADR 059) makes the gate run GX: load it while the analytics run instead of in the gate
+        (ADR 053). Best effort: the gate decides either way."""
         if self._gx_warming:
             return
         try:

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 
+import duckdb
 import pytest
 
 from connectors.config import KafkaSettings
@@ -450,9 +451,11 @@ def test_cycles_that_take_the_read_ahead_count_every_event_once(fresh_broker, tm
 def test_great_expectations_loads_when_the_gate_needs_it(fresh_broker, tmp_path, monkeypatch, warm_up, gx_every,
                                                          fresh):
     """ADR 053: with gates DuckDB decides (dq_gx_every_s > 0) the job loads GX once a cycle left no
-    lag and the job goes on ("caught_up"), unless a cycle's events make a suite fail in DuckDB (a
-    backlog older than the freshness limit): then right after that cycle's events commit, before
-    its gate. "start", or GX at every gate, loads it at the start as before. The marts are the same."""
+    lag and the job goes on ("caught_up"), unless a cycle's events make a suite fail in a way GX must
+    validate (then right after that cycle's events commit, before its gate: a critical suite,
+    tests/unit/test_dq_suites.py). A backlog older than the freshness limit fails only the freshness
+    suite, which DuckDB decides (ADR 059): GX loads once caught up, as for a fresh one. "start", or
+    GX at every gate, loads it at the start as before. The marts are the same."""
     from pipelines.jobs import load
     from pipelines.jobs import stream as stream_mod
     from pipelines.jobs.stream import StreamJob, StreamOptions
@@ -480,8 +483,12 @@ def test_great_expectations_loads_when_the_gate_needs_it(fresh_broker, tmp_path,
     assert job.run() == 0
     if warm_up == "start" or not gx_every:
         assert calls == [(0, 0, 0)]
-    elif fresh:  # after the cycles that left lag (the first three plans), when one left none
+    else:  # after the cycles that left lag (the first three plans), when one left none, stale or fresh
         assert len(calls) == 1 and calls[0][0] >= 4 and calls[0][1] >= 4 and calls[0][2] == 0, calls
-    else:  # in the first cycle, after its events (one plan made, no cycle ended yet)
-        assert calls == [(1, 0, 0)], calls
+    if not fresh:  # the stale backlog's first gate: the freshness failure, DuckDB's verdict (ADR 059)
+        con = duckdb.connect(str(settings.db), read_only=True)
+        engines = con.execute("SELECT DISTINCT success, json_extract_string(result, '$.engine') FROM dq_results "
+                              "WHERE suite = 'bars_1m_freshness'").fetchall()
+        con.close()
+        assert (False, "duckdb") in engines, engines
     assert mart_liquidations(settings.db) == expected_liquidations(msgs)

@@ -189,3 +189,51 @@ print(bad.success, bad.engine, "great_expectations" in sys.modules, dq.gx_loaded
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["True duckdb False False", "False gx True True"], out.stdout
+
+
+def test_a_stale_backlogs_freshness_failure_is_duckdbs_verdict_and_needs_no_gx():
+    """ADR 059: between full gates a failure of the freshness suite (non-critical: a catch-up of a
+    backlog older than its limit fails it by design) is DuckDB's verdict, stored with the staleness
+    it found; GX is not imported for it, and the stream job's early GX load (``gate_needs_gx``)
+    does not start for it. A critical suite failing still needs GX; a full gate runs GX on it."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from pipelines import warehouse
+from pipelines.dq import DataQuality
+from pipelines.jobs.load import gate_needs_gx
+from tests.helpers import memory_warehouse
+from tests.unit.test_dq_suites import _bar, _liq
+con = memory_warehouse()
+dq = DataQuality.shared()
+_bar(con, 0, long_n=2, long_usd=300.0)  # 2026-01-01: months older than the 300 s limit
+_liq(con, 0, 2, 300.0)
+since = int(con.execute("SELECT epoch_us(min(minute_ts)) FROM bars_1m").fetchone()[0])
+con.execute("INSERT INTO pipeline_runs (run_id, job, started_at, status) VALUES ('f1', 'load', now(), 'ok')")
+warehouse.set_state(con, "dq_from_us", since)
+print(gate_needs_gx(con, ["bars_1m_freshness", "liquidations_reconciliation"], None))
+r = dq.validate(con, "bars_1m_freshness", "f1", since_us=since, gx=False)
+print(r.success, r.engine, r.failed_expectations, r.rows_checked, "great_expectations" in sys.modules)
+doc = json.loads(con.execute("SELECT result FROM dq_results WHERE run_id = 'f1'").fetchone()[0])
+(row,) = doc["rows_checked_sample"]
+print(row["staleness_s"] > 86_400, row["bars"], doc["results"][0]["success"])
+_bar(con, 1, long_n=3, long_usd=90.0)  # a reconciliation failure (critical): GX must validate it
+_liq(con, 1, 2, 60.0)
+print(gate_needs_gx(con, ["bars_1m_freshness", "liquidations_reconciliation"], None))
+full = dq.validate(con, "bars_1m_freshness", "f2", since_us=since, store=False, gx=True)
+print(full.success, full.engine, full.failed_expectations)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:5] == [
+        "False", "False duckdb ('expect_column_values_to_be_between',) 1 False", "True 1 False", "True",
+        "False gx ('expect_column_values_to_be_between',)"], out.stdout + out.stderr[-2000:]
+
+
+def test_only_a_non_critical_suite_leaves_its_failures_to_duckdb():
+    from pipelines.dq.suites import SUITES, SuiteSpec
+
+    assert [s for s, spec in SUITES.items() if not spec.gx_on_failure] == ["bars_1m_freshness"]
+    with pytest.raises(ValueError, match="critical"):
+        SuiteSpec("x", "bars_1m", critical=True, expectations=list, gx_on_failure=False)
