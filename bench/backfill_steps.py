@@ -93,11 +93,19 @@ def _mallinfo_mb() -> dict[str, int]:
             "malloc_mmapped": m.hblkhd >> 20}
 
 
+def _split_mb() -> dict[str, int]:
+    """glibc's heap and the other anonymous mappings' PSS, and ``mallinfo2``, now."""
+    with open("/proc/self/smaps") as f:
+        heap, anon = heap_and_anon_pss_mb(f.read())
+    return {"heap_pss": heap, "anon_pss": anon, **_mallinfo_mb()}
+
+
 class WindowLedger:
     """What the process holds on entering and leaving each wrapped call (``--windows``)."""
 
     def __init__(self, prof: StepProfile) -> None:
         self.prof = prof
+        prof.peak_detail = True
         self.rows: list[dict[str, Any]] = []
         self.con: Any = None  # the job's connection, for duckdb_memory()
 
@@ -106,11 +114,9 @@ class WindowLedger:
 
         import pyarrow as pa
 
-        with open("/proc/self/smaps") as f:
-            heap, anon = heap_and_anon_pss_mb(f.read())
-        row: dict[str, Any] = {"at": at, "pss": _pss_mb(), "peak_since": self.prof.take_peak(), "heap_pss": heap,
-                               "anon_pss": anon, **_mallinfo_mb(), "py_blocks": sys.getallocatedblocks(),
-                               "arrow_mb": pa.total_allocated_bytes() >> 20}
+        peak, at_peak = self.prof.take_peak()
+        row: dict[str, Any] = {"at": at, "pss": _pss_mb(), "peak_since": peak, "at_peak": at_peak, **_split_mb(),
+                               "py_blocks": sys.getallocatedblocks(), "arrow_mb": pa.total_allocated_bytes() >> 20}
         if self.con is not None:
             (mb,) = self.con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) // 1048576 "
                                      "FROM duckdb_memory()").fetchone()
@@ -141,19 +147,27 @@ class StepProfile:
         self._interval = interval_s
         self._stop = threading.Event()
         self._since = 0  # the peak since take_peak() was last called
+        self.peak_detail = False  # also read smaps and mallinfo2 at each new such peak (--windows)
+        self._since_detail: dict[str, int] = {}
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             v, step = _pss_mb(), self.step
             if v > self.peaks.get(step, 0):
                 self.peaks[step] = v
-            self._since = max(self._since, v)
+            if v > self._since:
+                self._since = v
+                if self.peak_detail:
+                    self._since_detail = _split_mb()
             self._stop.wait(self._interval)
 
-    def take_peak(self) -> int:
-        """The largest PSS sampled since the last call (then starts over)."""
-        peak, self._since = max(self._since, _pss_mb()), 0
-        return peak
+    def take_peak(self) -> tuple[int, dict[str, int]]:
+        """The largest PSS sampled since the last call and, with ``peak_detail``, what it was made of
+        (:func:`_split_mb` at that sample); then starts over."""
+        now = _pss_mb()
+        peak, detail = (now, {}) if now >= self._since else (self._since, self._since_detail)
+        self._since, self._since_detail = 0, {}
+        return peak, detail
 
     def start(self) -> None:
         threading.Thread(target=self._sample, daemon=True).start()
