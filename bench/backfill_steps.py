@@ -9,7 +9,13 @@ left), and at the end of a step given a connection DuckDB's ``duckdb_memory()`` 
 total, and its tags). ``--sql`` runs statements on the job's connection first (e.g.
 ``"SET preserve_insertion_order=false"``) for an A/B of a DuckDB setting.
 
-    .venv/bin/python -m bench.backfill_steps ARCHIVE_ROOT DAYS DB [--sql "SET ..."]
+    .venv/bin/python -m bench.backfill_steps ARCHIVE_ROOT DAYS DB [--sql "SET ..."] [--windows]
+
+``--windows`` (ADR 057) adds a ledger of what the process holds on entering and leaving each
+analytics window (``_run_window``): its PSS and the peak since the previous entry, the PSS of glibc's
+``[heap]`` and of the other anonymous mappings, glibc's ``mallinfo2`` (arena, in use, free in the
+arena, mmapped), Python's allocated blocks (``sys.getallocatedblocks``: objects carried from window to
+window), Arrow's allocated bytes and DuckDB's ``duckdb_memory()``: what grows with the number of days.
 
 ``ARCHIVE_ROOT`` holds ``archive/`` (e.g. ``bench.data.write_synth_archive(root / "archive", ...)``);
 the backfill covers its first ``DAYS`` days. Prints one JSON line.
@@ -50,6 +56,87 @@ def _pss_mb() -> int:
     return 0
 
 
+def heap_and_anon_pss_mb(smaps: str) -> tuple[int, int]:
+    """PSS (MB) of glibc's ``[heap]`` and of the other anonymous mappings (no path: mmapped
+    allocations, DuckDB's jemalloc, pymalloc's arenas) in a ``/proc/<pid>/smaps`` text."""
+    heap = anon = 0
+    name = None
+    for line in smaps.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if "-" in parts[0] and len(parts) >= 5:  # a mapping's header: range perms offset dev inode [path]
+            name = parts[5] if len(parts) > 5 else ""
+        elif parts[0] == "Pss:" and name is not None:
+            if name == "[heap]":
+                heap += int(parts[1])
+            elif name == "":
+                anon += int(parts[1])
+    return heap // 1024, anon // 1024
+
+
+def _mallinfo_mb() -> dict[str, int]:
+    """glibc's ``mallinfo2`` in MB ({} if not glibc >= 2.33)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = MallInfo2
+    m = fn()
+    return {"malloc_arena": m.arena >> 20, "malloc_in_use": m.uordblks >> 20, "malloc_free": m.fordblks >> 20,
+            "malloc_mmapped": m.hblkhd >> 20}
+
+
+def _split_mb() -> dict[str, int]:
+    """glibc's heap and the other anonymous mappings' PSS, and ``mallinfo2``, now."""
+    with open("/proc/self/smaps") as f:
+        heap, anon = heap_and_anon_pss_mb(f.read())
+    return {"heap_pss": heap, "anon_pss": anon, **_mallinfo_mb()}
+
+
+class WindowLedger:
+    """What the process holds on entering and leaving each wrapped call (``--windows``)."""
+
+    def __init__(self, prof: StepProfile) -> None:
+        self.prof = prof
+        prof.peak_detail = True
+        self.rows: list[dict[str, Any]] = []
+        self.con: Any = None  # the job's connection, for duckdb_memory()
+
+    def record(self, at: str) -> None:
+        import sys
+
+        import pyarrow as pa
+
+        peak, at_peak = self.prof.take_peak()
+        row: dict[str, Any] = {"at": at, "pss": _pss_mb(), "peak_since": peak, "at_peak": at_peak, **_split_mb(),
+                               "py_blocks": sys.getallocatedblocks(), "arrow_mb": pa.total_allocated_bytes() >> 20}
+        if self.con is not None:
+            (mb,) = self.con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) // 1048576 "
+                                     "FROM duckdb_memory()").fetchone()
+            row["duckdb_mb"] = int(mb)
+        self.rows.append(row)
+
+    def wrap(self, owner: Any, attr: str) -> None:
+        fn = getattr(owner, attr)
+
+        @functools.wraps(fn)
+        def ledgered(*args: Any, **kwargs: Any) -> Any:
+            self.record("enter")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.record("leave")
+
+        setattr(owner, attr, ledgered)
+
+
 class StepProfile:
     def __init__(self, interval_s: float) -> None:
         self.step = "other"
@@ -59,13 +146,28 @@ class StepProfile:
         self.duckdb_tags: dict[str, list] = {}
         self._interval = interval_s
         self._stop = threading.Event()
+        self._since = 0  # the peak since take_peak() was last called
+        self.peak_detail = False  # also read smaps and mallinfo2 at each new such peak (--windows)
+        self._since_detail: dict[str, int] = {}
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             v, step = _pss_mb(), self.step
             if v > self.peaks.get(step, 0):
                 self.peaks[step] = v
+            if v > self._since:
+                self._since = v
+                if self.peak_detail:
+                    self._since_detail = _split_mb()
             self._stop.wait(self._interval)
+
+    def take_peak(self) -> tuple[int, dict[str, int]]:
+        """The largest PSS sampled since the last call and, with ``peak_detail``, what it was made of
+        (:func:`_split_mb` at that sample); then starts over."""
+        now = _pss_mb()
+        peak, detail = (now, {}) if now >= self._since else (self._since, self._since_detail)
+        self._since, self._since_detail = 0, {}
+        return peak, detail
 
     def start(self) -> None:
         threading.Thread(target=self._sample, daemon=True).start()
@@ -106,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sql", default="", help="statements run on the job's connection first, ';'-separated")
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between PSS samples")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--windows", action="store_true", help="a ledger on entering/leaving each analytics window")
     args = ap.parse_args(argv)
 
     import logging
@@ -121,10 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         prof.wrap(bf, attr, step, con_arg)
     for attr, step in _GATE:
         prof.wrap(DataQuality, attr, step)
+    ledger = WindowLedger(prof)
+    if args.windows:
+        ledger.wrap(bf, "_run_window")
     connect = warehouse.connect
 
     def connect_with_settings(*a: Any, **k: Any) -> Any:
         con = connect(*a, **k)
+        ledger.con = ledger.con or con
         for stmt in filter(None, (s.strip() for s in args.sql.split(";"))):
             con.execute(stmt)
         return con
@@ -144,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"days": args.days, "seconds": round(time.perf_counter() - t, 1), "status": r.status,
                       "sql": args.sql, "peak_pss_mb": max(prof.peaks.values()), "peak_pss_mb_by_step": prof.peaks,
                       "duckdb_mb_by_step": prof.duckdb_mb, "duckdb_tags": prof.duckdb_tags,
-                      "pss_mb_entering": prof.entered, "rows": r.rows}))
+                      "pss_mb_entering": prof.entered, "rows": r.rows,
+                      **({"windows": ledger.rows} if args.windows else {})}))
     return 0
 
 
