@@ -266,7 +266,103 @@ def held_out_rows(processes: int = 3) -> list[dict[str, Any]]:
         return pool.map(_scored, HELD_OUT, chunksize=1)
 
 
-if __name__ == "__main__":  # python -m pipelines.transforms.liqmap_score [PROCESSES]
+#: the tuning runs (seed 1 only; ADR 050): presets A, C, D, calm x mixes x start books
+TUNING: tuple[tuple[str, int, str, str], ...] = tuple(
+    (p, 1, m, b) for b in ("gapped", "near") for m in ("default", "low", "high") for p in ("A", "C", "D", "calm"))
+
+
+def true_mix_weights(mix: str, tiers: Iterable[float]) -> tuple[float, ...]:
+    """The simulator's leverage ``mix`` (``scenarios.LEVERAGE_MIXES`` over ``model.LEVERAGES``) on the
+    estimator's ``tiers``: each simulator leverage's weight goes to the tier nearest to it in log
+    leverage (half to each on a tie); normalized. The oracle prior of ADR 058 (how much of a run's
+    miss is the leverage mix): a scoring aid, never an estimator input."""
+    from connectors.simulator.model import LEVERAGE_WEIGHTS, LEVERAGES
+    from connectors.simulator.scenarios import LEVERAGE_MIXES
+
+    w = LEVERAGE_MIXES[mix]
+    w = np.asarray(LEVERAGE_WEIGHTS if w is None else w, dtype=float)
+    lt = np.log(np.asarray(tuple(tiers), dtype=float))
+    out = np.zeros(len(lt))
+    for lev, wt in zip(LEVERAGES.tolist(), (w / w.sum()).tolist(), strict=True):
+        d = np.abs(lt - math.log(lev))
+        near = np.flatnonzero(np.isclose(d, d.min(), rtol=0.0, atol=1e-12))
+        out[near] += wt / len(near)
+    return tuple(float(x) for x in out / out.sum())
+
+
+def tuning_run(run: tuple[str, int, str, str], config: AnalyticsConfig, cache_dir: str,
+               true_mix: bool = False) -> dict[str, Any]:
+    """One tuning run scored with ``config`` (with ``true_mix``: the run's true mix as the prior,
+    :func:`true_mix_weights`). The simulation is cached as a pickle in ``cache_dir`` (made with
+    ``AnalyticsConfig()``: the bars do not depend on the map's fields) and reused."""
+    import os
+    import pickle
+
+    preset, seed, mix, book = run
+    path = os.path.join(cache_dir, f"{preset}{seed}_{mix}" + ("" if book == "gapped" else f"_{book}") + ".pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            out = pickle.load(f)
+    else:
+        out = simulate(preset, seed, AnalyticsConfig(), mix, book)
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(path + ".tmp", path)
+    if true_mix:
+        config = dataclasses.replace(config, liqmap_leverage_weights=true_mix_weights(mix, config.liqmap_leverage_tiers),
+                                     liqmap_venue_leverage_weights=())
+    return {"preset": preset, "seed": seed, "mix": mix, "book": book, **score_run(out, config)}
+
+
+def _tuning(args: tuple[tuple[str, int, str, str], AnalyticsConfig, str, bool]) -> dict[str, Any]:
+    return tuning_run(*args)
+
+
+def tuning_rows(config: AnalyticsConfig, cache_dir: str, processes: int = 2,
+                true_mix: bool = False) -> list[dict[str, Any]]:
+    """The 24 :data:`TUNING` runs scored with ``config`` (:func:`tuning_run`), ``processes`` at a time."""
+    args = [(r, config, cache_dir, true_mix) for r in TUNING]
+    if processes <= 1:
+        return [_tuning(a) for a in args]
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return pool.map(_tuning, args, chunksize=1)
+
+
+def tuning_summary(rows: list[dict[str, Any]]) -> str:
+    """Mean overlap and prediction per start book and over all, runs meeting the bar, worst prediction."""
+    out = []
+    for name, sel in (("gapped", [r for r in rows if r["book"] == "gapped"]),
+                      ("near", [r for r in rows if r["book"] == "near"]), ("all", rows)):
+        if sel:
+            out.append(f"{name} ({len(sel)}): ovl {np.mean([r['est_map_overlap'] for r in sel]):.3f} "
+                       f"pred {np.mean([r['est_prediction'] for r in sel]):.3f} "
+                       f"met {sum(meets_targets(r) for r in sel)} "
+                       f"worst pred {min(r['est_prediction'] for r in sel):.3f}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    # python -m pipelines.transforms.liqmap_score [PROCESSES]: the held-out table;
+    # python -m pipelines.transforms.liqmap_score tuning CACHE_DIR [PROCESSES] [--true-mix] [FIELD=JSON ...]:
+    # the 24 seed-1 tuning runs with AnalyticsConfig fields overridden (ADR 058)
+    import json
     import sys
 
-    print(map_score_table(held_out_rows(int(sys.argv[1]) if len(sys.argv) > 1 else 3)))
+    argv = sys.argv[1:]
+    if argv[:1] == ["tuning"]:
+        cache, rest = argv[1], argv[2:]
+        procs = int(rest.pop(0)) if rest and rest[0].isdigit() else 2
+        oracle = "--true-mix" in rest
+        over = {}
+        for a in (a for a in rest if a != "--true-mix"):
+            k, v = a.split("=", 1)
+            val = json.loads(v)
+            over[k] = tuple(val) if isinstance(val, list) else val
+        rows = tuning_rows(dataclasses.replace(AnalyticsConfig(), **over), cache, procs, oracle)
+        print(map_score_table(rows))
+        print(tuning_summary(rows))
+    else:
+        print(map_score_table(held_out_rows(int(argv[0]) if argv else 3)))

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.transforms.config import AnalyticsConfig
 from pipelines.transforms.liqmap_score import (
+    TUNING,
     baseline_config,
     held_out_rows,
     map_score_table,
@@ -20,6 +21,7 @@ from pipelines.transforms.liqmap_score import (
     side_range,
     swept_overlap,
     top_decile,
+    true_mix_weights,
 )
 
 CFG = dataclasses.replace(AnalyticsConfig(), liqmap_bucket_bp=100.0, liqmap_range_pct=10.0)  # 1 % buckets
@@ -125,3 +127,20 @@ def test_the_issue_bar_per_run():
     assert not meets_targets({**row, "est_prediction": 0.59, "base_prediction": 0.38})  # 1.55x but below 0.6
     assert not meets_targets({**row, "base_map_overlap": 0.32})  # overlap 1.44x
     assert not meets_targets({**row, "base_prediction": 0.42})  # prediction 1.48x
+
+
+def test_true_mix_on_the_estimator_tiers_by_hand():
+    """The oracle prior of ADR 058: each simulator leverage's weight to the nearest tier in log leverage."""
+    tiers = AnalyticsConfig().liqmap_leverage_tiers  # 3 5 7 10 15 20 25 30 40 50 75 100
+    # high mix over 2..100x: 0 0 .5 .5 1 1 2 3 5 7.5 15 25 22 17.5 (sum 100); 2x goes to 3x, 12x to 10x
+    # (ln 12/10 = 0.182 < ln 15/12 = 0.223)
+    want = (0.0, 0.5, 0.5, 2.0, 2.0, 3.0, 5.0, 7.5, 15.0, 25.0, 22.0, 17.5)
+    assert true_mix_weights("high", tiers) == pytest.approx(tuple(x / 100.0 for x in want))
+    # default mix (model weights 2 3 8 10 14 10 12 12 9 4 3 1.5 1 0.5, sum 90) on 10x / 40x: 2-15x to 10x,
+    # 20x a tie (ln 2 each way) split, 25-100x to 40x
+    assert true_mix_weights("default", (10.0, 40.0)) == pytest.approx((65.0 / 90.0, 25.0 / 90.0))
+
+
+def test_tuning_runs_are_seed_1_only():
+    assert len(TUNING) == len(set(TUNING)) == 24 and {r[1] for r in TUNING} == {1}
+    assert {r[3] for r in TUNING} == {"gapped", "near"} and {r[2] for r in TUNING} == {"default", "low", "high"}
