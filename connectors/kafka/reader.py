@@ -250,12 +250,12 @@ READ_COUNT = _ReadCount()
 
 
 def batch_span(records: bytes | memoryview | None) -> tuple[int, int]:
-    """(bytes, offsets) that a fetch response's record batches (message format v2) cover: its size on
-    the wire, and the offsets from its first batch's base to its last batch's last offset + 1.
+    """(bytes, offsets) that a fetch response's whole record batches (message format v2) cover: their
+    size on the wire, and the offsets from the first batch's base to the last batch's last offset + 1.
 
     Read from the batches' headers only (base offset at byte 0, the length of the rest at 8, the last
     offset delta at 23), so it costs one ``struct`` call per batch, nothing per record. A truncated
-    last batch (a fetch cut at its byte limit) ends the walk; ``(len, 0)`` when no whole batch came."""
+    last batch (a response cut at its byte limit) is left out of both; ``(0, 0)`` when no whole batch came."""
     if not records:
         return 0, 0
     buf = memoryview(records)
@@ -268,7 +268,7 @@ def batch_span(records: bytes | memoryview | None) -> tuple[int, int]:
         first = base if first is None else first
         last = base + delta
         at += 12 + length
-    return n, (0 if first is None else last + 1 - first)
+    return (0, 0) if first is None else (at, last + 1 - first)
 
 
 class FetchSizer:
