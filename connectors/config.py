@@ -41,6 +41,12 @@ class KafkaSettings:
     request_timeout_ms: int = 30_000
     #: the bounded readers' first fetch max-wait; it steps up when fetches come back short (ADR 009, 035)
     fetch_max_wait_ms: int = 10
+    #: the bounded (kafka-python) range readers ask each fetch for this many times the bytes the rest of
+    #: the range is expected to take (bytes per offset learnt from their earlier fetches of the topic),
+    #: and a fetch past the range's end for none: the local broker (Tansu 0.6) lists a partition's every
+    #: record batch again and again within one fetch while it has bytes left to fill and a live feed
+    #: keeps adding batches (ADR 056). 0 = no limit per fetch (as before ADR 056)
+    reader_fetch_bytes_factor: float = 1.05
     #: liqstream's own: a range read without progress for this long reconnects and resumes ...
     read_stall_ms: int = 5_000
     #: ... and fails (the cycle is retried) after this long without progress across reconnects

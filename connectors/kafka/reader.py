@@ -10,6 +10,8 @@ transaction). Ranges are split into chunks so Beam can spread them over workers.
 from __future__ import annotations
 
 import logging
+import math
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -247,6 +249,105 @@ class _ReadCount:
 READ_COUNT = _ReadCount()
 
 
+def batch_span(records: bytes | memoryview | None) -> tuple[int, int]:
+    """(bytes, offsets) that a fetch response's whole record batches (message format v2) cover: their
+    size on the wire, and the offsets from the first batch's base to the last batch's last offset + 1.
+
+    Read from the batches' headers only (base offset at byte 0, the length of the rest at 8, the last
+    offset delta at 23), so it costs one ``struct`` call per batch, nothing per record. A truncated
+    last batch (a response cut at its byte limit) is left out of both; ``(0, 0)`` when no whole batch came."""
+    if not records:
+        return 0, 0
+    buf = memoryview(records)
+    n, at, first, last = len(buf), 0, None, None
+    while at + 27 <= n:
+        base, length = struct.unpack_from(">qi", buf, at)
+        if at + 12 + length > n:
+            break
+        (delta,) = struct.unpack_from(">i", buf, at + 23)
+        first = base if first is None else first
+        last = base + delta
+        at += 12 + length
+    return (0, 0) if first is None else (at, last + 1 - first)
+
+
+class FetchSizer:
+    """Sizes each fetch of a range reader's consumer to what is left of the range (ADR 056).
+
+    The local broker (Tansu 0.6) answers a fetch of a partition by listing every record batch of the
+    partition, reading from the fetch offset on, and doing it again from where it stopped for as long
+    as the fetch still has bytes to fill and new batches came in meanwhile, until the max-wait runs
+    out (``service/fetch.rs``, ``DynoStore::fetch``). Under a live feed new batches always come in,
+    so every fetch of a busy partition listed its whole log again and again for its full max-wait
+    (up to 500 ms, :data:`FETCH_WAIT_STEPS_MS`), and the fetch kafka-python sends at the end of a
+    poll (its pipelining) did the same for records past the range, holding up the next range's
+    first fetch on the connection. So the reader asks each fetch for the bytes the rest of its
+    range is expected to take (``KafkaSettings.reader_fetch_bytes_factor`` x the bytes per offset
+    learnt from this reader's earlier fetches of the topic, on the wire: compression and batch
+    headers included), and a fetch at or past the range's end for no bytes with the short max-wait
+    of the bounds' fetch (it lists nothing). A fetch that comes back short of the range is followed
+    by the next one, as before; on Apache Kafka a fetch's byte limit is soft (at least one batch
+    comes back, KIP-74), so a small estimate costs a request, never progress.
+
+    It sets kafka-python's fetch limits just before each fetch request is built
+    (``Fetcher._create_fetch_requests``) and reads each response's batch headers before it is
+    parsed (``Fetcher._parse_fetched_data``): private methods of kafka-python (pinned in
+    constraints.txt), checked by tests/integration/test_fetch_sizing.py."""
+
+    LIMITS = ("fetch_max_bytes", "max_partition_fetch_bytes", "fetch_max_wait_ms")
+    #: weight of a new fetch's bytes per offset in the running estimate (per topic)
+    LEARN = 0.3
+
+    def __init__(self, factor: float, past_end_wait_ms: int) -> None:
+        self.factor = factor
+        self.past_end_wait_ms = past_end_wait_ms
+        self.bytes_per_offset: dict[str, float] = {}
+        #: the range being read (set by the reader); fetches of other partitions keep the defaults
+        self.range: OffsetRange | None = None
+
+    def install(self, consumer: KafkaConsumer) -> KafkaConsumer:
+        fetcher = consumer._fetcher
+        defaults = {k: fetcher.config[k] for k in self.LIMITS}
+        create, parse = fetcher._create_fetch_requests, fetcher._parse_fetched_data
+
+        def sized_requests():  # type: ignore[no-untyped-def]
+            fetcher.config.update(defaults)
+            rng = self.range
+            state = None if rng is None else fetcher._subscriptions.assignment.get(
+                TopicPartition(rng.topic, rng.partition))
+            position = None if state is None else state.position
+            if rng is not None and position is not None:
+                fetcher.config.update(self.limits(rng, position.offset, defaults))
+            return create()
+
+        def learning_parse(completed_fetch):  # type: ignore[no-untyped-def]
+            self.learn(completed_fetch.topic_partition.topic, completed_fetch.partition_data.records)
+            return parse(completed_fetch)
+
+        fetcher._create_fetch_requests = sized_requests
+        fetcher._parse_fetched_data = learning_parse
+        return consumer
+
+    def limits(self, rng: OffsetRange, position: int, defaults: dict[str, int]) -> dict[str, int]:
+        """The fetch limits for a fetch of ``rng``'s partition at ``position``."""
+        if position >= rng.end:
+            return {"fetch_max_bytes": 0, "max_partition_fetch_bytes": 0,
+                    "fetch_max_wait_ms": min(self.past_end_wait_ms, defaults["fetch_max_wait_ms"])}
+        per_offset = self.bytes_per_offset.get(rng.topic)
+        if per_offset is None:  # nothing learnt yet for this topic: the reader's defaults
+            return {}
+        want = max(1, math.ceil((rng.end - position) * per_offset * self.factor))
+        return {"fetch_max_bytes": min(want, defaults["fetch_max_bytes"]),
+                "max_partition_fetch_bytes": min(want, defaults["max_partition_fetch_bytes"])}
+
+    def learn(self, topic: str, records: bytes | None) -> None:
+        size, offsets = batch_span(records)
+        if offsets > 0:
+            seen = size / offsets
+            old = self.bytes_per_offset.get(topic)
+            self.bytes_per_offset[topic] = seen if old is None else old + self.LEARN * (seen - old)
+
+
 class RangeReader:
     """Reads offset ranges with one long-lived consumer (manual assignment).
 
@@ -266,6 +367,9 @@ class RangeReader:
         self._waits = [start, *(w for w in FETCH_WAIT_STEPS_MS if w > start)]
         self._step = 0
         self.reconnects = 0
+        factor = settings.reader_fetch_bytes_factor
+        #: kept across reconnects: what it learnt of the topics' bytes per offset still holds
+        self.sizer = FetchSizer(factor, settings.bounds_fetch_max_wait_ms) if factor > 0 else None
         self._consumer: KafkaConsumer | None = self._connect()
 
     @property
@@ -273,7 +377,8 @@ class RangeReader:
         return self._waits[self._step]
 
     def _connect(self) -> KafkaConsumer:
-        return _consumer(self._settings, fetch_max_wait_ms=self.fetch_max_wait_ms)
+        consumer = _consumer(self._settings, fetch_max_wait_ms=self.fetch_max_wait_ms)
+        return self.sizer.install(consumer) if self.sizer is not None else consumer
 
     def _reconnect(self, why: str) -> None:
         """A fresh consumer (closes the old one's connections and drops its fetch in flight)."""
@@ -289,6 +394,8 @@ class RangeReader:
         if rng.size <= 0:
             return
         tp = TopicPartition(rng.topic, rng.partition)
+        if self.sizer is not None:
+            self.sizer.range = rng
         pos = rng.start  # the next offset to yield
         last_progress = last_reconnect = time.monotonic()
         window_from, polls, polled_s = pos, 0, 0.0  # the window of polls that judges the fetches' size
