@@ -256,14 +256,20 @@ def _scored(run: tuple[str, int, str, str]) -> dict[str, Any]:
     return run_scored(run[0], run[1], mix=run[2], book=run[3])
 
 
-def held_out_rows(processes: int = 3) -> list[dict[str, Any]]:
-    """Every held-out run scored, ``processes`` at a time (each a whole simulation; order kept)."""
+def _map_runs(fn: Any, args: list[Any], processes: int) -> list[dict[str, Any]]:
+    """``fn`` over ``args``, ``processes`` at a time in spawned workers (each a whole simulation or
+    score; order kept); in this process with ``processes`` <= 1."""
     if processes <= 1:
-        return [_scored(r) for r in HELD_OUT]
+        return [fn(a) for a in args]
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return pool.map(_scored, HELD_OUT, chunksize=1)
+        return pool.map(fn, args, chunksize=1)
+
+
+def held_out_rows(processes: int = 3) -> list[dict[str, Any]]:
+    """Every held-out run scored, ``processes`` at a time (each a whole simulation; order kept)."""
+    return _map_runs(_scored, list(HELD_OUT), processes)
 
 
 #: the tuning runs (seed 1 only; ADR 050): presets A, C, D, calm x mixes x start books
@@ -322,13 +328,7 @@ def _tuning(args: tuple[tuple[str, int, str, str], AnalyticsConfig, str, bool]) 
 def tuning_rows(config: AnalyticsConfig, cache_dir: str, processes: int = 2,
                 true_mix: bool = False) -> list[dict[str, Any]]:
     """The 24 :data:`TUNING` runs scored with ``config`` (:func:`tuning_run`), ``processes`` at a time."""
-    args = [(r, config, cache_dir, true_mix) for r in TUNING]
-    if processes <= 1:
-        return [_tuning(a) for a in args]
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return pool.map(_tuning, args, chunksize=1)
+    return _map_runs(_tuning, [(r, config, cache_dir, true_mix) for r in TUNING], processes)
 
 
 def tuning_summary(rows: list[dict[str, Any]]) -> str:
