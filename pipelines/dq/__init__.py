@@ -234,8 +234,10 @@ class DataQuality:
         per gate, not one per suite).
 
         ``gx=False``: DuckDB evaluates the expectations (``sql.py``); a pass is stored as such
-        (``engine`` "duckdb", no Data Docs page), a failure or an expectation it cannot state
-        runs the GX checkpoint, whose result is the one stored. ``audit`` (with ``gx``, the stream
+        (``engine`` "duckdb", no Data Docs page), and so is a failure of a suite whose
+        ``gx_on_failure`` is False (the freshness suite, ADR 059: with a sample of the rows it checked);
+        any other failure, or an expectation DuckDB cannot state, runs the GX checkpoint, whose result
+        is the one stored. ``audit`` (with ``gx``, the stream
         job's full gates): DuckDB evaluates the suite too and a disagreement with GX is logged as
         an error (GX's verdict stands)."""
         with self._use:
