@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import threading
 import time
 from datetime import date, timedelta
@@ -49,11 +50,10 @@ _GATE = (("validate", "dq_validate"), ("validate_windows", "dq_windows"), ("publ
 
 
 def _pss_mb() -> int:
-    with open("/proc/self/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) // 1024
-    return 0
+    """This process's PSS in MB (bench.backfill's smaps_rollup reader)."""
+    from bench.backfill import _tree_pss
+
+    return _tree_pss([os.getpid()])[1] >> 20
 
 
 def heap_and_anon_pss_mb(smaps: str) -> tuple[int, int]:
