@@ -182,10 +182,6 @@ class AnalyticsConfig:
     #: rest by their realized / removed rates (ADR 041; False: every tier's EM estimate relative to
     #: the venue's realized / removed ratio so far, ADR 026, which shrank the uncrossed tiers)
     liqmap_calibration_keep_uncrossed: bool = True
-    #: a crossing's realized USD counts as evidence on the mix up to this multiple of the USD the map
-    #: removed there x the venue's realized / removed ratio so far; the excess (liquidations where the
-    #: map held almost nothing) is no evidence, as when it removed nothing (ADR 063; 0 = no cap)
-    liqmap_calibration_realized_cap: float = 0.0
     #: maintenance margin rate in the liquidation distance max(1/L - mmr, 1/(2L))
     liqmap_mmr: float = 0.005
     #: share of the book that closes and reopens at the minute's VWAP per day (gross flow under net OI);

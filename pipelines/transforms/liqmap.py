@@ -299,7 +299,7 @@ class VenueBook:
         return removed
 
     def calibrate(self, removed_usd: np.ndarray, realized_usd: float, rate: float,
-                  keep_uncrossed: bool = False, realized_cap: float = 0.0) -> None:
+                  keep_uncrossed: bool = False) -> None:
         """One side's crossing as evidence on the leverage mix: an online EM (ADR 026).
 
         ``removed_usd``: (tiers,) USD the map removed at this crossing; ``realized_usd``: the venue's
@@ -319,24 +319,12 @@ class VenueBook:
         normalized among themselves to the share the crossed tiers hold, and a tier never crossed
         keeps its weight (:meth:`_target_keeping_uncrossed`). Without it, c counts the USD removed
         before the first realized liquidation, which the EM sums do not, and every renormalization
-        shrinks the uncrossed tiers again (their target is their current weight).
-
-        ``realized_cap`` (``liqmap_calibration_realized_cap``, ADR 063; 0 = off): the realized USD
-        attributed to the tiers is at most ``realized_cap x c x removed``, with c the venue's
-        realized / removed USD before this crossing (no cap before its first realized liquidation).
-        The excess is liquidations where the map held (almost) nothing, which the rule above already
-        takes as no evidence when the map removed exactly nothing; without the cap, a crossing that
-        removed a few USD of one tier's levels is credited with the whole minute's realized USD (a
-        cascade's millions) and that tier's weight jumps. The scale sums (``seen_*``) keep the
-        whole realized USD."""
+        shrinks the uncrossed tiers again (their target is their current weight)."""
         if rate <= 0 or realized_usd < 0:
             return
         est = float(removed_usd.sum())
         if est <= 0:
             return  # liquidations where the map had nothing: no tier to attribute them to
-        evidence = realized_usd
-        if realized_cap > 0 and self.seen_realized > 0 and self.seen_removed > 0:
-            evidence = min(realized_usd, realized_cap * self.seen_realized / self.seen_removed * est)
         self.seen_removed += est
         self.seen_realized += realized_usd
         if not self.seen_realized > 0:
@@ -344,7 +332,7 @@ class VenueBook:
         # one errstate for the whole update (entering one costs about as much as the arithmetic here)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.em_exposure += np.where(self.weights > 0, removed_usd / self.weights, 0.0)
-            self.em_usd += evidence * removed_usd / est
+            self.em_usd += realized_usd * removed_usd / est
             if keep_uncrossed:
                 target = self._target_keeping_uncrossed()
             else:
@@ -545,16 +533,16 @@ class Estimator:
         long_liq, short_liq = col["long_liq_usd"][t], col["short_liq_usd"][t]
         realized = [(0.0, 0.0) if v is None else (long_liq[v], short_liq[v]) for v in rows]
         # 2. calibration, per book (only where there is evidence: few minutes)
-        rate, keep, cap = cfg.liqmap_calibration_rate, cfg.liqmap_calibration_keep_uncrossed, cfg.liqmap_calibration_realized_cap
+        rate, keep = cfg.liqmap_calibration_rate, cfg.liqmap_calibration_keep_uncrossed
         if rate > 0:  # (no crossing and no liquidation: no evidence)
             if removed is None:
                 removed = np.zeros((n, 2, stack.shape[2]))
             for i, bk in enumerate(books):
                 # crossed longs were liquidated around the low, shorts around the high
                 if realized[i][0] > 0 or crossed[i][0]:
-                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate, keep, cap)
+                    bk.calibrate(removed[i, 0] * low, realized[i][0], rate, keep)
                 if realized[i][1] > 0 or crossed[i][1]:
-                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate, keep, cap)
+                    bk.calibrate(removed[i, 1] * high, realized[i][1], rate, keep)
         # 3.-4. closing and turnover, per book (scalars)
         oi_now = col["oi_base"][t]
         opening: list[int] = []

@@ -467,31 +467,3 @@ def test_missing_prices_and_oi_neither_crash_nor_drop_the_minutes_that_have_them
     # 2 minutes, then the price 2 more: minutes 40-43 keep one)
     assert minutes == set(range(0, 44)) | set(range(50, 120))
     assert all(r["long_usd_5pct"] >= 0 and math.isfinite(r["short_usd_5pct"]) for r in fuel)
-
-
-def test_calibration_realized_cap_counts_evidence_up_to_what_the_map_removed():
-    # ADR 063. tiers 10x / 100x at 1/2 each. 1st crossing: both remove 40 USD, 40 realized; no cap
-    # yet (no realized / removed ratio before it): exposure 40 / 0.5 = (80, 80), attributed (20, 20),
-    # equal rates, weights stay; the venue's ratio so far c = 40 / 80 = 0.5
-    g = Grid.around(100.0, ONE_TIER)
-    capped = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
-    free = VenueBook(g, np.array([10.0, 100.0]), np.array([0.5, 0.5]), 0.005)
-    for b, cap in ((capped, 2.0), (free, 0.0)):
-        b.calibrate(np.array([40.0, 40.0]), 40.0, rate=1.0, keep_uncrossed=True, realized_cap=cap)
-        assert b.em_usd.tolist() == [20.0, 20.0] and b.weights.tolist() == [0.5, 0.5]
-    # 2nd: a cascade minute where only 1 USD of 100x levels was left to remove and 1000 USD were
-    # realized. Capped at 2 x 0.5 x 1 = 1 USD of evidence: 100x exposure 80 + 1 / 0.5 = 82,
-    # attributed 20 + 1 = 21; rates 20 / 80 = 0.25 and 21 / 82 = 0.256098 -> (0.49398, 0.50602)
-    capped.calibrate(np.array([0.0, 1.0]), 1000.0, rate=1.0, keep_uncrossed=True, realized_cap=2.0)
-    assert capped.em_usd.tolist() == [20.0, 21.0] and capped.em_exposure.tolist() == [80.0, 82.0]
-    assert capped.weights == pytest.approx([0.25 / (0.25 + 21 / 82), (21 / 82) / (0.25 + 21 / 82)])
-    assert capped.weights == pytest.approx([0.49398, 0.50602], abs=1e-5)
-    # the scale sums keep the whole realized USD
-    assert (capped.seen_removed, capped.seen_realized) == (81.0, 1040.0)
-    # without the cap the 1000 USD go to 100x: rate 1020 / 82 = 12.439 -> 100x at 0.98030
-    free.calibrate(np.array([0.0, 1.0]), 1000.0, rate=1.0, keep_uncrossed=True, realized_cap=0.0)
-    assert free.weights[1] == pytest.approx((1020 / 82) / (0.25 + 1020 / 82), abs=1e-9)
-    assert free.weights[1] == pytest.approx(0.98030, abs=1e-5)
-    # realized within the cap counts whole: 10x removes 10 USD, 2 realized (cap 2 x 1040 / 81 x 10)
-    capped.calibrate(np.array([10.0, 0.0]), 2.0, rate=1.0, keep_uncrossed=True, realized_cap=2.0)
-    assert capped.em_usd.tolist() == [22.0, 21.0]

@@ -51,10 +51,10 @@ class ReferenceEstimator(liqmap.Estimator):
             if cfg.liqmap_calibration_rate > 0:
                 if realized[0] > 0 or removed[0].any():
                     book.calibrate(removed[0] * low, realized[0], cfg.liqmap_calibration_rate,
-                                   cfg.liqmap_calibration_keep_uncrossed, cfg.liqmap_calibration_realized_cap)
+                                   cfg.liqmap_calibration_keep_uncrossed)
                 if realized[1] > 0 or removed[1].any():
                     book.calibrate(removed[1] * high, realized[1], cfg.liqmap_calibration_rate,
-                                   cfg.liqmap_calibration_keep_uncrossed, cfg.liqmap_calibration_realized_cap)
+                                   cfg.liqmap_calibration_keep_uncrossed)
             oi = float(inp.oi_base[v, t]) if v is not None else math.nan
             if not math.isfinite(oi):
                 continue
@@ -145,8 +145,6 @@ CONFIGS = {
         AnalyticsConfig(), liqmap_initial_margin_gap=0.0, liqmap_turnover_per_day=1.0),
     "calibration relative to the venue's ratio (before ADR 041)": dataclasses.replace(
         AnalyticsConfig(), liqmap_calibration_keep_uncrossed=False),
-    "calibration evidence capped at 3x the venue's ratio (ADR 063)": dataclasses.replace(
-        AnalyticsConfig(), liqmap_calibration_realized_cap=3.0),
     "calibration at half rate, per-venue mix": dataclasses.replace(
         AnalyticsConfig(), liqmap_calibration_rate=0.5, liqmap_every_minutes=7, liqmap_cluster_multiple=1.5,
         liqmap_venue_leverage_weights=(("okx", (1.0,) * 12),)),
