@@ -108,33 +108,25 @@ def swept_overlap(est: Buckets, realized: Buckets, price_bucket: int) -> float:
     return sum(min(e.get(b, 0.0) / et, u / rt) for b, u in realized.items())
 
 
-def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsConfig,
-              horizon_minutes: int = 60) -> dict[str, Any]:
-    """Map accuracy and prediction of one estimate against one run's true books (module docstring)."""
+def _next_hour_sides(est: dict[tuple[str, int, str], Buckets], truth: dict[str, Any], config: AnalyticsConfig,
+                     horizon_minutes: int) -> Iterable[tuple[dict, str, Buckets, int, int, Buckets]]:
+    """Every snapshot side the estimate has (a snapshot with no estimate of the base is skipped), with
+    the side's estimate, its range ``[lo, hi]`` and the USD liquidated in the ``horizon_minutes``
+    after the snapshot by grid bucket of its level (empty when none)."""
     books = truth["liquidation_books"]
     w = config.liqmap_bucket_bp / 10_000.0
-    rng = config.liqmap_range_pct
-    est = estimate_buckets(levels, w)
     liqs: dict[tuple[str, str], list] = {}
     for t_us, base, side, price, usd in books["liquidations"]:
         liqs.setdefault((base, side), []).append((t_us, price, usd))
     for v in liqs.values():
         v.sort()
     times = {k: [x[0] for x in v] for k, v in liqs.items()}
-    overlaps: list[float] = []
-    hit = top_hit = total = 0.0
-    snapshots = 0
     for snap in books["snapshots"]:
         m_us, base, price = snap["minute_us"], snap["base"], snap["price"]
         if (base, m_us, "long") not in est and (base, m_us, "short") not in est:
             continue  # no estimate for this snapshot (no bar of the base in the minute)
-        snapshots += 1
         for side in ("long", "short"):
-            e = est.get((base, m_us, side), {})
-            lo, hi = side_range(price, side, rng, w)
-            o = overlap(e, true_buckets(snap, side, w), lo, hi)
-            if o is not None:
-                overlaps.append(o)
+            lo, hi = side_range(price, side, config.liqmap_range_pct, w)
             ts, rows = times.get((base, side), []), liqs.get((base, side), [])
             start = m_us + MINUTE_US  # the snapshot is as of the end of its minute
             i0, i1 = bisect_right(ts, start), bisect_left(ts, start + horizon_minutes * MINUTE_US + 1)
@@ -142,16 +134,68 @@ def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsCo
             for _, p, usd in rows[i0:i1]:
                 b = math.floor(math.log(p) / w)
                 realized[b] = realized.get(b, 0.0) + usd
-            if not realized:
-                continue
-            r_usd = sum(realized.values())
-            total += r_usd
-            hit += r_usd * swept_overlap(e, realized, math.floor(math.log(price) / w))
-            top = top_decile(e, lo, hi)
-            top_hit += sum(u for b, u in realized.items() if b in top)
+            yield snap, side, est.get((base, m_us, side), {}), lo, hi, realized
+
+
+def score_map(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsConfig,
+              horizon_minutes: int = 60) -> dict[str, Any]:
+    """Map accuracy and prediction of one estimate against one run's true books (module docstring)."""
+    w = config.liqmap_bucket_bp / 10_000.0
+    overlaps: list[float] = []
+    hit = top_hit = total = 0.0
+    snapshots = 0
+    for snap, side, e, lo, hi, realized in _next_hour_sides(estimate_buckets(levels, w), truth, config, horizon_minutes):
+        snapshots += side == "long"
+        o = overlap(e, true_buckets(snap, side, w), lo, hi)
+        if o is not None:
+            overlaps.append(o)
+        if not realized:
+            continue
+        r_usd = sum(realized.values())
+        total += r_usd
+        hit += r_usd * swept_overlap(e, realized, math.floor(math.log(snap["price"]) / w))
+        top = top_decile(e, lo, hi)
+        top_hit += sum(u for b, u in realized.items() if b in top)
     return {"snapshots": snapshots, "map_overlap": float(np.mean(overlaps)) if overlaps else None,
             "prediction": hit / total if total > 0 else None,
             "top_decile_share": top_hit / total if total > 0 else None, "liquidated_usd_next_hour": total}
+
+
+def swept_profile(levels: Iterable[dict], truth: dict[str, Any], config: AnalyticsConfig,
+                  bands_pct: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0),
+                  horizon_minutes: int = 60) -> dict[str, list[float]]:
+    """Where the prediction is won or lost, by distance from the snapshot's price (ADR 063): per band
+    ``[0, bands_pct[0])``, ..., ``[bands_pct[-1], inf)`` (% of the price, by bucket mid), as shares
+    of all the scored realized USD: ``realized``; ``estimate`` and ``truth``, each snapshot side's
+    estimate / true book within its swept range normalized to that side's realized USD; and
+    ``matched``, the side's ``min(e_b / E, r_b / R) R`` (its sum is :func:`score_map`'s prediction)."""
+    w = config.liqmap_bucket_bp / 10_000.0
+    edges = [x / 100.0 for x in bands_pct]
+    out = {k: [0.0] * (len(edges) + 1) for k in ("realized", "estimate", "truth", "matched")}
+    total = 0.0
+    for snap, side, e, _, _, realized in _next_hour_sides(estimate_buckets(levels, w), truth, config, horizon_minutes):
+        if not realized:
+            continue
+        price = snap["price"]
+        pb = math.floor(math.log(price) / w)
+        lo, hi = min(min(realized), pb), max(max(realized), pb)
+
+        def band(b: int, price: float = price) -> int:  # the band of bucket b's mid
+            return bisect_right(edges, abs(math.exp((b + 0.5) * w) / price - 1.0))
+
+        r_usd = sum(realized.values())
+        total += r_usd
+        for name, book in (("estimate", e), ("truth", true_buckets(snap, side, w))):
+            swept = {b: u for b, u in book.items() if lo <= b <= hi and u > 0}
+            s_usd = sum(swept.values())
+            for b, u in swept.items():
+                out[name][band(b)] += r_usd * u / s_usd
+            if name == "estimate":
+                for b, u in realized.items():
+                    out["realized"][band(b)] += u
+                    if s_usd > 0:
+                        out["matched"][band(b)] += r_usd * min(swept.get(b, 0.0) / s_usd, u / r_usd)
+    return {k: [x / total for x in v] if total > 0 else v for k, v in out.items()}
 
 
 def oracle_levels(truth: dict[str, Any], w: float) -> list[dict]:
@@ -179,20 +223,24 @@ def simulate(preset: str, seed: int, config: AnalyticsConfig, mix: str = "defaul
                          **INITIAL_BOOKS[book])
 
 
-def score_run(out: dict[str, Any], config: AnalyticsConfig) -> dict[str, Any]:
-    """Estimate one run's map with ``config`` and with the baseline, score both and the true books."""
+def estimate_levels(out: dict[str, Any], config: AnalyticsConfig) -> list[dict]:
+    """One simulated run's ``liquidation_levels`` rows (scope ``all``) estimated with ``config``."""
     from pipelines.transforms.liqmap import LEVELS_TAG, estimate_base
     from pipelines.transforms.panel import base_bars_from_columns, columns_from_rows
 
     by_base: dict[str, list[dict]] = {}
     for r in out["bars_1m"]:
         by_base.setdefault(r["base"], []).append(r)
+    return [r for b, rows in sorted(by_base.items())
+            for tag, r in estimate_base(base_bars_from_columns(b, columns_from_rows(rows), config), config, None,
+                                        fuel=False, venues=False) if tag == LEVELS_TAG]
+
+
+def score_run(out: dict[str, Any], config: AnalyticsConfig) -> dict[str, Any]:
+    """Estimate one run's map with ``config`` and with the baseline, score both and the true books."""
     row: dict[str, Any] = {}
     for name, cfg in (("est", config), ("base", baseline_config(config))):
-        levels = [r for b, rows in sorted(by_base.items())
-                  for tag, r in estimate_base(base_bars_from_columns(b, columns_from_rows(rows), cfg), cfg, None,
-                                              fuel=False, venues=False) if tag == LEVELS_TAG]
-        s = score_map(levels, out["truth"], cfg)
+        s = score_map(estimate_levels(out, cfg), out["truth"], cfg)
         row.update({f"{name}_{k}": v for k, v in s.items()})
     s = score_map(oracle_levels(out["truth"], config.liqmap_bucket_bp / 10_000.0), out["truth"], config)
     row.update({f"oracle_{k}": v for k, v in s.items()})
@@ -344,11 +392,37 @@ def tuning_summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _overrides(args: Iterable[str]) -> dict[str, Any]:
+    """``FIELD=JSON`` arguments as AnalyticsConfig overrides (JSON lists as tuples)."""
+    import json
+
+    over = {}
+    for a in args:
+        k, v = a.split("=", 1)
+        val = json.loads(v)
+        over[k] = tuple(val) if isinstance(val, list) else val
+    return over
+
+
+def profile_table(out: dict[str, Any], config: AnalyticsConfig) -> str:
+    """:func:`swept_profile` of the estimate and of the fixed tiers on one simulated run, as text."""
+    bands = (0.5, 1.0, 2.0, 3.0, 5.0)
+    heads = [f"{a:g}-{b:g} %" for a, b in zip((0.0, *bands[:-1]), bands, strict=True)] + [f">{bands[-1]:g} %"]
+    lines = []
+    for name, cfg in (("estimate", config), ("fixed tiers", baseline_config(config))):
+        p = swept_profile(estimate_levels(out, cfg), out["truth"], cfg, bands)
+        lines += [f"{name}: prediction {sum(p['matched']):.3f}", f"{'':9}" + "".join(f"{h:>10}" for h in heads)]
+        lines += [f"{k:9}" + "".join(f"{x:10.3f}" for x in v) for k, v in p.items()]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     # python -m pipelines.transforms.liqmap_score [PROCESSES]: the held-out table;
     # python -m pipelines.transforms.liqmap_score tuning CACHE_DIR [PROCESSES] [--true-mix] [FIELD=JSON ...]:
-    # the 24 seed-1 tuning runs with AnalyticsConfig fields overridden (ADR 058)
-    import json
+    # the 24 seed-1 tuning runs with AnalyticsConfig fields overridden (ADR 058);
+    # python -m pipelines.transforms.liqmap_score profile RUN_PICKLE [FIELD=JSON ...]: where one cached
+    # run's prediction is won or lost, by distance from the price (ADR 063)
+    import pickle
     import sys
 
     argv = sys.argv[1:]
@@ -356,13 +430,13 @@ if __name__ == "__main__":
         cache, rest = argv[1], argv[2:]
         procs = int(rest.pop(0)) if rest and rest[0].isdigit() else 2
         oracle = "--true-mix" in rest
-        over = {}
-        for a in (a for a in rest if a != "--true-mix"):
-            k, v = a.split("=", 1)
-            val = json.loads(v)
-            over[k] = tuple(val) if isinstance(val, list) else val
+        over = _overrides(a for a in rest if a != "--true-mix")
         rows = tuning_rows(dataclasses.replace(AnalyticsConfig(), **over), cache, procs, oracle)
         print(map_score_table(rows))
         print(tuning_summary(rows))
+    elif argv[:1] == ["profile"]:
+        with open(argv[1], "rb") as f:
+            run = pickle.load(f)
+        print(profile_table(run, dataclasses.replace(AnalyticsConfig(), **_overrides(argv[2:]))))
     else:
         print(map_score_table(held_out_rows(int(argv[0]) if argv else 3)))

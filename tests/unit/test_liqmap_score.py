@@ -20,6 +20,7 @@ from pipelines.transforms.liqmap_score import (
     score_map,
     side_range,
     swept_overlap,
+    swept_profile,
     top_decile,
     true_mix_weights,
 )
@@ -87,6 +88,35 @@ def test_score_map_by_hand():
     exact = {"liquidation_books": {**truth["liquidation_books"], "liquidations": [
         [10 * m, "BTC", "long", 95.0, 100.0], [20 * m, "BTC", "long", 92.0, 100.0]]}}
     assert score_map(oracle_levels(exact, W), exact, CFG)["prediction"] == pytest.approx(1.0)
+
+
+def test_swept_profile_by_hand():
+    # test_score_map_by_hand's case. Bucket mids on the 1 % grid: 95 -> bucket 455, mid e^4.555 =
+    # 95.10 (4.90 % below 100); 97 -> 457, mid 97.03 (2.97 %); 92 -> 452, mid 92.30 (7.70 %).
+    # Bands [0, 1), [1, 3), [3, 5), [5, inf). The swept range (100 down to 92) holds all three
+    # estimated buckets (E = 100) and both true ones (T = 200); realized R = 40, 30 at 95, 10 at 92.
+    m = 60_000_000
+    truth = {"liquidation_books": {
+        "snapshots": [_snapshot(0, 100.0, {95.0: 100.0, 92.0: 100.0})],
+        "liquidations": [[10 * m, "BTC", "long", 95.0, 30.0], [20 * m, "BTC", "long", 92.0, 10.0],
+                         [180 * m, "BTC", "long", 95.0, 60.0]]}}
+    levels = [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
+    p = swept_profile(levels, truth, CFG, bands_pct=(1.0, 3.0, 5.0))
+    assert p["realized"] == pytest.approx([0.0, 0.0, 0.75, 0.25])
+    assert p["estimate"] == pytest.approx([0.0, 0.3, 0.5, 0.2])
+    assert p["truth"] == pytest.approx([0.0, 0.0, 0.5, 0.5])
+    # min(0.5, 0.75) at 95 and min(0.2, 0.25) at 92: the sum is the prediction, 0.7
+    assert p["matched"] == pytest.approx([0.0, 0.0, 0.5, 0.2])
+    assert sum(p["matched"]) == pytest.approx(score_map(levels, truth, CFG)["prediction"])
+    # a second snapshot side with no estimate in its swept range: its realized USD counts, nothing
+    # matched; each side weighs by its realized USD (40 and 40 -> every share halves)
+    truth["liquidation_books"]["snapshots"].append(_snapshot(120 * m, 100.0, {95.0: 100.0}))
+    levels.append(_level(120 * m, 80.0, 10.0))
+    p = swept_profile(levels, truth, CFG, bands_pct=(1.0, 3.0, 5.0))
+    # the second side: 60 at 95 (bucket 455, 3-5 %) in its next hour
+    assert p["realized"] == pytest.approx([0.0, 0.0, (30 + 60) / 100, 10 / 100])
+    assert p["matched"] == pytest.approx([0.0, 0.0, 0.5 * 40 / 100, 0.2 * 40 / 100])
+    assert p["truth"] == pytest.approx([0.0, 0.0, (0.5 * 40 + 60) / 100, 0.5 * 40 / 100])
 
 
 def test_swept_overlap_by_hand():
