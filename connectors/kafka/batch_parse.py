@@ -83,7 +83,8 @@ class Fallback:
 @dataclass
 class Parsed:
     """A response's whole batches in order: :class:`Columns` runs and :class:`Fallback` batches, each
-    with the offset after its last batch (``ends``: what the fetch position moves to)."""
+    with the offset after its last batch (``ends``: what the fetch position moves to; -1 after a batch
+    of an older message format, whose last offset kafka-python finds as it parses it)."""
 
     parts: list[Columns | Fallback]
     ends: list[int]
