@@ -27,12 +27,15 @@ def _rows(reader: RangeReader, rng: OffsetRange) -> list[tuple]:
     return [(r.offset, r.timestamp, r.key, r.value) for r in reader.read(rng)]
 
 
+def _as_list(column) -> list:  # type: ignore[no-untyped-def]
+    return column.to_pylist() if isinstance(column, pa.Array) else list(column)
+
+
 def _columns(reader: RangeReader, rng: OffsetRange, size: int) -> list[tuple]:
     out = []
     for offsets, values, keys, stamps in reader.read_columns(rng, size):
         assert len(offsets) <= size
-        as_list = (lambda c: c.to_pylist() if isinstance(c, pa.Array) else list(c))
-        out += zip([int(o) for o in offsets], [int(t) for t in stamps], as_list(keys), as_list(values), strict=True)
+        out += zip([int(o) for o in offsets], [int(t) for t in stamps], _as_list(keys), _as_list(values), strict=True)
     return out
 
 
