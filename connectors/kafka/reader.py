@@ -9,6 +9,7 @@ transaction). Ranges are split into chunks so Beam can spread them over workers.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import struct
@@ -365,10 +366,16 @@ class ColumnarPartitionRecords(Fetcher.PartitionRecords):
     def __init__(self, fetch_offset, tp, records, **kw):  # type: ignore[no-untyped-def]
         super().__init__(fetch_offset, tp, records, **kw)
         if self.isolation_level == IsolationLevel.READ_UNCOMMITTED:
-            self.record_iterator = self._columns(records, kw)
+            self._own, self.record_iterator = self.record_iterator, self._columns(records, kw)
 
     def _columns(self, records: MemoryRecords, kw: dict):  # type: ignore[no-untyped-def]
-        parsed = parse(records._buffer, self.check_crcs)
+        try:
+            parsed = parse(records._buffer, self.check_crcs)
+        except Exception:  # noqa: BLE001 - a bug of ours must not stop a read: kafka-python parses it all
+            log.warning("columnar parsing of a fetch of %s failed: kafka-python parses it", self.topic_partition,
+                        exc_info=True)
+            yield from self._own  # kafka-python's own iterator (it drains itself)
+            return
         for part, end in zip(parsed.parts, parsed.ends, strict=True):
             if isinstance(part, Fallback):
                 one = Fetcher.PartitionRecords(self.fetch_offset, self.topic_partition, MemoryRecords(bytes(part.data)),
@@ -391,23 +398,9 @@ class ColumnarPartitionRecords(Fetcher.PartitionRecords):
         self.drain()
 
 
-class Record(tuple):
-    """A record as :meth:`RangeReader.read` yields it from parsed columns: kafka-python's
-    ``ConsumerRecord`` fields that liqstream reads."""
-
-    __slots__ = ()
-    _fields = ("topic", "partition", "offset", "timestamp", "key", "value")
-
-    def __new__(cls, topic: str, partition: int, offset: int, timestamp: int, key: bytes | None,
-                value: bytes | None) -> Record:
-        return tuple.__new__(cls, (topic, partition, offset, timestamp, key, value))
-
-    topic = property(lambda self: self[0])
-    partition = property(lambda self: self[1])
-    offset = property(lambda self: self[2])
-    timestamp = property(lambda self: self[3])
-    key = property(lambda self: self[4])
-    value = property(lambda self: self[5])
+#: a record as :meth:`RangeReader.read` yields it from parsed columns: the fields of kafka-python's
+#: ``ConsumerRecord`` that liqstream reads
+Record = collections.namedtuple("Record", ["topic", "partition", "offset", "timestamp", "key", "value"])
 
 
 def columns_of(records: list[Any]) -> Columns:

@@ -200,3 +200,15 @@ def test_headers_control_batches_and_old_magic_are_read_as_kafka_python_reads_th
 def test_an_empty_or_tiny_response():
     assert columnar(b"") == kafka_python(b"") == ([], 0)
     assert parse(b"\x00" * 11).parts == []
+
+
+def test_a_failure_of_the_parser_itself_leaves_the_response_to_kafka_python(monkeypatch):
+    import connectors.kafka.reader as reader
+
+    def broken(*_a, **_k):
+        raise IndexError("a bug")
+
+    data, first = random_log(random.Random(4), 5)
+    want = kafka_python(data, first + 3)
+    monkeypatch.setattr(reader, "parse", broken)
+    assert columnar(data, first + 3) == want
