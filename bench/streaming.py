@@ -123,7 +123,9 @@ def _fresh_broker_and_mart(workdir: Path) -> Iterator[tuple[Any, Any, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(port=free_port(), run_dir=workdir / "broker").start()
     try:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        # the KAFKA_* settings from the environment too (KAFKA_READER_BATCH_PARSE=0, ...): before, only
+        # KAFKA_READER_CLIENT reached the job here (a default read from the environment)
+        kafka = KafkaSettings.from_env(bootstrap_servers=broker.bootstrap)
         ensure_topics(kafka)
         (workdir / "data").mkdir(exist_ok=True)
         # the job's own settings from the environment (LIQSTREAM_FETCH_MIN_OFFSETS, ...), on this broker and mart

@@ -156,8 +156,10 @@ class BatchDecoder:
             return b""
         return head.getvalue()
 
-    def decode(self, values: list[bytes | None]) -> tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]:
-        arr = pa.array(values, pa.binary())
+    def decode(self, values: list[bytes | None] | pa.BinaryArray) -> tuple[pa.RecordBatch, np.ndarray,
+                                                                           list[tuple[int, str]]]:
+        """``values``: bytes (None: a tombstone), as a list or an Arrow binary array."""
+        arr = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
         if self._lengths is not None and len(arr):
             fast = pc.fill_null(pc.equal(pc.binary_slice(arr, 0, HEADER_LEN), self._header), False).to_numpy(
                 zero_copy_only=False)
@@ -232,9 +234,10 @@ class BatchDecoder:
         decode = self.per_record.decode
         self.single_values += len(idx)
         rows, kept = [], []
+        arrow = isinstance(values, pa.Array)
         for i in idx.tolist():
             try:
-                rows.append(decode(values[i] or b""))
+                rows.append(decode((values[i].as_py() if arrow else values[i]) or b""))
             except SchemaDecodeError as exc:
                 rejects.append((i, str(exc)))
                 continue

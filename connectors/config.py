@@ -47,6 +47,11 @@ class KafkaSettings:
     #: record batch again and again within one fetch while it has bytes left to fill and a live feed
     #: keeps adding batches (ADR 056). 0 = no limit per fetch (as before ADR 056)
     reader_fetch_bytes_factor: float = 1.05
+    #: the bounded (kafka-python) range readers parse each fetch response's record batches (message
+    #: format v2) into columns with NumPy (connectors/kafka/batch_parse.py) instead of kafka-python's
+    #: one Python object per record; a batch it cannot parse goes to kafka-python's own parsing (ADR 060).
+    #: 0 (KAFKA_READER_BATCH_PARSE=0) = kafka-python parses every record, as before ADR 060
+    reader_batch_parse: bool = True
     #: liqstream's own: a range read without progress for this long reconnects and resumes ...
     read_stall_ms: int = 5_000
     #: ... and fails (the cycle is retried) after this long without progress across reconnects

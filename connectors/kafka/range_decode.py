@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from connectors.avro import AvroDecoder, SchemaDecodeError
 from connectors.avro_batch import BatchDecoder
 from connectors.config import KafkaSettings
@@ -110,13 +112,10 @@ class RangeDecoder:
         their reason, one by one, the rest on through :meth:`_plausible_batch`."""
         batch, kept, bad = decoder.decode(values)
         for i, reason in bad:
-            yield Reject(reject_row(rng, offsets[i], key_exchange(keys[i]), event_type, "decode_error", reason,
-                                    kafka_ts[i], values[i]))
+            yield Reject(reject_row(rng, _at(offsets, i), key_exchange(_at(keys, i)), event_type, "decode_error",
+                                    reason, _at(kafka_ts, i), _at(values, i)))
         if bad:
-            keep = kept.tolist()
-            offsets = [offsets[i] for i in keep]
-            kafka_ts = [kafka_ts[i] for i in keep]
-            values = [values[i] for i in keep]
+            offsets, kafka_ts, values = _take(offsets, kept), _take(kafka_ts, kept), _take(values, kept)
         if batch.num_rows:
             yield from self._plausible_batch(batch, rng, event_type, offsets, kafka_ts, values)
 
@@ -132,15 +131,33 @@ class RangeDecoder:
 
             exchanges = batch.column(batch.schema.get_field_index("exchange")).to_pylist()
             for i, reason, detail in bad:
-                yield Reject(reject_row(rng, offsets[i], exchanges[i], event_type, reason, detail, kafka_ts[i],
-                                        values[i]))
+                yield Reject(reject_row(rng, _at(offsets, i), exchanges[i], event_type, reason, detail,
+                                        _at(kafka_ts, i), _at(values, i)))
             drop = {i for i, _, _ in bad}
             keep = [i for i in range(batch.num_rows) if i not in drop]
             batch = batch.take(pa.array(keep, pa.int64()))
-            offsets = [offsets[i] for i in keep]
+            offsets = _take(offsets, np.asarray(keep, np.int64))
             if not keep:
                 return
         yield with_position(batch, rng, offsets)
+
+
+def _at(column: Any, i: int) -> Any:
+    """Item ``i`` of a column of :meth:`RangeReader.read_columns` as a Python value (the columns are
+    lists, or NumPy / Arrow arrays from parsed record batches: ADR 060)."""
+    v = column[i]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v.as_py() if hasattr(v, "as_py") else v
+
+
+def _take(column: Any, idx: np.ndarray) -> Any:
+    """The items ``idx`` of a column of :meth:`RangeReader.read_columns`, of the same kind."""
+    if isinstance(column, np.ndarray):
+        return column[idx]
+    if isinstance(column, list):
+        return [column[i] for i in idx.tolist()]
+    return column.take(idx)
 
 
 def reject_row(rng: OffsetRange, offset: int, exchange: str | None, event_type: str, reason: str, detail: str,

@@ -9,6 +9,7 @@ transaction). Ranges are split into chunks so Beam can spread them over workers.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import struct
@@ -18,10 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import Fetcher, IsolationLevel
 from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.record.memory_records import MemoryRecords
 
 from connectors.config import KafkaSettings
+from connectors.kafka.batch_parse import Columns, Fallback, parse
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +353,68 @@ class FetchSizer:
             self.bytes_per_offset[topic] = seen if old is None else old + self.LEARN * (seen - old)
 
 
+class ColumnarPartitionRecords(Fetcher.PartitionRecords):
+    """kafka-python's fetched records of one partition, parsed by :func:`connectors.kafka.batch_parse.parse`
+    (ADR 060): yields :class:`~connectors.kafka.batch_parse.Columns` (a run of whole batches, from the
+    fetch offset on) instead of a ``ConsumerRecord`` per record, and kafka-python's own
+    ``ConsumerRecord`` for the records of a batch that ``parse`` hands back (kafka-python then parses
+    that batch, or raises its error for it). Installed on a range reader's fetcher
+    (``fetcher.PartitionRecords``, a nested class of kafka-python's ``Fetcher``, pinned in
+    constraints.txt) when ``KafkaSettings.reader_batch_parse``; with ``isolation_level``
+    read_committed (never set by liqstream) kafka-python's own parsing runs."""
+
+    def __init__(self, fetch_offset, tp, records, **kw):  # type: ignore[no-untyped-def]
+        super().__init__(fetch_offset, tp, records, **kw)
+        if self.isolation_level == IsolationLevel.READ_UNCOMMITTED:
+            self._own, self.record_iterator = self.record_iterator, self._columns(records, kw)
+
+    def _columns(self, records: MemoryRecords, kw: dict):  # type: ignore[no-untyped-def]
+        try:
+            parsed = parse(records._buffer, self.check_crcs)
+        except Exception:  # noqa: BLE001 - a bug of ours must not stop a read: kafka-python parses it all
+            log.warning("columnar parsing of a fetch of %s failed: kafka-python parses it", self.topic_partition,
+                        exc_info=True)
+            yield from self._own  # kafka-python's own iterator (it drains itself)
+            return
+        for part, end in zip(parsed.parts, parsed.ends, strict=True):
+            if isinstance(part, Fallback):
+                one = Fetcher.PartitionRecords(self.fetch_offset, self.topic_partition, MemoryRecords(bytes(part.data)),
+                                               **{k: v for k, v in kw.items() if k not in ("metric_aggregator",
+                                                                                          "on_drain")})
+                for rec in one.record_iterator:
+                    self.records_read += 1
+                    self.next_fetch_offset = rec.offset + 1
+                    yield rec
+                self.next_fetch_offset = max(self.next_fetch_offset, one.next_fetch_offset)
+                continue
+            # kafka-python drops the records before the fetch offset (a batch starting before it)
+            skip = int(np.argmax(part.offsets >= self.fetch_offset)) if len(part) else 0
+            if len(part) and part.offsets[skip] < self.fetch_offset:
+                skip = len(part)
+            self.next_fetch_offset = max(self.next_fetch_offset, end)
+            if skip < len(part):
+                self.records_read += len(part) - skip
+                yield part.slice(skip, len(part)) if skip else part
+        self.drain()
+
+
+#: a record as :meth:`RangeReader.read` yields it from parsed columns: the fields of kafka-python's
+#: ``ConsumerRecord`` that liqstream reads
+Record = collections.namedtuple("Record", ["topic", "partition", "offset", "timestamp", "key", "value"])
+
+
+def columns_of(records: list[Any]) -> Columns:
+    """kafka-python's ConsumerRecords (a batch it parsed) as Columns."""
+    import pyarrow as pa
+
+    return Columns(np.array([r.offset for r in records], np.int64), np.array([r.timestamp for r in records], np.int64),
+                   pa.array([r.key for r in records], pa.binary()), pa.array([r.value for r in records], pa.binary()))
+
+
+def _as_tuple(cols: Columns) -> tuple[np.ndarray, Any, Any, np.ndarray]:
+    return cols.offsets, cols.values, cols.keys, cols.timestamps
+
+
 class RangeReader:
     """Reads offset ranges with one long-lived consumer (manual assignment).
 
@@ -378,6 +445,8 @@ class RangeReader:
 
     def _connect(self) -> KafkaConsumer:
         consumer = _consumer(self._settings, fetch_max_wait_ms=self.fetch_max_wait_ms)
+        if self._settings.reader_batch_parse:
+            consumer._fetcher.PartitionRecords = ColumnarPartitionRecords
         return self.sizer.install(consumer) if self.sizer is not None else consumer
 
     def _reconnect(self, why: str) -> None:
@@ -390,7 +459,19 @@ class RangeReader:
         self._consumer = self._connect()  # may raise if the broker is unreachable: the caller retries
 
     def read(self, rng: OffsetRange) -> Iterator[Any]:
-        """Yield the ConsumerRecords with offsets in [start, end), in offset order."""
+        """Yield the records with offsets in [start, end), in offset order: kafka-python's
+        ConsumerRecords, or :class:`Record` for those parsed into columns (``reader_batch_parse``)."""
+        for item in self._items(rng):
+            if isinstance(item, Columns):
+                for row in zip(item.offsets.tolist(), item.timestamps.tolist(), item.keys.to_pylist(),
+                               item.values.to_pylist(), strict=True):
+                    yield Record(rng.topic, rng.partition, *row)
+            else:
+                yield item
+
+    def _items(self, rng: OffsetRange) -> Iterator[Any]:
+        """Yield the records with offsets in [start, end), in offset order, as kafka-python's
+        ConsumerRecords or as :class:`~connectors.kafka.batch_parse.Columns` of many."""
         if rng.size <= 0:
             return
         tp = TopicPartition(rng.topic, rng.partition)
@@ -424,6 +505,16 @@ class RangeReader:
                 err = exc
             now = time.monotonic()
             for rec in records:
+                if isinstance(rec, Columns):
+                    lo, hi = np.searchsorted(rec.offsets, (pos, rng.end)).tolist()
+                    if hi > lo:
+                        pos = int(rec.offsets[hi - 1]) + 1
+                        last_progress = now
+                        READ_COUNT.records += hi - lo
+                        yield rec.slice(lo, hi) if hi - lo < len(rec) else rec
+                    if hi < len(rec):
+                        return
+                    continue
                 if rec.offset >= rng.end:
                     return
                 if rec.offset >= pos:
@@ -460,6 +551,9 @@ class RangeReader:
                                                                                list[bytes | None], list[int | None]]]:
         """Yield ``(offsets, values, keys, timestamps)`` of up to ``max_records`` records at a time
         (the batch readers' shape; :class:`~connectors.kafka.rdkafka_reader.ConfluentRangeReader` too)."""
+        if self._settings.reader_batch_parse:
+            yield from self._read_columns(rng, max_records)
+            return
         offsets: list[int] = []
         values: list[bytes | None] = []
         keys: list[bytes | None] = []
@@ -474,6 +568,36 @@ class RangeReader:
                 offsets, values, keys, stamps = [], [], [], []
         if offsets:
             yield offsets, values, keys, stamps
+
+    def _read_columns(self, rng: OffsetRange, max_records: int) -> Iterator[tuple[Any, Any, Any, Any]]:
+        """:meth:`read_columns` from parsed columns (ADR 060): offsets and timestamps as int64
+        arrays, values and keys as Arrow binary arrays."""
+        parts: list[Columns] = []
+        loose: list[Any] = []  # ConsumerRecords of a batch kafka-python parsed
+        n = 0
+        for item in self._items(rng):
+            if isinstance(item, Columns):
+                if loose:
+                    parts.append(columns_of(loose))
+                    loose = []
+                parts.append(item)
+                n += len(item)
+            else:
+                loose.append(item)
+                n += 1
+            if n >= max_records:
+                if loose:
+                    parts.append(columns_of(loose))
+                    loose = []
+                whole = Columns.concat(parts)
+                while len(whole) >= max_records:
+                    yield _as_tuple(whole.slice(0, max_records))
+                    whole = whole.slice(max_records, len(whole))
+                parts, n = ([whole] if len(whole) else []), len(whole)
+        if loose:
+            parts.append(columns_of(loose))
+        if n:
+            yield _as_tuple(Columns.concat(parts))
 
     def _try_reconnect(self, why: str) -> None:
         try:
