@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -966,8 +967,35 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             rows, pending = [], []
 
 
+#: the stream job's in-process hand-off of the books (ADR 061), by the cycle's ``state_path``:
+#: {"in": the rows by base the job kept from its last committed cycle (None: read the file),
+#: "out": the rows by base the job's table holds once this cycle's are stored}. Only a cycle the
+#: job opened (:func:`open_handoff`) is here: the backfill and the tests' graphs read files only.
+_HANDOFF: dict[str, dict[str, Any]] = {}
+_HANDOFF_LOCK = threading.Lock()
+
+
+def open_handoff(state_path: str, kept: dict[str, list[dict]] | None) -> None:
+    """Before a cycle's graph runs: its books come from ``kept`` (rows by base, as stored) instead of
+    the file at ``state_path`` (None: from the file), and it collects the rows the table will hold."""
+    with _HANDOFF_LOCK:
+        _HANDOFF[state_path] = {"in": kept, "out": {}}
+
+
+def close_handoff(state_path: str) -> dict[str, list[dict]] | None:
+    """After the graph ran: the rows by base ``liquidation_map_state`` holds once the cycle's state
+    rows are stored (each base's new rows, else the rows it read), or None when it was not opened."""
+    with _HANDOFF_LOCK:
+        h = _HANDOFF.pop(state_path, None)
+    return None if h is None else h["out"]
+
+
 def read_state(path: str | None) -> dict[str, list[dict]]:
-    """liquidation_map_state rows of a Parquet export, by base ({} without one)."""
+    """liquidation_map_state rows of a Parquet export, by base ({} without one); the kept rows when
+    the stream job handed them over in process for this ``path`` (:func:`open_handoff`)."""
+    h = _HANDOFF.get(path) if path else None
+    if h is not None and h["in"] is not None:
+        return h["in"]
     if not path or not os.path.exists(path):
         return {}
     import pyarrow.parquet as pq
@@ -988,13 +1016,26 @@ class _EstimateFn(beam.DoFn):
         # each run's values (RunParams: read when the graph runs, ADR 045) and its stored books
         self._emit, self._settled, self._data_from = (resolve(v) for v in (self.emit_from_us, self.settled_us,
                                                                            self.data_from_us))
-        self._state = read_state(resolve(self.state_path))
+        path = resolve(self.state_path)
+        self._state = read_state(path)
+        h = _HANDOFF.get(path) if path else None
+        self._out = None if h is None else h["out"]  # the job keeps the books in process (ADR 061)
+        if self._out is not None:
+            with _HANDOFF_LOCK:
+                for base, rows in self._state.items():
+                    self._out.setdefault(base, rows)
 
     def process(self, keyed: tuple[str, BaseBars]):
         base, bb = keyed
+        stored = []
         for tag, row in estimate_base(bb, self.config, self._emit, state=self._state.get(base),
                                       settled_us=self._settled, data_from_us=self._data_from):
+            if tag == STATE_TAG:
+                stored.append(row)
             yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
+        if stored and self._out is not None:
+            with _HANDOFF_LOCK:  # the job's store replaces the base's rows with these (store_liqmap_state)
+                self._out[base] = stored
 
 
 class LiquidationMapFromPanels(AnalyticsTransform):
