@@ -357,23 +357,32 @@ def _kept_liqmap_state(con, n: int, oldest: int, newest: int) -> dict[str, list[
     return _KEPT_LIQMAP["rows"]
 
 
-def store_liqmap_state(con, files: list[str], token: int | None = None) -> None:
+def store_liqmap_state(con, files: list[str], token: int | None = None,
+                       rows: dict[str, list[dict]] | None = None) -> None:
     """Replace the stored books of the bases a cycle stepped (a re-warmed base drops venues it no
-    longer has); job_state's token becomes ``token`` (ADR 061: None = no process keeps them)."""
-    if files:
+    longer has): the state rows of ``files``, or ``rows`` by base (the in-process hand-off, ADR 061:
+    the same rows, made into one Arrow table here instead of a Parquet file by the graph's sink);
+    job_state's token becomes ``token`` (ADR 061: None = no process keeps them)."""
+    if rows:
+        table = pa.Table.from_pylist([r for rs in rows.values() for r in rs])  # (as the sink makes its file)
+        con.execute("DELETE FROM liquidation_map_state WHERE base IN (SELECT unnest(?::VARCHAR[]))", [list(rows)])
+        con.register("_liqmap_state_rows", table)
+        try:
+            con.execute("INSERT INTO liquidation_map_state BY NAME SELECT * FROM _liqmap_state_rows")  # (deleted above)
+        finally:
+            con.unregister("_liqmap_state_rows")
+    elif files:
         con.execute("DELETE FROM liquidation_map_state WHERE base IN (SELECT DISTINCT base FROM read_parquet(?))",
                     [files])
         _upsert(con, "liquidation_map_state", files)
+    if rows or files:
         warehouse.set_state(con, _LIQMAP_TOKEN_STATE, token)
 
 
-def keep_liqmap_state(state_path: str | None, token: int | None) -> None:
-    """After a cycle committed: keep the books its graph collected (:func:`liqmap_cycle` ``keep``),
-    which the table now holds under ``token``; None (nothing was stored) keeps the last ones."""
-    rows = liqmap_estimator.close_handoff(state_path) if state_path else None
-    if rows is not None and token is not None:
-        _KEPT_LIQMAP.clear()
-        _KEPT_LIQMAP.update(token=token, rows=rows)
+def keep_liqmap_state(rows: dict[str, list[dict]], token: int) -> None:
+    """After a cycle committed: keep the books the table now holds under ``token`` (ADR 061)."""
+    _KEPT_LIQMAP.clear()
+    _KEPT_LIQMAP.update(token=token, rows=rows)
 
 
 #: the fuel an episode started with (docs/marts.md, cascades): liquidation_fuel of the last minute
@@ -761,14 +770,14 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
     liqmap_state = liqmap_cycle(con, config, from_us, tmp / "liquidation_map_state.parquet", keep=keep)
     try:
         return _analytics_and_commit(con, settings, config, from_us, tmp, run_id, closed_before, watermark,
-                                     liqmap_state, keep)
+                                     liqmap_state)
     finally:
         if keep:  # a cycle that failed, or stored nothing, leaves the last kept books as they are
             liqmap_estimator.close_handoff(liqmap_state["state_path"] or "")
 
 
 def _analytics_and_commit(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path, run_id: str,
-                          closed_before: int | None, watermark: int | None, liqmap: dict[str, Any], keep: bool) -> int:
+                          closed_before: int | None, watermark: int | None, liqmap: dict[str, Any]) -> int:
     marts_start = from_us - analytics_lookback_us(config)
     window_start = min(marts_start, liqmap["data_from_us"])
     (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
@@ -788,6 +797,9 @@ def _analytics_and_commit(con, settings: JobSettings, config: AnalyticsConfig, f
                               oi_reference=oi_reference(con, marts_start, config), closed_before_us=closed_before,
                               liqmap_state=liqmap)
         _run(p)
+    # the books handed back in process (ADR 061): stored from here; None: from the graph's files
+    handed = liqmap_estimator.close_handoff(liqmap["state_path"]) if liqmap["state_path"] else None
+    token = secrets.randbits(62) if handed and handed[0] else None
     con.execute("BEGIN")
     try:
         if bars_by_base:
@@ -803,9 +815,7 @@ def _analytics_and_commit(con, settings: JobSettings, config: AnalyticsConfig, f
         con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the estimator's books commit with the rows made from them (exactly once; ADR 015)
-        states = parquet_glob(out, "liquidation_map_state")
-        token = secrets.randbits(62) if keep and states else None
-        store_liqmap_state(con, states, token)
+        store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"), token, handed[0] if handed else None)
         attach_cascade_fuel(con, config, from_us)  # before the alerts read their episode
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
@@ -821,7 +831,7 @@ def _analytics_and_commit(con, settings: JobSettings, config: AnalyticsConfig, f
         con.execute("ROLLBACK")
         raise
     if token is not None:
-        keep_liqmap_state(liqmap["state_path"], token)
+        keep_liqmap_state(handed[1], token)
     return n
 
 

@@ -969,25 +969,27 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
 
 #: the stream job's in-process hand-off of the books (ADR 061), by the cycle's ``state_path``:
 #: {"in": the rows by base the job kept from its last committed cycle (None: read the file),
-#: "out": the rows by base the job's table holds once this cycle's are stored}. Only a cycle the
-#: job opened (:func:`open_handoff`) is here: the backfill and the tests' graphs read files only.
+#: "read": the rows by base the graph read, "new": the state rows by base the graph made, which the
+#: job stores itself (they are not output then)}. Only a cycle the job opened (:func:`open_handoff`)
+#: is here: the backfill and the tests' graphs read and write files only.
 _HANDOFF: dict[str, dict[str, Any]] = {}
 _HANDOFF_LOCK = threading.Lock()
 
 
 def open_handoff(state_path: str, kept: dict[str, list[dict]] | None) -> None:
     """Before a cycle's graph runs: its books come from ``kept`` (rows by base, as stored) instead of
-    the file at ``state_path`` (None: from the file), and it collects the rows the table will hold."""
+    the file at ``state_path`` (None: from the file), and its state rows are handed back in process."""
     with _HANDOFF_LOCK:
-        _HANDOFF[state_path] = {"in": kept, "out": {}}
+        _HANDOFF[state_path] = {"in": kept, "read": {}, "new": {}}
 
 
-def close_handoff(state_path: str) -> dict[str, list[dict]] | None:
-    """After the graph ran: the rows by base ``liquidation_map_state`` holds once the cycle's state
-    rows are stored (each base's new rows, else the rows it read), or None when it was not opened."""
+def close_handoff(state_path: str) -> tuple[dict[str, list[dict]], dict[str, list[dict]]] | None:
+    """After the graph ran: (the state rows by base it made, to store; the rows by base the table
+    holds once they are stored: each base's new rows, else the rows it read), or None when the
+    hand-off was not opened."""
     with _HANDOFF_LOCK:
         h = _HANDOFF.pop(state_path, None)
-    return None if h is None else h["out"]
+    return None if h is None else (h["new"], {**h["read"], **h["new"]})
 
 
 def read_state(path: str | None) -> dict[str, list[dict]]:
@@ -1018,24 +1020,23 @@ class _EstimateFn(beam.DoFn):
                                                                            self.data_from_us))
         path = resolve(self.state_path)
         self._state = read_state(path)
-        h = _HANDOFF.get(path) if path else None
-        self._out = None if h is None else h["out"]  # the job keeps the books in process (ADR 061)
-        if self._out is not None:
+        self._handoff = _HANDOFF.get(path) if path else None  # the job keeps the books in process (ADR 061)
+        if self._handoff is not None:
             with _HANDOFF_LOCK:
-                for base, rows in self._state.items():
-                    self._out.setdefault(base, rows)
+                self._handoff["read"].update(self._state)
 
     def process(self, keyed: tuple[str, BaseBars]):
         base, bb = keyed
         stored = []
         for tag, row in estimate_base(bb, self.config, self._emit, state=self._state.get(base),
                                       settled_us=self._settled, data_from_us=self._data_from):
-            if tag == STATE_TAG:
-                stored.append(row)
-            yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
-        if stored and self._out is not None:
+            if tag == STATE_TAG and self._handoff is not None:
+                stored.append(row)  # the job stores them from here, without a Parquet file
+            else:
+                yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
+        if stored:
             with _HANDOFF_LOCK:  # the job's store replaces the base's rows with these (store_liqmap_state)
-                self._out[base] = stored
+                self._handoff["new"][base] = stored
 
 
 class LiquidationMapFromPanels(AnalyticsTransform):
