@@ -899,6 +899,14 @@ def hourly_vols_pct(price: np.ndarray, minutes: int) -> list[float | None]:
     return out
 
 
+def vols_from(price: np.ndarray, minutes: int, first: int) -> list[float | None]:
+    """:func:`hourly_vols_pct` of the minutes from ``first`` on (None before), the same numbers: each
+    minute's window is the ``minutes + 1`` prices up to it, so the prices from ``first - minutes``
+    on give them all."""
+    lo = max(first - minutes, 0)
+    return [None] * lo + hourly_vols_pct(price[lo:], minutes)
+
+
 def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
                   venues: bool = True, state: list[dict] | None = None, settled_us: int | None = None,
                   data_from_us: int | None = None) -> Iterator[tuple[str, dict]]:
@@ -933,7 +941,10 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
         if est is None:
             return  # no price from the warm-up on: nothing to place
     save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
-    vols = hourly_vols_pct(inp.price, config.liqmap_vol_minutes) if fuel else []
+    # the hour's volatility of the minutes that can be emitted only (a live cycle's panel holds the
+    # whole analytics lookback, a fuel row is made for its last few minutes)
+    first = max(start, int(np.searchsorted(minutes, emit_from_us)) if emit_from_us is not None else 0)
+    vols = vols_from(inp.price, config.liqmap_vol_minutes, first) if fuel else []
     # the rows in order, held while their batch of fuel rows is incomplete (fuel_rows, ADR 049)
     rows: list[tuple[str, dict]] = []
     pending: list[tuple[dict, np.ndarray, int]] = []
