@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import secrets
+import tempfile
 import threading
 import time
 import uuid
@@ -49,9 +49,9 @@ from pipelines.jobs import graph_reuse
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
 from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.transforms import liqmap as liqmap_estimator
 from pipelines.transforms.cascades import CARRY_TAG
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
-from pipelines.transforms import liqmap as liqmap_estimator
 from pipelines.transforms.graph import build_analytics_on_panels, build_bars
 from pipelines.transforms.panel import ANALYTICS_BAR_COLUMNS, ReadBasePanels, bar_kinds
 from pipelines.transforms.params import RunParam, resolve, values_at_run
