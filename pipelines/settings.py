@@ -157,6 +157,12 @@ class JobSettings:
     #: (as before). On by default: the analytics phase took 0.60-0.72x main's CPU in the A/B of
     #: docs/performance.md ("Analytics graph reuse"), every mart row equal
     analytics_graph_reuse: int = 1
+    #: the stream job keeps the liquidation map's books it committed in its process and hands them
+    #: to the next cycle's graph instead of exporting liquidation_map_state to Parquet and reading it
+    #: back (ADR 061); they are still stored with the marts every cycle, and a cycle reads the table
+    #: whenever it may hold other books (a restart, another writer, a rolled-back cycle: job_state's
+    #: token is not the kept one). 0 = export and read back every cycle (as before)
+    liqmap_state_in_process: int = 1
     #: the raw-event archive's Parquet writer (pipelines.archive.ARCHIVE_PARQUET, ADR 046): "lean"
     #: (default) = dictionaries for the string columns and statistics for the others only, half
     #: the write time of "full" (Arrow's defaults: both for every column, as before) and smaller

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import tempfile
 import threading
 import time
@@ -48,6 +49,7 @@ from pipelines.jobs import graph_reuse
 from pipelines.liquidations import LIQUIDATIONS_1M_SCHEMA, LiquidationBatchesPerMinute
 from pipelines.settings import JobSettings
 from pipelines.sinks import ReadParquetRows, WriteRowsToParquet, WriteTablesToParquet, parquet_glob
+from pipelines.transforms import liqmap as liqmap_estimator
 from pipelines.transforms.cascades import CARRY_TAG
 from pipelines.transforms.config import MINUTE_US, AnalyticsConfig
 from pipelines.transforms.graph import build_analytics_on_panels, build_bars
@@ -302,32 +304,85 @@ def _load_pickled(path: str) -> list:
         return pickle.load(f)
 
 
-def liqmap_cycle(con, config: AnalyticsConfig, from_us: int, state_path: Path) -> dict[str, Any]:
+#: job_state: the token of the books this process last stored (ADR 061), and the books themselves
+_LIQMAP_TOKEN_STATE = "liqmap_state_token"
+#: {"token": job_state's token when they were committed, "rows": {base: rows}} (one database a process)
+_KEPT_LIQMAP: dict[str, Any] = {}
+
+
+def liqmap_cycle(con, config: AnalyticsConfig, from_us: int, state_path: Path, keep: bool = False) -> dict[str, Any]:
     """The liquidation map's part of an analytics cycle (ADR 015): the stored books exported to
     ``state_path``, the last settled minute (no event accepted later can change it: the state
     to store is the books after it) and where its bars must begin: the ``ffill_max_minutes``
     before the oldest stored book's next minute, or the warm-up before ``from_us`` when there is
-    no state or ``from_us`` rewinds into it (a replay: the books warm up again)."""
+    no state or ``from_us`` rewinds into it (a replay: the books warm up again).
+
+    ``keep`` (``JobSettings.liqmap_state_in_process``, ADR 061): the books this process committed
+    last are handed to the graph in process instead of exported, when the table still holds them
+    (job_state's token is theirs, and its rows' count and minutes are theirs); the graph's rows
+    are collected for :func:`keep_liqmap_state` after the commit."""
     if not config.liqmap_enabled:
         return {"state_path": None, "settled_us": None, "data_from_us": from_us}
     watermark = warehouse.get_state(con, "watermark_us")
     settled = None if watermark is None else (watermark - config.allowed_lateness_us) // MINUTE_US * MINUTE_US - MINUTE_US
-    oldest, newest = con.execute("SELECT min(last_minute_us), max(last_minute_us) FROM liquidation_map_state").fetchone()
+    oldest, newest, n = con.execute("SELECT min(last_minute_us), max(last_minute_us), count(*) "
+                                    "FROM liquidation_map_state").fetchone()
     warm_from = from_us - config.liqmap_warmup_minutes * MINUTE_US
+    kept = None
     if oldest is None or from_us <= newest or oldest + MINUTE_US < warm_from:
         data_from = warm_from  # (a book older than the warm-up would reach is warmed up again too)
+        if keep and oldest is None:  # (no rows: the table will hold the cycle's; a re-warm keeps none)
+            liqmap_estimator.open_handoff(str(state_path), None)
     else:
         data_from = oldest + MINUTE_US - config.ffill_max_minutes * MINUTE_US
-        con.execute(f"COPY (SELECT * FROM liquidation_map_state) TO '{state_path}' (FORMAT parquet)")
+        kept = _kept_liqmap_state(con, n, oldest, newest) if keep else None
+        if kept is None:
+            con.execute(f"COPY (SELECT * FROM liquidation_map_state) TO '{state_path}' (FORMAT parquet)")
+        if keep:  # the graph reads every stored row: what the table holds after the store is collected
+            liqmap_estimator.open_handoff(str(state_path), kept)
     return {"state_path": str(state_path), "settled_us": settled, "data_from_us": data_from}
 
 
-def store_liqmap_state(con, files: list[str]) -> None:
-    """Replace the stored books of the bases a cycle stepped (a re-warmed base drops venues it no longer has)."""
-    if files:
+def _kept_liqmap_state(con, n: int, oldest: int, newest: int) -> dict[str, list[dict]] | None:
+    """The books this process kept, when ``liquidation_map_state`` holds exactly them: the token
+    committed with them is job_state's (any other store, a reset or a rolled-back cycle leaves
+    another or none), and the table's row count and minutes are theirs."""
+    token = warehouse.get_state(con, _LIQMAP_TOKEN_STATE)
+    if not _KEPT_LIQMAP or token is None or _KEPT_LIQMAP["token"] != token:
+        return None
+    rows = [r for rs in _KEPT_LIQMAP["rows"].values() for r in rs]
+    if len(rows) != n or min(r["last_minute_us"] for r in rows) != oldest or max(
+            r["last_minute_us"] for r in rows) != newest:
+        return None
+    return _KEPT_LIQMAP["rows"]
+
+
+def store_liqmap_state(con, files: list[str], token: int | None = None,
+                       rows: dict[str, list[dict]] | None = None) -> None:
+    """Replace the stored books of the bases a cycle stepped (a re-warmed base drops venues it no
+    longer has): the state rows of ``files``, or ``rows`` by base (the in-process hand-off, ADR 061:
+    the same rows, made into one Arrow table here instead of a Parquet file by the graph's sink);
+    job_state's token becomes ``token`` (ADR 061: None = no process keeps them)."""
+    if rows:
+        table = pa.Table.from_pylist([r for rs in rows.values() for r in rs])  # (as the sink makes its file)
+        con.execute("DELETE FROM liquidation_map_state WHERE base IN (SELECT unnest(?::VARCHAR[]))", [list(rows)])
+        con.register("_liqmap_state_rows", table)
+        try:
+            con.execute("INSERT INTO liquidation_map_state BY NAME SELECT * FROM _liqmap_state_rows")  # (deleted above)
+        finally:
+            con.unregister("_liqmap_state_rows")
+    elif files:
         con.execute("DELETE FROM liquidation_map_state WHERE base IN (SELECT DISTINCT base FROM read_parquet(?))",
                     [files])
         _upsert(con, "liquidation_map_state", files)
+    if rows or files:
+        warehouse.set_state(con, _LIQMAP_TOKEN_STATE, token)
+
+
+def keep_liqmap_state(rows: dict[str, list[dict]], token: int) -> None:
+    """After a cycle committed: keep the books the table now holds under ``token`` (ADR 061)."""
+    _KEPT_LIQMAP.clear()
+    _KEPT_LIQMAP.update(token=token, rows=rows)
 
 
 #: the fuel an episode started with (docs/marts.md, cascades): liquidation_fuel of the last minute
@@ -711,7 +766,18 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         if was_open_from is not None and was_open_from < closed_before:
             from_us = min(from_us, was_open_from)
     tmp.mkdir(parents=True, exist_ok=True)
-    liqmap = liqmap_cycle(con, config, from_us, tmp / "liquidation_map_state.parquet")
+    keep = bool(settings.liqmap_state_in_process)
+    liqmap_state = liqmap_cycle(con, config, from_us, tmp / "liquidation_map_state.parquet", keep=keep)
+    try:
+        return _analytics_and_commit(con, settings, config, from_us, tmp, run_id, closed_before, watermark,
+                                     liqmap_state)
+    finally:
+        if keep:  # a cycle that failed, or stored nothing, leaves the last kept books as they are
+            liqmap_estimator.close_handoff(liqmap_state["state_path"] or "")
+
+
+def _analytics_and_commit(con, settings: JobSettings, config: AnalyticsConfig, from_us: int, tmp: Path, run_id: str,
+                          closed_before: int | None, watermark: int | None, liqmap: dict[str, Any]) -> int:
     marts_start = from_us - analytics_lookback_us(config)
     window_start = min(marts_start, liqmap["data_from_us"])
     (n_bars,) = con.execute("SELECT count(*) FROM bars_1m WHERE minute_ts >= make_timestamp(?::BIGINT)",
@@ -731,6 +797,9 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
                               oi_reference=oi_reference(con, marts_start, config), closed_before_us=closed_before,
                               liqmap_state=liqmap)
         _run(p)
+    # the books handed back in process (ADR 061): stored from here; None: from the graph's files
+    handed = liqmap_estimator.close_handoff(liqmap["state_path"]) if liqmap["state_path"] else None
+    token = secrets.randbits(62) if handed and handed[0] else None
     con.execute("BEGIN")
     try:
         if bars_by_base:
@@ -746,7 +815,7 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
         con.execute("DELETE FROM liquidation_levels WHERE as_of_ts >= make_timestamp(?::BIGINT)", [from_us])
         n = sum(_upsert(con, name, parquet_glob(out, name)) for name in ANALYTIC_MARTS)
         # the estimator's books commit with the rows made from them (exactly once; ADR 015)
-        store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"))
+        store_liqmap_state(con, parquet_glob(out, "liquidation_map_state"), token, handed[0] if handed else None)
         attach_cascade_fuel(con, config, from_us)  # before the alerts read their episode
         # the alerts' deliveries commit with them (the outbox, ADR 012); sent after the commit
         alert_outbox.enqueue(con, run_id, parquet_glob(out, "cascade_alerts"), settings)
@@ -761,6 +830,8 @@ def _phase_analytics(con, settings: JobSettings, config: AnalyticsConfig, from_u
     except Exception:
         con.execute("ROLLBACK")
         raise
+    if token is not None:
+        keep_liqmap_state(handed[1], token)
     return n
 
 

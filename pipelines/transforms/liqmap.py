@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -898,6 +899,14 @@ def hourly_vols_pct(price: np.ndarray, minutes: int) -> list[float | None]:
     return out
 
 
+def vols_from(price: np.ndarray, minutes: int, first: int) -> list[float | None]:
+    """:func:`hourly_vols_pct` of the minutes from ``first`` on (None before), the same numbers: each
+    minute's window is the ``minutes + 1`` prices up to it, so the prices from ``first - minutes``
+    on give them all."""
+    lo = max(first - minutes, 0)
+    return [None] * lo + hourly_vols_pct(price[lo:], minutes)
+
+
 def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | None, fuel: bool = True,
                   venues: bool = True, state: list[dict] | None = None, settled_us: int | None = None,
                   data_from_us: int | None = None) -> Iterator[tuple[str, dict]]:
@@ -932,7 +941,10 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
         if est is None:
             return  # no price from the warm-up on: nothing to place
     save = int(np.searchsorted(minutes, settled_us, side="right")) - 1 if settled_us is not None else -1
-    vols = hourly_vols_pct(inp.price, config.liqmap_vol_minutes) if fuel else []
+    # the hour's volatility of the minutes that can be emitted only (a live cycle's panel holds the
+    # whole analytics lookback, a fuel row is made for its last few minutes)
+    first = max(start, int(np.searchsorted(minutes, emit_from_us)) if emit_from_us is not None else 0)
+    vols = vols_from(inp.price, config.liqmap_vol_minutes, first) if fuel else []
     # the rows in order, held while their batch of fuel rows is incomplete (fuel_rows, ADR 049)
     rows: list[tuple[str, dict]] = []
     pending: list[tuple[dict, np.ndarray, int]] = []
@@ -966,8 +978,37 @@ def estimate_base(bb: BaseBars, config: AnalyticsConfig, emit_from_us: int | Non
             rows, pending = [], []
 
 
+#: the stream job's in-process hand-off of the books (ADR 061), by the cycle's ``state_path``:
+#: {"in": the rows by base the job kept from its last committed cycle (None: read the file),
+#: "read": the rows by base the graph read, "new": the state rows by base the graph made, which the
+#: job stores itself (they are not output then)}. Only a cycle the job opened (:func:`open_handoff`)
+#: is here: the backfill and the tests' graphs read and write files only.
+_HANDOFF: dict[str, dict[str, Any]] = {}
+_HANDOFF_LOCK = threading.Lock()
+
+
+def open_handoff(state_path: str, kept: dict[str, list[dict]] | None) -> None:
+    """Before a cycle's graph runs: its books come from ``kept`` (rows by base, as stored) instead of
+    the file at ``state_path`` (None: from the file), and its state rows are handed back in process."""
+    with _HANDOFF_LOCK:
+        _HANDOFF[state_path] = {"in": kept, "read": {}, "new": {}}
+
+
+def close_handoff(state_path: str) -> tuple[dict[str, list[dict]], dict[str, list[dict]]] | None:
+    """After the graph ran: (the state rows by base it made, to store; the rows by base the table
+    holds once they are stored: each base's new rows, else the rows it read), or None when the
+    hand-off was not opened."""
+    with _HANDOFF_LOCK:
+        h = _HANDOFF.pop(state_path, None)
+    return None if h is None else (h["new"], {**h["read"], **h["new"]})
+
+
 def read_state(path: str | None) -> dict[str, list[dict]]:
-    """liquidation_map_state rows of a Parquet export, by base ({} without one)."""
+    """liquidation_map_state rows of a Parquet export, by base ({} without one); the kept rows when
+    the stream job handed them over in process for this ``path`` (:func:`open_handoff`)."""
+    h = _HANDOFF.get(path) if path else None
+    if h is not None and h["in"] is not None:
+        return h["in"]
     if not path or not os.path.exists(path):
         return {}
     import pyarrow.parquet as pq
@@ -988,13 +1029,25 @@ class _EstimateFn(beam.DoFn):
         # each run's values (RunParams: read when the graph runs, ADR 045) and its stored books
         self._emit, self._settled, self._data_from = (resolve(v) for v in (self.emit_from_us, self.settled_us,
                                                                            self.data_from_us))
-        self._state = read_state(resolve(self.state_path))
+        path = resolve(self.state_path)
+        self._state = read_state(path)
+        self._handoff = _HANDOFF.get(path) if path else None  # the job keeps the books in process (ADR 061)
+        if self._handoff is not None:
+            with _HANDOFF_LOCK:
+                self._handoff["read"].update(self._state)
 
     def process(self, keyed: tuple[str, BaseBars]):
         base, bb = keyed
+        stored = []
         for tag, row in estimate_base(bb, self.config, self._emit, state=self._state.get(base),
                                       settled_us=self._settled, data_from_us=self._data_from):
-            yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
+            if tag == STATE_TAG and self._handoff is not None:
+                stored.append(row)  # the job stores them from here, without a Parquet file
+            else:
+                yield row if tag == LEVELS_TAG else beam.pvalue.TaggedOutput(tag, row)
+        if stored:
+            with _HANDOFF_LOCK:  # the job's store replaces the base's rows with these (store_liqmap_state)
+                self._handoff["new"][base] = stored
 
 
 class LiquidationMapFromPanels(AnalyticsTransform):
