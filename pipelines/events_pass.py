@@ -113,23 +113,34 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
     input order kept, without that column; a key ``seen`` reports committed drops every copy. The
     kept events' keys are written to ``out_dir/event_keys-*.parquet``. Returns (tables, copies
     dropped). The copies are found in NumPy (:func:`_first_copies`): only the rows whose key
-    occurs twice are ordered by their Kafka position (ADR 046, ADR 062)."""
+    occurs twice are ordered by their Kafka position; ``seen`` is asked once for the cycle's
+    keys of every event type (ADR 046, ADR 062)."""
     from pipelines.dedupe import KEYS_NAME
 
-    kept_tables: dict[str, pa.Table] = {}
-    dropped = 0
+    firsts = {}  # each event type's first copies: each key once from here
     for event_type, table in tables.items():
         first = _first_copies(table)
-        # each key once from here: the rule keeps the rows whose key is not committed
-        kept = _drop_committed(table if first is None else table.filter(first), seen)
-        dropped += table.num_rows - kept.num_rows
+        firsts[event_type] = table if first is None else table.filter(first)
+    # the rule keeps the rows whose key is not committed: one lookup for the cycle (it scans the
+    # committed keys; their text starts with the event type, so one type's keys never match another's)
+    committed = seen(pa.chunked_array([t[KEY] for t in firsts.values()], pa.uint64())) \
+        if seen is not None and firsts else None
+    kept_tables: dict[str, pa.Table] = {}
+    keys: list[pa.Table] = []
+    for event_type, table in firsts.items():
+        kept = table
+        if committed is not None and len(committed):
+            kept = table.filter(pc.invert(pc.is_in(table[KEY], value_set=committed)))
         if kept.num_rows:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            # UBIGINT key, BIGINT time (dedupe.commit_keys inserts them); no dictionary: every key
-            # differs, and trying one was 3/4 of this write
-            pq.write_table(pa.table({"key": kept[KEY], "event_time_us": kept["event_time"]}),
-                           out_dir / f"{KEYS_NAME}-{uuid.uuid4().hex}.parquet", use_dictionary=False)
+            keys.append(pa.table({"key": kept[KEY], "event_time_us": kept["event_time"]}))
             kept_tables[event_type] = kept.drop_columns([KEY])
+    if keys:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # UBIGINT key, BIGINT time (dedupe.commit_keys inserts them); no dictionary: every key
+        # differs, and trying one was 3/4 of this write
+        pq.write_table(pa.concat_tables(keys), out_dir / f"{KEYS_NAME}-{uuid.uuid4().hex}.parquet",
+                       use_dictionary=False)
+    dropped = sum(t.num_rows for t in tables.values()) - sum(t.num_rows for t in kept_tables.values())
     return kept_tables, dropped
 
 
@@ -159,16 +170,6 @@ def _first_copies(table: pa.Table) -> pa.Array | None:
     first = np.ones(len(keys), dtype=bool)
     first[by_key[1:][k[1:] == k[:-1]]] = False
     return pa.array(first)
-
-
-def _drop_committed(table: pa.Table, seen: SeenLookup | None) -> pa.Table:
-    """``table`` without the rows whose :data:`KEY` ``seen`` reports committed."""
-    if seen is None:
-        return table
-    committed = seen(table[KEY])
-    if not len(committed):
-        return table
-    return table.filter(pc.invert(pc.is_in(table[KEY], value_set=committed)))
 
 
 def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "lean") -> None:
