@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.analytics_cycle --make MART_DIR          # once: 40 minutes of history
     .venv/bin/python -m bench.live_cycle MART_DIR [--events 200000] [--rate 40000] [--cycles 8]
-        [--dq-every 0] [--seed 11] [--json OUT]
+        [--dq-every 0] [--seed 11] [--json OUT] [--keep MART_AFTER.duckdb]
 
 On a copy of the mart (``MART_DIR/stream.duckdb``, made by ``bench.analytics_cycle --make``), each
 cycle is the next ``events / rate`` seconds of the alert-latency scenario's live feed
@@ -100,7 +100,8 @@ def _rss_mb() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
 
 
-def run(mart_dir: Path, events: int, rate: float, cycles: int, dq_every: int, seed: int) -> dict:
+def run(mart_dir: Path, events: int, rate: float, cycles: int, dq_every: int, seed: int,
+        keep: Path | None = None) -> dict:
     import numpy as np
 
     from bench.alert_latency import CascadeScenario, bench_venues
@@ -144,6 +145,8 @@ def run(mart_dir: Path, events: int, rate: float, cycles: int, dq_every: int, se
             out.append(row)
             print(json.dumps(row), flush=True)
         keeper.close()
+        if keep is not None:  # the mart after the cycles (an A/B compares them)
+            shutil.copy(db, keep)
     later = out[1:]
     phases = sorted({k for r in later for k in r["timings"]})
     import pyarrow as pa
@@ -167,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual run
     ap.add_argument("--dq-every", type=int, default=0, help="the DQ gate every Nth cycle (0: never)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--keep", type=Path, help="copy the mart after the cycles here")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
-    res = run(args.mart, args.events, args.rate, args.cycles, args.dq_every, args.seed)
+    res = run(args.mart, args.events, args.rate, args.cycles, args.dq_every, args.seed, args.keep)
     summary = {k: v for k, v in res.items() if k != "per_cycle"}
     print(json.dumps(summary))
     if args.json:
