@@ -7,8 +7,9 @@ once and computes what ``load.build_event_graph`` computes, with the same functi
 graph has a vectorized one and the same rounding everywhere:
 
 * duplicates (ADR 016): the same identity (``dedupe.event_key_sql``) and the same rule (the copy
-  at the lowest Kafka position is kept, a key committed in ``event_keys`` drops every copy), one
-  DuckDB query per event type instead of a shuffle of shards;
+  at the lowest Kafka position is kept, a key committed in ``event_keys`` drops every copy), the
+  copies found in NumPy and the committed keys asked once per cycle instead of a shuffle of shards
+  (ADR 062);
 * the archive: the kept events, one Parquet file per topic partition and UTC day (each file one
   partition's increasing offsets, as ``archive._disjoint_order`` expects);
 * late events: ``bars.split_late_batch``;
