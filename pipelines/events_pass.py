@@ -7,8 +7,9 @@ once and computes what ``load.build_event_graph`` computes, with the same functi
 graph has a vectorized one and the same rounding everywhere:
 
 * duplicates (ADR 016): the same identity (``dedupe.event_key_sql``) and the same rule (the copy
-  at the lowest Kafka position is kept, a key committed in ``event_keys`` drops every copy), one
-  DuckDB query per event type instead of a shuffle of shards;
+  at the lowest Kafka position is kept, a key committed in ``event_keys`` drops every copy), the
+  copies found in NumPy and the committed keys asked once per cycle instead of a shuffle of shards
+  (ADR 062);
 * the archive: the kept events, one Parquet file per topic partition and UTC day (each file one
   partition's increasing offsets, as ``archive._disjoint_order`` expects);
 * late events: ``bars.split_late_batch``;
@@ -112,77 +113,64 @@ def drop_duplicates(tables: dict[str, pa.Table], seen: SeenLookup | None,
     """The first copy of each event (``dedupe``'s rule, on the identities in column :data:`KEY`),
     input order kept, without that column; a key ``seen`` reports committed drops every copy. The
     kept events' keys are written to ``out_dir/event_keys-*.parquet``. Returns (tables, copies
-    dropped). An event type whose keys are all distinct (no copy within the cycle) skips the
-    query that orders the copies (ADR 046)."""
-    import duckdb
+    dropped). The copies are found in NumPy (:func:`_first_copies`): only the rows whose key
+    occurs twice are ordered by their Kafka position; ``seen`` is asked once for the cycle's
+    keys of every event type (ADR 046, ADR 062)."""
+    from pipelines.dedupe import KEYS_NAME
 
-    from pipelines.dedupe import KEYS_NAME, _order_by
-
+    firsts = {}  # each event type's first copies: each key once from here
+    for event_type, table in tables.items():
+        first = _first_copies(table)
+        firsts[event_type] = table if first is None else table.filter(first)
+    # the rule keeps the rows whose key is not committed: one lookup for the cycle (it scans the
+    # committed keys; their text starts with the event type, so one type's keys never match another's)
+    committed = seen(pa.chunked_array([t[KEY] for t in firsts.values()], pa.uint64())) \
+        if seen is not None and firsts else None
     kept_tables: dict[str, pa.Table] = {}
-    dropped = 0
-    con = None  # opened for the first event type with copies (a connection cost ~14 ms of CPU)
-    try:
-        for event_type, table in tables.items():
-            if _all_distinct(table[KEY]):
-                # no two rows share a key (every cycle but a replay's): each row is its event's first
-                # copy, so the rule keeps the rows whose key is not committed, without ordering any
-                kept = _drop_committed(table, seen)
-                dropped += table.num_rows - kept.num_rows
-                if kept.num_rows:
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    # the file DuckDB's COPY below writes (UBIGINT key, BIGINT time); no dictionary:
-                    # every key differs, and trying one was 3/4 of this write
-                    pq.write_table(pa.table({"key": kept[KEY], "event_time_us": kept["event_time"]}),
-                                   out_dir / f"{KEYS_NAME}-{uuid.uuid4().hex}.parquet", use_dictionary=False)
-                    kept_tables[event_type] = kept.drop_columns([KEY])
-                continue
-            t = table.select([c for c in (KEY, "event_time", "_topic", "_partition", "_offset")
-                              if c in table.column_names])
-            t = t.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-            table = table.drop_columns([KEY])
-            if con is None:
-                con = duckdb.connect()
-            con.register("t", t)
-            committed = ""
-            if seen is not None:
-                con.register("committed", pa.table({"key": seen(t[KEY])}))
-                committed = f"AND {KEY} NOT IN (SELECT key FROM committed)"
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE kept AS SELECT _row, {KEY}, event_time FROM t "
-                f"QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY {_order_by(t.column_names)}) = 1 {committed}")
-            con.unregister("t")
-            ((n_kept,),) = con.execute("SELECT count(*) FROM kept").fetchall()
-            dropped += table.num_rows - n_kept
-            if n_kept:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                con.execute(f"COPY (SELECT {KEY} AS key, event_time AS event_time_us FROM kept) TO "
-                            f"'{out_dir / f'{KEYS_NAME}-{uuid.uuid4().hex}.parquet'}' (FORMAT parquet)")
-            if n_kept == table.num_rows:
-                kept_tables[event_type] = table
-            elif n_kept:
-                rows = con.sql("SELECT _row FROM kept ORDER BY _row").to_arrow_table()
-                kept_tables[event_type] = table.take(rows.column(0))
-    finally:
-        if con is not None:
-            con.close()
+    keys: list[pa.Table] = []
+    for event_type, table in firsts.items():
+        kept = table
+        if committed is not None and len(committed):
+            kept = table.filter(pc.invert(pc.is_in(table[KEY], value_set=committed)))
+        if kept.num_rows:
+            keys.append(pa.table({"key": kept[KEY], "event_time_us": kept["event_time"]}))
+            kept_tables[event_type] = kept.drop_columns([KEY])
+    if keys:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # UBIGINT key, BIGINT time (dedupe.commit_keys inserts them); no dictionary: every key
+        # differs, and trying one was 3/4 of this write
+        pq.write_table(pa.concat_tables(keys), out_dir / f"{KEYS_NAME}-{uuid.uuid4().hex}.parquet",
+                       use_dictionary=False)
+    dropped = sum(t.num_rows for t in tables.values()) - sum(t.num_rows for t in kept_tables.values())
     return kept_tables, dropped
 
 
-def _all_distinct(keys: pa.ChunkedArray) -> bool:
-    """No key twice (sorted, no two neighbours equal: NumPy's sort of 300k keys took 4 ms, Arrow's
-    ``count_distinct`` 35 ms and 0.1-0.4 s of CPU on its first call in a process)."""
-    k = np.sort(keys.to_numpy())
-    return bool(np.all(k[1:] != k[:-1]))
+#: the Kafka position a copy is ordered by (``dedupe._order_by``): the lowest is the first copy
+_POSITION = ("_topic", "_partition", "_offset")
 
 
-def _drop_committed(table: pa.Table, seen: SeenLookup | None) -> pa.Table:
-    """``table`` without the rows whose :data:`KEY` ``seen`` reports committed."""
-    if seen is None:
-        return table
-    committed = seen(table[KEY])
-    if not len(committed):
-        return table
-    return table.filter(pc.invert(pc.is_in(table[KEY], value_set=committed)))
+def _first_copies(table: pa.Table) -> pa.Array | None:
+    """A mask of the rows that are their key's first copy (the lowest ``_topic, _partition,
+    _offset``, nulls last, as ``dedupe._order_by`` orders them; the input order without them),
+    or None when no two rows share a key (every cycle but a replay's: nothing to order).
+
+    The keys are sorted once (NumPy's sort of 300k keys took 4 ms; Arrow's ``count_distinct`` 35 ms
+    and 0.1-0.4 s of CPU on its first call in a process); only the rows of a key that occurs twice
+    are ranked by position. A DuckDB window query over every row did this before (~1 µs an event)."""
+    keys = table[KEY].to_numpy()
+    ordered = np.sort(keys)
+    again = ordered[1:] == ordered[:-1]
+    if not again.any():
+        return None
+    copies = np.flatnonzero(np.isin(keys, ordered[1:][again]))
+    sub = table.select([c for c in _POSITION if c in table.column_names]).take(copies)
+    # np.lexsort: the last key is the primary one; ties (no position) in input order
+    ranks = [pc.rank(sub[c], "ascending", tiebreaker="dense").to_numpy() for c in reversed(sub.column_names)]
+    by_key = copies[np.lexsort((copies, *ranks, keys[copies]))]
+    k = keys[by_key]
+    first = np.ones(len(keys), dtype=bool)
+    first[by_key[1:][k[1:] == k[:-1]]] = False
+    return pa.array(first)
 
 
 def write_archive(tables: dict[str, pa.Table], staging: Path, parquet: str = "lean") -> None:

@@ -102,11 +102,12 @@ class JobSettings:
     #: a day worker 2-3 s of kernel time per 3 days read and the 4M-event backfill peaked ~25 %
     #: higher than with "system" (ADR 047, docs/performance.md)
     backfill_arrow_pool: str = "system"
-    #: the same for the stream job and its reader processes; "" (default) = pyarrow's default.
-    #: `system` caught a 300k backlog up in 5.3 / 8.0 / 12.5 s against mimalloc's 6.5 / 10.4 / 16.2 s
-    #: (warm window, load 5-9) with less kernel time, but a long-lived process's memory under glibc is not
-    #: measured yet (ADR 047)
-    stream_arrow_pool: str = ""
+    #: the same for the stream job and its reader processes: "system" (default), "jemalloc", "mimalloc"
+    #: (pyarrow's own default), or "" = pyarrow's default. mimalloc gives freed memory back to the
+    #: kernel within 10 ms and faults it in again: in a live cycle of 200k events the bars of the same
+    #: table took 0.2-0.3 s of the job thread's CPU, 0.14-0.22 s of it kernel time, against 0.06 s with
+    #: "system"; the cycle's CPU 1.47-> 1.29 s, resident memory no higher (ADR 047, ADR 062)
+    stream_arrow_pool: str = "system"
     #: Beam runner of `liqstream backfill`: "local" (this host, ADR 007) or "dask" (a dask.distributed
     #: cluster, ADR 017)
     backfill_runner: str = "local"

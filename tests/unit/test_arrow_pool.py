@@ -58,10 +58,10 @@ def test_an_unknown_pool_is_refused_with_the_choices(restore_pool):
 
 def test_the_settings_default_and_read_the_environment():
     assert JobSettings().backfill_arrow_pool == "system" and "system" in ARROW_POOLS
-    assert JobSettings().stream_arrow_pool == ""  # pyarrow's default until a live run decides (ADR 047)
-    env = {"LIQSTREAM_BACKFILL_ARROW_POOL": "jemalloc", "LIQSTREAM_STREAM_ARROW_POOL": "system"}
+    assert JobSettings().stream_arrow_pool == "system"  # ADR 062 (mimalloc's kernel time in live cycles)
+    env = {"LIQSTREAM_BACKFILL_ARROW_POOL": "jemalloc", "LIQSTREAM_STREAM_ARROW_POOL": "mimalloc"}
     assert JobSettings.from_env(env).backfill_arrow_pool == "jemalloc"
-    assert JobSettings.from_env(env).stream_arrow_pool == "system"
+    assert JobSettings.from_env(env).stream_arrow_pool == "mimalloc"
 
 
 def test_the_stream_job_refuses_an_unknown_pool_before_it_starts(tmp_path, restore_pool):

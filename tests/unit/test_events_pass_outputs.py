@@ -214,7 +214,7 @@ def test_drop_duplicates_keeps_the_first_copies(tmp_path, copies, n_committed):
         return pa.array(sorted({k for k in keys.to_pylist() if k in pool}), pa.uint64())
 
     kept, dropped = drop_duplicates(tables, seen, tmp_path / "out")
-    assert len(asked) == len(tables)
+    assert len(asked) == 1  # one lookup of the committed keys for the cycle (ADR 062)
     want_dropped = 0
     for event_type, table in tables.items():
         want = _reference_kept(table, committed[event_type])
@@ -233,6 +233,45 @@ def test_drop_duplicates_keeps_the_first_copies(tmp_path, copies, n_committed):
     assert got == want_keys
     assert con.sql(f"SELECT typeof(key), typeof(event_time_us) FROM read_parquet('{tmp_path / 'out'}/event_keys-*.parquet') "
                    "LIMIT 1").fetchall() == [("UBIGINT", "BIGINT")]
+
+
+def _reference_first_copies(rows: list[dict], position: list[str]) -> list[int]:
+    """Row indices of each key's first copy by plain Python: the lowest position, a null after any
+    value (DuckDB's ``ORDER BY`` nulls last), ties (no position) the earlier row; in input order."""
+    def order(i: int) -> tuple:
+        return (*((rows[i][c] is None, rows[i][c] or 0) for c in position), i)
+
+    first: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        j = first.get(r[KEY])
+        if j is None or order(i) < order(j):
+            first[r[KEY]] = i
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("position", [["_topic", "_partition", "_offset"], ["_partition", "_offset"], []])
+def test_first_copies_order_by_position_nulls_last_then_input_order(tmp_path, position):
+    """Copies in 2-4 places with positions that tie, are null, or are missing (a table without
+    position columns keeps its earliest row): the kept rows are the reference's (ADR 062)."""
+    rng = np.random.default_rng(3)
+    n = 3_000
+    keys = rng.integers(0, 900, size=n).astype(np.uint64)  # most keys 2-4 times
+    cols = {KEY: pa.array(keys, pa.uint64()), "event_time": pa.array(np.arange(n, dtype=np.int64)),
+            "v": pa.array(rng.normal(size=n))}
+    if "_topic" in position:
+        cols["_topic"] = pa.array(rng.choice(["b.v1", "a.v1", None], size=n).tolist(), pa.string())
+    if "_partition" in position:
+        part = rng.integers(0, 3, size=n)
+        cols["_partition"] = pa.array(part, pa.int32(), mask=rng.random(n) < 0.05)
+        cols["_offset"] = pa.array(rng.integers(0, 50, size=n), pa.int64(), mask=rng.random(n) < 0.05)
+    table = pa.table(cols)
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=700))  # several chunks
+    want = _reference_first_copies(table.to_pylist(), position)
+    kept, dropped = drop_duplicates({"trade": table}, None, tmp_path / "out")
+    assert dropped == n - len(want) > 0
+    assert same_rows(kept["trade"], table.take(pa.array(want, pa.int64())).drop_columns([KEY]))
+    got = duckdb.sql(f"SELECT key FROM read_parquet('{tmp_path / 'out'}/event_keys-*.parquet') ORDER BY key").fetchall()
+    assert [k for (k,) in got] == sorted({int(k) for k in keys})
 
 
 # ---- the archive written by a thread while the marts are computed (JobSettings.events_pass_archive_thread)
