@@ -30,6 +30,20 @@ CONFIG = dataclasses.replace(AnalyticsConfig(), allowed_lateness_s=120, liqmap_w
                              liqmap_every_minutes=5)
 
 
+def _crash_after_the_store(monkeypatch, settings: JobSettings) -> None:
+    """One cycle of `settings` killed inside its analytics transaction, after the map's books were
+    stored and the marts written: nothing of it may commit."""
+    store = load.store_liqmap_state
+
+    def crash(con, *args):
+        store(con, *args)
+        raise RuntimeError("killed before commit")
+    monkeypatch.setattr(load, "store_liqmap_state", crash)
+    with pytest.raises(RuntimeError):
+        run_load(settings, run_dq=False, config=CONFIG)
+    monkeypatch.setattr(load, "store_liqmap_state", store)
+
+
 def test_one_cycle_many_cycles_and_a_crashed_cycle_give_the_same_map(fresh_broker, tmp_path, monkeypatch):
     kafka = KafkaSettings(bootstrap_servers=fresh_broker.bootstrap)
     events = list(in_time_order(synth_tables(12_000, SYNTH_START_US, 40 * 60_000_000, seed=22)))
@@ -47,7 +61,6 @@ def test_one_cycle_many_cycles_and_a_crashed_cycle_give_the_same_map(fresh_broke
             con.close()
 
     many, crashed, control = settings("many"), settings("crashed"), settings("control")
-    store = load.store_liqmap_state
     stored: list[set[int]] = []
     for i in range(parts):
         publish_events(kafka, iter(events[i * len(events) // parts:(i + 1) * len(events) // parts]))
@@ -55,13 +68,7 @@ def test_one_cycle_many_cycles_and_a_crashed_cycle_give_the_same_map(fresh_broke
         stored.append(state_minutes(many.db))
         if i == parts // 2:
             # a crash inside the analytics transaction, after the marts were written: nothing of it commits
-            def crash(con, *args):
-                store(con, *args)
-                raise RuntimeError("killed before commit")
-            monkeypatch.setattr(load, "store_liqmap_state", crash)
-            with pytest.raises(RuntimeError):
-                run_load(crashed, run_dq=False, config=CONFIG)
-            monkeypatch.setattr(load, "store_liqmap_state", store)
+            _crash_after_the_store(monkeypatch, crashed)
         assert run_load(crashed, run_dq=False, config=CONFIG).events_in >= 0
         con = duckdb.connect(str(control.db)) if control.db.exists() else None
         if con is not None:
@@ -118,20 +125,13 @@ def test_books_kept_in_process_give_the_same_marts_and_state(fresh_broker, tmp_p
         return out
 
     monkeypatch.setattr(load, "_kept_liqmap_state", counted)
-    store = load.store_liqmap_state
     load._KEPT_LIQMAP.clear()
     for i in range(parts):
         publish_events(kafka, iter(events[i * len(events) // parts:(i + 1) * len(events) // parts]))
         if i == 3:
             load._KEPT_LIQMAP.clear()  # a restart: nothing kept, the table is read back
         if i == 5:
-            def crash(con, *args):
-                store(con, *args)
-                raise RuntimeError("killed before commit")
-            monkeypatch.setattr(load, "store_liqmap_state", crash)
-            with pytest.raises(RuntimeError):
-                run_load(kept, run_dq=False, config=CONFIG)
-            monkeypatch.setattr(load, "store_liqmap_state", store)
+            _crash_after_the_store(monkeypatch, kept)
         assert run_load(kept, run_dq=False, config=CONFIG).events_in >= 0
         assert run_load(files, run_dq=False, config=CONFIG).events_in >= 0
         if i == 6:  # another process stores books (here: the same ones, under no token): read back

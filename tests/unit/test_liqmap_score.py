@@ -63,15 +63,20 @@ def _level(minute_us: int, px: float, usd: float) -> dict:
             "price_low": math.exp(b * W), "usd": usd}
 
 
-def test_score_map_by_hand():
-    # truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 and 10 at 92, 60 two hours on
-    # estimate: 50 at 95, 30 at 97, 20 at 92
+def _hand_case() -> tuple[dict, list[dict]]:
+    """truth: 100 USD of longs at 95, 100 at 92; next hour: 30 USD liquidated at 95 and 10 at 92, 60 two hours on;
+    estimate: 50 at 95, 30 at 97, 20 at 92."""
     m = 60_000_000
     truth = {"liquidation_books": {
         "snapshots": [_snapshot(0, 100.0, {95.0: 100.0, 92.0: 100.0})],
         "liquidations": [[10 * m, "BTC", "long", 95.0, 30.0], [20 * m, "BTC", "long", 92.0, 10.0],
                          [180 * m, "BTC", "long", 95.0, 60.0]]}}
-    levels = [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
+    return truth, [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
+
+
+def test_score_map_by_hand():
+    truth, levels = _hand_case()
+    m = 60_000_000
     s = score_map(levels, truth, CFG)
     # map: est density 0.5 / 0.3 / 0.2, truth 0.5 / 0 / 0.5 -> overlap 0.5 + 0.2
     assert s["map_overlap"] == pytest.approx(0.7)
@@ -95,12 +100,8 @@ def test_swept_profile_by_hand():
     # 95.10 (4.90 % below 100); 97 -> 457, mid 97.03 (2.97 %); 92 -> 452, mid 92.30 (7.70 %).
     # Bands [0, 1), [1, 3), [3, 5), [5, inf). The swept range (100 down to 92) holds all three
     # estimated buckets (E = 100) and both true ones (T = 200); realized R = 40, 30 at 95, 10 at 92.
+    truth, levels = _hand_case()
     m = 60_000_000
-    truth = {"liquidation_books": {
-        "snapshots": [_snapshot(0, 100.0, {95.0: 100.0, 92.0: 100.0})],
-        "liquidations": [[10 * m, "BTC", "long", 95.0, 30.0], [20 * m, "BTC", "long", 92.0, 10.0],
-                         [180 * m, "BTC", "long", 95.0, 60.0]]}}
-    levels = [_level(0, 95.0, 50.0), _level(0, 97.0, 30.0), _level(0, 92.0, 20.0)]
     p = swept_profile(levels, truth, CFG, bands_pct=(1.0, 3.0, 5.0))
     assert p["realized"] == pytest.approx([0.0, 0.0, 0.75, 0.25])
     assert p["estimate"] == pytest.approx([0.0, 0.3, 0.5, 0.2])
